@@ -1,0 +1,216 @@
+//! Messages on chatd's Unix control socket, spoken by `chatctl`.
+//!
+//! One request line, one response line, then either side may send another request
+//! on the same connection. Requests and responses are JSON objects tagged by `"type"`.
+//!
+//! ```text
+//! > {"type":"user_add","user":"alice","password":"...","admin":false}
+//! < {"type":"done","message":"user alice added"}
+//! > {"type":"who"}
+//! < {"type":"sessions","sessions":[{"id":3,"user":"alice","peer":"127.0.0.1:5000","since":1764300000}]}
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::fingerprint::Fingerprint;
+
+/// Longest control line either side accepts.
+pub const MAX_CONTROL_LINE: usize = 64 * 1024;
+
+/// A request from chatctl.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// Server version, uptime, listener, certificate fingerprint, session count.
+    Status,
+    /// Create an account.
+    UserAdd {
+        /// New user name.
+        user: String,
+        /// Initial password (hashed by chatd with argon2id).
+        password: String,
+        /// Give the account the admin role.
+        #[serde(default)]
+        admin: bool,
+    },
+    /// Delete an account and end its sessions.
+    UserDel {
+        /// Account to delete.
+        user: String,
+    },
+    /// Set a new password.
+    UserPasswd {
+        /// Account.
+        user: String,
+        /// New password.
+        password: String,
+    },
+    /// Refuse further logins and end current sessions.
+    UserLock {
+        /// Account.
+        user: String,
+    },
+    /// Allow logins again.
+    UserUnlock {
+        /// Account.
+        user: String,
+    },
+    /// List accounts.
+    UserList,
+    /// List sessions online.
+    Who,
+    /// End every session of a user.
+    Kick {
+        /// Account whose sessions to end.
+        user: String,
+        /// Shown to the user and to others.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for ControlRequest {
+    // Hand-written so passwords never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlRequest::UserAdd { user, admin, .. } => f
+                .debug_struct("UserAdd")
+                .field("user", user)
+                .field("admin", admin)
+                .finish_non_exhaustive(),
+            ControlRequest::UserPasswd { user, .. } => f
+                .debug_struct("UserPasswd")
+                .field("user", user)
+                .finish_non_exhaustive(),
+            ControlRequest::UserDel { user } => write!(f, "UserDel({user})"),
+            ControlRequest::UserLock { user } => write!(f, "UserLock({user})"),
+            ControlRequest::UserUnlock { user } => write!(f, "UserUnlock({user})"),
+            ControlRequest::Kick { user, reason } => f
+                .debug_struct("Kick")
+                .field("user", user)
+                .field("reason", reason)
+                .finish(),
+            ControlRequest::Status => f.write_str("Status"),
+            ControlRequest::UserList => f.write_str("UserList"),
+            ControlRequest::Who => f.write_str("Who"),
+        }
+    }
+}
+
+/// The server's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlResponse {
+    /// The change is made (and durable).
+    Done {
+        /// What was done, for people.
+        message: String,
+    },
+    /// Answer to `status`.
+    Status(StatusInfo),
+    /// Answer to `user_list`.
+    Users {
+        /// Every account, sorted by name.
+        users: Vec<UserInfo>,
+    },
+    /// Answer to `who`.
+    Sessions {
+        /// Every session, oldest first.
+        sessions: Vec<SessionInfo>,
+    },
+    /// The request failed.
+    Error {
+        /// Stable code.
+        code: ControlErrorCode,
+        /// For people.
+        message: String,
+    },
+}
+
+/// Stable control error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlErrorCode {
+    /// The peer is neither root nor in the admin group.
+    PermissionDenied,
+    /// The request was not understood.
+    BadRequest,
+    /// A user name or password was refused.
+    InvalidArgument,
+    /// No such user.
+    NoSuchUser,
+    /// The user already exists.
+    UserExists,
+    /// The server failed (see its log).
+    Internal,
+}
+
+/// Server state, as shown by `chatctl status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// chatd version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Address the TLS listener is bound to.
+    pub listen: String,
+    /// The TLS certificate's fingerprint.
+    pub cert_fingerprint: Fingerprint,
+    /// Sessions logged in.
+    pub sessions: usize,
+    /// Distinct users online.
+    pub users_online: usize,
+    /// Accounts in the database.
+    pub accounts: usize,
+}
+
+/// One account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    /// Name.
+    pub user: String,
+    /// Has the admin role.
+    pub admin: bool,
+    /// Logins refused.
+    pub locked: bool,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: u64,
+    /// Sessions online now.
+    pub sessions: usize,
+}
+
+/// One logged-in session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Session id.
+    pub id: u64,
+    /// Account.
+    pub user: String,
+    /// Remote address.
+    pub peer: String,
+    /// Login time, seconds since the Unix epoch.
+    pub since: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{decode, encode};
+
+    #[test]
+    fn requests_round_trip_and_hide_passwords() {
+        let r = ControlRequest::UserAdd {
+            user: "alice".into(),
+            password: "pw-secret".into(),
+            admin: false,
+        };
+        let line = encode(&r).unwrap();
+        let text = std::str::from_utf8(&line).unwrap().trim_end();
+        assert_eq!(decode::<ControlRequest>(text).unwrap(), r);
+        assert!(!format!("{r:?}").contains("pw-secret"));
+        assert_eq!(
+            decode::<ControlRequest>(r#"{"type":"who"}"#).unwrap(),
+            ControlRequest::Who
+        );
+    }
+}

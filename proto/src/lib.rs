@@ -1,0 +1,21 @@
+//! Shared protocol crate for chatd, chatctl and chat.
+//!
+//! Two wire formats live here, both "one JSON object per line":
+//!
+//! ```text
+//! client <-TLS-> chatd      frame::{ClientFrame, ServerFrame}   codec::LineCodec (capped lines)
+//! chatctl <-unix-> chatd    control::{ControlRequest, ControlResponse}
+//! ```
+//!
+//! Every object carries a `"type"` tag; docs/PROTOCOL.md is the normative description.
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod control;
+pub mod fingerprint;
+pub mod frame;
+pub mod names;
+
+pub use codec::{LineCodec, LineError};
+pub use fingerprint::Fingerprint;
+pub use frame::{ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame};
