@@ -1,0 +1,375 @@
+//! chatd's configuration: one TOML file, unknown keys rejected, every limit with a default.
+//!
+//! Value checks run inside deserialization (`NonZero*`, custom `deserialize_with`), so a
+//! bad value is reported by the TOML parser with its file, line and key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/chatd/chatd.toml";
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a bad value.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// The parser's message, naming line, column and key.
+        message: String,
+    },
+    /// Values that are fine alone but wrong together.
+    #[error("invalid config file {path}: {message}")]
+    Invalid {
+        /// File.
+        path: PathBuf,
+        /// What is wrong, naming the keys.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listener, paths and admin access.
+    pub server: ServerConfig,
+    /// Certificate and key.
+    pub tls: TlsConfig,
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// Which commands exist and their aliases.
+    pub commands: CommandsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// TLS listen address.
+    pub listen: SocketAddr,
+    /// Where the database (and a generated certificate) live.
+    pub state_dir: PathBuf,
+    /// The admin control socket.
+    pub control_socket: PathBuf,
+    /// Members of this group may use the control socket (besides root and chatd's own user).
+    pub admin_group: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            state_dir: PathBuf::from("/var/lib/chatd"),
+            control_socket: PathBuf::from("/run/chatd/control.sock"),
+            admin_group: "chatd-admin".into(),
+        }
+    }
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; when unset chatd makes a self-signed one in the state dir.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    pub key: Option<PathBuf>,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Longest protocol line, bytes.
+    #[serde(deserialize_with = "line_bytes")]
+    pub max_line_bytes: NonZeroUsize,
+    /// Longest message text, bytes.
+    pub max_text_bytes: NonZeroUsize,
+    /// Protocol errors tolerated on one connection before it is closed.
+    pub max_protocol_errors: NonZeroU32,
+    /// Failed logins tolerated on one connection before it is closed.
+    pub max_login_failures: NonZeroU32,
+    /// Seconds allowed for the TLS handshake.
+    pub handshake_timeout_secs: NonZeroU64,
+    /// Seconds allowed from connect to a successful login.
+    pub login_timeout_secs: NonZeroU64,
+    /// Connections served at once; more wait in the kernel backlog.
+    pub max_connections: NonZeroUsize,
+    /// Sessions one user may have at once.
+    pub max_sessions_per_user: NonZeroUsize,
+    /// Frames queued for one slow reader before it is disconnected.
+    pub outbound_queue: NonZeroUsize,
+    /// Seconds a draining shutdown waits for sessions to finish.
+    pub shutdown_grace_secs: NonZeroU64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line_bytes: nz_usize(chatd_proto::codec::DEFAULT_MAX_LINE),
+            max_text_bytes: nz_usize(16 * 1024),
+            max_protocol_errors: nz_u32(5),
+            max_login_failures: nz_u32(3),
+            handshake_timeout_secs: nz_u64(10),
+            login_timeout_secs: nz_u64(30),
+            max_connections: nz_usize(1024),
+            max_sessions_per_user: nz_usize(16),
+            outbound_queue: nz_usize(1024),
+            shutdown_grace_secs: nz_u64(5),
+        }
+    }
+}
+
+impl Limits {
+    /// TLS handshake deadline.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs.get())
+    }
+    /// Login deadline.
+    pub fn login_timeout(&self) -> Duration {
+        Duration::from_secs(self.login_timeout_secs.get())
+    }
+    /// Shutdown grace period.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs.get())
+    }
+}
+
+/// `[commands]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsConfig {
+    /// Built-in commands that are switched off.
+    pub disabled: Vec<String>,
+    /// Extra names: alias -> command.
+    pub aliases: BTreeMap<String, String>,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        let aliases = [("w", "whisper"), ("msg", "whisper"), ("who", "list")]
+            .into_iter()
+            .map(|(a, c)| (a.to_string(), c.to_string()))
+            .collect();
+        CommandsConfig {
+            disabled: Vec::new(),
+            aliases,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `chatd=debug`, ...); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+// Constants are non-zero by inspection; `max(1)` avoids an unwrap.
+fn nz_usize(v: usize) -> NonZeroUsize {
+    NonZeroUsize::new(v).unwrap_or(NonZeroUsize::MIN)
+}
+fn nz_u32(v: u32) -> NonZeroU32 {
+    NonZeroU32::new(v).unwrap_or(NonZeroU32::MIN)
+}
+fn nz_u64(v: u64) -> NonZeroU64 {
+    NonZeroU64::new(v).unwrap_or(NonZeroU64::MIN)
+}
+
+/// Lines must at least hold a login frame with a long password; 16 MiB is far past any sane use.
+fn line_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NonZeroUsize, D::Error> {
+    let v = usize::deserialize(d)?;
+    if !(1024..=16 * 1024 * 1024).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "max_line_bytes must be between 1024 and 16777216, got {v}"
+        )));
+    }
+    Ok(nz_usize(v))
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// The built-in defaults for `chatd --dev`: everything under `state_dir`, loopback only.
+    pub fn dev(state_dir: &Path) -> Config {
+        let mut config = Config::default();
+        config.server.listen = SocketAddr::from(([127, 0, 0, 1], 8443));
+        config.server.state_dir = state_dir.to_path_buf();
+        config.server.control_socket = state_dir.join("control.sock");
+        config
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => return Err(invalid("tls.cert is set but tls.key is not".into())),
+            (None, Some(_)) => return Err(invalid("tls.key is set but tls.cert is not".into())),
+            _ => {}
+        }
+        if self.limits.max_text_bytes.get() >= self.limits.max_line_bytes.get() {
+            return Err(invalid(format!(
+                "limits.max_text_bytes ({}) must be smaller than limits.max_line_bytes ({})",
+                self.limits.max_text_bytes, self.limits.max_line_bytes
+            )));
+        }
+        for (alias, target) in &self.commands.aliases {
+            if alias.is_empty() || alias.contains(char::is_whitespace) || alias.starts_with('/') {
+                return Err(invalid(format!(
+                    "commands.aliases: {alias:?} is not a valid command name"
+                )));
+            }
+            if !crate::commands::BUILTIN_NAMES.contains(&target.as_str()) {
+                return Err(invalid(format!(
+                    "commands.aliases.{alias}: no command named {target:?}"
+                )));
+            }
+        }
+        for name in &self.commands.disabled {
+            if !crate::commands::BUILTIN_NAMES.contains(&name.as_str()) {
+                return Err(invalid(format!(
+                    "commands.disabled: no command named {name:?}"
+                )));
+            }
+        }
+        if self.server.state_dir.as_os_str().is_empty() {
+            return Err(invalid("server.state_dir must not be empty".into()));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid(format!("log.level {:?}: {e}", self.log.level)))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/chatd/chatd.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.limits.max_line_bytes.get(), 65536);
+        assert_eq!(c.server.listen.port(), 8443);
+    }
+
+    #[test]
+    fn shipped_config_parses_and_matches_defaults() {
+        let text = include_str!("../../config/chatd.toml");
+        let c = parse(text).unwrap();
+        let d = Config::default();
+        assert_eq!(c.server.listen, d.server.listen);
+        assert_eq!(c.server.state_dir, d.server.state_dir);
+        assert_eq!(c.server.control_socket, d.server.control_socket);
+        assert_eq!(c.server.admin_group, d.server.admin_group);
+        assert_eq!(format!("{:?}", c.limits), format!("{:?}", d.limits));
+        assert_eq!(c.commands.aliases, d.commands.aliases);
+        assert_eq!(c.log.level, d.log.level);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("lisen"), "{err}");
+        assert!(err.contains("/etc/chatd/chatd.toml"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_line() {
+        let err = parse("[limits]\n\nmax_line_bytes = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("max_line_bytes"),
+            "{err}"
+        );
+        let err = parse("[limits]\nmax_connections = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("max_connections"),
+            "{err}"
+        );
+        let err = parse("[server]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn limits_edges() {
+        assert!(parse("[limits]\nmax_line_bytes = 1024\nmax_text_bytes = 1023\n").is_ok());
+        assert!(parse("[limits]\nmax_line_bytes = 1023\n").is_err());
+        assert!(parse("[limits]\nmax_line_bytes = 1024\nmax_text_bytes = 1024\n").is_err());
+        assert!(parse("[limits]\nmax_line_bytes = 16777216\n").is_ok());
+        assert!(parse("[limits]\nmax_line_bytes = 16777217\n").is_err());
+    }
+
+    #[test]
+    fn cross_checks() {
+        let err = parse("[tls]\ncert = \"/x.pem\"\n").unwrap_err().to_string();
+        assert!(err.contains("tls.key"), "{err}");
+        let err = parse("[commands.aliases]\nx = \"nosuch\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("commands.aliases.x"), "{err}");
+        let err = parse("[commands]\ndisabled = [\"nosuch\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("commands.disabled"), "{err}");
+        let err = parse("[log]\nlevel = \"=bad=\"\n").unwrap_err().to_string();
+        assert!(err.contains("log.level"), "{err}");
+    }
+}

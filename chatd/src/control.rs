@@ -1,0 +1,409 @@
+//! The admin control socket: JSON lines over a Unix socket, for `chatctl`.
+//!
+//! The first act on each connection is an SO_PEERCRED check: root, chatd's own user, or a
+//! member of the admin group. Every change is committed (WAL, synchronous=FULL) before
+//! the answer is written, so "done" means durable.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatd_proto::control::{
+    ControlErrorCode, ControlRequest, ControlResponse, MAX_CONTROL_LINE, StatusInfo, UserInfo,
+};
+use chatd_proto::{LineCodec, LineError, frame};
+use futures_util::StreamExt;
+use nix::unistd::{Gid, Uid};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tracing::Instrument;
+
+use crate::password::{self, PasswordError};
+use crate::server::Shared;
+use crate::store::{StoreError, users};
+
+/// An idle control connection is closed after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The control socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Another process answers on the socket path.
+    #[error("another chatd is already listening on the control socket {0}")]
+    InUse(PathBuf),
+    /// Binding or preparing the socket failed.
+    #[error("cannot create control socket {path}: {source}")]
+    Io {
+        /// Socket path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A bound control socket; removes its file when dropped.
+pub struct ControlListener {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for ControlListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl ControlListener {
+    /// Binds `path` (mode 0660, group `admin_gid` when possible), replacing a stale socket file.
+    pub fn bind(path: &Path, admin_gid: Option<Gid>) -> Result<Self, ControlError> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let io = |source| ControlError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "a file that is not a socket is in the way",
+                )));
+            }
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ControlError::InUse(path.to_path_buf()));
+            }
+            std::fs::remove_file(path).map_err(io)?;
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let listener = UnixListener::bind(path).map_err(io)?;
+        let this = ControlListener {
+            listener,
+            path: path.to_path_buf(),
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
+        if let Some(gid) = admin_gid {
+            if let Err(e) = nix::unistd::chown(path, None, Some(gid)) {
+                tracing::warn!(error = %e, "cannot give the control socket to the admin group; only root and chatd's user can use it");
+            }
+        }
+        Ok(this)
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accepts connections until shutdown.
+    pub async fn run(self, shared: Arc<Shared>) {
+        loop {
+            tokio::select! {
+                res = self.listener.accept() => match res {
+                    Ok((stream, _)) => {
+                        let shared = Arc::clone(&shared);
+                        shared.tracker.clone().spawn(
+                            handle_connection(stream, shared).instrument(tracing::info_span!("control")),
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control socket accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = shared.shutdown.cancelled() => break,
+            }
+        }
+    }
+}
+
+/// True if the peer may administer chatd.
+fn authorized(uid: u32, gid: u32, pid: Option<i32>, admin_gid: Option<Gid>) -> bool {
+    if uid == 0 || Uid::from_raw(uid) == nix::unistd::geteuid() {
+        return true;
+    }
+    let Some(admin) = admin_gid else { return false };
+    if gid == admin.as_raw() {
+        return true;
+    }
+    // SO_PEERCRED carries only the primary group; supplementary groups come from /proc.
+    pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .is_some_and(|status| supplementary_groups(&status).contains(&admin.as_raw()))
+}
+
+fn supplementary_groups(status: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn write_response(stream: &mut UnixStream, resp: &ControlResponse) -> bool {
+    match frame::encode(resp) {
+        Ok(line) => stream.write_all(&line).await.is_ok(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize control response");
+            false
+        }
+    }
+}
+
+fn error(code: ControlErrorCode, message: impl Into<String>) -> ControlResponse {
+    ControlResponse::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+async fn handle_connection(mut stream: UnixStream, shared: Arc<Shared>) {
+    let cred = match stream.peer_cred() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read control peer credentials");
+            return;
+        }
+    };
+    if !authorized(cred.uid(), cred.gid(), cred.pid(), shared.admin_gid) {
+        tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "control socket: permission denied");
+        let _ = write_response(
+            &mut stream,
+            &error(ControlErrorCode::PermissionDenied, "permission denied"),
+        )
+        .await;
+        return;
+    }
+    let (r, mut w) = stream.into_split();
+    let mut lines = tokio_util::codec::FramedRead::new(r, LineCodec::new(MAX_CONTROL_LINE));
+    loop {
+        let item = tokio::select! {
+            item = tokio::time::timeout(IDLE_TIMEOUT, lines.next()) => item,
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let resp = match item {
+            Err(_) | Ok(None) | Ok(Some(Err(_))) => return,
+            Ok(Some(Ok(Err(LineError::TooLong { max })))) => error(
+                ControlErrorCode::BadRequest,
+                format!("request longer than {max} bytes"),
+            ),
+            Ok(Some(Ok(Err(LineError::NotUtf8)))) => {
+                error(ControlErrorCode::BadRequest, "request is not UTF-8")
+            }
+            Ok(Some(Ok(Ok(line)))) => match frame::decode::<ControlRequest>(&line) {
+                Ok(req) => {
+                    tracing::info!(uid = cred.uid(), request = ?req, "control request");
+                    handle(req, &shared).await
+                }
+                Err(e) => error(ControlErrorCode::BadRequest, format!("bad request: {e}")),
+            },
+        };
+        let Ok(line) = frame::encode(&resp) else {
+            return;
+        };
+        if w.write_all(&line).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn store_error(e: StoreError) -> ControlResponse {
+    match e {
+        StoreError::UserExists(u) => error(
+            ControlErrorCode::UserExists,
+            format!("user {u} already exists"),
+        ),
+        other => {
+            tracing::error!(error = %other, "control: database error");
+            error(
+                ControlErrorCode::Internal,
+                format!("database error: {other}"),
+            )
+        }
+    }
+}
+
+fn no_such_user(user: &str) -> ControlResponse {
+    error(
+        ControlErrorCode::NoSuchUser,
+        format!("no such user: {user}"),
+    )
+}
+
+async fn hash_password(password: String) -> Result<String, ControlResponse> {
+    password::hash(password).await.map_err(|e| match e {
+        PasswordError::BadLength => error(ControlErrorCode::InvalidArgument, e.to_string()),
+        other => {
+            tracing::error!(error = %other, "password hashing failed");
+            error(ControlErrorCode::Internal, "password hashing failed")
+        }
+    })
+}
+
+/// Runs one request.
+pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
+    let done = |message: String| ControlResponse::Done { message };
+    match req {
+        ControlRequest::Status => {
+            let (sessions, users_online) = shared.hub.counts();
+            let accounts = match shared.store.run(users::count).await {
+                Ok(n) => n,
+                Err(e) => return store_error(e),
+            };
+            ControlResponse::Status(StatusInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                uptime_secs: shared.started.elapsed().as_secs(),
+                listen: shared.listen_addr.to_string(),
+                cert_fingerprint: shared.identity.fingerprint,
+                sessions,
+                users_online,
+                accounts,
+            })
+        }
+        ControlRequest::UserAdd {
+            user,
+            password,
+            admin,
+        } => {
+            if let Err(e) = chatd_proto::names::validate_username(&user) {
+                return error(
+                    ControlErrorCode::InvalidArgument,
+                    format!("invalid user name: {e}"),
+                );
+            }
+            let hash = match hash_password(password).await {
+                Ok(h) => h,
+                Err(resp) => return resp,
+            };
+            let name = user.clone();
+            match shared
+                .store
+                .run(move |c| users::add(c, &name, &hash, admin))
+                .await
+            {
+                Ok(()) => done(format!(
+                    "user {user} added{}",
+                    if admin { " (admin)" } else { "" }
+                )),
+                Err(e) => store_error(e),
+            }
+        }
+        ControlRequest::UserDel { user } => {
+            let name = user.clone();
+            match shared.store.run(move |c| users::delete(c, &name)).await {
+                Ok(true) => {
+                    let n = shared.hub.close_user(&user, "account deleted");
+                    done(format!("user {user} deleted ({n} session(s) ended)"))
+                }
+                Ok(false) => no_such_user(&user),
+                Err(e) => store_error(e),
+            }
+        }
+        ControlRequest::UserPasswd { user, password } => {
+            let hash = match hash_password(password).await {
+                Ok(h) => h,
+                Err(resp) => return resp,
+            };
+            let name = user.clone();
+            match shared
+                .store
+                .run(move |c| users::set_password(c, &name, &hash))
+                .await
+            {
+                Ok(true) => done(format!("password of {user} changed")),
+                Ok(false) => no_such_user(&user),
+                Err(e) => store_error(e),
+            }
+        }
+        ControlRequest::UserLock { user } => set_locked(shared, user, true).await,
+        ControlRequest::UserUnlock { user } => set_locked(shared, user, false).await,
+        ControlRequest::UserList => {
+            let rows = match shared.store.run(users::list).await {
+                Ok(rows) => rows,
+                Err(e) => return store_error(e),
+            };
+            ControlResponse::Users {
+                users: rows
+                    .into_iter()
+                    .map(|r| UserInfo {
+                        sessions: shared.hub.session_count(&r.name),
+                        user: r.name,
+                        admin: r.admin,
+                        locked: r.locked,
+                        created: r.created_at,
+                    })
+                    .collect(),
+            }
+        }
+        ControlRequest::Who => ControlResponse::Sessions {
+            sessions: shared.hub.sessions(),
+        },
+        ControlRequest::Kick { user, reason } => {
+            let reason = match reason.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+                Some(r) => format!(
+                    "kicked by administrator: {}",
+                    r.chars().take(200).collect::<String>()
+                ),
+                None => "kicked by administrator".to_string(),
+            };
+            match shared.hub.close_user(&user, &reason) {
+                0 => error(
+                    ControlErrorCode::NoSuchUser,
+                    format!("{user} is not online"),
+                ),
+                n => done(format!("kicked {user} ({n} session(s))")),
+            }
+        }
+    }
+}
+
+async fn set_locked(shared: &Shared, user: String, locked: bool) -> ControlResponse {
+    let name = user.clone();
+    match shared
+        .store
+        .run(move |c| users::set_locked(c, &name, locked))
+        .await
+    {
+        Ok(true) if locked => {
+            let n = shared.hub.close_user(&user, "account locked");
+            ControlResponse::Done {
+                message: format!("user {user} locked ({n} session(s) ended)"),
+            }
+        }
+        Ok(true) => ControlResponse::Done {
+            message: format!("user {user} unlocked"),
+        },
+        Ok(false) => no_such_user(&user),
+        Err(e) => store_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_supplementary_groups() {
+        let status = "Name:\tbash\nGroups:\t4 24 1001 \nNgid:\t0\n";
+        assert_eq!(supplementary_groups(status), vec![4, 24, 1001]);
+        assert!(supplementary_groups("Name: x\n").is_empty());
+    }
+
+    #[test]
+    fn root_and_self_are_admins_strangers_are_not() {
+        assert!(authorized(0, 0, None, None));
+        assert!(authorized(
+            nix::unistd::geteuid().as_raw(),
+            12345,
+            None,
+            None
+        ));
+        let stranger = nix::unistd::geteuid().as_raw().wrapping_add(4242).max(1);
+        assert!(!authorized(stranger, 4242, None, None));
+        assert!(authorized(stranger, 4242, None, Some(Gid::from_raw(4242))));
+        assert!(!authorized(stranger, 4243, None, Some(Gid::from_raw(4242))));
+    }
+}

@@ -1,0 +1,19 @@
+//! chatd: a TLS chat daemon with an admin control socket.
+//!
+//! ```text
+//! main ─ config ─ server ─┬─ session (one task per client) ─ commands/ (registry + one file per command)
+//!                         ├─ hub (who is online, routing, slow-consumer policy)
+//!                         ├─ control (Unix socket for chatctl)
+//!                         ├─ store (SQLite) · password (argon2id)
+//!                         └─ tls (rustls identity, self-signed on first start)
+//! ```
+
+pub mod commands;
+pub mod config;
+pub mod control;
+pub mod hub;
+pub mod password;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod tls;

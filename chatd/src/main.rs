@@ -1,0 +1,115 @@
+//! The chatd binary: command line, logging, signals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chatd::config::{Config, DEFAULT_CONFIG_PATH};
+use clap::Parser;
+
+/// Self-hosted end-to-end encrypted chat daemon.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Run locally with no setup: state, certificate and control socket in ./chatd-dev,
+    /// listening on 127.0.0.1:8443. Never weakens TLS or password checks.
+    #[arg(long)]
+    dev: bool,
+    /// Configuration file (ignored with --dev).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH, conflicts_with = "dev")]
+    config: PathBuf,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Override the state directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Override the TLS listen address (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+}
+
+fn load_config(args: &Args) -> anyhow::Result<Config> {
+    let mut config = if args.dev {
+        Config::dev(
+            args.data_dir
+                .as_deref()
+                .unwrap_or(std::path::Path::new("chatd-dev")),
+        )
+    } else {
+        Config::load(&args.config)?
+    };
+    if let Some(dir) = &args.data_dir {
+        if !args.dev {
+            config.server.state_dir = dir.clone();
+        }
+    }
+    if let Some(addr) = args.listen {
+        config.server.listen = addr;
+    }
+    Ok(config)
+}
+
+fn init_logging(level: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    if args.check_config {
+        println!("{}: configuration is valid", args.config.display());
+        return Ok(());
+    }
+    init_logging(&config.log.level);
+    let server = chatd::server::Server::bind(config).await?;
+    tracing::info!(
+        "chatd {} listening on {}",
+        env!("CARGO_PKG_VERSION"),
+        server.listen_addr()
+    );
+    tracing::info!("certificate fingerprint {}", server.fingerprint());
+    tracing::info!("control socket at {}", server.control_path().display());
+    let token = server.shutdown_token();
+    let serving = tokio::spawn(server.run());
+    let signal = wait_for_signal().await?;
+    tracing::info!("{signal} received");
+    token.cancel();
+    serving.await.context("server task failed")?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chatd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chatd: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Startup, the accept loop and shutdown.
+//!
+//! [`Server::bind`] claims everything that can conflict (state-dir lock, TLS port, control
+//! socket) and fails with a clear error before touching any data; [`Server::run`] serves until
+//! the shutdown token fires, then tells every client, waits up to the grace period and
+//! checkpoints the database.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::unistd::Gid;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::commands::{Registry, RegistryError};
+use crate::config::Config;
+use crate::control::{ControlError, ControlListener};
+use crate::hub::Hub;
+use crate::store::{Store, StoreError};
+use crate::tls::{Identity, TlsError};
+
+/// Startup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The state directory could not be created or locked.
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        /// Directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Another chatd holds the state directory.
+    #[error("another chatd is already running with state directory {0}")]
+    AlreadyRunning(PathBuf),
+    /// The database could not be opened.
+    #[error("database {path}: {source}")]
+    Store {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: StoreError,
+    },
+    /// The certificate could not be loaded or made.
+    #[error("TLS certificate: {0}")]
+    Tls(#[from] TlsError),
+    /// The TLS port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The control socket could not be bound.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The `[commands]` section is inconsistent.
+    #[error("commands: {0}")]
+    Registry(#[from] RegistryError),
+}
+
+/// State every task shares.
+pub struct Shared {
+    /// The configuration in force.
+    pub config: Config,
+    /// TLS identity.
+    pub identity: Identity,
+    /// Who is online.
+    pub hub: Hub,
+    /// Database.
+    pub store: Store,
+    /// Slash commands.
+    pub registry: Registry,
+    /// Start time, for uptime.
+    pub started: Instant,
+    /// Actual TLS listen address (port 0 resolved).
+    pub listen_addr: SocketAddr,
+    /// Group whose members may use the control socket.
+    pub admin_gid: Option<Gid>,
+    /// Fires once on shutdown.
+    pub shutdown: CancellationToken,
+    /// Every session and control task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+impl Shared {
+    /// A TLS acceptor for the current identity.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(Arc::clone(&self.identity.config))
+    }
+}
+
+/// A server with everything bound, ready to [`Server::run`].
+pub struct Server {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    control: ControlListener,
+    _lock: Flock<File>,
+}
+
+fn lock_state_dir(dir: &Path) -> Result<Flock<File>, ServerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let io = |source| ServerError::StateDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io)?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("chatd.lock"))
+        .map_err(io)?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == nix::errno::Errno::EWOULDBLOCK {
+            ServerError::AlreadyRunning(dir.to_path_buf())
+        } else {
+            io(std::io::Error::from(errno))
+        }
+    })
+}
+
+impl Server {
+    /// Locks the state dir, opens the database, loads TLS, binds both sockets.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let state_dir = config.server.state_dir.clone();
+        let lock = lock_state_dir(&state_dir)?;
+        let db_path = state_dir.join("chatd.db");
+        let store = Store::open(&db_path).map_err(|source| ServerError::Store {
+            path: db_path.clone(),
+            source,
+        })?;
+        let identity = crate::tls::load_identity(
+            config.tls.cert.as_deref(),
+            config.tls.key.as_deref(),
+            &state_dir,
+        )?;
+        let registry = Registry::new(&config.commands)?;
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: config.server.listen,
+                source,
+            })?;
+        let listen_addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Listen {
+                addr: config.server.listen,
+                source,
+            })?;
+        let admin_gid = match nix::unistd::Group::from_name(&config.server.admin_group) {
+            Ok(Some(g)) => Some(g.gid),
+            _ => None,
+        };
+        let control = ControlListener::bind(&config.server.control_socket, admin_gid)?;
+        if identity.generated {
+            tracing::info!(path = %identity.cert_path.display(), "generated a self-signed certificate");
+        }
+        let shared = Arc::new(Shared {
+            hub: Hub::new(config.limits.max_sessions_per_user.get()),
+            config,
+            identity,
+            store,
+            registry,
+            started: Instant::now(),
+            listen_addr,
+            admin_gid,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        Ok(Server {
+            shared,
+            listener,
+            control,
+            _lock: lock,
+        })
+    }
+
+    /// The bound TLS address.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.shared.listen_addr
+    }
+
+    /// The control socket path.
+    pub fn control_path(&self) -> &Path {
+        self.control.path()
+    }
+
+    /// The certificate fingerprint.
+    pub fn fingerprint(&self) -> chatd_proto::Fingerprint {
+        self.shared.identity.fingerprint
+    }
+
+    /// The token that stops the server.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shared.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token fires, then drains.
+    pub async fn run(self) {
+        let Server {
+            shared,
+            listener,
+            control,
+            _lock,
+        } = self;
+        let control_task = tokio::spawn(control.run(Arc::clone(&shared)));
+        accept_loop(&listener, &shared).await;
+        drop(listener);
+        tracing::info!("shutting down");
+        shared.tracker.close();
+        let grace = shared.config.limits.shutdown_grace();
+        if tokio::time::timeout(grace, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = shared.tracker.len(),
+                "sessions still open after the grace period"
+            );
+        }
+        let _ = control_task.await; // drops the listener, which removes the socket file
+        if let Err(e) = shared.store.checkpoint() {
+            tracing::warn!(error = %e, "final database checkpoint failed");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    // Permits cap concurrent connections; past the cap, new ones wait in the kernel backlog.
+    let permits = Arc::new(Semaphore::new(shared.config.limits.max_connections.get()));
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            res = listener.accept() => match res {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let shared2 = Arc::clone(shared);
+        shared.tracker.spawn(
+            async move {
+                crate::session::serve(stream, peer, shared2).await;
+                drop(permit);
+            }
+            .in_current_span(),
+        );
+    }
+}
