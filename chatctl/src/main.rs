@@ -1,0 +1,253 @@
+//! `chatctl`: administer a running chatd over its Unix control socket.
+//!
+//! Each invocation sends one `ControlRequest` and prints the `ControlResponse`, either
+//! for people (tables, `key: value` lines) or, with `--json`, as the raw response line.
+//!
+//! Exit status: 0 on success, 1 on any failure (bad user name, no connection, an
+//! `error` response), 2 for command-line usage errors (from clap).
+
+mod client;
+mod output;
+mod password;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use chatd_proto::control::{ControlRequest, ControlResponse};
+use chatd_proto::names::validate_username;
+use clap::{Parser, Subcommand};
+
+use crate::client::Client;
+
+/// Administer a running chatd over its Unix control socket.
+#[derive(Debug, Parser)]
+#[command(name = "chatctl", version, about)]
+struct Cli {
+    /// Path of chatd's control socket.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "CHATD_SOCKET",
+        default_value = "/run/chatd/control.sock"
+    )]
+    socket: PathBuf,
+
+    /// Print the server's response object as JSON (one line) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// List sessions online.
+    Who,
+    /// End every session of a user.
+    Kick {
+        /// User whose sessions to end.
+        user: String,
+        /// Reason shown to the user and to others.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Show server version, uptime, listener, certificate fingerprint and counts.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create an account.
+    Add {
+        /// New user name: 1-32 characters, a-z first, then a-z 0-9 _ . -
+        name: String,
+        /// Give the account the admin role.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password as one line from stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete an account and end its sessions.
+    Del {
+        /// Account to delete.
+        name: String,
+    },
+    /// Set a new password.
+    Passwd {
+        /// Account.
+        name: String,
+        /// Read the password as one line from stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Refuse further logins and end current sessions.
+    Lock {
+        /// Account.
+        name: String,
+    },
+    /// Allow logins again.
+    Unlock {
+        /// Account.
+        name: String,
+    },
+    /// List accounts.
+    List,
+}
+
+fn main() -> ExitCode {
+    // Usage errors exit 2 from inside parse().
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("chatctl: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<ExitCode> {
+    // Everything checkable locally (names, password) is settled before connecting.
+    let request = build_request(&cli.command)?;
+    let reply = Client::connect(&cli.socket)?.request(&request)?;
+    if cli.json {
+        println!("{}", reply.line);
+    }
+    if let ControlResponse::Error { message, .. } = &reply.response {
+        eprintln!("chatctl: {message}");
+        return Ok(ExitCode::FAILURE);
+    }
+    if !cli.json {
+        print!("{}", output::render(&reply.response));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Turns the command line into a request, validating names and reading any password.
+fn build_request(command: &Command) -> Result<ControlRequest> {
+    Ok(match command {
+        Command::User(user) => match user {
+            UserCommand::Add {
+                name,
+                admin,
+                password_stdin,
+            } => {
+                check_name(name)?;
+                ControlRequest::UserAdd {
+                    user: name.clone(),
+                    password: password::obtain(name, *password_stdin)?,
+                    admin: *admin,
+                }
+            }
+            UserCommand::Del { name } => {
+                check_name(name)?;
+                ControlRequest::UserDel { user: name.clone() }
+            }
+            UserCommand::Passwd {
+                name,
+                password_stdin,
+            } => {
+                check_name(name)?;
+                ControlRequest::UserPasswd {
+                    user: name.clone(),
+                    password: password::obtain(name, *password_stdin)?,
+                }
+            }
+            UserCommand::Lock { name } => {
+                check_name(name)?;
+                ControlRequest::UserLock { user: name.clone() }
+            }
+            UserCommand::Unlock { name } => {
+                check_name(name)?;
+                ControlRequest::UserUnlock { user: name.clone() }
+            }
+            UserCommand::List => ControlRequest::UserList,
+        },
+        Command::Who => ControlRequest::Who,
+        Command::Kick { user, reason } => {
+            check_name(user)?;
+            ControlRequest::Kick {
+                user: user.clone(),
+                reason: reason.clone(),
+            }
+        }
+        Command::Status => ControlRequest::Status,
+    })
+}
+
+/// Applies chatd's own user-name rule, so a bad name fails here with the rule spelled out.
+fn check_name(name: &str) -> Result<()> {
+    if let Err(rule) = validate_username(name) {
+        bail!("invalid user name {name:?}: {rule}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_names_name_the_rule() {
+        assert_eq!(
+            check_name("Bob").unwrap_err().to_string(),
+            "invalid user name \"Bob\": user name must start with a lowercase letter a-z"
+        );
+        assert!(check_name("bob").is_ok());
+    }
+
+    #[test]
+    fn parses_subcommands_and_global_options() {
+        let cli = Cli::try_parse_from([
+            "chatctl",
+            "kick",
+            "bob",
+            "--reason",
+            "spam",
+            "--socket",
+            "/tmp/x.sock",
+            "--json",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.socket, PathBuf::from("/tmp/x.sock"));
+        assert_eq!(
+            build_request(&cli.command).unwrap(),
+            ControlRequest::Kick {
+                user: "bob".into(),
+                reason: Some("spam".into())
+            }
+        );
+        let cli = Cli::try_parse_from(["chatctl", "user", "list"]).unwrap();
+        assert_eq!(
+            build_request(&cli.command).unwrap(),
+            ControlRequest::UserList
+        );
+        let err = Cli::try_parse_from(["chatctl", "user", "frobnicate"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn names_are_checked_before_anything_else() {
+        let cli =
+            Cli::try_parse_from(["chatctl", "user", "add", "1x", "--password-stdin"]).unwrap();
+        let err = build_request(&cli.command).unwrap_err();
+        assert!(
+            err.to_string().starts_with("invalid user name \"1x\""),
+            "{err}"
+        );
+    }
+}
