@@ -1,0 +1,508 @@
+//! Connecting to chatd: TCP + TLS with the trust rules of [`crate::trust`], then the
+//! `hello` / `login` exchange, leaving a [`Connection`] that sends and receives frames.
+//!
+//! Nothing here prints to stdout, so any UI (plain lines now, a TUI later) can use it;
+//! trust warnings go to stderr and questions go through [`AskTrust`].
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use chatd_proto::{ClientFrame, Fingerprint, LineCodec, LineError, PROTOCOL_VERSION, ServerFrame};
+use futures_util::StreamExt;
+use rustls::RootCertStore;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::codec::FramedRead;
+
+use crate::format::sanitize;
+use crate::trust::{self, Decision, KnownServers, PinningVerifier};
+
+/// How long the TCP connect and the TLS handshake may each take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the server's answer to `hello` or `login`.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `host:port` of a chatd server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    /// Host name or IP address (IPv6 without brackets), lower case.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl ServerAddr {
+    /// Parses `HOST:PORT`, `[IPv6]:PORT` or a bare host (port 8443).
+    pub fn parse(s: &str) -> Result<Self> {
+        let s = s.trim();
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| anyhow!("bad server address {s:?}: missing ']'"))?;
+            match after {
+                "" => (host, None),
+                _ => match after.strip_prefix(':') {
+                    Some(port) => (host, Some(port)),
+                    None => bail!("bad server address {s:?}"),
+                },
+            }
+        } else if s.matches(':').count() > 1 {
+            // A bare IPv6 address.
+            (s, None)
+        } else {
+            match s.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (s, None),
+            }
+        };
+        if host.is_empty() {
+            bail!("bad server address {s:?}: empty host");
+        }
+        let port = match port {
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| anyhow!("bad server address {s:?}: bad port {p:?}"))?,
+            None => 8443,
+        };
+        Ok(ServerAddr {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for ServerAddr {
+    /// The `host:port` form used in messages and as the known-servers key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Which certificates to trust.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// `--ca FILE`: only these CAs, with host name verification; never pinning.
+    CaFile(PathBuf),
+    /// System roots, falling back to the pin in the known-servers file.
+    Pinning {
+        /// Trusted roots (the system's; may be empty).
+        roots: RootCertStore,
+        /// Path of the known-servers file.
+        known_servers: PathBuf,
+        /// `--accept-fingerprint`.
+        accept: Option<Fingerprint>,
+    },
+}
+
+/// Asks a person whether to trust an unknown server certificate.
+pub trait AskTrust {
+    /// True to pin `fingerprint` for `server` and connect.
+    fn ask(
+        &mut self,
+        server: &ServerAddr,
+        fingerprint: &Fingerprint,
+    ) -> impl Future<Output = Result<bool>>;
+}
+
+/// Never asks; for when there is nobody at a terminal.
+pub struct NoAsk;
+
+impl AskTrust for NoAsk {
+    async fn ask(&mut self, _: &ServerAddr, _: &Fingerprint) -> Result<bool> {
+        Ok(false)
+    }
+}
+
+/// Opens a TLS connection to `addr`, applying `trust` (which may pin or ask and reconnect).
+///
+/// `asker` is `None` when nobody can be asked (no terminal, or stdin carries the password).
+pub async fn connect_tls<A: AskTrust>(
+    addr: &ServerAddr,
+    trust: &Trust,
+    mut asker: Option<&mut A>,
+) -> Result<TlsStream<TcpStream>> {
+    let server_name = ServerName::try_from(addr.host.clone())
+        .with_context(|| format!("bad server name {:?}", addr.host))?;
+    match trust {
+        Trust::CaFile(path) => {
+            let roots = trust::load_ca_file(path)?;
+            let verifier = trust::webpki_verifier(roots)?
+                .ok_or_else(|| anyhow!("no certificates in {}", path.display()))?;
+            handshake(addr, server_name, trust::client_config(verifier)?).await
+        }
+        Trust::Pinning {
+            roots,
+            known_servers,
+            accept,
+        } => {
+            let ca = trust::webpki_verifier(roots.clone())?;
+            let key = addr.to_string();
+            // Two pin changes at most: the first connect, then one reconnect after pinning.
+            for _ in 0..3 {
+                let mut known = KnownServers::load(known_servers)?;
+                let pin = known.lookup(&key);
+                let verifier =
+                    Arc::new(PinningVerifier::new(ca.clone(), pin.map(|p| p.fingerprint)));
+                let config = trust::client_config(verifier.clone())?;
+                let err = match handshake(addr, server_name.clone(), config).await {
+                    Ok(stream) => return Ok(stream),
+                    Err(e) => e,
+                };
+                let Some(rejection) = verifier.take_rejection() else {
+                    return Err(err);
+                };
+                let presented = rejection.presented;
+                match trust::decide(
+                    pin.map(|p| p.fingerprint),
+                    presented,
+                    *accept,
+                    asker.is_some(),
+                ) {
+                    Decision::Pin => {}
+                    Decision::Ask => {
+                        let yes = match asker.as_deref_mut() {
+                            Some(a) => a.ask(addr, &presented).await?,
+                            None => false,
+                        };
+                        if !yes {
+                            bail!("not connecting to {key}: its certificate is not trusted");
+                        }
+                    }
+                    Decision::RefuseUnknown => bail!(trust::unknown_message(&presented)),
+                    Decision::RefuseMismatch => {
+                        let accept = accept.unwrap_or(presented);
+                        bail!(trust::mismatch_message(&key, &presented, &accept))
+                    }
+                    Decision::RefuseChanged | Decision::Replace => {
+                        let (old, line) = pin
+                            .map(|p| (p.fingerprint, p.line))
+                            .ok_or_else(|| anyhow!("internal error: no pin"))?;
+                        let warning =
+                            trust::changed_warning(&key, &old, &presented, known.path(), line);
+                        if trust::decide(Some(old), presented, *accept, false)
+                            == Decision::RefuseChanged
+                        {
+                            bail!(warning);
+                        }
+                        eprintln!("chat: {warning}");
+                        eprintln!(
+                            "chat: replacing the pinned fingerprint, as --accept-fingerprint asks"
+                        );
+                    }
+                }
+                known.set(&key, presented);
+                known.save()?;
+                eprintln!(
+                    "chat: pinned {presented} for {key} in {}",
+                    known.path().display()
+                );
+            }
+            bail!("{key} keeps presenting different certificates; giving up")
+        }
+    }
+}
+
+/// TCP connect and TLS handshake, each with a timeout.
+async fn handshake(
+    addr: &ServerAddr,
+    server_name: ServerName<'static>,
+    config: rustls::ClientConfig,
+) -> Result<TlsStream<TcpStream>> {
+    let tcp = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((addr.host.as_str(), addr.port)),
+    )
+    .await
+    .map_err(|_| anyhow!("cannot connect to {addr}: timed out"))?
+    .with_context(|| format!("cannot connect to {addr}"))?;
+    let _ = tcp.set_nodelay(true);
+    let connector = TlsConnector::from(Arc::new(config));
+    tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name, tcp))
+        .await
+        .map_err(|_| anyhow!("TLS handshake with {addr} timed out"))?
+        .with_context(|| format!("TLS handshake with {addr} failed"))
+}
+
+/// The server refused the login; main exits with status 3.
+#[derive(Debug, thiserror::Error)]
+#[error("login failed: {0}")]
+pub struct LoginFailed(pub String);
+
+/// What the server said in its `hello`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// Server software and version.
+    pub server: String,
+    /// Longest line the server accepts.
+    pub max_line_bytes: usize,
+    /// Longest message text the server accepts.
+    pub max_text_bytes: usize,
+}
+
+/// What the server said in its `login_ok`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedIn {
+    /// The account logged in.
+    pub user: String,
+    /// Session id.
+    pub session: u64,
+    /// Users online, this one included.
+    pub online: Vec<String>,
+}
+
+/// A framed connection: JSON lines in, JSON lines out.
+pub struct Connection<S> {
+    reader: FramedRead<ReadHalf<S>, LineCodec>,
+    writer: WriteHalf<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite> Connection<S> {
+    /// Wraps a connected stream (TLS, or an in-memory pipe in tests).
+    pub fn new(stream: S) -> Self {
+        let (r, w) = tokio::io::split(stream);
+        Connection {
+            reader: FramedRead::new(r, LineCodec::default()),
+            writer: w,
+        }
+    }
+
+    /// Sends one frame and flushes it.
+    pub async fn send(&mut self, frame: &ClientFrame) -> Result<()> {
+        let line = chatd_proto::frame::encode(frame).context("encoding a frame")?;
+        self.writer.write_all(&line).await?;
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    /// The next frame, or `None` when the server closed the connection. Cancel-safe.
+    ///
+    /// Lines that cannot be read (too long, not UTF-8, unknown frame type from a newer
+    /// server) are skipped with a note on stderr.
+    pub async fn recv(&mut self) -> Result<Option<ServerFrame>> {
+        loop {
+            let line = match self.reader.next().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(Err(e @ (LineError::TooLong { .. } | LineError::NotUtf8)))) => {
+                    eprintln!("chat: ignoring a frame from the server: {e}");
+                    continue;
+                }
+                Some(Ok(Ok(line))) => line,
+            };
+            match chatd_proto::frame::decode::<ServerFrame>(&line) {
+                Ok(frame) => return Ok(Some(frame)),
+                Err(e) => eprintln!("chat: ignoring an unreadable frame from the server: {e}"),
+            }
+        }
+    }
+
+    /// Sends `hello` and waits for the server's `hello`.
+    pub async fn hello(&mut self) -> Result<ServerInfo> {
+        self.send(&ClientFrame::Hello {
+            version: PROTOCOL_VERSION,
+            client: format!("chat/{}", env!("CARGO_PKG_VERSION")),
+        })
+        .await
+        .context("sending hello")?;
+        loop {
+            match self.reply("hello").await? {
+                ServerFrame::Hello {
+                    version,
+                    server,
+                    max_line_bytes,
+                    max_text_bytes,
+                } => {
+                    if version != PROTOCOL_VERSION {
+                        bail!(
+                            "the server speaks protocol version {version}, this client speaks {PROTOCOL_VERSION}"
+                        );
+                    }
+                    // The server may send lines longer than it accepts (JSON escapes a
+                    // control character in 6 bytes), so read with some headroom.
+                    let max = max_line_bytes.max(max_text_bytes.saturating_mul(6) + 4096);
+                    *self.reader.decoder_mut() = LineCodec::new(max);
+                    return Ok(ServerInfo {
+                        server: sanitize(&server),
+                        max_line_bytes,
+                        max_text_bytes,
+                    });
+                }
+                ServerFrame::Error { message, .. } => {
+                    bail!("the server refused hello: {}", sanitize(&message))
+                }
+                other => unexpected_or_bye(other)?,
+            }
+        }
+    }
+
+    /// Sends `login` and waits for `login_ok` (or an error: [`LoginFailed`]).
+    pub async fn login(&mut self, user: &str, password: &str) -> Result<LoggedIn> {
+        self.send(&ClientFrame::Login {
+            user: user.to_string(),
+            password: password.to_string(),
+        })
+        .await
+        .context("sending login")?;
+        loop {
+            match self.reply("login").await? {
+                ServerFrame::LoginOk {
+                    user,
+                    session,
+                    online,
+                } => {
+                    return Ok(LoggedIn {
+                        user,
+                        session,
+                        online,
+                    });
+                }
+                ServerFrame::Error { message, .. } => {
+                    return Err(LoginFailed(sanitize(&message)).into());
+                }
+                other => unexpected_or_bye(other)?,
+            }
+        }
+    }
+
+    /// The next frame during the handshake, with a timeout; a closed connection is an error.
+    async fn reply(&mut self, what: &str) -> Result<ServerFrame> {
+        match tokio::time::timeout(REPLY_TIMEOUT, self.recv()).await {
+            Err(_) => bail!("the server did not answer {what} in time"),
+            Ok(Err(e)) => {
+                Err(e).context(format!("connection lost waiting for the answer to {what}"))
+            }
+            Ok(Ok(None)) => bail!("the server closed the connection during {what}"),
+            Ok(Ok(Some(frame))) => Ok(frame),
+        }
+    }
+}
+
+/// During the handshake: `bye` ends it, `pong`/notices are skipped, anything else is odd but skipped.
+fn unexpected_or_bye(frame: ServerFrame) -> Result<()> {
+    match frame {
+        ServerFrame::Bye { reason } => {
+            bail!("server closed the connection: {}", sanitize(&reason))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatd_proto::ErrorCode;
+    use chatd_proto::frame::{decode, encode};
+    use tokio::io::{AsyncBufReadExt, BufReader, DuplexStream};
+
+    #[test]
+    fn parses_server_addresses() {
+        let a = ServerAddr::parse("127.0.0.1:8443").unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("127.0.0.1", 8443));
+        assert_eq!(a.to_string(), "127.0.0.1:8443");
+        assert_eq!(
+            ServerAddr::parse("Chat.Example.org:9000")
+                .unwrap()
+                .to_string(),
+            "chat.example.org:9000"
+        );
+        assert_eq!(ServerAddr::parse("example.org").unwrap().port, 8443);
+        let v6 = ServerAddr::parse("[::1]:7000").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 7000));
+        assert_eq!(v6.to_string(), "[::1]:7000");
+        assert_eq!(ServerAddr::parse("::1").unwrap().to_string(), "[::1]:8443");
+        for bad in ["", ":80", "host:", "host:0", "host:99999", "[::1", "[::1]x"] {
+            assert!(ServerAddr::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A fake server on the other end of a pipe: answers each client frame from `script`.
+    async fn fake_server(
+        stream: DuplexStream,
+        mut script: impl FnMut(ClientFrame) -> Vec<ServerFrame>,
+    ) {
+        let (r, mut w) = tokio::io::split(stream);
+        let mut lines = BufReader::new(r).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let frame: ClientFrame = decode(&line).unwrap();
+            for reply in script(frame) {
+                w.write_all(&encode(&reply).unwrap()).await.unwrap();
+            }
+        }
+    }
+
+    fn server_hello() -> ServerFrame {
+        ServerFrame::Hello {
+            version: PROTOCOL_VERSION,
+            server: "chatd/test".into(),
+            max_line_bytes: 65536,
+            max_text_bytes: 100,
+        }
+    }
+
+    #[tokio::test]
+    async fn hello_and_login() {
+        let (client, server) = tokio::io::duplex(4096);
+        tokio::spawn(fake_server(server, |f| match f {
+            ClientFrame::Hello { version, client } => {
+                assert_eq!(version, PROTOCOL_VERSION);
+                assert!(client.starts_with("chat/"));
+                vec![ServerFrame::Pong { nonce: 0 }, server_hello()]
+            }
+            ClientFrame::Login { user, password } if password == "pw" => {
+                vec![ServerFrame::LoginOk {
+                    user,
+                    session: 7,
+                    online: vec!["alice".into(), "bob".into()],
+                }]
+            }
+            _ => vec![ServerFrame::error(
+                ErrorCode::InvalidCredentials,
+                "invalid credentials",
+            )],
+        }));
+        let mut c = Connection::new(client);
+        let info = c.hello().await.unwrap();
+        assert_eq!(info.max_text_bytes, 100);
+        let err = c.login("alice", "wrong").await.unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<LoginFailed>().unwrap().to_string(),
+            "login failed: invalid credentials"
+        );
+        let ok = c.login("alice", "pw").await.unwrap();
+        assert_eq!(ok.session, 7);
+        assert_eq!(ok.online, vec!["alice", "bob"]);
+    }
+
+    #[tokio::test]
+    async fn refused_hello_and_early_close() {
+        let (client, server) = tokio::io::duplex(4096);
+        tokio::spawn(fake_server(server, |_| {
+            vec![
+                ServerFrame::error(ErrorCode::UnsupportedVersion, "unsupported version"),
+                ServerFrame::Bye {
+                    reason: "bad".into(),
+                },
+            ]
+        }));
+        let err = Connection::new(client).hello().await.unwrap_err();
+        assert!(err.to_string().contains("unsupported version"), "{err}");
+
+        let (client, server) = tokio::io::duplex(4096);
+        drop(server);
+        let err = Connection::new(client).hello().await.unwrap_err();
+        assert!(err.downcast_ref::<LoginFailed>().is_none());
+    }
+}
