@@ -363,7 +363,9 @@ impl Session {
                         ts: commands::now_millis(),
                         action: false,
                     };
-                    self.shared.hub.broadcast(&msg, Some(id));
+                    // Echoed to the sender too: the echo confirms delivery, carries the
+                    // server's timestamp, and reaches the user's other sessions.
+                    self.shared.hub.broadcast(&msg, None);
                 }
                 ClientFrame::Command { name, args } => {
                     let ctx = Ctx {
