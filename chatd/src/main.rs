@@ -15,7 +15,7 @@ struct Args {
     /// listening on 127.0.0.1:8443. Never weakens TLS or password checks.
     #[arg(long)]
     dev: bool,
-    /// Configuration file (ignored with --dev).
+    /// Configuration file (not used with --dev).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH, conflicts_with = "dev")]
     config: PathBuf,
     /// Validate the configuration and exit.
@@ -37,7 +37,19 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
                 .unwrap_or(std::path::Path::new("chatd-dev")),
         )
     } else {
-        Config::load(&args.config)?
+        match Config::load(&args.config) {
+            Ok(c) => c,
+            Err(chatd::config::ConfigError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && args.config.as_os_str() == DEFAULT_CONFIG_PATH =>
+            {
+                anyhow::bail!(
+                    "no configuration at {DEFAULT_CONFIG_PATH}; pass --config PATH, \
+                     or run `chatd --dev` for a local server with no setup"
+                )
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
     if let Some(dir) = &args.data_dir {
         if !args.dev {
@@ -108,8 +120,22 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("chatd: error: {e:#}");
+            eprintln!("chatd: error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, skipping causes the message already quotes
+/// (our error types put their source in their own message).
+fn report(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
