@@ -258,7 +258,9 @@ impl Session {
                         self.ending = Some(Ending::both("unsupported protocol version"));
                         return None;
                     }
-                    tracing::debug!(client = %client.chars().take(64).collect::<String>(), "hello");
+                    // Escaped like the login name: an unauthenticated peer must not forge log lines.
+                    let shown: String = client.chars().take(64).collect();
+                    tracing::debug!(client = %shown.escape_debug(), "hello");
                     self.hello_done = true;
                     let limits = &self.shared.config.limits;
                     self.send(&ServerFrame::Hello {

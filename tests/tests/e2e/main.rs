@@ -1,1 +1,29 @@
-fn main() {}
+//! End-to-end tests: the real `chatd`, `chatctl` and `chat` binaries over real TLS.
+//!
+//! The binaries are built once per run (see [`harness::bins`]); every test starts its own
+//! chatd on 127.0.0.1:0 in its own temporary directory, so tests run in parallel.
+//!
+//! - `admin`: chatctl against a running chatd
+//! - `client`: the `chat` binary in plain mode
+//! - `protocol`: raw JSON-lines frames over TLS
+//! - `lifecycle`: configuration, restarts, second instances, SIGTERM
+//! - `tofu`: chat's certificate pinning
+//! - `logs`: what chatd logs and never logs
+
+// `cfg(test)` is always set in a test target; it marks every module as test code for
+// clippy, whose `allow-unwrap-in-tests` & co. (clippy.toml) otherwise cover only `#[test]` fns.
+#[cfg(test)]
+mod harness;
+
+#[cfg(test)]
+mod admin;
+#[cfg(test)]
+mod client;
+#[cfg(test)]
+mod lifecycle;
+#[cfg(test)]
+mod logs;
+#[cfg(test)]
+mod protocol;
+#[cfg(test)]
+mod tofu;

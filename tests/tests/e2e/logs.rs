@@ -1,0 +1,91 @@
+//! What chatd's log says, and what it never says (docs/SECURITY.md, "Logging").
+
+use serde_json::json;
+
+use crate::harness::{Mode, Raw, Server, loopback0};
+
+#[test]
+fn log_never_shows_secrets_and_cannot_be_forged() {
+    const PASSWORD: &str = "pw-SECRET-4711";
+    const TEXT: &str = "text-SECRET-0815";
+    let dir = tempfile::tempdir().unwrap();
+    // The most verbose level there is; the promise holds "at any level".
+    let mut server = Server::try_start_env(
+        Mode::Dev {
+            data_dir: dir.path(),
+            listen: loopback0(),
+        },
+        &[("RUST_LOG", "trace")],
+    )
+    .unwrap_or_else(|f| panic!("chatd failed to start: {}", f.stderr));
+    server.add_user("alice", PASSWORD);
+    server.add_user("bob", "bob-pw");
+    server
+        .ctl(
+            &["user", "passwd", "bob", "--password-stdin"],
+            Some(&format!("{PASSWORD}-new\n")),
+        )
+        .assert_ok();
+    server.ctl(&["user", "lock", "bob"], None).assert_ok();
+
+    // Unauthenticated input that tries to start a fake log line (and an ANSI escape).
+    let mut raw = Raw::connect(&server);
+    raw.send(json!({"type":"hello","version":1,"client":"evil\nFORGED-HELLO line\u{1b}[2J"}));
+    raw.recv_type("hello");
+    raw.send(json!({"type":"quit"}));
+    raw.expect_bye("quit");
+    let long_name = "n".repeat(50);
+    for (user, password) in [
+        (long_name.as_str(), PASSWORD),
+        ("mallory\nFORGED-LOGIN\u{1b}[2J", PASSWORD),
+        ("zed", PASSWORD),
+        ("alice", "wrong-SECRET"),
+    ] {
+        // One connection each: max_login_failures would end a shared one.
+        let mut raw = Raw::connect(&server);
+        raw.hello();
+        assert_eq!(raw.try_login(user, password)["code"], "invalid_credentials");
+    }
+    let mut alice = Raw::connect(&server);
+    alice.hello();
+    assert_eq!(alice.try_login("alice", PASSWORD)["type"], "login_ok");
+    let mut bob = Raw::connect(&server);
+    bob.hello();
+    assert_eq!(
+        bob.try_login("bob", &format!("{PASSWORD}-new"))["code"],
+        "invalid_credentials"
+    );
+    alice.say(TEXT);
+    alice.recv_type("message");
+    alice.command("me", TEXT);
+    alice.recv_type("message");
+    alice.command("whisper", &format!("alice {TEXT}"));
+    alice.recv_type("message");
+    alice.send(json!({"type":"ping","nonce":"nonce-SECRET"}));
+    alice.expect_error("bad_frame");
+    alice.send(json!({"type":"quit"}));
+    alice.expect_bye("quit");
+    assert_eq!(server.stop_sigterm().code(), Some(0));
+
+    let log = server.log.all();
+    assert!(log.len() > 20, "trace logging is on: {log:#?}");
+    for line in &log {
+        assert!(!line.contains("SECRET"), "a secret reached the log: {line}");
+        assert!(
+            !line.starts_with("FORGED") && !line.contains('\u{1b}'),
+            "a peer forged or escaped a log line: {line:?}"
+        );
+    }
+    let text = log.join("\n");
+    // Login failures say why, for the admin; the supplied name is truncated and escaped.
+    for why in ["unknown user", "wrong password", "account locked"] {
+        assert!(text.contains(&format!("why=\"{why}\"")), "{why}: {text}");
+    }
+    assert!(text.contains(&"n".repeat(40)));
+    assert!(
+        !text.contains(&"n".repeat(41)),
+        "the login name is truncated"
+    );
+    assert!(text.contains("user=mallory\\nFORGED-LOGIN"), "{text}");
+    assert!(text.contains("client=evil\\nFORGED-HELLO"), "{text}");
+}

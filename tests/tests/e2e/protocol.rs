@@ -1,0 +1,475 @@
+//! Raw JSON-lines frames over TLS, checked against docs/PROTOCOL.md and chatd's session code.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Closed, Raw, Server};
+
+/// A `ping` line padded with an ignored field to exactly `len` bytes (newline excluded).
+fn padded_ping(nonce: u64, len: usize) -> String {
+    let head = format!(r#"{{"type":"ping","nonce":{nonce},"pad":""#);
+    let tail = r#""}"#;
+    let pad = len
+        .checked_sub(head.len() + tail.len())
+        .expect("length too small");
+    let line = format!("{head}{}{tail}", "p".repeat(pad));
+    assert_eq!(line.len(), len);
+    line
+}
+
+fn message(from: &str, to: Option<&str>, text: &str, frame: &Value) {
+    assert_eq!(frame["type"], "message", "{frame}");
+    assert_eq!(frame["from"], from, "{frame}");
+    match to {
+        Some(to) => assert_eq!(frame["to"], to, "{frame}"),
+        None => assert!(frame.get("to").is_none(), "{frame}"),
+    }
+    assert_eq!(frame["text"], text, "{frame}");
+    assert!(frame["ts"].as_u64().is_some_and(|ts| ts > 0), "{frame}");
+}
+
+#[test]
+fn hello_announces_limits_and_login_lists_who_is_online() {
+    let server = Server::start();
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+
+    let mut alice = Raw::connect(&server);
+    // ping is allowed before anything else.
+    alice.send(json!({"type":"ping","nonce":7}));
+    assert_eq!(alice.recv(), json!({"type":"pong","nonce":7}));
+    let hello = alice.hello();
+    assert_eq!(
+        hello,
+        json!({
+            "type": "hello",
+            "version": 1,
+            "server": format!("chatd/{}", env!("CARGO_PKG_VERSION")),
+            "max_line_bytes": 65536,
+            "max_text_bytes": 16384,
+        })
+    );
+    // A second hello is refused but not fatal.
+    alice.send(json!({"type":"hello","version":1}));
+    assert_eq!(
+        alice.expect_error("already_logged_in"),
+        "hello was already sent"
+    );
+    let ok = alice.try_login("alice", "pw-a");
+    assert_eq!(ok["type"], "login_ok");
+    assert_eq!(ok["user"], "alice");
+    assert_eq!(ok["online"], json!(["alice"]));
+    let alice_session = ok["session"].as_u64().unwrap();
+
+    let mut bob = Raw::connect(&server);
+    bob.hello();
+    let ok = bob.try_login("bob", "pw-b");
+    assert_eq!(ok["online"], json!(["alice", "bob"]));
+    assert_ne!(ok["session"].as_u64().unwrap(), alice_session);
+    assert_eq!(
+        alice.recv(),
+        json!({"type":"presence","user":"bob","event":"join"})
+    );
+
+    // Broadcasts reach everyone, the sender included, in order.
+    alice.say("hi all");
+    message("alice", None, "hi all", &alice.recv());
+    message("alice", None, "hi all", &bob.recv());
+    bob.command("me", "waves");
+    for conn in [&mut alice, &mut bob] {
+        let frame = conn.recv();
+        message("bob", None, "waves", &frame);
+        assert_eq!(frame["action"], true);
+    }
+
+    // Logged-in sessions may still ping; login/hello again are refused but not fatal.
+    alice.send(json!({"type":"ping","nonce":18446744073709551615u64}));
+    assert_eq!(
+        alice.recv(),
+        json!({"type":"pong","nonce":18446744073709551615u64})
+    );
+    alice.send(json!({"type":"ping"}));
+    assert_eq!(alice.recv(), json!({"type":"pong","nonce":0}));
+    alice.send(json!({"type":"login","user":"alice","password":"pw-a"}));
+    assert_eq!(alice.expect_error("already_logged_in"), "already logged in");
+    // Unknown fields are ignored; blank lines are keepalives.
+    alice.send_raw(b"\n\r\n   \n");
+    alice.send(json!({"type":"say","text":"extra","future_field":{"x":1}}));
+    message("alice", None, "extra", &alice.recv());
+    message("alice", None, "extra", &bob.recv());
+    // A CRLF line ending is accepted.
+    alice.send_raw(b"{\"type\":\"ping\",\"nonce\":3}\r\n");
+    assert_eq!(alice.recv(), json!({"type":"pong","nonce":3}));
+}
+
+#[test]
+fn commands_help_list_and_argument_errors() {
+    let server = Server::start();
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    let mut alice = Raw::login(&server, "alice", "pw-a");
+    let mut bob = Raw::login(&server, "bob", "pw-b");
+    alice.recv_type("presence");
+
+    alice.command("help", "");
+    let help = alice.recv_type("help");
+    let names: Vec<&str> = help["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["help", "list", "me", "whisper"]);
+    assert_eq!(
+        help["commands"][3],
+        json!({"name":"whisper","aliases":["msg","w"],"usage":"<user> <message>","help":"send a private message to one user"})
+    );
+
+    for alias in ["list", "who"] {
+        alice.command(alias, "");
+        assert_eq!(
+            alice.recv(),
+            json!({"type":"users","users":[{"user":"alice","sessions":1},{"user":"bob","sessions":1}]})
+        );
+    }
+    alice.command("nope", "");
+    assert_eq!(
+        alice.expect_error("unknown_command"),
+        "unknown command /nope; try /help"
+    );
+    for args in ["", "bob", "bob    "] {
+        alice.command("whisper", args);
+        assert_eq!(
+            alice.expect_error("bad_arguments"),
+            "usage: /whisper <user> <message>"
+        );
+    }
+    alice.command("me", "");
+    assert_eq!(alice.expect_error("bad_arguments"), "usage: /me <action>");
+    // The `w` alias whispers; only sender and target see it.
+    alice.command("w", "bob  psst");
+    message("alice", Some("bob"), "psst", &alice.recv());
+    message("alice", Some("bob"), "psst", &bob.recv());
+    // None of the failed commands above reached bob.
+    bob.sync(1);
+}
+
+#[test]
+fn whisper_to_unknown_or_offline_user_delivers_nothing() {
+    let server = Server::start();
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    server.add_user("carol", "pw-c");
+    let mut alice = Raw::login(&server, "alice", "pw-a");
+    let mut bob = Raw::login(&server, "bob", "pw-b");
+    alice.recv_type("presence");
+
+    alice.command("whisper", "zed hello?");
+    assert_eq!(
+        alice.recv(),
+        json!({"type":"error","code":"no_such_user","message":"no such user: zed"})
+    );
+    alice.command("whisper", "carol are you there");
+    assert_eq!(
+        alice.recv(),
+        json!({"type":"error","code":"user_offline","message":"carol is not online"})
+    );
+    alice.command("whisper", "NOT/A/NAME hi");
+    assert_eq!(
+        alice.expect_error("no_such_user"),
+        "no such user: NOT/A/NAME"
+    );
+    // Nothing was queued for bob, and nothing more for alice.
+    bob.sync(10);
+    alice.sync(11);
+}
+
+#[test]
+fn frames_before_login_are_refused() {
+    let server = Server::start();
+    server.add_user("alice", "pw-a");
+    let mut raw = Raw::connect(&server);
+
+    raw.say("hi");
+    assert_eq!(
+        raw.recv(),
+        json!({"type":"error","code":"not_logged_in","message":"log in before sending say"})
+    );
+    raw.command("list", "");
+    assert_eq!(
+        raw.expect_error("not_logged_in"),
+        "log in before sending command"
+    );
+    raw.send(json!({"type":"login","user":"alice","password":"pw-a"}));
+    assert_eq!(raw.expect_error("not_logged_in"), "send hello first");
+    raw.hello();
+    raw.say("still not");
+    raw.expect_error("not_logged_in");
+    // Four violations so far, one below the limit: the connection still works.
+    assert_eq!(raw.try_login("alice", "pw-a")["type"], "login_ok");
+    raw.say("now it works");
+    message("alice", None, "now it works", &raw.recv());
+}
+
+#[test]
+fn bad_lines_are_errors_and_the_connection_survives() {
+    let server = Server::start();
+    server.add_user("alice", "pw-a");
+    let mut raw = Raw::login(&server, "alice", "pw-a");
+
+    raw.send_line("{not json");
+    assert!(raw.expect_error("bad_frame").starts_with("bad frame: "));
+    raw.sync(1);
+    raw.send_raw(b"\xff\xfe{\"type\":\"ping\"}\n");
+    assert_eq!(raw.expect_error("not_utf8"), "line is not valid UTF-8");
+    raw.sync(2);
+    raw.send(json!({"type":"teleport"}));
+    let msg = raw.expect_error("bad_frame");
+    assert!(msg.contains("teleport"), "{msg}");
+    raw.sync(3);
+    raw.send(json!({"type":"say"}));
+    let msg = raw.expect_error("bad_frame");
+    assert!(
+        msg.contains("text"),
+        "the message names the missing field: {msg}"
+    );
+    // Four violations; the session is still fully usable.
+    raw.say("survived");
+    message("alice", None, "survived", &raw.recv());
+}
+
+#[test]
+fn too_many_protocol_errors_end_the_connection() {
+    let server = Server::start();
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    let mut bob = Raw::login(&server, "bob", "pw-b");
+    let mut raw = Raw::login(&server, "alice", "pw-a");
+    bob.recv_type("presence");
+
+    // Five different violations (max_protocol_errors defaults to 5); sent one at a time
+    // so each is answered before the next.
+    raw.send_line("[1,2]");
+    raw.expect_error("bad_frame");
+    raw.send_raw(b"\xc3\x28\n");
+    raw.expect_error("not_utf8");
+    raw.send_line(&"x".repeat(70_000));
+    raw.expect_error("frame_too_long");
+    raw.send(json!({"type":"whatever"}));
+    raw.expect_error("bad_frame");
+    raw.send_line("42");
+    raw.expect_error("bad_frame");
+    raw.expect_bye("too many protocol errors");
+    assert_eq!(raw.expect_closed(), Closed::Clean);
+    assert_eq!(
+        bob.recv(),
+        json!({"type":"presence","user":"alice","event":"leave","reason":"too many protocol errors"})
+    );
+}
+
+#[test]
+fn line_length_limit_at_the_edge() {
+    let server = Server::start();
+    server.add_user("alice", "pw-a");
+    let mut raw = Raw::login(&server, "alice", "pw-a");
+
+    // Exactly max_line_bytes (newline excluded) is a frame.
+    raw.send_line(&padded_ping(1, 65_536));
+    assert_eq!(raw.recv(), json!({"type":"pong","nonce":1}));
+    // One byte more is refused, and the rest of that line is discarded, not parsed.
+    raw.send_line(&padded_ping(2, 65_537));
+    assert_eq!(
+        raw.recv(),
+        json!({"type":"error","code":"frame_too_long","message":"line longer than 65536 bytes"})
+    );
+    raw.sync(3);
+    // A much longer line, arriving in many TLS records, is reported once and skipped.
+    let mut huge = padded_ping(4, 300_000).into_bytes();
+    huge.push(b'\n');
+    huge.extend_from_slice(br#"{"type":"ping","nonce":5}"#);
+    huge.push(b'\n');
+    raw.send_raw(&huge);
+    raw.expect_error("frame_too_long");
+    assert_eq!(raw.recv(), json!({"type":"pong","nonce":5}));
+    raw.sync(6);
+}
+
+#[test]
+fn text_length_limit_at_the_edge() {
+    let server = Server::start();
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    let mut alice = Raw::login(&server, "alice", "pw-a");
+    let mut bob = Raw::login(&server, "bob", "pw-b");
+    alice.recv_type("presence");
+
+    for blank in ["", "   ", "\t\n"] {
+        alice.say(blank);
+        assert_eq!(
+            alice.recv(),
+            json!({"type":"error","code":"bad_text","message":"message is empty"})
+        );
+    }
+    let max = "m".repeat(16_384);
+    alice.say(&max);
+    message("alice", None, &max, &alice.recv());
+    message("alice", None, &max, &bob.recv());
+    // Multi-byte characters count in bytes: 16383 + 2 bytes is one over.
+    let over = format!("{}é", "m".repeat(16_383));
+    assert_eq!(over.len(), 16_385);
+    alice.say(&over);
+    assert_eq!(
+        alice.recv(),
+        json!({"type":"error","code":"bad_text","message":"message is 16385 bytes; the limit is 16384"})
+    );
+    alice.command("me", &over);
+    alice.expect_error("bad_text");
+    alice.command("whisper", &format!("bob {over}"));
+    alice.expect_error("bad_text");
+    alice.command("whisper", &format!("bob {max}"));
+    message("alice", Some("bob"), &max, &alice.recv());
+    message("alice", Some("bob"), &max, &bob.recv());
+    // bob got the two valid messages and nothing else.
+    bob.sync(1);
+    // bad_text is not a protocol violation: far more than five are fine.
+    for _ in 0..6 {
+        alice.say("");
+        alice.expect_error("bad_text");
+    }
+    alice.sync(2);
+}
+
+#[test]
+fn unsupported_version_is_refused_and_closed() {
+    let server = Server::start();
+    let mut raw = Raw::connect(&server);
+    raw.send(json!({"type":"hello","version":2,"client":"future"}));
+    assert_eq!(
+        raw.recv(),
+        json!({"type":"error","code":"unsupported_version","message":"this server speaks protocol version 1, not 2"})
+    );
+    raw.expect_bye("unsupported protocol version");
+    assert_eq!(raw.expect_closed(), Closed::Clean);
+}
+
+#[test]
+fn quit_gets_bye_then_the_end() {
+    let server = Server::start();
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    let mut alice = Raw::login(&server, "alice", "pw-a");
+    let mut bob = Raw::login(&server, "bob", "pw-b");
+    alice.recv_type("presence");
+
+    bob.send(json!({"type":"quit"}));
+    assert_eq!(bob.recv(), json!({"type":"bye","reason":"quit"}));
+    assert_eq!(bob.expect_closed(), Closed::Clean);
+    assert_eq!(
+        alice.recv(),
+        json!({"type":"presence","user":"bob","event":"leave","reason":"quit"})
+    );
+
+    // Quit before login works the same way.
+    let mut anon = Raw::connect(&server);
+    anon.send(json!({"type":"quit"}));
+    anon.expect_bye("quit");
+    assert_eq!(anon.expect_closed(), Closed::Clean);
+    alice.sync(1);
+}
+
+#[test]
+fn refused_logins_are_indistinguishable() {
+    let server = Server::start();
+    server.add_user("alice", "right");
+    server.add_user("bob", "bob-pw");
+    server.ctl(&["user", "lock", "bob"], None).assert_ok();
+
+    let attempts = [
+        ("alice", "wrong"),          // wrong password
+        ("zed", "whatever"),         // unknown user
+        ("bob", "bob-pw"),           // locked, right password
+        ("Not A Name!", "whatever"), // not even a valid name
+        ("alice", ""),               // empty password
+    ];
+    let mut refusals = Vec::new();
+    for (user, password) in attempts {
+        let mut raw = Raw::connect(&server);
+        raw.hello();
+        refusals.push(raw.try_login(user, password));
+        // The connection stays open for another try.
+        raw.sync(1);
+    }
+    let expected =
+        json!({"type":"error","code":"invalid_credentials","message":"invalid credentials"});
+    for (frame, attempt) in refusals.iter().zip(attempts) {
+        assert_eq!(frame, &expected, "{attempt:?}");
+    }
+
+    // After max_login_failures (3) on one connection the server gives up on it.
+    let mut raw = Raw::connect(&server);
+    raw.hello();
+    for _ in 0..3 {
+        assert_eq!(raw.try_login("alice", "nope"), expected);
+    }
+    raw.expect_bye("too many failed logins");
+    assert_eq!(raw.expect_closed(), Closed::Clean);
+
+    // Two failures then the right password is fine.
+    let mut raw = Raw::connect(&server);
+    raw.hello();
+    for _ in 0..2 {
+        assert_eq!(raw.try_login("alice", "nope"), expected);
+    }
+    assert_eq!(raw.try_login("alice", "right")["type"], "login_ok");
+}
+
+#[test]
+fn several_sessions_of_one_user() {
+    let server = Server::start();
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    let mut a1 = Raw::login(&server, "alice", "pw-a");
+    let mut a2 = Raw::login(&server, "alice", "pw-a");
+    let mut b1 = Raw::login(&server, "bob", "pw-b");
+    let mut b2 = Raw::login(&server, "bob", "pw-b");
+    // One join per user, not per session: only bob's first session was news.
+    let join = json!({"type":"presence","user":"bob","event":"join"});
+    assert_eq!(a1.recv(), join);
+    assert_eq!(a2.recv(), join);
+    for (n, conn) in [&mut a1, &mut a2, &mut b1, &mut b2].into_iter().enumerate() {
+        conn.sync(n as u64);
+    }
+
+    // A whisper reaches every session of the target and of the sender, once each.
+    a1.command("whisper", "bob to all your devices");
+    for conn in [&mut a1, &mut a2, &mut b1, &mut b2] {
+        message("alice", Some("bob"), "to all your devices", &conn.recv());
+    }
+    b2.say("hello");
+    for conn in [&mut a1, &mut a2, &mut b1, &mut b2] {
+        message("bob", None, "hello", &conn.recv());
+    }
+    a2.command("list", "");
+    assert_eq!(
+        a2.recv(),
+        json!({"type":"users","users":[{"user":"alice","sessions":2},{"user":"bob","sessions":2}]})
+    );
+
+    // bob's second device leaving is not news: bob is still online.
+    b2.send(json!({"type":"quit"}));
+    b2.expect_bye("quit");
+    a1.sync(10);
+
+    // A kick ends every session of the user; the others hear of it once.
+    let out = server.ctl(&["kick", "alice"], None);
+    out.assert_ok();
+    assert_eq!(out.stdout, "kicked alice (2 session(s))\n");
+    for conn in [&mut a1, &mut a2] {
+        conn.expect_bye("kicked by administrator");
+        assert_eq!(conn.expect_closed(), Closed::Clean);
+    }
+    assert_eq!(
+        b1.recv(),
+        json!({"type":"presence","user":"alice","event":"leave","reason":"kicked by administrator"})
+    );
+    b1.sync(11);
+}
