@@ -156,14 +156,7 @@ async fn run(cli: Cli) -> Result<u8> {
     )
     .and_then(|()| out.flush())
     .context("cannot write to stdout")?;
-    plain::run(
-        &mut conn,
-        &logged_in.user,
-        info.max_text_bytes,
-        &mut input,
-        &mut out,
-    )
-    .await
+    plain::run(&mut conn, &logged_in.user, &info, &mut input, &mut out).await
 }
 
 /// Asks on the terminal (stderr for the question, stdin for the answer).

@@ -9,7 +9,7 @@ use chatd_proto::{ClientFrame, ServerFrame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use crate::conn::Connection;
+use crate::conn::{Connection, ServerInfo};
 use crate::format;
 use crate::input::{self, Input};
 use crate::stdin::LineReader;
@@ -24,7 +24,7 @@ const QUIT_WAIT: Duration = Duration::from_secs(5);
 pub async fn run<S, W>(
     conn: &mut Connection<S>,
     me: &str,
-    max_text_bytes: usize,
+    limits: &ServerInfo,
     input: &mut LineReader,
     out: &mut W,
 ) -> Result<u8>
@@ -79,10 +79,11 @@ where
                         quitting = Some(quit(conn).await);
                         continue;
                     }
-                    _ if line.len() > max_text_bytes => {
+                    Input::Say { ref text } if text.len() > limits.max_text_bytes => {
                         eprintln!(
-                            "chat: line not sent: it is {} bytes long, the server accepts at most {max_text_bytes}",
-                            line.len()
+                            "chat: message not sent: it is {} bytes long, the server accepts at most {}",
+                            text.len(),
+                            limits.max_text_bytes
                         );
                         continue;
                     }
@@ -93,12 +94,26 @@ where
                     Input::Say { text } => ClientFrame::Say { text },
                     Input::Command { name, args } => ClientFrame::Command { name, args },
                 };
+                // Commands carry their own text (a whisper's message), which the server checks;
+                // here we only keep a line the server would count as a protocol error off the wire.
+                if encoded_len(&frame) > limits.max_line_bytes {
+                    eprintln!(
+                        "chat: line not sent: longer than the server's limit of {} bytes",
+                        limits.max_line_bytes
+                    );
+                    continue;
+                }
                 if conn.send(&frame).await.is_err() {
                     return Ok(lost(false));
                 }
             }
         }
     }
+}
+
+/// The frame's size on the wire, newline excluded (0 if it cannot be encoded).
+fn encoded_len(frame: &ClientFrame) -> usize {
+    serde_json::to_vec(frame).map_or(0, |v| v.len())
 }
 
 /// Sends `quit` and returns the deadline for the answer.
@@ -198,6 +213,14 @@ mod tests {
             .collect()
     }
 
+    fn limits(max_text_bytes: usize) -> ServerInfo {
+        ServerInfo {
+            server: "chatd/test".into(),
+            max_line_bytes: 65536,
+            max_text_bytes,
+        }
+    }
+
     async fn session(stdin: &str, bye_on_quit: bool) -> (u8, Vec<String>, Vec<ClientFrame>) {
         let (client, server) = tokio::io::duplex(1 << 16);
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -207,15 +230,9 @@ mod tests {
         conn.login("alice", "pw").await.unwrap();
         let mut input = LineReader::from_reader(Cursor::new(stdin.as_bytes().to_vec())).unwrap();
         let mut out = Vec::new();
-        let code = run(
-            &mut conn,
-            "alice",
-            info.max_text_bytes,
-            &mut input,
-            &mut out,
-        )
-        .await
-        .unwrap();
+        let code = run(&mut conn, "alice", &info, &mut input, &mut out)
+            .await
+            .unwrap();
         drop(conn);
         task.await.unwrap();
         let seen = seen.lock().unwrap().clone();
@@ -224,7 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn lines_become_frames_and_quit_exits_zero() {
-        let stdin = "hi\n\n//slash\n/nope x\n/help\nthis line is too long\n/quit\nnot sent\n";
+        let stdin = "hi\n\n//slash\n/nope args-longer-than-max-text\n/help\nthis line is too long\n/quit\nnot sent\n";
         let (code, out, seen) = session(stdin, true).await;
         assert_eq!(code, 0);
         // Replies race with the locally printed help, so check the two streams separately.
@@ -256,8 +273,9 @@ mod tests {
                     text: "/slash".into()
                 },
                 ClientFrame::Command {
+                    // The server, not the client, judges a command's text.
                     name: "nope".into(),
-                    args: "x".into()
+                    args: "args-longer-than-max-text".into()
                 },
                 ClientFrame::Command {
                     name: "help".into(),
@@ -293,7 +311,7 @@ mod tests {
         let (_stdin_w, stdin_r) = std::os::unix::net::UnixStream::pair().unwrap();
         let mut input = LineReader::from_reader(std::io::BufReader::new(stdin_r)).unwrap();
         let mut out = Vec::new();
-        let code = run(&mut conn, "alice", 100, &mut input, &mut out)
+        let code = run(&mut conn, "alice", &limits(100), &mut input, &mut out)
             .await
             .unwrap();
         assert_eq!(code, 1);
@@ -308,9 +326,15 @@ mod tests {
         let mut conn = Connection::new(client);
         let (_stdin_w, stdin_r) = std::os::unix::net::UnixStream::pair().unwrap();
         let mut input = LineReader::from_reader(std::io::BufReader::new(stdin_r)).unwrap();
-        let code = run(&mut conn, "alice", 100, &mut input, &mut Vec::new())
-            .await
-            .unwrap();
+        let code = run(
+            &mut conn,
+            "alice",
+            &limits(100),
+            &mut input,
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap();
         assert_eq!(code, 1);
     }
 }

@@ -195,6 +195,7 @@ async fn handle_connection(mut stream: UnixStream, shared: Arc<Shared>) {
             }
             Ok(Some(Ok(Ok(line)))) => match frame::decode::<ControlRequest>(&line) {
                 Ok(req) => {
+                    // Debug quotes and escapes names, so a request cannot forge log lines.
                     tracing::info!(uid = cred.uid(), request = ?req, "control request");
                     handle(req, &shared).await
                 }
@@ -245,6 +246,13 @@ async fn hash_password(password: String) -> Result<String, ControlResponse> {
 
 /// Runs one request.
 pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
+    // One name rule for every request, so no handler sees (or logs) a malformed name.
+    if let Some(Err(e)) = req.user().map(chatd_proto::names::validate_username) {
+        return error(
+            ControlErrorCode::InvalidArgument,
+            format!("invalid user name: {e}"),
+        );
+    }
     let done = |message: String| ControlResponse::Done { message };
     match req {
         ControlRequest::Status => {
@@ -268,12 +276,6 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
             password,
             admin,
         } => {
-            if let Err(e) = chatd_proto::names::validate_username(&user) {
-                return error(
-                    ControlErrorCode::InvalidArgument,
-                    format!("invalid user name: {e}"),
-                );
-            }
             let hash = match hash_password(password).await {
                 Ok(h) => h,
                 Err(resp) => return resp,
@@ -345,7 +347,11 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
             let reason = match reason.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
                 Some(r) => format!(
                     "kicked by administrator: {}",
-                    r.chars().take(200).collect::<String>()
+                    // Shown on users' terminals: no control characters.
+                    r.chars()
+                        .filter(|c| !c.is_control())
+                        .take(200)
+                        .collect::<String>()
                 ),
                 None => "kicked by administrator".to_string(),
             };

@@ -85,9 +85,16 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // Nothing chatd creates (database, WAL, directories) is readable by other users; the
+    // generated key (0600) and the control socket (0660) get their modes explicitly.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
     let config = load_config(&args)?;
     if args.check_config {
-        println!("{}: configuration is valid", args.config.display());
+        if args.dev {
+            println!("--dev configuration is valid (no config file is read with --dev)");
+        } else {
+            println!("{}: configuration is valid", args.config.display());
+        }
         return Ok(());
     }
     init_logging(&config.log.level);

@@ -30,21 +30,24 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let span = tracing::info_span!("session", %peer, user = tracing::field::Empty);
     async move {
         let acceptor = shared.acceptor();
-        let tls = match tokio::time::timeout(
+        let handshake = tokio::time::timeout(
             shared.config.limits.handshake_timeout(),
             acceptor.accept(stream),
-        )
-        .await
-        {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("TLS handshake timed out");
-                return;
-            }
+        );
+        let tls = tokio::select! {
+            result = handshake => match result {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return;
+                }
+            },
+            // A peer that never finishes TLS must not hold up shutdown.
+            _ = shared.shutdown.cancelled() => return,
         };
         let (r, w) = tokio::io::split(tls);
         let mut session = Session::new(r, w, peer, shared);
@@ -196,7 +199,7 @@ impl Session {
             match frame::decode::<ClientFrame>(&line) {
                 Ok(f) => return Some(f),
                 Err(e) => {
-                    // serde's message names the field or unknown type, never echoes the input.
+                    // serde's message may quote a fragment of the line; only its sender sees it.
                     if self.violation(ErrorCode::BadFrame, format!("bad frame: {e}")) {
                         return None;
                     }

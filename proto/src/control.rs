@@ -69,6 +69,21 @@ pub enum ControlRequest {
     },
 }
 
+impl ControlRequest {
+    /// The account a request is about, if any; chatd validates it before anything else.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            ControlRequest::UserAdd { user, .. }
+            | ControlRequest::UserDel { user }
+            | ControlRequest::UserPasswd { user, .. }
+            | ControlRequest::UserLock { user }
+            | ControlRequest::UserUnlock { user }
+            | ControlRequest::Kick { user, .. } => Some(user),
+            ControlRequest::Status | ControlRequest::UserList | ControlRequest::Who => None,
+        }
+    }
+}
+
 impl std::fmt::Debug for ControlRequest {
     // Hand-written so passwords never reach a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,9 +97,9 @@ impl std::fmt::Debug for ControlRequest {
                 .debug_struct("UserPasswd")
                 .field("user", user)
                 .finish_non_exhaustive(),
-            ControlRequest::UserDel { user } => write!(f, "UserDel({user})"),
-            ControlRequest::UserLock { user } => write!(f, "UserLock({user})"),
-            ControlRequest::UserUnlock { user } => write!(f, "UserUnlock({user})"),
+            ControlRequest::UserDel { user } => write!(f, "UserDel({user:?})"),
+            ControlRequest::UserLock { user } => write!(f, "UserLock({user:?})"),
+            ControlRequest::UserUnlock { user } => write!(f, "UserUnlock({user:?})"),
             ControlRequest::Kick { user, reason } => f
                 .debug_struct("Kick")
                 .field("user", user)

@@ -448,3 +448,42 @@ fn chatd_socket_environment_variable_names_the_socket() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_control_socket_itself_refuses_bad_names() {
+    // chatctl checks names before sending; chatd must not rely on that.
+    use std::io::{BufRead, BufReader, Write};
+    let server = Server::start();
+    let mut sock = std::os::unix::net::UnixStream::connect(&server.control).unwrap();
+    let mut answers = BufReader::new(sock.try_clone().unwrap());
+    for request in [
+        json!({"type":"user_lock","user":"mallory\nINFO forged line"}),
+        json!({"type":"user_del","user":"Bad"}),
+        json!({"type":"user_passwd","user":"","password":"pw"}),
+        json!({"type":"kick","user":"x\u{1b}[2J"}),
+        json!({"type":"user_add","user":"-x","password":"pw"}),
+    ] {
+        writeln!(sock, "{request}").unwrap();
+        let mut line = String::new();
+        answers.read_line(&mut line).unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(answer["type"], "error", "{request} -> {answer}");
+        assert_eq!(answer["code"], "invalid_argument", "{request} -> {answer}");
+    }
+    // The connection is still usable, and nothing was created.
+    writeln!(sock, "{}", json!({"type":"user_list"})).unwrap();
+    let mut line = String::new();
+    answers.read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), r#"{"type":"users","users":[]}"#);
+    drop((sock, answers));
+    let mut server = server;
+    server.stop_sigterm();
+    assert!(
+        !server
+            .log
+            .all()
+            .iter()
+            .any(|l| l.starts_with("INFO forged line")),
+        "a control request forged a log line"
+    );
+}

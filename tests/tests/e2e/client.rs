@@ -167,7 +167,7 @@ fn chat_applies_the_servers_text_limit_and_reports_errors() {
     // One byte over max_text_bytes: refused locally, nothing sent.
     alice.send(&"x".repeat(16_385));
     alice.err.expect_contains(
-        "chat: line not sent: it is 16385 bytes long, the server accepts at most 16384",
+        "chat: message not sent: it is 16385 bytes long, the server accepts at most 16384",
     );
     // Exactly at the limit: sent and echoed.
     let max = "y".repeat(16_384);
@@ -175,6 +175,18 @@ fn chat_applies_the_servers_text_limit_and_reports_errors() {
     alice
         .out
         .expect("the 16384-byte echo", exactly(&format!("<alice> {max}")));
+
+    // A whisper's text is judged by the server, at the same edge.
+    alice.send(&format!("/whisper alice {max}"));
+    alice.out.expect(
+        "the 16384-byte whisper",
+        exactly(&format!("-> *alice* {max}")),
+    );
+    alice.send(&format!("/whisper alice {}", "z".repeat(16_385)));
+    alice.out.expect(
+        "the server's text limit",
+        exactly("!! message is 16385 bytes; the limit is 16384"),
+    );
 
     alice.send("/whisper zed hello");
     alice

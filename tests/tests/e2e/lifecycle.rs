@@ -432,3 +432,33 @@ fn control_socket_in_use_is_refused() {
     let status = first.ctl(&["--json", "status"], None).json();
     assert_eq!(status["cert_fingerprint"], first.fingerprint.as_str());
 }
+
+#[test]
+fn a_connection_that_never_starts_tls_does_not_hold_up_shutdown() {
+    // Grace and handshake timeout far beyond the harness's 30 s deadline: if the silent
+    // connection held chatd until either expired, stop_sigterm would time out.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let control = dir.path().join("ctl.sock");
+    let file = dir.path().join("chatd.toml");
+    write(
+        &file,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = {state:?}\ncontrol_socket = {control:?}\n\
+             [limits]\nhandshake_timeout_secs = 3600\nshutdown_grace_secs = 3600\n",
+        ),
+    );
+    let mut server = Server::try_start(Mode::Config {
+        file: &file,
+        control: &control,
+    })
+    .unwrap_or_else(|f| panic!("chatd --config failed ({}): {}", f.status, f.stderr));
+    let silent = std::net::TcpStream::connect(server.addr).unwrap();
+    // A logged-in client too, which must still get its goodbye.
+    server.add_user("alice", "pw-a");
+    let mut raw = Raw::login(&server, "alice", "pw-a");
+    let status = server.stop_sigterm();
+    assert!(status.success(), "chatd exited with {status}");
+    raw.expect_bye("server shutting down");
+    drop(silent);
+}
