@@ -34,7 +34,7 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
         Config::dev(
             args.data_dir
                 .as_deref()
-                .unwrap_or(std::path::Path::new("chatd-dev")),
+                .unwrap_or(std::path::Path::new("./chatd-dev")),
         )
     } else {
         match Config::load(&args.config) {
