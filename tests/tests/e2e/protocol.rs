@@ -27,6 +27,17 @@ fn message(from: &str, to: Option<&str>, text: &str, frame: &Value) {
     assert!(frame["ts"].as_u64().is_some_and(|ts| ts > 0), "{frame}");
 }
 
+/// A server with alice and bob logged in over raw TLS; alice has seen bob join.
+fn alice_and_bob() -> (Server, Raw, Raw) {
+    let server = Server::start();
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    let mut alice = Raw::login(&server, "alice", "pw-a");
+    let bob = Raw::login(&server, "bob", "pw-b");
+    alice.recv_type("presence");
+    (server, alice, bob)
+}
+
 #[test]
 fn hello_announces_limits_and_login_lists_who_is_online() {
     let server = Server::start();
@@ -103,12 +114,7 @@ fn hello_announces_limits_and_login_lists_who_is_online() {
 
 #[test]
 fn commands_help_list_and_argument_errors() {
-    let server = Server::start();
-    server.add_user("alice", "pw-a");
-    server.add_user("bob", "pw-b");
-    let mut alice = Raw::login(&server, "alice", "pw-a");
-    let mut bob = Raw::login(&server, "bob", "pw-b");
-    alice.recv_type("presence");
+    let (server, mut alice, mut bob) = alice_and_bob();
 
     alice.command("help", "");
     let help = alice.recv_type("help");
@@ -295,12 +301,7 @@ fn line_length_limit_at_the_edge() {
 
 #[test]
 fn text_length_limit_at_the_edge() {
-    let server = Server::start();
-    server.add_user("alice", "pw-a");
-    server.add_user("bob", "pw-b");
-    let mut alice = Raw::login(&server, "alice", "pw-a");
-    let mut bob = Raw::login(&server, "bob", "pw-b");
-    alice.recv_type("presence");
+    let (server, mut alice, mut bob) = alice_and_bob();
 
     for blank in ["", "   ", "\t\n"] {
         alice.say(blank);
@@ -353,12 +354,7 @@ fn unsupported_version_is_refused_and_closed() {
 
 #[test]
 fn quit_gets_bye_then_the_end() {
-    let server = Server::start();
-    server.add_user("alice", "pw-a");
-    server.add_user("bob", "pw-b");
-    let mut alice = Raw::login(&server, "alice", "pw-a");
-    let mut bob = Raw::login(&server, "bob", "pw-b");
-    alice.recv_type("presence");
+    let (server, mut alice, mut bob) = alice_and_bob();
 
     bob.send(json!({"type":"quit"}));
     assert_eq!(bob.recv(), json!({"type":"bye","reason":"quit"}));
