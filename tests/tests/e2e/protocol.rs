@@ -114,7 +114,7 @@ fn hello_announces_limits_and_login_lists_who_is_online() {
 
 #[test]
 fn commands_help_list_and_argument_errors() {
-    let (server, mut alice, mut bob) = alice_and_bob();
+    let (_server, mut alice, mut bob) = alice_and_bob();
 
     alice.command("help", "");
     let help = alice.recv_type("help");
@@ -301,7 +301,7 @@ fn line_length_limit_at_the_edge() {
 
 #[test]
 fn text_length_limit_at_the_edge() {
-    let (server, mut alice, mut bob) = alice_and_bob();
+    let (_server, mut alice, mut bob) = alice_and_bob();
 
     for blank in ["", "   ", "\t\n"] {
         alice.say(blank);
