@@ -26,6 +26,11 @@ impl Fingerprint {
         Fingerprint(out)
     }
 
+    /// Wraps a raw 32-byte digest (as carried in e2e headers).
+    pub fn from_bytes(digest: [u8; 32]) -> Self {
+        Fingerprint(digest)
+    }
+
     /// The raw digest.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

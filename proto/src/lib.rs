@@ -8,10 +8,14 @@
 //! ```
 //!
 //! Every object carries a `"type"` tag; docs/PROTOCOL.md is the normative description.
+//!
+//! [`e2e`] holds the end-to-end crypto (device keys, sender chains, envelopes); its byte layout is
+//! described in docs/E2E-ENVELOPE.md.
 #![warn(missing_docs)]
 
 pub mod codec;
 pub mod control;
+pub mod e2e;
 pub mod fingerprint;
 pub mod frame;
 pub mod names;
