@@ -1,0 +1,82 @@
+//! chat-bench: a load generator for chatd.
+//!
+//! ```text
+//! cli        what to run            server   start chatd or use --target
+//! control    create users           client   TLS, login, reader, sender
+//! workload   fan-out / idle modes   stats    figures, text and JSON
+//! procfs     chatd CPU and RSS from /proc, our open-file limit
+//! ```
+
+mod cli;
+mod client;
+mod control;
+mod procfs;
+mod server;
+mod stats;
+mod workload;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::cli::Args;
+use crate::server::Target;
+
+async fn run(args: Args) -> anyhow::Result<bool> {
+    args.validate()?;
+    procfs::raise_nofile_limit()?;
+    let mut target = match (&args.target, &args.control, &args.fingerprint) {
+        (Some(addr), Some(control), Some(fp)) => {
+            Target::external(*addr, control.clone(), *fp, args.pid)
+        }
+        _ => {
+            let chatd = match &args.chatd {
+                Some(path) => path.clone(),
+                None => server::default_chatd()?,
+            };
+            tokio::task::block_in_place(|| {
+                Target::start(&chatd, args.client_count(), args.outbound_queue)
+            })?
+        }
+    };
+    let ok = if args.idle.is_some() {
+        let (setup, report) = workload::idle(&args, &target).await?;
+        if args.json {
+            println!("{}", stats::idle_json(&setup, &report));
+        } else {
+            print!("{}", stats::idle_text(&setup, &report));
+        }
+        report.dropped == 0
+    } else {
+        let (setup, report) = workload::fanout(&args, &target).await?;
+        if args.json {
+            println!("{}", stats::fanout_json(&setup, &report));
+        } else {
+            print!("{}", stats::fanout_text(&setup, &report));
+        }
+        report.lost() == 0
+    };
+    tokio::task::block_in_place(|| target.stop());
+    Ok(ok)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime");
+    let result = runtime.and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("chat-bench: messages were lost or connections dropped");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("chat-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The server under test: one we start (and stop), or one given with `--target`.
+//!
+//! A started chatd gets a generated configuration in a temporary directory (so the bench can
+//! raise `max_connections` and set `outbound_queue`); its address, certificate fingerprint and
+//! control socket are read from its log on stderr, which is then drained for the whole run so
+//! that chatd never blocks on a full pipe. Warnings and errors it logs are kept for the report.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chatd_proto::Fingerprint;
+
+/// How many warning/error lines of chatd's log the report keeps.
+const KEPT_LOG_LINES: usize = 20;
+
+/// Where and what the server is.
+pub struct Target {
+    /// TLS listener.
+    pub addr: SocketAddr,
+    /// Admin control socket.
+    pub control: PathBuf,
+    /// Certificate fingerprint to pin.
+    pub fingerprint: Fingerprint,
+    /// Process id, for /proc sampling.
+    pub pid: Option<u32>,
+    /// Set when we started the server ourselves.
+    owned: Option<Owned>,
+}
+
+struct Owned {
+    child: Child,
+    problems: Arc<Mutex<ServerLog>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Warnings and errors chatd logged.
+#[derive(Debug, Default, Clone)]
+pub struct ServerLog {
+    /// Lines at WARN or ERROR level.
+    pub count: usize,
+    /// The first few of them.
+    pub lines: Vec<String>,
+}
+
+impl Target {
+    /// A server someone else runs.
+    pub fn external(
+        addr: SocketAddr,
+        control: PathBuf,
+        fingerprint: Fingerprint,
+        pid: Option<u32>,
+    ) -> Target {
+        Target {
+            addr,
+            control,
+            fingerprint,
+            pid,
+            owned: None,
+        }
+    }
+
+    /// Starts `chatd` with a generated configuration sized for `clients` connections.
+    pub fn start(chatd: &Path, clients: usize, outbound_queue: usize) -> anyhow::Result<Target> {
+        let dir = tempfile::Builder::new()
+            .prefix("chat-bench.")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let control = dir.path().join("control.sock");
+        let config_path = dir.path().join("chatd.toml");
+        std::fs::write(
+            &config_path,
+            config_text(&dir.path().join("state"), &control, clients, outbound_queue),
+        )
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+        let mut child = Command::new(chatd)
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", chatd.display()))?;
+        let pid = child.id();
+        let Some(stderr) = child.stderr.take() else {
+            bail!("chatd's stderr was not captured");
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let problems = Arc::new(Mutex::new(ServerLog::default()));
+        let log = Arc::clone(&problems);
+        std::thread::spawn(move || drain_log(BufReader::new(stderr), &tx, &log));
+        let mut owned = Owned {
+            child,
+            problems,
+            _dir: dir,
+        };
+        let ready = wait_ready(&rx);
+        match ready {
+            Ok((addr, fingerprint)) => Ok(Target {
+                addr,
+                control,
+                fingerprint,
+                pid: Some(pid),
+                owned: Some(owned),
+            }),
+            Err(e) => {
+                owned.stop();
+                Err(e)
+            }
+        }
+    }
+
+    /// Warnings and errors the started server logged so far (none known for `--target`).
+    pub fn log(&self) -> ServerLog {
+        self.owned
+            .as_ref()
+            .and_then(|o| o.problems.lock().ok().map(|l| l.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Stops a started server (SIGTERM, then SIGKILL after a grace period).
+    pub fn stop(&mut self) {
+        if let Some(mut owned) = self.owned.take() {
+            owned.stop();
+        }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Owned {
+    fn stop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// chatd.toml for a bench server.
+fn config_text(state: &Path, control: &Path, clients: usize, outbound_queue: usize) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = {state:?}\ncontrol_socket = {control:?}\n\n\
+         [limits]\nmax_connections = {}\noutbound_queue = {outbound_queue}\n\n\
+         [log]\nlevel = \"info\"\n",
+        clients + 64,
+        state = state.display().to_string(),
+        control = control.display().to_string(),
+    )
+}
+
+/// What the reader thread reports while chatd starts.
+enum Startup {
+    Listening(SocketAddr),
+    Fingerprint(Fingerprint),
+    Exited(Vec<String>),
+}
+
+fn drain_log(
+    stderr: impl BufRead,
+    tx: &std::sync::mpsc::Sender<Startup>,
+    problems: &Mutex<ServerLog>,
+) {
+    let mut early = Vec::new();
+    let mut started = false;
+    for line in stderr.lines() {
+        let Ok(line) = line else { break };
+        if !started {
+            early.push(line.clone());
+            if let Some(addr) = after(&line, "listening on ").and_then(|w| w.parse().ok()) {
+                let _ = tx.send(Startup::Listening(addr));
+            }
+            if let Some(fp) = after(&line, "certificate fingerprint ").and_then(|w| w.parse().ok())
+            {
+                let _ = tx.send(Startup::Fingerprint(fp));
+                started = true;
+            }
+        }
+        if line.contains(" WARN ") || line.contains(" ERROR ") {
+            if let Ok(mut p) = problems.lock() {
+                p.count += 1;
+                if p.lines.len() < KEPT_LOG_LINES {
+                    p.lines.push(line);
+                }
+            }
+        }
+    }
+    if !started {
+        let _ = tx.send(Startup::Exited(early));
+    }
+}
+
+/// The whitespace-delimited word after `marker` in `line`.
+fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    let start = line.find(marker)? + marker.len();
+    line[start..].split_whitespace().next()
+}
+
+fn wait_ready(
+    rx: &std::sync::mpsc::Receiver<Startup>,
+) -> anyhow::Result<(SocketAddr, Fingerprint)> {
+    let mut addr = None;
+    loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Startup::Listening(a)) => addr = Some(a),
+            Ok(Startup::Fingerprint(fp)) => match addr {
+                Some(a) => return Ok((a, fp)),
+                None => bail!("chatd logged its fingerprint before its address"),
+            },
+            Ok(Startup::Exited(lines)) => {
+                bail!("chatd exited during startup:\n{}", lines.join("\n"))
+            }
+            Err(_) => bail!("chatd did not report its address within 30 s"),
+        }
+    }
+}
+
+/// `chatd` next to this executable (target/<profile>/chatd when both are built there).
+pub fn default_chatd() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let dir = exe.parent().context("executable has no directory")?;
+    let candidate = dir.join("chatd");
+    if candidate.is_file() {
+        return Ok(candidate);
+    }
+    bail!(
+        "no chatd at {}; build it (cargo build --release -p chatd) or pass --chatd PATH",
+        candidate.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_after_markers() {
+        let line = "2026-11-28T12:00:00Z  INFO chatd 0.1.0 listening on 127.0.0.1:4321";
+        assert_eq!(after(line, "listening on "), Some("127.0.0.1:4321"));
+        assert_eq!(after(line, "fingerprint "), None);
+    }
+
+    #[test]
+    fn config_mentions_limits() {
+        let text = config_text(Path::new("/tmp/s"), Path::new("/tmp/c.sock"), 100, 4096);
+        assert!(text.contains("max_connections = 164"));
+        assert!(text.contains("outbound_queue = 4096"));
+        assert!(text.contains("control_socket = \"/tmp/c.sock\""));
+    }
+}

@@ -1,0 +1,333 @@
+//! The figures a run produces, printed as text or as one JSON object.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+/// Latency summary in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+}
+
+impl Latency {
+    /// Summarises a histogram of microseconds.
+    pub fn of(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Latency {
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// Setup costs common to every mode.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// Clients logged in.
+    pub clients: usize,
+    /// Seconds to create the users.
+    pub create_secs: f64,
+    /// Seconds to log every client in.
+    pub login_secs: f64,
+    /// chatd RSS after user creation, before the first login.
+    pub rss_before_login: Option<u64>,
+    /// chatd RSS once every client is logged in.
+    pub rss_after_login: Option<u64>,
+    /// chatd PID, when known.
+    pub pid: Option<u32>,
+}
+
+/// Result of the fan-out mode.
+#[derive(Debug, Clone, Default)]
+pub struct FanoutReport {
+    /// Workload.
+    pub senders: usize,
+    /// Messages per sender.
+    pub messages: u64,
+    /// Payload bytes.
+    pub bytes: usize,
+    /// Total paced rate, if any.
+    pub rate: Option<f64>,
+    /// Per-sender window of unechoed messages, if any.
+    pub window: Option<u64>,
+    /// Deliveries counted at the receivers.
+    pub deliveries: u64,
+    /// clients × senders × messages.
+    pub expected: u64,
+    /// Seconds from the first send to the last receiver completing (or the timeout).
+    pub duration_secs: f64,
+    /// Latency over all deliveries.
+    pub latency: Latency,
+    /// chatd CPU seconds during the run.
+    pub server_cpu_secs: Option<f64>,
+    /// chatd RSS after the run.
+    pub rss_after_run: Option<u64>,
+    /// Messages out of sequence at some receiver.
+    pub out_of_order: u64,
+    /// Message frames without a readable payload.
+    pub corrupt: u64,
+    /// Receivers that did not get everything.
+    pub incomplete_receivers: usize,
+    /// `bye` reasons received, with counts.
+    pub byes: BTreeMap<String, usize>,
+    /// Read or write errors, with counts.
+    pub errors: BTreeMap<String, usize>,
+    /// Warnings and errors chatd logged.
+    pub server_log_problems: usize,
+    /// The first of them.
+    pub server_log_lines: Vec<String>,
+}
+
+impl FanoutReport {
+    /// expected - received.
+    pub fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.deliveries)
+    }
+
+    /// Deliveries per second of wall time.
+    pub fn rate_per_sec(&self) -> f64 {
+        per(self.deliveries as f64, self.duration_secs)
+    }
+
+    /// Deliveries per chatd CPU second.
+    pub fn per_cpu_sec(&self) -> Option<f64> {
+        self.server_cpu_secs
+            .map(|cpu| per(self.deliveries as f64, cpu))
+    }
+}
+
+/// Result of the idle mode.
+#[derive(Debug, Clone, Default)]
+pub struct IdleReport {
+    /// Seconds waited after the last login.
+    pub wait_secs: u64,
+    /// chatd RSS after waiting.
+    pub rss_after_wait: Option<u64>,
+    /// Connections lost while waiting (bye or error).
+    pub dropped: usize,
+}
+
+fn per(n: f64, secs: f64) -> f64 {
+    if secs > 0.0 { n / secs } else { 0.0 }
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(
+        || "?".into(),
+        |b| format!("{:.1} MiB", b as f64 / 1048576.0),
+    )
+}
+
+fn setup_json(s: &Setup) -> Value {
+    json!({
+        "clients": s.clients,
+        "chatd_pid": s.pid,
+        "create_users_secs": s.create_secs,
+        "login_secs": s.login_secs,
+        "logins_per_sec": per(s.clients as f64, s.login_secs),
+        "rss_before_login_bytes": s.rss_before_login,
+        "rss_after_login_bytes": s.rss_after_login,
+    })
+}
+
+fn setup_text(s: &Setup) -> String {
+    format!(
+        "clients            {}\n\
+         users created in   {:.2} s\n\
+         logins             {:.2} s ({:.0}/s)\n\
+         chatd RSS          before login {}, after login {}\n",
+        s.clients,
+        s.create_secs,
+        s.login_secs,
+        per(s.clients as f64, s.login_secs),
+        mib(s.rss_before_login),
+        mib(s.rss_after_login),
+    )
+}
+
+/// The fan-out figures as one JSON object.
+pub fn fanout_json(s: &Setup, r: &FanoutReport) -> Value {
+    let mut v = setup_json(s);
+    let extra = json!({
+        "mode": "fanout",
+        "senders": r.senders,
+        "messages_per_sender": r.messages,
+        "payload_bytes": r.bytes,
+        "rate": r.rate,
+        "window": r.window,
+        "deliveries": r.deliveries,
+        "expected": r.expected,
+        "lost": r.lost(),
+        "duration_secs": r.duration_secs,
+        "deliveries_per_sec": r.rate_per_sec(),
+        "latency_p50_ms": r.latency.p50_ms,
+        "latency_p99_ms": r.latency.p99_ms,
+        "latency_max_ms": r.latency.max_ms,
+        "chatd_cpu_secs": r.server_cpu_secs,
+        "deliveries_per_cpu_sec": r.per_cpu_sec(),
+        "rss_after_run_bytes": r.rss_after_run,
+        "out_of_order": r.out_of_order,
+        "corrupt": r.corrupt,
+        "incomplete_receivers": r.incomplete_receivers,
+        "byes": r.byes,
+        "errors": r.errors,
+        "chatd_log_problems": r.server_log_problems,
+        "chatd_log_lines": r.server_log_lines,
+    });
+    merge(&mut v, extra);
+    v
+}
+
+/// The fan-out figures for people.
+pub fn fanout_text(s: &Setup, r: &FanoutReport) -> String {
+    let mut out = setup_text(s);
+    let mut rate = r
+        .rate
+        .map_or_else(|| "as fast as possible".into(), |r| format!("{r} msg/s"));
+    if let Some(w) = r.window {
+        rate += &format!(", window {w}");
+    }
+    out += &format!(
+        "workload           {} senders x {} messages x {} bytes, {rate}\n\
+         deliveries         {} of {} expected, lost {}\n\
+         duration           {:.3} s\n\
+         deliveries/s       {:.0}\n\
+         latency            p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n",
+        r.senders,
+        r.messages,
+        r.bytes,
+        r.deliveries,
+        r.expected,
+        r.lost(),
+        r.duration_secs,
+        r.rate_per_sec(),
+        r.latency.p50_ms,
+        r.latency.p99_ms,
+        r.latency.max_ms,
+    );
+    match (r.server_cpu_secs, r.per_cpu_sec()) {
+        (Some(cpu), Some(per_cpu)) => {
+            out +=
+                &format!("chatd CPU          {cpu:.2} s, {per_cpu:.0} deliveries per CPU-second\n")
+        }
+        _ => out += "chatd CPU          unknown (pass --pid with --target)\n",
+    }
+    out += &format!("chatd RSS          after run {}\n", mib(r.rss_after_run));
+    if r.out_of_order > 0 || r.corrupt > 0 || r.incomplete_receivers > 0 {
+        out += &format!(
+            "PROBLEMS           {} out of order, {} corrupt, {} receivers incomplete\n",
+            r.out_of_order, r.corrupt, r.incomplete_receivers
+        );
+    }
+    for (reason, n) in &r.byes {
+        out += &format!("bye                {n} x {reason}\n");
+    }
+    for (error, n) in &r.errors {
+        out += &format!("error              {n} x {error}\n");
+    }
+    if r.server_log_problems > 0 {
+        out += &format!("chatd warnings     {}\n", r.server_log_problems);
+        for line in &r.server_log_lines {
+            out += &format!("  {line}\n");
+        }
+    }
+    out
+}
+
+/// RSS growth per connection, bytes.
+pub fn rss_per_connection(s: &Setup, after: Option<u64>) -> Option<f64> {
+    let (before, after) = (s.rss_before_login?, after?);
+    (s.clients > 0).then(|| (after as f64 - before as f64) / s.clients as f64)
+}
+
+/// The idle figures as one JSON object.
+pub fn idle_json(s: &Setup, r: &IdleReport) -> Value {
+    let mut v = setup_json(s);
+    merge(
+        &mut v,
+        json!({
+            "mode": "idle",
+            "wait_secs": r.wait_secs,
+            "rss_after_wait_bytes": r.rss_after_wait,
+            "rss_per_connection_bytes": rss_per_connection(s, r.rss_after_wait),
+            "dropped": r.dropped,
+        }),
+    );
+    v
+}
+
+/// The idle figures for people.
+pub fn idle_text(s: &Setup, r: &IdleReport) -> String {
+    let per_conn = rss_per_connection(s, r.rss_after_wait)
+        .map_or_else(|| "?".into(), |b| format!("{:.1} KiB", b / 1024.0));
+    setup_text(s)
+        + &format!(
+            "chatd RSS          after {} s idle {}\n\
+             RSS per connection {per_conn}\n\
+             dropped            {}\n",
+            r.wait_secs,
+            mib(r.rss_after_wait),
+            r.dropped,
+        )
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Value::Object(a), Value::Object(b)) = (into, from) {
+        a.extend(b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_and_rates() {
+        let r = FanoutReport {
+            deliveries: 90,
+            expected: 100,
+            duration_secs: 2.0,
+            server_cpu_secs: Some(0.5),
+            ..FanoutReport::default()
+        };
+        assert_eq!(r.lost(), 10);
+        assert_eq!(r.rate_per_sec(), 45.0);
+        assert_eq!(r.per_cpu_sec(), Some(180.0));
+        let v = fanout_json(&Setup::default(), &r);
+        assert_eq!(v["lost"], 10);
+        assert_eq!(v["mode"], "fanout");
+    }
+
+    #[test]
+    fn latency_in_ms() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 1_000_000, 2).unwrap();
+        for us in 1..=100u64 {
+            h.record(us * 1000).unwrap();
+        }
+        let l = Latency::of(&h);
+        assert!((l.p50_ms - 50.0).abs() < 1.0);
+        assert!((l.max_ms - 100.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn per_connection() {
+        let s = Setup {
+            clients: 10,
+            rss_before_login: Some(1000),
+            ..Setup::default()
+        };
+        assert_eq!(rss_per_connection(&s, Some(21_000)), Some(2000.0));
+        assert_eq!(rss_per_connection(&s, None), None);
+    }
+}
