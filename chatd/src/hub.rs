@@ -50,6 +50,11 @@ impl Closer {
         self.token.cancelled().await
     }
 
+    /// True once [`Closer::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
     /// The reason given to [`Closer::close`], if any.
     pub fn reason(&self) -> Option<String> {
         self.reason
@@ -102,6 +107,11 @@ impl Inner {
         let Some(entry) = self.sessions.get(&id) else {
             return false;
         };
+        if entry.closer.is_closed() {
+            // Closing (too slow, kicked, ...): nothing more, so a dropped client sees no gap
+            // before its `bye`, and a slow one is reported once, not once per broadcast.
+            return false;
+        }
         match entry.tx.try_send(line.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -344,17 +354,27 @@ mod tests {
     #[test]
     fn full_queue_closes_only_the_slow_session() {
         let hub = Hub::new(4);
-        let (_s, _rs, slow) = join(&hub, "slow", 1);
+        let (_s, mut rs, slow) = join(&hub, "slow", 1);
         let (_f, mut rf, fast) = join(&hub, "fast", 64);
         let _ = rf.try_recv(); // fast saw nothing yet; slow's queue took fast's join
         let msg = ServerFrame::Notice { text: "x".into() };
+        // The slow client frees its slot after each broadcast; once closed it must get
+        // nothing more, or it would see a gap before its bye.
+        let mut fed_after_close = 0;
         for _ in 0..10 {
+            let was_closed = slow.is_closed();
             hub.broadcast(&msg, None);
+            while rs.try_recv().is_ok() {
+                if was_closed {
+                    fed_after_close += 1;
+                }
+            }
         }
         assert_eq!(
             slow.reason().as_deref(),
             Some("too slow: outbound queue full")
         );
+        assert_eq!(fed_after_close, 0, "a closed session was still fed");
         assert!(fast.reason().is_none());
         let mut n = 0;
         while rf.try_recv().is_ok() {
