@@ -161,11 +161,22 @@ impl Server {
                 addr: config.server.listen,
                 source,
             })?;
-        let admin_gid = match nix::unistd::Group::from_name(&config.server.admin_group) {
-            Ok(Some(g)) => Some(g.gid),
-            _ => None,
-        };
+        let group = nix::unistd::Group::from_name(&config.server.admin_group);
+        let admin_gid = group.as_ref().ok().and_then(|g| g.as_ref().map(|g| g.gid));
         let control = ControlListener::bind(&config.server.control_socket, admin_gid)?;
+        // Told only once chatd is really starting, so a refused start prints just its error.
+        match &group {
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::info!(
+                group = %config.server.admin_group,
+                "admin group does not exist; only root and chatd's own user can use the control socket"
+            ),
+            Err(e) => tracing::warn!(
+                group = %config.server.admin_group,
+                error = %e,
+                "cannot look up the admin group; only root and chatd's own user can use the control socket"
+            ),
+        }
         if identity.generated {
             tracing::info!(path = %identity.cert_path.display(), "generated a self-signed certificate");
         }
