@@ -282,7 +282,12 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
     /// Sends one frame and flushes it.
     pub async fn send(&mut self, frame: &ClientFrame) -> Result<()> {
         let line = chatd_proto::frame::encode(frame).context("encoding a frame")?;
-        self.writer.write_all(&line).await?;
+        self.send_line(&line).await
+    }
+
+    /// Sends one already encoded, newline-terminated frame and flushes it.
+    pub async fn send_line(&mut self, line: &[u8]) -> Result<()> {
+        self.writer.write_all(line).await?;
         self.writer.flush().await?;
         Ok(())
     }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use chatd_proto::{ClientFrame, ServerFrame};
+use chatd_proto::{ClientFrame, ServerFrame, frame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
@@ -96,24 +96,21 @@ where
                 };
                 // Commands carry their own text (a whisper's message), which the server checks;
                 // here we only keep a line the server would count as a protocol error off the wire.
-                if encoded_len(&frame) > limits.max_line_bytes {
+                // Encoded once: the length check and the write use the same bytes.
+                let line = frame::encode(&frame).context("encoding a frame")?;
+                if line.len().saturating_sub(1) > limits.max_line_bytes {
                     eprintln!(
                         "chat: line not sent: longer than the server's limit of {} bytes",
                         limits.max_line_bytes
                     );
                     continue;
                 }
-                if conn.send(&frame).await.is_err() {
+                if conn.send_line(&line).await.is_err() {
                     return Ok(lost(false));
                 }
             }
         }
     }
-}
-
-/// The frame's size on the wire, newline excluded (0 if it cannot be encoded).
-fn encoded_len(frame: &ClientFrame) -> usize {
-    serde_json::to_vec(frame).map_or(0, |v| v.len())
 }
 
 /// Sends `quit` and returns the deadline for the answer.
