@@ -294,7 +294,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "RSA keygen is slow in debug; run with --ignored"]
     fn generates_default_size() {
         let key = DeviceKey::generate(DEFAULT_KEY_BITS).unwrap();
         assert_eq!(key.bits(), 3072);
