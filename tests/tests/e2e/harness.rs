@@ -614,14 +614,7 @@ impl Chat {
         home: &ClientHome,
         extra: &[&str],
     ) -> Chat {
-        let mut cmd = Command::new(&bins().chat);
-        cmd.args(["--server", server, "--user", user, "--password-stdin"])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        home.apply(&mut cmd);
-        let mut child = cmd.spawn().expect("cannot spawn chat");
+        let mut child = spawn_chat(server, user, home, extra);
         let stdin = child.stdin.take();
         let out = Lines::spawn(
             child.stdout.take().expect("stdout"),
@@ -705,6 +698,18 @@ impl Drop for Chat {
     }
 }
 
+/// `chat --server SERVER --user USER --password-stdin [extra]` with piped stdio in `home`.
+fn spawn_chat(server: &str, user: &str, home: &ClientHome, extra: &[&str]) -> Child {
+    let mut cmd = Command::new(&bins().chat);
+    cmd.args(["--server", server, "--user", user, "--password-stdin"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    home.apply(&mut cmd);
+    cmd.spawn().expect("cannot spawn chat")
+}
+
 /// Runs chat to completion with all of `stdin` (password first) and returns what it did.
 pub fn run_chat(
     server: &str,
@@ -713,14 +718,7 @@ pub fn run_chat(
     home: &ClientHome,
     extra: &[&str],
 ) -> ChatExit {
-    let mut cmd = Command::new(&bins().chat);
-    cmd.args(["--server", server, "--user", user, "--password-stdin"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    home.apply(&mut cmd);
-    let mut child = cmd.spawn().expect("cannot spawn chat");
+    let mut child = spawn_chat(server, user, home, extra);
     let mut out = Lines::spawn(child.stdout.take().expect("stdout"), "chat stdout");
     let mut err = Lines::spawn(child.stderr.take().expect("stderr"), "chat stderr");
     {
