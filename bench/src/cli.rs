@@ -5,12 +5,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chatd_proto::Fingerprint;
+use chatd_proto::e2e::{ALLOWED_KEY_BITS, MAX_CIPHERTEXT_BYTES};
 use clap::Parser;
+
+/// Bytes of Poly1305 tag in every envelope's ciphertext.
+const AEAD_TAG_BYTES: usize = 16;
 
 /// Load generator for chatd: fan-out throughput, latency, server CPU and memory.
 ///
 /// Without `--target` it starts its own chatd (found next to this executable, or `--chatd`)
 /// on 127.0.0.1 with a generated configuration in a temporary directory, and stops it at the end.
+///
+/// Messages are end-to-end envelopes (protocol version 2), all sealed before the timed phase.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Args {
@@ -47,9 +53,16 @@ pub struct Args {
     /// Messages each sender sends.
     #[arg(short = 'm', long, default_value_t = 2000)]
     pub messages: u64,
-    /// Payload bytes per message (at least the embedded header, about 30 bytes).
+    /// Plaintext bytes per message. Each is sealed into an envelope of about B + 110 +
+    /// key-bits/8 bytes, sent base64 in JSON (the figures give the mean line per delivery).
     #[arg(short = 'b', long, default_value_t = 100)]
     pub bytes: usize,
+    /// RSA modulus of the bench's device keys: 2048 (default: proto's fixed test keys, no key
+    /// generation, the same fingerprints every run), 3072 (chatd clients' default) or 4096
+    /// (generated at startup). The envelope signature is key-bits/8 bytes; sealing costs one
+    /// RSA signature per message, done for all messages before the timed phase.
+    #[arg(long, value_name = "BITS", default_value_t = 2048)]
+    pub key_bits: usize,
     /// Total send rate over all senders in messages per second (default: as fast as possible).
     #[arg(long, value_name = "MSGS_PER_SEC")]
     pub rate: Option<f64>,
@@ -108,10 +121,24 @@ impl Args {
                 self.clients
             );
             anyhow::ensure!(self.messages > 0, "need at least one message per sender");
+            anyhow::ensure!(
+                u32::try_from(self.messages).is_ok(),
+                "--messages cannot exceed a sender chain's {} indexes",
+                u32::MAX
+            );
+            anyhow::ensure!(
+                self.bytes + AEAD_TAG_BYTES <= MAX_CIPHERTEXT_BYTES,
+                "--bytes cannot exceed {} (the largest envelope text)",
+                MAX_CIPHERTEXT_BYTES - AEAD_TAG_BYTES
+            );
             if let Some(rate) = self.rate {
                 anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate must be positive");
             }
         }
+        anyhow::ensure!(
+            ALLOWED_KEY_BITS.contains(&self.key_bits),
+            "--key-bits must be one of {ALLOWED_KEY_BITS:?}"
+        );
         anyhow::ensure!(
             self.create_concurrency > 0,
             "--create-concurrency must be positive"
@@ -135,7 +162,20 @@ mod tests {
             (a.clients, a.senders, a.messages, a.bytes),
             (500, 5, 2000, 100)
         );
+        assert_eq!(a.key_bits, 2048);
         assert!(a.validate().is_ok());
+    }
+
+    #[test]
+    fn key_bits_and_text_size_are_checked() {
+        let a = Args::parse_from(["chat-bench", "--key-bits", "1024"]);
+        assert!(a.validate().is_err());
+        let a = Args::parse_from(["chat-bench", "--key-bits", "4096", "-b", "65520"]);
+        assert!(a.validate().is_ok());
+        let a = Args::parse_from(["chat-bench", "-b", "65521"]);
+        assert!(a.validate().is_err());
+        let a = Args::parse_from(["chat-bench", "-m", "4294967296"]);
+        assert!(a.validate().is_err());
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! Bench clients: TLS with a pinned certificate, login, a fast reader and a sender.
+//! Bench clients: TLS with a pinned certificate, login with a device key, a fast reader and a
+//! sender of pre-sealed envelopes.
 //!
 //! Readers must never fall behind (chatd disconnects a client whose outbound queue fills), so
 //! each client has its own task that reads continuously and parses only what it needs: a line
-//! starting `{"type":"message"` has its `"text":"` field located by byte search, and the payload
-//! `SENDER:SEQ:SEND_NS:xxxx…` is read from there. Other frames are skipped unless they are a
-//! `bye`, which is recorded.
+//! starting `{"type":"envelope"` is identified by the sender and chain index in its envelope
+//! header ([`EnvelopeReader`]), and its send instant is looked up in [`Run::sent_ns`], which the
+//! senders fill in as they write. Other frames are skipped unless they are a `bye` or an
+//! `error`, which are recorded.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
@@ -13,7 +16,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use chatd_proto::Fingerprint;
+use chatd_proto::frame::ClientFrame;
+use chatd_proto::{Fingerprint, PROTOCOL_VERSION};
 use hdrhistogram::Histogram;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -23,13 +27,16 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::e2e::EnvelopeReader;
+
 /// A logged-in client's TLS stream.
 pub type Tls = TlsStream<TcpStream>;
 
 /// Longest wait for one connection + login.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(120);
-/// Initial read buffer per client (one TLS record's worth).
-const READ_BUFFER: usize = 16 * 1024;
+/// Initial read buffer per client: chatd batches up to 64 KiB per write, and envelope lines are
+/// several hundred bytes, so fewer, larger reads.
+const READ_BUFFER: usize = 64 * 1024;
 /// Latencies are recorded in microseconds up to this (5 minutes); larger ones saturate.
 const MAX_LATENCY_US: u64 = 300_000_000;
 
@@ -124,7 +131,8 @@ impl Lines {
     /// The next complete line in the buffer (range into it, `\n` excluded).
     fn take(&mut self) -> Option<Range<usize>> {
         let pending = &self.buf[self.consumed..self.filled];
-        let len = pending.iter().position(|b| *b == b'\n')?;
+        // memchr: lines are several hundred bytes and this runs for every delivery.
+        let len = memchr::memchr(b'\n', pending)?;
         let line = self.consumed..self.consumed + len;
         self.consumed += len + 1;
         Some(line)
@@ -155,17 +163,21 @@ impl Lines {
 // Login
 // ---------------------------------------------------------------------------------------------
 
-/// Connects, says hello and logs in as `user`; returns the stream and anything read past
-/// `login_ok`.
+/// Connects, says hello and logs in as `user` with `device_key` (base64 SPKI DER); returns the
+/// stream and anything read past `login_ok`.
 pub async fn login(
     addr: SocketAddr,
     connector: &TlsConnector,
     user: &str,
     password: &str,
+    device_key: &str,
 ) -> anyhow::Result<(Tls, Lines)> {
-    tokio::time::timeout(LOGIN_TIMEOUT, login_inner(addr, connector, user, password))
-        .await
-        .with_context(|| format!("login of {user} timed out"))?
+    tokio::time::timeout(
+        LOGIN_TIMEOUT,
+        login_inner(addr, connector, user, password, device_key),
+    )
+    .await
+    .with_context(|| format!("login of {user} timed out"))?
 }
 
 async fn login_inner(
@@ -173,6 +185,7 @@ async fn login_inner(
     connector: &TlsConnector,
     user: &str,
     password: &str,
+    device_key: &str,
 ) -> anyhow::Result<(Tls, Lines)> {
     let tcp = TcpStream::connect(addr)
         .await
@@ -182,8 +195,15 @@ async fn login_inner(
         .connect(ServerName::IpAddress(addr.ip().into()), tcp)
         .await
         .context("TLS handshake failed")?;
-    let hello = serde_json::json!({"type": "hello", "version": 1, "client": "chat-bench"});
-    let login = serde_json::json!({"type": "login", "user": user, "password": password});
+    let hello = ClientFrame::Hello {
+        version: PROTOCOL_VERSION,
+        client: format!("chat-bench/{}", env!("CARGO_PKG_VERSION")),
+    };
+    let login = ClientFrame::Login {
+        user: user.into(),
+        password: password.into(),
+        device_key: device_key.into(),
+    };
     let mut out = Vec::new();
     for frame in [hello, login] {
         serde_json::to_writer(&mut out, &frame)?;
@@ -217,7 +237,7 @@ async fn login_inner(
 
 /// State every client task of one run shares.
 pub struct Run {
-    /// Origin of every timestamp in payloads.
+    /// Origin of every timestamp in [`Run::sent_ns`].
     pub origin: Instant,
     /// Messages each receiver should get.
     pub expected: u64,
@@ -240,11 +260,46 @@ pub struct Run {
     pub delivered_through: Vec<AtomicU64>,
     /// Per sender: woken when `delivered_through` moves or a receiver ends.
     pub progress: Vec<Notify>,
+    /// Per sender and chain index: when it was written, nanoseconds since `origin` (0: not
+    /// yet). The send time cannot travel in the message any more (it is encrypted), so the
+    /// in-process senders publish it here for the receivers.
+    pub sent_ns: Vec<Vec<AtomicU64>>,
     /// Tells readers to stop.
     pub stop: CancellationToken,
 }
 
 impl Run {
+    /// Shared state for `receivers` clients each expecting `expected` messages from `senders`
+    /// senders of `messages` messages; a send window needs a ring of `window + 1` counters.
+    pub fn new(
+        expected: u64,
+        senders: usize,
+        messages: usize,
+        receivers: usize,
+        window: Option<u64>,
+    ) -> Arc<Run> {
+        let ring = window.map_or(0, |w| usize::try_from(w).unwrap_or(usize::MAX - 1) + 1);
+        Arc::new(Run {
+            origin: Instant::now(),
+            expected,
+            senders,
+            complete: AtomicUsize::new(0),
+            ended: AtomicUsize::new(0),
+            last_complete_ns: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            receivers,
+            acks: (0..senders)
+                .map(|_| (0..ring).map(|_| AtomicUsize::new(0)).collect())
+                .collect(),
+            delivered_through: (0..senders).map(|_| AtomicU64::new(0)).collect(),
+            progress: (0..senders).map(|_| Notify::new()).collect(),
+            sent_ns: (0..senders)
+                .map(|_| (0..messages).map(|_| AtomicU64::new(0)).collect())
+                .collect(),
+            stop: CancellationToken::new(),
+        })
+    }
+
     /// Counts one delivery of `seq` from `sender` for the send window.
     fn ack(&self, sender: usize, seq: u64) {
         let Some(ring) = self.acks.get(sender).filter(|r| !r.is_empty()) else {
@@ -301,65 +356,53 @@ impl Run {
 
 /// What one receiver saw.
 pub struct ReadStats {
-    /// `message` frames carrying a bench payload.
+    /// `envelope` frames of this run's messages.
     pub received: u64,
+    /// Bytes of those `envelope` lines, newline included.
+    pub bytes: u64,
     /// Latency in microseconds.
     pub latency_us: Histogram<u64>,
-    /// Messages whose sequence number was not the previous one plus one for that sender
+    /// Messages whose chain index was not the previous one plus one for that sender
     /// (a gap or a reordering).
     pub out_of_order: u64,
-    /// `message` frames whose payload could not be read.
+    /// `envelope` lines that could not be read (cut short, bad base64, not an envelope) or
+    /// that name a message this run did not send.
     pub corrupt: u64,
+    /// `error` frames from the server, by code and message.
+    pub server_errors: BTreeMap<String, usize>,
     /// The `bye` reason, if the server said goodbye.
     pub bye: Option<String>,
     /// Read error or premature end of stream.
     pub error: Option<String>,
 }
 
-/// Reads until told to stop, counting `message` frames and their latency into `latency_us`.
+impl ReadStats {
+    fn new(latency_us: Histogram<u64>) -> ReadStats {
+        ReadStats {
+            received: 0,
+            bytes: 0,
+            latency_us,
+            out_of_order: 0,
+            corrupt: 0,
+            server_errors: BTreeMap::new(),
+            bye: None,
+            error: None,
+        }
+    }
+}
+
+/// Reads until told to stop, counting `envelope` frames and their latency into `latency_us`.
 pub async fn read_loop(
     mut rd: ReadHalf<Tls>,
     mut lines: Lines,
     run: Arc<Run>,
     latency_us: Histogram<u64>,
 ) -> ReadStats {
-    let mut stats = ReadStats {
-        received: 0,
-        latency_us,
-        out_of_order: 0,
-        corrupt: 0,
-        bye: None,
-        error: None,
-    };
-    let mut last_seq = vec![0u64; run.senders];
-    let expected = run.expected;
+    let mut stats = ReadStats::new(latency_us);
+    let mut seen = Seen::new(&run);
     'outer: loop {
         while let Some(range) = lines.take() {
-            let line = lines.get(range);
-            if line.starts_with(br#"{"type":"message""#) {
-                match parse_message(line) {
-                    Some(p) if p.sender < last_seq.len() => {
-                        let now = run.now_ns();
-                        let us = now.saturating_sub(p.sent_ns) / 1000;
-                        stats
-                            .latency_us
-                            .saturating_record(us.clamp(1, MAX_LATENCY_US));
-                        if last_seq[p.sender] + 1 != p.seq {
-                            stats.out_of_order += 1;
-                        }
-                        last_seq[p.sender] = p.seq;
-                        run.ack(p.sender, p.seq);
-                        stats.received += 1;
-                        run.delivered.fetch_add(1, Ordering::Relaxed);
-                        if stats.received == expected {
-                            run.last_complete_ns.fetch_max(now, Ordering::AcqRel);
-                            run.complete.fetch_add(1, Ordering::AcqRel);
-                        }
-                    }
-                    _ => stats.corrupt += 1,
-                }
-            } else if line.starts_with(br#"{"type":"bye""#) {
-                stats.bye = Some(bye_reason(line));
+            if seen.line(lines.get(range), &run, &mut stats) {
                 break 'outer;
             }
         }
@@ -387,6 +430,65 @@ pub async fn read_loop(
     stats
 }
 
+/// A receiver's per-line state.
+struct Seen {
+    reader: EnvelopeReader,
+    /// Per sender, the last sequence number (chain index + 1; 0 for none yet).
+    last_seq: Vec<u64>,
+}
+
+impl Seen {
+    fn new(run: &Run) -> Seen {
+        Seen {
+            reader: EnvelopeReader::default(),
+            last_seq: vec![0; run.senders],
+        }
+    }
+
+    /// Counts one line (without its newline); true when it was a `bye`.
+    fn line(&mut self, line: &[u8], run: &Run, stats: &mut ReadStats) -> bool {
+        if line.starts_with(br#"{"type":"envelope""#) {
+            let found = self.reader.read(line, run.senders).and_then(|d| {
+                let slot = run
+                    .sent_ns
+                    .get(d.sender)?
+                    .get(usize::try_from(d.index).ok()?)?;
+                Some((d, slot.load(Ordering::Acquire))).filter(|(_, sent)| *sent > 0)
+            });
+            let Some((d, sent)) = found else {
+                stats.corrupt += 1;
+                return false;
+            };
+            let now = run.now_ns();
+            let us = now.saturating_sub(sent) / 1000;
+            stats
+                .latency_us
+                .saturating_record(us.clamp(1, MAX_LATENCY_US));
+            let seq = u64::from(d.index) + 1;
+            if let Some(last) = self.last_seq.get_mut(d.sender) {
+                if *last + 1 != seq {
+                    stats.out_of_order += 1;
+                }
+                *last = seq;
+            }
+            run.ack(d.sender, seq);
+            stats.received += 1;
+            stats.bytes += line.len() as u64 + 1;
+            run.delivered.fetch_add(1, Ordering::Relaxed);
+            if stats.received == run.expected {
+                run.last_complete_ns.fetch_max(now, Ordering::AcqRel);
+                run.complete.fetch_add(1, Ordering::AcqRel);
+            }
+        } else if line.starts_with(br#"{"type":"error""#) {
+            *stats.server_errors.entry(error_text(line)).or_default() += 1;
+        } else if line.starts_with(br#"{"type":"bye""#) {
+            stats.bye = Some(bye_reason(line));
+            return true;
+        }
+        false
+    }
+}
+
 /// An empty latency histogram (microseconds, 2 significant digits).
 pub fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).context("cannot create a latency histogram")
@@ -399,69 +501,36 @@ fn bye_reason(line: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(line).into_owned())
 }
 
-/// What a bench payload carries.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Payload {
-    /// Sender index.
-    pub sender: usize,
-    /// 1-based sequence number within the sender.
-    pub seq: u64,
-    /// Send time, nanoseconds since the run's origin.
-    pub sent_ns: u64,
-}
-
-/// Writes the payload `SENDER:SEQ:SENT_NS:` padded with `x` to `bytes` bytes.
-pub fn write_payload(out: &mut Vec<u8>, p: &Payload, bytes: usize) {
-    use std::io::Write;
-    let start = out.len();
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{}:{}:{}:", p.sender, p.seq, p.sent_ns);
-    let written = out.len() - start;
-    out.resize(out.len() + bytes.saturating_sub(written), b'x');
-}
-
-/// Reads the payload of a `message` line; None if it is not a bench payload.
-pub fn parse_message(line: &[u8]) -> Option<Payload> {
-    const TEXT: &[u8] = br#""text":""#;
-    let at = line.windows(TEXT.len()).position(|w| w == TEXT)? + TEXT.len();
-    let mut fields = line[at..].splitn(4, |b| *b == b':');
-    let mut number = || -> Option<u64> {
-        let digits = fields.next()?;
-        if digits.is_empty() || digits.len() > 20 {
-            return None;
-        }
-        digits.iter().try_fold(0u64, |n, d| {
-            d.is_ascii_digit()
-                .then(|| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))?
+/// `code: message` of an `error` line (or the line itself if it does not parse).
+fn error_text(line: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| {
+            let code = v.get("code")?.as_str()?;
+            let message = v.get("message").and_then(|m| m.as_str()).unwrap_or("");
+            Some(format!("{code}: {message}"))
         })
-    };
-    let sender = usize::try_from(number()?).ok()?;
-    let seq = number()?;
-    let sent_ns = number()?;
-    Some(Payload {
-        sender,
-        seq,
-        sent_ns,
-    })
+        .unwrap_or_else(|| String::from_utf8_lossy(line).into_owned())
 }
 
-/// Sends `messages` say frames of `bytes`-byte payloads as sender `id`, one every `interval`
-/// (starting after `offset`), or as fast as the connection takes them; with a `window`, never
-/// more than that many messages ahead of the last one every receiver has.
+/// Sends the pre-sealed `frames` (`send` lines, chain index 0, 1, ...) as sender `id`, one
+/// every `interval` (starting after `offset`), or as fast as the connection takes them; with a
+/// `window`, never more than that many messages ahead of the last one every receiver has.
+/// Each message's send instant goes to [`Run::sent_ns`] just before it is written.
 pub async fn send_loop(
     mut wr: WriteHalf<Tls>,
     id: usize,
-    messages: u64,
-    bytes: usize,
+    frames: Vec<Vec<u8>>,
     pacing: Option<(Duration, Duration)>,
     window: Option<u64>,
     run: Arc<Run>,
 ) -> std::io::Result<()> {
-    let mut frame = Vec::with_capacity(bytes + 64);
     let begin = tokio::time::Instant::now();
-    for seq in 1..=messages {
+    let sent = run.sent_ns.get(id);
+    for (index, frame) in frames.iter().enumerate() {
+        let seq = index as u64 + 1;
         if let Some((interval, offset)) = pacing {
-            let n = u32::try_from(seq - 1).unwrap_or(u32::MAX);
+            let n = u32::try_from(index).unwrap_or(u32::MAX);
             tokio::time::sleep_until(begin + offset + interval.saturating_mul(n)).await;
         }
         if let Some(window) = window {
@@ -470,16 +539,11 @@ pub async fn send_loop(
                 return Ok(());
             }
         }
-        frame.clear();
-        frame.extend_from_slice(br#"{"type":"say","text":""#);
-        let p = Payload {
-            sender: id,
-            seq,
-            sent_ns: run.now_ns(),
-        };
-        write_payload(&mut frame, &p, bytes);
-        frame.extend_from_slice(b"\"}\n");
-        wr.write_all(&frame).await?;
+        if let Some(slot) = sent.and_then(|s| s.get(index)) {
+            // 0 means "not sent"; a send at the very origin is recorded 1 ns late.
+            slot.store(run.now_ns().max(1), Ordering::Release);
+        }
+        wr.write_all(frame).await?;
         wr.flush().await?;
     }
     Ok(())
@@ -488,43 +552,6 @@ pub async fn send_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn payload_round_trip() {
-        let p = Payload {
-            sender: 3,
-            seq: 1999,
-            sent_ns: 123_456_789,
-        };
-        let mut text = Vec::new();
-        write_payload(&mut text, &p, 100);
-        assert_eq!(text.len(), 100);
-        let mut line = br#"{"type":"message","from":"bench3","text":""#.to_vec();
-        line.extend_from_slice(&text);
-        line.extend_from_slice(br#"","ts":1764327600000}"#);
-        assert_eq!(parse_message(&line), Some(p));
-    }
-
-    #[test]
-    fn short_payload_is_not_truncated() {
-        let mut text = Vec::new();
-        let p = Payload {
-            sender: 0,
-            seq: 1,
-            sent_ns: 42,
-        };
-        write_payload(&mut text, &p, 2);
-        assert_eq!(text, b"0:1:42:");
-    }
-
-    #[test]
-    fn foreign_text_is_not_a_payload() {
-        assert_eq!(
-            parse_message(br#"{"type":"message","from":"a","text":"hi all","ts":1}"#),
-            None
-        );
-        assert_eq!(parse_message(br#"{"type":"message","from":"a"}"#), None);
-    }
 
     #[test]
     fn lines_split_without_copying() {
@@ -536,6 +563,71 @@ mod tests {
         assert_eq!(a.as_deref(), Some(&b"ab"[..]));
         assert_eq!(b.as_deref(), Some(&b"cd"[..]));
         assert!(lines.take().is_none());
+    }
+
+    /// The `envelope` line chatd would send for sender `id`'s message `index` of `sealed`.
+    fn delivered_line(sealed: &crate::e2e::Sealed, id: usize, index: usize) -> Vec<u8> {
+        let send = std::str::from_utf8(&sealed.frames[id][index]).unwrap();
+        let Ok(ClientFrame::Send { data }) = chatd_proto::frame::decode(send.trim_end()) else {
+            panic!("not a send line: {send}");
+        };
+        let mut line = chatd_proto::frame::encode(&chatd_proto::ServerFrame::Envelope {
+            from: crate::control::user_name(id),
+            device: Fingerprint::of(b""),
+            data,
+            ts: 1,
+        })
+        .unwrap()
+        .to_vec();
+        line.pop();
+        line
+    }
+
+    #[test]
+    fn receivers_count_latency_order_and_strays() {
+        let keys = crate::e2e::Keys::load(2048).unwrap();
+        let sealed = crate::e2e::seal_all(&keys, 2, 3, 20).unwrap();
+        let run = Run::new(6, 2, 3, 1, Some(10));
+        let mut seen = Seen::new(&run);
+        let mut stats = ReadStats::new(new_histogram().unwrap());
+        // Not sent yet (no send instant): a stray, not a delivery.
+        assert!(!seen.line(&delivered_line(&sealed, 0, 0), &run, &mut stats));
+        assert_eq!((stats.received, stats.corrupt), (0, 1));
+        for (id, index) in [(0, 0), (1, 0), (0, 1), (0, 2), (1, 2)] {
+            run.sent_ns[id][index].store(1, Ordering::Release);
+            let line = delivered_line(&sealed, id, index);
+            assert!(!seen.line(&line, &run, &mut stats));
+        }
+        assert_eq!(stats.received, 5);
+        assert_eq!(stats.out_of_order, 1, "sender 1 skipped index 1");
+        assert_eq!(stats.latency_us.len(), 5);
+        assert!(stats.bytes > 5 * 300);
+        assert_eq!(run.delivered_through[0].load(Ordering::Acquire), 3);
+        let line = delivered_line(&sealed, 1, 1);
+        assert!(!seen.line(&line[..line.len() / 2], &run, &mut stats));
+        assert_eq!(stats.corrupt, 2);
+        assert!(!seen.line(
+            br#"{"type":"error","code":"bad_text","message":"too long"}"#,
+            &run,
+            &mut stats
+        ));
+        assert_eq!(stats.server_errors.get("bad_text: too long"), Some(&1));
+        assert!(!seen.line(br#"{"type":"device","user":"x"}"#, &run, &mut stats));
+        assert!(seen.line(br#"{"type":"bye","reason":"quit"}"#, &run, &mut stats));
+        assert_eq!(stats.bye.as_deref(), Some("quit"));
+        assert_eq!(run.complete.load(Ordering::Acquire), 0);
+        run.sent_ns[1][1].store(1, Ordering::Release);
+        assert!(!seen.line(&line, &run, &mut stats));
+        assert_eq!(run.complete.load(Ordering::Acquire), 1);
+    }
+
+    #[test]
+    fn error_text_is_code_and_message() {
+        assert_eq!(
+            error_text(br#"{"type":"error","code":"bad_envelope","message":"envelope: x"}"#),
+            "bad_envelope: envelope: x"
+        );
+        assert_eq!(error_text(b"{\"type\":\"error\""), "{\"type\":\"error\"");
     }
 
     #[test]

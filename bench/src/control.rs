@@ -19,6 +19,18 @@ pub fn user_name(i: usize) -> String {
     format!("bench{i}")
 }
 
+/// The `i` of a bench user name (the inverse of [`user_name`]); None for any other name.
+pub fn user_index(name: &[u8]) -> Option<usize> {
+    let digits = name.strip_prefix(b"bench")?;
+    // One spelling per index: no leading zeros, no sign, and few enough digits not to overflow.
+    if digits.is_empty() || digits.len() > 18 || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    digits.iter().try_fold(0usize, |n, d| {
+        d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0'))
+    })
+}
+
 /// Creates users `0..count` with [`PASSWORD`], `concurrency` at a time.
 pub async fn create_users(socket: &Path, count: usize, concurrency: usize) -> anyhow::Result<()> {
     let workers = concurrency.min(count).max(1);
@@ -76,4 +88,22 @@ async fn add_all(socket: &Path, names: impl Iterator<Item = String>) -> anyhow::
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_round_trip() {
+        for i in [0, 1, 9, 10, 499, 123_456] {
+            assert_eq!(user_index(user_name(i).as_bytes()), Some(i));
+        }
+        for bad in [
+            "bench", "bench01", "bench-1", "bench1x", "alice", "Bench1", "",
+        ] {
+            assert_eq!(user_index(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(user_index(b"bench1234567890123456789"), None);
+    }
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! cli        what to run            server   start chatd or use --target
 //! control    create users           client   TLS, login, reader, sender
+//! e2e        keys, sealing up front, reading envelope headers
 //! workload   fan-out / idle modes   stats    figures, text and JSON
 //! procfs     chatd CPU and RSS from /proc, our open-file limit
 //! ```
@@ -10,6 +11,7 @@
 mod cli;
 mod client;
 mod control;
+mod e2e;
 mod procfs;
 mod server;
 mod stats;
@@ -26,6 +28,7 @@ use crate::server::Target;
 async fn run(args: Args) -> anyhow::Result<bool> {
     args.validate()?;
     procfs::raise_nofile_limit()?;
+    let keys = tokio::task::block_in_place(|| e2e::Keys::load(args.key_bits))?;
     let mut target = match (&args.target, &args.control, &args.fingerprint) {
         (Some(addr), Some(control), Some(fp)) => {
             Target::external(*addr, control.clone(), *fp, args.pid)
@@ -41,7 +44,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     };
     let ok = if args.idle.is_some() {
-        let (setup, report) = workload::idle(&args, &target).await?;
+        let (setup, report) = workload::idle(&args, &target, &keys).await?;
         if args.json {
             println!("{}", stats::idle_json(&setup, &report));
         } else {
@@ -49,7 +52,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
         report.dropped == 0
     } else {
-        let (setup, report) = workload::fanout(&args, &target).await?;
+        let (setup, report) = workload::fanout(&args, &target, &keys).await?;
         if args.json {
             println!("{}", stats::fanout_json(&setup, &report));
         } else {

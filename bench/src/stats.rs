@@ -46,6 +46,12 @@ pub struct Setup {
     pub rss_after_login: Option<u64>,
     /// chatd PID, when known.
     pub pid: Option<u32>,
+    /// RSA modulus of the bench's device keys.
+    pub key_bits: usize,
+    /// False when they are the fixed test keys.
+    pub keys_generated: bool,
+    /// Seconds spent loading or generating them.
+    pub keys_secs: f64,
 }
 
 /// Result of the fan-out mode.
@@ -55,12 +61,18 @@ pub struct FanoutReport {
     pub senders: usize,
     /// Messages per sender.
     pub messages: u64,
-    /// Payload bytes.
+    /// Plaintext bytes per message (before sealing).
     pub bytes: usize,
     /// Total paced rate, if any.
     pub rate: Option<f64>,
     /// Per-sender window of unechoed messages, if any.
     pub window: Option<u64>,
+    /// Seconds spent sealing every envelope, before the timed phase.
+    pub seal_secs: f64,
+    /// Mean envelope size, binary, in bytes.
+    pub envelope_bytes: f64,
+    /// Bytes of the `envelope` lines counted as deliveries, newlines included.
+    pub line_bytes: u64,
     /// Deliveries counted at the receivers.
     pub deliveries: u64,
     /// clients × senders × messages.
@@ -71,11 +83,13 @@ pub struct FanoutReport {
     pub latency: Latency,
     /// chatd CPU seconds during the run.
     pub server_cpu_secs: Option<f64>,
+    /// chat-bench's own CPU seconds during the run (it shares the machine with chatd).
+    pub bench_cpu_secs: Option<f64>,
     /// chatd RSS after the run.
     pub rss_after_run: Option<u64>,
     /// Messages out of sequence at some receiver.
     pub out_of_order: u64,
-    /// Message frames without a readable payload.
+    /// `envelope` lines that could not be read or name no message of this run.
     pub corrupt: u64,
     /// Receivers that did not get everything.
     pub incomplete_receivers: usize,
@@ -104,6 +118,16 @@ impl FanoutReport {
     pub fn per_cpu_sec(&self) -> Option<f64> {
         self.server_cpu_secs
             .map(|cpu| per(self.deliveries as f64, cpu))
+    }
+
+    /// Mean `envelope` line on the wire (inside TLS), newline included.
+    pub fn bytes_per_delivery(&self) -> f64 {
+        per(self.line_bytes as f64, self.deliveries as f64)
+    }
+
+    /// Envelopes sealed before the run.
+    fn sealed(&self) -> u64 {
+        self.senders as u64 * self.messages
     }
 }
 
@@ -138,16 +162,26 @@ fn setup_json(s: &Setup) -> Value {
         "logins_per_sec": per(s.clients as f64, s.login_secs),
         "rss_before_login_bytes": s.rss_before_login,
         "rss_after_login_bytes": s.rss_after_login,
+        "key_bits": s.key_bits,
+        "keys_generated": s.keys_generated,
+        "keys_secs": s.keys_secs,
     })
 }
 
 fn setup_text(s: &Setup) -> String {
+    let keys = if s.keys_generated {
+        format!("generated in {:.2} s", s.keys_secs)
+    } else {
+        "fixed test keys".into()
+    };
     format!(
         "clients            {}\n\
+         device keys        RSA-{}, {keys}\n\
          users created in   {:.2} s\n\
          logins             {:.2} s ({:.0}/s)\n\
          chatd RSS          before login {}, after login {}\n",
         s.clients,
+        s.key_bits,
         s.create_secs,
         s.login_secs,
         per(s.clients as f64, s.login_secs),
@@ -164,6 +198,10 @@ pub fn fanout_json(s: &Setup, r: &FanoutReport) -> Value {
         "senders": r.senders,
         "messages_per_sender": r.messages,
         "payload_bytes": r.bytes,
+        "sealed": r.sealed(),
+        "seal_secs": r.seal_secs,
+        "envelope_bytes": r.envelope_bytes,
+        "bytes_per_delivery": r.bytes_per_delivery(),
         "rate": r.rate,
         "window": r.window,
         "deliveries": r.deliveries,
@@ -175,6 +213,7 @@ pub fn fanout_json(s: &Setup, r: &FanoutReport) -> Value {
         "latency_p99_ms": r.latency.p99_ms,
         "latency_max_ms": r.latency.max_ms,
         "chatd_cpu_secs": r.server_cpu_secs,
+        "bench_cpu_secs": r.bench_cpu_secs,
         "deliveries_per_cpu_sec": r.per_cpu_sec(),
         "rss_after_run_bytes": r.rss_after_run,
         "out_of_order": r.out_of_order,
@@ -198,20 +237,27 @@ pub fn fanout_text(s: &Setup, r: &FanoutReport) -> String {
     if let Some(w) = r.window {
         rate += &format!(", window {w}");
     }
+    let each_ms = per(r.seal_secs * 1000.0, r.sealed() as f64);
     out += &format!(
         "workload           {} senders x {} messages x {} bytes, {rate}\n\
+         sealed             {} envelopes of {:.0} bytes in {:.2} s ({each_ms:.2} ms each, before the run)\n\
          deliveries         {} of {} expected, lost {}\n\
          duration           {:.3} s\n\
          deliveries/s       {:.0}\n\
+         bytes/delivery     {:.0} (envelope line inside TLS, newline included)\n\
          latency            p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n",
         r.senders,
         r.messages,
         r.bytes,
+        r.sealed(),
+        r.envelope_bytes,
+        r.seal_secs,
         r.deliveries,
         r.expected,
         r.lost(),
         r.duration_secs,
         r.rate_per_sec(),
+        r.bytes_per_delivery(),
         r.latency.p50_ms,
         r.latency.p99_ms,
         r.latency.max_ms,
@@ -222,6 +268,9 @@ pub fn fanout_text(s: &Setup, r: &FanoutReport) -> String {
                 &format!("chatd CPU          {cpu:.2} s, {per_cpu:.0} deliveries per CPU-second\n")
         }
         _ => out += "chatd CPU          unknown (pass --pid with --target)\n",
+    }
+    if let Some(cpu) = r.bench_cpu_secs {
+        out += &format!("chat-bench CPU     {cpu:.2} s (TLS, reading headers; same machine)\n");
     }
     out += &format!("chatd RSS          after run {}\n", mib(r.rss_after_run));
     if r.out_of_order > 0 || r.corrupt > 0 || r.incomplete_receivers > 0 {
@@ -307,6 +356,36 @@ mod tests {
         let v = fanout_json(&Setup::default(), &r);
         assert_eq!(v["lost"], 10);
         assert_eq!(v["mode"], "fanout");
+    }
+
+    #[test]
+    fn wire_bytes_and_text() {
+        let r = FanoutReport {
+            senders: 2,
+            messages: 5,
+            bytes: 100,
+            deliveries: 4,
+            expected: 4,
+            line_bytes: 4 * 700,
+            seal_secs: 0.02,
+            envelope_bytes: 469.0,
+            ..FanoutReport::default()
+        };
+        assert_eq!(r.bytes_per_delivery(), 700.0);
+        assert_eq!(FanoutReport::default().bytes_per_delivery(), 0.0);
+        let s = Setup {
+            key_bits: 2048,
+            ..Setup::default()
+        };
+        let v = fanout_json(&s, &r);
+        assert_eq!(v["bytes_per_delivery"], 700.0);
+        assert_eq!(v["sealed"], 10);
+        assert_eq!(v["key_bits"], 2048);
+        let text = fanout_text(&s, &r);
+        assert!(text.contains("bytes/delivery     700"), "{text}");
+        assert!(text.contains("10 envelopes of 469 bytes"), "{text}");
+        assert!(text.contains("(2.00 ms each"), "{text}");
+        assert!(text.contains("RSA-2048, fixed test keys"), "{text}");
     }
 
     #[test]

@@ -1,18 +1,21 @@
 //! The modes: log everyone in, then fan out messages or sit idle, and collect the figures.
+//!
+//! Fan-out seals every envelope before the users are even created (one RSA signature per
+//! message is far slower than chatd's fan-out), so the timed phase only writes ready lines.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::io::WriteHalf;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::cli::Args;
 use crate::client::{self, ReadStats, Run, Tls};
 use crate::control;
+use crate::e2e::{self, Keys};
 use crate::procfs::Probe;
 use crate::server::Target;
 use crate::stats::{FanoutReport, IdleReport, Latency, Setup};
@@ -26,12 +29,15 @@ struct Client {
     reader: JoinHandle<ReadStats>,
 }
 
-/// Creates the users and logs every client in; each client's reader starts as soon as it is
-/// logged in, so presence frames from later logins never pile up.
+/// Creates the users and logs every client in (the first `senders` with sender keys); each
+/// client's reader starts as soon as it is logged in, so presence and device frames from later
+/// logins never pile up.
 async fn setup(
     args: &Args,
     target: &Target,
     run: &Arc<Run>,
+    keys: &Keys,
+    senders: usize,
 ) -> anyhow::Result<(Setup, Vec<Client>)> {
     let n = args.client_count();
     let probe = Probe::new(target.pid);
@@ -45,16 +51,18 @@ async fn setup(
     let started = Instant::now();
     let mut logins = Vec::with_capacity(n);
     for i in 0..n {
-        let (connector, limit, run, addr) = (
+        let (connector, limit, run, addr, key) = (
             connector.clone(),
             Arc::clone(&limit),
             Arc::clone(run),
             target.addr,
+            keys.login_key(i, senders),
         );
         logins.push(tokio::spawn(async move {
             let permit = limit.acquire_owned().await?;
             let user = control::user_name(i);
-            let (tls, lines) = client::login(addr, &connector, &user, control::PASSWORD).await?;
+            let (tls, lines) =
+                client::login(addr, &connector, &user, control::PASSWORD, &key).await?;
             drop(permit);
             let histogram = client::new_histogram()?;
             let (rd, writer) = tokio::io::split(tls);
@@ -77,41 +85,37 @@ async fn setup(
         rss_before_login,
         rss_after_login: probe.rss(),
         pid: target.pid,
+        key_bits: keys.bits,
+        keys_generated: keys.generated,
+        keys_secs: keys.secs,
     };
     Ok((setup, clients))
 }
 
-/// Shared state for `receivers` clients; a send window needs a ring of `window + 1` counters.
-fn new_run(expected: u64, senders: usize, receivers: usize, window: Option<u64>) -> Arc<Run> {
-    let ring = window.map_or(0, |w| usize::try_from(w).unwrap_or(usize::MAX - 1) + 1);
-    Arc::new(Run {
-        origin: Instant::now(),
-        expected,
-        senders,
-        complete: AtomicUsize::new(0),
-        ended: AtomicUsize::new(0),
-        last_complete_ns: AtomicU64::new(0),
-        delivered: AtomicU64::new(0),
-        receivers,
-        acks: (0..senders)
-            .map(|_| (0..ring).map(|_| AtomicUsize::new(0)).collect())
-            .collect(),
-        delivered_through: (0..senders).map(|_| AtomicU64::new(0)).collect(),
-        progress: (0..senders).map(|_| tokio::sync::Notify::new()).collect(),
-        stop: CancellationToken::new(),
-    })
-}
-
 /// Fan-out: S senders, M messages each, every client receives everything.
-pub async fn fanout(args: &Args, target: &Target) -> anyhow::Result<(Setup, FanoutReport)> {
+pub async fn fanout(
+    args: &Args,
+    target: &Target,
+    keys: &Keys,
+) -> anyhow::Result<(Setup, FanoutReport)> {
     let (s, m) = (args.senders, args.messages);
     let expected = u64::try_from(s)? * m;
-    let run = new_run(expected, s, args.clients, args.window());
-    let (setup, mut clients) = setup(args, target, &run).await?;
+    let sealed = tokio::task::block_in_place(|| e2e::seal_all(keys, s, m, args.bytes))?;
+    let mut frames = sealed.frames.into_iter();
+    let run = Run::new(
+        expected,
+        s,
+        usize::try_from(m)?,
+        args.clients,
+        args.window(),
+    );
+    let (setup, mut clients) = setup(args, target, &run, keys, s).await?;
     let probe = Probe::new(target.pid);
     let n = clients.len();
 
+    let me = Probe::new(Some(std::process::id()));
     let cpu_before = probe.cpu();
+    let own_before = me.cpu();
     let t0 = run.now_ns();
     // Each sender sends at rate/S, the senders evenly staggered within one interval.
     let pacing = args
@@ -119,15 +123,14 @@ pub async fn fanout(args: &Args, target: &Target) -> anyhow::Result<(Setup, Fano
         .map(|rate| Duration::from_secs_f64(s as f64 / rate));
     let mut senders = Vec::with_capacity(s);
     for (id, c) in clients.iter_mut().take(s).enumerate() {
-        let Some(writer) = c.writer.take() else {
+        let (Some(writer), Some(frames)) = (c.writer.take(), frames.next()) else {
             continue;
         };
         let pacing = pacing.map(|iv| (iv, iv.mul_f64(id as f64 / s as f64)));
         senders.push(tokio::spawn(client::send_loop(
             writer,
             id,
-            m,
-            args.bytes,
+            frames,
             pacing,
             args.window(),
             Arc::clone(&run),
@@ -147,6 +150,7 @@ pub async fn fanout(args: &Args, target: &Target) -> anyhow::Result<(Setup, Fano
         run.now_ns()
     };
     let cpu_after = probe.cpu();
+    let own_after = me.cpu();
     let rss_after_run = probe.rss();
     run.stop.cancel();
 
@@ -156,9 +160,12 @@ pub async fn fanout(args: &Args, target: &Target) -> anyhow::Result<(Setup, Fano
         bytes: args.bytes,
         rate: args.rate,
         window: args.window(),
+        seal_secs: sealed.secs,
+        envelope_bytes: sealed.envelope_bytes,
         expected: expected * u64::try_from(n)?,
         duration_secs: t1.saturating_sub(t0) as f64 / 1e9,
         server_cpu_secs: cpu_before.zip(cpu_after).map(|(a, b)| b - a),
+        bench_cpu_secs: own_before.zip(own_after).map(|(a, b)| b - a),
         rss_after_run,
         ..FanoutReport::default()
     };
@@ -178,6 +185,7 @@ pub async fn fanout(args: &Args, target: &Target) -> anyhow::Result<(Setup, Fano
     for c in clients {
         let stats = c.reader.await.context("reader task failed")?;
         report.deliveries += stats.received;
+        report.line_bytes += stats.bytes;
         report.out_of_order += stats.out_of_order;
         report.corrupt += stats.corrupt;
         if stats.received < expected {
@@ -188,6 +196,9 @@ pub async fn fanout(args: &Args, target: &Target) -> anyhow::Result<(Setup, Fano
         }
         if let Some(e) = stats.error {
             count(&mut report.errors, format!("receive: {e}"));
+        }
+        for (e, n) in stats.server_errors {
+            *report.errors.entry(format!("server: {e}")).or_default() += n;
         }
         latency
             .add(&stats.latency_us)
@@ -201,9 +212,13 @@ pub async fn fanout(args: &Args, target: &Target) -> anyhow::Result<(Setup, Fano
 }
 
 /// Idle: log everyone in, wait, and see what the connections cost the server.
-pub async fn idle(args: &Args, target: &Target) -> anyhow::Result<(Setup, IdleReport)> {
-    let run = new_run(u64::MAX, 0, args.client_count(), None);
-    let (setup, clients) = setup(args, target, &run).await?;
+pub async fn idle(
+    args: &Args,
+    target: &Target,
+    keys: &Keys,
+) -> anyhow::Result<(Setup, IdleReport)> {
+    let run = Run::new(u64::MAX, 0, 0, args.client_count(), None);
+    let (setup, clients) = setup(args, target, &run, keys, 0).await?;
     tokio::time::sleep(Duration::from_secs(args.idle_wait)).await;
     let report = IdleReport {
         wait_secs: args.idle_wait,

@@ -37,9 +37,9 @@ fn chatd_binary() -> PathBuf {
     chatd
 }
 
-#[test]
-fn tiny_fanout_loses_nothing() {
-    let (n, s, m) = (3u64, 1u64, 20u64);
+/// Runs a fan-out of `n` clients, `s` senders, `m` messages with `extra` arguments; checks
+/// that nothing was lost and returns the JSON figures.
+fn fanout(n: u64, s: u64, m: u64, extra: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
         .arg("--chatd")
         .arg(chatd_binary())
@@ -52,6 +52,7 @@ fn tiny_fanout_loses_nothing() {
             &m.to_string(),
         ])
         .args(["--timeout", "30", "--json"])
+        .args(extra)
         .output()
         .expect("chat-bench runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -65,9 +66,50 @@ fn tiny_fanout_loses_nothing() {
     assert_eq!(v["lost"], 0, "{v}");
     assert_eq!(v["deliveries"], n * s * m, "{v}");
     assert_eq!(v["expected"], n * s * m, "{v}");
+    assert_eq!(v["sealed"], s * m, "{v}");
     assert_eq!(v["out_of_order"], 0, "{v}");
     assert_eq!(v["corrupt"], 0, "{v}");
     assert_eq!(v["byes"], serde_json::json!({}), "{v}");
+    assert_eq!(v["errors"], serde_json::json!({}), "{v}");
+    v
+}
+
+/// Bytes of an envelope around a `text`-byte message with `bits`-bit keys, for user `benchK`
+/// (K one digit) in `all` (docs/E2E-ENVELOPE.md).
+fn envelope_bytes(text: u64, bits: u64) -> u64 {
+    let header = 2 + 16 + (2 + 6) + 32 + (2 + 3) + 16 + 4 + 8;
+    header + (4 + text + 16) + (2 + bits / 8)
+}
+
+#[test]
+fn tiny_fanout_loses_nothing() {
+    let v = fanout(3, 1, 20, &[]);
+    assert_eq!(v["key_bits"], 2048, "{v}");
+    assert_eq!(v["envelope_bytes"], envelope_bytes(100, 2048) as f64, "{v}");
+    // base64 (4/3) inside a JSON line that also names the sender and its device.
+    let per = v["bytes_per_delivery"]
+        .as_f64()
+        .expect("bytes_per_delivery");
+    let b64 = (envelope_bytes(100, 2048) as f64 / 3.0).ceil() * 4.0;
+    assert!(per > b64 && per < b64 + 200.0, "{v}");
+}
+
+#[test]
+fn paced_fanout_with_generated_3072_bit_keys() {
+    let v = fanout(
+        3,
+        2,
+        5,
+        &["--key-bits", "3072", "-b", "1000", "--rate", "50"],
+    );
+    assert_eq!(v["key_bits"], 3072, "{v}");
+    assert_eq!(v["keys_generated"], true, "{v}");
+    assert_eq!(v["rate"], 50.0, "{v}");
+    assert_eq!(
+        v["envelope_bytes"],
+        envelope_bytes(1000, 3072) as f64,
+        "{v}"
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use chatd_proto::frame::DeviceInfo;
 use chatd_proto::{ClientFrame, Fingerprint, LineCodec, LineError, PROTOCOL_VERSION, ServerFrame};
 use futures_util::StreamExt;
 use rustls::RootCertStore;
@@ -259,8 +260,12 @@ pub struct LoggedIn {
     pub user: String,
     /// Session id.
     pub session: u64,
+    /// This device's key fingerprint, as the server registered it.
+    pub device: Fingerprint,
     /// Users online, this one included.
     pub online: Vec<String>,
+    /// Device keys online, this one included.
+    pub devices: Vec<DeviceInfo>,
 }
 
 /// A framed connection: JSON lines in, JSON lines out.
@@ -354,10 +359,16 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
     }
 
     /// Sends `login` and waits for `login_ok` (or an error: [`LoginFailed`]).
-    pub async fn login(&mut self, user: &str, password: &str) -> Result<LoggedIn> {
+    pub async fn login(
+        &mut self,
+        user: &str,
+        password: &str,
+        device_key: &str,
+    ) -> Result<LoggedIn> {
         self.send(&ClientFrame::Login {
             user: user.to_string(),
             password: password.to_string(),
+            device_key: device_key.to_string(),
         })
         .await
         .context("sending login")?;
@@ -366,12 +377,16 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                 ServerFrame::LoginOk {
                     user,
                     session,
+                    device,
                     online,
+                    devices,
                 } => {
                     return Ok(LoggedIn {
                         user,
                         session,
+                        device,
                         online,
+                        devices,
                     });
                 }
                 ServerFrame::Error { message, .. } => {
@@ -466,11 +481,18 @@ mod tests {
                 assert!(client.starts_with("chat/"));
                 vec![ServerFrame::Pong { nonce: 0 }, server_hello()]
             }
-            ClientFrame::Login { user, password } if password == "pw" => {
+            ClientFrame::Login {
+                user,
+                password,
+                device_key,
+            } if password == "pw" => {
+                assert_eq!(device_key, "S0VZ");
                 vec![ServerFrame::LoginOk {
                     user,
                     session: 7,
+                    device: Fingerprint::of(b"KEY"),
                     online: vec!["alice".into(), "bob".into()],
+                    devices: vec![],
                 }]
             }
             _ => vec![ServerFrame::error(
@@ -481,12 +503,13 @@ mod tests {
         let mut c = Connection::new(client);
         let info = c.hello().await.unwrap();
         assert_eq!(info.max_text_bytes, 100);
-        let err = c.login("alice", "wrong").await.unwrap_err();
+        let err = c.login("alice", "wrong", "S0VZ").await.unwrap_err();
         assert_eq!(
             err.downcast_ref::<LoginFailed>().unwrap().to_string(),
             "login failed: invalid credentials"
         );
-        let ok = c.login("alice", "pw").await.unwrap();
+        let ok = c.login("alice", "pw", "S0VZ").await.unwrap();
+        assert_eq!(ok.device, Fingerprint::of(b"KEY"));
         assert_eq!(ok.session, 7);
         assert_eq!(ok.online, vec!["alice", "bob"]);
     }

@@ -9,6 +9,8 @@ use chatd_proto::ServerFrame;
 use chatd_proto::frame::{CommandInfo, OnlineUser, PresenceEvent};
 use chrono::{Local, TimeZone};
 
+use crate::secure::{ChatMessage, Event};
+
 /// Replaces control characters (C0, DEL, C1) and bidirectional overrides with U+FFFD.
 ///
 /// Tabs become a space; newlines are replaced too, so one frame is always one line.
@@ -37,7 +39,7 @@ pub fn local_stamp(ts_ms: Option<u64>) -> String {
 /// The time a frame should be shown with: a message's own timestamp, else `None` (now).
 pub fn frame_time(frame: &ServerFrame) -> Option<u64> {
     match frame {
-        ServerFrame::Message { ts, .. } => Some(*ts),
+        ServerFrame::Envelope { ts, .. } => Some(*ts),
         _ => None,
     }
 }
@@ -51,32 +53,44 @@ pub fn logged_in(user: &str, online: &[String]) -> String {
     )
 }
 
-/// Renders one frame as zero or more lines; `me` is the logged-in user, `stamp` is `HH:MM:SS`.
+/// One verified message: `<bob> hi`, `*bob* psst` (whisper to us), `-> *bob* psst` (ours),
+/// `* bob waves` (action).
+pub fn message(m: &ChatMessage, me: &str, stamp: &str) -> String {
+    let (from_s, text_s) = (sanitize(&m.from), sanitize(&m.text));
+    let body = if m.action {
+        match &m.to {
+            Some(to) if m.from == me => format!("-> *{}* * {from_s} {text_s}", sanitize(to)),
+            Some(_) => format!("*{from_s}* * {from_s} {text_s}"),
+            None => format!("* {from_s} {text_s}"),
+        }
+    } else {
+        match &m.to {
+            None => format!("<{from_s}> {text_s}"),
+            Some(to) if m.from == me => format!("-> *{}* {text_s}", sanitize(to)),
+            Some(_) => format!("*{from_s}* {text_s}"),
+        }
+    };
+    format!("[{stamp}] {body}")
+}
+
+/// An end-to-end event as one line; messages use their server time, the rest `now_stamp`.
+pub fn event(e: &Event, me: &str, now_stamp: &str) -> String {
+    match e {
+        Event::Message(m) => message(m, me, &local_stamp(Some(m.ts))),
+        Event::Notice(text) => format!("[{now_stamp}] -- {text}"),
+        Event::Warning(text) => format!("[{now_stamp}] !! {text}"),
+    }
+}
+
+/// Renders one frame as zero or more lines; `stamp` is `HH:MM:SS`.
 ///
-/// `pong` renders as nothing; `hello`/`login_ok` after login are unexpected and shown as notices.
-pub fn render(frame: &ServerFrame, me: &str, stamp: &str) -> Vec<String> {
+/// `pong` and the end-to-end frames (handled by [`crate::secure`]) render as nothing;
+/// `hello`/`login_ok` after login are unexpected and shown as notices.
+pub fn render(frame: &ServerFrame, stamp: &str) -> Vec<String> {
     let line = |body: String| format!("[{stamp}] {body}");
     match frame {
-        ServerFrame::Message {
-            from,
-            to,
-            text,
-            action,
-            ..
-        } => {
-            let (from_s, text_s) = (sanitize(from), sanitize(text));
-            let body = if *action {
-                format!("* {from_s} {text_s}")
-            } else {
-                match to {
-                    None => format!("<{from_s}> {text_s}"),
-                    Some(to) if from == me => format!("-> *{}* {text_s}", sanitize(to)),
-                    Some(to) if to == me => format!("*{from_s}* {text_s}"),
-                    // Not for us and not from us: the server should not send this; show both ends.
-                    Some(to) => format!("*{from_s}* -> *{}* {text_s}", sanitize(to)),
-                }
-            };
-            vec![line(body)]
+        ServerFrame::Envelope { .. } | ServerFrame::Chain { .. } | ServerFrame::Device { .. } => {
+            Vec::new()
         }
         ServerFrame::Presence {
             user,
@@ -127,6 +141,13 @@ pub fn client_help(stamp: &str) -> Vec<String> {
         format!("[{stamp}] -- client commands:"),
         "  /quit - leave the chat".to_string(),
         "  /help - show this help and the server's commands".to_string(),
+        "  /whisper USER MESSAGE - private message, end-to-end encrypted (aliases: w, msg)"
+            .to_string(),
+        "  /me ACTION - an action (* you waves)".to_string(),
+        "  /fingerprint - show this device's key fingerprint".to_string(),
+        "  /verify USER [FINGERPRINT] - show USER's keys, or mark the one USER read out as verified"
+            .to_string(),
+        "  /trust USER - accept USER's new device keys".to_string(),
         "  //text - send a message that starts with a slash".to_string(),
     ]
 }
@@ -171,43 +192,64 @@ mod tests {
     use super::*;
     use chatd_proto::ErrorCode;
 
-    fn msg(from: &str, to: Option<&str>, text: &str, action: bool) -> ServerFrame {
-        ServerFrame::Message {
+    fn msg(from: &str, to: Option<&str>, text: &str, action: bool) -> ChatMessage {
+        ChatMessage {
             from: from.into(),
             to: to.map(Into::into),
             text: text.into(),
-            ts: 1,
             action,
+            ts: 1,
+            verified: false,
         }
     }
 
     fn one(frame: &ServerFrame) -> String {
-        let lines = render(frame, "alice", "12:00:00");
+        let lines = render(frame, "12:00:00");
         assert_eq!(lines.len(), 1, "{lines:?}");
         lines.into_iter().next().unwrap()
+    }
+
+    fn show(m: &ChatMessage) -> String {
+        message(m, "alice", "12:00:00")
     }
 
     #[test]
     fn messages() {
         assert_eq!(
-            one(&msg("bob", None, "hi all", false)),
+            show(&msg("bob", None, "hi all", false)),
             "[12:00:00] <bob> hi all"
         );
         assert_eq!(
-            one(&msg("bob", Some("alice"), "psst", false)),
+            show(&msg("bob", Some("alice"), "psst", false)),
             "[12:00:00] *bob* psst"
         );
         assert_eq!(
-            one(&msg("alice", Some("bob"), "psst", false)),
+            show(&msg("alice", Some("bob"), "psst", false)),
             "[12:00:00] -> *bob* psst"
         );
         assert_eq!(
-            one(&msg("alice", None, "waves", true)),
+            show(&msg("alice", None, "waves", true)),
             "[12:00:00] * alice waves"
+        );
+        assert_eq!(
+            show(&msg("alice", Some("bob"), "waves", true)),
+            "[12:00:00] -> *bob* * alice waves"
+        );
+        assert_eq!(
+            show(&msg("bob", Some("alice"), "waves", true)),
+            "[12:00:00] *bob* * bob waves"
+        );
+        assert_eq!(
+            event(&Event::Warning("bad".into()), "alice", "12:00:00"),
+            "[12:00:00] !! bad"
+        );
+        assert_eq!(
+            event(&Event::Notice("fyi".into()), "alice", "12:00:00"),
+            "[12:00:00] -- fyi"
         );
         // Our own broadcast from another device is shown like anyone's.
         assert_eq!(
-            one(&msg("alice", None, "from phone", false)),
+            show(&msg("alice", None, "from phone", false)),
             "[12:00:00] <alice> from phone"
         );
     }
@@ -273,7 +315,7 @@ mod tests {
             }),
             "[12:00:00] -- server closed the connection: kicked by administrator: spam"
         );
-        assert!(render(&ServerFrame::Pong { nonce: 1 }, "alice", "12:00:00").is_empty());
+        assert!(render(&ServerFrame::Pong { nonce: 1 }, "12:00:00").is_empty());
     }
 
     #[test]
@@ -295,7 +337,7 @@ mod tests {
             ],
         };
         assert_eq!(
-            render(&frame, "alice", "12:00:00"),
+            render(&frame, "12:00:00"),
             vec![
                 "[12:00:00] -- server commands:",
                 "  /list - who is online",
@@ -313,7 +355,7 @@ mod tests {
             "hi\n[12:00:01] <admin> fake\u{7}\u{9b}2J\u{202e}x\ty",
             false,
         );
-        let line = one(&evil);
+        let line = show(&evil);
         assert!(!line.chars().any(char::is_control), "{line:?}");
         assert!(!line.contains('\u{202e}'));
         assert_eq!(
@@ -329,7 +371,13 @@ mod tests {
 
     #[test]
     fn stamps() {
-        assert_eq!(frame_time(&msg("a", None, "x", false)), Some(1));
+        let env = ServerFrame::Envelope {
+            from: "a".into(),
+            device: chatd_proto::Fingerprint::from_bytes([0; 32]),
+            data: String::new(),
+            ts: 1,
+        };
+        assert_eq!(frame_time(&env), Some(1));
         assert_eq!(frame_time(&ServerFrame::Pong { nonce: 0 }), None);
         let s = local_stamp(Some(1_764_300_000_000));
         assert_eq!(s.len(), 8);

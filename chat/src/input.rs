@@ -19,6 +19,32 @@ pub enum Input {
         /// The text to send.
         text: String,
     },
+    /// `/whisper USER TEXT` (also `/w`, `/msg`): an end-to-end encrypted private message.
+    Whisper {
+        /// Recipient.
+        to: String,
+        /// The text.
+        text: String,
+    },
+    /// `/me TEXT`: an action, sealed like any message.
+    Action {
+        /// The text.
+        text: String,
+    },
+    /// `/fingerprint`: show this device's key fingerprint.
+    Fingerprint,
+    /// `/verify USER [FINGERPRINT]`: list USER's pinned keys, or mark one verified.
+    Verify {
+        /// Whose keys.
+        user: String,
+        /// The fingerprint read out by USER, if given.
+        fingerprint: Option<String>,
+    },
+    /// `/trust USER`: accept USER's new (pending) keys.
+    Trust {
+        /// Whose keys.
+        user: String,
+    },
     /// `/name args`: a command run by the server.
     Command {
         /// Command name without the slash.
@@ -55,6 +81,34 @@ pub fn parse(line: &str) -> Input {
                 .to_string(),
         ),
         "quit" => Input::Quit,
+        "whisper" | "w" | "msg" => match args.split_once(char::is_whitespace) {
+            Some((to, text)) if !text.trim().is_empty() => Input::Whisper {
+                to: to.to_string(),
+                text: text.trim_start().to_string(),
+            },
+            _ => Input::Invalid(format!("usage: /{name} USER MESSAGE")),
+        },
+        "me" if args.trim().is_empty() => Input::Invalid("usage: /me ACTION".to_string()),
+        "me" => Input::Action {
+            text: args.to_string(),
+        },
+        "fingerprint" => Input::Fingerprint,
+        "verify" => {
+            let mut words = args.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some(user), fingerprint, None) => Input::Verify {
+                    user: user.to_string(),
+                    fingerprint: fingerprint.map(str::to_string),
+                },
+                _ => Input::Invalid("usage: /verify USER [FINGERPRINT]".to_string()),
+            }
+        }
+        "trust" => match args.split_whitespace().collect::<Vec<_>>()[..] {
+            [user] => Input::Trust {
+                user: user.to_string(),
+            },
+            _ => Input::Invalid("usage: /trust USER".to_string()),
+        },
         "help" => Input::Help {
             args: args.to_string(),
         },
@@ -106,9 +160,40 @@ mod tests {
             }
         );
         assert_eq!(parse("/list"), cmd("list", ""));
-        assert_eq!(parse("/w bob hi  there "), cmd("w", "bob hi  there "));
-        assert_eq!(parse("/me   waves"), cmd("me", "waves"));
-        assert_eq!(parse("/me\twaves"), cmd("me", "waves"));
+        let whisper = Input::Whisper {
+            to: "bob".into(),
+            text: "hi  there ".into(),
+        };
+        assert_eq!(parse("/w bob hi  there "), whisper);
+        assert_eq!(parse("/whisper bob hi  there "), whisper);
+        assert_eq!(parse("/msg bob\thi  there "), whisper);
+        assert!(matches!(parse("/w bob"), Input::Invalid(_)));
+        assert!(matches!(parse("/w bob   "), Input::Invalid(_)));
+        let wave = Input::Action {
+            text: "waves".into(),
+        };
+        assert_eq!(parse("/me   waves"), wave);
+        assert_eq!(parse("/me\twaves"), wave);
+        assert!(matches!(parse("/me"), Input::Invalid(_)));
+        assert_eq!(parse("/fingerprint"), Input::Fingerprint);
+        assert_eq!(
+            parse("/verify bob"),
+            Input::Verify {
+                user: "bob".into(),
+                fingerprint: None
+            }
+        );
+        assert_eq!(
+            parse("/verify bob SHA256:ab"),
+            Input::Verify {
+                user: "bob".into(),
+                fingerprint: Some("SHA256:ab".into())
+            }
+        );
+        assert!(matches!(parse("/verify"), Input::Invalid(_)));
+        assert!(matches!(parse("/verify a b c"), Input::Invalid(_)));
+        assert_eq!(parse("/trust bob"), Input::Trust { user: "bob".into() });
+        assert!(matches!(parse("/trust"), Input::Invalid(_)));
         assert!(matches!(parse("/"), Input::Invalid(_)));
         assert!(matches!(parse("/ x"), Input::Invalid(_)));
         // Only a leading slash makes a command.

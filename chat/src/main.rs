@@ -1,17 +1,22 @@
 //! `chat`: terminal client for chatd.
 //!
 //! Connects over TLS (trusting a `--ca` file, the system roots, or a pinned
-//! fingerprint), logs in, then runs the plain line mode: stdin lines are sent,
-//! server frames are printed one per line.
+//! fingerprint), logs in with this device's RSA key (made on first login), then runs the
+//! plain line mode: stdin lines are sealed end to end and sent, what arrives is verified,
+//! decrypted and printed one per line.
 //!
 //! Exit status: 0 after `/quit` or end of stdin, 1 for connection, TLS, trust and other
 //! errors (or when the server ends the session), 2 for usage errors (clap), 3 when the
 //! login is refused.
 
 mod conn;
+mod files;
 mod format;
 mod input;
+mod keystore;
+mod peers;
 mod plain;
+mod secure;
 mod stdin;
 mod trust;
 
@@ -23,10 +28,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use base64::Engine;
 use chatd_proto::Fingerprint;
+use chatd_proto::e2e::{ALLOWED_KEY_BITS, DEFAULT_KEY_BITS};
 use clap::Parser;
+use zeroize::Zeroizing;
 
 use crate::conn::{AskTrust, Connection, LoginFailed, NoAsk, ServerAddr, Trust};
+use crate::keystore::Need;
 use crate::stdin::LineReader;
 
 /// Terminal client for chatd.
@@ -56,6 +65,30 @@ struct Cli {
     /// Pin this server certificate fingerprint if the server presents it.
     #[arg(long, value_name = "SHA256:...")]
     accept_fingerprint: Option<Fingerprint>,
+
+    /// This device's private key file [default: $XDG_DATA_HOME/chat/keys/USER@SERVER.pem].
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+
+    /// RSA size of a key created on first login.
+    #[arg(long, value_name = "BITS", default_value_t = DEFAULT_KEY_BITS, value_parser = parse_bits)]
+    key_bits: usize,
+
+    /// Read the device key's passphrase from the next line of stdin (after the password line
+    /// with --password-stdin); a new key is then protected with it.
+    #[arg(long)]
+    key_passphrase_stdin: bool,
+
+    /// Drop messages whose sender clock differs from ours by more than this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    max_clock_skew: u64,
+}
+
+fn parse_bits(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(b) if ALLOWED_KEY_BITS.contains(&b) => Ok(b),
+        _ => Err(format!("must be one of {ALLOWED_KEY_BITS:?}")),
+    }
 }
 
 fn parse_server(s: &str) -> Result<ServerAddr, String> {
@@ -106,6 +139,38 @@ async fn run(cli: Cli) -> Result<u8> {
     // Only the plain mode exists so far; later --plain will choose it over the full-screen UI.
     let _ = cli.plain;
     let mut input = LineReader::stdin().context("cannot read stdin")?;
+    // Scripts give the password on the first line (and the key passphrase on the next).
+    let stdin_password = if cli.password_stdin {
+        let line = input
+            .next_line()
+            .await
+            .context("cannot read the password from stdin")?
+            .context("stdin ended before the password line")?;
+        Some(Zeroizing::new(line))
+    } else {
+        None
+    };
+    // The device key and the pins are ready before connecting, so a passphrase prompt or a
+    // slow key generation never runs into the server's login timeout.
+    let key_path = match &cli.key {
+        Some(p) => p.clone(),
+        None => keystore::default_path(&cli.user, &cli.server.to_string())?,
+    };
+    let ask_tty = stdin_tty && !cli.password_stdin;
+    let loaded = tokio::task::block_in_place(|| {
+        let mut passphrase =
+            |need: Need| read_passphrase(need, &cli, ask_tty, &key_path, &mut input);
+        keystore::load_or_create(&key_path, cli.key_bits, &mut passphrase)
+    })?;
+    if loaded.created {
+        eprintln!(
+            "chat: created device key {} (RSA {} bits) in {}",
+            loaded.key.fingerprint(),
+            loaded.key.bits(),
+            key_path.display()
+        );
+    }
+    let peers = peers::Peers::load(&peers_path(&cli.server)?)?;
 
     let trust = match &cli.ca {
         Some(path) => Trust::CaFile(path.clone()),
@@ -124,20 +189,21 @@ async fn run(cli: Cli) -> Result<u8> {
 
     let mut conn = Connection::new(stream);
     let info = conn.hello().await?;
-    let password = if cli.password_stdin {
-        input
-            .next_line()
-            .await
-            .context("cannot read the password from stdin")?
-            .context("stdin ended before the password line")?
-    } else {
-        let prompt = format!("Password for {}@{}: ", cli.user, cli.server);
-        tokio::task::spawn_blocking(move || rpassword::prompt_password(prompt))
-            .await
-            .context("password prompt")?
-            .context("cannot read the password")?
+    let password = match stdin_password {
+        Some(p) => p,
+        None => {
+            let prompt = format!("Password for {}@{}: ", cli.user, cli.server);
+            Zeroizing::new(
+                tokio::task::spawn_blocking(move || rpassword::prompt_password(prompt))
+                    .await
+                    .context("password prompt")?
+                    .context("cannot read the password")?,
+            )
+        }
     };
-    let logged_in = match conn.login(&cli.user, &password).await {
+    let public =
+        base64::engine::general_purpose::STANDARD.encode(loaded.key.public().to_spki_der());
+    let logged_in = match conn.login(&cli.user, &password, &public).await {
         Ok(l) => l,
         Err(e) if e.downcast_ref::<LoginFailed>().is_some() => {
             // Be polite so the server does not count a protocol error; errors are moot.
@@ -148,15 +214,85 @@ async fn run(cli: Cli) -> Result<u8> {
     };
     drop(password);
 
+    let mut secure = secure::Secure::new(
+        &logged_in.user,
+        loaded.key,
+        peers,
+        cli.max_clock_skew.saturating_mul(1000),
+        info.max_text_bytes,
+    );
     let mut out = std::io::stdout();
-    writeln!(
-        out,
-        "{}",
-        format::logged_in(&logged_in.user, &logged_in.online)
-    )
-    .and_then(|()| out.flush())
-    .context("cannot write to stdout")?;
-    plain::run(&mut conn, &logged_in.user, &info, &mut input, &mut out).await
+    let stamp = format::local_stamp(None);
+    let mut lines = vec![format::logged_in(&logged_in.user, &logged_in.online)];
+    lines.extend(
+        secure
+            .on_login(&logged_in.devices)
+            .iter()
+            .map(|e| format::event(e, &logged_in.user, &stamp)),
+    );
+    for line in lines {
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .context("cannot write to stdout")?;
+    }
+    plain::run(&mut conn, &mut secure, &info, &mut input, &mut out).await
+}
+
+/// `$XDG_DATA_HOME/chat/peers/HOST:PORT.json`: the device keys pinned for one server.
+fn peers_path(server: &ServerAddr) -> Result<PathBuf> {
+    let dir = dirs::data_dir()
+        .context("cannot find a data directory for pinned keys (set HOME or XDG_DATA_HOME)")?;
+    Ok(dir
+        .join("chat")
+        .join("peers")
+        .join(format!("{server}.json")))
+}
+
+/// A passphrase for the device key: from stdin with --key-passphrase-stdin, else asked on
+/// the terminal, else none.
+fn read_passphrase(
+    need: Need,
+    cli: &Cli,
+    ask_tty: bool,
+    path: &std::path::Path,
+    input: &mut LineReader,
+) -> Result<Option<Zeroizing<String>>> {
+    if cli.key_passphrase_stdin {
+        let line = tokio::runtime::Handle::current()
+            .block_on(input.next_line())
+            .context("cannot read the key passphrase from stdin")?
+            .context("stdin ended before the key passphrase line")?;
+        return Ok(Some(Zeroizing::new(line)));
+    }
+    if !ask_tty {
+        return Ok(None);
+    }
+    match need {
+        Need::Unlock => {
+            let p = rpassword::prompt_password(format!("Passphrase for {}: ", path.display()))
+                .context("cannot read the passphrase")?;
+            Ok(Some(Zeroizing::new(p)))
+        }
+        Need::Protect => loop {
+            let p = Zeroizing::new(
+                rpassword::prompt_password(
+                    "New device key: passphrase to protect it (Enter for none): ",
+                )
+                .context("cannot read the passphrase")?,
+            );
+            if p.is_empty() {
+                return Ok(None);
+            }
+            let again = Zeroizing::new(
+                rpassword::prompt_password("Same passphrase again: ")
+                    .context("cannot read the passphrase")?,
+            );
+            if *again == *p {
+                return Ok(Some(p));
+            }
+            eprintln!("chat: the passphrases differ; try again");
+        },
+    }
 }
 
 /// Asks on the terminal (stderr for the question, stdin for the answer).

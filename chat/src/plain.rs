@@ -5,6 +5,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use chatd_proto::conversation::Conversation;
+use chatd_proto::frame::DeviceEvent;
 use chatd_proto::{ClientFrame, ServerFrame, frame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -12,6 +14,7 @@ use tokio::time::Instant;
 use crate::conn::{Connection, ServerInfo};
 use crate::format;
 use crate::input::{self, Input};
+use crate::secure::{Body, Event, Secure};
 use crate::stdin::LineReader;
 
 /// How long to wait for `bye` after sending `quit`.
@@ -23,7 +26,7 @@ const QUIT_WAIT: Duration = Duration::from_secs(5);
 /// connection was lost.
 pub async fn run<S, W>(
     conn: &mut Connection<S>,
-    me: &str,
+    secure: &mut Secure,
     limits: &ServerInfo,
     input: &mut LineReader,
     out: &mut W,
@@ -32,6 +35,7 @@ where
     S: AsyncRead + AsyncWrite,
     W: Write,
 {
+    let me = secure.me().to_string();
     // Set once `quit` is sent: the deadline for the server's `bye`.
     let mut quitting: Option<Instant> = None;
     loop {
@@ -49,7 +53,23 @@ where
                     Ok(None) | Err(_) => return Ok(lost(quitting.is_some())),
                 };
                 let stamp = format::local_stamp(format::frame_time(&frame));
-                print_lines(out, &format::render(&frame, me, &stamp))?;
+                let events = match &frame {
+                    ServerFrame::Envelope { from, device, data, ts } => {
+                        vec![secure.on_envelope(from, *device, data, *ts)]
+                    }
+                    ServerFrame::Chain { from, device, data } => secure.on_chain(from, *device, data),
+                    ServerFrame::Device { user, fingerprint, key, event } => match (event, key) {
+                        (DeviceEvent::Online, Some(key)) => secure.device_online(user, *fingerprint, key),
+                        (DeviceEvent::Online, None) => Vec::new(),
+                        (DeviceEvent::Offline, _) => {
+                            secure.device_offline(fingerprint);
+                            Vec::new()
+                        }
+                    },
+                    _ => Vec::new(),
+                };
+                print_events(out, &events, &me)?;
+                print_lines(out, &format::render(&frame, &stamp))?;
                 if let ServerFrame::Bye { .. } = frame {
                     return Ok(if quitting.is_some() { 0 } else { 1 });
                 }
@@ -68,8 +88,8 @@ where
                         continue;
                     }
                 };
-                let parsed = input::parse(&line);
-                let frame = match parsed {
+                let sealed = |c: Conversation, text: String, action: bool| (c, Body { text, action });
+                let (conversation, body) = match input::parse(&line) {
                     Input::Empty => continue,
                     Input::Invalid(why) => {
                         eprintln!("chat: {why}");
@@ -79,38 +99,86 @@ where
                         quitting = Some(quit(conn).await);
                         continue;
                     }
-                    Input::Say { ref text } if text.len() > limits.max_text_bytes => {
-                        eprintln!(
-                            "chat: message not sent: it is {} bytes long, the server accepts at most {}",
-                            text.len(),
-                            limits.max_text_bytes
-                        );
-                        continue;
-                    }
                     Input::Help { args } => {
                         print_lines(out, &format::client_help(&format::local_stamp(None)))?;
-                        ClientFrame::Command { name: "help".into(), args }
+                        if !send_frames(conn, limits, &[ClientFrame::Command { name: "help".into(), args }]).await? {
+                            return Ok(lost(false));
+                        }
+                        continue;
                     }
-                    Input::Say { text } => ClientFrame::Say { text },
-                    Input::Command { name, args } => ClientFrame::Command { name, args },
+                    Input::Command { name, args } => {
+                        if !send_frames(conn, limits, &[ClientFrame::Command { name, args }]).await? {
+                            return Ok(lost(false));
+                        }
+                        continue;
+                    }
+                    Input::Fingerprint => {
+                        print_events(out, &secure.show_fingerprint(), &me)?;
+                        continue;
+                    }
+                    Input::Verify { user, fingerprint } => {
+                        print_events(out, &secure.verify(&user, fingerprint.as_deref()), &me)?;
+                        continue;
+                    }
+                    Input::Trust { user } => {
+                        print_events(out, &secure.trust(&user), &me)?;
+                        continue;
+                    }
+                    Input::Say { text } => sealed(Conversation::All, text, false),
+                    Input::Action { text } => sealed(Conversation::All, text, true),
+                    Input::Whisper { to, text } => {
+                        if let Err(e) = chatd_proto::names::validate_username(&to) {
+                            eprintln!("chat: not sent: {e}");
+                            continue;
+                        }
+                        sealed(Conversation::pair(&me, &to), text, false)
+                    }
                 };
-                // Commands carry their own text (a whisper's message), which the server checks;
-                // here we only keep a line the server would count as a protocol error off the wire.
-                // Encoded once: the length check and the write use the same bytes.
-                let line = frame::encode(&frame).context("encoding a frame")?;
-                if line.len().saturating_sub(1) > limits.max_line_bytes {
-                    eprintln!(
-                        "chat: line not sent: longer than the server's limit of {} bytes",
-                        limits.max_line_bytes
-                    );
-                    continue;
-                }
-                if conn.send_line(&line).await.is_err() {
-                    return Ok(lost(false));
+                match secure.seal(&conversation, body) {
+                    Ok(sealed) => {
+                        print_events(out, &sealed.events, &me)?;
+                        if !send_frames(conn, limits, &sealed.frames).await? {
+                            return Ok(lost(false));
+                        }
+                    }
+                    Err(why) => eprintln!("chat: {why}"),
                 }
             }
         }
     }
+}
+
+/// Encodes and sends `frames`; a line over the server's limit is not sent (and said so).
+/// False when the connection is gone.
+async fn send_frames<S: AsyncRead + AsyncWrite>(
+    conn: &mut Connection<S>,
+    limits: &ServerInfo,
+    frames: &[ClientFrame],
+) -> Result<bool> {
+    for frame in frames {
+        // Encoded once: the length check and the write use the same bytes.
+        let line = frame::encode(frame).context("encoding a frame")?;
+        if line.len().saturating_sub(1) > limits.max_line_bytes {
+            eprintln!(
+                "chat: line not sent: longer than the server's limit of {} bytes",
+                limits.max_line_bytes
+            );
+            return Ok(true);
+        }
+        if conn.send_line(&line).await.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn print_events(out: &mut impl Write, events: &[Event], me: &str) -> Result<()> {
+    let stamp = format::local_stamp(None);
+    let lines: Vec<String> = events
+        .iter()
+        .map(|e| format::event(e, me, &stamp))
+        .collect();
+    print_lines(out, &lines)
 }
 
 /// Sends `quit` and returns the deadline for the answer.
@@ -141,6 +209,8 @@ fn print_lines(out: &mut impl Write, lines: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peers::Peers;
+    use chatd_proto::e2e::{DeviceKey, Envelope};
     use chatd_proto::frame::{decode, encode};
     use chatd_proto::{ErrorCode, PROTOCOL_VERSION};
     use std::io::Cursor;
@@ -164,20 +234,23 @@ mod tests {
                     version: PROTOCOL_VERSION,
                     server: "chatd/test".into(),
                     max_line_bytes: 65536,
-                    max_text_bytes: 10,
+                    max_text_bytes: 30,
                 }],
                 ClientFrame::Login { user, .. } => vec![ServerFrame::LoginOk {
                     user,
                     session: 1,
+                    device: alice_key().fingerprint(),
                     online: vec!["alice".into()],
+                    devices: vec![],
                 }],
-                ClientFrame::Say { text } => vec![ServerFrame::Message {
-                    from: "bob".into(),
-                    to: None,
-                    text: format!("echo {text}"),
+                // Echoed like chatd does: the same bytes, named by the session's login.
+                ClientFrame::Send { data } => vec![ServerFrame::Envelope {
+                    from: "alice".into(),
+                    device: alice_key().fingerprint(),
+                    data,
                     ts: 1_764_300_000_000,
-                    action: false,
                 }],
+                ClientFrame::Chain { .. } => vec![],
                 ClientFrame::Command { name, .. } if name == "help" => {
                     vec![ServerFrame::Help { commands: vec![] }]
                 }
@@ -197,6 +270,14 @@ mod tests {
                 w.write_all(&encode(&reply).unwrap()).await.unwrap();
             }
         }
+    }
+
+    fn alice_key() -> DeviceKey {
+        DeviceKey::from_pkcs8_pem(include_str!("../../proto/src/e2e/testdata/alice.pem")).unwrap()
+    }
+
+    fn alice() -> Secure {
+        Secure::new("alice", alice_key(), Peers::in_memory(), 60_000, 30)
     }
 
     fn strip_stamps(out: &[u8]) -> Vec<String> {
@@ -224,10 +305,10 @@ mod tests {
         let task = tokio::spawn(fake_server(server, seen.clone(), bye_on_quit));
         let mut conn = Connection::new(client);
         let info = conn.hello().await.unwrap();
-        conn.login("alice", "pw").await.unwrap();
+        conn.login("alice", "pw", "S0VZ").await.unwrap();
         let mut input = LineReader::from_reader(Cursor::new(stdin.as_bytes().to_vec())).unwrap();
         let mut out = Vec::new();
-        let code = run(&mut conn, "alice", &info, &mut input, &mut out)
+        let code = run(&mut conn, &mut alice(), &info, &mut input, &mut out)
             .await
             .unwrap();
         drop(conn);
@@ -242,33 +323,39 @@ mod tests {
         let (code, out, seen) = session(stdin, true).await;
         assert_eq!(code, 0);
         // Replies race with the locally printed help, so check the two streams separately.
-        let client_help = [
-            "-- client commands:",
-            "  /quit - leave the chat",
-            "  /help - show this help and the server's commands",
-            "  //text - send a message that starts with a slash",
-        ];
-        let start = out.iter().position(|l| l == client_help[0]).unwrap();
-        assert_eq!(out[start..start + 4], client_help);
+        let client_help = format::client_help("x");
+        let n = client_help.len();
+        let start = out.iter().position(|l| l == "-- client commands:").unwrap();
+        assert_eq!(out[start + 1..start + n], client_help[1..]);
         let mut from_server = out.clone();
-        from_server.drain(start..start + 4);
+        from_server.drain(start..start + n);
         assert_eq!(
             from_server,
             vec![
-                "<bob> echo hi",
-                "<bob> echo /slash",
+                "<alice> hi",
+                "<alice> /slash",
                 "!! unknown command",
                 "-- server commands:",
                 "-- server closed the connection: quit",
             ]
         );
+        // Text leaves only sealed: two envelopes, then the commands; nothing in clear.
+        let texts: Vec<String> = seen[2..4]
+            .iter()
+            .map(|f| match f {
+                ClientFrame::Send { data } => {
+                    let env = Envelope::from_base64(data).unwrap();
+                    assert_eq!(env.header().conversation, "all");
+                    assert!(!data.contains("aGk"), "base64 of the text must not appear");
+                    env.header().sender_user.clone()
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, ["alice", "alice"]);
         assert_eq!(
-            seen[2..],
+            seen[4..],
             [
-                ClientFrame::Say { text: "hi".into() },
-                ClientFrame::Say {
-                    text: "/slash".into()
-                },
                 ClientFrame::Command {
                     // The server, not the client, judges a command's text.
                     name: "nope".into(),
@@ -287,7 +374,7 @@ mod tests {
     async fn eof_quits_and_close_after_quit_is_fine() {
         let (code, out, seen) = session("hi\n", false).await;
         assert_eq!(code, 0);
-        assert_eq!(out, vec!["<bob> echo hi"]);
+        assert_eq!(out, vec!["<alice> hi"]);
         assert_eq!(seen.last(), Some(&ClientFrame::Quit));
     }
 
@@ -308,7 +395,7 @@ mod tests {
         let (_stdin_w, stdin_r) = std::os::unix::net::UnixStream::pair().unwrap();
         let mut input = LineReader::from_reader(std::io::BufReader::new(stdin_r)).unwrap();
         let mut out = Vec::new();
-        let code = run(&mut conn, "alice", &limits(100), &mut input, &mut out)
+        let code = run(&mut conn, &mut alice(), &limits(100), &mut input, &mut out)
             .await
             .unwrap();
         assert_eq!(code, 1);
@@ -325,7 +412,7 @@ mod tests {
         let mut input = LineReader::from_reader(std::io::BufReader::new(stdin_r)).unwrap();
         let code = run(
             &mut conn,
-            "alice",
+            &mut alice(),
             &limits(100),
             &mut input,
             &mut Vec::new(),

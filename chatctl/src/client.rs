@@ -204,6 +204,32 @@ mod tests {
     }
 
     #[test]
+    fn sends_key_revoke_and_parses_no_such_key() {
+        let (_dir, path, server) = serve_once(|_| {
+            b"{\"type\":\"error\",\"code\":\"no_such_key\",\"message\":\"no key\"}\n".to_vec()
+        });
+        let reply = Client::connect(&path)
+            .unwrap()
+            .request(&ControlRequest::KeyRevoke {
+                user: "alice".into(),
+                fingerprint: chatd_proto::Fingerprint::of(b""),
+            })
+            .unwrap();
+        assert_eq!(
+            reply.response,
+            ControlResponse::Error {
+                code: ControlErrorCode::NoSuchKey,
+                message: "no key".into()
+            }
+        );
+        assert_eq!(
+            server.join().unwrap(),
+            "{\"type\":\"key_revoke\",\"user\":\"alice\",\"fingerprint\":\
+             \"SHA256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"}\n"
+        );
+    }
+
+    #[test]
     fn accepts_a_response_exactly_at_the_cap() {
         let (_dir, path, _server) = serve_once(|_| {
             let empty = r#"{"type":"done","message":""}"#.len();

@@ -12,8 +12,10 @@ mod password;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 
 use anyhow::{Result, bail};
+use chatd_proto::Fingerprint;
 use chatd_proto::control::{ControlRequest, ControlResponse};
 use chatd_proto::names::validate_username;
 use clap::{Parser, Subcommand};
@@ -47,7 +49,10 @@ enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCommand),
-    /// List sessions online.
+    /// Manage device keys (the keys `chat` logs in with, one per device).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// List sessions online, with each session's device key.
     Who,
     /// End every session of a user.
     Kick {
@@ -99,6 +104,24 @@ enum UserCommand {
     },
     /// List accounts.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// List registered device keys, of one user or of all.
+    List {
+        /// Only this account's keys.
+        user: Option<String>,
+    },
+    /// Revoke a device key: its sessions end and it can no longer log in.
+    Revoke {
+        /// Owner of the key.
+        user: String,
+        /// The key's fingerprint, SHA256:<64 hex digits>, as `key list` shows it.
+        // Parsed here so a mistyped fingerprint is a usage error, not a server round trip.
+        #[arg(value_parser = Fingerprint::from_str)]
+        fingerprint: Fingerprint,
+    },
 }
 
 fn main() -> ExitCode {
@@ -170,6 +193,21 @@ fn build_request(command: &Command) -> Result<ControlRequest> {
             }
             UserCommand::List => ControlRequest::UserList,
         },
+        Command::Key(key) => match key {
+            KeyCommand::List { user } => {
+                if let Some(name) = user {
+                    check_name(name)?;
+                }
+                ControlRequest::KeyList { user: user.clone() }
+            }
+            KeyCommand::Revoke { user, fingerprint } => {
+                check_name(user)?;
+                ControlRequest::KeyRevoke {
+                    user: user.clone(),
+                    fingerprint: *fingerprint,
+                }
+            }
+        },
         Command::Who => ControlRequest::Who,
         Command::Kick { user, reason } => {
             check_name(user)?;
@@ -238,6 +276,69 @@ mod tests {
         );
         let err = Cli::try_parse_from(["chatctl", "user", "frobnicate"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
+    }
+
+    const FP: &str = "SHA256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn parses_key_commands() {
+        let cli = Cli::try_parse_from(["chatctl", "key", "list"]).unwrap();
+        assert_eq!(
+            build_request(&cli.command).unwrap(),
+            ControlRequest::KeyList { user: None }
+        );
+        let cli = Cli::try_parse_from(["chatctl", "key", "list", "alice", "--json"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(
+            build_request(&cli.command).unwrap(),
+            ControlRequest::KeyList {
+                user: Some("alice".into())
+            }
+        );
+        let cli = Cli::try_parse_from(["chatctl", "key", "revoke", "alice", FP]).unwrap();
+        assert_eq!(
+            build_request(&cli.command).unwrap(),
+            ControlRequest::KeyRevoke {
+                user: "alice".into(),
+                fingerprint: Fingerprint::of(b""),
+            }
+        );
+        // Both operands are required.
+        let err = Cli::try_parse_from(["chatctl", "key", "revoke", "alice"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn a_bad_fingerprint_is_a_usage_error() {
+        for bad in ["SHA256:abcd", "e3b0c442", "MD5:00", ""] {
+            let err = Cli::try_parse_from(["chatctl", "key", "revoke", "alice", bad]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("fingerprint must be written SHA256: followed by 64 hex digits"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_commands_check_user_names() {
+        for args in [
+            &["chatctl", "key", "list", "Alice"][..],
+            &["chatctl", "key", "revoke", "Alice", FP][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let err = build_request(&cli.command).unwrap_err();
+            assert!(
+                err.to_string().starts_with("invalid user name \"Alice\""),
+                "{err}"
+            );
+        }
     }
 
     #[test]

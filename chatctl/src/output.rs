@@ -5,10 +5,15 @@
 //! without capturing stdout. Dates are computed here rather than pulling in a
 //! date crate: chatctl only ever needs "seconds since the epoch, in UTC".
 
-use chatd_proto::control::{ControlResponse, SessionInfo, StatusInfo, UserInfo};
+use chatd_proto::Fingerprint;
+use chatd_proto::control::{ControlResponse, KeyInfo, SessionInfo, StatusInfo, UserInfo};
 
 /// Spaces between table columns.
 const GAP: &str = "  ";
+
+/// Hex digits of a fingerprint shown in the `who` table: enough to tell devices apart
+/// and to find the key in `key list`, short enough to keep the table narrow.
+const SHORT_FINGERPRINT_HEX: usize = 16;
 
 /// Renders a successful response for people. An `error` response yields its message;
 /// the caller is expected to send that to stderr instead.
@@ -18,6 +23,7 @@ pub fn render(response: &ControlResponse) -> String {
         ControlResponse::Status(info) => status(info),
         ControlResponse::Users { users: list } => users(list),
         ControlResponse::Sessions { sessions: list } => sessions(list),
+        ControlResponse::Keys { keys: list } => keys(list),
         ControlResponse::Error { message, .. } => format!("{message}\n"),
     }
 }
@@ -57,6 +63,9 @@ pub fn users(users: &[UserInfo]) -> String {
 }
 
 /// The session table, or its header and `(no sessions)`.
+///
+/// DEVICE comes last so the earlier columns keep their positions for anyone who
+/// was splitting the old table on whitespace.
 pub fn sessions(sessions: &[SessionInfo]) -> String {
     let rows: Vec<Vec<String>> = sessions
         .iter()
@@ -66,10 +75,61 @@ pub fn sessions(sessions: &[SessionInfo]) -> String {
                 s.user.clone(),
                 s.peer.clone(),
                 format_utc(s.since),
+                short_fingerprint(&s.device),
             ]
         })
         .collect();
-    table(&["ID", "USER", "PEER", "SINCE"], &rows, "(no sessions)")
+    table(
+        &["ID", "USER", "PEER", "SINCE", "DEVICE"],
+        &rows,
+        "(no sessions)",
+    )
+}
+
+/// The device key table, or its header and `(no device keys)`.
+///
+/// Fingerprints are printed in full: that is the form `key revoke` takes.
+pub fn keys(keys: &[KeyInfo]) -> String {
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| {
+            vec![
+                k.user.clone(),
+                k.fingerprint.to_string(),
+                k.bits.to_string(),
+                k.sessions.to_string(),
+                format_utc(k.created),
+                format_utc(k.last_seen),
+                match k.revoked {
+                    Some(at) => format!("revoked {}", format_utc(at)),
+                    None => "active".to_string(),
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "USER",
+            "FINGERPRINT",
+            "BITS",
+            "SESSIONS",
+            "CREATED",
+            "LAST SEEN",
+            "STATUS",
+        ],
+        &rows,
+        "(no device keys)",
+    )
+}
+
+/// `SHA256:` and the first [`SHORT_FINGERPRINT_HEX`] hex digits, then `…`.
+pub fn short_fingerprint(fp: &Fingerprint) -> String {
+    let mut out = String::from("SHA256:");
+    for b in fp.as_bytes().iter().take(SHORT_FINGERPRINT_HEX / 2) {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out.push('…');
+    out
 }
 
 fn yes_no(b: bool) -> &'static str {
@@ -286,23 +346,69 @@ bartholomew  no     yes     0         2025-11-28 03:20:00
                 id: 3,
                 user: "alice".into(),
                 peer: "127.0.0.1:5000".into(),
+                device: Fingerprint::of(b""),
                 since: 1_764_300_000,
             },
             SessionInfo {
                 id: 12345,
                 user: "bo".into(),
                 peer: "[::1]:40000".into(),
+                device: Fingerprint::of(b"bo's laptop"),
                 since: 0,
             },
         ];
         assert_eq!(
             sessions(&list),
             "\
-ID     USER   PEER            SINCE
-3      alice  127.0.0.1:5000  2025-11-28 03:20:00
-12345  bo     [::1]:40000     1970-01-01 00:00:00
+ID     USER   PEER            SINCE                DEVICE
+3      alice  127.0.0.1:5000  2025-11-28 03:20:00  SHA256:e3b0c44298fc1c14…
+12345  bo     [::1]:40000     1970-01-01 00:00:00  SHA256:862edee86ce2a24b…
 "
         );
+    }
+
+    #[test]
+    fn short_fingerprint_is_a_prefix_of_the_full_one() {
+        let fp = Fingerprint::of(b"");
+        let short = short_fingerprint(&fp);
+        assert_eq!(short, "SHA256:e3b0c44298fc1c14…");
+        let prefix = short.trim_end_matches('…');
+        assert_eq!(prefix.len(), "SHA256:".len() + SHORT_FINGERPRINT_HEX);
+        assert!(fp.to_string().starts_with(prefix));
+    }
+
+    #[test]
+    fn key_table_pads_columns_and_shows_status() {
+        let list = vec![
+            KeyInfo {
+                user: "alice".into(),
+                fingerprint: Fingerprint::of(b""),
+                bits: 3072,
+                created: 0,
+                last_seen: 1_764_300_000,
+                revoked: None,
+                sessions: 2,
+            },
+            KeyInfo {
+                user: "bartholomew".into(),
+                fingerprint: Fingerprint::of(b"bo's laptop"),
+                bits: 4096,
+                created: 951_782_400,
+                last_seen: 1_735_689_599,
+                revoked: Some(1_764_300_000),
+                sessions: 0,
+            },
+        ];
+        let text = keys(&list);
+        assert_eq!(
+            text,
+            "\
+USER         FINGERPRINT                                                              BITS  SESSIONS  CREATED              LAST SEEN            STATUS
+alice        SHA256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  3072  2         1970-01-01 00:00:00  2025-11-28 03:20:00  active
+bartholomew  SHA256:862edee86ce2a24b7937aeaa8280f87e6aec6fec84fdda270b8a5adf41dbe988  4096  0         2000-02-29 00:00:00  2024-12-31 23:59:59  revoked 2025-11-28 03:20:00
+"
+        );
+        assert_eq!(render(&ControlResponse::Keys { keys: list }), text);
     }
 
     #[test]
@@ -311,7 +417,14 @@ ID     USER   PEER            SINCE
             users(&[]),
             "USER  ADMIN  LOCKED  SESSIONS  CREATED\n(no users)\n"
         );
-        assert_eq!(sessions(&[]), "ID  USER  PEER  SINCE\n(no sessions)\n");
+        assert_eq!(
+            sessions(&[]),
+            "ID  USER  PEER  SINCE  DEVICE\n(no sessions)\n"
+        );
+        assert_eq!(
+            keys(&[]),
+            "USER  FINGERPRINT  BITS  SESSIONS  CREATED  LAST SEEN  STATUS\n(no device keys)\n"
+        );
     }
 
     #[test]

@@ -115,6 +115,8 @@ pub struct Limits {
     pub max_connections: NonZeroUsize,
     /// Sessions one user may have at once.
     pub max_sessions_per_user: NonZeroUsize,
+    /// Unrevoked device keys one user may register; more logins with new keys are refused.
+    pub max_devices_per_user: NonZeroUsize,
     /// Frames queued for one slow reader before it is disconnected.
     pub outbound_queue: NonZeroUsize,
     /// Seconds a draining shutdown waits for sessions to finish.
@@ -132,6 +134,7 @@ impl Default for Limits {
             login_timeout_secs: nz_u64(30),
             max_connections: nz_usize(1024),
             max_sessions_per_user: nz_usize(16),
+            max_devices_per_user: nz_usize(16),
             outbound_queue: nz_usize(1024),
             shutdown_grace_secs: nz_u64(5),
         }
@@ -165,7 +168,7 @@ pub struct CommandsConfig {
 
 impl Default for CommandsConfig {
     fn default() -> Self {
-        let aliases = [("w", "whisper"), ("msg", "whisper"), ("who", "list")]
+        let aliases = [("who", "list")]
             .into_iter()
             .map(|(a, c)| (a.to_string(), c.to_string()))
             .collect();
@@ -253,10 +256,22 @@ impl Config {
             (None, Some(_)) => return Err(invalid("tls.key is set but tls.cert is not".into())),
             _ => {}
         }
-        if self.limits.max_text_bytes.get() >= self.limits.max_line_bytes.get() {
+        let (text, line) = (
+            self.limits.max_text_bytes.get(),
+            self.limits.max_line_bytes.get(),
+        );
+        let text_cap = chatd_proto::e2e::MAX_CIPHERTEXT_BYTES - 16;
+        if text > text_cap {
             return Err(invalid(format!(
-                "limits.max_text_bytes ({}) must be smaller than limits.max_line_bytes ({})",
-                self.limits.max_text_bytes, self.limits.max_line_bytes
+                "limits.max_text_bytes ({text}) is more than an envelope can carry ({text_cap})"
+            )));
+        }
+        // Text travels sealed, in base64, with a header and a signature of up to 512 bytes.
+        let needed = chatd_proto::frame::max_send_line_bytes(text);
+        if line < needed {
+            return Err(invalid(format!(
+                "limits.max_line_bytes ({line}) is too small for an envelope carrying \
+                 limits.max_text_bytes ({text}) of text; it must be at least {needed}"
             )));
         }
         for (alias, target) in &self.commands.aliases {
@@ -350,9 +365,15 @@ mod tests {
 
     #[test]
     fn limits_edges() {
-        assert!(parse("[limits]\nmax_line_bytes = 1024\nmax_text_bytes = 1023\n").is_ok());
+        // 100 bytes of text need a 1109-byte line: 4 * ceil((713 + 100) / 3) + 25.
+        assert!(parse("[limits]\nmax_line_bytes = 1109\nmax_text_bytes = 100\n").is_ok());
+        let err = parse("[limits]\nmax_line_bytes = 1108\nmax_text_bytes = 100\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 1109"), "{err}");
         assert!(parse("[limits]\nmax_line_bytes = 1023\n").is_err());
-        assert!(parse("[limits]\nmax_line_bytes = 1024\nmax_text_bytes = 1024\n").is_err());
+        assert!(parse("[limits]\nmax_line_bytes = 16777216\nmax_text_bytes = 65520\n").is_ok());
+        assert!(parse("[limits]\nmax_line_bytes = 16777216\nmax_text_bytes = 65521\n").is_err());
         assert!(parse("[limits]\nmax_line_bytes = 16777216\n").is_ok());
         assert!(parse("[limits]\nmax_line_bytes = 16777217\n").is_err());
     }

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatd_proto::control::{
-    ControlErrorCode, ControlRequest, ControlResponse, MAX_CONTROL_LINE, StatusInfo, UserInfo,
+    ControlErrorCode, ControlRequest, ControlResponse, KeyInfo, MAX_CONTROL_LINE, StatusInfo,
+    UserInfo,
 };
-use chatd_proto::{LineCodec, LineError, frame};
+use chatd_proto::{Fingerprint, LineCodec, LineError, frame};
 use futures_util::StreamExt;
 use nix::unistd::{Gid, Uid};
 use tokio::io::AsyncWriteExt;
@@ -20,7 +21,7 @@ use tracing::Instrument;
 
 use crate::password::{self, PasswordError};
 use crate::server::Shared;
-use crate::store::{StoreError, users};
+use crate::store::{StoreError, keys, users};
 
 /// An idle control connection is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -363,6 +364,67 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
                 n => done(format!("kicked {user} ({n} session(s))")),
             }
         }
+        ControlRequest::KeyList { user } => key_list(shared, user).await,
+        ControlRequest::KeyRevoke { user, fingerprint } => {
+            let (name, fp) = (user.clone(), *fingerprint.as_bytes());
+            match shared.store.run(move |c| keys::revoke(c, &name, &fp)).await {
+                Ok(true) => {
+                    let n = shared
+                        .hub
+                        .close_device(&user, &fingerprint, "device key revoked");
+                    tracing::info!(%user, device = %fingerprint, sessions = n, "device key revoked");
+                    done(format!(
+                        "key {fingerprint} of {user} revoked ({n} session(s) ended)"
+                    ))
+                }
+                Ok(false) => error(
+                    ControlErrorCode::NoSuchKey,
+                    format!("{user} has no device key {fingerprint} (see chatctl key list {user})"),
+                ),
+                Err(e) => store_error(e),
+            }
+        }
+    }
+}
+
+async fn key_list(shared: &Shared, user: Option<String>) -> ControlResponse {
+    let filter = user.clone();
+    let rows = match shared
+        .store
+        .run(move |c| {
+            if let Some(name) = &filter {
+                if !users::exists(c, name)? {
+                    return Ok(None);
+                }
+            }
+            keys::list(c, filter.as_deref()).map(Some)
+        })
+        .await
+    {
+        Ok(Some(rows)) => rows,
+        Ok(None) => return no_such_user(user.as_deref().unwrap_or_default()),
+        Err(e) => return store_error(e),
+    };
+    let online = shared.hub.device_sessions();
+    ControlResponse::Keys {
+        keys: rows
+            .into_iter()
+            .map(|r| {
+                let fingerprint = Fingerprint::from_bytes(r.fingerprint);
+                KeyInfo {
+                    sessions: online
+                        .get(&(r.user.clone(), fingerprint))
+                        .copied()
+                        .unwrap_or(0),
+                    user: r.user,
+                    fingerprint,
+                    bits: r.bits,
+                    created: r.created_at,
+                    last_seen: r.last_seen,
+                    revoked: r.revoked_at,
+                }
+            })
+            .collect(),
     }
 }
 

@@ -2,14 +2,21 @@
 //!
 //! The reader runs in this task; a separate writer task drains the session's bounded queue
 //! of pre-serialized lines (see [`crate::hub`]), so replies and broadcasts share one order.
+//!
+//! Chat traffic is end-to-end encrypted: `send` carries a sealed envelope and `chain` a wrapped
+//! sender chain. The session reads only their clear headers, checks that they name this
+//! session's user and device key, and routes the bytes unchanged; it never sees message text.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::{Bytes, BytesMut};
+use chatd_proto::conversation::Conversation;
+use chatd_proto::e2e::{DevicePublicKey, Envelope, WrappedChain};
 use chatd_proto::frame::{self, ClientFrame, ServerFrame};
-use chatd_proto::{ErrorCode, LineCodec, LineError, PROTOCOL_VERSION};
+use chatd_proto::{ErrorCode, Fingerprint, LineCodec, LineError, PROTOCOL_VERSION};
 use futures_util::StreamExt;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -18,9 +25,12 @@ use tokio_util::codec::FramedRead;
 use tracing::Instrument;
 
 use crate::commands::{self, Ctx, Role};
-use crate::hub::Closer;
+use crate::hub::{Closer, NewSession};
 use crate::server::Shared;
-use crate::store::users;
+use crate::store::{KeyCheck, keys, users};
+
+/// Bytes of AEAD tag in every envelope's ciphertext.
+const AEAD_TAG_BYTES: usize = 16;
 
 /// How long a closing session waits for its last frames to reach the client.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
@@ -84,6 +94,9 @@ impl Ending {
 struct LoggedIn {
     user: String,
     role: Role,
+    device: Fingerprint,
+    /// Base64 SPKI DER, as the client sent it (and as peers will receive it).
+    key: Arc<str>,
 }
 
 type Tls = tokio_rustls::server::TlsStream<TcpStream>;
@@ -199,8 +212,7 @@ impl Session {
             match frame::decode::<ClientFrame>(&line) {
                 Ok(f) => return Some(f),
                 Err(e) => {
-                    // serde's message may quote a fragment of the line; only its sender sees it.
-                    if self.violation(ErrorCode::BadFrame, format!("bad frame: {e}")) {
+                    if self.violation(ErrorCode::BadFrame, describe_bad_frame(&e)) {
                         return None;
                     }
                 }
@@ -219,28 +231,27 @@ impl Session {
                 return;
             }
         };
-        let reg = match self.shared.hub.register(
-            &login.user,
-            self.peer,
-            self.tx.clone(),
-            self.closer.clone(),
-        ) {
-            Ok(reg) => reg,
+        // The hub queues login_ok itself, so nothing routed to us can overtake it.
+        let registered = self.shared.hub.register(NewSession {
+            user: login.user.clone(),
+            device: login.device,
+            key: Arc::clone(&login.key),
+            peer: self.peer,
+            tx: self.tx.clone(),
+            closer: self.closer.clone(),
+        });
+        let id = match registered {
+            Ok(id) => id,
             Err(e) => {
                 self.error(ErrorCode::TooManySessions, e.to_string());
                 self.ending = Some(Ending::both("too many sessions"));
                 return;
             }
         };
-        self.id = Some(reg.id);
+        self.id = Some(id);
         tracing::Span::current().record("user", login.user.as_str());
-        tracing::info!(session = reg.id, "logged in");
-        self.send(&ServerFrame::LoginOk {
-            user: login.user.clone(),
-            session: reg.id,
-            online: reg.online,
-        });
-        self.chat_loop(reg.id, &login).await;
+        tracing::info!(session = id, device = %login.device, "logged in");
+        self.chat_loop(id, &login).await;
     }
 
     /// `hello` then `login`; returns the account on success.
@@ -273,15 +284,23 @@ impl Session {
                         max_text_bytes: limits.max_text_bytes.get(),
                     });
                 }
-                ClientFrame::Login { user, password } => {
+                ClientFrame::Login {
+                    user,
+                    password,
+                    device_key,
+                } => {
                     if !self.hello_done {
                         if self.violation(ErrorCode::NotLoggedIn, "send hello first".into()) {
                             return None;
                         }
                         continue;
                     }
-                    if let Some(login) = self.check_login(user, password).await {
-                        return Some(login);
+                    let login = match self.parse_device_key(&device_key) {
+                        Some(key) => self.check_login(user, password, key).await,
+                        None => None,
+                    };
+                    if login.is_some() {
+                        return login;
                     }
                     if self.login_failures >= self.shared.config.limits.max_login_failures.get() {
                         self.ending = Some(Ending::both("too many failed logins"));
@@ -303,8 +322,33 @@ impl Session {
         }
     }
 
+    /// Reads the login's device key; answers `bad_device_key` when it is not usable.
+    fn parse_device_key(&mut self, b64: &str) -> Option<DevicePublicKey> {
+        let parsed = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| "not base64".to_string())
+            .and_then(|der| DevicePublicKey::from_spki_der(&der).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(key) => Some(key),
+            Err(why) => {
+                self.login_failures += 1;
+                self.error(
+                    ErrorCode::BadDeviceKey,
+                    format!("device_key must be base64 SPKI DER of an RSA 2048, 3072 or 4096-bit key: {why}"),
+                );
+                None
+            }
+        }
+    }
+
     /// Verifies a password; unknown, locked and wrong all look the same to the client.
-    async fn check_login(&mut self, user: String, password: String) -> Option<LoggedIn> {
+    /// Then registers the device key (or refuses a revoked one, or one too many).
+    async fn check_login(
+        &mut self,
+        user: String,
+        password: String,
+        key: DevicePublicKey,
+    ) -> Option<LoggedIn> {
         let valid_name = chatd_proto::names::validate_username(&user).is_ok();
         let creds = if valid_name {
             let name = user.clone();
@@ -335,10 +379,10 @@ impl Session {
         let matches = crate::password::verify(password, hash).await;
         let shown: String = user.chars().take(40).collect();
         match creds {
-            Some(c) if matches && !c.locked => Some(LoggedIn {
-                user,
-                role: if c.admin { Role::Admin } else { Role::User },
-            }),
+            Some(c) if matches && !c.locked => {
+                let role = if c.admin { Role::Admin } else { Role::User };
+                self.register_key(user, role, key).await
+            }
             other => {
                 self.login_failures += 1;
                 let why = match other {
@@ -353,24 +397,179 @@ impl Session {
         }
     }
 
+    /// Records the device key for a user whose password was right.
+    async fn register_key(
+        &mut self,
+        user: String,
+        role: Role,
+        key: DevicePublicKey,
+    ) -> Option<LoggedIn> {
+        let device = key.fingerprint();
+        let max = self.shared.config.limits.max_devices_per_user.get();
+        let (name, fp, der, bits) = (
+            user.clone(),
+            *device.as_bytes(),
+            key.to_spki_der().to_vec(),
+            key.bits() as u32,
+        );
+        let check = self
+            .shared
+            .store
+            .run(move |c| keys::check_and_register(c, &name, &fp, &der, bits, max))
+            .await;
+        match check {
+            Ok(KeyCheck::Known) => {}
+            Ok(KeyCheck::Registered) => {
+                tracing::info!(%user, %device, bits, "registered a new device key");
+            }
+            Ok(KeyCheck::Revoked) => {
+                tracing::warn!(peer = %self.peer, %user, %device, "login with a revoked device key");
+                self.login_failures += 1;
+                self.error(
+                    ErrorCode::KeyRevoked,
+                    format!("device key {device} was revoked by an administrator; this device needs a new key"),
+                );
+                return None;
+            }
+            Ok(KeyCheck::TooMany) => {
+                tracing::warn!(%user, %device, max, "device key refused: too many devices");
+                self.error(
+                    ErrorCode::TooManyDevices,
+                    format!("{user} already has {max} device keys; an administrator must revoke one (chatctl key revoke)"),
+                );
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "login: cannot record the device key");
+                self.error(
+                    ErrorCode::Internal,
+                    "the server could not record your device key; try again later",
+                );
+                return None;
+            }
+        }
+        // Re-encoded from the parsed key, so every peer gets the canonical DER.
+        let key_b64 = base64::engine::general_purpose::STANDARD.encode(key.to_spki_der());
+        Some(LoggedIn {
+            user,
+            role,
+            device,
+            key: Arc::from(key_b64),
+        })
+    }
+
+    /// Routes a sealed envelope by its header; its text stays sealed. True when the
+    /// connection must close (too many violations).
+    fn route_envelope(&mut self, login: &LoggedIn, data: String) -> bool {
+        let envelope = match Envelope::from_base64(&data) {
+            Ok(e) => e,
+            Err(e) => return self.violation(ErrorCode::BadEnvelope, format!("envelope: {e}")),
+        };
+        let h = envelope.header();
+        if h.sender_user != login.user || h.sender_device != login.device {
+            return self.violation(
+                ErrorCode::BadEnvelope,
+                "the envelope's sender is not this session's user and device key".into(),
+            );
+        }
+        let conversation = match Conversation::parse(&h.conversation) {
+            Ok(c) if c.includes(&login.user) => c,
+            Ok(_) => {
+                return self.violation(
+                    ErrorCode::BadEnvelope,
+                    "you are not part of that conversation".into(),
+                );
+            }
+            Err(e) => return self.violation(ErrorCode::BadEnvelope, e.to_string()),
+        };
+        let body = envelope.ciphertext().len().saturating_sub(AEAD_TAG_BYTES);
+        let max = self.shared.config.limits.max_text_bytes.get();
+        if body > max {
+            self.error(
+                ErrorCode::BadText,
+                format!("message is {body} bytes sealed; the limit is {max}"),
+            );
+            return false;
+        }
+        let frame = ServerFrame::Envelope {
+            from: login.user.clone(),
+            device: login.device,
+            data,
+            ts: commands::now_millis(),
+        };
+        let line = match frame::encode(&frame) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialize frame");
+                return false;
+            }
+        };
+        // Echoed to the sender too: the echo confirms delivery, carries the server's
+        // timestamp, and reaches the user's other sessions.
+        match &conversation {
+            Conversation::All => {
+                self.shared.hub.broadcast_line(&line);
+            }
+            Conversation::Pair(a, b) => {
+                let other = conversation.peer_of(&login.user).unwrap_or(a);
+                if !self.shared.hub.is_online(other) {
+                    self.error(ErrorCode::UserOffline, format!("{other} is not online"));
+                    return false;
+                }
+                self.shared.hub.send_line_to_users(&[a, b], &line);
+            }
+        }
+        false
+    }
+
+    /// Routes a wrapped sender chain to the device its header names. True when the
+    /// connection must close.
+    fn route_chain(&mut self, login: &LoggedIn, data: String) -> bool {
+        let wrapped = match WrappedChain::from_base64(&data) {
+            Ok(w) => w,
+            Err(e) => return self.violation(ErrorCode::BadEnvelope, format!("chain: {e}")),
+        };
+        let h = wrapped.header();
+        if h.sender_user != login.user || h.sender_device != login.device {
+            return self.violation(
+                ErrorCode::BadEnvelope,
+                "the chain's sender is not this session's user and device key".into(),
+            );
+        }
+        if let Err(e) = Conversation::parse(&h.conversation) {
+            return self.violation(ErrorCode::BadEnvelope, e.to_string());
+        }
+        let to = h.recipient_device;
+        let frame = ServerFrame::Chain {
+            from: login.user.clone(),
+            device: login.device,
+            data,
+        };
+        match frame::encode(&frame) {
+            Ok(line) => {
+                // None online: the device left meanwhile; its owner's client learns that
+                // from the offline event, so there is nothing to tell the sender.
+                if self.shared.hub.send_line_to_device(&to, &line) == 0 {
+                    tracing::debug!(device = %to, "chain for a device that is not online");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot serialize frame"),
+        }
+        false
+    }
+
     async fn chat_loop(&mut self, id: u64, login: &LoggedIn) {
         while let Some(frame) = self.next_frame().await {
             match frame {
-                ClientFrame::Say { text } => {
-                    if let Err(e) = commands::check_text(&text, &self.shared.config.limits) {
-                        self.send(&e.to_frame());
-                        continue;
+                ClientFrame::Send { data } => {
+                    if self.route_envelope(login, data) {
+                        return;
                     }
-                    let msg = ServerFrame::Message {
-                        from: login.user.clone(),
-                        to: None,
-                        text,
-                        ts: commands::now_millis(),
-                        action: false,
-                    };
-                    // Echoed to the sender too: the echo confirms delivery, carries the
-                    // server's timestamp, and reaches the user's other sessions.
-                    self.shared.hub.broadcast(&msg, None);
+                }
+                ClientFrame::Chain { data } => {
+                    if self.route_chain(login, data) {
+                        return;
+                    }
                 }
                 ClientFrame::Command { name, args } => {
                     let ctx = Ctx {
@@ -428,6 +627,31 @@ impl Session {
     }
 }
 
+/// Says what is wrong with a frame without quoting the peer's values: serde's own message
+/// may contain a fragment of the line (a password, a message), and error frames are logged in
+/// the trace-level wire capture.
+fn describe_bad_frame(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let column = e.column();
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            format!("bad frame: not a JSON object (column {column})")
+        }
+        Category::Data => {
+            let msg = e.to_string();
+            let core = msg.split(" at line ").next().unwrap_or_default();
+            if let Some(field) = core.strip_prefix("missing field ") {
+                // The field name comes from our schema, not from the peer.
+                format!("bad frame: missing field {field}")
+            } else if core.starts_with("unknown variant") || core.contains("tag `type`") {
+                "bad frame: unknown or missing frame type".to_string()
+            } else {
+                format!("bad frame: a field has the wrong type or value (column {column})")
+            }
+        }
+    }
+}
+
 /// Writes queued lines, batching whatever is already waiting into one TLS write.
 async fn write_loop(mut w: WriteHalf<Tls>, mut rx: mpsc::Receiver<Bytes>) {
     let mut buf = BytesMut::new();
@@ -439,6 +663,9 @@ async fn write_loop(mut w: WriteHalf<Tls>, mut rx: mpsc::Receiver<Bytes>) {
                 Err(_) => break,
             }
         }
+        // Everything the server says, in clear before TLS: at trace level this is a full
+        // capture, which is how the tests prove that no message text ever passes through.
+        tracing::trace!(target: "chatd::wire", out = %String::from_utf8_lossy(&buf), "wire write");
         if let Err(e) = w.write_all(&buf).await {
             tracing::debug!(error = %e, "write failed");
             return;
@@ -451,4 +678,36 @@ async fn write_loop(mut w: WriteHalf<Tls>, mut rx: mpsc::Receiver<Bytes>) {
     }
     // Every sender is gone: send TLS close_notify so the client sees a clean end.
     let _ = w.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn describe(line: &str) -> String {
+        describe_bad_frame(&frame::decode::<ClientFrame>(line).unwrap_err())
+    }
+
+    #[test]
+    fn bad_frame_messages_never_quote_the_peer() {
+        assert_eq!(
+            describe(r#"{"type":"send"}"#),
+            "bad frame: missing field `data`"
+        );
+        assert_eq!(
+            describe(r#"{"type":"teleport-SECRET"}"#),
+            "bad frame: unknown or missing frame type"
+        );
+        assert_eq!(describe(r#"{"nope":1}"#), "bad frame: missing field `type`");
+        let m = describe(r#"{"type":"ping","nonce":"nonce-SECRET"}"#);
+        assert!(
+            m.starts_with("bad frame: a field has the wrong type"),
+            "{m}"
+        );
+        let m = describe(r#"{"type":"login","user":"a","password":"pw-SECRET""#);
+        assert!(m.starts_with("bad frame: not a JSON object"), "{m}");
+        for line in [r#"[1,"SECRET"]"#, r#"{"type":"say","text":"SECRET"}"#] {
+            assert!(!describe(line).contains("SECRET"), "{line}");
+        }
+    }
 }

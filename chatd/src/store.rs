@@ -1,4 +1,4 @@
-//! Persistent state in SQLite: accounts (and, later, device keys and queued envelopes).
+//! Persistent state in SQLite: accounts and their device public keys.
 //!
 //! WAL mode with `synchronous=FULL`, so a change is on disk before its caller is answered.
 //! The schema version is SQLite's `user_version`; [`MIGRATIONS`] brings any older file up to date.
@@ -19,6 +19,17 @@ const MIGRATIONS: &[&str] = &[
         locked        INTEGER NOT NULL DEFAULT 0,
         created_at    INTEGER NOT NULL,
         updated_at    INTEGER NOT NULL
+    ) STRICT;",
+    // 2: device public keys, registered on first login with each key.
+    "CREATE TABLE device_keys (
+        user        TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        fingerprint BLOB NOT NULL,
+        spki        BLOB NOT NULL,
+        bits        INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL,
+        last_seen   INTEGER NOT NULL,
+        revoked_at  INTEGER,
+        PRIMARY KEY (user, fingerprint)
     ) STRICT;",
 ];
 
@@ -245,9 +256,177 @@ pub mod users {
     }
 }
 
+/// How a login's device key relates to what the account has registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// Known and not revoked; `last_seen` updated.
+    Known,
+    /// Newly registered.
+    Registered,
+    /// Revoked by an administrator.
+    Revoked,
+    /// The account is at its device limit.
+    TooMany,
+}
+
+/// One registered device key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    /// Owner.
+    pub user: String,
+    /// SHA-256 of `spki`.
+    pub fingerprint: [u8; 32],
+    /// Modulus size.
+    pub bits: u32,
+    /// Seconds since the epoch.
+    pub created_at: u64,
+    /// Seconds since the epoch.
+    pub last_seen: u64,
+    /// Seconds since the epoch, if revoked.
+    pub revoked_at: Option<u64>,
+}
+
+/// Device-key operations.
+pub mod keys {
+    use super::*;
+
+    /// Records a login with `spki`: registers it if new (within `max_devices` unrevoked keys).
+    pub fn check_and_register(
+        c: &Connection,
+        user: &str,
+        fingerprint: &[u8; 32],
+        spki: &[u8],
+        bits: u32,
+        max_devices: usize,
+    ) -> Result<KeyCheck, StoreError> {
+        let now = now_secs();
+        let existing: Option<Option<i64>> = c
+            .query_row(
+                "SELECT revoked_at FROM device_keys WHERE user = ?1 AND fingerprint = ?2",
+                params![user, &fingerprint[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match existing {
+            Some(Some(_)) => Ok(KeyCheck::Revoked),
+            Some(None) => {
+                c.execute(
+                    "UPDATE device_keys SET last_seen = ?3 WHERE user = ?1 AND fingerprint = ?2",
+                    params![user, &fingerprint[..], now],
+                )?;
+                Ok(KeyCheck::Known)
+            }
+            None => {
+                let active: i64 = c.query_row(
+                    "SELECT COUNT(*) FROM device_keys WHERE user = ?1 AND revoked_at IS NULL",
+                    [user],
+                    |r| r.get(0),
+                )?;
+                if active.max(0) as usize >= max_devices {
+                    return Ok(KeyCheck::TooMany);
+                }
+                c.execute(
+                    "INSERT INTO device_keys (user, fingerprint, spki, bits, created_at, last_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    params![user, &fingerprint[..], spki, bits, now],
+                )?;
+                Ok(KeyCheck::Registered)
+            }
+        }
+    }
+
+    /// Registered keys of `user` (or everyone), by user then age.
+    pub fn list(c: &Connection, user: Option<&str>) -> Result<Vec<KeyRow>, StoreError> {
+        let mut stmt = c.prepare(
+            "SELECT user, fingerprint, bits, created_at, last_seen, revoked_at FROM device_keys
+             WHERE ?1 IS NULL OR user = ?1 ORDER BY user, created_at, fingerprint",
+        )?;
+        let rows = stmt.query_map([user], |r| {
+            let fp: Vec<u8> = r.get(1)?;
+            let mut fingerprint = [0u8; 32];
+            // Written only by check_and_register, always 32 bytes; a damaged row shows as zeros.
+            if fp.len() == 32 {
+                fingerprint.copy_from_slice(&fp);
+            }
+            Ok(KeyRow {
+                user: r.get(0)?,
+                fingerprint,
+                bits: r.get(2)?,
+                created_at: r.get::<_, i64>(3)?.max(0) as u64,
+                last_seen: r.get::<_, i64>(4)?.max(0) as u64,
+                revoked_at: r.get::<_, Option<i64>>(5)?.map(|t| t.max(0) as u64),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes a key; false if `user` has no such key. Revoking twice keeps the first time.
+    pub fn revoke(c: &Connection, user: &str, fingerprint: &[u8; 32]) -> Result<bool, StoreError> {
+        let n = c.execute(
+            "UPDATE device_keys SET revoked_at = COALESCE(revoked_at, ?3)
+             WHERE user = ?1 AND fingerprint = ?2",
+            params![user, &fingerprint[..], now_secs()],
+        )?;
+        Ok(n > 0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_keys_register_limit_revoke_and_cascade() {
+        let s = Store::open_in_memory().unwrap();
+        s.run_sync(|c| {
+            users::add(c, "alice", "h", false)?;
+            let k = |i: u8| [i; 32];
+            assert_eq!(
+                keys::check_and_register(c, "alice", &k(1), b"spki1", 2048, 2)?,
+                KeyCheck::Registered
+            );
+            assert_eq!(
+                keys::check_and_register(c, "alice", &k(1), b"spki1", 2048, 2)?,
+                KeyCheck::Known
+            );
+            assert_eq!(
+                keys::check_and_register(c, "alice", &k(2), b"spki2", 3072, 2)?,
+                KeyCheck::Registered
+            );
+            // At the limit of 2: a third key is refused, known ones still work.
+            assert_eq!(
+                keys::check_and_register(c, "alice", &k(3), b"spki3", 2048, 2)?,
+                KeyCheck::TooMany
+            );
+            assert_eq!(
+                keys::check_and_register(c, "alice", &k(2), b"spki2", 3072, 2)?,
+                KeyCheck::Known
+            );
+            assert!(keys::revoke(c, "alice", &k(1))?);
+            assert!(!keys::revoke(c, "alice", &k(9))?);
+            assert!(!keys::revoke(c, "bob", &k(2))?);
+            assert_eq!(
+                keys::check_and_register(c, "alice", &k(1), b"spki1", 2048, 2)?,
+                KeyCheck::Revoked
+            );
+            // A revoked key frees its slot.
+            assert_eq!(
+                keys::check_and_register(c, "alice", &k(3), b"spki3", 2048, 2)?,
+                KeyCheck::Registered
+            );
+            let rows = keys::list(c, Some("alice"))?;
+            assert_eq!(rows.len(), 3);
+            assert!(
+                rows.iter()
+                    .any(|r| r.fingerprint == k(1) && r.revoked_at.is_some())
+            );
+            assert_eq!(keys::list(c, None)?.len(), 3);
+            assert!(users::delete(c, "alice")?);
+            assert!(keys::list(c, None)?.is_empty());
+            Ok(())
+        })
+        .unwrap();
+    }
 
     #[test]
     fn users_crud() {

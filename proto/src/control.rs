@@ -67,6 +67,19 @@ pub enum ControlRequest {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// List registered device keys, of one user or of all.
+    KeyList {
+        /// Only this account's keys.
+        #[serde(default)]
+        user: Option<String>,
+    },
+    /// Revoke a device key: its sessions end and it can no longer log in.
+    KeyRevoke {
+        /// Owner of the key.
+        user: String,
+        /// The key's fingerprint.
+        fingerprint: Fingerprint,
+    },
 }
 
 impl ControlRequest {
@@ -78,7 +91,9 @@ impl ControlRequest {
             | ControlRequest::UserPasswd { user, .. }
             | ControlRequest::UserLock { user }
             | ControlRequest::UserUnlock { user }
-            | ControlRequest::Kick { user, .. } => Some(user),
+            | ControlRequest::Kick { user, .. }
+            | ControlRequest::KeyRevoke { user, .. } => Some(user),
+            ControlRequest::KeyList { user } => user.as_deref(),
             ControlRequest::Status | ControlRequest::UserList | ControlRequest::Who => None,
         }
     }
@@ -104,6 +119,12 @@ impl std::fmt::Debug for ControlRequest {
                 .debug_struct("Kick")
                 .field("user", user)
                 .field("reason", reason)
+                .finish(),
+            ControlRequest::KeyList { user } => write!(f, "KeyList({user:?})"),
+            ControlRequest::KeyRevoke { user, fingerprint } => f
+                .debug_struct("KeyRevoke")
+                .field("user", user)
+                .field("fingerprint", fingerprint)
                 .finish(),
             ControlRequest::Status => f.write_str("Status"),
             ControlRequest::UserList => f.write_str("UserList"),
@@ -133,6 +154,11 @@ pub enum ControlResponse {
         /// Every session, oldest first.
         sessions: Vec<SessionInfo>,
     },
+    /// Answer to `key_list`.
+    Keys {
+        /// Matching keys, by user then registration time.
+        keys: Vec<KeyInfo>,
+    },
     /// The request failed.
     Error {
         /// Stable code.
@@ -156,6 +182,8 @@ pub enum ControlErrorCode {
     NoSuchUser,
     /// The user already exists.
     UserExists,
+    /// The user has no device key with that fingerprint.
+    NoSuchKey,
     /// The server failed (see its log).
     Internal,
 }
@@ -194,6 +222,26 @@ pub struct UserInfo {
     pub sessions: usize,
 }
 
+/// One registered device key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// Owner.
+    pub user: String,
+    /// SHA-256 of the SPKI DER.
+    pub fingerprint: Fingerprint,
+    /// RSA modulus size.
+    pub bits: u32,
+    /// First login with this key, seconds since the Unix epoch.
+    pub created: u64,
+    /// Latest login with this key, seconds since the Unix epoch.
+    pub last_seen: u64,
+    /// When it was revoked, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<u64>,
+    /// Sessions online with this key now.
+    pub sessions: usize,
+}
+
 /// One logged-in session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
@@ -203,6 +251,8 @@ pub struct SessionInfo {
     pub user: String,
     /// Remote address.
     pub peer: String,
+    /// The session's device key fingerprint.
+    pub device: Fingerprint,
     /// Login time, seconds since the Unix epoch.
     pub since: u64,
 }

@@ -3,21 +3,27 @@
 //! Each frame is one JSON object on one line with a `"type"` tag:
 //!
 //! ```text
-//! C: {"type":"hello","version":1,"client":"chat/0.1.0"}
-//! S: {"type":"hello","version":1,"server":"chatd/0.1.0","max_line_bytes":65536,"max_text_bytes":16384}
-//! C: {"type":"login","user":"alice","password":"..."}
-//! S: {"type":"login_ok","user":"alice","session":7,"online":["alice","bob"]}
-//! C: {"type":"say","text":"hi all"}
-//! S: {"type":"message","from":"bob","text":"hello","ts":1764300000000}
+//! C: {"type":"hello","version":2,"client":"chat/0.1.0"}
+//! S: {"type":"hello","version":2,"server":"chatd/0.1.0","max_line_bytes":65536,"max_text_bytes":16384}
+//! C: {"type":"login","user":"alice","password":"...","device_key":"MIIBojAN..."}
+//! S: {"type":"login_ok","user":"alice","session":7,"device":"SHA256:...","online":["alice","bob"],"devices":[...]}
+//! C: {"type":"chain","data":"AVcABWFsaWNl..."}        a wrapped sender chain for one device
+//! C: {"type":"send","data":"AUUBAQEB..."}             an end-to-end envelope
+//! S: {"type":"envelope","from":"alice","device":"SHA256:...","data":"AUUBAQEB...","ts":1764300000000}
 //! ```
+//!
+//! Message text never appears in a frame: `send` and `envelope` carry sealed envelopes
+//! (docs/E2E-ENVELOPE.md) that the server routes by their clear header.
 //!
 //! Unknown fields are ignored, unknown `type`s are answered with `bad_frame`.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::Fingerprint;
+
 /// The protocol version this crate speaks; a `hello` with another is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A frame sent by a client.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,11 +43,18 @@ pub enum ClientFrame {
         user: String,
         /// Password in clear; it travels only inside TLS.
         password: String,
+        /// This device's RSA public key: base64 of its SPKI DER. Registered on first use.
+        device_key: String,
     },
-    /// A chat message for everyone online.
-    Say {
-        /// Message text.
-        text: String,
+    /// An end-to-end envelope (base64), routed by its header's conversation.
+    Send {
+        /// Base64 of the envelope bytes.
+        data: String,
+    },
+    /// A wrapped sender chain (base64), routed to the device its header names.
+    Chain {
+        /// Base64 of the wrapped-chain bytes.
+        data: String,
     },
     /// A slash command run by the server's command registry (`/whisper bob hi`).
     Command {
@@ -75,9 +88,13 @@ impl std::fmt::Debug for ClientFrame {
                 .field("user", user)
                 .field("password", &"<redacted>")
                 .finish(),
-            ClientFrame::Say { text } => f
-                .debug_struct("Say")
-                .field("text_bytes", &text.len())
+            ClientFrame::Send { data } => f
+                .debug_struct("Send")
+                .field("data_bytes", &data.len())
+                .finish(),
+            ClientFrame::Chain { data } => f
+                .debug_struct("Chain")
+                .field("data_bytes", &data.len())
                 .finish(),
             ClientFrame::Command { name, args } => f
                 .debug_struct("Command")
@@ -96,7 +113,8 @@ impl ClientFrame {
         match self {
             ClientFrame::Hello { .. } => "hello",
             ClientFrame::Login { .. } => "login",
-            ClientFrame::Say { .. } => "say",
+            ClientFrame::Send { .. } => "send",
+            ClientFrame::Chain { .. } => "chain",
             ClientFrame::Command { .. } => "command",
             ClientFrame::Ping { .. } => "ping",
             ClientFrame::Quit => "quit",
@@ -125,6 +143,27 @@ pub struct OnlineUser {
     pub user: String,
     /// Number of sessions (devices) that user has open.
     pub sessions: u32,
+}
+
+/// A device key of a user who is online.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Owner.
+    pub user: String,
+    /// SHA-256 of the key's SPKI DER.
+    pub fingerprint: Fingerprint,
+    /// Base64 of the SPKI DER.
+    pub key: String,
+}
+
+/// Whether a device came or went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceEvent {
+    /// A session with this device key logged in (and no other one had it online).
+    Online,
+    /// The last session with this device key ended.
+    Offline,
 }
 
 /// Why a user appeared or disappeared.
@@ -158,23 +197,44 @@ pub enum ServerFrame {
         user: String,
         /// This session's id (unique while the server runs).
         session: u64,
+        /// This session's device key fingerprint, as registered.
+        device: Fingerprint,
         /// Users online now, this one included.
         online: Vec<String>,
+        /// Device keys online now, this session's included.
+        devices: Vec<DeviceInfo>,
     },
-    /// A chat message (broadcast when `to` is absent, whisper when present).
-    Message {
-        /// Sender.
+    /// An end-to-end envelope from `from`'s device `device` (as the server authenticated it).
+    Envelope {
+        /// Sending user.
         from: String,
-        /// Whisper target; absent for a broadcast.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        to: Option<String>,
-        /// Message text.
-        text: String,
+        /// Sending device's key fingerprint.
+        device: Fingerprint,
+        /// Base64 of the envelope bytes, exactly as sent.
+        data: String,
         /// Server receive time, milliseconds since the Unix epoch.
         ts: u64,
-        /// True for `/me` actions.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        action: bool,
+    },
+    /// A wrapped sender chain addressed to this device.
+    Chain {
+        /// Sending user.
+        from: String,
+        /// Sending device's key fingerprint.
+        device: Fingerprint,
+        /// Base64 of the wrapped-chain bytes, exactly as sent.
+        data: String,
+    },
+    /// A device key came online or went offline.
+    Device {
+        /// Owner.
+        user: String,
+        /// The key's fingerprint.
+        fingerprint: Fingerprint,
+        /// Base64 SPKI DER; present when the device comes online.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// What happened.
+        event: DeviceEvent,
     },
     /// A user joined or left.
     Presence {
@@ -250,6 +310,15 @@ pub enum ErrorCode {
     InvalidCredentials,
     /// The message text is longer than `max_text_bytes`, or empty.
     BadText,
+    /// An envelope or wrapped chain that does not decode, names another sender, or names an
+    /// unknown conversation.
+    BadEnvelope,
+    /// The login's device key is not an acceptable RSA public key.
+    BadDeviceKey,
+    /// The login's device key was revoked by an administrator.
+    KeyRevoked,
+    /// The account already has `max_devices_per_user` device keys.
+    TooManyDevices,
     /// No such command (or it is disabled).
     UnknownCommand,
     /// The command's arguments are wrong; the message gives its usage.
@@ -264,6 +333,13 @@ pub enum ErrorCode {
     TooManySessions,
     /// The server failed; details are in its log, never in the frame.
     Internal,
+}
+
+/// The longest `send` line (newline excluded) for an envelope of `text_bytes` of plaintext:
+/// a server's `max_line_bytes` must be at least this for its own `max_text_bytes`.
+pub const fn max_send_line_bytes(text_bytes: usize) -> usize {
+    let envelope = crate::e2e::max_envelope_bytes(text_bytes);
+    4 * envelope.div_ceil(3) + r#"{"type":"send","data":""}"#.len()
 }
 
 /// Serializes a frame to one newline-terminated line, ready for [`crate::LineCodec`]'s encoder.
@@ -284,14 +360,18 @@ mod tests {
 
     #[test]
     fn client_frames_have_the_documented_shape() {
-        let f: ClientFrame = decode(r#"{"type":"login","user":"a","password":"p"}"#).unwrap();
+        let f: ClientFrame =
+            decode(r#"{"type":"login","user":"a","password":"p","device_key":"AAAA"}"#).unwrap();
         assert_eq!(
             f,
             ClientFrame::Login {
                 user: "a".into(),
-                password: "p".into()
+                password: "p".into(),
+                device_key: "AAAA".into(),
             }
         );
+        // The old plaintext frame is gone: text only travels sealed.
+        assert!(decode::<ClientFrame>(r#"{"type":"say","text":"hi"}"#).is_err());
         let f: ClientFrame = decode(r#"{"type":"command","name":"list"}"#).unwrap();
         assert_eq!(
             f,
@@ -313,12 +393,34 @@ mod tests {
         let f = ClientFrame::Login {
             user: "alice".into(),
             password: "hunter2".into(),
+            device_key: "AAAA".into(),
         };
         assert!(!format!("{f:?}").contains("hunter2"));
-        let f = ClientFrame::Say {
-            text: "secret plans".into(),
+        let f = ClientFrame::Send {
+            data: "c2VjcmV0".into(),
         };
-        assert!(!format!("{f:?}").contains("secret"));
+        assert!(!format!("{f:?}").contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn the_send_line_bound_holds_for_the_largest_envelope() {
+        use crate::e2e::{SenderChain, seal};
+        // The bound is computed for RSA-4096; a 2048-bit signature is smaller, so check the
+        // formula's parts against a real envelope with the sizes swapped in.
+        let key = crate::e2e::testkeys::alice();
+        let user = "u".repeat(32);
+        let conv = format!("{user},{}", "v".repeat(32));
+        let text = "t".repeat(1000);
+        let mut chain = SenderChain::new().unwrap();
+        let env = seal(key, &user, &conv, &mut chain, &text, 1).unwrap();
+        let bytes = env.encode().unwrap().len();
+        let sig_gap = crate::e2e::MAX_SIGNATURE_BYTES - key.bits() / 8;
+        assert_eq!(bytes + sig_gap, crate::e2e::max_envelope_bytes(1000));
+        let line = encode(&ClientFrame::Send {
+            data: env.to_base64().unwrap(),
+        })
+        .unwrap();
+        assert!(line.len() - 1 <= max_send_line_bytes(1000));
     }
 
     #[test]

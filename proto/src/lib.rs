@@ -15,6 +15,7 @@
 
 pub mod codec;
 pub mod control;
+pub mod conversation;
 pub mod e2e;
 pub mod fingerprint;
 pub mod frame;

@@ -5,8 +5,6 @@
 
 mod help;
 mod list;
-mod me;
-mod whisper;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -21,16 +19,14 @@ use crate::hub::{Hub, SessionId};
 use crate::store::Store;
 
 /// Names of every built-in, for config validation.
-pub const BUILTIN_NAMES: &[&str] = &["help", "list", "me", "whisper"];
+///
+/// Whispers and `/me` are not here: their text is end-to-end encrypted, so the client seals
+/// them and the server only routes the envelopes (see `crate::session`).
+pub const BUILTIN_NAMES: &[&str] = &["help", "list"];
 
 /// Every built-in command, in one place.
 pub fn builtin() -> Vec<Arc<dyn Command>> {
-    vec![
-        Arc::new(help::Help),
-        Arc::new(list::List),
-        Arc::new(me::Me),
-        Arc::new(whisper::Whisper),
-    ]
+    vec![Arc::new(help::Help), Arc::new(list::List)]
 }
 
 /// Who may run a command.
@@ -97,15 +93,6 @@ pub enum CommandError {
         /// Its usage.
         usage: &'static str,
     },
-    /// The text is empty or too long.
-    #[error("{0}")]
-    BadText(String),
-    /// The named user does not exist.
-    #[error("no such user: {0}")]
-    NoSuchUser(String),
-    /// The named user is not online.
-    #[error("{0} is not online")]
-    UserOffline(String),
     /// Something failed inside the server (logged there, not sent).
     #[error("internal error")]
     Internal,
@@ -118,9 +105,6 @@ impl CommandError {
             CommandError::Unknown(_) => ErrorCode::UnknownCommand,
             CommandError::Forbidden(_) => ErrorCode::Forbidden,
             CommandError::BadArguments { .. } => ErrorCode::BadArguments,
-            CommandError::BadText(_) => ErrorCode::BadText,
-            CommandError::NoSuchUser(_) => ErrorCode::NoSuchUser,
-            CommandError::UserOffline(_) => ErrorCode::UserOffline,
             CommandError::Internal => ErrorCode::Internal,
         }
     }
@@ -228,21 +212,6 @@ impl Registry {
     }
 }
 
-/// Checks message text against the limits.
-pub fn check_text(text: &str, limits: &Limits) -> Result<(), CommandError> {
-    if text.trim().is_empty() {
-        return Err(CommandError::BadText("message is empty".into()));
-    }
-    let max = limits.max_text_bytes.get();
-    if text.len() > max {
-        return Err(CommandError::BadText(format!(
-            "message is {} bytes; the limit is {max}",
-            text.len()
-        )));
-    }
-    Ok(())
-}
-
 /// Milliseconds since the Unix epoch, for message timestamps.
 pub fn now_millis() -> u64 {
     std::time::SystemTime::now()
@@ -286,11 +255,18 @@ pub(crate) mod testing {
                 })
                 .unwrap();
             let (tx, rx) = mpsc::channel(64);
-            let reg = self
+            let id = self
                 .hub
-                .register(user, "127.0.0.1:9".parse().unwrap(), tx, Closer::default())
+                .register(crate::hub::NewSession {
+                    user: user.to_string(),
+                    device: chatd_proto::Fingerprint::of(user.as_bytes()),
+                    key: std::sync::Arc::from("key"),
+                    peer: "127.0.0.1:9".parse().unwrap(),
+                    tx,
+                    closer: Closer::default(),
+                })
                 .unwrap();
-            (reg.id, rx)
+            (id, rx)
         }
 
         pub fn ctx<'a>(&'a self, session: SessionId, user: &'a str) -> Ctx<'a> {
@@ -305,16 +281,6 @@ pub(crate) mod testing {
             }
         }
     }
-
-    /// Drains a queue into parsed frames.
-    pub fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<ServerFrame> {
-        let mut out = Vec::new();
-        while let Ok(line) = rx.try_recv() {
-            let text = std::str::from_utf8(&line).unwrap().trim_end().to_string();
-            out.push(chatd_proto::frame::decode(&text).unwrap());
-        }
-        out
-    }
 }
 
 #[cfg(test)]
@@ -326,11 +292,10 @@ mod tests {
     fn aliases_disable_and_duplicates() {
         let mut cfg = CommandsConfig::default();
         let r = Registry::new(&cfg).unwrap();
-        assert_eq!(r.lookup("w").unwrap().name(), "whisper");
         assert_eq!(r.lookup("who").unwrap().name(), "list");
-        cfg.disabled.push("whisper".into());
+        cfg.disabled.push("list".into());
         let r = Registry::new(&cfg).unwrap();
-        assert!(r.lookup("whisper").is_none() && r.lookup("w").is_none());
+        assert!(r.lookup("list").is_none() && r.lookup("who").is_none());
         let mut cfg = CommandsConfig::default();
         cfg.aliases.insert("help".into(), "list".into());
         assert_eq!(
@@ -346,16 +311,5 @@ mod tests {
         let ctx = f.ctx(id, "alice");
         let err = f.registry.dispatch(&ctx, "nope", "").await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::UnknownCommand);
-    }
-
-    #[test]
-    fn text_limits_at_the_edge() {
-        let limits = Limits {
-            max_text_bytes: std::num::NonZeroUsize::new(5).unwrap(),
-            ..Limits::default()
-        };
-        assert!(check_text("12345", &limits).is_ok());
-        assert!(check_text("123456", &limits).is_err());
-        assert!(check_text("  ", &limits).is_err());
     }
 }

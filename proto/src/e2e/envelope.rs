@@ -29,6 +29,13 @@ pub const MAX_CIPHERTEXT_BYTES: usize = 65536;
 /// Largest signature accepted (RSA-4096).
 pub const MAX_SIGNATURE_BYTES: usize = 512;
 
+/// The largest envelope carrying `text_bytes` of plaintext: longest user name (32 bytes) and
+/// whisper conversation (65), RSA-4096 signature.
+pub const fn max_envelope_bytes(text_bytes: usize) -> usize {
+    let header = 2 + 16 + (2 + 32) + 32 + (2 + 65) + 16 + 4 + 8;
+    header + (4 + text_bytes + 16) + (2 + MAX_SIGNATURE_BYTES)
+}
+
 /// The signed, authenticated, unencrypted part of an envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvelopeHeader {

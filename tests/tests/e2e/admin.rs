@@ -243,7 +243,10 @@ fn who_lists_every_session() {
     let server = Server::start();
     let empty = server.ctl(&["who"], None);
     empty.assert_ok();
-    assert_eq!(empty.stdout, "ID  USER  PEER  SINCE\n(no sessions)\n");
+    assert_eq!(
+        empty.stdout,
+        "ID  USER  PEER  SINCE  DEVICE\n(no sessions)\n"
+    );
 
     server.add_user("alice", "pw-a");
     server.add_user("bob", "pw-b");
@@ -268,19 +271,28 @@ fn who_lists_every_session() {
     assert_eq!(got, [(ids[0], "alice"), (ids[1], "bob"), (ids[2], "alice")]);
     for s in sessions {
         assert!(s["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{s}");
+        let user = s["user"].as_str().unwrap();
+        assert_eq!(
+            s["device"],
+            crate::harness::test_key(user).fingerprint().to_string()
+        );
     }
 
     let out = server.ctl(&["who"], None);
     out.assert_ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{}", out.stdout);
-    assert!(lines[0].starts_with("ID") && lines[0].contains("USER") && lines[0].ends_with("SINCE"));
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("USER") && lines[0].ends_with("DEVICE")
+    );
     for (line, (id, user)) in lines[1..].iter().zip(&got) {
         let cells: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(cells[0], id.to_string());
         assert_eq!(cells[1], *user);
         assert!(cells[2].starts_with("127.0.0.1:"));
         assert!(looks_like_utc_time(cells[3], cells[4]), "{line}");
+        let fp = crate::harness::test_key(user).fingerprint().to_string();
+        assert_eq!(cells[5], format!("{}…", &fp[..7 + 16]), "{line}");
     }
 
     // A session that quits disappears from the list.

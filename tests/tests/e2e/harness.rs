@@ -14,7 +14,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use chatd_proto::{Fingerprint, LineCodec, LineError};
+use chatd_proto::e2e::{DeviceKey, SenderChain, seal};
+use chatd_proto::{Fingerprint, LineCodec, LineError, PROTOCOL_VERSION};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -316,6 +317,18 @@ impl Server {
             .unwrap_or_else(|f| panic!("chatd failed to start ({}):\n{}", f.status, f.stderr))
     }
 
+    /// chatd --dev on a caller-owned data dir, logging at trace level (the most verbose there is).
+    pub fn start_trace(data_dir: &Path) -> Server {
+        Server::try_start_env(
+            Mode::Dev {
+                data_dir,
+                listen: loopback0(),
+            },
+            &[("RUST_LOG", "trace")],
+        )
+        .unwrap_or_else(|f| panic!("chatd failed to start ({}):\n{}", f.status, f.stderr))
+    }
+
     /// Starts chatd and waits for it to announce its listener, fingerprint and control socket;
     /// Err if it exits first.
     pub fn try_start(mode: Mode<'_>) -> Result<Server, StartFailure> {
@@ -563,15 +576,68 @@ pub fn ctl_at(socket: &Path, args: &[&str], stdin: Option<&str>) -> CtlOutput {
 // ---------------------------------------------------------------------------------------------
 
 /// A private $HOME / $XDG_DATA_HOME for chat, so known_servers never touches the real one.
+///
+/// Also one device: unless made with [`ClientHome::generating`], chat is started with
+/// `--key` pointing at a ready key ([`test_key`] of the user, or of the device label), because
+/// generating RSA keys for every client of every test would dominate the run.
 pub struct ClientHome {
     dir: TempDir,
+    device: Device,
+}
+
+enum Device {
+    /// The test key of the user chat logs in as.
+    UserKey,
+    /// The test key of this label (a second device of the same user).
+    Labelled(String),
+    /// No --key: chat makes its own on first login, as it does for real users.
+    Generate,
 }
 
 impl ClientHome {
     pub fn new() -> ClientHome {
         ClientHome {
             dir: tempfile::tempdir().expect("tempdir"),
+            device: Device::UserKey,
         }
+    }
+
+    /// A home whose device key is [`test_key`]`(label)`: another device of the same user.
+    pub fn device(label: &str) -> ClientHome {
+        ClientHome {
+            device: Device::Labelled(label.to_string()),
+            ..ClientHome::new()
+        }
+    }
+
+    /// A home where chat creates its key itself.
+    pub fn generating() -> ClientHome {
+        ClientHome {
+            device: Device::Generate,
+            ..ClientHome::new()
+        }
+    }
+
+    /// The `--key FILE` arguments for `user` (writing the key file once), if any.
+    fn key_args(&self, user: &str) -> Vec<String> {
+        let label = match &self.device {
+            Device::Generate => return Vec::new(),
+            Device::UserKey => user,
+            Device::Labelled(label) => label.as_str(),
+        };
+        let path = self.dir.path().join(format!("{label}.pem"));
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let pem = test_key(label).to_pkcs8_pem().expect("pem");
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(pem.as_bytes()))
+                .expect("write the test key");
+        }
+        vec!["--key".to_string(), path.display().to_string()]
     }
 
     pub fn xdg_data(&self) -> PathBuf {
@@ -702,6 +768,7 @@ impl Drop for Chat {
 fn spawn_chat(server: &str, user: &str, home: &ClientHome, extra: &[&str]) -> Child {
     let mut cmd = Command::new(&bins().chat);
     cmd.args(["--server", server, "--user", user, "--password-stdin"])
+        .args(home.key_args(user))
         .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -817,6 +884,54 @@ pub enum Closed {
     Abrupt(String),
 }
 
+// ---------------------------------------------------------------------------------------------
+// Device keys
+// ---------------------------------------------------------------------------------------------
+
+/// The fixed 2048-bit test keys kept with the e2e library.
+const FIXED_KEYS: [(&str, &str); 3] = [
+    (
+        "alice",
+        include_str!("../../../proto/src/e2e/testdata/alice.pem"),
+    ),
+    (
+        "bob",
+        include_str!("../../../proto/src/e2e/testdata/bob.pem"),
+    ),
+    (
+        "carol",
+        include_str!("../../../proto/src/e2e/testdata/carol.pem"),
+    ),
+];
+
+/// A device key for `name`: alice, bob and carol have fixed ones; any other name gets one
+/// generated once per test run (RSA generation is slow, so keys are reused).
+pub fn test_key(name: &str) -> DeviceKey {
+    static KEYS: OnceLock<Mutex<std::collections::HashMap<String, DeviceKey>>> = OnceLock::new();
+    let keys = KEYS.get_or_init(Default::default);
+    let mut keys = keys.lock().unwrap_or_else(|p| p.into_inner());
+    keys.entry(name.to_string())
+        .or_insert_with(|| match FIXED_KEYS.iter().find(|(n, _)| *n == name) {
+            Some((_, pem)) => DeviceKey::from_pkcs8_pem(pem).expect("fixed test key"),
+            None => DeviceKey::generate(2048).expect("generate a test key"),
+        })
+        .clone()
+}
+
+/// Base64 SPKI DER of a key, as `login` carries it.
+pub fn key_b64(key: &DeviceKey) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(key.public().to_spki_der())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// A raw protocol client over TLS, driven synchronously by its own small runtime.
 pub struct Raw {
     rt: tokio::runtime::Runtime,
@@ -824,6 +939,16 @@ pub struct Raw {
     writer: WriteHalf<Tls>,
     /// Every frame received, for failure messages.
     seen: Vec<String>,
+    /// The device key `login` presents (set by `try_login` from the user name unless chosen).
+    pub key: Option<DeviceKey>,
+    /// The user logged in as, for sealing envelopes.
+    user: String,
+    /// One sending chain per conversation; raw clients never hand them out, since the server
+    /// routes envelopes without looking inside.
+    chains: std::collections::HashMap<String, SenderChain>,
+    /// When true (the default), [`Raw::recv`] skips `device` frames: most tests are about
+    /// something else, and every login makes one.
+    pub skip_devices: bool,
 }
 
 impl Raw {
@@ -869,6 +994,10 @@ impl Raw {
             reader: FramedRead::new(r, LineCodec::new(1 << 20)),
             writer: w,
             seen: Vec::new(),
+            key: None,
+            user: String::new(),
+            chains: Default::default(),
+            skip_devices: true,
         }
     }
 
@@ -922,8 +1051,19 @@ impl Raw {
         }
     }
 
-    /// The next frame; fails if the connection ends or nothing comes.
+    /// The next frame (skipping `device` frames while [`Raw::skip_devices`] is set); fails if
+    /// the connection ends or nothing comes.
     pub fn recv(&mut self) -> Value {
+        loop {
+            let frame = self.recv_any();
+            if !(self.skip_devices && frame["type"] == "device") {
+                return frame;
+            }
+        }
+    }
+
+    /// The next frame of any type.
+    pub fn recv_any(&mut self) -> Value {
         match self.next_item() {
             Some(Ok(Ok(line))) => {
                 self.seen.push(line.clone());
@@ -974,16 +1114,39 @@ impl Raw {
         }
     }
 
-    /// Sends `hello` (version 1) and returns the server's hello.
+    /// Sends `hello` (the current version) and returns the server's hello.
     pub fn hello(&mut self) -> Value {
-        self.send(serde_json::json!({"type":"hello","version":1,"client":"e2e"}));
+        self.send(serde_json::json!({"type":"hello","version":PROTOCOL_VERSION,"client":"e2e"}));
         self.recv_type("hello")
     }
 
-    /// Sends `login` and returns the answer (login_ok or error).
+    /// Sends `login` with this client's device key ([`test_key`] of `user` unless
+    /// [`Raw::key`] was set) and returns the answer (login_ok or error).
     pub fn try_login(&mut self, user: &str, password: &str) -> Value {
-        self.send(serde_json::json!({"type":"login","user":user,"password":password}));
+        let key = self.key.get_or_insert_with(|| test_key(user)).clone();
+        self.user = user.to_string();
+        self.send(serde_json::json!({
+            "type": "login", "user": user, "password": password, "device_key": key_b64(&key)
+        }));
         self.recv()
+    }
+
+    /// Seals `text` for `conversation` with this client's key; returns the base64 envelope.
+    pub fn seal(&mut self, conversation: &str, text: &str) -> String {
+        let key = self.key.clone().expect("log in before sealing");
+        let chain = self
+            .chains
+            .entry(conversation.to_string())
+            .or_insert_with(|| SenderChain::new().expect("chain"));
+        seal(&key, &self.user, conversation, chain, text, now_ms())
+            .expect("seal")
+            .to_base64()
+            .expect("base64")
+    }
+
+    /// Sends an envelope (base64) as a `send` frame.
+    pub fn send_envelope(&mut self, data: &str) {
+        self.send(serde_json::json!({"type":"send","data":data}));
     }
 
     /// Ping with `nonce`; the next frame must be the matching pong. A sync point: every frame
@@ -998,8 +1161,27 @@ impl Raw {
         );
     }
 
-    pub fn say(&mut self, text: &str) {
-        self.send(serde_json::json!({"type":"say","text":text}));
+    /// Seals `text` for everyone and sends it; returns the envelope (base64).
+    pub fn say(&mut self, text: &str) -> String {
+        let data = self.seal("all", text);
+        self.send_envelope(&data);
+        data
+    }
+
+    /// Seals `text` for the pair (this user, `to`) and sends it; returns the envelope.
+    pub fn whisper(&mut self, to: &str, text: &str) -> String {
+        let conv = chatd_proto::conversation::Conversation::pair(&self.user, to).name();
+        let data = self.seal(&conv, text);
+        self.send_envelope(&data);
+        data
+    }
+
+    /// The next frame must be an envelope from `from` carrying exactly `data`.
+    pub fn expect_envelope(&mut self, from: &str, data: &str) -> Value {
+        let frame = self.recv_type("envelope");
+        assert_eq!(frame["from"], from, "{frame}");
+        assert_eq!(frame["data"], data, "{frame}");
+        frame
     }
 
     pub fn command(&mut self, name: &str, args: &str) {

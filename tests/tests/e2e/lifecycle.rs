@@ -230,7 +230,7 @@ fn check_config_accepts_valid_files() {
     let file = dir.path().join("small.toml");
     write(
         &file,
-        "[server]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_line_bytes = 1024\nmax_text_bytes = 1023\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_line_bytes = 1109\nmax_text_bytes = 100\n",
     );
     let (code, out, err) = check_config(&file);
     assert_eq!(code, Some(0), "{err}");
@@ -249,8 +249,8 @@ fn config_file_run_enforces_its_limits() {
         &file,
         &format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = {state:?}\ncontrol_socket = {control:?}\n\
-             [limits]\nmax_line_bytes = 1024\nmax_text_bytes = 512\nmax_protocol_errors = 3\n\
-             login_timeout_secs = 2\nmax_sessions_per_user = 2\n[commands]\ndisabled = [\"me\"]\n",
+             [limits]\nmax_line_bytes = 2048\nmax_text_bytes = 512\nmax_protocol_errors = 3\n\
+             login_timeout_secs = 2\nmax_sessions_per_user = 2\n[commands]\ndisabled = [\"list\"]\n",
         ),
     );
     let server = Server::try_start(Mode::Config {
@@ -263,36 +263,36 @@ fn config_file_run_enforces_its_limits() {
 
     let mut raw = Raw::connect(&server);
     let hello = raw.hello();
-    assert_eq!(hello["max_line_bytes"], 1024);
+    assert_eq!(hello["max_line_bytes"], 2048);
     assert_eq!(hello["max_text_bytes"], 512);
     assert_eq!(raw.try_login("alice", "pw-a")["type"], "login_ok");
 
-    // Line limit at the edge: 1024 bytes pass, 1025 do not.
+    // Line limit at the edge: 2048 bytes pass, 2049 do not.
     let line = |nonce: u64, len: usize| {
         let head = format!(r#"{{"type":"ping","nonce":{nonce},"pad":""#);
         format!("{head}{}\"}}", "p".repeat(len - head.len() - 2))
     };
-    assert_eq!(line(1, 1024).len(), 1024);
-    raw.send_line(&line(1, 1024));
+    assert_eq!(line(1, 2048).len(), 2048);
+    raw.send_line(&line(1, 2048));
     assert_eq!(raw.recv(), json!({"type":"pong","nonce":1}));
-    raw.send_line(&line(2, 1025));
+    raw.send_line(&line(2, 2049));
     assert_eq!(
         raw.expect_error("frame_too_long"),
-        "line longer than 1024 bytes"
+        "line longer than 2048 bytes"
     );
     raw.sync(3);
 
     // Text limit at the edge.
-    raw.say(&"t".repeat(512));
-    assert_eq!(raw.recv()["text"], "t".repeat(512));
+    let sent = raw.say(&"t".repeat(512));
+    assert_eq!(raw.recv()["data"], sent);
     raw.say(&"t".repeat(513));
     assert_eq!(
         raw.expect_error("bad_text"),
-        "message is 513 bytes; the limit is 512"
+        "message is 513 bytes sealed; the limit is 512"
     );
 
     // Disabled commands are gone, also from help.
-    raw.command("me", "waves");
+    raw.command("list", "");
     raw.expect_error("unknown_command");
     raw.command("help", "");
     let help = raw.recv_type("help");
@@ -301,7 +301,7 @@ fn config_file_run_enforces_its_limits() {
             .as_array()
             .unwrap()
             .iter()
-            .all(|c| c["name"] != "me"),
+            .all(|c| c["name"] != "list"),
         "{help}"
     );
 

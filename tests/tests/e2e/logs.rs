@@ -1,8 +1,9 @@
 //! What chatd's log says, and what it never says (docs/SECURITY.md, "Logging").
 
+use chatd_proto::PROTOCOL_VERSION;
 use serde_json::json;
 
-use crate::harness::{Mode, Raw, Server, loopback0};
+use crate::harness::{Raw, Server};
 
 #[test]
 fn log_never_shows_secrets_and_cannot_be_forged() {
@@ -10,14 +11,7 @@ fn log_never_shows_secrets_and_cannot_be_forged() {
     const TEXT: &str = "text-SECRET-0815";
     let dir = tempfile::tempdir().unwrap();
     // The most verbose level there is; the promise holds "at any level".
-    let mut server = Server::try_start_env(
-        Mode::Dev {
-            data_dir: dir.path(),
-            listen: loopback0(),
-        },
-        &[("RUST_LOG", "trace")],
-    )
-    .unwrap_or_else(|f| panic!("chatd failed to start: {}", f.stderr));
+    let mut server = Server::start_trace(dir.path());
     server.add_user("alice", PASSWORD);
     server.add_user("bob", "bob-pw");
     server
@@ -30,7 +24,7 @@ fn log_never_shows_secrets_and_cannot_be_forged() {
 
     // Unauthenticated input that tries to start a fake log line (and an ANSI escape).
     let mut raw = Raw::connect(&server);
-    raw.send(json!({"type":"hello","version":1,"client":"evil\nFORGED-HELLO line\u{1b}[2J"}));
+    raw.send(json!({"type":"hello","version":PROTOCOL_VERSION,"client":"evil\nFORGED-HELLO line\u{1b}[2J"}));
     raw.recv_type("hello");
     raw.send(json!({"type":"quit"}));
     raw.expect_bye("quit");
@@ -55,12 +49,11 @@ fn log_never_shows_secrets_and_cannot_be_forged() {
         bob.try_login("bob", &format!("{PASSWORD}-new"))["code"],
         "invalid_credentials"
     );
-    alice.say(TEXT);
-    alice.recv_type("message");
-    alice.command("me", TEXT);
-    alice.recv_type("message");
-    alice.command("whisper", &format!("alice {TEXT}"));
-    alice.recv_type("message");
+    let sent = alice.say(TEXT);
+    alice.expect_envelope("alice", &sent);
+    let sent = alice.whisper("alice", TEXT);
+    alice.expect_envelope("alice", &sent);
+    // Error frames go to the wire capture too; they must not quote what the peer sent.
     alice.send(json!({"type":"ping","nonce":"nonce-SECRET"}));
     alice.expect_error("bad_frame");
     alice.send(json!({"type":"quit"}));

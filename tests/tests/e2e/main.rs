@@ -6,9 +6,12 @@
 //! - `admin`: chatctl against a running chatd
 //! - `client`: the `chat` binary in plain mode
 //! - `protocol`: raw JSON-lines frames over TLS
+//! - `keys`: device keys: made by chat, registered, listed, revoked, limited
 //! - `lifecycle`: configuration, restarts, second instances, SIGTERM
 //! - `tofu`: chat's certificate pinning
 //! - `logs`: what chatd logs and never logs
+//! - `malicious`: a scripted hostile server against a real `chat`
+//! - `secrecy`: end-to-end encryption through a real chatd (markers, multi-device)
 
 // `cfg(test)` is always set in a test target; it marks every module as test code for
 // clippy, whose `allow-unwrap-in-tests` & co. (clippy.toml) otherwise cover only `#[test]` fns.
@@ -20,10 +23,16 @@ mod admin;
 #[cfg(test)]
 mod client;
 #[cfg(test)]
+mod keys;
+#[cfg(test)]
 mod lifecycle;
 #[cfg(test)]
 mod logs;
 #[cfg(test)]
+mod malicious;
+#[cfg(test)]
 mod protocol;
+#[cfg(test)]
+mod secrecy;
 #[cfg(test)]
 mod tofu;

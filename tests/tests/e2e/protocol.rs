@@ -2,7 +2,9 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Closed, Raw, Server};
+use chatd_proto::PROTOCOL_VERSION;
+
+use crate::harness::{Closed, Raw, Server, key_b64, test_key};
 
 /// A `ping` line padded with an ignored field to exactly `len` bytes (newline excluded).
 fn padded_ping(nonce: u64, len: usize) -> String {
@@ -16,14 +18,16 @@ fn padded_ping(nonce: u64, len: usize) -> String {
     line
 }
 
-fn message(from: &str, to: Option<&str>, text: &str, frame: &Value) {
-    assert_eq!(frame["type"], "message", "{frame}");
+/// `frame` is the envelope `data` from `from`'s test device, unchanged, with a server time.
+fn envelope(from: &str, data: &str, frame: &Value) {
+    assert_eq!(frame["type"], "envelope", "{frame}");
     assert_eq!(frame["from"], from, "{frame}");
-    match to {
-        Some(to) => assert_eq!(frame["to"], to, "{frame}"),
-        None => assert!(frame.get("to").is_none(), "{frame}"),
-    }
-    assert_eq!(frame["text"], text, "{frame}");
+    assert_eq!(
+        frame["device"],
+        test_key(from).fingerprint().to_string(),
+        "{frame}"
+    );
+    assert_eq!(frame["data"], data, "{frame}");
     assert!(frame["ts"].as_u64().is_some_and(|ts| ts > 0), "{frame}");
 }
 
@@ -53,14 +57,14 @@ fn hello_announces_limits_and_login_lists_who_is_online() {
         hello,
         json!({
             "type": "hello",
-            "version": 1,
+            "version": PROTOCOL_VERSION,
             "server": format!("chatd/{}", env!("CARGO_PKG_VERSION")),
             "max_line_bytes": 65536,
             "max_text_bytes": 16384,
         })
     );
     // A second hello is refused but not fatal.
-    alice.send(json!({"type":"hello","version":1}));
+    alice.send(json!({"type":"hello","version":PROTOCOL_VERSION}));
     assert_eq!(
         alice.expect_error("already_logged_in"),
         "hello was already sent"
@@ -69,27 +73,37 @@ fn hello_announces_limits_and_login_lists_who_is_online() {
     assert_eq!(ok["type"], "login_ok");
     assert_eq!(ok["user"], "alice");
     assert_eq!(ok["online"], json!(["alice"]));
+    let (alice_key, bob_key) = (test_key("alice"), test_key("bob"));
+    let alice_device = json!({"user":"alice","fingerprint":alice_key.fingerprint().to_string(),"key":key_b64(&alice_key)});
+    let bob_device = json!({"user":"bob","fingerprint":bob_key.fingerprint().to_string(),"key":key_b64(&bob_key)});
+    assert_eq!(ok["device"], alice_key.fingerprint().to_string());
+    assert_eq!(ok["devices"], json!([alice_device]));
     let alice_session = ok["session"].as_u64().unwrap();
 
     let mut bob = Raw::connect(&server);
     bob.hello();
     let ok = bob.try_login("bob", "pw-b");
     assert_eq!(ok["online"], json!(["alice", "bob"]));
+    assert_eq!(ok["devices"], json!([alice_device, bob_device]));
     assert_ne!(ok["session"].as_u64().unwrap(), alice_session);
+    // The others hear of the user, then of its device key (which they need to encrypt to it).
+    alice.skip_devices = false;
     assert_eq!(
         alice.recv(),
         json!({"type":"presence","user":"bob","event":"join"})
     );
+    let mut online = bob_device.clone();
+    online["type"] = json!("device");
+    online["event"] = json!("online");
+    assert_eq!(alice.recv(), online);
 
-    // Broadcasts reach everyone, the sender included, in order.
-    alice.say("hi all");
-    message("alice", None, "hi all", &alice.recv());
-    message("alice", None, "hi all", &bob.recv());
-    bob.command("me", "waves");
+    // Broadcasts reach everyone, the sender included, in order, byte for byte as sent.
+    let hi = alice.say("hi all");
+    envelope("alice", &hi, &alice.recv());
+    envelope("alice", &hi, &bob.recv());
+    let waves = bob.say("waves");
     for conn in [&mut alice, &mut bob] {
-        let frame = conn.recv();
-        message("bob", None, "waves", &frame);
-        assert_eq!(frame["action"], true);
+        envelope("bob", &waves, &conn.recv());
     }
 
     // Logged-in sessions may still ping; login/hello again are refused but not fatal.
@@ -100,13 +114,14 @@ fn hello_announces_limits_and_login_lists_who_is_online() {
     );
     alice.send(json!({"type":"ping"}));
     assert_eq!(alice.recv(), json!({"type":"pong","nonce":0}));
-    alice.send(json!({"type":"login","user":"alice","password":"pw-a"}));
+    alice.send(json!({"type":"login","user":"alice","password":"pw-a","device_key":"x"}));
     assert_eq!(alice.expect_error("already_logged_in"), "already logged in");
     // Unknown fields are ignored; blank lines are keepalives.
     alice.send_raw(b"\n\r\n   \n");
-    alice.send(json!({"type":"say","text":"extra","future_field":{"x":1}}));
-    message("alice", None, "extra", &alice.recv());
-    message("alice", None, "extra", &bob.recv());
+    let extra = alice.seal("all", "extra");
+    alice.send(json!({"type":"send","data":extra,"future_field":{"x":1}}));
+    envelope("alice", &extra, &alice.recv());
+    envelope("alice", &extra, &bob.recv());
     // A CRLF line ending is accepted.
     alice.send_raw(b"{\"type\":\"ping\",\"nonce\":3}\r\n");
     assert_eq!(alice.recv(), json!({"type":"pong","nonce":3}));
@@ -124,11 +139,9 @@ fn commands_help_list_and_argument_errors() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["help", "list", "me", "whisper"]);
-    assert_eq!(
-        help["commands"][3],
-        json!({"name":"whisper","aliases":["msg","w"],"usage":"<user> <message>","help":"send a private message to one user"})
-    );
+    // Whispers and /me are the client's: their text is sealed, so the server has no part in it.
+    assert_eq!(names, ["help", "list"]);
+    assert_eq!(help["commands"][1]["aliases"], json!(["who"]));
 
     for alias in ["list", "who"] {
         alice.command(alias, "");
@@ -142,19 +155,14 @@ fn commands_help_list_and_argument_errors() {
         alice.expect_error("unknown_command"),
         "unknown command /nope; try /help"
     );
-    for args in ["", "bob", "bob    "] {
-        alice.command("whisper", args);
-        assert_eq!(
-            alice.expect_error("bad_arguments"),
-            "usage: /whisper <user> <message>"
-        );
+    for gone in ["whisper", "me", "w"] {
+        alice.command(gone, "bob psst");
+        alice.expect_error("unknown_command");
     }
-    alice.command("me", "");
-    assert_eq!(alice.expect_error("bad_arguments"), "usage: /me <action>");
-    // The `w` alias whispers; only sender and target see it.
-    alice.command("w", "bob  psst");
-    message("alice", Some("bob"), "psst", &alice.recv());
-    message("alice", Some("bob"), "psst", &bob.recv());
+    // A whisper is an envelope for the pair; only sender and target see it.
+    let psst = alice.whisper("bob", "psst");
+    envelope("alice", &psst, &alice.recv());
+    envelope("alice", &psst, &bob.recv());
     // None of the failed commands above reached bob.
     bob.sync(1);
 }
@@ -169,21 +177,21 @@ fn whisper_to_unknown_or_offline_user_delivers_nothing() {
     let mut bob = Raw::login(&server, "bob", "pw-b");
     alice.recv_type("presence");
 
-    alice.command("whisper", "zed hello?");
+    // Unknown and offline look the same: a whisper does not probe for accounts.
+    alice.whisper("zed", "hello?");
     assert_eq!(
         alice.recv(),
-        json!({"type":"error","code":"no_such_user","message":"no such user: zed"})
+        json!({"type":"error","code":"user_offline","message":"zed is not online"})
     );
-    alice.command("whisper", "carol are you there");
+    alice.whisper("carol", "are you there");
     assert_eq!(
         alice.recv(),
         json!({"type":"error","code":"user_offline","message":"carol is not online"})
     );
-    alice.command("whisper", "NOT/A/NAME hi");
-    assert_eq!(
-        alice.expect_error("no_such_user"),
-        "no such user: NOT/A/NAME"
-    );
+    let bad = alice.seal("NOT/A/NAME,alice", "hi");
+    alice.send_envelope(&bad);
+    let msg = alice.expect_error("bad_envelope");
+    assert!(msg.starts_with("unknown conversation"), "{msg}");
     // Nothing was queued for bob, and nothing more for alice.
     bob.sync(10);
     alice.sync(11);
@@ -195,25 +203,25 @@ fn frames_before_login_are_refused() {
     server.add_user("alice", "pw-a");
     let mut raw = Raw::connect(&server);
 
-    raw.say("hi");
+    raw.send(json!({"type":"send","data":"AAAA"}));
     assert_eq!(
         raw.recv(),
-        json!({"type":"error","code":"not_logged_in","message":"log in before sending say"})
+        json!({"type":"error","code":"not_logged_in","message":"log in before sending send"})
     );
     raw.command("list", "");
     assert_eq!(
         raw.expect_error("not_logged_in"),
         "log in before sending command"
     );
-    raw.send(json!({"type":"login","user":"alice","password":"pw-a"}));
+    raw.send(json!({"type":"login","user":"alice","password":"pw-a","device_key":"x"}));
     assert_eq!(raw.expect_error("not_logged_in"), "send hello first");
     raw.hello();
-    raw.say("still not");
+    raw.send(json!({"type":"chain","data":"AAAA"}));
     raw.expect_error("not_logged_in");
     // Four violations so far, one below the limit: the connection still works.
     assert_eq!(raw.try_login("alice", "pw-a")["type"], "login_ok");
-    raw.say("now it works");
-    message("alice", None, "now it works", &raw.recv());
+    let works = raw.say("now it works");
+    envelope("alice", &works, &raw.recv());
 }
 
 #[test]
@@ -229,18 +237,21 @@ fn bad_lines_are_errors_and_the_connection_survives() {
     assert_eq!(raw.expect_error("not_utf8"), "line is not valid UTF-8");
     raw.sync(2);
     raw.send(json!({"type":"teleport"}));
-    let msg = raw.expect_error("bad_frame");
-    assert!(msg.contains("teleport"), "{msg}");
+    // The peer's own values are never quoted back (error frames are in the trace log).
+    assert_eq!(
+        raw.expect_error("bad_frame"),
+        "bad frame: unknown or missing frame type"
+    );
     raw.sync(3);
-    raw.send(json!({"type":"say"}));
+    raw.send(json!({"type":"send"}));
     let msg = raw.expect_error("bad_frame");
     assert!(
-        msg.contains("text"),
+        msg.contains("data"),
         "the message names the missing field: {msg}"
     );
     // Four violations; the session is still fully usable.
-    raw.say("survived");
-    message("alice", None, "survived", &raw.recv());
+    let survived = raw.say("survived");
+    envelope("alice", &survived, &raw.recv());
 }
 
 #[test]
@@ -303,37 +314,30 @@ fn line_length_limit_at_the_edge() {
 fn text_length_limit_at_the_edge() {
     let (_server, mut alice, mut bob) = alice_and_bob();
 
-    for blank in ["", "   ", "\t\n"] {
-        alice.say(blank);
-        assert_eq!(
-            alice.recv(),
-            json!({"type":"error","code":"bad_text","message":"message is empty"})
-        );
-    }
+    // The server cannot read the text, but the sealed length is the plaintext's exactly
+    // (ciphertext minus the 16-byte tag), so max_text_bytes still holds at the edge.
     let max = "m".repeat(16_384);
-    alice.say(&max);
-    message("alice", None, &max, &alice.recv());
-    message("alice", None, &max, &bob.recv());
+    let sent = alice.say(&max);
+    envelope("alice", &sent, &alice.recv());
+    envelope("alice", &sent, &bob.recv());
     // Multi-byte characters count in bytes: 16383 + 2 bytes is one over.
     let over = format!("{}é", "m".repeat(16_383));
     assert_eq!(over.len(), 16_385);
     alice.say(&over);
     assert_eq!(
         alice.recv(),
-        json!({"type":"error","code":"bad_text","message":"message is 16385 bytes; the limit is 16384"})
+        json!({"type":"error","code":"bad_text","message":"message is 16385 bytes sealed; the limit is 16384"})
     );
-    alice.command("me", &over);
+    alice.whisper("bob", &over);
     alice.expect_error("bad_text");
-    alice.command("whisper", &format!("bob {over}"));
-    alice.expect_error("bad_text");
-    alice.command("whisper", &format!("bob {max}"));
-    message("alice", Some("bob"), &max, &alice.recv());
-    message("alice", Some("bob"), &max, &bob.recv());
+    let sent = alice.whisper("bob", &max);
+    envelope("alice", &sent, &alice.recv());
+    envelope("alice", &sent, &bob.recv());
     // bob got the two valid messages and nothing else.
     bob.sync(1);
     // bad_text is not a protocol violation: far more than five are fine.
     for _ in 0..6 {
-        alice.say("");
+        alice.say(&over);
         alice.expect_error("bad_text");
     }
     alice.sync(2);
@@ -343,10 +347,13 @@ fn text_length_limit_at_the_edge() {
 fn unsupported_version_is_refused_and_closed() {
     let server = Server::start();
     let mut raw = Raw::connect(&server);
-    raw.send(json!({"type":"hello","version":2,"client":"future"}));
+    raw.send(json!({"type":"hello","version":PROTOCOL_VERSION + 1,"client":"future"}));
     assert_eq!(
-        raw.recv(),
-        json!({"type":"error","code":"unsupported_version","message":"this server speaks protocol version 1, not 2"})
+        raw.recv()["message"],
+        format!(
+            "this server speaks protocol version {PROTOCOL_VERSION}, not {}",
+            PROTOCOL_VERSION + 1
+        )
     );
     raw.expect_bye("unsupported protocol version");
     assert_eq!(raw.expect_closed(), Closed::Clean);
@@ -436,13 +443,13 @@ fn several_sessions_of_one_user() {
     }
 
     // A whisper reaches every session of the target and of the sender, once each.
-    a1.command("whisper", "bob to all your devices");
+    let whisper = a1.whisper("bob", "to all your devices");
     for conn in [&mut a1, &mut a2, &mut b1, &mut b2] {
-        message("alice", Some("bob"), "to all your devices", &conn.recv());
+        envelope("alice", &whisper, &conn.recv());
     }
-    b2.say("hello");
+    let hello = b2.say("hello");
     for conn in [&mut a1, &mut a2, &mut b1, &mut b2] {
-        message("bob", None, "hello", &conn.recv());
+        envelope("bob", &hello, &conn.recv());
     }
     a2.command("list", "");
     assert_eq!(
@@ -468,4 +475,42 @@ fn several_sessions_of_one_user() {
         json!({"type":"presence","user":"alice","event":"leave","reason":"kicked by administrator"})
     );
     b1.sync(11);
+}
+
+#[test]
+fn envelopes_must_name_their_session_and_a_conversation_it_is_in() {
+    let server = Server::start();
+    for user in ["alice", "bob", "carol"] {
+        server.add_user(user, "pw");
+    }
+    let mut alice = Raw::login(&server, "alice", "pw");
+    let mut bob = Raw::login(&server, "bob", "pw");
+    let mut carol = Raw::login(&server, "carol", "pw");
+    alice.recv_type("presence");
+    alice.recv_type("presence");
+    bob.recv_type("presence");
+
+    // alice's envelope relayed by bob: the header names alice, the session is bob's.
+    let forged = alice.seal("all", "not from bob");
+    bob.send_envelope(&forged);
+    assert_eq!(
+        bob.expect_error("bad_envelope"),
+        "the envelope's sender is not this session's user and device key"
+    );
+    // A whisper between two others.
+    let meddle = bob.seal("alice,carol", "meddling");
+    bob.send_envelope(&meddle);
+    assert_eq!(
+        bob.expect_error("bad_envelope"),
+        "you are not part of that conversation"
+    );
+    // Not an envelope at all, and a wrapped chain that does not decode.
+    bob.send(json!({"type":"send","data":"bm90IGFuIGVudmVsb3Bl"}));
+    assert!(bob.expect_error("bad_envelope").starts_with("envelope: "));
+    bob.send(json!({"type":"chain","data":"%%%"}));
+    assert!(bob.expect_error("bad_envelope").starts_with("chain: "));
+    // Four violations: still one short of the limit; nothing reached the others.
+    for (n, conn) in [&mut alice, &mut bob, &mut carol].into_iter().enumerate() {
+        conn.sync(n as u64);
+    }
 }

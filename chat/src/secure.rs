@@ -1,0 +1,835 @@
+//! The end-to-end layer of one session: pins keys, seals what we send, opens what we get.
+//!
+//! Pure state over frames (no I/O besides the pin file), so every rule is unit-tested:
+//!
+//! - Every device key the server announces is checked against its fingerprint and pinned
+//!   ([`crate::peers`]); a new key for a known user stays *pending* (not used) until accepted.
+//! - We keep one [`SenderChain`] per conversation, wrap it once for each trusted member
+//!   device that does not have it yet, and start a new chain when a device that had it goes
+//!   offline, so a departed device cannot read what follows.
+//! - A received envelope is shown only if the server-named sender matches the signed header,
+//!   the signature verifies under that sender's pinned (usable) key, the conversation includes
+//!   us, and it is neither a replay nor outside the clock-skew window. Anything else becomes
+//!   a warning, never a message.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chatd_proto::conversation::Conversation;
+use chatd_proto::e2e::{
+    DeviceKey, DevicePublicKey, E2eError, Envelope, ReceiverChain, SenderChain, WrappedChain, seal,
+    unwrap_chain, wrap_chain,
+};
+use chatd_proto::frame::DeviceInfo;
+use chatd_proto::{ClientFrame, Fingerprint};
+use serde::{Deserialize, Serialize};
+
+use crate::format::sanitize;
+use crate::peers::{KeyStatus, Peers, Seen};
+
+/// Receiver chains kept per sending device (older ones are dropped first).
+const CHAINS_PER_DEVICE: usize = 8;
+/// Own messages awaiting the server's echo.
+const MAX_PENDING_OWN: usize = 4096;
+/// A sender chain is replaced well before its index runs out.
+const ROTATE_AT_INDEX: u32 = 1 << 20;
+
+/// What is sealed inside an envelope: JSON, so that it can grow without a format change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Body {
+    /// The message text.
+    pub text: String,
+    /// True for `/me` actions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub action: bool,
+}
+
+/// Something to show the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message that verified and decrypted (or our own, confirmed by the server's echo).
+    Message(ChatMessage),
+    /// Information (`-- ...`).
+    Notice(String),
+    /// Something is wrong or needs the user's attention (`!! ...`).
+    Warning(String),
+}
+
+/// A verified message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// Sender.
+    pub from: String,
+    /// For a whisper, the other member (from the sender's point of view: its peer).
+    pub to: Option<String>,
+    /// Text.
+    pub text: String,
+    /// `/me` action.
+    pub action: bool,
+    /// Server time, ms since the Unix epoch.
+    pub ts: u64,
+    /// The sender's key was verified with `/verify`.
+    pub verified: bool,
+}
+
+struct OnlineDevice {
+    user: String,
+    key: DevicePublicKey,
+}
+
+struct Outgoing {
+    chain: SenderChain,
+    /// Devices that hold this chain.
+    given: HashSet<Fingerprint>,
+    /// A device that held it went offline: start a new chain before the next message.
+    stale: bool,
+}
+
+struct PendingOwn {
+    conversation: Conversation,
+    body: Body,
+}
+
+/// The end-to-end state of a logged-in session.
+pub struct Secure {
+    me: String,
+    key: DeviceKey,
+    device: Fingerprint,
+    peers: Peers,
+    online: HashMap<Fingerprint, OnlineDevice>,
+    senders: HashMap<String, Outgoing>,
+    receivers: HashMap<(Fingerprint, [u8; 16]), ReceiverChain>,
+    receiver_order: VecDeque<(Fingerprint, [u8; 16])>,
+    pending_own: HashMap<[u8; 16], PendingOwn>,
+    pending_order: VecDeque<[u8; 16]>,
+    max_skew_ms: u64,
+    max_text_bytes: usize,
+}
+
+/// Frames to send for one message, in order.
+#[derive(Debug)]
+pub struct Sealed {
+    /// Wrapped chains first, then the envelope.
+    pub frames: Vec<ClientFrame>,
+    /// Things the user should know (keys skipped).
+    pub events: Vec<Event>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Words for a failed check, for the warning line.
+fn why(e: &E2eError, skew_ms: u64) -> String {
+    match e {
+        E2eError::BadSignature => "its signature does not verify (forged or altered)".into(),
+        E2eError::WrongSender => "it is signed by a different device than it claims".into(),
+        E2eError::WrongRecipient => "it is addressed to another device".into(),
+        E2eError::UnknownChain => "it does not belong to the key it claims".into(),
+        E2eError::StaleTimestamp => format!(
+            "its timestamp is more than {} s away from this computer's clock",
+            skew_ms / 1000
+        ),
+        E2eError::Replay => "it is a replay of a message already shown".into(),
+        E2eError::TooFarAhead { .. } => "it skips too far ahead in its chain".into(),
+        E2eError::Decrypt => "it does not decrypt (altered in transit)".into(),
+        other => format!("it cannot be read ({other})"),
+    }
+}
+
+impl Secure {
+    /// State for `me` logged in with `key`; pins are read from and written to `peers`.
+    pub fn new(
+        me: &str,
+        key: DeviceKey,
+        peers: Peers,
+        max_skew_ms: u64,
+        max_text_bytes: usize,
+    ) -> Self {
+        Secure {
+            me: me.to_string(),
+            device: key.fingerprint(),
+            key,
+            peers,
+            online: HashMap::new(),
+            senders: HashMap::new(),
+            receivers: HashMap::new(),
+            receiver_order: VecDeque::new(),
+            pending_own: HashMap::new(),
+            pending_order: VecDeque::new(),
+            max_skew_ms,
+            max_text_bytes,
+        }
+    }
+
+    /// The logged-in user.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The devices online at login.
+    pub fn on_login(&mut self, devices: &[DeviceInfo]) -> Vec<Event> {
+        devices
+            .iter()
+            .flat_map(|d| self.device_online(&d.user, d.fingerprint, &d.key))
+            .collect()
+    }
+
+    /// A device came online: check its key against its fingerprint and pin it.
+    pub fn device_online(&mut self, user: &str, fingerprint: Fingerprint, key: &str) -> Vec<Event> {
+        if fingerprint == self.device {
+            return Vec::new();
+        }
+        let user_s = sanitize(user);
+        let parsed = BASE64
+            .decode(key.trim())
+            .ok()
+            .and_then(|der| DevicePublicKey::from_spki_der(&der).ok());
+        let Some(public) = parsed.filter(|k| k.fingerprint() == fingerprint) else {
+            return vec![Event::Warning(format!(
+                "the server announced a device key for {user_s} that does not match its fingerprint {fingerprint}; ignored"
+            ))];
+        };
+        let mut events = Vec::new();
+        match self.peers.observe(user, fingerprint, key.trim()) {
+            Ok(Seen::FirstForUser) => events.push(Event::Notice(format!(
+                "pinned {user_s}'s device key {fingerprint} (first seen; compare it with /verify {user_s})"
+            ))),
+            Ok(Seen::Known(KeyStatus::Pending)) => events.push(Event::Warning(format!(
+                "{user_s}'s device key {fingerprint} is still not accepted: nothing is encrypted to it \
+                 or shown from it. Compare it with /verify {user_s}, then /trust {user_s}"
+            ))),
+            Ok(Seen::Known(_)) => {}
+            Ok(Seen::NewForKnownUser) => events.push(Event::Warning(format!(
+                "{user_s} has a NEW device key {fingerprint}. Nothing is encrypted to it or shown from it \
+                 until you accept it: compare it with /verify {user_s}, then /trust {user_s}"
+            ))),
+            Err(e) => events.push(Event::Warning(format!("cannot save the pinned keys: {e:#}"))),
+        }
+        self.online.insert(
+            fingerprint,
+            OnlineDevice {
+                user: user.to_string(),
+                key: public,
+            },
+        );
+        events
+    }
+
+    /// A device went offline: chains it held are replaced before the next message.
+    pub fn device_offline(&mut self, fingerprint: &Fingerprint) {
+        self.online.remove(fingerprint);
+        for out in self.senders.values_mut() {
+            if out.given.contains(fingerprint) {
+                out.stale = true;
+            }
+        }
+    }
+
+    fn usable(&self, user: &str, fingerprint: &Fingerprint) -> Option<KeyStatus> {
+        self.peers.status(user, fingerprint).filter(|s| s.usable())
+    }
+
+    /// Seals `body` for `conversation`: wrapped chains for members that lack ours, then the
+    /// envelope. Err is a reason for the user; nothing was sent.
+    pub fn seal(&mut self, conversation: &Conversation, body: Body) -> Result<Sealed, String> {
+        let plain = serde_json::to_string(&body).map_err(|e| format!("cannot encode: {e}"))?;
+        if plain.len() > self.max_text_bytes {
+            return Err(format!(
+                "message not sent: it is {} bytes encoded, the server accepts at most {}",
+                plain.len(),
+                self.max_text_bytes
+            ));
+        }
+        let mut events = Vec::new();
+        let mut recipients: Vec<(Fingerprint, &OnlineDevice)> = Vec::new();
+        for (fp, d) in &self.online {
+            if !conversation.includes(&d.user) {
+                continue;
+            }
+            if self.usable(&d.user, fp).is_some() {
+                recipients.push((*fp, d));
+            } else {
+                events.push(Event::Warning(format!(
+                    "not encrypted to {}'s unaccepted device key {fp} (/verify {0}, /trust {0})",
+                    sanitize(&d.user)
+                )));
+            }
+        }
+        if let Some(peer) = conversation.peer_of(&self.me) {
+            if peer != self.me && !recipients.iter().any(|(_, d)| d.user == peer) {
+                let online = self.online.values().any(|d| d.user == peer);
+                return Err(if online {
+                    format!(
+                        "message not sent: {} has no accepted device key online (/verify {0})",
+                        sanitize(peer)
+                    )
+                } else {
+                    format!("message not sent: {} is not online", sanitize(peer))
+                });
+            }
+        }
+        let name = conversation.name();
+        let rotate = self
+            .senders
+            .get(&name)
+            .is_none_or(|o| o.stale || o.chain.index() >= ROTATE_AT_INDEX);
+        if rotate {
+            let chain = SenderChain::new().map_err(|e| format!("cannot start a chain: {e}"))?;
+            self.senders.insert(
+                name.clone(),
+                Outgoing {
+                    chain,
+                    given: HashSet::new(),
+                    stale: false,
+                },
+            );
+        }
+        let Some(out) = self.senders.get_mut(&name) else {
+            return Err("internal error: no sending chain".into());
+        };
+        let mut frames = Vec::new();
+        for (fp, d) in recipients {
+            if out.given.contains(&fp) {
+                continue;
+            }
+            let wrapped = wrap_chain(&out.chain, &self.key, &self.me, &name, &d.key)
+                .and_then(|w| w.to_base64())
+                .map_err(|e| format!("cannot wrap a key for {}: {e}", sanitize(&d.user)))?;
+            frames.push(ClientFrame::Chain { data: wrapped });
+            out.given.insert(fp);
+        }
+        let envelope = seal(&self.key, &self.me, &name, &mut out.chain, &plain, now_ms())
+            .map_err(|e| format!("cannot seal: {e}"))?;
+        let id = envelope.header().message_id;
+        frames.push(ClientFrame::Send {
+            data: envelope
+                .to_base64()
+                .map_err(|e| format!("cannot encode: {e}"))?,
+        });
+        if self.pending_order.len() >= MAX_PENDING_OWN {
+            if let Some(old) = self.pending_order.pop_front() {
+                self.pending_own.remove(&old);
+            }
+        }
+        self.pending_order.push_back(id);
+        self.pending_own.insert(
+            id,
+            PendingOwn {
+                conversation: conversation.clone(),
+                body,
+            },
+        );
+        Ok(Sealed { frames, events })
+    }
+
+    /// A wrapped chain from `from`'s device `device`; quiet on success.
+    pub fn on_chain(&mut self, from: &str, device: Fingerprint, data: &str) -> Vec<Event> {
+        let from_s = sanitize(from);
+        let warn = |what: String| {
+            vec![Event::Warning(format!(
+                "rejected a key from {from_s}: {what}"
+            ))]
+        };
+        let wrapped = match WrappedChain::from_base64(data) {
+            Ok(w) => w,
+            Err(e) => return warn(format!("it cannot be read ({e})")),
+        };
+        let h = wrapped.header();
+        if h.sender_user != from || h.sender_device != device {
+            return warn(format!(
+                "it is signed as {} but the server says it is from {from_s}",
+                sanitize(&h.sender_user)
+            ));
+        }
+        match Conversation::parse(&h.conversation) {
+            Ok(c) if c.includes(&self.me) => {}
+            _ => {
+                return warn(format!(
+                    "it is for conversation {:?}, which does not include you",
+                    sanitize(&h.conversation)
+                ));
+            }
+        }
+        let Some(sender) = self.sender_key(from, &device) else {
+            return warn(self.unusable_reason(from, &device));
+        };
+        match unwrap_chain(&wrapped, sender, &self.key) {
+            Ok(chain) => {
+                let slot = (device, chain.chain_id());
+                if self.receivers.insert(slot, chain).is_none() {
+                    self.receiver_order.push_back(slot);
+                    self.trim_receivers(device);
+                }
+                Vec::new()
+            }
+            Err(e) => warn(why(&e, self.max_skew_ms)),
+        }
+    }
+
+    fn trim_receivers(&mut self, device: Fingerprint) {
+        let of_device = self
+            .receiver_order
+            .iter()
+            .filter(|(d, _)| *d == device)
+            .count();
+        if of_device > CHAINS_PER_DEVICE {
+            if let Some(pos) = self.receiver_order.iter().position(|(d, _)| *d == device) {
+                if let Some(old) = self.receiver_order.remove(pos) {
+                    self.receivers.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The pinned, accepted key of `user`'s online device `device`.
+    fn sender_key(&self, user: &str, device: &Fingerprint) -> Option<&DevicePublicKey> {
+        self.usable(user, device)?;
+        self.online
+            .get(device)
+            .filter(|d| d.user == user)
+            .map(|d| &d.key)
+    }
+
+    fn unusable_reason(&self, user: &str, device: &Fingerprint) -> String {
+        match self.peers.status(user, device) {
+            Some(KeyStatus::Pending) => format!(
+                "it comes from the unaccepted device key {device} (/verify {0}, /trust {0})",
+                sanitize(user)
+            ),
+            _ => format!("its device key {device} is not one the server announced for them"),
+        }
+    }
+
+    /// An envelope from `from`'s device `device`, as the server names them.
+    pub fn on_envelope(&mut self, from: &str, device: Fingerprint, data: &str, ts: u64) -> Event {
+        let from_s = sanitize(from);
+        let warn =
+            |what: String| Event::Warning(format!("dropped a message from {from_s}: {what}"));
+        let envelope = match Envelope::from_base64(data) {
+            Ok(e) => e,
+            Err(e) => return warn(format!("it cannot be read ({e})")),
+        };
+        let h = envelope.header();
+        if h.sender_user != from || h.sender_device != device {
+            return warn(format!(
+                "it is signed as {} but the server says it is from {from_s}",
+                sanitize(&h.sender_user)
+            ));
+        }
+        if device == self.device {
+            // Our own message, echoed: show it only if this client sealed it just now.
+            return match self.pending_own.remove(&h.message_id) {
+                Some(p) => Event::Message(ChatMessage {
+                    from: self.me.clone(),
+                    to: p.conversation.peer_of(&self.me).map(str::to_string),
+                    text: p.body.text,
+                    action: p.body.action,
+                    ts,
+                    verified: true,
+                }),
+                None => warn(
+                    "it claims to be from this device, which did not send it (a replay?)".into(),
+                ),
+            };
+        }
+        let conversation = match Conversation::parse(&h.conversation) {
+            Ok(c) if c.includes(&self.me) => c,
+            _ => {
+                return warn(format!(
+                    "it was sent to {:?}, which does not include you",
+                    sanitize(&h.conversation)
+                ));
+            }
+        };
+        let Some(status) = self.usable(from, &device) else {
+            return warn(self.unusable_reason(from, &device));
+        };
+        let Some(sender) = self.sender_key(from, &device).cloned() else {
+            return warn(self.unusable_reason(from, &device));
+        };
+        let Some(chain) = self.receivers.get_mut(&(device, h.chain_id)) else {
+            return warn(
+                "this device has no key for it (not encrypted to this device, or replayed from an earlier session)"
+                    .into(),
+            );
+        };
+        let opened =
+            match chatd_proto::e2e::open(&envelope, &sender, chain, now_ms(), self.max_skew_ms) {
+                Ok(o) => o,
+                Err(e) => return warn(why(&e, self.max_skew_ms)),
+            };
+        let body: Body = match serde_json::from_str(&opened.text) {
+            Ok(b) => b,
+            Err(_) => return warn("its content is not a message this client understands".into()),
+        };
+        Event::Message(ChatMessage {
+            from: from.to_string(),
+            to: conversation.peer_of(from).map(str::to_string),
+            text: body.text,
+            action: body.action,
+            ts,
+            verified: status == KeyStatus::Verified,
+        })
+    }
+
+    /// `/fingerprint`.
+    pub fn show_fingerprint(&self) -> Vec<Event> {
+        vec![Event::Notice(format!(
+            "your device key: {} (RSA {} bits); read it to your peers so they can /verify {}",
+            self.device,
+            self.key.bits(),
+            sanitize(&self.me)
+        ))]
+    }
+
+    /// `/verify USER [FINGERPRINT]`: lists `user`'s pinned keys, or marks one verified.
+    pub fn verify(&mut self, user: &str, fingerprint: Option<&str>) -> Vec<Event> {
+        let user_s = sanitize(user);
+        let Some(fp) = fingerprint else {
+            let keys = self.peers.keys(user);
+            if keys.is_empty() {
+                return vec![Event::Notice(format!(
+                    "no device key of {user_s} is pinned yet"
+                ))];
+            }
+            let mut out = vec![Event::Notice(format!(
+                "device keys of {user_s} (compare with what {user_s}'s /fingerprint shows, then /verify {user_s} FINGERPRINT):"
+            ))];
+            for k in keys {
+                let online = if self.online.contains_key(&k.fingerprint) {
+                    ", online"
+                } else {
+                    ""
+                };
+                let status = match k.status {
+                    KeyStatus::Verified => "verified",
+                    KeyStatus::Trusted => "trusted on first use, not verified",
+                    KeyStatus::Pending => "NOT ACCEPTED",
+                };
+                out.push(Event::Notice(format!(
+                    "  {} ({status}{online})",
+                    k.fingerprint
+                )));
+            }
+            return out;
+        };
+        let Ok(fp) = fp.parse::<Fingerprint>() else {
+            return vec![Event::Warning(
+                "a fingerprint is written SHA256: followed by 64 hex digits".into(),
+            )];
+        };
+        match self.peers.verify(user, &fp) {
+            Ok(true) => vec![Event::Notice(format!(
+                "{user_s}'s device key {fp} is now verified"
+            ))],
+            Ok(false) => vec![Event::Warning(format!(
+                "{user_s} has no device key {fp}: it does NOT match any key the server showed for {user_s}"
+            ))],
+            Err(e) => vec![Event::Warning(format!(
+                "cannot save the pinned keys: {e:#}"
+            ))],
+        }
+    }
+
+    /// `/trust USER`: accepts `user`'s pending keys.
+    pub fn trust(&mut self, user: &str) -> Vec<Event> {
+        let user_s = sanitize(user);
+        match self.peers.trust_pending(user) {
+            Ok(keys) if keys.is_empty() => {
+                vec![Event::Notice(format!(
+                    "{user_s} has no device key waiting to be accepted"
+                ))]
+            }
+            Ok(keys) => keys
+                .iter()
+                .map(|fp| Event::Notice(format!("accepted {user_s}'s device key {fp}")))
+                .collect(),
+            Err(e) => vec![Event::Warning(format!(
+                "cannot save the pinned keys: {e:#}"
+            ))],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatd_proto::frame::DeviceInfo;
+
+    const PEMS: [&str; 3] = [
+        include_str!("../../proto/src/e2e/testdata/alice.pem"),
+        include_str!("../../proto/src/e2e/testdata/bob.pem"),
+        include_str!("../../proto/src/e2e/testdata/carol.pem"),
+    ];
+    const NAMES: [&str; 3] = ["alice", "bob", "carol"];
+
+    fn key(i: usize) -> DeviceKey {
+        DeviceKey::from_pkcs8_pem(PEMS[i]).unwrap()
+    }
+
+    fn info(i: usize) -> DeviceInfo {
+        let k = key(i);
+        DeviceInfo {
+            user: NAMES[i].into(),
+            fingerprint: k.fingerprint(),
+            key: BASE64.encode(k.public().to_spki_der()),
+        }
+    }
+
+    /// Three logged-in clients that have seen each other come online.
+    fn trio() -> Vec<Secure> {
+        let all: Vec<DeviceInfo> = (0..3).map(info).collect();
+        (0..3)
+            .map(|i| {
+                let mut s = Secure::new(NAMES[i], key(i), Peers::in_memory(), 60_000, 4096);
+                let events = s.on_login(&all);
+                assert_eq!(events.len(), 2, "two first-seen notices: {events:?}");
+                s
+            })
+            .collect()
+    }
+
+    /// Acts as an honest server: chains to the device they name, the envelope to each member.
+    fn route(from: usize, sealed: &Sealed, clients: &mut [Secure]) -> Vec<Vec<Event>> {
+        let fp = key(from).fingerprint();
+        let mut seen = vec![Vec::new(); clients.len()];
+        for frame in &sealed.frames {
+            match frame {
+                ClientFrame::Chain { data } => {
+                    let to = WrappedChain::from_base64(data)
+                        .unwrap()
+                        .header()
+                        .recipient_device;
+                    let i = (0..3).find(|i| key(*i).fingerprint() == to).unwrap();
+                    seen[i].extend(clients[i].on_chain(NAMES[from], fp, data));
+                }
+                ClientFrame::Send { data } => {
+                    let conv = Envelope::from_base64(data)
+                        .unwrap()
+                        .header()
+                        .conversation
+                        .clone();
+                    let conv = Conversation::parse(&conv).unwrap();
+                    for (i, c) in clients.iter_mut().enumerate() {
+                        if conv.includes(NAMES[i]) {
+                            seen[i].push(c.on_envelope(NAMES[from], fp, data, 7));
+                        }
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        seen
+    }
+
+    fn text_of(e: &Event) -> Option<&str> {
+        match e {
+            Event::Message(m) => Some(&m.text),
+            _ => None,
+        }
+    }
+
+    fn say(text: &str) -> Body {
+        Body {
+            text: text.into(),
+            action: false,
+        }
+    }
+
+    fn envelope_of(sealed: &Sealed) -> String {
+        match sealed.frames.last() {
+            Some(ClientFrame::Send { data }) => data.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn assert_warning(e: &Event, needle: &str) {
+        match e {
+            Event::Warning(w) => assert!(w.contains(needle), "{w:?} lacks {needle:?}"),
+            other => panic!("expected a warning about {needle:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn broadcast_reaches_everyone_once_wrapped_then_ratchets() {
+        let mut c = trio();
+        let sealed = c[0].seal(&Conversation::All, say("hello all")).unwrap();
+        assert_eq!(
+            sealed.frames.len(),
+            3,
+            "one chain each for bob and carol, then the envelope"
+        );
+        let seen = route(0, &sealed, &mut c);
+        for s in &seen {
+            assert_eq!(s.len(), 1, "{s:?}");
+            assert_eq!(text_of(&s[0]), Some("hello all"));
+        }
+        // The next message reuses the chain: no RSA work, one frame.
+        let sealed = c[0].seal(&Conversation::All, say("again")).unwrap();
+        assert_eq!(sealed.frames.len(), 1);
+        let seen = route(0, &sealed, &mut c);
+        assert!(seen.iter().all(|s| text_of(&s[0]) == Some("again")));
+    }
+
+    #[test]
+    fn whispers_are_for_the_pair_only() {
+        let mut c = trio();
+        let conv = Conversation::pair("alice", "bob");
+        let sealed = c[0].seal(&conv, say("psst")).unwrap();
+        assert_eq!(sealed.frames.len(), 2, "only bob's device gets the chain");
+        let seen = route(0, &sealed, &mut c);
+        assert_eq!(text_of(&seen[1][0]), Some("psst"));
+        let Event::Message(m) = &seen[1][0] else {
+            panic!()
+        };
+        assert_eq!((m.from.as_str(), m.to.as_deref()), ("alice", Some("bob")));
+        assert!(seen[2].is_empty());
+        // A server that also hands the whisper to carol gets a warning there, not text.
+        let data = envelope_of(&sealed);
+        let e = c[2].on_envelope("alice", key(0).fingerprint(), &data, 7);
+        assert_warning(&e, "does not include you");
+        // Whispering to someone offline is refused before anything is sent.
+        c[0].device_offline(&key(1).fingerprint());
+        let err = c[0].seal(&conv, say("later")).unwrap_err();
+        assert!(err.contains("bob is not online"), "{err}");
+    }
+
+    #[test]
+    fn forged_altered_replayed_and_misattributed_messages_are_dropped() {
+        let mut c = trio();
+        let sealed = c[0].seal(&Conversation::All, say("genuine")).unwrap();
+        let data = envelope_of(&sealed);
+        let genuine = data.clone();
+        let seen = route(0, &sealed, &mut c);
+        assert_eq!(text_of(&seen[1][0]), Some("genuine"));
+        let alice = key(0).fingerprint();
+        // Replayed.
+        assert_warning(&c[1].on_envelope("alice", alice, &data, 7), "replay");
+        // Altered: flip one bit in the ciphertext of a fresh message.
+        let sealed = c[0].seal(&Conversation::All, say("second")).unwrap();
+        let mut bytes = BASE64.decode(envelope_of(&sealed)).unwrap();
+        let n = bytes.len();
+        bytes[n - 260] ^= 1; // in the AEAD tag, just before the 2048-bit signature
+        let altered = BASE64.encode(&bytes);
+        assert_warning(&c[1].on_envelope("alice", alice, &altered, 7), "signature");
+        // The untouched one still opens afterwards: a failed check changes nothing.
+        assert_eq!(
+            text_of(&c[1].on_envelope("alice", alice, &envelope_of(&sealed), 7)),
+            Some("second")
+        );
+        // The server names another sender.
+        let sealed = c[0].seal(&Conversation::All, say("third")).unwrap();
+        let data = envelope_of(&sealed);
+        assert_warning(
+            &c[1].on_envelope("carol", alice, &data, 7),
+            "signed as alice",
+        );
+        assert_warning(
+            &c[1].on_envelope("carol", key(2).fingerprint(), &data, 7),
+            "signed as alice",
+        );
+        // Our own device, echoing something we never sent.
+        assert_warning(
+            &c[0].on_envelope("alice", alice, &genuine, 7),
+            "did not send it",
+        );
+    }
+
+    #[test]
+    fn a_swapped_key_is_announced_and_never_used() {
+        let mut c = trio();
+        // The server claims bob has a new key (really carol's key).
+        let fake = DeviceInfo {
+            user: "bob".into(),
+            ..info(2)
+        };
+        let events = c[0].device_online("bob", fake.fingerprint, &fake.key);
+        assert_warning(&events[0], "NEW device key");
+        // Alice's next whisper to bob is wrapped for bob's real key only.
+        c[0].device_offline(&key(1).fingerprint());
+        let err = c[0]
+            .seal(&Conversation::pair("alice", "bob"), say("x"))
+            .unwrap_err();
+        assert!(err.contains("no accepted device key"), "{err}");
+        // An impostor holding the new key, calling itself bob: its chain and message are
+        // both refused, because that key is not accepted.
+        let mut impostor = Secure::new("bob", key(2), Peers::in_memory(), 60_000, 4096);
+        impostor.on_login(&[info(0)]);
+        let sealed = impostor
+            .seal(&Conversation::All, say("from the impostor"))
+            .unwrap();
+        let ClientFrame::Chain { data: chain } = &sealed.frames[0] else {
+            panic!()
+        };
+        assert_warning(
+            &c[0].on_chain("bob", fake.fingerprint, chain)[0],
+            "unaccepted",
+        );
+        let e = c[0].on_envelope("bob", fake.fingerprint, &envelope_of(&sealed), 7);
+        assert_warning(&e, "unaccepted");
+        // A key that does not hash to the announced fingerprint is ignored outright.
+        let events = c[0].device_online("bob", Fingerprint::from_bytes([9; 32]), &info(1).key);
+        assert_warning(&events[0], "does not match its fingerprint");
+        // Accepting it makes it usable.
+        let accepted = c[0].trust("bob");
+        assert!(matches!(&accepted[0], Event::Notice(n) if n.contains("accepted")));
+        assert!(
+            c[0].seal(&Conversation::pair("alice", "bob"), say("x"))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_departed_device_cannot_read_after_rotation() {
+        let mut c = trio();
+        let sealed = c[0].seal(&Conversation::All, say("before")).unwrap();
+        route(0, &sealed, &mut c);
+        // Carol leaves; alice's next broadcast starts a new chain for bob only.
+        c[0].device_offline(&key(2).fingerprint());
+        let sealed = c[0].seal(&Conversation::All, say("after")).unwrap();
+        assert_eq!(
+            sealed.frames.len(),
+            2,
+            "new chain for bob, then the envelope"
+        );
+        let data = envelope_of(&sealed);
+        let seen = route(0, &sealed, &mut c);
+        assert_eq!(text_of(&seen[1][0]), Some("after"));
+        // Carol still holds the old chain, but a copy of the new message does not open.
+        let e = c[2].on_envelope("alice", key(0).fingerprint(), &data, 7);
+        assert_warning(&e, "no key for it");
+    }
+
+    #[test]
+    fn verify_and_limits() {
+        let mut c = trio();
+        let listed = c[0].verify("bob", None);
+        assert!(matches!(&listed[1], Event::Notice(n) if n.contains("not verified")));
+        let fp = key(1).fingerprint().to_string();
+        assert!(
+            matches!(&c[0].verify("bob", Some(&fp))[0], Event::Notice(n) if n.contains("verified"))
+        );
+        let wrong = key(2).fingerprint().to_string();
+        assert_warning(&c[0].verify("bob", Some(&wrong))[0], "does NOT match");
+        assert_warning(&c[0].verify("bob", Some("nope"))[0], "SHA256:");
+        // Messages from a verified key say so.
+        let sealed = c[1].seal(&Conversation::All, say("hi")).unwrap();
+        let seen = route(1, &sealed, &mut c);
+        assert!(matches!(&seen[0][0], Event::Message(m) if m.verified));
+        assert!(matches!(&seen[2][0], Event::Message(m) if !m.verified));
+        // Encoded body over the server's limit: refused locally.
+        let err = c[0]
+            .seal(&Conversation::All, say(&"x".repeat(4096)))
+            .unwrap_err();
+        assert!(err.contains("at most 4096"), "{err}");
+        assert!(
+            c[0].seal(&Conversation::All, say(&"x".repeat(4096 - 11)))
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,303 @@
+//! A malicious server: this test plays chatd towards a real `chat` and tries every trick the
+//! end-to-end layer must catch (docs/SECURITY.md, "A malicious or compromised server").
+//! Each one must end in a warning, never in a message shown as genuine.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chatd_proto::e2e::{
+    DeviceKey, DevicePublicKey, Envelope, ReceiverChain, SenderChain, WrappedChain, open, seal,
+    unwrap_chain, wrap_chain,
+};
+use chatd_proto::{Fingerprint, LineCodec};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use crate::harness::{Chat, ClientHome, TIMEOUT, exactly, key_b64, now_ms, test_key};
+
+/// One TLS connection accepted by a scripted "server"; lines in and out over channels.
+struct FakeServer {
+    addr: SocketAddr,
+    fingerprint: Fingerprint,
+    to_client: tokio::sync::mpsc::UnboundedSender<String>,
+    from_client: mpsc::Receiver<Value>,
+}
+
+impl FakeServer {
+    fn start() -> FakeServer {
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let cert = ck.cert.der().clone();
+        let fingerprint = Fingerprint::of(cert.as_ref());
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key.into())
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (to_client, mut outgoing) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (incoming, from_client) = mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                // chat's first handshake only learns the fingerprint (and aborts); it then
+                // reconnects with the pin.
+                let tls = loop {
+                    let (tcp, _) = listener.accept().await.unwrap();
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        break tls;
+                    }
+                };
+                let (r, mut w) = tokio::io::split(tls);
+                let mut lines = tokio_util::codec::FramedRead::new(r, LineCodec::new(1 << 20));
+                loop {
+                    tokio::select! {
+                        line = lines.next() => match line {
+                            Some(Ok(Ok(line))) => {
+                                let v: Value = serde_json::from_str(&line).unwrap();
+                                if incoming.send(v).is_err() {
+                                    return;
+                                }
+                            }
+                            _ => return,
+                        },
+                        out = outgoing.recv() => match out {
+                            Some(line) => {
+                                w.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+                                w.flush().await.unwrap();
+                            }
+                            None => return,
+                        },
+                    }
+                }
+            });
+        });
+        FakeServer {
+            addr,
+            fingerprint,
+            to_client,
+            from_client,
+        }
+    }
+
+    fn send(&self, frame: Value) {
+        self.to_client.send(frame.to_string()).unwrap();
+    }
+
+    fn recv(&self) -> Value {
+        self.from_client
+            .recv_timeout(TIMEOUT)
+            .expect("no frame from chat")
+    }
+
+    fn recv_type(&self, ty: &str) -> Value {
+        let f = self.recv();
+        assert_eq!(f["type"], ty, "{f}");
+        f
+    }
+}
+
+/// What `chat` seals: a JSON body (docs/PROTOCOL.md, "End-to-end messages").
+fn body(text: &str) -> String {
+    json!({ "text": text }).to_string()
+}
+
+fn device(user: &str, key: &DeviceKey) -> Value {
+    json!({"user": user, "fingerprint": key.fingerprint().to_string(), "key": key_b64(key)})
+}
+
+fn envelope(from: &str, key: &DeviceKey, data: &str) -> Value {
+    json!({"type":"envelope","from":from,"device":key.fingerprint().to_string(),"data":data,"ts":now_ms()})
+}
+
+fn chain(from: &str, key: &DeviceKey, data: &str) -> Value {
+    json!({"type":"chain","from":from,"device":key.fingerprint().to_string(),"data":data})
+}
+
+#[test]
+fn every_server_trick_is_caught_and_none_is_shown() {
+    let fake = FakeServer::start();
+    let home = ClientHome::new();
+    let mut bob = Chat::spawn(
+        &fake.addr.to_string(),
+        "bob",
+        "bob-pw",
+        &home,
+        &["--accept-fingerprint", &fake.fingerprint.to_string()],
+    );
+    let (alice, carol, mallory) = (test_key("alice"), test_key("carol"), test_key("mallory"));
+
+    // The handshake, played straight.
+    fake.recv_type("hello");
+    fake.send(
+        json!({"type":"hello","version":chatd_proto::PROTOCOL_VERSION,"server":"evil/1",
+        "max_line_bytes":65536,"max_text_bytes":16384}),
+    );
+    let login = fake.recv_type("login");
+    let bob_der = BASE64
+        .decode(login["device_key"].as_str().unwrap())
+        .unwrap();
+    let bob_pub = DevicePublicKey::from_spki_der(&bob_der).unwrap();
+    assert_eq!(bob_pub.fingerprint(), test_key("bob").fingerprint());
+    fake.send(json!({"type":"login_ok","user":"bob","session":1,
+        "device":bob_pub.fingerprint().to_string(),"online":["alice","bob","carol"],
+        "devices":[device("alice", &alice), device("bob", &test_key("bob")), device("carol", &carol)]}));
+    bob.out.expect_contains("-- logged in as bob");
+    bob.out.expect_contains("pinned alice's device key");
+
+    // A genuine message from alice, to show the channel works.
+    let mut from_alice = SenderChain::new().unwrap();
+    let w = wrap_chain(&from_alice, &alice, "alice", "all", &bob_pub).unwrap();
+    fake.send(chain("alice", &alice, &w.to_base64().unwrap()));
+    let seal_alice = |chain: &mut SenderChain, text: &str, when: u64| {
+        seal(&alice, "alice", "all", chain, &body(text), when)
+            .unwrap()
+            .to_base64()
+            .unwrap()
+    };
+    let genuine = seal_alice(&mut from_alice, "GENUINE-1", now_ms());
+    fake.send(envelope("alice", &alice, &genuine));
+    bob.out
+        .expect("the genuine message", exactly("<alice> GENUINE-1"));
+
+    // 1. A ciphertext altered in transit (one bit).
+    let mut bytes = BASE64
+        .decode(seal_alice(&mut from_alice, "ALTERED-2", now_ms()))
+        .unwrap();
+    let n = bytes.len();
+    bytes[n - 260] ^= 0x01; // inside the AEAD tag: the last bytes before the signature
+    fake.send(envelope("alice", &alice, &BASE64.encode(&bytes)));
+    bob.out
+        .expect_contains("dropped a message from alice: its signature does not verify");
+
+    // 2. The server names another sender than the one who signed.
+    let renamed = seal_alice(&mut from_alice, "RENAMED-3", now_ms());
+    fake.send(envelope("carol", &carol, &renamed));
+    bob.out.expect_contains(
+        "dropped a message from carol: it is signed as alice but the server says it is from carol",
+    );
+
+    // 3. A replay of the genuine message.
+    fake.send(envelope("alice", &alice, &genuine));
+    bob.out
+        .expect_contains("dropped a message from alice: it is a replay");
+
+    // 4. A message held back for an hour (or a sender clock far off).
+    let late = seal_alice(&mut from_alice, "STALE-4", now_ms() - 3_600_000);
+    fake.send(envelope("alice", &alice, &late));
+    bob.out
+        .expect_contains("dropped a message from alice: its timestamp is more than 300 s away");
+
+    // 5. A swapped key: the server announces mallory's key as a new device of alice, and
+    //    mallory writes as alice with a chain of its own.
+    fake.send(
+        json!({"type":"device","user":"alice","fingerprint":mallory.fingerprint().to_string(),
+        "key":key_b64(&mallory),"event":"online"}),
+    );
+    bob.out.expect_contains(&format!(
+        "alice has a NEW device key {}",
+        mallory.fingerprint()
+    ));
+    let mut from_mallory = SenderChain::new().unwrap();
+    let w = wrap_chain(&from_mallory, &mallory, "alice", "all", &bob_pub).unwrap();
+    fake.send(chain("alice", &mallory, &w.to_base64().unwrap()));
+    bob.out
+        .expect_contains("rejected a key from alice: it comes from the unaccepted device key");
+    let impostor = seal(
+        &mallory,
+        "alice",
+        "all",
+        &mut from_mallory,
+        &body("IMPOSTOR-5"),
+        now_ms(),
+    )
+    .unwrap()
+    .to_base64()
+    .unwrap();
+    fake.send(envelope("alice", &mallory, &impostor));
+    bob.out
+        .expect_contains("dropped a message from alice: it comes from the unaccepted device key");
+
+    // 6. An added recipient: alice's whisper to carol (chain and message), handed to bob.
+    let mut to_carol = SenderChain::new().unwrap();
+    let w = wrap_chain(&to_carol, &alice, "alice", "alice,carol", &carol.public()).unwrap();
+    fake.send(chain("alice", &alice, &w.to_base64().unwrap()));
+    bob.out
+        .expect_contains("rejected a key from alice: it is for conversation \"alice,carol\"");
+    let whisper = seal(
+        &alice,
+        "alice",
+        "alice,carol",
+        &mut to_carol,
+        &body("WHISPER-6"),
+        now_ms(),
+    )
+    .unwrap()
+    .to_base64()
+    .unwrap();
+    fake.send(envelope("alice", &alice, &whisper));
+    bob.out
+        .expect_contains("dropped a message from alice: it was sent to \"alice,carol\"");
+
+    // 7. Sending side: bob whispers alice while the swapped key is announced. Only alice's
+    //    real device gets the chain; bob is told the other key was left out.
+    bob.send("/w alice SENDER-7");
+    bob.out
+        .expect_contains("not encrypted to alice's unaccepted device key");
+    let wrapped = fake.recv_type("chain");
+    let wrapped = WrappedChain::from_base64(wrapped["data"].as_str().unwrap()).unwrap();
+    assert_eq!(wrapped.header().recipient_device, alice.fingerprint());
+    let sent = fake.recv_type("send");
+    // alice (whose key the test holds) can read it: the text went to the right device only.
+    let bob_real = test_key("bob").public();
+    let mut rx: ReceiverChain = unwrap_chain(&wrapped, &bob_real, &alice).unwrap();
+    let env = Envelope::from_base64(sent["data"].as_str().unwrap()).unwrap();
+    assert_eq!(env.header().conversation, "alice,bob");
+    let opened = open(&env, &bob_real, &mut rx, now_ms(), 60_000).unwrap();
+    assert_eq!(opened.text, body("SENDER-7"));
+
+    // A last genuine message: everything before it has been handled.
+    let last = seal_alice(&mut from_alice, "GENUINE-LAST", now_ms());
+    fake.send(envelope("alice", &alice, &last));
+    bob.out
+        .expect("the last message", exactly("<alice> GENUINE-LAST"));
+    bob.send("/quit");
+    fake.recv_type("quit");
+    fake.send(json!({"type":"bye","reason":"quit"}));
+    std::thread::sleep(Duration::from_millis(50));
+    let exit = bob.wait();
+    let shown: Vec<&String> = exit.stdout.iter().filter(|l| !l.contains(" !! ")).collect();
+    for forged in [
+        "ALTERED-2",
+        "RENAMED-3",
+        "STALE-4",
+        "IMPOSTOR-5",
+        "WHISPER-6",
+    ] {
+        assert!(
+            !shown.iter().any(|l| l.contains(forged)),
+            "{forged} was shown: {shown:?}"
+        );
+    }
+    assert_eq!(
+        shown.iter().filter(|l| l.contains("GENUINE-1")).count(),
+        1,
+        "the replay was shown again"
+    );
+    assert!(exit.status.success(), "{:?}", exit.stderr);
+}

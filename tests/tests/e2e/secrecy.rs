@@ -1,0 +1,202 @@
+//! End-to-end secrecy through a real chatd: text reaches exactly its recipients' `chat`, and
+//! never the server's database, its log (at trace level, which includes every line it writes
+//! to a client before TLS), or anyone else's screen.
+
+use crate::harness::{Chat, ChatExit, ClientHome, Server, exactly};
+
+/// A marker nobody could produce by accident; unique per test run.
+fn marker(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("MARK-{what}-{}-{nanos:09}", std::process::id())
+}
+
+/// Waits until `who` has pinned the device key of `peer` (so it encrypts to it).
+fn wait_pinned(who: &mut Chat, peer: &str) {
+    who.out
+        .expect_contains(&format!("pinned {peer}'s device key SHA256:"));
+}
+
+fn saw(exit: &ChatExit, text: &str) -> bool {
+    exit.stdout.iter().any(|l| l.contains(text))
+}
+
+#[test]
+fn text_reaches_only_its_recipients_and_never_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_trace(dir.path());
+    for user in ["alice", "bob", "carol"] {
+        server.add_user(user, &format!("{user}-pw"));
+    }
+    let homes = [ClientHome::new(), ClientHome::new(), ClientHome::new()];
+    let mut alice = Chat::login(&server, "alice", "alice-pw", &homes[0]);
+    let mut bob = Chat::login(&server, "bob", "bob-pw", &homes[1]);
+    wait_pinned(&mut alice, "bob");
+    let mut carol = Chat::login(&server, "carol", "carol-pw", &homes[2]);
+    wait_pinned(&mut alice, "carol");
+    wait_pinned(&mut bob, "carol");
+    wait_pinned(&mut carol, "alice");
+    wait_pinned(&mut carol, "bob");
+
+    let all_from_alice = marker("alice-to-all");
+    let all_from_carol = marker("carol-to-all");
+    let alice_to_bob = marker("alice-to-bob");
+    let bob_to_carol = marker("bob-to-carol");
+    let action = marker("bob-waves");
+
+    alice.send(&all_from_alice);
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.out.expect(
+            "alice's broadcast",
+            exactly(&format!("<alice> {all_from_alice}")),
+        );
+    }
+    alice.send(&format!("/w bob {alice_to_bob}"));
+    bob.out.expect(
+        "alice's whisper",
+        exactly(&format!("*alice* {alice_to_bob}")),
+    );
+    alice
+        .out
+        .expect("alice's copy", exactly(&format!("-> *bob* {alice_to_bob}")));
+    bob.send(&format!("/msg carol {bob_to_carol}"));
+    carol
+        .out
+        .expect("bob's whisper", exactly(&format!("*bob* {bob_to_carol}")));
+    // One sender at a time: messages from different senders have no common order.
+    bob.send(&format!("/me {action}"));
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.out
+            .expect("bob's action", exactly(&format!("* bob {action}")));
+    }
+    carol.send(&all_from_carol);
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.out.expect(
+            "carol's broadcast",
+            exactly(&format!("<carol> {all_from_carol}")),
+        );
+    }
+
+    let exits: Vec<ChatExit> = [alice, bob, carol]
+        .into_iter()
+        .map(|mut c| {
+            c.send("/quit");
+            c.wait()
+        })
+        .collect();
+    let [alice, _, carol] = &exits[..] else {
+        unreachable!()
+    };
+    // Each whisper is on its two ends only.
+    assert!(
+        !saw(carol, &alice_to_bob),
+        "carol saw alice's whisper to bob"
+    );
+    assert!(
+        !saw(alice, &bob_to_carol),
+        "alice saw bob's whisper to carol"
+    );
+    for e in &exits {
+        assert!(
+            !e.stdout.iter().chain(&e.stderr).any(|l| l.contains(" !! ")),
+            "no warnings in an honest exchange: {:?}",
+            e.stdout
+        );
+    }
+
+    assert!(server.stop_sigterm().success());
+    let log = server.log.all().join("\n");
+    // The capture is real: every line written to clients is in the trace log.
+    assert!(
+        log.contains("wire write") && log.contains(r#""type":"envelope""#),
+        "the trace log has no wire capture"
+    );
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+        }
+    }
+    assert!(
+        files.iter().any(|(name, _)| name.ends_with(".db")),
+        "no database among {:?}",
+        files.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    for m in [
+        &all_from_alice,
+        &all_from_carol,
+        &alice_to_bob,
+        &bob_to_carol,
+        &action,
+    ] {
+        assert!(!log.contains(m.as_str()), "{m} is in chatd's log");
+        for (name, bytes) in &files {
+            assert!(
+                !bytes.windows(m.len()).any(|w| w == m.as_bytes()),
+                "{m} is in {name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_second_device_is_held_until_trusted_and_reads_its_own_users_messages() {
+    let server = Server::start();
+    server.add_user("alice", "alice-pw");
+    server.add_user("bob", "bob-pw");
+    let (alice_home, bob_home, laptop_home) = (
+        ClientHome::new(),
+        ClientHome::new(),
+        ClientHome::device("alice-laptop"),
+    );
+    let mut alice = Chat::login(&server, "alice", "alice-pw", &alice_home);
+    let mut bob = Chat::login(&server, "bob", "bob-pw", &bob_home);
+    wait_pinned(&mut alice, "bob");
+    wait_pinned(&mut bob, "alice");
+
+    // alice logs in from a laptop: a new key for a user bob already knows.
+    let mut laptop = Chat::login(&server, "alice", "alice-pw", &laptop_home);
+    bob.out
+        .expect_contains("alice has a NEW device key SHA256:");
+    // The phone had pinned nobody of its own user yet: first sight is trust on first use.
+    alice
+        .out
+        .expect_contains("pinned alice's device key SHA256:");
+
+    // bob writes: the laptop is left out until bob accepts it, and bob is told so.
+    let held = marker("held");
+    bob.send(&held);
+    bob.out
+        .expect_contains("not encrypted to alice's unaccepted device key");
+    alice
+        .out
+        .expect("bob's message", exactly(&format!("<bob> {held}")));
+    laptop
+        .out
+        .expect_contains("dropped a message from bob: this device has no key for it");
+
+    bob.send("/trust alice");
+    bob.out
+        .expect_contains("accepted alice's device key SHA256:");
+    let trusted = marker("trusted");
+    bob.send(&trusted);
+    laptop
+        .out
+        .expect("bob's message", exactly(&format!("<bob> {trusted}")));
+
+    // What the phone sends, the laptop reads too (and the other way round).
+    let from_phone = marker("phone");
+    alice.send(&format!("/w bob {from_phone}"));
+    bob.out
+        .expect("the whisper", exactly(&format!("*alice* {from_phone}")));
+    laptop.out.expect(
+        "the phone's whisper",
+        exactly(&format!("-> *bob* {from_phone}")),
+    );
+
+    let exit = laptop.wait();
+    assert!(!saw(&exit, &held), "the unaccepted device read a message");
+}
