@@ -56,8 +56,13 @@ pub fn logged_in(user: &str, online: &[String]) -> String {
 /// One verified message: `<bob> hi`, `*bob* psst` (whisper to us), `-> *bob* psst` (ours),
 /// `* bob waves` (action).
 pub fn message(m: &ChatMessage, me: &str, stamp: &str) -> String {
+    format!("[{stamp}] {}", message_body(m, me))
+}
+
+/// [`message`] without its time stamp.
+pub fn message_body(m: &ChatMessage, me: &str) -> String {
     let (from_s, text_s) = (sanitize(&m.from), sanitize(&m.text));
-    let body = if m.action {
+    if m.action {
         match &m.to {
             Some(to) if m.from == me => format!("-> *{}* * {from_s} {text_s}", sanitize(to)),
             Some(_) => format!("*{from_s}* * {from_s} {text_s}"),
@@ -69,8 +74,7 @@ pub fn message(m: &ChatMessage, me: &str, stamp: &str) -> String {
             Some(to) if m.from == me => format!("-> *{}* {text_s}", sanitize(to)),
             Some(_) => format!("*{from_s}* {text_s}"),
         }
-    };
-    format!("[{stamp}] {body}")
+    }
 }
 
 /// An end-to-end event as one line; messages use their server time, the rest `now_stamp`.
@@ -87,7 +91,16 @@ pub fn event(e: &Event, me: &str, now_stamp: &str) -> String {
 /// `pong` and the end-to-end frames (handled by [`crate::secure`]) render as nothing;
 /// `hello`/`login_ok` after login are unexpected and shown as notices.
 pub fn render(frame: &ServerFrame, stamp: &str) -> Vec<String> {
-    let line = |body: String| format!("[{stamp}] {body}");
+    let mut lines = render_bodies(frame);
+    if let Some(first) = lines.first_mut() {
+        *first = format!("[{stamp}] {first}");
+    }
+    lines
+}
+
+/// [`render`] without the time stamp on the first line.
+pub fn render_bodies(frame: &ServerFrame) -> Vec<String> {
+    let line = |body: String| body;
     match frame {
         ServerFrame::Envelope { .. } | ServerFrame::Chain { .. } | ServerFrame::Device { .. } => {
             Vec::new()
@@ -137,8 +150,17 @@ pub fn render(frame: &ServerFrame, stamp: &str) -> Vec<String> {
 
 /// Lines describing the commands handled by the client itself, for `/help`.
 pub fn client_help(stamp: &str) -> Vec<String> {
+    let mut lines = client_help_bodies();
+    if let Some(first) = lines.first_mut() {
+        *first = format!("[{stamp}] {first}");
+    }
+    lines
+}
+
+/// [`client_help`] without the time stamp.
+pub fn client_help_bodies() -> Vec<String> {
     vec![
-        format!("[{stamp}] -- client commands:"),
+        "-- client commands:".to_string(),
         "  /quit - leave the chat".to_string(),
         "  /help - show this help and the server's commands".to_string(),
         "  /whisper USER MESSAGE - private message, end-to-end encrypted (aliases: w, msg)"

@@ -2,14 +2,17 @@
 //!
 //! Connects over TLS (trusting a `--ca` file, the system roots, or a pinned
 //! fingerprint), logs in with this device's RSA key (made on first login), then runs the
-//! plain line mode: stdin lines are sealed end to end and sent, what arrives is verified,
-//! decrypted and printed one per line.
+//! full-screen interface on a terminal (`tui`), or the plain line mode (`--plain`, pipes):
+//! stdin lines are sealed end to end and sent, what arrives is verified, decrypted and
+//! printed one per line.
 //!
 //! Exit status: 0 after `/quit` or end of stdin, 1 for connection, TLS, trust and other
 //! errors (or when the server ends the session), 2 for usage errors (clap), 3 when the
 //! login is refused.
 
+mod config;
 mod conn;
+mod dispatch;
 mod files;
 mod format;
 mod input;
@@ -19,6 +22,7 @@ mod plain;
 mod secure;
 mod stdin;
 mod trust;
+mod tui;
 
 #[cfg(test)]
 mod tls_tests;
@@ -42,13 +46,17 @@ use crate::stdin::LineReader;
 #[derive(Debug, Parser)]
 #[command(name = "chat", version, about)]
 struct Cli {
-    /// Server address.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8443", value_parser = parse_server)]
-    server: ServerAddr,
+    /// Server address [default: `server` in the config file, else 127.0.0.1:8443].
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_server)]
+    server: Option<ServerAddr>,
 
-    /// User name to log in as.
+    /// User name to log in as [default: `user` in the config file].
     #[arg(long, value_name = "NAME", value_parser = parse_user)]
-    user: String,
+    user: Option<String>,
+
+    /// Client config file [default: $XDG_CONFIG_HOME/chat/config.toml, if it exists].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 
     /// Read the password from the first line of stdin (further lines are messages).
     #[arg(long)]
@@ -129,15 +137,54 @@ fn main() -> ExitCode {
     std::process::exit(i32::from(code))
 }
 
+/// What the command line and the config file settle together.
+struct Settings {
+    server: ServerAddr,
+    user: String,
+    key: Option<PathBuf>,
+    ui: config::UiConfig,
+}
+
+fn settings(cli: &Cli) -> Result<Settings> {
+    let file = match &cli.config {
+        Some(path) => config::ClientConfig::load(path, true)?,
+        None => match config::ClientConfig::default_path() {
+            Some(path) => config::ClientConfig::load(&path, false)?,
+            None => config::ClientConfig::default(),
+        },
+    };
+    let server = match (&cli.server, &file.server) {
+        (Some(s), _) => s.clone(),
+        (None, Some(s)) => {
+            ServerAddr::parse(s).with_context(|| format!("bad server {s:?} in the config file"))?
+        }
+        (None, None) => ServerAddr::parse("127.0.0.1:8443")?,
+    };
+    let user = match (&cli.user, &file.user) {
+        (Some(u), _) => u.clone(),
+        (None, Some(u)) => {
+            parse_user(u).map_err(|e| anyhow::anyhow!("bad user {u:?} in the config file: {e}"))?
+        }
+        (None, None) => bail!("no user: give --user NAME, or set user in the config file"),
+    };
+    Ok(Settings {
+        server,
+        user,
+        key: cli.key.clone().or(file.key),
+        ui: file.ui,
+    })
+}
+
 async fn run(cli: Cli) -> Result<u8> {
+    let settings = settings(&cli)?;
     let stdin_tty = std::io::stdin().is_terminal();
+    // The full-screen interface needs a person at a terminal; scripts get the line mode.
+    let tui = !cli.plain && stdin_tty && std::io::stdout().is_terminal() && !cli.password_stdin;
     if !cli.password_stdin && !stdin_tty {
         bail!(
             "stdin is not a terminal, so there is nobody to ask for the password; use --password-stdin"
         );
     }
-    // Only the plain mode exists so far; later --plain will choose it over the full-screen UI.
-    let _ = cli.plain;
     let mut input = LineReader::stdin().context("cannot read stdin")?;
     // Scripts give the password on the first line (and the key passphrase on the next).
     let stdin_password = if cli.password_stdin {
@@ -152,9 +199,9 @@ async fn run(cli: Cli) -> Result<u8> {
     };
     // The device key and the pins are ready before connecting, so a passphrase prompt or a
     // slow key generation never runs into the server's login timeout.
-    let key_path = match &cli.key {
+    let key_path = match &settings.key {
         Some(p) => p.clone(),
-        None => keystore::default_path(&cli.user, &cli.server.to_string())?,
+        None => keystore::default_path(&settings.user, &settings.server.to_string())?,
     };
     let ask_tty = stdin_tty && !cli.password_stdin;
     let loaded = tokio::task::block_in_place(|| {
@@ -170,7 +217,7 @@ async fn run(cli: Cli) -> Result<u8> {
             key_path.display()
         );
     }
-    let peers = peers::Peers::load(&peers_path(&cli.server)?)?;
+    let peers = peers::Peers::load(&peers_path(&settings.server)?)?;
 
     let trust = match &cli.ca {
         Some(path) => Trust::CaFile(path.clone()),
@@ -182,17 +229,18 @@ async fn run(cli: Cli) -> Result<u8> {
     };
     // Ask about an unknown certificate only when a person is typing on stdin.
     let stream = if stdin_tty && !cli.password_stdin {
-        conn::connect_tls(&cli.server, &trust, Some(&mut StdinAsker(&mut input))).await?
+        conn::connect_tls(&settings.server, &trust, Some(&mut StdinAsker(&mut input))).await?
     } else {
-        conn::connect_tls::<NoAsk>(&cli.server, &trust, None).await?
+        conn::connect_tls::<NoAsk>(&settings.server, &trust, None).await?
     };
+    let tls = tui::tls_version(&stream);
 
     let mut conn = Connection::new(stream);
     let info = conn.hello().await?;
     let password = match stdin_password {
         Some(p) => p,
         None => {
-            let prompt = format!("Password for {}@{}: ", cli.user, cli.server);
+            let prompt = format!("Password for {}@{}: ", settings.user, settings.server);
             Zeroizing::new(
                 tokio::task::spawn_blocking(move || rpassword::prompt_password(prompt))
                     .await
@@ -203,7 +251,7 @@ async fn run(cli: Cli) -> Result<u8> {
     };
     let public =
         base64::engine::general_purpose::STANDARD.encode(loaded.key.public().to_spki_der());
-    let logged_in = match conn.login(&cli.user, &password, &public).await {
+    let logged_in = match conn.login(&settings.user, &password, &public).await {
         Ok(l) => l,
         Err(e) if e.downcast_ref::<LoginFailed>().is_some() => {
             // Be polite so the server does not count a protocol error; errors are moot.
@@ -212,8 +260,6 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Err(e) => return Err(e),
     };
-    drop(password);
-
     let mut secure = secure::Secure::new(
         &logged_in.user,
         loaded.key,
@@ -221,6 +267,23 @@ async fn run(cli: Cli) -> Result<u8> {
         cli.max_clock_skew.saturating_mul(1000),
         info.max_text_bytes,
     );
+    if tui {
+        let session = tui::Session {
+            conn,
+            info,
+            logged_in,
+            tls,
+        };
+        let again = tui::Reconnect {
+            addr: settings.server.clone(),
+            trust,
+            user: settings.user.clone(),
+            password,
+            device_key: public,
+        };
+        return tui::run(session, secure, again, settings.ui).await;
+    }
+    drop(password);
     let mut out = std::io::stdout();
     let stamp = format::local_stamp(None);
     let mut lines = vec![format::logged_in(&logged_in.user, &logged_in.online)];

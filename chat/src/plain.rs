@@ -5,16 +5,14 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use chatd_proto::conversation::Conversation;
-use chatd_proto::frame::DeviceEvent;
-use chatd_proto::{ClientFrame, ServerFrame, frame};
+use chatd_proto::{ClientFrame, ServerFrame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use crate::conn::{Connection, ServerInfo};
+use crate::dispatch::{self, Sent, Step};
 use crate::format;
-use crate::input::{self, Input};
-use crate::secure::{Body, Event, Secure};
+use crate::secure::{Event, Secure};
 use crate::stdin::LineReader;
 
 /// How long to wait for `bye` after sending `quit`.
@@ -53,21 +51,7 @@ where
                     Ok(None) | Err(_) => return Ok(lost(quitting.is_some())),
                 };
                 let stamp = format::local_stamp(format::frame_time(&frame));
-                let events = match &frame {
-                    ServerFrame::Envelope { from, device, data, ts } => {
-                        vec![secure.on_envelope(from, *device, data, *ts)]
-                    }
-                    ServerFrame::Chain { from, device, data } => secure.on_chain(from, *device, data),
-                    ServerFrame::Device { user, fingerprint, key, event } => match (event, key) {
-                        (DeviceEvent::Online, Some(key)) => secure.device_online(user, *fingerprint, key),
-                        (DeviceEvent::Online, None) => Vec::new(),
-                        (DeviceEvent::Offline, _) => {
-                            secure.device_offline(fingerprint);
-                            Vec::new()
-                        }
-                    },
-                    _ => Vec::new(),
-                };
+                let events = dispatch::frame_events(&frame, secure);
                 print_events(out, &events, &me)?;
                 print_lines(out, &format::render(&frame, &stamp))?;
                 if let ServerFrame::Bye { .. } = frame {
@@ -88,88 +72,47 @@ where
                         continue;
                     }
                 };
-                let sealed = |c: Conversation, text: String, action: bool| (c, Body { text, action });
-                let (conversation, body) = match input::parse(&line) {
-                    Input::Empty => continue,
-                    Input::Invalid(why) => {
-                        eprintln!("chat: {why}");
-                        continue;
-                    }
-                    Input::Quit => {
-                        quitting = Some(quit(conn).await);
-                        continue;
-                    }
-                    Input::Help { args } => {
+                match dispatch::line(&line, secure) {
+                    Step::Nothing => {}
+                    Step::Refused(why) => eprintln!("chat: {why}"),
+                    Step::Quit => quitting = Some(quit(conn).await),
+                    Step::Show(events) => print_events(out, &events, &me)?,
+                    Step::Help(frame) => {
                         print_lines(out, &format::client_help(&format::local_stamp(None)))?;
-                        if !send_frames(conn, limits, &[ClientFrame::Command { name: "help".into(), args }]).await? {
-                            return Ok(lost(false));
-                        }
-                        continue;
-                    }
-                    Input::Command { name, args } => {
-                        if !send_frames(conn, limits, &[ClientFrame::Command { name, args }]).await? {
-                            return Ok(lost(false));
-                        }
-                        continue;
-                    }
-                    Input::Fingerprint => {
-                        print_events(out, &secure.show_fingerprint(), &me)?;
-                        continue;
-                    }
-                    Input::Verify { user, fingerprint } => {
-                        print_events(out, &secure.verify(&user, fingerprint.as_deref()), &me)?;
-                        continue;
-                    }
-                    Input::Trust { user } => {
-                        print_events(out, &secure.trust(&user), &me)?;
-                        continue;
-                    }
-                    Input::Say { text } => sealed(Conversation::All, text, false),
-                    Input::Action { text } => sealed(Conversation::All, text, true),
-                    Input::Whisper { to, text } => {
-                        if let Err(e) = chatd_proto::names::validate_username(&to) {
-                            eprintln!("chat: not sent: {e}");
-                            continue;
-                        }
-                        sealed(Conversation::pair(&me, &to), text, false)
-                    }
-                };
-                match secure.seal(&conversation, body) {
-                    Ok(sealed) => {
-                        print_events(out, &sealed.events, &me)?;
-                        if !send_frames(conn, limits, &sealed.frames).await? {
+                        if !send_frames(conn, limits, &[frame]).await? {
                             return Ok(lost(false));
                         }
                     }
-                    Err(why) => eprintln!("chat: {why}"),
+                    Step::Send { events, frames } => {
+                        print_events(out, &events, &me)?;
+                        if !send_frames(conn, limits, &frames).await? {
+                            return Ok(lost(false));
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-/// Encodes and sends `frames`; a line over the server's limit is not sent (and said so).
+/// Sends `frames`; a line over the server's limit is not sent (and said so on stderr).
 /// False when the connection is gone.
 async fn send_frames<S: AsyncRead + AsyncWrite>(
     conn: &mut Connection<S>,
     limits: &ServerInfo,
     frames: &[ClientFrame],
 ) -> Result<bool> {
-    for frame in frames {
-        // Encoded once: the length check and the write use the same bytes.
-        let line = frame::encode(frame).context("encoding a frame")?;
-        if line.len().saturating_sub(1) > limits.max_line_bytes {
+    match dispatch::send(conn, limits, frames).await? {
+        Sent::All => Ok(true),
+        Sent::TooLong => {
             eprintln!(
                 "chat: line not sent: longer than the server's limit of {} bytes",
                 limits.max_line_bytes
             );
-            return Ok(true);
+            Ok(true)
         }
-        if conn.send_line(&line).await.is_err() {
-            return Ok(false);
-        }
+        Sent::Lost => Ok(false),
     }
-    Ok(true)
 }
 
 fn print_events(out: &mut impl Write, events: &[Event], me: &str) -> Result<()> {

@@ -220,6 +220,30 @@ impl Secure {
         events
     }
 
+    /// The connection is gone: nobody is known to be online, and every conversation gets a
+    /// fresh chain after the next login (the members may have changed meanwhile).
+    pub fn disconnected(&mut self) {
+        self.online.clear();
+        self.senders.clear();
+        self.pending_own.clear();
+        self.pending_order.clear();
+    }
+
+    /// Whether every pinned key of `user` has been verified with `/verify`; None when no key
+    /// of theirs is pinned yet.
+    pub fn peer_verified(&self, user: &str) -> Option<bool> {
+        let keys = self.peers.keys(user);
+        if keys.is_empty() {
+            return None;
+        }
+        Some(keys.iter().all(|k| k.status == KeyStatus::Verified))
+    }
+
+    /// The fingerprint of this device's key.
+    pub fn device(&self) -> Fingerprint {
+        self.device
+    }
+
     /// A device went offline: chains it held are replaced before the next message.
     pub fn device_offline(&mut self, fingerprint: &Fingerprint) {
         self.online.remove(fingerprint);

@@ -1,0 +1,147 @@
+//! What to do with one line the user typed: shared by the plain mode and the TUI, so every
+//! command behaves the same in both.
+
+use anyhow::{Context, Result};
+use chatd_proto::conversation::Conversation;
+use chatd_proto::frame::DeviceEvent;
+use chatd_proto::{ClientFrame, ServerFrame, frame};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::conn::{Connection, ServerInfo};
+
+use crate::input::{self, Input};
+use crate::secure::{Body, Event, Secure};
+
+/// The outcome of one typed line.
+#[derive(Debug)]
+pub enum Step {
+    /// Nothing to do (a blank line).
+    Nothing,
+    /// Leave: send `quit` and wait for `bye`.
+    Quit,
+    /// Show the client's own commands, then send this (the server's `help`).
+    Help(ClientFrame),
+    /// Show `events` (if any), then send `frames` in order.
+    Send {
+        /// Local notices (new chains, warnings) to show first.
+        events: Vec<Event>,
+        /// Frames for the server.
+        frames: Vec<ClientFrame>,
+    },
+    /// Show these; nothing goes to the server.
+    Show(Vec<Event>),
+    /// Not sent; the reason, for the user.
+    Refused(String),
+}
+
+/// Interprets `line`; text is sealed here, so nothing readable ever reaches a frame.
+pub fn line(line: &str, secure: &mut Secure) -> Step {
+    let me = secure.me().to_string();
+    let (conversation, body) = match input::parse(line) {
+        Input::Empty => return Step::Nothing,
+        Input::Invalid(why) => return Step::Refused(why),
+        Input::Quit => return Step::Quit,
+        Input::Help { args } => {
+            return Step::Help(ClientFrame::Command {
+                name: "help".into(),
+                args,
+            });
+        }
+        Input::Command { name, args } => {
+            return Step::Send {
+                events: Vec::new(),
+                frames: vec![ClientFrame::Command { name, args }],
+            };
+        }
+        Input::Fingerprint => return Step::Show(secure.show_fingerprint()),
+        Input::Verify { user, fingerprint } => {
+            return Step::Show(secure.verify(&user, fingerprint.as_deref()));
+        }
+        Input::Trust { user } => return Step::Show(secure.trust(&user)),
+        Input::Say { text } => (
+            Conversation::All,
+            Body {
+                text,
+                action: false,
+            },
+        ),
+        Input::Action { text } => (Conversation::All, Body { text, action: true }),
+        Input::Whisper { to, text } => {
+            if let Err(e) = chatd_proto::names::validate_username(&to) {
+                return Step::Refused(format!("not sent: {e}"));
+            }
+            (
+                Conversation::pair(&me, &to),
+                Body {
+                    text,
+                    action: false,
+                },
+            )
+        }
+    };
+    match secure.seal(&conversation, body) {
+        Ok(sealed) => Step::Send {
+            events: sealed.events,
+            frames: sealed.frames,
+        },
+        Err(why) => Step::Refused(why),
+    }
+}
+
+/// How [`send`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Every frame was written.
+    All,
+    /// A frame was longer than the server's line limit; it and the rest were not sent.
+    TooLong,
+    /// The connection is gone.
+    Lost,
+}
+
+/// Encodes and sends `frames` in order, stopping at one over the server's line limit.
+pub async fn send<S: AsyncRead + AsyncWrite>(
+    conn: &mut Connection<S>,
+    limits: &ServerInfo,
+    frames: &[ClientFrame],
+) -> Result<Sent> {
+    for f in frames {
+        // Encoded once: the length check and the write use the same bytes.
+        let line = frame::encode(f).context("encoding a frame")?;
+        if line.len().saturating_sub(1) > limits.max_line_bytes {
+            return Ok(Sent::TooLong);
+        }
+        if conn.send_line(&line).await.is_err() {
+            return Ok(Sent::Lost);
+        }
+    }
+    Ok(Sent::All)
+}
+
+/// What an end-to-end frame from the server means (verified messages, key notices and
+/// warnings); other frames give nothing here.
+pub fn frame_events(frame: &ServerFrame, secure: &mut Secure) -> Vec<Event> {
+    match frame {
+        ServerFrame::Envelope {
+            from,
+            device,
+            data,
+            ts,
+        } => vec![secure.on_envelope(from, *device, data, *ts)],
+        ServerFrame::Chain { from, device, data } => secure.on_chain(from, *device, data),
+        ServerFrame::Device {
+            user,
+            fingerprint,
+            key,
+            event,
+        } => match (event, key) {
+            (DeviceEvent::Online, Some(key)) => secure.device_online(user, *fingerprint, key),
+            (DeviceEvent::Online, None) => Vec::new(),
+            (DeviceEvent::Offline, _) => {
+                secure.device_offline(fingerprint);
+                Vec::new()
+            }
+        },
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,471 @@
+//! Full-screen terminal interface (ratatui + crossterm), used when stdin and stdout are TTYs.
+//!
+//! `app` holds the state and maps keys to actions, `view` draws it, `editor` and `complete`
+//! are the input line; this module owns the terminal and the event loop: keys, server
+//! frames, and reconnecting with backoff when the connection drops.
+
+pub mod app;
+pub mod complete;
+pub mod editor;
+pub mod theme;
+pub mod view;
+
+use std::io::Stdout;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chatd_proto::{ClientFrame, ServerFrame, frame::PresenceEvent};
+use crossterm::event::{
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
+    Event as TermEvent, EventStream,
+};
+use crossterm::execute;
+use crossterm::terminal::{
+    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+};
+use futures_util::StreamExt;
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
+use zeroize::Zeroizing;
+
+use crate::config::UiConfig;
+use crate::conn::{self, Connection, LoggedIn, LoginFailed, NoAsk, ServerAddr, ServerInfo, Trust};
+use crate::dispatch::{self, Sent, Step};
+use crate::format;
+use crate::secure::Secure;
+use app::{Action, App, ConnState};
+use theme::Styles;
+
+type Conn = Connection<TlsStream<TcpStream>>;
+
+/// First wait before reconnecting; doubles per failure up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between reconnection attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long to wait for `bye` after `/quit`.
+const QUIT_WAIT: Duration = Duration::from_secs(2);
+
+/// A logged-in connection.
+pub struct Session {
+    /// The framed TLS connection.
+    pub conn: Conn,
+    /// The server's `hello`.
+    pub info: ServerInfo,
+    /// The server's `login_ok`.
+    pub logged_in: LoggedIn,
+    /// Negotiated TLS version, e.g. `TLSv1.3`.
+    pub tls: String,
+}
+
+/// What it takes to log in again after the connection drops.
+pub struct Reconnect {
+    /// The server.
+    pub addr: ServerAddr,
+    /// How its certificate is checked (pins included; nobody is asked again).
+    pub trust: Trust,
+    /// Account.
+    pub user: String,
+    /// Its password, kept (zeroized on exit) so the client can log in again on its own.
+    pub password: Zeroizing<String>,
+    /// This device's public key, base64 SPKI DER.
+    pub device_key: String,
+}
+
+/// The TLS version of a connected stream, as people write it.
+pub fn tls_version(stream: &TlsStream<TcpStream>) -> String {
+    match stream.get_ref().1.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
+        Some(other) => format!("{other:?}"),
+        None => "TLS?".into(),
+    }
+}
+
+/// Connects and logs in again (no questions: the certificate must match the pin).
+async fn reconnect(again: &Reconnect) -> Result<Session> {
+    let stream = conn::connect_tls::<NoAsk>(&again.addr, &again.trust, None).await?;
+    let tls = tls_version(&stream);
+    let mut conn = Connection::new(stream);
+    let info = conn.hello().await?;
+    let logged_in = conn
+        .login(&again.user, &again.password, &again.device_key)
+        .await?;
+    Ok(Session {
+        conn,
+        info,
+        logged_in,
+        tls,
+    })
+}
+
+/// Puts the terminal back however the interface ends (return, error or panic).
+struct TerminalGuard;
+
+impl TerminalGuard {
+    fn enter() -> Result<TerminalGuard> {
+        enable_raw_mode().context("cannot switch the terminal to raw mode")?;
+        let guard = TerminalGuard;
+        execute!(
+            std::io::stdout(),
+            EnterAlternateScreen,
+            EnableBracketedPaste,
+            EnableMouseCapture
+        )
+        .context("cannot set up the terminal")?;
+        Ok(guard)
+    }
+}
+
+/// Restores cooked mode and the main screen; safe to call twice.
+fn restore_terminal() {
+    let _ = execute!(
+        std::io::stdout(),
+        DisableMouseCapture,
+        DisableBracketedPaste,
+        LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
+    let _ = disable_raw_mode();
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+/// Runs the interface until the user quits; returns the exit status.
+pub async fn run(
+    session: Session,
+    mut secure: Secure,
+    again: Reconnect,
+    ui: UiConfig,
+) -> Result<u8> {
+    let styles = Styles::new(ui.theme);
+    let mut app = App::new(&again.addr.to_string(), &session.logged_in.user, ui);
+    // "SHA256:" and 8 hex digits: enough to recognise, short enough for the bar.
+    app.key_short = secure
+        .device()
+        .to_string()
+        .get(..15)
+        .unwrap_or_default()
+        .to_string();
+    // A panic must not leave the terminal raw: restore first, then report as usual.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        restore_terminal();
+        previous(info);
+    }));
+    let _guard = TerminalGuard::enter()?;
+    let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))
+        .context("cannot draw on the terminal")?;
+    terminal.clear().context("cannot draw on the terminal")?;
+    let mut ui_loop = Loop {
+        app,
+        secure: &mut secure,
+        again,
+        conn: None,
+        info: session.info.clone(),
+        silent_help: false,
+        attempt: None,
+        next_attempt: None,
+        backoff: BACKOFF_MIN,
+    };
+    ui_loop.logged_in(session).await;
+    ui_loop.run(&mut terminal, &styles).await
+}
+
+struct Loop<'a> {
+    app: App,
+    secure: &'a mut Secure,
+    again: Reconnect,
+    conn: Option<Conn>,
+    info: ServerInfo,
+    /// The `help` answer we asked for ourselves (for Tab completion) is not shown.
+    silent_help: bool,
+    attempt: Option<JoinHandle<Result<Session>>>,
+    next_attempt: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Loop<'_> {
+    async fn run(
+        &mut self,
+        terminal: &mut Terminal<CrosstermBackend<Stdout>>,
+        styles: &Styles,
+    ) -> Result<u8> {
+        let mut events = EventStream::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            self.update_status();
+            terminal
+                .draw(|f| view::draw(f, &mut self.app, styles))
+                .context("cannot draw on the terminal")?;
+            tokio::select! {
+                ev = events.next() => match ev {
+                    Some(Ok(ev)) => {
+                        if let Some(code) = self.terminal_event(ev, terminal).await? {
+                            return Ok(code);
+                        }
+                    }
+                    Some(Err(e)) => return Err(e).context("cannot read the terminal"),
+                    None => return Ok(1),
+                },
+                frame = recv(&mut self.conn), if self.conn.is_some() => match frame {
+                    Some(frame) => self.frame(frame),
+                    None => self.lost(),
+                },
+                done = join(&mut self.attempt), if self.attempt.is_some() => {
+                    self.attempt = None;
+                    self.attempted(done).await;
+                }
+                _ = tick.tick() => self.maybe_attempt(),
+            }
+        }
+    }
+
+    fn update_status(&mut self) {
+        self.app.target = self
+            .app
+            .whisper_target()
+            .map(|t| (t.to_string(), self.secure.peer_verified(t)));
+        if let Some(at) = self.next_attempt {
+            let secs = at.saturating_duration_since(Instant::now()).as_secs();
+            self.app.state = ConnState::Reconnecting(secs);
+        }
+    }
+
+    /// A key, paste, mouse or resize event; Some(exit status) to leave.
+    async fn terminal_event(
+        &mut self,
+        ev: TermEvent,
+        terminal: &mut Terminal<CrosstermBackend<Stdout>>,
+    ) -> Result<Option<u8>> {
+        match ev {
+            TermEvent::Key(key) => match self.app.key(&key) {
+                Action::None => {}
+                Action::Quit => return Ok(Some(self.quit().await)),
+                Action::Redraw => terminal.clear().context("cannot draw on the terminal")?,
+                Action::Line(line) => {
+                    if self.line(&line).await {
+                        return Ok(Some(self.quit().await));
+                    }
+                }
+            },
+            TermEvent::Paste(text) => {
+                for line in self.app.paste(&text) {
+                    if self.line(&line).await {
+                        return Ok(Some(self.quit().await));
+                    }
+                }
+            }
+            TermEvent::Mouse(m) => self.app.mouse(m.kind),
+            // The next draw adapts to the new size.
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    /// Handles one typed line; true to quit.
+    async fn line(&mut self, line: &str) -> bool {
+        if line.trim() == "/clear" {
+            self.app.clear();
+            return false;
+        }
+        let step = dispatch::line(line, self.secure);
+        let frames = match step {
+            Step::Nothing => return false,
+            Step::Quit => return true,
+            Step::Refused(why) => {
+                self.app.warning(why);
+                return false;
+            }
+            Step::Show(events) => {
+                self.app.events(events);
+                return false;
+            }
+            Step::Help(frame) => {
+                self.app.frame_lines(format::client_help_bodies());
+                self.app.frame_lines(vec![
+                    "  /clear - clear the message view".into(),
+                    "  keys: PageUp/PageDown or the wheel scroll, Ctrl-End jumps to the newest, \
+                     F2 shows/hides the online list, Tab completes, Up/Down recall, Ctrl-C quits"
+                        .into(),
+                ]);
+                vec![frame]
+            }
+            Step::Send { events, frames } => {
+                self.app.events(events);
+                frames
+            }
+        };
+        let Some(conn) = self.conn.as_mut() else {
+            // Not lost: the line goes back where it was, to be sent once reconnected.
+            self.app.editor.set(line.to_string(), line.len());
+            self.app.warning(
+                "not connected: the line is kept in the input; press Enter once reconnected",
+            );
+            return false;
+        };
+        match dispatch::send(conn, &self.info, &frames).await {
+            Ok(Sent::All) => {}
+            Ok(Sent::TooLong) => self.app.warning(format!(
+                "not sent: longer than the server's limit of {} bytes",
+                self.info.max_line_bytes
+            )),
+            Ok(Sent::Lost) | Err(_) => self.lost(),
+        }
+        false
+    }
+
+    /// After login (first or again): online list, keys, and the server's commands.
+    async fn logged_in(&mut self, session: Session) {
+        let Session {
+            mut conn,
+            info,
+            logged_in,
+            tls,
+        } = session;
+        self.app.tls = tls;
+        self.app.online = logged_in.online.clone();
+        self.app.online.sort_by_key(|u| u.to_lowercase());
+        self.app.notice(
+            format::logged_in(&logged_in.user, &logged_in.online)
+                .trim_start_matches("-- ")
+                .to_string(),
+        );
+        let events = self.secure.on_login(&logged_in.devices);
+        self.app.events(events);
+        // The server's command list, for Tab completion.
+        let help = ClientFrame::Command {
+            name: "help".into(),
+            args: String::new(),
+        };
+        self.silent_help = matches!(
+            dispatch::send(&mut conn, &info, &[help]).await,
+            Ok(Sent::All)
+        );
+        self.info = info;
+        self.conn = Some(conn);
+        self.app.state = ConnState::Connected;
+        self.next_attempt = None;
+        self.backoff = BACKOFF_MIN;
+    }
+
+    fn frame(&mut self, frame: ServerFrame) {
+        let events = dispatch::frame_events(&frame, self.secure);
+        self.app.events(events);
+        match &frame {
+            ServerFrame::Presence { user, event, .. } => {
+                self.app.presence(user, *event == PresenceEvent::Join);
+            }
+            ServerFrame::Users { users } => {
+                self.app.online = users.iter().map(|u| u.user.clone()).collect();
+                self.app.online.sort_by_key(|u| u.to_lowercase());
+            }
+            ServerFrame::Help { commands } => {
+                for c in commands {
+                    for name in std::iter::once(&c.name).chain(&c.aliases) {
+                        if !self.app.commands.contains(name) {
+                            self.app.commands.push(name.clone());
+                        }
+                    }
+                }
+                if std::mem::take(&mut self.silent_help) {
+                    return;
+                }
+            }
+            _ => {}
+        }
+        self.app.frame_lines(format::render_bodies(&frame));
+    }
+
+    /// The connection dropped (or the server said bye): schedule a reconnection.
+    fn lost(&mut self) {
+        self.conn = None;
+        self.secure.disconnected();
+        self.app.online.clear();
+        self.app.warning(format!(
+            "connection lost; reconnecting in {}s",
+            self.backoff.as_secs()
+        ));
+        self.next_attempt = Some(Instant::now() + self.backoff);
+    }
+
+    fn maybe_attempt(&mut self) {
+        let due = self.next_attempt.is_some_and(|at| Instant::now() >= at);
+        if due && self.attempt.is_none() && self.conn.is_none() {
+            let again = Reconnect {
+                addr: self.again.addr.clone(),
+                trust: self.again.trust.clone(),
+                user: self.again.user.clone(),
+                password: self.again.password.clone(),
+                device_key: self.again.device_key.clone(),
+            };
+            self.attempt = Some(tokio::spawn(async move { reconnect(&again).await }));
+        }
+    }
+
+    async fn attempted(&mut self, done: Result<Session>) {
+        match done {
+            Ok(session) => {
+                self.app.notice("reconnected");
+                self.logged_in(session).await;
+            }
+            Err(e) if e.downcast_ref::<LoginFailed>().is_some() => {
+                self.next_attempt = None;
+                self.app.state = ConnState::Disconnected;
+                self.app
+                    .warning(format!("{e:#}; not trying again (/quit to leave)"));
+            }
+            Err(e) => {
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                self.app.warning(format!(
+                    "reconnecting failed: {e:#}; next try in {}s",
+                    self.backoff.as_secs()
+                ));
+                self.next_attempt = Some(Instant::now() + self.backoff);
+            }
+        }
+    }
+
+    /// Says goodbye to the server (briefly waiting for its `bye`) and returns status 0.
+    async fn quit(&mut self) -> u8 {
+        if let Some(conn) = self.conn.as_mut() {
+            if conn.send(&ClientFrame::Quit).await.is_ok() {
+                let _ = tokio::time::timeout(QUIT_WAIT, async {
+                    while let Ok(Some(frame)) = conn.recv().await {
+                        if matches!(frame, ServerFrame::Bye { .. }) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
+        }
+        0
+    }
+}
+
+/// The next frame, or None when the connection is gone. Only polled with a connection.
+async fn recv(conn: &mut Option<Conn>) -> Option<ServerFrame> {
+    match conn.as_mut() {
+        Some(c) => c.recv().await.ok().flatten(),
+        None => std::future::pending().await,
+    }
+}
+
+/// The result of a reconnection attempt. Only polled while one runs.
+async fn join(attempt: &mut Option<JoinHandle<Result<Session>>>) -> Result<Session> {
+    match attempt.as_mut() {
+        Some(handle) => match handle.await {
+            Ok(result) => result,
+            Err(e) => Err(anyhow::anyhow!("reconnection task failed: {e}")),
+        },
+        None => std::future::pending().await,
+    }
+}
