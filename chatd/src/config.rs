@@ -117,6 +117,12 @@ pub struct Limits {
     pub max_sessions_per_user: NonZeroUsize,
     /// Unrevoked device keys one user may register; more logins with new keys are refused.
     pub max_devices_per_user: NonZeroUsize,
+    /// Messages and commands one session may send per second, on average.
+    pub messages_per_sec: NonZeroU32,
+    /// Messages and commands one session may send at once before the rate applies.
+    pub message_burst: NonZeroU32,
+    /// Frames dropped for the rate limit in a row before the session is closed.
+    pub max_rate_violations: NonZeroU32,
     /// Frames queued for one slow reader before it is disconnected.
     pub outbound_queue: NonZeroUsize,
     /// Seconds a draining shutdown waits for sessions to finish.
@@ -135,6 +141,9 @@ impl Default for Limits {
             max_connections: nz_usize(1024),
             max_sessions_per_user: nz_usize(16),
             max_devices_per_user: nz_usize(16),
+            messages_per_sec: nz_u32(10),
+            message_burst: nz_u32(30),
+            max_rate_violations: nz_u32(20),
             outbound_queue: nz_usize(1024),
             shutdown_grace_secs: nz_u64(5),
         }

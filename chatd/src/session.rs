@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use crate::commands::{self, Ctx, Role};
 use crate::hub::{Closer, NewSession};
+use crate::ratelimit::TokenBucket;
 use crate::server::Shared;
 use crate::store::{KeyCheck, keys, users};
 
@@ -113,6 +114,10 @@ struct Session {
     hello_done: bool,
     id: Option<u64>,
     ending: Option<Ending>,
+    /// Messages and commands after login.
+    bucket: TokenBucket,
+    /// Frames dropped by the rate limit since the last one let through.
+    rate_violations: u32,
 }
 
 impl Session {
@@ -121,6 +126,11 @@ impl Session {
         let frames = FramedRead::new(r, LineCodec::new(limits.max_line_bytes.get()));
         let (tx, rx) = mpsc::channel(limits.outbound_queue.get());
         let writer = tokio::spawn(write_loop(w, rx).in_current_span());
+        let bucket = TokenBucket::new(
+            limits.messages_per_sec.get(),
+            limits.message_burst.get(),
+            std::time::Instant::now(),
+        );
         Session {
             frames,
             tx,
@@ -133,6 +143,8 @@ impl Session {
             hello_done: false,
             id: None,
             ending: None,
+            bucket,
+            rate_violations: 0,
         }
     }
 
@@ -160,6 +172,34 @@ impl Session {
         if self.protocol_errors >= self.shared.config.limits.max_protocol_errors.get() {
             self.ending = Some(Ending::both("too many protocol errors"));
             return true;
+        }
+        false
+    }
+
+    /// Applies the rate limit to a message or command; false when it must be dropped (the
+    /// client is told), and sets `ending` when the flooding goes on.
+    fn within_rate(&mut self) -> bool {
+        if self.bucket.take(std::time::Instant::now()) {
+            self.rate_violations = 0;
+            return true;
+        }
+        self.rate_violations += 1;
+        let limits = &self.shared.config.limits;
+        if self.rate_violations == 1 {
+            // Once per episode: the log must not become the flood.
+            tracing::info!(peer = %self.peer, "rate limit reached; dropping frames");
+        }
+        let (rate, burst) = (limits.messages_per_sec.get(), limits.message_burst.get());
+        if self.rate_violations >= limits.max_rate_violations.get() {
+            tracing::warn!(peer = %self.peer, dropped = self.rate_violations, "closing a flooding session");
+            self.ending = Some(Ending::both(
+                "too many messages: rate limit exceeded repeatedly",
+            ));
+        } else {
+            self.error(
+                ErrorCode::RateLimited,
+                format!("slow down: not sent; the limit is {rate} messages per second (bursts of {burst})"),
+            );
         }
         false
     }
@@ -561,6 +601,11 @@ impl Session {
     async fn chat_loop(&mut self, id: u64, login: &LoggedIn) {
         while let Some(frame) = self.next_frame().await {
             match frame {
+                ClientFrame::Send { .. } | ClientFrame::Command { .. } if !self.within_rate() => {
+                    if self.ending.is_some() {
+                        return;
+                    }
+                }
                 ClientFrame::Send { data } => {
                     if self.route_envelope(login, data) {
                         return;

@@ -331,6 +331,9 @@ pub enum ErrorCode {
     UserOffline,
     /// Too many sessions for this user.
     TooManySessions,
+    /// More messages or commands per second than the server's rate limit; the frame was
+    /// dropped. Persistent flooding ends the session.
+    RateLimited,
     /// The server failed; details are in its log, never in the frame.
     Internal,
 }

@@ -329,6 +329,26 @@ impl Server {
         .unwrap_or_else(|f| panic!("chatd failed to start ({}):\n{}", f.status, f.stderr))
     }
 
+    /// chatd with a config file in `dir` whose `[limits]` table is `limits` (TOML lines).
+    pub fn with_limits(dir: &Path, limits: &str) -> Server {
+        let control = dir.join("ctl.sock");
+        let file = dir.join("chatd.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = {:?}\ncontrol_socket = {control:?}\n\
+                 [limits]\n{limits}\n",
+                dir.join("state")
+            ),
+        )
+        .expect("write chatd.toml");
+        Server::try_start(Mode::Config {
+            file: &file,
+            control: &control,
+        })
+        .unwrap_or_else(|f| panic!("chatd failed to start ({}):\n{}", f.status, f.stderr))
+    }
+
     /// Starts chatd and waits for it to announce its listener, fingerprint and control socket;
     /// Err if it exits first.
     pub fn try_start(mode: Mode<'_>) -> Result<Server, StartFailure> {

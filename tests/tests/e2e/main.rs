@@ -7,6 +7,7 @@
 //! - `client`: the `chat` binary in plain mode
 //! - `protocol`: raw JSON-lines frames over TLS
 //! - `keys`: device keys: made by chat, registered, listed, revoked, limited
+//! - `limits`: abuse limits at their edges (rate limit)
 //! - `lifecycle`: configuration, restarts, second instances, SIGTERM
 //! - `tofu`: chat's certificate pinning
 //! - `logs`: what chatd logs and never logs
@@ -26,6 +27,8 @@ mod client;
 mod keys;
 #[cfg(test)]
 mod lifecycle;
+#[cfg(test)]
+mod limits;
 #[cfg(test)]
 mod logs;
 #[cfg(test)]

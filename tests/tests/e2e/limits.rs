@@ -1,0 +1,52 @@
+//! Abuse limits, each at its edge: what passes exactly at the limit, what the first frame over
+//! it gets, and what persistent abuse ends in.
+
+use serde_json::json;
+
+use crate::harness::{Raw, Server};
+
+fn list() -> serde_json::Value {
+    json!({"type": "command", "name": "list", "args": ""})
+}
+
+#[test]
+fn message_rate_limit_drops_over_the_burst_and_closes_a_flood() {
+    let dir = tempfile::tempdir().unwrap();
+    // One token a second: the test sends far faster than that, so refills do not blur the edge.
+    let mut server = Server::with_limits(
+        dir.path(),
+        "messages_per_sec = 1\nmessage_burst = 3\nmax_rate_violations = 3",
+    );
+    server.add_user("alice", "pw");
+    server.add_user("bob", "pw");
+    let mut alice = Raw::login(&server, "alice", "pw");
+    let mut bob = Raw::login(&server, "bob", "pw");
+    alice.recv_type("presence");
+
+    // Exactly the burst passes.
+    for _ in 0..3 {
+        alice.send(list());
+        alice.recv_type("users");
+    }
+    // The next one is dropped with a clear error, and the session stays usable...
+    alice.send(list());
+    let msg = alice.expect_error("rate_limited");
+    assert!(
+        msg.contains("1 messages per second") && msg.contains("bursts of 3"),
+        "{msg}"
+    );
+    // ...for other sessions too: bob has his own bucket.
+    bob.send(list());
+    bob.recv_type("users");
+    // Envelopes count like commands.
+    alice.say("dropped");
+    alice.expect_error("rate_limited");
+    // The third drop in a row ends the session.
+    alice.send(list());
+    alice.expect_bye("too many messages: rate limit exceeded repeatedly");
+    alice.expect_closed();
+    assert_eq!(bob.recv_type("presence")["event"], "leave");
+    bob.send(list());
+    bob.recv_type("users");
+    server.log.expect_contains("closing a flooding session");
+}
