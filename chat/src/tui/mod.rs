@@ -389,7 +389,7 @@ impl Loop<'_> {
         self.conn = None;
         self.secure.disconnected();
         self.app.online.clear();
-        self.app.warning(format!(
+        self.app.notice(format!(
             "connection lost; reconnecting in {}s",
             self.backoff.as_secs()
         ));

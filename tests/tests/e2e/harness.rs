@@ -639,7 +639,7 @@ impl ClientHome {
     }
 
     /// The `--key FILE` arguments for `user` (writing the key file once), if any.
-    fn key_args(&self, user: &str) -> Vec<String> {
+    pub fn key_args(&self, user: &str) -> Vec<String> {
         let label = match &self.device {
             Device::Generate => return Vec::new(),
             Device::UserKey => user,
@@ -666,6 +666,21 @@ impl ClientHome {
 
     pub fn known_servers(&self) -> PathBuf {
         self.xdg_data().join("chat").join("known_servers")
+    }
+
+    /// The environment of a chat started some other way than [`Command`] (in a terminal):
+    /// HOME and XDG_DATA_HOME as for the plain clients, and XDG_CONFIG_HOME inside this home
+    /// too, so no real config.toml is read.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let home = self.dir.path();
+        [
+            ("HOME", home.to_path_buf()),
+            ("XDG_DATA_HOME", self.xdg_data()),
+            ("XDG_CONFIG_HOME", home.join("xdg-config")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.display().to_string()))
+        .collect()
     }
 
     fn apply(&self, cmd: &mut Command) {

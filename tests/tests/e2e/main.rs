@@ -13,6 +13,7 @@
 //! - `logs`: what chatd logs and never logs
 //! - `malicious`: a scripted hostile server against a real `chat`
 //! - `secrecy`: end-to-end encryption through a real chatd (markers, multi-device)
+//! - `tui`: the full-screen `chat` in a real terminal (tmux; see `tmux` for the driver)
 
 // `cfg(test)` is always set in a test target; it marks every module as test code for
 // clippy, whose `allow-unwrap-in-tests` & co. (clippy.toml) otherwise cover only `#[test]` fns.
@@ -38,4 +39,8 @@ mod protocol;
 #[cfg(test)]
 mod secrecy;
 #[cfg(test)]
+mod tmux;
+#[cfg(test)]
 mod tofu;
+#[cfg(test)]
+mod tui;
