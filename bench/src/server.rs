@@ -159,7 +159,7 @@ impl Owned {
 fn config_text(state: &Path, control: &Path, clients: usize, outbound_queue: usize) -> String {
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = {state:?}\ncontrol_socket = {control:?}\n\n\
-         [limits]\nmax_connections = {}\noutbound_queue = {outbound_queue}\n\
+         [limits]\nmax_connections = {0}\nmax_connections_per_ip = {0}\noutbound_queue = {outbound_queue}\n\
          # The senders are the load: no rate limit in the way.\n\
          messages_per_sec = 1000000000\nmessage_burst = 1000000000\n\n\
          [log]\nlevel = \"info\"\n",

@@ -113,6 +113,8 @@ pub struct Limits {
     pub login_timeout_secs: NonZeroU64,
     /// Connections served at once; more wait in the kernel backlog.
     pub max_connections: NonZeroUsize,
+    /// Connections from one source address at once; more are closed before the TLS handshake.
+    pub max_connections_per_ip: NonZeroUsize,
     /// Sessions one user may have at once.
     pub max_sessions_per_user: NonZeroUsize,
     /// Unrevoked device keys one user may register; more logins with new keys are refused.
@@ -139,6 +141,7 @@ impl Default for Limits {
             handshake_timeout_secs: nz_u64(10),
             login_timeout_secs: nz_u64(30),
             max_connections: nz_usize(1024),
+            max_connections_per_ip: nz_usize(64),
             max_sessions_per_user: nz_usize(16),
             max_devices_per_user: nz_usize(16),
             messages_per_sec: nz_u32(10),

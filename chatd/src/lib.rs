@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod hub;
 pub mod password;
+pub mod peerlimit;
 pub mod ratelimit;
 pub mod server;
 pub mod session;

@@ -24,6 +24,7 @@ use crate::commands::{Registry, RegistryError};
 use crate::config::Config;
 use crate::control::{ControlError, ControlListener};
 use crate::hub::Hub;
+use crate::peerlimit::PerIp;
 use crate::store::{Store, StoreError};
 use crate::tls::{Identity, TlsError};
 
@@ -254,6 +255,7 @@ impl Server {
 async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     // Permits cap concurrent connections; past the cap, new ones wait in the kernel backlog.
     let permits = Arc::new(Semaphore::new(shared.config.limits.max_connections.get()));
+    let per_ip = PerIp::new(shared.config.limits.max_connections_per_ip.get());
     loop {
         let permit = tokio::select! {
             p = Arc::clone(&permits).acquire_owned() => match p {
@@ -274,11 +276,18 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             },
             _ = shared.shutdown.cancelled() => return,
         };
+        // Refused before any TLS work: closing the socket is all it costs.
+        let Some(slot) = per_ip.try_claim(peer.ip()) else {
+            tracing::info!(%peer, "connection refused: too many connections from this address");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let shared2 = Arc::clone(shared);
         shared.tracker.spawn(
             async move {
                 crate::session::serve(stream, peer, shared2).await;
+                drop(slot);
                 drop(permit);
             }
             .in_current_span(),

@@ -1,9 +1,13 @@
 //! Abuse limits, each at its edge: what passes exactly at the limit, what the first frame over
 //! it gets, and what persistent abuse ends in.
 
+use std::io::Read;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
 use serde_json::json;
 
-use crate::harness::{Raw, Server};
+use crate::harness::{Raw, Server, TIMEOUT};
 
 fn list() -> serde_json::Value {
     json!({"type": "command", "name": "list", "args": ""})
@@ -49,4 +53,51 @@ fn message_rate_limit_drops_over_the_burst_and_closes_a_flood() {
     bob.send(list());
     bob.recv_type("users");
     server.log.expect_contains("closing a flooding session");
+}
+
+/// What the server does with a fresh TCP connection: closes it at once (refused) or waits
+/// for a TLS ClientHello (accepted).
+fn tcp_fate(server: &Server) -> &'static str {
+    let mut tcp = TcpStream::connect(server.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    match tcp.read(&mut buf) {
+        Ok(0) => "refused",
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "refused",
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            "accepted"
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn connections_per_address_are_capped_before_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::with_limits(dir.path(), "max_connections_per_ip = 2");
+    server.add_user("alice", "pw");
+    // Exactly the limit: two full TLS sessions from 127.0.0.1.
+    let first = Raw::login(&server, "alice", "pw");
+    let mut second = Raw::connect(&server);
+    second.hello();
+    // One more is closed without a handshake.
+    assert_eq!(tcp_fate(&server), "refused");
+    server
+        .log
+        .expect_contains("connection refused: too many connections from this address");
+    // A slot comes back when a connection ends.
+    drop(first);
+    let deadline = Instant::now() + TIMEOUT;
+    while tcp_fate(&server) != "accepted" {
+        assert!(Instant::now() < deadline, "the slot never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    second.send(json!({"type": "ping", "nonce": 7}));
+    assert_eq!(second.recv_type("pong")["nonce"], 7);
 }
