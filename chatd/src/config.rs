@@ -107,6 +107,12 @@ pub struct Limits {
     pub max_protocol_errors: NonZeroU32,
     /// Failed logins tolerated on one connection before it is closed.
     pub max_login_failures: NonZeroU32,
+    /// Failed logins per address or account that cost no waiting.
+    pub login_free_failures: NonZeroU32,
+    /// Longest wait imposed on an address whose logins keep failing, seconds.
+    pub login_backoff_max_secs: NonZeroU64,
+    /// Longest wait imposed on an account whose logins keep failing (from any address), seconds.
+    pub account_backoff_max_secs: NonZeroU64,
     /// Seconds allowed for the TLS handshake.
     pub handshake_timeout_secs: NonZeroU64,
     /// Seconds allowed from connect to a successful login.
@@ -138,6 +144,9 @@ impl Default for Limits {
             max_text_bytes: nz_usize(16 * 1024),
             max_protocol_errors: nz_u32(5),
             max_login_failures: nz_u32(3),
+            login_free_failures: nz_u32(5),
+            login_backoff_max_secs: nz_u64(300),
+            account_backoff_max_secs: nz_u64(30),
             handshake_timeout_secs: nz_u64(10),
             login_timeout_secs: nz_u64(30),
             max_connections: nz_usize(1024),

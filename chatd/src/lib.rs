@@ -18,4 +18,5 @@ pub mod ratelimit;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod throttle;
 pub mod tls;

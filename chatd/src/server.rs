@@ -26,6 +26,7 @@ use crate::control::{ControlError, ControlListener};
 use crate::hub::Hub;
 use crate::peerlimit::PerIp;
 use crate::store::{Store, StoreError};
+use crate::throttle::LoginThrottle;
 use crate::tls::{Identity, TlsError};
 
 /// Startup failed.
@@ -91,6 +92,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Every session and control task, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Failed-login backoff per address and account.
+    pub throttle: LoginThrottle,
 }
 
 impl Shared {
@@ -181,7 +184,13 @@ impl Server {
         if identity.generated {
             tracing::info!(path = %identity.cert_path.display(), "generated a self-signed certificate");
         }
+        let throttle = LoginThrottle::new(
+            config.limits.login_free_failures.get(),
+            std::time::Duration::from_secs(config.limits.login_backoff_max_secs.get()),
+            std::time::Duration::from_secs(config.limits.account_backoff_max_secs.get()),
+        );
         let shared = Arc::new(Shared {
+            throttle,
             hub: Hub::new(config.limits.max_sessions_per_user.get()),
             config,
             identity,

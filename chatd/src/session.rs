@@ -29,6 +29,7 @@ use crate::hub::{Closer, NewSession};
 use crate::ratelimit::TokenBucket;
 use crate::server::Shared;
 use crate::store::{KeyCheck, keys, users};
+use crate::throttle::Throttled;
 
 /// Bytes of AEAD tag in every envelope's ciphertext.
 const AEAD_TAG_BYTES: usize = 16;
@@ -390,6 +391,27 @@ impl Session {
         key: DevicePublicKey,
     ) -> Option<LoggedIn> {
         let valid_name = chatd_proto::names::validate_username(&user).is_ok();
+        let shown: String = user.chars().take(40).collect();
+        let ip = self.peer.ip();
+        // Before any password work: a throttled guesser costs no argon2 time.
+        if let Some(wait) = self
+            .shared
+            .throttle
+            .check(ip, &user, std::time::Instant::now())
+        {
+            self.login_failures += 1;
+            let (whom, left) = match wait {
+                Throttled::Address(d) => ("from your address", d),
+                Throttled::Account(d) => ("for this account", d),
+            };
+            let secs = left.as_secs().max(1);
+            tracing::warn!(peer = %self.peer, user = %shown.escape_debug(), wait_secs = secs, "login throttled {whom}");
+            self.error(
+                ErrorCode::RateLimited,
+                format!("too many failed logins {whom}; try again in {secs} s"),
+            );
+            return None;
+        }
         let creds = if valid_name {
             let name = user.clone();
             match self
@@ -417,14 +439,17 @@ impl Session {
             |c| c.password_hash.clone(),
         );
         let matches = crate::password::verify(password, hash).await;
-        let shown: String = user.chars().take(40).collect();
         match creds {
             Some(c) if matches && !c.locked => {
+                self.shared.throttle.succeeded(ip, &user);
                 let role = if c.admin { Role::Admin } else { Role::User };
                 self.register_key(user, role, key).await
             }
             other => {
                 self.login_failures += 1;
+                self.shared
+                    .throttle
+                    .failed(ip, &user, std::time::Instant::now());
                 let why = match other {
                     None => "unknown user",
                     Some(c) if c.locked => "account locked",

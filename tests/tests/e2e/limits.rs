@@ -101,3 +101,53 @@ fn connections_per_address_are_capped_before_tls() {
     second.send(json!({"type": "ping", "nonce": 7}));
     assert_eq!(second.recv_type("pong")["nonce"], 7);
 }
+
+#[test]
+fn failed_logins_back_off_per_address_and_clear_on_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::with_limits(
+        dir.path(),
+        "login_free_failures = 2\nmax_login_failures = 20\nlogin_backoff_max_secs = 4",
+    );
+    server.add_user("alice", "right");
+    let mut raw = Raw::connect(&server);
+    raw.hello();
+    let code = |frame: &serde_json::Value| frame["code"].as_str().unwrap_or("").to_string();
+    // The two free failures, then one that sets the first wait (1 s).
+    for _ in 0..3 {
+        assert_eq!(
+            code(&raw.try_login("alice", "wrong")),
+            "invalid_credentials"
+        );
+    }
+    // Right after a failure past the free ones, even the right password must wait.
+    let refused = raw.try_login("alice", "right");
+    assert_eq!(code(&refused), "rate_limited", "{refused}");
+    let msg = refused["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("too many failed logins from your address; try again in "),
+        "{msg}"
+    );
+    server
+        .log
+        .expect_contains("login throttled from your address");
+    // Once the wait is over the right password works, and clears the record.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let reply = raw.try_login("alice", "right");
+        if reply["type"] == "login_ok" {
+            break;
+        }
+        assert_eq!(code(&reply), "rate_limited", "{reply}");
+        assert!(Instant::now() < deadline, "the wait never ended");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let mut again = Raw::connect(&server);
+    again.hello();
+    for _ in 0..2 {
+        assert_eq!(
+            code(&again.try_login("alice", "wrong")),
+            "invalid_credentials"
+        );
+    }
+}
