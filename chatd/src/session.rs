@@ -393,11 +393,12 @@ impl Session {
         let valid_name = chatd_proto::names::validate_username(&user).is_ok();
         let shown: String = user.chars().take(40).collect();
         let ip = self.peer.ip();
+        let account = valid_name.then_some(user.as_str());
         // Before any password work: a throttled guesser costs no argon2 time.
         if let Some(wait) = self
             .shared
             .throttle
-            .check(ip, &user, std::time::Instant::now())
+            .check(ip, account, std::time::Instant::now())
         {
             self.login_failures += 1;
             let (whom, left) = match wait {
@@ -447,9 +448,11 @@ impl Session {
             }
             other => {
                 self.login_failures += 1;
-                self.shared
-                    .throttle
-                    .failed(ip, &user, std::time::Instant::now());
+                self.shared.throttle.failed(
+                    ip,
+                    valid_name.then_some(user.as_str()),
+                    std::time::Instant::now(),
+                );
                 let why = match other {
                     None => "unknown user",
                     Some(c) if c.locked => "account locked",

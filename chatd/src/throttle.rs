@@ -103,25 +103,25 @@ impl LoginThrottle {
     }
 
     /// Whether a login from `ip` as `user` must wait; checked before any password work.
-    pub fn check(&self, ip: IpAddr, user: &str, now: Instant) -> Option<Throttled> {
+    /// `user` is None for a name that cannot be an account (only the address counts then, so
+    /// junk names cannot fill the map).
+    pub fn check(&self, ip: IpAddr, user: Option<&str>, now: Instant) -> Option<Throttled> {
         let mut s = self.state();
         if let Some(left) = remaining(&mut s.by_ip, &ip, now) {
             return Some(Throttled::Address(left));
         }
-        remaining(&mut s.by_user, &user.to_string(), now).map(Throttled::Account)
+        let user = user?.to_string();
+        remaining(&mut s.by_user, &user, now).map(Throttled::Account)
     }
 
     /// A failed login from `ip` as `user` (known account or not: the same either way).
-    pub fn failed(&self, ip: IpAddr, user: &str, now: Instant) {
+    pub fn failed(&self, ip: IpAddr, user: Option<&str>, now: Instant) {
         let mut s = self.state();
         fail(&mut s.by_ip, ip, self.free, self.address_max, now);
-        fail(
-            &mut s.by_user,
-            user.to_string(),
-            self.free,
-            self.account_max,
-            now,
-        );
+        if let Some(user) = user {
+            let max = self.account_max;
+            fail(&mut s.by_user, user.to_string(), self.free, max, now);
+        }
     }
 
     /// A successful login clears both records.
@@ -148,37 +148,37 @@ mod tests {
         let t = throttle();
         let now = Instant::now();
         for _ in 0..3 {
-            assert_eq!(t.check(A, "alice", now), None);
-            t.failed(A, "alice", now);
+            assert_eq!(t.check(A, Some("alice"), now), None);
+            t.failed(A, Some("alice"), now);
         }
         // Exactly the free failures: still no wait.
-        assert_eq!(t.check(A, "alice", now), None);
-        t.failed(A, "alice", now);
+        assert_eq!(t.check(A, Some("alice"), now), None);
+        t.failed(A, Some("alice"), now);
         assert_eq!(
-            t.check(A, "alice", now),
+            t.check(A, Some("alice"), now),
             Some(Throttled::Address(Duration::from_secs(1)))
         );
-        t.failed(A, "alice", now);
+        t.failed(A, Some("alice"), now);
         assert_eq!(
-            t.check(A, "alice", now),
+            t.check(A, Some("alice"), now),
             Some(Throttled::Address(Duration::from_secs(2)))
         );
         for _ in 0..20 {
-            t.failed(A, "alice", now);
+            t.failed(A, Some("alice"), now);
         }
         assert_eq!(
-            t.check(A, "alice", now),
+            t.check(A, Some("alice"), now),
             Some(Throttled::Address(Duration::from_secs(300)))
         );
         // From another address the account's own, shorter cap applies.
         assert_eq!(
-            t.check(B, "alice", now),
+            t.check(B, Some("alice"), now),
             Some(Throttled::Account(Duration::from_secs(30)))
         );
-        assert_eq!(t.check(B, "bob", now), None);
+        assert_eq!(t.check(B, Some("bob"), now), None);
         // The wait ends; nobody is locked out for good.
         let later = now + Duration::from_secs(301);
-        assert_eq!(t.check(A, "alice", later), None);
+        assert_eq!(t.check(A, Some("alice"), later), None);
     }
 
     #[test]
@@ -186,17 +186,17 @@ mod tests {
         let t = throttle();
         let now = Instant::now();
         for _ in 0..5 {
-            t.failed(A, "alice", now);
+            t.failed(A, Some("alice"), now);
         }
         t.succeeded(A, "alice");
-        assert_eq!(t.check(A, "alice", now), None);
+        assert_eq!(t.check(A, Some("alice"), now), None);
         for _ in 0..5 {
-            t.failed(B, "bob", now);
+            t.failed(B, Some("bob"), now);
         }
         let much_later = now + FORGET_AFTER + Duration::from_secs(1);
-        assert_eq!(t.check(B, "bob", much_later), None);
+        assert_eq!(t.check(B, Some("bob"), much_later), None);
         // Forgotten: the count starts again, with its free failures.
-        t.failed(B, "bob", much_later);
-        assert_eq!(t.check(B, "bob", much_later), None);
+        t.failed(B, Some("bob"), much_later);
+        assert_eq!(t.check(B, Some("bob"), much_later), None);
     }
 }

@@ -381,7 +381,9 @@ fn quit_gets_bye_then_the_end() {
 
 #[test]
 fn refused_logins_are_indistinguishable() {
-    let server = Server::start();
+    // Per-connection behaviour only: the cross-connection backoff (limits.rs) stays out of it.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_limits(dir.path(), "login_free_failures = 100");
     server.add_user("alice", "right");
     server.add_user("bob", "bob-pw");
     server.ctl(&["user", "lock", "bob"], None).assert_ok();
