@@ -251,6 +251,18 @@ pub struct ServerInfo {
     pub max_line_bytes: usize,
     /// Longest message text the server accepts.
     pub max_text_bytes: usize,
+    /// The server closes a connection silent this long (0: never).
+    pub idle_timeout_secs: u64,
+}
+
+impl ServerInfo {
+    /// How often to ping so the server never sees us idle: a third of its timeout, so two
+    /// pings may be lost or late; None when the server has no idle timeout.
+    pub fn keepalive(&self) -> Option<std::time::Duration> {
+        (self.idle_timeout_secs > 0).then(|| {
+            std::time::Duration::from_millis(self.idle_timeout_secs.saturating_mul(1000) / 3)
+        })
+    }
 }
 
 /// What the server said in its `login_ok`.
@@ -334,6 +346,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     server,
                     max_line_bytes,
                     max_text_bytes,
+                    idle_timeout_secs,
                 } => {
                     if version != PROTOCOL_VERSION {
                         bail!(
@@ -348,6 +361,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                         server: sanitize(&server),
                         max_line_bytes,
                         max_text_bytes,
+                        idle_timeout_secs,
                     });
                 }
                 ServerFrame::Error { message, .. } => {
@@ -469,6 +483,7 @@ mod tests {
             server: "chatd/test".into(),
             max_line_bytes: 65536,
             max_text_bytes: 100,
+            idle_timeout_secs: 0,
         }
     }
 

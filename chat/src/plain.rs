@@ -36,7 +36,21 @@ where
     let me = secure.me().to_string();
     // Set once `quit` is sent: the deadline for the server's `bye`.
     let mut quitting: Option<Instant> = None;
+    // Pings keep the server's idle timeout from closing a quiet but live session.
+    let mut keepalive = limits.keepalive().map(|every| {
+        let mut i = tokio::time::interval_at(Instant::now() + every, every);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     loop {
+        let ping = async {
+            match keepalive.as_mut() {
+                Some(i) => {
+                    i.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         let deadline = async {
             match quitting {
                 Some(d) => tokio::time::sleep_until(d).await,
@@ -59,6 +73,11 @@ where
                 }
             }
             () = deadline => return Ok(0),
+            () = ping => {
+                if conn.send(&ClientFrame::Ping { nonce: 0 }).await.is_err() {
+                    return Ok(lost(quitting.is_some()));
+                }
+            }
             line = input.next_line(), if quitting.is_none() => {
                 let line = match line {
                     Ok(Some(line)) => line,
@@ -178,6 +197,7 @@ mod tests {
                     server: "chatd/test".into(),
                     max_line_bytes: 65536,
                     max_text_bytes: 30,
+                    idle_timeout_secs: 0,
                 }],
                 ClientFrame::Login { user, .. } => vec![ServerFrame::LoginOk {
                     user,
@@ -239,6 +259,7 @@ mod tests {
             server: "chatd/test".into(),
             max_line_bytes: 65536,
             max_text_bytes,
+            idle_timeout_secs: 0,
         }
     }
 

@@ -113,6 +113,9 @@ pub struct Limits {
     pub login_backoff_max_secs: NonZeroU64,
     /// Longest wait imposed on an account whose logins keep failing (from any address), seconds.
     pub account_backoff_max_secs: NonZeroU64,
+    /// Seconds without any line from a client before its connection is closed (clients ping
+    /// at a third of this; `hello` tells them).
+    pub idle_timeout_secs: NonZeroU64,
     /// Seconds allowed for the TLS handshake.
     pub handshake_timeout_secs: NonZeroU64,
     /// Seconds allowed from connect to a successful login.
@@ -147,6 +150,7 @@ impl Default for Limits {
             login_free_failures: nz_u32(5),
             login_backoff_max_secs: nz_u64(300),
             account_backoff_max_secs: nz_u64(30),
+            idle_timeout_secs: nz_u64(300),
             handshake_timeout_secs: nz_u64(10),
             login_timeout_secs: nz_u64(30),
             max_connections: nz_usize(1024),
@@ -170,6 +174,10 @@ impl Limits {
     /// Login deadline.
     pub fn login_timeout(&self) -> Duration {
         Duration::from_secs(self.login_timeout_secs.get())
+    }
+    /// Idle deadline.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs.get())
     }
     /// Shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {

@@ -219,6 +219,12 @@ impl Session {
                     self.ending = Some(Ending::both("server shutting down"));
                     return None;
                 }
+                // Any line, even a blank one, restarts the clock.
+                () = tokio::time::sleep(self.shared.config.limits.idle_timeout()) => {
+                    tracing::info!(peer = %self.peer, "closing an idle connection");
+                    self.ending = Some(Ending::both("idle timeout: nothing received"));
+                    return None;
+                }
             };
             let line = match item {
                 None => {
@@ -323,6 +329,7 @@ impl Session {
                         server: format!("chatd/{}", env!("CARGO_PKG_VERSION")),
                         max_line_bytes: limits.max_line_bytes.get(),
                         max_text_bytes: limits.max_text_bytes.get(),
+                        idle_timeout_secs: limits.idle_timeout_secs.get(),
                     });
                 }
                 ClientFrame::Login {

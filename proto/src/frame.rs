@@ -190,6 +190,10 @@ pub enum ServerFrame {
         max_line_bytes: usize,
         /// Longest message text the server accepts, in bytes.
         max_text_bytes: usize,
+        /// Seconds of silence after which the server closes a connection (0: never); clients
+        /// send `ping` well within it.
+        #[serde(default)]
+        idle_timeout_secs: u64,
     },
     /// Login succeeded.
     LoginOk {

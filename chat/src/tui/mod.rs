@@ -174,6 +174,7 @@ pub async fn run(
         attempt: None,
         next_attempt: None,
         backoff: BACKOFF_MIN,
+        last_ping: Instant::now(),
     };
     ui_loop.logged_in(session).await;
     ui_loop.run(&mut terminal, &styles).await
@@ -190,6 +191,7 @@ struct Loop<'a> {
     attempt: Option<JoinHandle<Result<Session>>>,
     next_attempt: Option<Instant>,
     backoff: Duration,
+    last_ping: Instant,
 }
 
 impl Loop<'_> {
@@ -223,7 +225,10 @@ impl Loop<'_> {
                     self.attempt = None;
                     self.attempted(done).await;
                 }
-                _ = tick.tick() => self.maybe_attempt(),
+                _ = tick.tick() => {
+                    self.maybe_attempt();
+                    self.keepalive().await;
+                }
             }
         }
     }
@@ -394,6 +399,22 @@ impl Loop<'_> {
             self.backoff.as_secs()
         ));
         self.next_attempt = Some(Instant::now() + self.backoff);
+    }
+
+    /// Pings when a third of the server's idle timeout has passed since the last ping.
+    async fn keepalive(&mut self) {
+        let Some(every) = self.info.keepalive() else {
+            return;
+        };
+        if self.last_ping.elapsed() < every {
+            return;
+        }
+        self.last_ping = Instant::now();
+        if let Some(conn) = self.conn.as_mut() {
+            if conn.send(&ClientFrame::Ping { nonce: 0 }).await.is_err() {
+                self.lost();
+            }
+        }
     }
 
     fn maybe_attempt(&mut self) {

@@ -151,3 +151,39 @@ fn failed_logins_back_off_per_address_and_clear_on_success() {
         );
     }
 }
+
+#[test]
+fn silent_connections_time_out_but_chat_keeps_itself_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::with_limits(dir.path(), "idle_timeout_secs = 2");
+    server.add_user("alice", "pw");
+    server.add_user("bob", "pw");
+    let home = crate::harness::ClientHome::new();
+    let mut chat = crate::harness::Chat::login(&server, "bob", "pw", &home);
+    // hello announces the timeout, so clients know how often to ping.
+    let mut raw = Raw::connect(&server);
+    assert_eq!(raw.hello()["idle_timeout_secs"], 2);
+    raw.try_login("alice", "pw");
+    // A client that says nothing is closed with a reason...
+    loop {
+        let frame = raw.recv();
+        if frame["type"] == "bye" {
+            assert_eq!(frame["reason"], "idle timeout: nothing received");
+            break;
+        }
+    }
+    raw.expect_closed();
+    server.log.expect_contains("closing an idle connection");
+    // ...while chat, which pings at a third of the timeout, outlives several timeouts.
+    std::thread::sleep(Duration::from_secs(5));
+    chat.send("still here");
+    chat.out.expect(
+        "bob's echo after 5 quiet seconds",
+        crate::harness::exactly("<bob> still here"),
+    );
+    assert!(
+        chat.out.all().iter().all(|l| !l.contains("server closed")),
+        "{}",
+        chat.out.dump()
+    );
+}
