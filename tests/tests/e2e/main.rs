@@ -6,6 +6,7 @@
 //! - `admin`: chatctl against a running chatd
 //! - `client`: the `chat` binary in plain mode
 //! - `protocol`: raw JSON-lines frames over TLS
+//! - `hostile`: garbage, old TLS, silent crowds, huge lines, lookalike names
 //! - `keys`: device keys: made by chat, registered, listed, revoked, limited
 //! - `limits`: abuse limits at their edges (rate limit)
 //! - `lifecycle`: configuration, restarts, second instances, SIGTERM
@@ -24,6 +25,8 @@ mod harness;
 mod admin;
 #[cfg(test)]
 mod client;
+#[cfg(test)]
+mod hostile;
 #[cfg(test)]
 mod keys;
 #[cfg(test)]
