@@ -141,7 +141,20 @@ pub fn frame_events(frame: &ServerFrame, secure: &mut Secure) -> Vec<Event> {
                 secure.device_offline(fingerprint);
                 Vec::new()
             }
+            (DeviceEvent::Removed, _) => {
+                secure.device_removed(fingerprint);
+                Vec::new()
+            }
         },
         _ => Vec::new(),
+    }
+}
+
+/// The frame the client owes the server after handling `frame`, if any: stored messages
+/// are acknowledged once shown (the server then deletes them).
+pub fn reply(frame: &ServerFrame) -> Option<ClientFrame> {
+    match frame {
+        ServerFrame::Backlog { upto, .. } => Some(ClientFrame::BacklogAck { upto: *upto }),
+        _ => None,
     }
 }

@@ -129,6 +129,25 @@ pub fn render_bodies(frame: &ServerFrame) -> Vec<String> {
         ServerFrame::Notice { text } => vec![line(format!("-- {}", sanitize(text)))],
         ServerFrame::Error { message, .. } => vec![line(format!("!! {}", sanitize(message)))],
         ServerFrame::Pong { .. } => Vec::new(),
+        // A broadcast almost always has someone offline: saying so each time is noise.
+        ServerFrame::Held {
+            conversation,
+            users,
+            ..
+        } if conversation != chatd_proto::conversation::ALL => {
+            let users: Vec<String> = users.iter().map(|u| sanitize(u)).collect();
+            vec![line(format!(
+                "-- stored for {} (offline): delivered at the next login",
+                users.join(", ")
+            ))]
+        }
+        ServerFrame::Held { .. } => Vec::new(),
+        ServerFrame::Backlog { count, more, .. } if !*more && *count > 0 => {
+            vec![line(
+                "-- end of what was stored while you were offline".into(),
+            )]
+        }
+        ServerFrame::Backlog { .. } => Vec::new(),
         ServerFrame::Bye { reason } => vec![line(format!(
             "-- server closed the connection: {}",
             sanitize(reason)

@@ -68,6 +68,12 @@ where
                 let events = dispatch::frame_events(&frame, secure);
                 print_events(out, &events, &me)?;
                 print_lines(out, &format::render(&frame, &stamp))?;
+                if let Some(reply) = dispatch::reply(&frame) {
+                    // Printed first: stored messages are deleted only once shown.
+                    if conn.send(&reply).await.is_err() {
+                        return Ok(lost(quitting.is_some()));
+                    }
+                }
                 if let ServerFrame::Bye { .. } = frame {
                     return Ok(if quitting.is_some() { 0 } else { 1 });
                 }
@@ -227,7 +233,7 @@ mod tests {
                     reason: "quit".into(),
                 }],
                 ClientFrame::Quit => return,
-                ClientFrame::Ping { .. } => vec![],
+                ClientFrame::Ping { .. } | ClientFrame::BacklogAck { .. } => vec![],
             };
             for reply in replies {
                 w.write_all(&encode(&reply).unwrap()).await.unwrap();

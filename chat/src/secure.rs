@@ -73,16 +73,19 @@ pub struct ChatMessage {
     pub verified: bool,
 }
 
-struct OnlineDevice {
+/// A device key the server lists for a user (registered, not revoked).
+struct KnownDevice {
     user: String,
     key: DevicePublicKey,
+    /// A session with it is logged in now (messages for it are stored otherwise).
+    online: bool,
 }
 
 struct Outgoing {
     chain: SenderChain,
     /// Devices that hold this chain.
     given: HashSet<Fingerprint>,
-    /// A device that held it went offline: start a new chain before the next message.
+    /// A device that held it was removed: start a new chain before the next message.
     stale: bool,
 }
 
@@ -97,7 +100,7 @@ pub struct Secure {
     key: DeviceKey,
     device: Fingerprint,
     peers: Peers,
-    online: HashMap<Fingerprint, OnlineDevice>,
+    devices: HashMap<Fingerprint, KnownDevice>,
     senders: HashMap<String, Outgoing>,
     receivers: HashMap<(Fingerprint, [u8; 16]), ReceiverChain>,
     receiver_order: VecDeque<(Fingerprint, [u8; 16])>,
@@ -155,7 +158,7 @@ impl Secure {
             device: key.fingerprint(),
             key,
             peers,
-            online: HashMap::new(),
+            devices: HashMap::new(),
             senders: HashMap::new(),
             receivers: HashMap::new(),
             receiver_order: VecDeque::new(),
@@ -171,16 +174,28 @@ impl Secure {
         &self.me
     }
 
-    /// The devices online at login.
+    /// The devices registered at login, online or not: messages are encrypted to all of
+    /// them (the server stores them for the offline ones).
     pub fn on_login(&mut self, devices: &[DeviceInfo]) -> Vec<Event> {
         devices
             .iter()
-            .flat_map(|d| self.device_online(&d.user, d.fingerprint, &d.key))
+            .flat_map(|d| self.device_known(&d.user, d.fingerprint, &d.key, d.online))
             .collect()
     }
 
-    /// A device came online: check its key against its fingerprint and pin it.
+    /// A device came online (or was registered): check its key against its fingerprint and
+    /// pin it.
     pub fn device_online(&mut self, user: &str, fingerprint: Fingerprint, key: &str) -> Vec<Event> {
+        self.device_known(user, fingerprint, key, true)
+    }
+
+    fn device_known(
+        &mut self,
+        user: &str,
+        fingerprint: Fingerprint,
+        key: &str,
+        online: bool,
+    ) -> Vec<Event> {
         if fingerprint == self.device {
             return Vec::new();
         }
@@ -210,20 +225,21 @@ impl Secure {
             ))),
             Err(e) => events.push(Event::Warning(format!("cannot save the pinned keys: {e:#}"))),
         }
-        self.online.insert(
+        self.devices.insert(
             fingerprint,
-            OnlineDevice {
+            KnownDevice {
                 user: user.to_string(),
                 key: public,
+                online,
             },
         );
         events
     }
 
-    /// The connection is gone: nobody is known to be online, and every conversation gets a
-    /// fresh chain after the next login (the members may have changed meanwhile).
+    /// The connection is gone: the next login lists the devices again, and every
+    /// conversation gets a fresh chain after it (the members may have changed meanwhile).
     pub fn disconnected(&mut self) {
-        self.online.clear();
+        self.devices.clear();
         self.senders.clear();
         self.pending_own.clear();
         self.pending_order.clear();
@@ -244,9 +260,17 @@ impl Secure {
         self.device
     }
 
-    /// A device went offline: chains it held are replaced before the next message.
+    /// A device went offline: it still gets every message, stored by the server.
     pub fn device_offline(&mut self, fingerprint: &Fingerprint) {
-        self.online.remove(fingerprint);
+        if let Some(d) = self.devices.get_mut(fingerprint) {
+            d.online = false;
+        }
+    }
+
+    /// A device was revoked (or its account deleted): nothing more is encrypted to it, and
+    /// chains it held are replaced before the next message.
+    pub fn device_removed(&mut self, fingerprint: &Fingerprint) {
+        self.devices.remove(fingerprint);
         for out in self.senders.values_mut() {
             if out.given.contains(fingerprint) {
                 out.stale = true;
@@ -270,8 +294,8 @@ impl Secure {
             ));
         }
         let mut events = Vec::new();
-        let mut recipients: Vec<(Fingerprint, &OnlineDevice)> = Vec::new();
-        for (fp, d) in &self.online {
+        let mut recipients: Vec<(Fingerprint, &KnownDevice)> = Vec::new();
+        for (fp, d) in &self.devices {
             if !conversation.includes(&d.user) {
                 continue;
             }
@@ -286,14 +310,17 @@ impl Secure {
         }
         if let Some(peer) = conversation.peer_of(&self.me) {
             if peer != self.me && !recipients.iter().any(|(_, d)| d.user == peer) {
-                let online = self.online.values().any(|d| d.user == peer);
-                return Err(if online {
+                let known = self.devices.values().any(|d| d.user == peer);
+                return Err(if known {
                     format!(
-                        "message not sent: {} has no accepted device key online (/verify {0})",
+                        "message not sent: {} has no accepted device key (/verify {0})",
                         sanitize(peer)
                     )
                 } else {
-                    format!("message not sent: {} is not online", sanitize(peer))
+                    format!(
+                        "message not sent: {} has no device key (no such user, or never logged in)",
+                        sanitize(peer)
+                    )
                 });
             }
         }
@@ -410,10 +437,10 @@ impl Secure {
         }
     }
 
-    /// The pinned, accepted key of `user`'s online device `device`.
+    /// The pinned, accepted key of `user`'s device `device`.
     fn sender_key(&self, user: &str, device: &Fingerprint) -> Option<&DevicePublicKey> {
         self.usable(user, device)?;
-        self.online
+        self.devices
             .get(device)
             .filter(|d| d.user == user)
             .map(|d| &d.key)
@@ -525,7 +552,7 @@ impl Secure {
                 "device keys of {user_s} (compare with what {user_s}'s /fingerprint shows, then /verify {user_s} FINGERPRINT):"
             ))];
             for k in keys {
-                let online = if self.online.contains_key(&k.fingerprint) {
+                let online = if self.devices.get(&k.fingerprint).is_some_and(|d| d.online) {
                     ", online"
                 } else {
                     ""
@@ -602,6 +629,7 @@ mod tests {
             user: NAMES[i].into(),
             fingerprint: k.fingerprint(),
             key: BASE64.encode(k.public().to_spki_der()),
+            online: true,
         }
     }
 
@@ -717,10 +745,14 @@ mod tests {
         let data = envelope_of(&sealed);
         let e = c[2].on_envelope("alice", key(0).fingerprint(), &data, 7);
         assert_warning(&e, "does not include you");
-        // Whispering to someone offline is refused before anything is sent.
+        // Whispering to someone offline works: the server stores it for bob's device.
         c[0].device_offline(&key(1).fingerprint());
-        let err = c[0].seal(&conv, say("later")).unwrap_err();
-        assert!(err.contains("bob is not online"), "{err}");
+        let sealed = c[0].seal(&conv, say("later")).unwrap();
+        assert_eq!(text_of(&route(0, &sealed, &mut c)[1][0]), Some("later"));
+        // Once bob's only key is removed there is nobody to encrypt to.
+        c[0].device_removed(&key(1).fingerprint());
+        let err = c[0].seal(&conv, say("never")).unwrap_err();
+        assert!(err.contains("bob has no device key"), "{err}");
     }
 
     #[test]
@@ -774,8 +806,8 @@ mod tests {
         };
         let events = c[0].device_online("bob", fake.fingerprint, &fake.key);
         assert_warning(&events[0], "NEW device key");
-        // Alice's next whisper to bob is wrapped for bob's real key only.
-        c[0].device_offline(&key(1).fingerprint());
+        // Without bob's real key, alice's whisper has no accepted key to go to.
+        c[0].device_removed(&key(1).fingerprint());
         let err = c[0]
             .seal(&Conversation::pair("alice", "bob"), say("x"))
             .unwrap_err();
@@ -809,12 +841,18 @@ mod tests {
     }
 
     #[test]
-    fn a_departed_device_cannot_read_after_rotation() {
+    fn a_removed_device_cannot_read_after_rotation() {
         let mut c = trio();
         let sealed = c[0].seal(&Conversation::All, say("before")).unwrap();
         route(0, &sealed, &mut c);
-        // Carol leaves; alice's next broadcast starts a new chain for bob only.
+        // Carol going offline changes nothing: the server stores for her.
         c[0].device_offline(&key(2).fingerprint());
+        let sealed = c[0].seal(&Conversation::All, say("while away")).unwrap();
+        assert_eq!(sealed.frames.len(), 1, "same chain, just the envelope");
+        let seen = route(0, &sealed, &mut c);
+        assert_eq!(text_of(&seen[2][0]), Some("while away"));
+        // Carol's key is revoked; alice's next broadcast starts a new chain for bob only.
+        c[0].device_removed(&key(2).fingerprint());
         let sealed = c[0].seal(&Conversation::All, say("after")).unwrap();
         assert_eq!(
             sealed.frames.len(),

@@ -38,6 +38,13 @@ pub fn status(info: &StatusInfo) -> String {
         ("sessions", info.sessions.to_string()),
         ("users online", info.users_online.to_string()),
         ("accounts", info.accounts.to_string()),
+        (
+            "stored offline",
+            format!(
+                "{} message(s), {} delivery(ies) waiting",
+                info.offline_stored, info.offline_queued
+            ),
+        ),
     ])
 }
 
@@ -296,6 +303,8 @@ mod tests {
             sessions: 3,
             users_online: 2,
             accounts: 5,
+            offline_stored: 7,
+            offline_queued: 9,
         };
         assert_eq!(
             status(&info),
@@ -307,6 +316,7 @@ certificate fingerprint: SHA256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934c
 sessions:                3
 users online:            2
 accounts:                5
+stored offline:          7 message(s), 9 delivery(ies) waiting
 "
         );
     }

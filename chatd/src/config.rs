@@ -138,6 +138,11 @@ pub struct Limits {
     pub outbound_queue: NonZeroUsize,
     /// Seconds a draining shutdown waits for sessions to finish.
     pub shutdown_grace_secs: NonZeroU64,
+    /// Messages and keys stored for one offline device at most; past it, new ones are not
+    /// stored for that device and the sender is told.
+    pub offline_queue_max: NonZeroUsize,
+    /// Seconds a message stored for an offline device is kept.
+    pub offline_ttl_secs: NonZeroU64,
 }
 
 impl Default for Limits {
@@ -162,6 +167,8 @@ impl Default for Limits {
             max_rate_violations: nz_u32(20),
             outbound_queue: nz_usize(1024),
             shutdown_grace_secs: nz_u64(5),
+            offline_queue_max: nz_usize(1000),
+            offline_ttl_secs: nz_u64(7 * 24 * 3600),
         }
     }
 }

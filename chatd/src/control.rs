@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::password::{self, PasswordError};
 use crate::server::Shared;
-use crate::store::{StoreError, keys, users};
+use crate::store::{StoreError, keys, offline, users};
 
 /// An idle control connection is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -258,7 +258,11 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
     match req {
         ControlRequest::Status => {
             let (sessions, users_online) = shared.hub.counts();
-            let accounts = match shared.store.run(users::count).await {
+            let counts = shared
+                .store
+                .run(|c| Ok((users::count(c)?, offline::counts(c)?)))
+                .await;
+            let (accounts, (offline_stored, offline_queued)) = match counts {
                 Ok(n) => n,
                 Err(e) => return store_error(e),
             };
@@ -270,6 +274,8 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
                 sessions,
                 users_online,
                 accounts,
+                offline_stored,
+                offline_queued,
             })
         }
         ControlRequest::UserAdd {
@@ -299,6 +305,7 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
             match shared.store.run(move |c| users::delete(c, &name)).await {
                 Ok(true) => {
                     let n = shared.hub.close_user(&user, "account deleted");
+                    shared.hub.forget_user(&user);
                     done(format!("user {user} deleted ({n} session(s) ended)"))
                 }
                 Ok(false) => no_such_user(&user),
@@ -372,6 +379,7 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
                     let n = shared
                         .hub
                         .close_device(&user, &fingerprint, "device key revoked");
+                    shared.hub.forget_device(&user, &fingerprint);
                     tracing::info!(%user, device = %fingerprint, sessions = n, "device key revoked");
                     done(format!(
                         "key {fingerprint} of {user} revoked ({n} session(s) ended)"

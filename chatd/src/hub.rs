@@ -4,7 +4,13 @@
 //! receivers is serialized once and the same `Bytes` is queued for each. Queues are
 //! bounded and never awaited: a receiver whose queue is full is closed as too slow, so
 //! one stalled client cannot slow anyone else.
+//!
+//! The hub also knows every registered device key. A line for a member device that is not
+//! online becomes an [`OfflineJob`], numbered under the hub's lock and sent to the offline
+//! writer (crate::offline), which stores jobs in that order. A session that logs in is held
+//! (its live lines buffered here) while it replays what was stored; see [`Hub::register`].
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use chatd_proto::Fingerprint;
 use chatd_proto::control::SessionInfo;
+use chatd_proto::conversation::Conversation;
 use chatd_proto::frame::{self, DeviceEvent, DeviceInfo, OnlineUser, PresenceEvent, ServerFrame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -69,12 +76,43 @@ impl Closer {
 struct Entry {
     user: String,
     device: Fingerprint,
-    /// Base64 SPKI DER, shared with every frame that announces it.
-    key: Arc<str>,
     peer: SocketAddr,
     since: u64,
     tx: mpsc::Sender<Bytes>,
     closer: Closer,
+    /// While the session replays its stored lines: live lines wait here, in order.
+    held: RefCell<Option<Vec<Bytes>>>,
+}
+
+/// A registered, unrevoked device key.
+struct Known {
+    fingerprint: Fingerprint,
+    /// Base64 SPKI DER.
+    key: Arc<str>,
+}
+
+/// A line to store for devices that are offline, numbered in routing order.
+#[derive(Debug)]
+pub struct OfflineJob {
+    /// 1, 2, 3, ... in the order the hub routed them.
+    pub seq: u64,
+    /// The serialized frame.
+    pub line: Bytes,
+    /// (user, device) of each offline recipient.
+    pub targets: Vec<(String, Fingerprint)>,
+    /// Who to tell once it is stored.
+    pub notify: Option<Notify>,
+}
+
+/// The sender of an envelope, to be told (`held`) once it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notify {
+    /// The sending session.
+    pub session: SessionId,
+    /// The envelope's message id, hex.
+    pub message: String,
+    /// The envelope's conversation name.
+    pub conversation: String,
 }
 
 #[derive(Default)]
@@ -82,6 +120,12 @@ struct Inner {
     sessions: BTreeMap<SessionId, Entry>,
     by_user: HashMap<String, Vec<SessionId>>,
     by_device: HashMap<Fingerprint, Vec<SessionId>>,
+    known: BTreeMap<String, Vec<Known>>,
+    offline: Option<mpsc::UnboundedSender<OfflineJob>>,
+    /// Number of the last [`OfflineJob`] handed out.
+    offline_seq: u64,
+    /// Live lines a replaying session may hold before it counts as too slow.
+    held_max: usize,
 }
 
 /// The routing table; shared by every session and the control socket.
@@ -105,6 +149,8 @@ pub struct NewSession {
     pub tx: mpsc::Sender<Bytes>,
     /// How to end it.
     pub closer: Closer,
+    /// Hold live lines until [`Hub::end_replay`] (the session replays stored lines first).
+    pub replay: bool,
 }
 
 fn now_secs() -> u64 {
@@ -124,6 +170,15 @@ impl Inner {
             // Closing (too slow, kicked, ...): nothing more, so a dropped client sees no gap
             // before its `bye`, and a slow one is reported once, not once per broadcast.
             return false;
+        }
+        if let Some(held) = entry.held.borrow_mut().as_mut() {
+            if held.len() >= self.held_max {
+                tracing::warn!(session = id, user = %entry.user, "too much arrived during replay; disconnecting slow client");
+                entry.closer.close("too slow: outbound queue full");
+                return false;
+            }
+            held.push(line.clone());
+            return true;
         }
         match entry.tx.try_send(line.clone()) {
             Ok(()) => true,
@@ -157,24 +212,95 @@ impl Inner {
         ids
     }
 
-    /// One entry per device key online (a key open in two sessions counts once).
+    /// Every registered device key, by user then registration, with whether it is online.
     fn devices(&self) -> Vec<DeviceInfo> {
-        let mut out: Vec<DeviceInfo> = self
-            .by_device
-            .values()
-            .filter_map(|ids| ids.first())
-            .filter_map(|id| self.sessions.get(id))
-            .map(|e| DeviceInfo {
-                user: e.user.clone(),
-                fingerprint: e.device,
-                key: e.key.to_string(),
+        self.known
+            .iter()
+            .flat_map(|(user, keys)| {
+                keys.iter().map(move |k| DeviceInfo {
+                    user: user.clone(),
+                    fingerprint: k.fingerprint,
+                    key: k.key.to_string(),
+                    online: self.by_device.contains_key(&k.fingerprint),
+                })
             })
-            .collect();
-        out.sort_by(|a, b| {
-            (&a.user, a.fingerprint.as_bytes()).cmp(&(&b.user, b.fingerprint.as_bytes()))
-        });
+            .collect()
+    }
+
+    /// Registered devices of `users` with no session now.
+    fn offline_devices<'a>(
+        &self,
+        users: impl Iterator<Item = &'a String>,
+    ) -> Vec<(String, Fingerprint)> {
+        let mut out = Vec::new();
+        for user in users {
+            for k in self.known.get(user).into_iter().flatten() {
+                if !self.by_device.contains_key(&k.fingerprint) {
+                    out.push((user.clone(), k.fingerprint));
+                }
+            }
+        }
         out
     }
+
+    /// Numbers and hands a line to the offline writer; false when there are no targets or
+    /// the writer is gone (shutting down).
+    fn store_for(
+        &mut self,
+        line: &Bytes,
+        targets: Vec<(String, Fingerprint)>,
+        notify: Option<Notify>,
+    ) -> bool {
+        if targets.is_empty() {
+            return false;
+        }
+        let Some(tx) = &self.offline else {
+            tracing::warn!(
+                devices = targets.len(),
+                "a line for offline devices arrived after the offline writer stopped"
+            );
+            return false;
+        };
+        self.offline_seq += 1;
+        let job = OfflineJob {
+            seq: self.offline_seq,
+            line: line.clone(),
+            targets,
+            notify,
+        };
+        tx.send(job).is_ok()
+    }
+
+    /// Tells every session (except `except`) about a device event.
+    fn announce_device(
+        &self,
+        user: &str,
+        fingerprint: Fingerprint,
+        key: Option<&str>,
+        event: DeviceEvent,
+        except: Option<SessionId>,
+    ) {
+        let frame = ServerFrame::Device {
+            user: user.to_string(),
+            fingerprint,
+            key: key.map(str::to_string),
+            event,
+        };
+        if let Some(line) = serialize(&frame) {
+            self.deliver_all(&line, except);
+        }
+    }
+}
+
+/// Where [`Hub::route_to_device`] put a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    /// Queued for at least one session.
+    Online,
+    /// Handed to the offline writer.
+    Stored,
+    /// No registered device has that key.
+    Unknown,
 }
 
 fn serialize(frame: &ServerFrame) -> Option<Bytes> {
@@ -188,13 +314,44 @@ fn serialize(frame: &ServerFrame) -> Option<Bytes> {
 }
 
 impl Hub {
-    /// An empty hub.
-    pub fn new(max_sessions_per_user: usize) -> Self {
+    /// An empty hub; a replaying session may hold `held_max` live lines.
+    pub fn new(max_sessions_per_user: usize, held_max: usize) -> Self {
         Hub {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                held_max,
+                ..Inner::default()
+            }),
             next_id: AtomicU64::new(1),
             max_sessions_per_user,
         }
+    }
+
+    /// Sets the registered device keys (at startup): (user, fingerprint, base64 SPKI DER).
+    pub fn set_known(&self, keys: impl IntoIterator<Item = (String, Fingerprint, String)>) {
+        let mut inner = self.lock();
+        inner.known.clear();
+        for (user, fingerprint, key) in keys {
+            inner.known.entry(user).or_default().push(Known {
+                fingerprint,
+                key: Arc::from(key),
+            });
+        }
+    }
+
+    /// Connects the offline writer; lines for offline devices go to `tx` from now on.
+    pub fn attach_offline(&self, tx: mpsc::UnboundedSender<OfflineJob>) {
+        self.lock().offline = Some(tx);
+    }
+
+    /// Disconnects the offline writer (shutdown), so it can finish what it has.
+    pub fn detach_offline(&self) {
+        self.lock().offline = None;
+    }
+
+    /// Number of the last offline job handed out; a session that registered after it waits
+    /// for the writer to commit it before reading its queue.
+    pub fn offline_seq(&self) -> u64 {
+        self.lock().offline_seq
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -204,7 +361,11 @@ impl Hub {
 
     /// Adds a logged-in session and queues its `login_ok` (so nothing routed to it can
     /// arrive first); tells everyone else about a new user and a new device key.
-    pub fn register(&self, new: NewSession) -> Result<SessionId, HubError> {
+    ///
+    /// Returns the session id and [`Hub::offline_seq`] as of registration: every line for
+    /// this device routed before it was handed to the offline writer, every one after it
+    /// reaches the session (held until [`Hub::end_replay`] when `replay` is set).
+    pub fn register(&self, new: NewSession) -> Result<(SessionId, u64), HubError> {
         let mut inner = self.lock();
         let count = inner.by_user.get(&new.user).map_or(0, Vec::len);
         if count >= self.max_sessions_per_user {
@@ -218,13 +379,20 @@ impl Hub {
             Entry {
                 user: new.user,
                 device: new.device,
-                key: new.key,
                 peer: new.peer,
                 since: now_secs(),
                 tx: new.tx,
                 closer: new.closer,
+                held: RefCell::new(None),
             },
         );
+        let keys = inner.known.entry(user.clone()).or_default();
+        if !keys.iter().any(|k| k.fingerprint == device) {
+            keys.push(Known {
+                fingerprint: device,
+                key: Arc::clone(&key),
+            });
+        }
         inner.by_user.entry(user.clone()).or_default().push(id);
         inner.by_device.entry(device).or_default().push(id);
         let mut online: Vec<String> = inner.by_user.keys().cloned().collect();
@@ -239,6 +407,11 @@ impl Hub {
         if let Some(line) = serialize(&ok) {
             inner.deliver(id, &line);
         }
+        if new.replay {
+            if let Some(entry) = inner.sessions.get(&id) {
+                *entry.held.borrow_mut() = Some(Vec::new());
+            }
+        }
         if count == 0 {
             let join = ServerFrame::Presence {
                 user: user.clone(),
@@ -250,17 +423,126 @@ impl Hub {
             }
         }
         if first_of_device {
-            let online = ServerFrame::Device {
-                user,
-                fingerprint: device,
-                key: Some(key.to_string()),
-                event: DeviceEvent::Online,
-            };
-            if let Some(line) = serialize(&online) {
-                inner.deliver_all(&line, Some(id));
+            inner.announce_device(&user, device, Some(&key), DeviceEvent::Online, Some(id));
+        }
+        Ok((id, inner.offline_seq))
+    }
+
+    /// Ends session `id`'s replay: moves the live lines it held into its queue, as many as
+    /// `room` (its queue's free slots). True when nothing is held any more and new lines go
+    /// straight to the queue; false means call again once the queue has drained a little.
+    pub fn end_replay(&self, id: SessionId, room: usize) -> bool {
+        let inner = self.lock();
+        let Some(entry) = inner.sessions.get(&id) else {
+            return true;
+        };
+        let mut held = entry.held.borrow_mut();
+        let Some(lines) = held.as_mut() else {
+            return true;
+        };
+        let n = room.min(lines.len());
+        // Under the hub lock nobody else queues for this session, and `room` slots were
+        // free, so these cannot fail for lack of room.
+        for line in lines.drain(..n) {
+            if entry.tx.try_send(line).is_err() {
+                break;
             }
         }
-        Ok(id)
+        if lines.is_empty() {
+            *held = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Queues `frame` for session `id` alone.
+    pub fn send_to(&self, id: SessionId, frame: &ServerFrame) -> bool {
+        match serialize(frame) {
+            Some(line) => self.lock().deliver(id, &line),
+            None => false,
+        }
+    }
+
+    /// Routes a conversation's line: to every online session of its members, and to the
+    /// offline writer for each of their registered devices that is offline (`notify` names
+    /// the session to tell once stored). Returns the sessions reached now.
+    pub fn route_conversation(
+        &self,
+        conversation: &Conversation,
+        line: &Bytes,
+        notify: Option<Notify>,
+    ) -> usize {
+        let mut inner = self.lock();
+        let (reached, offline) = match conversation {
+            Conversation::All => (
+                inner.deliver_all(line, None),
+                inner.offline_devices(inner.known.keys()),
+            ),
+            Conversation::Pair(a, b) => {
+                let members = if a == b { vec![a] } else { vec![a, b] };
+                let reached = inner
+                    .sessions_of(&[a, b])
+                    .into_iter()
+                    .filter(|id| inner.deliver(*id, line))
+                    .count();
+                (reached, inner.offline_devices(members.into_iter()))
+            }
+        };
+        inner.store_for(line, offline, notify);
+        reached
+    }
+
+    /// True when `user` has at least one registered, unrevoked device key.
+    pub fn has_devices(&self, user: &str) -> bool {
+        self.lock().known.get(user).is_some_and(|k| !k.is_empty())
+    }
+
+    /// Routes a line for one device key: to its sessions, or stored when it is offline.
+    pub fn route_to_device(&self, device: &Fingerprint, line: &Bytes) -> Routed {
+        let mut inner = self.lock();
+        if let Some(ids) = inner.by_device.get(device) {
+            if ids.iter().filter(|id| inner.deliver(**id, line)).count() > 0 {
+                return Routed::Online;
+            }
+            // Its sessions are closing: store it for the next login.
+        }
+        let owners: Vec<(String, Fingerprint)> = inner
+            .known
+            .iter()
+            .filter(|(_, keys)| keys.iter().any(|k| k.fingerprint == *device))
+            .map(|(user, _)| (user.clone(), *device))
+            .collect();
+        if owners.is_empty() {
+            return Routed::Unknown;
+        }
+        if inner.store_for(line, owners, None) {
+            Routed::Stored
+        } else {
+            Routed::Unknown
+        }
+    }
+
+    /// Forgets a revoked device key and tells everyone to encrypt nothing more to it.
+    pub fn forget_device(&self, user: &str, device: &Fingerprint) {
+        let mut inner = self.lock();
+        let Some(keys) = inner.known.get_mut(user) else {
+            return;
+        };
+        let before = keys.len();
+        keys.retain(|k| k.fingerprint != *device);
+        if keys.len() != before {
+            inner.announce_device(user, *device, None, DeviceEvent::Removed, None);
+        }
+    }
+
+    /// Forgets every device key of a deleted account, telling everyone.
+    pub fn forget_user(&self, user: &str) {
+        let mut inner = self.lock();
+        let keys = inner.known.remove(user).unwrap_or_default();
+        for k in keys {
+            inner.announce_device(user, k.fingerprint, None, DeviceEvent::Removed, None);
+        }
     }
 
     /// Removes a session; tells everyone when its device key or its user goes offline.
@@ -278,15 +560,7 @@ impl Hub {
         };
         if last_of_device {
             inner.by_device.remove(&entry.device);
-            let offline = ServerFrame::Device {
-                user: entry.user.clone(),
-                fingerprint: entry.device,
-                key: None,
-                event: DeviceEvent::Offline,
-            };
-            if let Some(line) = serialize(&offline) {
-                inner.deliver_all(&line, None);
-            }
+            inner.announce_device(&entry.user, entry.device, None, DeviceEvent::Offline, None);
         }
         let last = match inner.by_user.get_mut(&entry.user) {
             Some(ids) => {
@@ -306,30 +580,6 @@ impl Hub {
                 inner.deliver_all(&line, None);
             }
         }
-    }
-
-    /// Queues an already serialized line for every session; returns how many got it.
-    pub fn broadcast_line(&self, line: &Bytes) -> usize {
-        self.lock().deliver_all(line, None)
-    }
-
-    /// Queues an already serialized line for every session of each of `users`.
-    pub fn send_line_to_users(&self, users: &[&str], line: &Bytes) -> usize {
-        let inner = self.lock();
-        inner
-            .sessions_of(users)
-            .into_iter()
-            .filter(|id| inner.deliver(*id, line))
-            .count()
-    }
-
-    /// Queues a line for every session logged in with device key `device`.
-    pub fn send_line_to_device(&self, device: &Fingerprint, line: &Bytes) -> usize {
-        let inner = self.lock();
-        let Some(ids) = inner.by_device.get(device) else {
-            return 0;
-        };
-        ids.iter().filter(|id| inner.deliver(**id, line)).count()
     }
 
     /// Sends `frame` to every session except `except`; returns how many got it.
@@ -442,6 +692,7 @@ mod tests {
             peer: peer(),
             tx,
             closer,
+            replay: false,
         }
     }
 
@@ -454,7 +705,7 @@ mod tests {
     ) -> (SessionId, mpsc::Receiver<Bytes>, Closer) {
         let (tx, mut rx) = mpsc::channel(cap);
         let closer = Closer::default();
-        let id = hub
+        let (id, _) = hub
             .register(new_session(user, n, tx, closer.clone()))
             .unwrap();
         assert!(text(&rx.try_recv().unwrap()).contains(r#""type":"login_ok""#));
@@ -479,7 +730,7 @@ mod tests {
 
     #[test]
     fn presence_only_on_first_and_last_session() {
-        let hub = Hub::new(4);
+        let hub = Hub::new(4, 8);
         let (_a, mut ra, _) = join(&hub, "alice", 8);
         let (b1, _rb1, _) = join_dev(&hub, "bob", 1, 8);
         let seen = drain(&mut ra);
@@ -503,7 +754,7 @@ mod tests {
 
     #[test]
     fn full_queue_closes_only_the_slow_session() {
-        let hub = Hub::new(4);
+        let hub = Hub::new(4, 8);
         let (_s, mut rs, slow) = join(&hub, "slow", 2);
         let (_f, mut rf, fast) = join(&hub, "fast", 64);
         // fast saw nothing yet; slow's queue is now full with fast's join and device.
@@ -535,7 +786,7 @@ mod tests {
 
     #[test]
     fn session_cap_and_targeted_send() {
-        let hub = Hub::new(2);
+        let hub = Hub::new(2, 8);
         let (_a1, mut r1, _) = join(&hub, "alice", 8);
         let (_a2, mut r2, _) = join(&hub, "alice", 8);
         let _ = drain(&mut r1);
@@ -546,13 +797,20 @@ mod tests {
             Some(HubError::TooManySessions(2))
         );
         let line = serialize(&ServerFrame::Notice { text: "hi".into() }).unwrap();
-        let n = hub.send_line_to_users(&["alice", "alice", "nobody"], &line);
+        let n = hub.route_conversation(&Conversation::pair("alice", "alice"), &line, None);
         assert_eq!(n, 2);
         assert!(r1.try_recv().is_ok() && r2.try_recv().is_ok());
         // Both alice sessions use device 0: the device is routed to both, once each.
         let line = Bytes::from_static(b"x\n");
-        assert_eq!(hub.send_line_to_device(&device_of("alice", 0), &line), 2);
-        assert_eq!(hub.send_line_to_device(&device_of("bob", 0), &line), 0);
+        assert_eq!(
+            hub.route_to_device(&device_of("alice", 0), &line),
+            Routed::Online
+        );
+        assert!(r1.try_recv().is_ok() && r2.try_recv().is_ok());
+        assert_eq!(
+            hub.route_to_device(&device_of("bob", 0), &line),
+            Routed::Unknown
+        );
         assert_eq!(
             hub.close_device("alice", &device_of("alice", 9), "revoked"),
             0
@@ -562,6 +820,131 @@ mod tests {
             hub.session_count("alice"),
             2,
             "closing is the session's job"
+        );
+    }
+
+    /// A hub with an offline writer channel; returns the job receiver.
+    fn with_writer(hub: &Hub) -> mpsc::UnboundedReceiver<OfflineJob> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        hub.attach_offline(tx);
+        rx
+    }
+
+    #[test]
+    fn offline_members_get_jobs_in_order_and_login_lists_every_device() {
+        let hub = Hub::new(4, 8);
+        let mut jobs = with_writer(&hub);
+        hub.set_known([
+            (
+                "bob".to_string(),
+                device_of("bob", 1),
+                "key-of-bob1".to_string(),
+            ),
+            (
+                "carol".to_string(),
+                device_of("carol", 1),
+                "key-of-carol1".to_string(),
+            ),
+        ]);
+        let (a, mut ra, _) = join(&hub, "alice", 8);
+        let line = Bytes::from_static(b"to-all\n");
+        // alice is online; bob and carol are registered but offline.
+        let note = Notify {
+            session: a,
+            message: "m1".into(),
+            conversation: "all".into(),
+        };
+        assert_eq!(
+            hub.route_conversation(&Conversation::All, &line, Some(note.clone())),
+            1
+        );
+        let job = jobs.try_recv().unwrap();
+        assert_eq!(job.seq, 1);
+        assert_eq!(job.notify, Some(note));
+        let users: Vec<&str> = job.targets.iter().map(|(u, _)| u.as_str()).collect();
+        assert_eq!(users, ["bob", "carol"]);
+        let pair = Conversation::pair("alice", "bob");
+        hub.route_conversation(&pair, &Bytes::from_static(b"whisper\n"), None);
+        let job = jobs.try_recv().unwrap();
+        assert_eq!((job.seq, job.targets.len()), (2, 1));
+        assert_eq!(job.targets[0], ("bob".to_string(), device_of("bob", 1)));
+        // A chain for an offline device is stored too; an unknown device is not.
+        assert_eq!(
+            hub.route_to_device(&device_of("carol", 1), &line),
+            Routed::Stored
+        );
+        assert_eq!(jobs.try_recv().unwrap().seq, 3);
+        assert_eq!(
+            hub.route_to_device(&device_of("dave", 1), &line),
+            Routed::Unknown
+        );
+        assert!(jobs.try_recv().is_err());
+        assert_eq!(hub.offline_seq(), 3);
+        // Nobody offline in the conversation: no job.
+        hub.route_conversation(&Conversation::pair("alice", "alice"), &line, None);
+        assert!(jobs.try_recv().is_err());
+        let _ = drain(&mut ra);
+        // bob logs in: login_ok lists all three devices with their state; the offline event
+        // and the removal reach alice.
+        let (tx, mut rb) = mpsc::channel(8);
+        let mut new = new_session("bob", 1, tx, Closer::default());
+        new.replay = true;
+        let (b, seq) = hub.register(new).unwrap();
+        assert_eq!(
+            seq, 3,
+            "every job routed before bob's login is numbered <= seq"
+        );
+        let ok = text(&rb.try_recv().unwrap());
+        assert!(
+            ok.contains(r#""user":"carol""#) && ok.contains(r#""online":false"#),
+            "{ok}"
+        );
+        assert!(
+            ok.contains("key-of-alice0") && ok.contains(r#""online":true"#),
+            "{ok}"
+        );
+        // While bob replays, live lines wait in the hub, in order, then go to his queue.
+        hub.route_conversation(&pair, &Bytes::from_static(b"live1\n"), None);
+        hub.route_conversation(&pair, &Bytes::from_static(b"live2\n"), None);
+        assert!(jobs.try_recv().is_err(), "bob is online: nothing stored");
+        assert!(rb.try_recv().is_err(), "held during replay");
+        assert!(
+            !hub.end_replay(b, 1),
+            "one slot: one line moves, one stays held"
+        );
+        assert_eq!(text(&rb.try_recv().unwrap()), "live1\n");
+        assert!(hub.end_replay(b, 8));
+        assert_eq!(text(&rb.try_recv().unwrap()), "live2\n");
+        hub.route_conversation(&pair, &Bytes::from_static(b"live3\n"), None);
+        assert_eq!(text(&rb.try_recv().unwrap()), "live3\n");
+        hub.forget_device("carol", &device_of("carol", 1));
+        assert!(
+            drain(&mut rb)
+                .iter()
+                .any(|l| l.contains(r#""event":"removed""#))
+        );
+        hub.route_conversation(&Conversation::All, &line, None);
+        assert!(
+            jobs.try_recv().is_err(),
+            "a removed device gets nothing stored"
+        );
+    }
+
+    #[test]
+    fn a_replaying_session_that_holds_too_much_is_closed() {
+        let hub = Hub::new(4, 2);
+        let (tx, _rb) = mpsc::channel(8);
+        let closer = Closer::default();
+        let mut new = new_session("bob", 1, tx, closer.clone());
+        new.replay = true;
+        let (_b, _) = hub.register(new).unwrap();
+        let pair = Conversation::pair("alice", "bob");
+        for _ in 0..3 {
+            hub.route_conversation(&pair, &Bytes::from_static(b"x\n"), None);
+        }
+        assert_eq!(
+            closer.reason().as_deref(),
+            Some("too slow: outbound queue full")
         );
     }
 }

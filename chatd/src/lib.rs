@@ -3,6 +3,7 @@
 //! ```text
 //! main ─ config ─ server ─┬─ session (one task per client) ─ commands/ (registry + one file per command)
 //!                         ├─ hub (who is online, routing, slow-consumer policy)
+//!                         ├─ offline (stores lines for offline devices, in routing order)
 //!                         ├─ control (Unix socket for chatctl)
 //!                         ├─ store (SQLite) · password (argon2id)
 //!                         └─ tls (rustls identity, self-signed on first start)
@@ -12,6 +13,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod hub;
+pub mod offline;
 pub mod password;
 pub mod peerlimit;
 pub mod ratelimit;

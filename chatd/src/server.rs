@@ -2,8 +2,8 @@
 //!
 //! [`Server::bind`] claims everything that can conflict (state-dir lock, TLS port, control
 //! socket) and fails with a clear error before touching any data; [`Server::run`] serves until
-//! the shutdown token fires, then tells every client, waits up to the grace period and
-//! checkpoints the database.
+//! the shutdown token fires, then tells every client, waits up to the grace period, lets the
+//! offline writer finish and checkpoints the database.
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -11,10 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chatd_proto::Fingerprint;
 use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::Gid;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,9 +26,9 @@ use tracing::Instrument;
 use crate::commands::{Registry, RegistryError};
 use crate::config::Config;
 use crate::control::{ControlError, ControlListener};
-use crate::hub::Hub;
+use crate::hub::{Hub, OfflineJob};
 use crate::peerlimit::PerIp;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, keys};
 use crate::throttle::LoginThrottle;
 use crate::tls::{Identity, TlsError};
 
@@ -94,6 +97,8 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Failed-login backoff per address and account.
     pub throttle: LoginThrottle,
+    /// The last offline job the offline writer committed (see [`crate::offline`]).
+    pub offline_committed: watch::Receiver<u64>,
 }
 
 impl Shared {
@@ -108,6 +113,7 @@ pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
     control: ControlListener,
+    offline: (mpsc::UnboundedReceiver<OfflineJob>, watch::Sender<u64>),
     _lock: Flock<File>,
 }
 
@@ -189,9 +195,27 @@ impl Server {
             std::time::Duration::from_secs(config.limits.login_backoff_max_secs.get()),
             std::time::Duration::from_secs(config.limits.account_backoff_max_secs.get()),
         );
+        let hub = Hub::new(
+            config.limits.max_sessions_per_user.get(),
+            config.limits.outbound_queue.get(),
+        );
+        let known = store
+            .run_sync(keys::active)
+            .map_err(|source| ServerError::Store {
+                path: db_path.clone(),
+                source,
+            })?;
+        hub.set_known(
+            known
+                .into_iter()
+                .map(|(user, fp, spki)| (user, Fingerprint::from_bytes(fp), BASE64.encode(spki))),
+        );
+        let (job_tx, job_rx, committed_tx, committed_rx) = crate::offline::channels();
+        hub.attach_offline(job_tx);
         let shared = Arc::new(Shared {
             throttle,
-            hub: Hub::new(config.limits.max_sessions_per_user.get()),
+            hub,
+            offline_committed: committed_rx,
             config,
             identity,
             store,
@@ -206,6 +230,7 @@ impl Server {
             shared,
             listener,
             control,
+            offline: (job_rx, committed_tx),
             _lock: lock,
         })
     }
@@ -236,9 +261,15 @@ impl Server {
             shared,
             listener,
             control,
+            offline: (job_rx, committed_tx),
             _lock,
         } = self;
         let control_task = tokio::spawn(control.run(Arc::clone(&shared)));
+        let offline_task = tokio::spawn(crate::offline::run(
+            Arc::clone(&shared),
+            job_rx,
+            committed_tx,
+        ));
         accept_loop(&listener, &shared).await;
         drop(listener);
         tracing::info!("shutting down");
@@ -254,6 +285,9 @@ impl Server {
             );
         }
         let _ = control_task.await; // drops the listener, which removes the socket file
+        // Every session is gone: the writer stores what is queued, then stops.
+        shared.hub.detach_offline();
+        let _ = offline_task.await;
         if let Err(e) = shared.store.checkpoint() {
             tracing::warn!(error = %e, "final database checkpoint failed");
         }

@@ -25,14 +25,17 @@ use tokio_util::codec::FramedRead;
 use tracing::Instrument;
 
 use crate::commands::{self, Ctx, Role};
-use crate::hub::{Closer, NewSession};
+use crate::hub::{Closer, NewSession, Notify, Routed, SessionId};
 use crate::ratelimit::TokenBucket;
 use crate::server::Shared;
-use crate::store::{KeyCheck, keys, users};
+use crate::store::{KeyCheck, keys, offline, users};
 use crate::throttle::Throttled;
 
 /// Bytes of AEAD tag in every envelope's ciphertext.
 const AEAD_TAG_BYTES: usize = 16;
+
+/// Stored lines per `backlog` batch.
+const REPLAY_BATCH: usize = 256;
 
 /// How long a closing session waits for its last frames to reach the client.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
@@ -286,9 +289,10 @@ impl Session {
             peer: self.peer,
             tx: self.tx.clone(),
             closer: self.closer.clone(),
+            replay: true,
         });
-        let id = match registered {
-            Ok(id) => id,
+        let (id, seq) = match registered {
+            Ok(r) => r,
             Err(e) => {
                 self.error(ErrorCode::TooManySessions, e.to_string());
                 self.ending = Some(Ending::both("too many sessions"));
@@ -298,6 +302,29 @@ impl Session {
         self.id = Some(id);
         tracing::Span::current().record("user", login.user.as_str());
         tracing::info!(session = id, device = %login.device, "logged in");
+        let replay = replay(
+            Arc::clone(&self.shared),
+            self.tx.clone(),
+            id,
+            seq,
+            login.user.clone(),
+            login.device,
+        );
+        tokio::select! {
+            ok = replay => if !ok {
+                self.ending = Some(Ending::gone("disconnected"));
+                return;
+            },
+            _ = self.closer.closed() => {
+                let reason = self.closer.reason().unwrap_or_else(|| "closed".into());
+                self.ending = Some(Ending::both(&reason));
+                return;
+            }
+            _ = self.shared.shutdown.cancelled() => {
+                self.ending = Some(Ending::both("server shutting down"));
+                return;
+            }
+        }
         self.chat_loop(id, &login).await;
     }
 
@@ -535,7 +562,7 @@ impl Session {
 
     /// Routes a sealed envelope by its header; its text stays sealed. True when the
     /// connection must close (too many violations).
-    fn route_envelope(&mut self, login: &LoggedIn, data: String) -> bool {
+    fn route_envelope(&mut self, id: SessionId, login: &LoggedIn, data: String) -> bool {
         let envelope = match Envelope::from_base64(&data) {
             Ok(e) => e,
             Err(e) => return self.violation(ErrorCode::BadEnvelope, format!("envelope: {e}")),
@@ -579,21 +606,28 @@ impl Session {
                 return false;
             }
         };
-        // Echoed to the sender too: the echo confirms delivery, carries the server's
-        // timestamp, and reaches the user's other sessions.
-        match &conversation {
-            Conversation::All => {
-                self.shared.hub.broadcast_line(&line);
-            }
-            Conversation::Pair(a, b) => {
-                let other = conversation.peer_of(&login.user).unwrap_or(a);
-                if !self.shared.hub.is_online(other) {
-                    self.error(ErrorCode::UserOffline, format!("{other} is not online"));
-                    return false;
-                }
-                self.shared.hub.send_line_to_users(&[a, b], &line);
+        if let Conversation::Pair(a, _) = &conversation {
+            let other = conversation.peer_of(&login.user).unwrap_or(a);
+            if !self.shared.hub.has_devices(other) {
+                // Same answer for no such user: a whisper does not probe for accounts.
+                self.error(
+                    ErrorCode::UserOffline,
+                    format!("{other} has no device key (no such user, or never logged in)"),
+                );
+                return false;
             }
         }
+        // Echoed to the sender too: the echo confirms delivery, carries the server's
+        // timestamp, and reaches the user's other sessions. Members' offline devices get it
+        // at their next login; `held` tells this session once that is durable.
+        let note = Notify {
+            session: id,
+            message: h.message_id.iter().map(|b| format!("{b:02x}")).collect(),
+            conversation: conversation.name(),
+        };
+        self.shared
+            .hub
+            .route_conversation(&conversation, &line, Some(note));
         false
     }
 
@@ -622,10 +656,10 @@ impl Session {
         };
         match frame::encode(&frame) {
             Ok(line) => {
-                // None online: the device left meanwhile; its owner's client learns that
-                // from the offline event, so there is nothing to tell the sender.
-                if self.shared.hub.send_line_to_device(&to, &line) == 0 {
-                    tracing::debug!(device = %to, "chain for a device that is not online");
+                // Offline devices get it at their next login, before the envelopes that
+                // need it. Unknown: revoked meanwhile; the sender learns that from `device`.
+                if self.shared.hub.route_to_device(&to, &line) == Routed::Unknown {
+                    tracing::debug!(device = %to, "chain for a device that is not registered");
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot serialize frame"),
@@ -642,7 +676,7 @@ impl Session {
                     }
                 }
                 ClientFrame::Send { data } => {
-                    if self.route_envelope(login, data) {
+                    if self.route_envelope(id, login, data) {
                         return;
                     }
                 }
@@ -668,6 +702,7 @@ impl Session {
                         Err(e) => self.send(&e.to_frame()),
                     }
                 }
+                ClientFrame::BacklogAck { upto } => self.ack_backlog(login, upto).await,
                 ClientFrame::Ping { nonce } => self.send(&ServerFrame::Pong { nonce }),
                 ClientFrame::Quit => {
                     self.ending = Some(Ending::both("quit"));
@@ -677,6 +712,22 @@ impl Session {
                     self.error(ErrorCode::AlreadyLoggedIn, "already logged in");
                 }
             }
+        }
+    }
+
+    /// Deletes what this device acknowledged of its stored lines.
+    async fn ack_backlog(&self, login: &LoggedIn, upto: u64) {
+        let (user, device) = (login.user.clone(), *login.device.as_bytes());
+        let upto = i64::try_from(upto).unwrap_or(i64::MAX);
+        let done = self
+            .shared
+            .store
+            .run(move |c| offline::ack(c, &user, &device, upto))
+            .await;
+        match done {
+            Ok(n) => tracing::debug!(deleted = n, "stored lines acknowledged"),
+            // They stay stored and come again at the next login; the client drops repeats.
+            Err(e) => tracing::warn!(error = %e, "cannot delete acknowledged stored lines"),
         }
     }
 
@@ -705,6 +756,83 @@ impl Session {
             writer.abort();
         }
     }
+}
+
+/// Sends what was stored for this device while it was offline, in batches each ended by a
+/// `backlog` marker, then lets the live lines the hub held meanwhile through. False when the
+/// connection is gone.
+async fn replay(
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Bytes>,
+    id: SessionId,
+    seq: u64,
+    user: String,
+    device: Fingerprint,
+) -> bool {
+    // Lines routed before registration may still be on their way to the database.
+    let mut committed = shared.offline_committed.clone();
+    if committed.wait_for(|done| *done >= seq).await.is_err() {
+        tracing::debug!("offline writer gone; replaying what is stored");
+    }
+    let ttl_ms = shared.config.limits.offline_ttl_secs.get() as i64 * 1000;
+    let not_before = crate::offline::now_ms().saturating_sub(ttl_ms);
+    let fp = *device.as_bytes();
+    let mut after = 0i64;
+    let mut total = 0usize;
+    loop {
+        let who = user.clone();
+        let rows = shared
+            .store
+            .run(move |c| offline::load(c, &who, &fp, after, REPLAY_BATCH, not_before))
+            .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read stored lines; they stay for the next login");
+                let text =
+                    "the server could not read the messages stored for you; they stay stored";
+                if let Ok(line) = frame::encode(&ServerFrame::error(ErrorCode::Internal, text)) {
+                    let _ = tx.send(line).await;
+                }
+                break;
+            }
+        };
+        let count = rows.len();
+        if count == 0 {
+            break;
+        }
+        for (qid, line) in rows {
+            after = qid;
+            if tx.send(Bytes::from(line)).await.is_err() {
+                return false;
+            }
+        }
+        total += count;
+        let marker = ServerFrame::Backlog {
+            upto: after.max(0) as u64,
+            count: count as u32,
+            more: count == REPLAY_BATCH,
+        };
+        if let Ok(line) = frame::encode(&marker) {
+            if tx.send(line).await.is_err() {
+                return false;
+            }
+        }
+        if count < REPLAY_BATCH {
+            break;
+        }
+    }
+    if total > 0 {
+        tracing::info!(lines = total, "delivered stored lines");
+    }
+    while !shared.hub.end_replay(id, tx.capacity()) {
+        // The queue is full of the backlog: wait until the writer frees a slot.
+        match tx.reserve().await {
+            Ok(permit) => drop(permit),
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// Says what is wrong with a frame without quoting the peer's values: serde's own message

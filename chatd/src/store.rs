@@ -1,4 +1,5 @@
-//! Persistent state in SQLite: accounts and their device public keys.
+//! Persistent state in SQLite: accounts, their device public keys, and the sealed lines
+//! stored for devices that are offline.
 //!
 //! WAL mode with `synchronous=FULL`, so a change is on disk before its caller is answered.
 //! The schema version is SQLite's `user_version`; [`MIGRATIONS`] brings any older file up to date.
@@ -31,6 +32,23 @@ const MIGRATIONS: &[&str] = &[
         revoked_at  INTEGER,
         PRIMARY KEY (user, fingerprint)
     ) STRICT;",
+    // 3: lines (sealed envelopes, wrapped chains) stored for offline devices. A line for many
+    // devices is stored once; each device's queue is ordered by `offline_queue.id`.
+    "CREATE TABLE offline_messages (
+        id         INTEGER PRIMARY KEY,
+        line       BLOB NOT NULL,
+        created_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE offline_queue (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        user    TEXT NOT NULL,
+        device  BLOB NOT NULL,
+        message INTEGER NOT NULL REFERENCES offline_messages(id) ON DELETE CASCADE,
+        FOREIGN KEY (user, device) REFERENCES device_keys(user, fingerprint) ON DELETE CASCADE
+    ) STRICT;
+    CREATE INDEX offline_queue_by_device ON offline_queue(user, device, id);
+    CREATE INDEX offline_queue_by_message ON offline_queue(message);
+    CREATE INDEX offline_messages_by_age ON offline_messages(created_ms);",
 ];
 
 /// A storage failure.
@@ -189,8 +207,13 @@ pub mod users {
     }
 
     /// Deletes an account; false if there was none.
+    /// Keys and stored lines go with it (foreign keys cascade).
     pub fn delete(c: &Connection, name: &str) -> Result<bool, StoreError> {
-        Ok(c.execute("DELETE FROM users WHERE name = ?1", [name])? > 0)
+        let tx = c.unchecked_transaction()?;
+        let n = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
+        super::offline::drop_orphans(&tx)?;
+        tx.commit()?;
+        Ok(n > 0)
     }
 
     /// Replaces the password hash; false if no such account.
@@ -360,14 +383,192 @@ pub mod keys {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Revokes a key; false if `user` has no such key. Revoking twice keeps the first time.
+    /// Revokes a key and drops what was stored for it; false if `user` has no such key.
+    /// Revoking twice keeps the first time.
     pub fn revoke(c: &Connection, user: &str, fingerprint: &[u8; 32]) -> Result<bool, StoreError> {
-        let n = c.execute(
+        let tx = c.unchecked_transaction()?;
+        let n = tx.execute(
             "UPDATE device_keys SET revoked_at = COALESCE(revoked_at, ?3)
              WHERE user = ?1 AND fingerprint = ?2",
             params![user, &fingerprint[..], now_secs()],
         )?;
+        tx.execute(
+            "DELETE FROM offline_queue WHERE user = ?1 AND device = ?2",
+            params![user, &fingerprint[..]],
+        )?;
+        super::offline::drop_orphans(&tx)?;
+        tx.commit()?;
         Ok(n > 0)
+    }
+
+    /// Every unrevoked key: (user, fingerprint, SPKI DER), by user then age.
+    pub fn active(c: &Connection) -> Result<Vec<ActiveKey>, StoreError> {
+        let mut stmt = c.prepare(
+            "SELECT user, fingerprint, spki FROM device_keys WHERE revoked_at IS NULL
+             ORDER BY user, created_at, fingerprint",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (user, fp, spki) = row?;
+            // Written only by check_and_register, always 32 bytes; skip a damaged row.
+            if let Ok(fingerprint) = <[u8; 32]>::try_from(fp.as_slice()) {
+                out.push((user, fingerprint, spki));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An unrevoked key: (user, fingerprint, SPKI DER).
+pub type ActiveKey = (String, [u8; 32], Vec<u8>);
+
+/// A device a stored line is for: (user, fingerprint).
+pub type DeviceTarget = (String, [u8; 32]);
+
+/// A line to store for devices that are offline.
+pub struct OfflineLine<'a> {
+    /// The serialized frame, newline included, exactly as it will be delivered.
+    pub line: &'a [u8],
+    /// (user, device fingerprint) of each offline recipient.
+    pub targets: &'a [DeviceTarget],
+}
+
+/// What storing one [`OfflineLine`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Users for whom it was stored (each once, in target order).
+    pub held: Vec<String>,
+    /// Users with a device whose queue was full: not stored for that device.
+    pub full: Vec<String>,
+}
+
+/// The offline queues: one per device, ordered, capped, expiring.
+pub mod offline {
+    use super::*;
+
+    fn push_once(v: &mut Vec<String>, user: &str) {
+        if !v.iter().any(|u| u == user) {
+            v.push(user.to_string());
+        }
+    }
+
+    /// Stores `lines` in one transaction, each for its targets whose queue holds fewer than
+    /// `cap` lines.
+    pub fn store(
+        c: &Connection,
+        lines: &[OfflineLine<'_>],
+        cap: usize,
+        now_ms: i64,
+    ) -> Result<Vec<Stored>, StoreError> {
+        let tx = c.unchecked_transaction()?;
+        let mut out = Vec::with_capacity(lines.len());
+        {
+            let mut count = tx.prepare_cached(
+                "SELECT COUNT(*) FROM offline_queue WHERE user = ?1 AND device = ?2",
+            )?;
+            let mut message = tx.prepare_cached(
+                "INSERT INTO offline_messages (line, created_ms) VALUES (?1, ?2)",
+            )?;
+            let mut queue = tx.prepare_cached(
+                "INSERT INTO offline_queue (user, device, message) VALUES (?1, ?2, ?3)",
+            )?;
+            for l in lines {
+                let mut result = Stored::default();
+                let mut id = None;
+                for (user, device) in l.targets {
+                    let n: i64 = count.query_row(params![user, &device[..]], |r| r.get(0))?;
+                    if n.max(0) as usize >= cap {
+                        push_once(&mut result.full, user);
+                        continue;
+                    }
+                    let msg = match id {
+                        Some(m) => m,
+                        None => {
+                            message.execute(params![l.line, now_ms])?;
+                            let m = tx.last_insert_rowid();
+                            id = Some(m);
+                            m
+                        }
+                    };
+                    queue.execute(params![user, &device[..], msg])?;
+                    push_once(&mut result.held, user);
+                }
+                out.push(result);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Up to `limit` lines queued for `user`'s `device` after queue id `after`, oldest
+    /// first, skipping lines stored before `not_before_ms` (expired).
+    pub fn load(
+        c: &Connection,
+        user: &str,
+        device: &[u8; 32],
+        after: i64,
+        limit: usize,
+        not_before_ms: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let mut stmt = c.prepare_cached(
+            "SELECT q.id, m.line FROM offline_queue q JOIN offline_messages m ON m.id = q.message
+             WHERE q.user = ?1 AND q.device = ?2 AND q.id > ?3 AND m.created_ms >= ?4
+             ORDER BY q.id LIMIT ?5",
+        )?;
+        let rows = stmt.query_map(
+            params![user, &device[..], after, not_before_ms, limit as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes what `user`'s `device` acknowledged (queue ids up to `upto`); returns how many.
+    pub fn ack(
+        c: &Connection,
+        user: &str,
+        device: &[u8; 32],
+        upto: i64,
+    ) -> Result<usize, StoreError> {
+        let tx = c.unchecked_transaction()?;
+        let n = tx.execute(
+            "DELETE FROM offline_queue WHERE user = ?1 AND device = ?2 AND id <= ?3",
+            params![user, &device[..], upto],
+        )?;
+        drop_orphans(&tx)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Deletes lines stored before `before_ms` from every queue; returns how many lines.
+    pub fn expire(c: &Connection, before_ms: i64) -> Result<usize, StoreError> {
+        Ok(c.execute(
+            "DELETE FROM offline_messages WHERE created_ms < ?1",
+            [before_ms],
+        )?)
+    }
+
+    /// Lines stored and queue entries, for status.
+    pub fn counts(c: &Connection) -> Result<(u64, u64), StoreError> {
+        let lines: i64 = c.query_row("SELECT COUNT(*) FROM offline_messages", [], |r| r.get(0))?;
+        let queued: i64 = c.query_row("SELECT COUNT(*) FROM offline_queue", [], |r| r.get(0))?;
+        Ok((lines.max(0) as u64, queued.max(0) as u64))
+    }
+
+    /// Lines no queue refers to any more (all their devices acknowledged or were removed).
+    pub(crate) fn drop_orphans(c: &Connection) -> Result<(), StoreError> {
+        c.execute(
+            "DELETE FROM offline_messages WHERE NOT EXISTS
+             (SELECT 1 FROM offline_queue q WHERE q.message = offline_messages.id)",
+            [],
+        )?;
+        Ok(())
     }
 }
 
@@ -483,5 +684,83 @@ mod tests {
             Store::open(&path),
             Err(StoreError::TooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn offline_queues_store_once_cap_order_ack_expire_and_cascade() {
+        let s = Store::open_in_memory().unwrap();
+        s.run_sync(|c| {
+            for u in ["alice", "bob"] {
+                users::add(c, u, "h", false)?;
+            }
+            let (a, b1, b2) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+            keys::check_and_register(c, "alice", &a, b"a", 2048, 4)?;
+            keys::check_and_register(c, "bob", &b1, b"b1", 2048, 4)?;
+            keys::check_and_register(c, "bob", &b2, b"b2", 2048, 4)?;
+            let both = [("bob".to_string(), b1), ("bob".to_string(), b2)];
+            let alice = [("alice".to_string(), a)];
+            let lines: Vec<String> = (0..4).map(|i| format!("line{i}\n")).collect();
+            let batch: Vec<OfflineLine<'_>> = lines
+                .iter()
+                .map(|l| OfflineLine {
+                    line: l.as_bytes(),
+                    targets: &both,
+                })
+                .collect();
+            // Cap 3 per device: the fourth line is refused for both of bob's devices.
+            let out = offline::store(c, &batch, 3, 1_000)?;
+            assert_eq!(out[0].held, ["bob"]);
+            assert!(out[2].full.is_empty());
+            assert_eq!(
+                out[3],
+                Stored {
+                    held: vec![],
+                    full: vec!["bob".into()]
+                }
+            );
+            // A line for two devices is stored once.
+            assert_eq!(offline::counts(c)?, (3, 6));
+            offline::store(
+                c,
+                &[OfflineLine {
+                    line: b"late\n",
+                    targets: &alice,
+                }],
+                3,
+                5_000,
+            )?;
+            let got = offline::load(c, "bob", &b1, 0, 2, 0)?;
+            let texts: Vec<&[u8]> = got.iter().map(|(_, l)| l.as_slice()).collect();
+            assert_eq!(texts, [b"line0\n".as_slice(), b"line1\n"]);
+            let rest = offline::load(c, "bob", &b1, got[1].0, 10, 0)?;
+            assert_eq!(rest.len(), 1);
+            assert_eq!(rest[0].1, b"line2\n");
+            // Only bob's device 1 acknowledges: its entries go, the lines stay for device 2.
+            assert_eq!(offline::ack(c, "bob", &b1, rest[0].0)?, 3);
+            assert!(offline::load(c, "bob", &b1, 0, 10, 0)?.is_empty());
+            assert_eq!(offline::counts(c)?, (4, 4));
+            // Revoking device 2 drops its queue and the lines nobody needs any more.
+            keys::revoke(c, "bob", &b2)?;
+            assert_eq!(offline::counts(c)?, (1, 1));
+            // Expired lines are neither loaded nor kept.
+            assert!(offline::load(c, "alice", &a, 0, 10, 6_000)?.is_empty());
+            assert_eq!(offline::load(c, "alice", &a, 0, 10, 5_000)?.len(), 1);
+            assert_eq!(offline::expire(c, 6_000)?, 1);
+            assert_eq!(offline::counts(c)?, (0, 0));
+            // Deleting an account takes its queue along.
+            offline::store(
+                c,
+                &[OfflineLine {
+                    line: b"x\n",
+                    targets: &alice,
+                }],
+                3,
+                7_000,
+            )?;
+            users::delete(c, "alice")?;
+            assert_eq!(offline::counts(c)?, (0, 0));
+            Ok(())
+        })
+        .unwrap();
     }
 }

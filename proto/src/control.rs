@@ -205,6 +205,12 @@ pub struct StatusInfo {
     pub users_online: usize,
     /// Accounts in the database.
     pub accounts: usize,
+    /// Messages (and keys) stored for offline devices, each counted once.
+    #[serde(default)]
+    pub offline_stored: u64,
+    /// Deliveries waiting: one per stored message and device it is for.
+    #[serde(default)]
+    pub offline_queued: u64,
 }
 
 /// One account.

@@ -64,6 +64,12 @@ pub enum ClientFrame {
         #[serde(default)]
         args: String,
     },
+    /// Acknowledges the messages stored for this device up to the `backlog` marker `upto`:
+    /// the server deletes them. Sent once the client has shown what came before the marker.
+    BacklogAck {
+        /// The marker's `upto`.
+        upto: u64,
+    },
     /// Liveness check; answered with `pong`.
     Ping {
         /// Echoed back unchanged.
@@ -101,6 +107,9 @@ impl std::fmt::Debug for ClientFrame {
                 .field("name", name)
                 .field("args_bytes", &args.len())
                 .finish(),
+            ClientFrame::BacklogAck { upto } => {
+                f.debug_struct("BacklogAck").field("upto", upto).finish()
+            }
             ClientFrame::Ping { nonce } => f.debug_struct("Ping").field("nonce", nonce).finish(),
             ClientFrame::Quit => f.write_str("Quit"),
         }
@@ -116,6 +125,7 @@ impl ClientFrame {
             ClientFrame::Send { .. } => "send",
             ClientFrame::Chain { .. } => "chain",
             ClientFrame::Command { .. } => "command",
+            ClientFrame::BacklogAck { .. } => "backlog_ack",
             ClientFrame::Ping { .. } => "ping",
             ClientFrame::Quit => "quit",
         }
@@ -145,7 +155,7 @@ pub struct OnlineUser {
     pub sessions: u32,
 }
 
-/// A device key of a user who is online.
+/// A registered (unrevoked) device key; messages for it are stored while it is offline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceInfo {
     /// Owner.
@@ -154,16 +164,21 @@ pub struct DeviceInfo {
     pub fingerprint: Fingerprint,
     /// Base64 of the SPKI DER.
     pub key: String,
+    /// A session with this key is logged in now.
+    #[serde(default)]
+    pub online: bool,
 }
 
-/// Whether a device came or went.
+/// What happened to a device key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceEvent {
     /// A session with this device key logged in (and no other one had it online).
     Online,
-    /// The last session with this device key ended.
+    /// The last session with this device key ended; messages for it are stored meanwhile.
     Offline,
+    /// The key was revoked or its account deleted: encrypt nothing more to it.
+    Removed,
 }
 
 /// Why a user appeared or disappeared.
@@ -205,8 +220,28 @@ pub enum ServerFrame {
         device: Fingerprint,
         /// Users online now, this one included.
         online: Vec<String>,
-        /// Device keys online now, this session's included.
+        /// Every registered device key, online or not, this session's included.
         devices: Vec<DeviceInfo>,
+    },
+    /// Ends a batch of messages stored while this device was offline (sent after `login_ok`,
+    /// before anything live). Answer with `backlog_ack {upto}` once they are shown.
+    Backlog {
+        /// Acknowledge with this value.
+        upto: u64,
+        /// Messages in this batch.
+        count: u32,
+        /// Another batch follows.
+        more: bool,
+    },
+    /// The sender's message was stored durably for these members who are offline; it
+    /// reaches them at their next login.
+    Held {
+        /// The envelope's message id, hex.
+        message: String,
+        /// The envelope's conversation (`all` or a sorted pair).
+        conversation: String,
+        /// Users whose devices (some or all) were offline.
+        users: Vec<String>,
     },
     /// An end-to-end envelope from `from`'s device `device` (as the server authenticated it).
     Envelope {
@@ -228,7 +263,7 @@ pub enum ServerFrame {
         /// Base64 of the wrapped-chain bytes, exactly as sent.
         data: String,
     },
-    /// A device key came online or went offline.
+    /// A device key came online, went offline or was removed.
     Device {
         /// Owner.
         user: String,
@@ -340,6 +375,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The server failed; details are in its log, never in the frame.
     Internal,
+    /// A recipient's offline queue is full (`offline_queue_max`); the message was not stored
+    /// for them.
+    OfflineQueueFull,
 }
 
 /// The longest `send` line (newline excluded) for an envelope of `text_bytes` of plaintext:

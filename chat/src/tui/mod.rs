@@ -218,7 +218,15 @@ impl Loop<'_> {
                     None => return Ok(1),
                 },
                 frame = recv(&mut self.conn), if self.conn.is_some() => match frame {
-                    Some(frame) => self.frame(frame),
+                    Some(frame) => {
+                        let reply = dispatch::reply(&frame);
+                        self.frame(frame);
+                        if let (Some(reply), Some(conn)) = (reply, self.conn.as_mut()) {
+                            if conn.send(&reply).await.is_err() {
+                                self.lost();
+                            }
+                        }
+                    }
                     None => self.lost(),
                 },
                 done = join(&mut self.attempt), if self.attempt.is_some() => {

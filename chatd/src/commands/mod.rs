@@ -239,7 +239,7 @@ pub(crate) mod testing {
         pub fn new() -> Self {
             let store = Store::open_in_memory().unwrap();
             Fixture {
-                hub: Hub::new(4),
+                hub: Hub::new(4, 64),
                 store,
                 registry: Registry::new(&CommandsConfig::default()).unwrap(),
                 limits: Limits::default(),
@@ -264,8 +264,10 @@ pub(crate) mod testing {
                     peer: "127.0.0.1:9".parse().unwrap(),
                     tx,
                     closer: Closer::default(),
+                    replay: false,
                 })
-                .unwrap();
+                .unwrap()
+                .0;
             (id, rx)
         }
 

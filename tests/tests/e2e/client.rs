@@ -198,7 +198,7 @@ fn chat_applies_the_servers_text_limit_and_reports_errors() {
     alice.send("/whisper zed hello");
     alice
         .err
-        .expect_contains("chat: message not sent: zed is not online");
+        .expect_contains("chat: message not sent: zed has no device key");
     alice.send("//etc is a path");
     alice
         .out

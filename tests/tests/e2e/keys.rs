@@ -41,6 +41,11 @@ fn keys_are_listed_and_a_revoked_key_is_shut_out() {
     );
     bob.expect_bye("device key revoked");
     assert_eq!(bob.expect_closed(), Closed::Clean);
+    // Removed at once (encrypt nothing more to it), then offline as its session ends.
+    assert_eq!(
+        alice.recv(),
+        json!({"type":"device","user":"bob","fingerprint":bob_fp,"event":"removed"})
+    );
     assert_eq!(
         alice.recv(),
         json!({"type":"device","user":"bob","fingerprint":bob_fp,"event":"offline"})

@@ -9,6 +9,7 @@
 //! - `hostile`: garbage, old TLS, silent crowds, huge lines, lookalike names
 //! - `keys`: device keys: made by chat, registered, listed, revoked, limited
 //! - `limits`: abuse limits at their edges (rate limit)
+//! - `offline`: messages stored for offline devices: order, restarts, kill -9, cap, TTL
 //! - `lifecycle`: configuration, restarts, second instances, SIGTERM
 //! - `tofu`: chat's certificate pinning
 //! - `logs`: what chatd logs and never logs
@@ -37,6 +38,8 @@ mod limits;
 mod logs;
 #[cfg(test)]
 mod malicious;
+#[cfg(test)]
+mod offline;
 #[cfg(test)]
 mod protocol;
 #[cfg(test)]

@@ -79,13 +79,29 @@ fn text_reaches_only_its_recipients_and_never_the_server() {
         );
     }
 
-    let exits: Vec<ChatExit> = [alice, bob, carol]
+    // carol leaves; what alice whispers to her now is stored, sealed, in the database.
+    carol.send("/quit");
+    let carol_exit = carol.wait();
+    let to_offline = marker("alice-to-offline-carol");
+    alice.send(&format!("/w carol {to_offline}"));
+    alice.out.expect(
+        "stored for carol",
+        exactly("-- stored for carol (offline): delivered at the next login"),
+    );
+    let status = server.ctl(&["--json", "status"], None).json();
+    assert!(
+        status["offline_stored"].as_u64() >= Some(2),
+        "chain and envelope: {status}"
+    );
+
+    let mut exits: Vec<ChatExit> = [alice, bob]
         .into_iter()
         .map(|mut c| {
             c.send("/quit");
             c.wait()
         })
         .collect();
+    exits.push(carol_exit);
     let [alice, _, carol] = &exits[..] else {
         unreachable!()
     };
@@ -131,6 +147,7 @@ fn text_reaches_only_its_recipients_and_never_the_server() {
         &alice_to_bob,
         &bob_to_carol,
         &action,
+        &to_offline,
     ] {
         assert!(!log.contains(m.as_str()), "{m} is in chatd's log");
         for (name, bytes) in &files {
