@@ -187,8 +187,21 @@ impl Inner {
                 entry.closer.close("too slow: outbound queue full");
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                // The writer is gone (the connection failed): unreachable from now on, so
+                // lines for its device are stored instead.
+                entry.closer.close("disconnected");
+                false
+            }
         }
+    }
+
+    /// True when some session with device key `fp` still takes lines (is not closing).
+    fn reachable(&self, fp: &Fingerprint) -> bool {
+        self.by_device.get(fp).is_some_and(|ids| {
+            ids.iter()
+                .any(|id| self.sessions.get(id).is_some_and(|e| !e.closer.is_closed()))
+        })
     }
 
     fn deliver_all(&self, line: &Bytes, except: Option<SessionId>) -> usize {
@@ -227,7 +240,8 @@ impl Inner {
             .collect()
     }
 
-    /// Registered devices of `users` with no session now.
+    /// Registered devices of `users` with no session that takes lines now (none, or all
+    /// closing: a line they missed is stored rather than lost).
     fn offline_devices<'a>(
         &self,
         users: impl Iterator<Item = &'a String>,
@@ -235,7 +249,7 @@ impl Inner {
         let mut out = Vec::new();
         for user in users {
             for k in self.known.get(user).into_iter().flatten() {
-                if !self.by_device.contains_key(&k.fingerprint) {
+                if !self.reachable(&k.fingerprint) {
                     out.push((user.clone(), k.fingerprint));
                 }
             }
@@ -507,6 +521,7 @@ impl Hub {
             }
             // Its sessions are closing: store it for the next login.
         }
+        // Every registered key of that fingerprint (normally one user's).
         let owners: Vec<(String, Fingerprint)> = inner
             .known
             .iter()
@@ -927,6 +942,26 @@ mod tests {
         assert!(
             jobs.try_recv().is_err(),
             "a removed device gets nothing stored"
+        );
+    }
+
+    #[test]
+    fn a_device_whose_sessions_are_closing_gets_lines_stored() {
+        let hub = Hub::new(4, 8);
+        let mut jobs = with_writer(&hub);
+        let (_a, _ra, _) = join(&hub, "alice", 8);
+        let (_b, _rb, bob) = join(&hub, "bob", 8);
+        bob.close("too slow: outbound queue full");
+        let pair = Conversation::pair("alice", "bob");
+        assert_eq!(
+            hub.route_conversation(&pair, &Bytes::from_static(b"x\n"), None),
+            1
+        );
+        let job = jobs.try_recv().unwrap();
+        assert_eq!(job.targets, [("bob".to_string(), device_of("bob", 0))]);
+        assert_eq!(
+            hub.route_to_device(&device_of("bob", 0), &Bytes::from_static(b"c\n")),
+            Routed::Stored
         );
     }
 
