@@ -726,7 +726,7 @@ impl Session {
             .await;
         match done {
             Ok(n) => tracing::debug!(deleted = n, "stored lines acknowledged"),
-            // They stay stored and come again at the next login; the client drops repeats.
+            // They stay stored and come again at the next login.
             Err(e) => tracing::warn!(error = %e, "cannot delete acknowledged stored lines"),
         }
     }
@@ -783,7 +783,7 @@ async fn replay(
         let who = user.clone();
         let rows = shared
             .store
-            .run(move |c| offline::load(c, &who, &fp, after, REPLAY_BATCH, not_before))
+            .run(move |c| offline::load(c, &who, &fp, after, REPLAY_BATCH + 1, not_before))
             .await;
         let rows = match rows {
             Ok(rows) => rows,
@@ -797,11 +797,13 @@ async fn replay(
                 break;
             }
         };
-        let count = rows.len();
+        // One more row than a batch was asked for: it says whether another batch follows.
+        let more = rows.len() > REPLAY_BATCH;
+        let count = rows.len().min(REPLAY_BATCH);
         if count == 0 {
             break;
         }
-        for (qid, line) in rows {
+        for (qid, line) in rows.into_iter().take(REPLAY_BATCH) {
             after = qid;
             if tx.send(Bytes::from(line)).await.is_err() {
                 return false;
@@ -811,14 +813,14 @@ async fn replay(
         let marker = ServerFrame::Backlog {
             upto: after.max(0) as u64,
             count: count as u32,
-            more: count == REPLAY_BATCH,
+            more,
         };
         if let Ok(line) = frame::encode(&marker) {
             if tx.send(line).await.is_err() {
                 return false;
             }
         }
-        if count < REPLAY_BATCH {
+        if !more {
             break;
         }
     }

@@ -145,6 +145,33 @@ fn live_messages_wait_behind_the_replay() {
 }
 
 #[test]
+fn exactly_one_batch_ends_with_a_final_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_limits(dir.path(), FAST);
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    register_device(&server, "bob", "pw-b");
+    let mut alice = Raw::login(&server, "alice", "pw-a");
+    let sent: Vec<String> = (0..256)
+        .map(|i| alice.whisper("bob", &format!("m{i}")))
+        .collect();
+    let mut held = 0;
+    while held < sent.len() {
+        if alice.recv()["type"] == "held" {
+            held += 1;
+        }
+    }
+    // 256 is one full batch: its marker already says nothing more follows.
+    let (mut bob, got, marker) = login_and_replay(&server, "bob", "pw-b");
+    assert_eq!(got, sent);
+    assert_eq!(
+        (&marker["count"], &marker["more"]),
+        (&json!(256), &json!(false))
+    );
+    bob.sync(1);
+}
+
+#[test]
 fn the_per_device_cap_refuses_more_and_tells_the_sender() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::with_limits(dir.path(), "offline_queue_max = 3");
