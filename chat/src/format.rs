@@ -6,7 +6,7 @@
 //! terminal escape sequences or fake extra lines.
 
 use chatd_proto::ServerFrame;
-use chatd_proto::frame::{CommandInfo, OnlineUser, PresenceEvent};
+use chatd_proto::frame::{CommandInfo, OnlineUser, PresenceEvent, WhoisDevice};
 use chrono::{Local, TimeZone};
 
 use crate::secure::{ChatMessage, Event};
@@ -121,6 +121,19 @@ pub fn render_bodies(frame: &ServerFrame) -> Vec<String> {
             vec![line(body)]
         }
         ServerFrame::Users { users } => vec![line(users_line(users))],
+        ServerFrame::Whois {
+            user,
+            sessions,
+            away,
+            admin,
+            devices,
+        } => vec![line(whois_line(
+            user,
+            *sessions,
+            away.as_deref(),
+            *admin,
+            devices,
+        ))],
         ServerFrame::Help { commands } => {
             let mut out = vec![line("-- server commands:".to_string())];
             out.extend(commands.iter().map(help_line));
@@ -197,10 +210,56 @@ pub fn client_help_bodies() -> Vec<String> {
 fn users_line(users: &[OnlineUser]) -> String {
     let sessions: u64 = users.iter().map(|u| u64::from(u.sessions)).sum();
     let plural = if sessions == 1 { "" } else { "s" };
-    format!(
+    let mut line = format!(
         "-- online: {} ({sessions} session{plural})",
         join_names(users.iter().map(|u| u.user.as_str()))
-    )
+    );
+    let away: Vec<String> = users
+        .iter()
+        .filter_map(|u| {
+            let text = u.away.as_deref()?;
+            Some(format!("{} ({})", sanitize(&u.user), sanitize(text)))
+        })
+        .collect();
+    if !away.is_empty() {
+        line.push_str(&format!("; away: {}", away.join(", ")));
+    }
+    line
+}
+
+/// `-- bob: online (2 sessions), away (lunch), admin; device keys: SHA256:... (online), ...`.
+fn whois_line(
+    user: &str,
+    sessions: u32,
+    away: Option<&str>,
+    admin: bool,
+    devices: &[WhoisDevice],
+) -> String {
+    let mut line = format!("-- {}: ", sanitize(user));
+    match sessions {
+        0 => line.push_str("offline"),
+        1 => line.push_str("online (1 session)"),
+        n => line.push_str(&format!("online ({n} sessions)")),
+    }
+    if let Some(text) = away {
+        line.push_str(&format!(", away ({})", sanitize(text)));
+    }
+    if admin {
+        line.push_str(", admin");
+    }
+    if devices.is_empty() {
+        line.push_str("; no device key yet");
+    } else {
+        let keys: Vec<String> = devices
+            .iter()
+            .map(|d| {
+                let state = if d.online { " (online)" } else { "" };
+                format!("{}{state}", d.fingerprint)
+            })
+            .collect();
+        line.push_str(&format!("; device keys: {}", keys.join(", ")));
+    }
+    line
 }
 
 /// `  /whisper <user> <message> - help (aliases: w, msg)`.
@@ -321,20 +380,43 @@ mod tests {
                 OnlineUser {
                     user: "alice".into(),
                     sessions: 1,
+                    away: None,
                 },
                 OnlineUser {
                     user: "bob".into(),
                     sessions: 1,
+                    away: Some("lunch\x1b[2J".into()),
                 },
             ],
         };
-        assert_eq!(one(&users), "[12:00:00] -- online: alice, bob (2 sessions)");
+        assert_eq!(
+            one(&users),
+            "[12:00:00] -- online: alice, bob (2 sessions); away: bob (lunch\u{fffd}[2J)"
+        );
         let single = ServerFrame::Users {
             users: vec![OnlineUser {
                 user: "alice".into(),
                 sessions: 1,
+                away: None,
             }],
         };
+        let whois = ServerFrame::Whois {
+            user: "bob".into(),
+            sessions: 2,
+            away: Some("lunch".into()),
+            admin: true,
+            devices: vec![WhoisDevice {
+                fingerprint: chatd_proto::Fingerprint::from_bytes([0; 32]),
+                online: true,
+            }],
+        };
+        assert_eq!(
+            one(&whois),
+            format!(
+                "[12:00:00] -- bob: online (2 sessions), away (lunch), admin; device keys: {} (online)",
+                chatd_proto::Fingerprint::from_bytes([0; 32])
+            )
+        );
         assert_eq!(one(&single), "[12:00:00] -- online: alice (1 session)");
 
         assert_eq!(

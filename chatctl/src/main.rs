@@ -64,6 +64,12 @@ enum Command {
     },
     /// Show server version, uptime, listener, certificate fingerprint and counts.
     Status,
+    /// Send a notice to everyone online (server-generated, not end-to-end encrypted).
+    Say {
+        /// The announcement.
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,6 +223,9 @@ fn build_request(command: &Command) -> Result<ControlRequest> {
             }
         }
         Command::Status => ControlRequest::Status,
+        Command::Say { text } => ControlRequest::Say {
+            text: text.join(" "),
+        },
     })
 }
 
@@ -267,6 +276,13 @@ mod tests {
             ControlRequest::Kick {
                 user: "bob".into(),
                 reason: Some("spam".into())
+            }
+        );
+        let cli = Cli::try_parse_from(["chatctl", "say", "back", "in 5"]).unwrap();
+        assert_eq!(
+            build_request(&cli.command).unwrap(),
+            ControlRequest::Say {
+                text: "back in 5".into()
             }
         );
         let cli = Cli::try_parse_from(["chatctl", "user", "list"]).unwrap();

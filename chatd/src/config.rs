@@ -55,6 +55,8 @@ pub struct Config {
     pub limits: Limits,
     /// Which commands exist and their aliases.
     pub commands: CommandsConfig,
+    /// External plugin commands (`[[plugins]]`).
+    pub plugins: Vec<PluginConfig>,
     /// Logging.
     pub log: LogConfig,
 }
@@ -71,6 +73,8 @@ pub struct ServerConfig {
     pub control_socket: PathBuf,
     /// Members of this group may use the control socket (besides root and chatd's own user).
     pub admin_group: String,
+    /// Message of the day: shown at login and by `/motd` (empty: none).
+    pub motd: String,
 }
 
 impl Default for ServerConfig {
@@ -80,8 +84,50 @@ impl Default for ServerConfig {
             state_dir: PathBuf::from("/var/lib/chatd"),
             control_socket: PathBuf::from("/run/chatd/control.sock"),
             admin_group: "chatd-admin".into(),
+            motd: String::new(),
         }
     }
+}
+
+/// `[[plugins]]`: a command run by an external program.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Command name, without the slash.
+    pub name: String,
+    /// Absolute path of the program; run directly, never through a shell.
+    pub exec: PathBuf,
+    /// Argument synopsis shown by `/help`.
+    #[serde(default)]
+    pub usage: String,
+    /// One line of help.
+    #[serde(default)]
+    pub help: String,
+    /// Milliseconds the program may run before it is killed.
+    #[serde(default = "plugin_timeout_ms")]
+    pub timeout_ms: NonZeroU64,
+    /// Bytes the program may write to stdout; more is an error.
+    #[serde(default = "plugin_max_output")]
+    pub max_output_bytes: NonZeroUsize,
+    /// Runs of this plugin at once; a call beyond it is refused as busy.
+    #[serde(default = "plugin_max_concurrent")]
+    pub max_concurrent: NonZeroUsize,
+    /// Only administrators may run it.
+    #[serde(default)]
+    pub admin_only: bool,
+    /// The program's reply may go to everyone online (`"to":"everyone"`), not only the caller.
+    #[serde(default)]
+    pub allow_broadcast: bool,
+}
+
+fn plugin_timeout_ms() -> NonZeroU64 {
+    nz_u64(2000)
+}
+fn plugin_max_output() -> NonZeroUsize {
+    nz_usize(16 * 1024)
+}
+fn plugin_max_concurrent() -> NonZeroUsize {
+    nz_usize(4)
 }
 
 /// `[tls]`

@@ -352,17 +352,7 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
             sessions: shared.hub.sessions(),
         },
         ControlRequest::Kick { user, reason } => {
-            let reason = match reason.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
-                Some(r) => format!(
-                    "kicked by administrator: {}",
-                    // Shown on users' terminals: no control characters.
-                    r.chars()
-                        .filter(|c| !c.is_control())
-                        .take(200)
-                        .collect::<String>()
-                ),
-                None => "kicked by administrator".to_string(),
-            };
+            let reason = crate::commands::kick_reason(reason.as_deref().unwrap_or(""));
             match shared.hub.close_user(&user, &reason) {
                 0 => error(
                     ControlErrorCode::NoSuchUser,
@@ -370,6 +360,22 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
                 ),
                 n => done(format!("kicked {user} ({n} session(s))")),
             }
+        }
+        ControlRequest::Say { text } => {
+            if text.trim().is_empty() || text.len() > shared.config.limits.max_text_bytes.get() {
+                return error(
+                    ControlErrorCode::InvalidArgument,
+                    format!(
+                        "the announcement must be 1 to {} bytes",
+                        shared.config.limits.max_text_bytes.get()
+                    ),
+                );
+            }
+            let n = shared
+                .hub
+                .broadcast(&crate::commands::announcement(None, &text), None);
+            tracing::info!(sessions = n, "announcement sent from the control socket");
+            done(format!("announced to {n} session(s)"))
         }
         ControlRequest::KeyList { user } => key_list(shared, user).await,
         ControlRequest::KeyRevoke { user, fingerprint } => {

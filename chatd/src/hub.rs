@@ -20,7 +20,9 @@ use bytes::Bytes;
 use chatd_proto::Fingerprint;
 use chatd_proto::control::SessionInfo;
 use chatd_proto::conversation::Conversation;
-use chatd_proto::frame::{self, DeviceEvent, DeviceInfo, OnlineUser, PresenceEvent, ServerFrame};
+use chatd_proto::frame::{
+    self, DeviceEvent, DeviceInfo, OnlineUser, PresenceEvent, ServerFrame, WhoisDevice,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -121,6 +123,8 @@ struct Inner {
     by_user: HashMap<String, Vec<SessionId>>,
     by_device: HashMap<Fingerprint, Vec<SessionId>>,
     known: BTreeMap<String, Vec<Known>>,
+    /// Away messages of users online (cleared when their last session ends).
+    away: HashMap<String, String>,
     offline: Option<mpsc::UnboundedSender<OfflineJob>>,
     /// Number of the last [`OfflineJob`] handed out.
     offline_seq: u64,
@@ -507,6 +511,41 @@ impl Hub {
         reached
     }
 
+    /// Sets (Some) or clears (None) `user`'s away message; false if `user` is not online.
+    pub fn set_away(&self, user: &str, text: Option<String>) -> bool {
+        let mut inner = self.lock();
+        if !inner.by_user.contains_key(user) {
+            return false;
+        }
+        match text {
+            Some(t) => inner.away.insert(user.to_string(), t),
+            None => inner.away.remove(user),
+        };
+        true
+    }
+
+    /// `user`'s away message, if set.
+    pub fn away(&self, user: &str) -> Option<String> {
+        self.lock().away.get(user).cloned()
+    }
+
+    /// What `/whois` shows of `user`: sessions, away message, device keys with their state.
+    pub fn whois(&self, user: &str) -> (u32, Option<String>, Vec<WhoisDevice>) {
+        let inner = self.lock();
+        let sessions = inner.by_user.get(user).map_or(0, Vec::len) as u32;
+        let devices = inner
+            .known
+            .get(user)
+            .into_iter()
+            .flatten()
+            .map(|k| WhoisDevice {
+                fingerprint: k.fingerprint,
+                online: inner.by_device.contains_key(&k.fingerprint),
+            })
+            .collect();
+        (sessions, inner.away.get(user).cloned(), devices)
+    }
+
     /// True when `user` has at least one registered, unrevoked device key.
     pub fn has_devices(&self, user: &str) -> bool {
         self.lock().known.get(user).is_some_and(|k| !k.is_empty())
@@ -586,6 +625,7 @@ impl Hub {
         };
         if last {
             inner.by_user.remove(&entry.user);
+            inner.away.remove(&entry.user);
             let leave = ServerFrame::Presence {
                 user: entry.user,
                 event: PresenceEvent::Leave,
@@ -624,6 +664,7 @@ impl Hub {
             .map(|(user, ids)| OnlineUser {
                 user: user.clone(),
                 sessions: ids.len() as u32,
+                away: inner.away.get(user).cloned(),
             })
             .collect();
         users.sort_by(|a, b| a.user.cmp(&b.user));

@@ -158,7 +158,7 @@ impl Server {
             config.tls.key.as_deref(),
             &state_dir,
         )?;
-        let registry = Registry::new(&config.commands)?;
+        let registry = Registry::new(&config.commands, &config.plugins)?;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|source| ServerError::Listen {

@@ -325,6 +325,12 @@ impl Session {
                 return;
             }
         }
+        let motd = self.shared.config.server.motd.trim();
+        if !motd.is_empty() {
+            self.send(&ServerFrame::Notice {
+                text: format!("message of the day: {motd}"),
+            });
+        }
         self.chat_loop(id, &login).await;
     }
 
@@ -628,6 +634,15 @@ impl Session {
         self.shared
             .hub
             .route_conversation(&conversation, &line, Some(note));
+        if let Some(peer) = conversation.peer_of(&login.user) {
+            if peer != login.user {
+                if let Some(away) = self.shared.hub.away(peer) {
+                    self.send(&ServerFrame::Notice {
+                        text: format!("{peer} is away: {away}"),
+                    });
+                }
+            }
+        }
         false
     }
 
@@ -691,6 +706,7 @@ impl Session {
                         store: &self.shared.store,
                         registry: &self.shared.registry,
                         limits: &self.shared.config.limits,
+                        motd: &self.shared.config.server.motd,
                         session: id,
                         user: &login.user,
                         role: login.role,

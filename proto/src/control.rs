@@ -67,6 +67,11 @@ pub enum ControlRequest {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// A notice to everyone online.
+    Say {
+        /// The announcement.
+        text: String,
+    },
     /// List registered device keys, of one user or of all.
     KeyList {
         /// Only this account's keys.
@@ -94,7 +99,10 @@ impl ControlRequest {
             | ControlRequest::Kick { user, .. }
             | ControlRequest::KeyRevoke { user, .. } => Some(user),
             ControlRequest::KeyList { user } => user.as_deref(),
-            ControlRequest::Status | ControlRequest::UserList | ControlRequest::Who => None,
+            ControlRequest::Status
+            | ControlRequest::UserList
+            | ControlRequest::Who
+            | ControlRequest::Say { .. } => None,
         }
     }
 }
@@ -121,6 +129,10 @@ impl std::fmt::Debug for ControlRequest {
                 .field("reason", reason)
                 .finish(),
             ControlRequest::KeyList { user } => write!(f, "KeyList({user:?})"),
+            ControlRequest::Say { text } => f
+                .debug_struct("Say")
+                .field("text_bytes", &text.len())
+                .finish(),
             ControlRequest::KeyRevoke { user, fingerprint } => f
                 .debug_struct("KeyRevoke")
                 .field("user", user)

@@ -153,6 +153,18 @@ pub struct OnlineUser {
     pub user: String,
     /// Number of sessions (devices) that user has open.
     pub sessions: u32,
+    /// Away message, when set with `/away`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub away: Option<String>,
+}
+
+/// One device key in a `whois` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoisDevice {
+    /// SHA-256 of the key's SPKI DER.
+    pub fingerprint: Fingerprint,
+    /// A session with it is logged in now.
+    pub online: bool,
 }
 
 /// A registered (unrevoked) device key; messages for it are stored while it is offline.
@@ -290,6 +302,20 @@ pub enum ServerFrame {
         /// Everyone online, sorted by name.
         users: Vec<OnlineUser>,
     },
+    /// Answer to `/whois USER`.
+    Whois {
+        /// The user asked about.
+        user: String,
+        /// Sessions logged in now (0: offline).
+        sessions: u32,
+        /// Away message, if set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        away: Option<String>,
+        /// Has the admin role.
+        admin: bool,
+        /// Registered, unrevoked device keys.
+        devices: Vec<WhoisDevice>,
+    },
     /// Answer to `/help`.
     Help {
         /// Every command this user may run, sorted by name.
@@ -375,6 +401,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The server failed; details are in its log, never in the frame.
     Internal,
+    /// An external plugin command failed (timed out, crashed, missing, bad reply).
+    PluginFailed,
     /// A recipient's offline queue is full (`offline_queue_max`); the message was not stored
     /// for them.
     OfflineQueueFull,

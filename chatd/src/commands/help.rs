@@ -8,13 +8,13 @@ use super::{Command, CommandFuture, Ctx};
 pub struct Help;
 
 impl Command for Help {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "help"
     }
-    fn usage(&self) -> &'static str {
+    fn usage(&self) -> &str {
         ""
     }
-    fn help(&self) -> &'static str {
+    fn help(&self) -> &str {
         "list the server's commands"
     }
     fn run<'a>(&'a self, ctx: &'a Ctx<'a>, _args: &'a str) -> CommandFuture<'a> {
@@ -44,7 +44,15 @@ mod tests {
             panic!("{reply:?}")
         };
         let names: Vec<_> = commands.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["help", "list"]);
-        assert_eq!(commands[1].aliases, ["who"]);
+        // Admin-only commands (announce, kick) are not listed for a user.
+        assert_eq!(names, ["away", "help", "list", "motd", "ping", "whois"]);
+        assert_eq!(commands[2].aliases, ["who"]);
+        let mut ctx = f.ctx(id, "alice");
+        ctx.role = crate::commands::Role::Admin;
+        let reply = f.registry.dispatch(&ctx, "help", "").await.unwrap();
+        let Some(ServerFrame::Help { commands }) = reply else {
+            panic!("{reply:?}")
+        };
+        assert!(commands.iter().any(|c| c.name == "kick"));
     }
 }

@@ -8,13 +8,13 @@ use super::{Command, CommandFuture, Ctx};
 pub struct List;
 
 impl Command for List {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "list"
     }
-    fn usage(&self) -> &'static str {
+    fn usage(&self) -> &str {
         ""
     }
-    fn help(&self) -> &'static str {
+    fn help(&self) -> &str {
         "show who is online"
     }
     fn run<'a>(&'a self, ctx: &'a Ctx<'a>, _args: &'a str) -> CommandFuture<'a> {

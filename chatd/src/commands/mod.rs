@@ -3,8 +3,18 @@
 //! Which commands are enabled and their aliases come from the config. Role checks live in
 //! [`Registry::dispatch`], never in handlers; handler errors map to stable error codes.
 
+mod announce;
+mod away;
 mod help;
+mod kick;
 mod list;
+mod motd;
+mod ping;
+pub mod plugin;
+mod whois;
+
+pub use announce::announcement;
+pub use kick::kick_reason;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,7 +24,7 @@ use std::sync::Arc;
 use chatd_proto::ErrorCode;
 use chatd_proto::frame::{CommandInfo, ServerFrame};
 
-use crate::config::{CommandsConfig, Limits};
+use crate::config::{CommandsConfig, Limits, PluginConfig};
 use crate::hub::{Hub, SessionId};
 use crate::store::Store;
 
@@ -22,11 +32,22 @@ use crate::store::Store;
 ///
 /// Whispers and `/me` are not here: their text is end-to-end encrypted, so the client seals
 /// them and the server only routes the envelopes (see `crate::session`).
-pub const BUILTIN_NAMES: &[&str] = &["help", "list"];
+pub const BUILTIN_NAMES: &[&str] = &[
+    "announce", "away", "help", "kick", "list", "motd", "ping", "whois",
+];
 
 /// Every built-in command, in one place.
 pub fn builtin() -> Vec<Arc<dyn Command>> {
-    vec![Arc::new(help::Help), Arc::new(list::List)]
+    vec![
+        Arc::new(announce::Announce),
+        Arc::new(away::Away),
+        Arc::new(help::Help),
+        Arc::new(kick::Kick),
+        Arc::new(list::List),
+        Arc::new(motd::Motd),
+        Arc::new(ping::Ping),
+        Arc::new(whois::Whois),
+    ]
 }
 
 /// Who may run a command.
@@ -45,11 +66,11 @@ pub type CommandFuture<'a> =
 /// A slash command.
 pub trait Command: Send + Sync {
     /// Canonical name, without the slash.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
     /// Argument synopsis.
-    fn usage(&self) -> &'static str;
+    fn usage(&self) -> &str;
     /// One line of help.
-    fn help(&self) -> &'static str;
+    fn help(&self) -> &str;
     /// Least role allowed to run it.
     fn role(&self) -> Role {
         Role::User
@@ -68,6 +89,8 @@ pub struct Ctx<'a> {
     pub registry: &'a Registry,
     /// Limits in force.
     pub limits: &'a Limits,
+    /// The message of the day (`[server] motd`; empty: none).
+    pub motd: &'a str,
     /// The calling session.
     pub session: SessionId,
     /// The calling user.
@@ -89,9 +112,20 @@ pub enum CommandError {
     #[error("usage: /{name} {usage}")]
     BadArguments {
         /// Command name.
-        name: &'static str,
+        name: String,
         /// Its usage.
-        usage: &'static str,
+        usage: String,
+    },
+    /// The named user does not exist.
+    #[error("no such user: {0}")]
+    NoSuchUser(String),
+    /// An external plugin command failed; the message says how (details in the log).
+    #[error("/{name}: {why}")]
+    Plugin {
+        /// Command name.
+        name: String,
+        /// What went wrong, for the caller.
+        why: String,
     },
     /// Something failed inside the server (logged there, not sent).
     #[error("internal error")]
@@ -99,12 +133,22 @@ pub enum CommandError {
 }
 
 impl CommandError {
+    /// Wrong arguments for `cmd`.
+    pub fn usage(cmd: &(impl Command + ?Sized)) -> CommandError {
+        CommandError::BadArguments {
+            name: cmd.name().to_string(),
+            usage: cmd.usage().to_string(),
+        }
+    }
+
     /// The wire code for this error.
     pub fn code(&self) -> ErrorCode {
         match self {
             CommandError::Unknown(_) => ErrorCode::UnknownCommand,
             CommandError::Forbidden(_) => ErrorCode::Forbidden,
             CommandError::BadArguments { .. } => ErrorCode::BadArguments,
+            CommandError::NoSuchUser(_) => ErrorCode::NoSuchUser,
+            CommandError::Plugin { .. } => ErrorCode::PluginFailed,
             CommandError::Internal => ErrorCode::Internal,
         }
     }
@@ -121,6 +165,17 @@ pub enum RegistryError {
     /// Two commands or aliases claim one name.
     #[error("command name {0:?} is used twice")]
     Duplicate(String),
+    /// A plugin's name is not a valid command name.
+    #[error("plugin name {0:?} must be 1-32 of a-z, 0-9, _ and -, starting with a letter")]
+    BadPluginName(String),
+    /// A plugin's `exec` is not an absolute path.
+    #[error("plugin {name:?}: exec must be an absolute path, not {exec:?}")]
+    RelativeExec {
+        /// Plugin name.
+        name: String,
+        /// The configured path.
+        exec: String,
+    },
     /// An alias points at a command that is not enabled.
     #[error("alias {alias:?} points at {target:?}, which is not an enabled command")]
     DanglingAlias {
@@ -138,9 +193,12 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds the registry from the built-ins and the `[commands]` config.
-    pub fn new(config: &CommandsConfig) -> Result<Registry, RegistryError> {
-        let mut by_name = BTreeMap::new();
+    /// Builds the registry from the built-ins, the `[commands]` config and `[[plugins]]`.
+    pub fn new(
+        config: &CommandsConfig,
+        plugins: &[PluginConfig],
+    ) -> Result<Registry, RegistryError> {
+        let mut by_name: BTreeMap<String, Arc<dyn Command>> = BTreeMap::new();
         for cmd in builtin() {
             if config.disabled.iter().any(|d| d == cmd.name()) {
                 continue;
@@ -149,6 +207,14 @@ impl Registry {
                 // Only reachable if builtin() lists a name twice.
                 return Err(RegistryError::Duplicate("builtin".into()));
             }
+        }
+        for p in plugins {
+            let cmd = plugin::Plugin::new(p)?;
+            // A plugin may not shadow a built-in, even a disabled one: /help would lie.
+            if BUILTIN_NAMES.contains(&p.name.as_str()) || by_name.contains_key(&p.name) {
+                return Err(RegistryError::Duplicate(p.name.clone()));
+            }
+            by_name.insert(p.name.clone(), Arc::new(cmd));
         }
         let mut aliases = BTreeMap::new();
         for (alias, target) in &config.aliases {
@@ -202,9 +268,9 @@ impl Registry {
         name: &str,
         args: &str,
     ) -> Result<Option<ServerFrame>, CommandError> {
-        let cmd = self
-            .lookup(name)
-            .ok_or_else(|| CommandError::Unknown(name.chars().take(64).collect()))?;
+        let cmd = self.lookup(name).ok_or_else(|| {
+            CommandError::Unknown(name.chars().filter(|c| !c.is_control()).take(64).collect())
+        })?;
         if ctx.role < cmd.role() {
             return Err(CommandError::Forbidden(cmd.name().to_string()));
         }
@@ -241,7 +307,7 @@ pub(crate) mod testing {
             Fixture {
                 hub: Hub::new(4, 64),
                 store,
-                registry: Registry::new(&CommandsConfig::default()).unwrap(),
+                registry: Registry::new(&CommandsConfig::default(), &[]).unwrap(),
                 limits: Limits::default(),
             }
         }
@@ -277,6 +343,7 @@ pub(crate) mod testing {
                 store: &self.store,
                 registry: &self.registry,
                 limits: &self.limits,
+                motd: "",
                 session,
                 user,
                 role: Role::User,
@@ -293,15 +360,15 @@ mod tests {
     #[test]
     fn aliases_disable_and_duplicates() {
         let mut cfg = CommandsConfig::default();
-        let r = Registry::new(&cfg).unwrap();
+        let r = Registry::new(&cfg, &[]).unwrap();
         assert_eq!(r.lookup("who").unwrap().name(), "list");
         cfg.disabled.push("list".into());
-        let r = Registry::new(&cfg).unwrap();
+        let r = Registry::new(&cfg, &[]).unwrap();
         assert!(r.lookup("list").is_none() && r.lookup("who").is_none());
         let mut cfg = CommandsConfig::default();
         cfg.aliases.insert("help".into(), "list".into());
         assert_eq!(
-            Registry::new(&cfg).err(),
+            Registry::new(&cfg, &[]).err(),
             Some(RegistryError::Duplicate("help".into()))
         );
     }

@@ -31,11 +31,14 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 // Binaries
 // ---------------------------------------------------------------------------------------------
 
-/// Paths of the three binaries under test.
+/// Paths of the binaries under test.
 pub struct Bins {
     pub chatd: PathBuf,
     pub chatctl: PathBuf,
     pub chat: PathBuf,
+    /// The example plugins (plugins/).
+    pub plugin_dice: PathBuf,
+    pub plugin_uptime: PathBuf,
 }
 
 /// Builds the binaries once per test run (same profile as this test) and returns their paths.
@@ -62,6 +65,8 @@ fn build_bins() -> Bins {
         "chatctl",
         "-p",
         "chat",
+        "-p",
+        "chatd-plugins",
         "--bins",
         "--message-format=json-render-diagnostics",
     ]);
@@ -128,6 +133,8 @@ fn build_bins() -> Bins {
         chatd: locate("chatd"),
         chatctl: locate("chatctl"),
         chat: locate("chat"),
+        plugin_dice: locate("chatd-plugin-dice"),
+        plugin_uptime: locate("chatd-plugin-uptime"),
     }
 }
 
@@ -331,13 +338,19 @@ impl Server {
 
     /// chatd with a config file in `dir` whose `[limits]` table is `limits` (TOML lines).
     pub fn with_limits(dir: &Path, limits: &str) -> Server {
+        Server::with_toml(dir, "", &format!("[limits]\n{limits}\n"))
+    }
+
+    /// chatd with a config file in `dir`: `server` adds lines to `[server]` (which sets the
+    /// listener and paths), `tail` adds whole tables after it.
+    pub fn with_toml(dir: &Path, server: &str, tail: &str) -> Server {
         let control = dir.join("ctl.sock");
         let file = dir.join("chatd.toml");
         std::fs::write(
             &file,
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = {:?}\ncontrol_socket = {control:?}\n\
-                 [limits]\n{limits}\n",
+                 {server}\n{tail}\n",
                 dir.join("state")
             ),
         )

@@ -5,6 +5,7 @@
 //!
 //! - `admin`: chatctl against a running chatd
 //! - `client`: the `chat` binary in plain mode
+//! - `commands`: server built-ins (away, whois, motd, ping, announce, kick) and plugins
 //! - `protocol`: raw JSON-lines frames over TLS
 //! - `hostile`: garbage, old TLS, silent crowds, huge lines, lookalike names
 //! - `keys`: device keys: made by chat, registered, listed, revoked, limited
@@ -26,6 +27,8 @@ mod harness;
 mod admin;
 #[cfg(test)]
 mod client;
+#[cfg(test)]
+mod commands;
 #[cfg(test)]
 mod hostile;
 #[cfg(test)]

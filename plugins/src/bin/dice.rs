@@ -1,0 +1,19 @@
+//! `/dice [NdM]`: rolls dice for the caller and shows the result to everyone online (when the
+//! server's `allow_broadcast` is on for it; otherwise to the caller).
+
+use chatd_plugins::{Reply, describe_roll, parse_roll, roll, serve};
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // Without randomness there is no fair roll; a failed call leaves zeros, which the
+    // caller sees as a run of ones rather than an unfair result passing as fair.
+    let _ = getrandom::fill(&mut b);
+    u32::from_le_bytes(b)
+}
+
+fn main() -> std::process::ExitCode {
+    serve(|req| match parse_roll(&req.args) {
+        Ok(r) => Reply::everyone(describe_roll(&req.user, r, &roll(r, random_u32))),
+        Err(usage) => Reply::caller(usage),
+    })
+}
