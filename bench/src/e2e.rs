@@ -14,13 +14,15 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use chatd_proto::conversation::ALL;
 use chatd_proto::e2e::{ChainSnapshot, DeviceKey, E2E_VERSION, KIND_ENVELOPE, SenderChain, seal};
 use chatd_proto::frame::ClientFrame;
 use chatd_proto::names::MAX_USERNAME_LEN;
 use memchr::memmem;
 
 use crate::control;
+
+/// The room every benchmark user is in: the server's default room.
+const ROOM: &str = "#lobby";
 
 /// Fixed 2048-bit keys from proto's test data (public, throwaway). The default key size then
 /// needs no key generation, and the fingerprints stay the same from run to run, so a `--target`
@@ -235,7 +237,7 @@ fn seal_unit(
     let mut lines = Vec::with_capacity(unit.len);
     let mut bytes = 0;
     for _ in 0..unit.len {
-        let envelope = seal(key, &user, ALL, &mut chain, text, now_ms)
+        let envelope = seal(key, &user, ROOM, &mut chain, text, now_ms)
             .with_context(|| format!("cannot seal a message of {user}"))?;
         let binary = envelope.encode()?;
         bytes += binary.len();
@@ -394,7 +396,7 @@ mod tests {
                 assert_eq!(h.chain_index as usize, index);
                 assert_eq!(h.sender_user, control::user_name(sender));
                 assert_eq!(h.sender_device, keys.sender(sender).key.fingerprint());
-                assert_eq!(h.conversation, "all");
+                assert_eq!(h.conversation, ROOM);
                 assert_eq!(env.ciphertext().len(), 100 + 16);
                 let line = server_line(&h.sender_user, h.sender_device, data);
                 assert_eq!(
@@ -408,8 +410,8 @@ mod tests {
                 assert_eq!(reader.read(&line, sender), None);
             }
         }
-        // 2 + 16 + (2 + 6) + 32 + (2 + 3) + 16 + 4 + 8 header, 4 + 116 ciphertext, 2 + 256.
-        assert_eq!(sealed.envelope_bytes, 469.0);
+        // 2 + 16 + (2 + 6) + 32 + (2 + 6) + 16 + 4 + 8 header ("#lobby"), 4 + 116 ciphertext, 2 + 256.
+        assert_eq!(sealed.envelope_bytes, 472.0);
     }
 
     #[test]

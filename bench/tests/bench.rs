@@ -77,7 +77,8 @@ fn fanout(n: u64, s: u64, m: u64, extra: &[&str]) -> serde_json::Value {
 /// Bytes of an envelope around a `text`-byte message with `bits`-bit keys, for user `benchK`
 /// (K one digit) in `all` (docs/E2E-ENVELOPE.md).
 fn envelope_bytes(text: u64, bits: u64) -> u64 {
-    let header = 2 + 16 + (2 + 6) + 32 + (2 + 3) + 16 + 4 + 8;
+    // The conversation is the default room, "#lobby" (6 bytes).
+    let header = 2 + 16 + (2 + 6) + 32 + (2 + 6) + 16 + 4 + 8;
     header + (4 + text + 16) + (2 + bits / 8)
 }
 

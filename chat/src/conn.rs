@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use chatd_proto::frame::DeviceInfo;
+use chatd_proto::frame::{DeviceInfo, RoomState};
 use chatd_proto::{ClientFrame, Fingerprint, LineCodec, LineError, PROTOCOL_VERSION, ServerFrame};
 use futures_util::StreamExt;
 use rustls::RootCertStore;
@@ -276,8 +276,12 @@ pub struct LoggedIn {
     pub device: Fingerprint,
     /// Users online, this one included.
     pub online: Vec<String>,
-    /// Device keys online, this one included.
+    /// Every registered device key, this one included.
     pub devices: Vec<DeviceInfo>,
+    /// The default room.
+    pub room: String,
+    /// The rooms this user is in.
+    pub rooms: Vec<RoomState>,
 }
 
 /// A framed connection: JSON lines in, JSON lines out.
@@ -394,6 +398,8 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     device,
                     online,
                     devices,
+                    room,
+                    rooms,
                 } => {
                     return Ok(LoggedIn {
                         user,
@@ -401,6 +407,8 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                         device,
                         online,
                         devices,
+                        room,
+                        rooms,
                     });
                 }
                 ServerFrame::Error { message, .. } => {
@@ -508,6 +516,8 @@ mod tests {
                     device: Fingerprint::of(b"KEY"),
                     online: vec!["alice".into(), "bob".into()],
                     devices: vec![],
+                    room: "lobby".into(),
+                    rooms: vec![],
                 }]
             }
             _ => vec![ServerFrame::error(

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use chatd_proto::conversation::Conversation;
-use chatd_proto::frame::DeviceEvent;
+use chatd_proto::frame::{DeviceEvent, RoomEvent};
 use chatd_proto::{ClientFrame, ServerFrame, frame};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -47,25 +47,23 @@ pub fn line(line: &str, secure: &mut Secure) -> Step {
                 args,
             });
         }
-        Input::Command { name, args } => {
-            return Step::Send {
-                events: Vec::new(),
-                frames: vec![ClientFrame::Command { name, args }],
-            };
-        }
+        Input::Command { name, args } => return room_command(name, args, secure),
         Input::Fingerprint => return Step::Show(secure.show_fingerprint()),
         Input::Verify { user, fingerprint } => {
             return Step::Show(secure.verify(&user, fingerprint.as_deref()));
         }
         Input::Trust { user } => return Step::Show(secure.trust(&user)),
         Input::Say { text } => (
-            Conversation::All,
+            Conversation::Room(secure.current_room().to_string()),
             Body {
                 text,
                 action: false,
             },
         ),
-        Input::Action { text } => (Conversation::All, Body { text, action: true }),
+        Input::Action { text } => (
+            Conversation::Room(secure.current_room().to_string()),
+            Body { text, action: true },
+        ),
         Input::Whisper { to, text } => {
             if let Err(e) = chatd_proto::names::validate_username(&to) {
                 return Step::Refused(format!("not sent: {e}"));
@@ -85,6 +83,35 @@ pub fn line(line: &str, secure: &mut Secure) -> Step {
             frames: sealed.frames,
         },
         Err(why) => Step::Refused(why),
+    }
+}
+
+/// A server command, with the current room filled in where the user left it out:
+/// `/part`, `/members`, `/topic [TEXT]`, `/kick USER`. `/join` of a room one is already in
+/// just switches to it, without asking the server.
+fn room_command(name: String, args: String, secure: &mut Secure) -> Step {
+    let current = format!("#{}", secure.current_room());
+    let words: Vec<&str> = args.split_whitespace().collect();
+    let args = match (name.as_str(), words.as_slice()) {
+        ("part" | "members", []) => current,
+        ("topic", [first, ..]) if first.starts_with('#') => args,
+        ("topic", _) => format!("{current} {args}").trim_end().to_string(),
+        ("kick", [_user]) => format!("{args} {current}"),
+        ("join", [room]) => {
+            let room = room.strip_prefix('#').unwrap_or(room);
+            if secure.switch_room(room) {
+                return Step::Show(vec![Event::Notice(format!(
+                    "now talking in #{}",
+                    crate::format::sanitize(room)
+                ))]);
+            }
+            args
+        }
+        _ => args,
+    };
+    Step::Send {
+        events: Vec::new(),
+        frames: vec![ClientFrame::Command { name, args }],
     }
 }
 
@@ -146,6 +173,23 @@ pub fn frame_events(frame: &ServerFrame, secure: &mut Secure) -> Vec<Event> {
                 Vec::new()
             }
         },
+        ServerFrame::Room {
+            room, user, event, ..
+        } => {
+            secure.room_event(room, user, *event == RoomEvent::Join);
+            Vec::new()
+        }
+        ServerFrame::Members { room } => {
+            if secure.room_state(room) {
+                vec![Event::Notice(format!(
+                    "now talking in #{} (plain text goes there; /join {} switches back)",
+                    crate::format::sanitize(&room.name),
+                    crate::format::sanitize(secure.default_room())
+                ))]
+            } else {
+                Vec::new()
+            }
+        }
         _ => Vec::new(),
     }
 }

@@ -6,7 +6,9 @@
 //! terminal escape sequences or fake extra lines.
 
 use chatd_proto::ServerFrame;
-use chatd_proto::frame::{CommandInfo, OnlineUser, PresenceEvent, WhoisDevice};
+use chatd_proto::frame::{
+    CommandInfo, OnlineUser, PresenceEvent, RoomEvent, RoomState, RoomSummary, WhoisDevice,
+};
 use chrono::{Local, TimeZone};
 
 use crate::secure::{ChatMessage, Event};
@@ -61,6 +63,13 @@ pub fn message(m: &ChatMessage, me: &str, stamp: &str) -> String {
 
 /// [`message`] without its time stamp.
 pub fn message_body(m: &ChatMessage, me: &str) -> String {
+    match &m.room {
+        Some(room) => format!("[#{}] {}", sanitize(room), line_body(m, me)),
+        None => line_body(m, me),
+    }
+}
+
+fn line_body(m: &ChatMessage, me: &str) -> String {
     let (from_s, text_s) = (sanitize(&m.from), sanitize(&m.text));
     if m.action {
         match &m.to {
@@ -121,6 +130,38 @@ pub fn render_bodies(frame: &ServerFrame) -> Vec<String> {
             vec![line(body)]
         }
         ServerFrame::Users { users } => vec![line(users_line(users))],
+        ServerFrame::Room {
+            room,
+            user,
+            event,
+            by,
+        } => {
+            let (room, user) = (sanitize(room), sanitize(user));
+            vec![line(match (event, by) {
+                (RoomEvent::Join, _) => format!("-- {user} joined #{room}"),
+                (RoomEvent::Part, _) => format!("-- {user} left #{room}"),
+                (RoomEvent::Kick, Some(by)) => {
+                    format!("-- {user} was removed from #{room} by {}", sanitize(by))
+                }
+                (RoomEvent::Kick, None) => format!("-- {user} was removed from #{room}"),
+            })]
+        }
+        ServerFrame::Members { room } => vec![line(members_line(room))],
+        ServerFrame::Topic { room, topic, by } => vec![line(if topic.is_empty() {
+            format!(
+                "-- {} cleared the topic of #{}",
+                sanitize(by),
+                sanitize(room)
+            )
+        } else {
+            format!(
+                "-- {} set the topic of #{}: {}",
+                sanitize(by),
+                sanitize(room),
+                sanitize(topic)
+            )
+        })],
+        ServerFrame::Rooms { rooms } => vec![line(rooms_line(rooms))],
         ServerFrame::Whois {
             user,
             sessions,
@@ -197,7 +238,11 @@ pub fn client_help_bodies() -> Vec<String> {
         "  /help - show this help and the server's commands".to_string(),
         "  /whisper USER MESSAGE - private message, end-to-end encrypted (aliases: w, msg)"
             .to_string(),
-        "  /me ACTION - an action (* you waves)".to_string(),
+        "  /me ACTION - an action in the current room (* you waves)".to_string(),
+        "  /join ROOM - switch to a room you are in (or join it); plain text goes to the current room"
+            .to_string(),
+        "  /part, /members, /topic [TEXT], /kick USER - the current room unless you name #ROOM"
+            .to_string(),
         "  /fingerprint - show this device's key fingerprint".to_string(),
         "  /verify USER [FINGERPRINT] - show USER's keys, or mark the one USER read out as verified"
             .to_string(),
@@ -225,6 +270,51 @@ fn users_line(users: &[OnlineUser]) -> String {
         line.push_str(&format!("; away: {}", away.join(", ")));
     }
     line
+}
+
+/// `-- #dev (invite-only, owner alice; topic: ...): alice, bob`.
+fn members_line(room: &RoomState) -> String {
+    let mut about = Vec::new();
+    if room.invite_only {
+        about.push("invite-only".to_string());
+    }
+    if let Some(owner) = &room.owner {
+        about.push(format!("owner {}", sanitize(owner)));
+    }
+    if !room.topic.is_empty() {
+        about.push(format!("topic: {}", sanitize(&room.topic)));
+    }
+    let about = if about.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", about.join("; "))
+    };
+    format!(
+        "-- #{}{about}: {}",
+        sanitize(&room.name),
+        join_names(room.members.iter().map(String::as_str))
+    )
+}
+
+/// `-- rooms: #dev* (2, topic: ...), #lobby* (5)`; `*` marks the caller's.
+fn rooms_line(rooms: &[RoomSummary]) -> String {
+    if rooms.is_empty() {
+        return "-- rooms: none".to_string();
+    }
+    let parts: Vec<String> = rooms
+        .iter()
+        .map(|r| {
+            let mine = if r.joined { "*" } else { "" };
+            let lock = if r.invite_only { ", invite-only" } else { "" };
+            let topic = if r.topic.is_empty() {
+                String::new()
+            } else {
+                format!(", topic: {}", sanitize(&r.topic))
+            };
+            format!("#{}{mine} ({}{lock}{topic})", sanitize(&r.name), r.members)
+        })
+        .collect();
+    format!("-- rooms (* = yours): {}", parts.join(", "))
 }
 
 /// `-- bob: online (2 sessions), away (lunch), admin; device keys: SHA256:... (online), ...`.
@@ -296,6 +386,7 @@ mod tests {
         ChatMessage {
             from: from.into(),
             to: to.map(Into::into),
+            room: None,
             text: text.into(),
             action,
             ts: 1,

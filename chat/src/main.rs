@@ -289,7 +289,7 @@ async fn run(cli: Cli) -> Result<u8> {
     let mut lines = vec![format::logged_in(&logged_in.user, &logged_in.online)];
     lines.extend(
         secure
-            .on_login(&logged_in.devices)
+            .on_login(&logged_in.devices, &logged_in.room, &logged_in.rooms)
             .iter()
             .map(|e| format::event(e, &logged_in.user, &stamp)),
     );

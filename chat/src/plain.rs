@@ -211,6 +211,14 @@ mod tests {
                     device: alice_key().fingerprint(),
                     online: vec!["alice".into()],
                     devices: vec![],
+                    room: "lobby".into(),
+                    rooms: vec![chatd_proto::frame::RoomState {
+                        name: "lobby".into(),
+                        topic: String::new(),
+                        members: vec!["alice".into()],
+                        invite_only: false,
+                        owner: None,
+                    }],
                 }],
                 // Echoed like chatd does: the same bytes, named by the session's login.
                 ClientFrame::Send { data } => vec![ServerFrame::Envelope {
@@ -275,10 +283,12 @@ mod tests {
         let task = tokio::spawn(fake_server(server, seen.clone(), bye_on_quit));
         let mut conn = Connection::new(client);
         let info = conn.hello().await.unwrap();
-        conn.login("alice", "pw", "S0VZ").await.unwrap();
+        let logged_in = conn.login("alice", "pw", "S0VZ").await.unwrap();
+        let mut secure = alice();
+        secure.on_login(&logged_in.devices, &logged_in.room, &logged_in.rooms);
         let mut input = LineReader::from_reader(Cursor::new(stdin.as_bytes().to_vec())).unwrap();
         let mut out = Vec::new();
-        let code = run(&mut conn, &mut alice(), &info, &mut input, &mut out)
+        let code = run(&mut conn, &mut secure, &info, &mut input, &mut out)
             .await
             .unwrap();
         drop(conn);
@@ -309,13 +319,13 @@ mod tests {
                 "-- server closed the connection: quit",
             ]
         );
-        // Text leaves only sealed: two envelopes, then the commands; nothing in clear.
+        // Text leaves only sealed, for the current room: two envelopes, then the commands.
         let texts: Vec<String> = seen[2..4]
             .iter()
             .map(|f| match f {
                 ClientFrame::Send { data } => {
                     let env = Envelope::from_base64(data).unwrap();
-                    assert_eq!(env.header().conversation, "all");
+                    assert_eq!(env.header().conversation, "#lobby");
                     assert!(!data.contains("aGk"), "base64 of the text must not appear");
                     env.header().sender_user.clone()
                 }

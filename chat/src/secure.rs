@@ -12,7 +12,7 @@
 //!   us, and it is neither a replay nor outside the clock-skew window. Anything else becomes
 //!   a warning, never a message.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -21,7 +21,7 @@ use chatd_proto::e2e::{
     DeviceKey, DevicePublicKey, E2eError, Envelope, ReceiverChain, SenderChain, WrappedChain, seal,
     unwrap_chain, wrap_chain,
 };
-use chatd_proto::frame::DeviceInfo;
+use chatd_proto::frame::{DeviceInfo, RoomState};
 use chatd_proto::{ClientFrame, Fingerprint};
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +63,8 @@ pub struct ChatMessage {
     pub from: String,
     /// For a whisper, the other member (from the sender's point of view: its peer).
     pub to: Option<String>,
+    /// For a room other than the default one, its name (without `#`).
+    pub room: Option<String>,
     /// Text.
     pub text: String,
     /// `/me` action.
@@ -101,6 +103,12 @@ pub struct Secure {
     device: Fingerprint,
     peers: Peers,
     devices: HashMap<Fingerprint, KnownDevice>,
+    /// Members of the rooms this user is in, as the server announced them.
+    rooms: HashMap<String, BTreeSet<String>>,
+    /// The room every user is in.
+    default_room: String,
+    /// Where plain text goes.
+    current_room: String,
     senders: HashMap<String, Outgoing>,
     receivers: HashMap<(Fingerprint, [u8; 16]), ReceiverChain>,
     receiver_order: VecDeque<(Fingerprint, [u8; 16])>,
@@ -159,6 +167,9 @@ impl Secure {
             key,
             peers,
             devices: HashMap::new(),
+            rooms: HashMap::new(),
+            default_room: String::new(),
+            current_room: String::new(),
             senders: HashMap::new(),
             receivers: HashMap::new(),
             receiver_order: VecDeque::new(),
@@ -175,12 +186,89 @@ impl Secure {
     }
 
     /// The devices registered at login, online or not: messages are encrypted to all of
-    /// them (the server stores them for the offline ones).
-    pub fn on_login(&mut self, devices: &[DeviceInfo]) -> Vec<Event> {
+    /// them (the server stores them for the offline ones); the rooms this user is in.
+    pub fn on_login(
+        &mut self,
+        devices: &[DeviceInfo],
+        default_room: &str,
+        rooms: &[RoomState],
+    ) -> Vec<Event> {
+        self.default_room = default_room.to_string();
+        self.rooms = rooms
+            .iter()
+            .map(|r| (r.name.clone(), r.members.iter().cloned().collect()))
+            .collect();
+        // Back in the room we were talking in, if we are still in it.
+        if !self.rooms.contains_key(&self.current_room) {
+            self.current_room = default_room.to_string();
+        }
         devices
             .iter()
             .flat_map(|d| self.device_known(&d.user, d.fingerprint, &d.key, d.online))
             .collect()
+    }
+
+    /// The room every user is in.
+    pub fn default_room(&self) -> &str {
+        &self.default_room
+    }
+
+    /// Where plain text goes now (a room name without `#`).
+    pub fn current_room(&self) -> &str {
+        &self.current_room
+    }
+
+    /// Makes `room` (one this user is in) the current room; false if not in it.
+    pub fn switch_room(&mut self, room: &str) -> bool {
+        if self.rooms.contains_key(room) {
+            self.current_room = room.to_string();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A room's full state (after joining it, or `/members`): its members from now on.
+    /// Returns true when this user just joined it (it becomes the current room).
+    pub fn room_state(&mut self, room: &RoomState) -> bool {
+        if !room.members.contains(&self.me) {
+            return false;
+        }
+        let members: BTreeSet<String> = room.members.iter().cloned().collect();
+        let joined = self.rooms.insert(room.name.clone(), members).is_none();
+        if joined {
+            self.current_room = room.name.clone();
+        }
+        joined
+    }
+
+    /// Someone joined or left a room this user is in. A member who leaves makes our chain
+    /// for the room stale, so the next message goes out under a new one they never get.
+    pub fn room_event(&mut self, room: &str, user: &str, joined: bool) {
+        if user == self.me && !joined {
+            self.rooms.remove(room);
+            self.senders.remove(&format!("#{room}"));
+            if self.current_room == room {
+                self.current_room = self.default_room.clone();
+            }
+            return;
+        }
+        let Some(members) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if joined {
+            members.insert(user.to_string());
+        } else if members.remove(user) {
+            if let Some(out) = self.senders.get_mut(&format!("#{room}")) {
+                out.stale = true;
+            }
+        }
+    }
+
+    /// Everyone is in the default room (the server joins each user at login), so its
+    /// members are all users with a device key; other rooms have the members announced.
+    fn member(&self, room: &str, user: &str) -> bool {
+        room == self.default_room || self.rooms.get(room).is_some_and(|m| m.contains(user))
     }
 
     /// A device came online (or was registered): check its key against its fingerprint and
@@ -294,9 +382,14 @@ impl Secure {
             ));
         }
         let mut events = Vec::new();
+        if let Some(room) = conversation.room() {
+            if !self.rooms.contains_key(room) {
+                return Err(format!("message not sent: you are not in #{room}"));
+            }
+        }
         let mut recipients: Vec<(Fingerprint, &KnownDevice)> = Vec::new();
         for (fp, d) in &self.devices {
-            if !conversation.includes(&d.user) {
+            if !conversation.includes(&d.user, |r| self.member(r, &d.user)) {
                 continue;
             }
             if self.usable(&d.user, fp).is_some() {
@@ -398,7 +491,7 @@ impl Secure {
             ));
         }
         match Conversation::parse(&h.conversation) {
-            Ok(c) if c.includes(&self.me) => {}
+            Ok(c) if c.includes(&self.me, |r| self.member(r, &self.me)) => {}
             _ => {
                 return warn(format!(
                     "it is for conversation {:?}, which does not include you",
@@ -478,6 +571,7 @@ impl Secure {
                 Some(p) => Event::Message(ChatMessage {
                     from: self.me.clone(),
                     to: p.conversation.peer_of(&self.me).map(str::to_string),
+                    room: self.shown_room(&p.conversation),
                     text: p.body.text,
                     action: p.body.action,
                     ts,
@@ -489,7 +583,7 @@ impl Secure {
             };
         }
         let conversation = match Conversation::parse(&h.conversation) {
-            Ok(c) if c.includes(&self.me) => c,
+            Ok(c) if c.includes(&self.me, |r| self.member(r, &self.me)) => c,
             _ => {
                 return warn(format!(
                     "it was sent to {:?}, which does not include you",
@@ -521,11 +615,20 @@ impl Secure {
         Event::Message(ChatMessage {
             from: from.to_string(),
             to: conversation.peer_of(from).map(str::to_string),
+            room: self.shown_room(&conversation),
             text: body.text,
             action: body.action,
             ts,
             verified: status == KeyStatus::Verified,
         })
+    }
+
+    /// The room name to show with a message: None for the default room and non-rooms.
+    fn shown_room(&self, conversation: &Conversation) -> Option<String> {
+        conversation
+            .room()
+            .filter(|r| *r != self.default_room)
+            .map(str::to_string)
     }
 
     /// `/fingerprint`.
@@ -633,13 +736,24 @@ mod tests {
         }
     }
 
+    /// The default room with all three in it.
+    fn lobby() -> RoomState {
+        RoomState {
+            name: "lobby".into(),
+            topic: String::new(),
+            members: NAMES.iter().map(|n| n.to_string()).collect(),
+            invite_only: false,
+            owner: None,
+        }
+    }
+
     /// Three logged-in clients that have seen each other come online.
     fn trio() -> Vec<Secure> {
         let all: Vec<DeviceInfo> = (0..3).map(info).collect();
         (0..3)
             .map(|i| {
                 let mut s = Secure::new(NAMES[i], key(i), Peers::in_memory(), 60_000, 4096);
-                let events = s.on_login(&all);
+                let events = s.on_login(&all, "lobby", &[lobby()]);
                 assert_eq!(events.len(), 2, "two first-seen notices: {events:?}");
                 s
             })
@@ -668,7 +782,7 @@ mod tests {
                         .clone();
                     let conv = Conversation::parse(&conv).unwrap();
                     for (i, c) in clients.iter_mut().enumerate() {
-                        if conv.includes(NAMES[i]) {
+                        if conv.includes(NAMES[i], |_| true) {
                             seen[i].push(c.on_envelope(NAMES[from], fp, data, 7));
                         }
                     }
@@ -815,7 +929,7 @@ mod tests {
         // An impostor holding the new key, calling itself bob: its chain and message are
         // both refused, because that key is not accepted.
         let mut impostor = Secure::new("bob", key(2), Peers::in_memory(), 60_000, 4096);
-        impostor.on_login(&[info(0)]);
+        impostor.on_login(&[info(0)], "lobby", &[lobby()]);
         let sealed = impostor
             .seal(&Conversation::All, say("from the impostor"))
             .unwrap();

@@ -57,6 +57,8 @@ pub struct Config {
     pub commands: CommandsConfig,
     /// External plugin commands (`[[plugins]]`).
     pub plugins: Vec<PluginConfig>,
+    /// Rooms.
+    pub rooms: RoomsConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -85,6 +87,34 @@ impl Default for ServerConfig {
             control_socket: PathBuf::from("/run/chatd/control.sock"),
             admin_group: "chatd-admin".into(),
             motd: String::new(),
+        }
+    }
+}
+
+/// `[rooms]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomsConfig {
+    /// The room every user is in (joined again at each login), without `#`.
+    pub default: String,
+    /// Users may create rooms with `/join`; when false only admins can.
+    pub users_can_create: bool,
+    /// Rooms on the server at most.
+    pub max_rooms: NonZeroUsize,
+    /// Rooms one user may be in at most (the default room included).
+    pub max_rooms_per_user: NonZeroUsize,
+    /// Longest topic, in characters.
+    pub max_topic_chars: NonZeroUsize,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        RoomsConfig {
+            default: "lobby".into(),
+            users_can_create: true,
+            max_rooms: nz_usize(1000),
+            max_rooms_per_user: nz_usize(50),
+            max_topic_chars: nz_usize(200),
         }
     }
 }
@@ -354,6 +384,12 @@ impl Config {
             return Err(invalid(format!(
                 "limits.max_line_bytes ({line}) is too small for an envelope carrying \
                  limits.max_text_bytes ({text}) of text; it must be at least {needed}"
+            )));
+        }
+        if chatd_proto::names::validate_room(&self.rooms.default).is_err() {
+            return Err(invalid(format!(
+                "rooms.default: {:?} is not a room name (1-32 of a-z, 0-9, _ and -, no #)",
+                self.rooms.default
             )));
         }
         for (alias, target) in &self.commands.aliases {

@@ -11,7 +11,7 @@
 //! (its live lines buffered here) while it replays what was stored; see [`Hub::register`].
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,8 @@ use chatd_proto::Fingerprint;
 use chatd_proto::control::SessionInfo;
 use chatd_proto::conversation::Conversation;
 use chatd_proto::frame::{
-    self, DeviceEvent, DeviceInfo, OnlineUser, PresenceEvent, ServerFrame, WhoisDevice,
+    self, DeviceEvent, DeviceInfo, OnlineUser, PresenceEvent, RoomEvent, RoomState, RoomSummary,
+    ServerFrame, WhoisDevice,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -117,6 +118,31 @@ pub struct Notify {
     pub conversation: String,
 }
 
+/// A room: who is in it (online or not) and its settings.
+#[derive(Debug, Clone, Default)]
+pub struct Room {
+    /// Topic (empty: none).
+    pub topic: String,
+    /// Joining needs an invitation.
+    pub invite_only: bool,
+    /// Creator, while that account exists.
+    pub owner: Option<String>,
+    /// Members, online or not.
+    pub members: BTreeSet<String>,
+}
+
+impl Room {
+    fn state(&self, name: &str) -> RoomState {
+        RoomState {
+            name: name.to_string(),
+            topic: self.topic.clone(),
+            members: self.members.iter().cloned().collect(),
+            invite_only: self.invite_only,
+            owner: self.owner.clone(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     sessions: BTreeMap<SessionId, Entry>,
@@ -125,6 +151,10 @@ struct Inner {
     known: BTreeMap<String, Vec<Known>>,
     /// Away messages of users online (cleared when their last session ends).
     away: HashMap<String, String>,
+    /// Every room, by name (without `#`).
+    rooms: BTreeMap<String, Room>,
+    /// The room every user is in.
+    default_room: String,
     offline: Option<mpsc::UnboundedSender<OfflineJob>>,
     /// Number of the last [`OfflineJob`] handed out.
     offline_seq: u64,
@@ -242,6 +272,18 @@ impl Inner {
                 })
             })
             .collect()
+    }
+
+    /// Queues `line` for every session of the members of `room`; returns how many.
+    fn deliver_room(&self, room: &str, line: &Bytes) -> usize {
+        let Some(r) = self.rooms.get(room) else {
+            return 0;
+        };
+        let members: Vec<&str> = r.members.iter().map(String::as_str).collect();
+        self.sessions_of(&members)
+            .into_iter()
+            .filter(|id| self.deliver(*id, line))
+            .count()
     }
 
     /// Registered devices of `users` with no session that takes lines now (none, or all
@@ -415,12 +457,20 @@ impl Hub {
         inner.by_device.entry(device).or_default().push(id);
         let mut online: Vec<String> = inner.by_user.keys().cloned().collect();
         online.sort();
+        let rooms = inner
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.members.contains(&user))
+            .map(|(name, r)| r.state(name))
+            .collect();
         let ok = ServerFrame::LoginOk {
             user: user.clone(),
             session: id,
             device,
             online,
             devices: inner.devices(),
+            room: inner.default_room.clone(),
+            rooms,
         };
         if let Some(line) = serialize(&ok) {
             inner.deliver(id, &line);
@@ -474,6 +524,19 @@ impl Hub {
         }
     }
 
+    /// Queues `frame` for every session of `user`; returns how many.
+    pub fn send_to_user(&self, user: &str, frame: &ServerFrame) -> usize {
+        let Some(line) = serialize(frame) else {
+            return 0;
+        };
+        let inner = self.lock();
+        inner
+            .sessions_of(&[user])
+            .into_iter()
+            .filter(|id| inner.deliver(*id, &line))
+            .count()
+    }
+
     /// Queues `frame` for session `id` alone.
     pub fn send_to(&self, id: SessionId, frame: &ServerFrame) -> bool {
         match serialize(frame) {
@@ -505,6 +568,14 @@ impl Hub {
                     .filter(|id| inner.deliver(*id, line))
                     .count();
                 (reached, inner.offline_devices(members.into_iter()))
+            }
+            Conversation::Room(room) => {
+                let reached = inner.deliver_room(room, line);
+                let offline = match inner.rooms.get(room) {
+                    Some(r) => inner.offline_devices(r.members.iter()),
+                    None => Vec::new(),
+                };
+                (reached, offline)
             }
         };
         inner.store_for(line, offline, notify);
@@ -544,6 +615,158 @@ impl Hub {
             })
             .collect();
         (sessions, inner.away.get(user).cloned(), devices)
+    }
+
+    /// Sets every room (at startup) and which one is the default.
+    pub fn set_rooms(&self, rooms: impl IntoIterator<Item = (String, Room)>, default_room: &str) {
+        let mut inner = self.lock();
+        inner.rooms = rooms.into_iter().collect();
+        inner.default_room = default_room.to_string();
+    }
+
+    /// The default room's name.
+    pub fn default_room(&self) -> String {
+        self.lock().default_room.clone()
+    }
+
+    /// A copy of a room, if it exists.
+    pub fn room(&self, name: &str) -> Option<Room> {
+        self.lock().rooms.get(name).cloned()
+    }
+
+    /// Number of rooms, and of rooms `user` is in.
+    pub fn room_counts(&self, user: &str) -> (usize, usize) {
+        let inner = self.lock();
+        let mine = inner
+            .rooms
+            .values()
+            .filter(|r| r.members.contains(user))
+            .count();
+        (inner.rooms.len(), mine)
+    }
+
+    /// True when `user` is a member of `room`.
+    pub fn is_member(&self, room: &str, user: &str) -> bool {
+        self.lock()
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.members.contains(user))
+    }
+
+    /// Records a new room (already stored).
+    pub fn room_created(&self, name: &str, owner: Option<&str>, invite_only: bool) {
+        self.lock()
+            .rooms
+            .entry(name.to_string())
+            .or_insert_with(|| Room {
+                owner: owner.map(str::to_string),
+                invite_only,
+                ..Room::default()
+            });
+    }
+
+    /// `user` joined `room` (already stored): the members hear of it, the newcomer gets the
+    /// room's state. Before any later message to the room, so clients encrypt to the new
+    /// member from then on.
+    ///
+    /// Joining the default room is silent: everyone is in it (a user joins it at their first
+    /// login, before their device key is announced), so clients count every user as a member.
+    pub fn room_joined(&self, room: &str, user: &str) {
+        let mut inner = self.lock();
+        let is_default = inner.default_room == room;
+        let Some(r) = inner.rooms.get_mut(room) else {
+            return;
+        };
+        if !r.members.insert(user.to_string()) || is_default {
+            return;
+        }
+        let state = r.state(room);
+        let others: Vec<String> = r.members.iter().filter(|m| *m != user).cloned().collect();
+        let event = ServerFrame::Room {
+            room: room.to_string(),
+            user: user.to_string(),
+            event: RoomEvent::Join,
+            by: None,
+        };
+        // The others hear of the newcomer; the newcomer gets the whole state instead.
+        if let Some(line) = serialize(&event) {
+            let others: Vec<&str> = others.iter().map(String::as_str).collect();
+            for id in inner.sessions_of(&others) {
+                inner.deliver(id, &line);
+            }
+        }
+        if let Some(line) = serialize(&ServerFrame::Members { room: state }) {
+            for id in inner.sessions_of(&[user]) {
+                inner.deliver(id, &line);
+            }
+        }
+    }
+
+    /// `user` left (or, with `by`, was kicked from) `room` (already stored): members and
+    /// the user hear of it; an empty room other than the default one is forgotten.
+    pub fn room_parted(&self, room: &str, user: &str, by: Option<&str>) {
+        let mut inner = self.lock();
+        let is_default = inner.default_room == room;
+        let Some(r) = inner.rooms.get_mut(room) else {
+            return;
+        };
+        if !r.members.remove(user) || is_default {
+            // Leaving the default room (account deleted) is silent, like joining it.
+            return;
+        }
+        let empty = r.members.is_empty();
+        let event = ServerFrame::Room {
+            room: room.to_string(),
+            user: user.to_string(),
+            event: if by.is_some() {
+                RoomEvent::Kick
+            } else {
+                RoomEvent::Part
+            },
+            by: by.map(str::to_string),
+        };
+        if let Some(line) = serialize(&event) {
+            inner.deliver_room(room, &line);
+            for id in inner.sessions_of(&[user]) {
+                inner.deliver(id, &line);
+            }
+        }
+        if empty && !is_default {
+            inner.rooms.remove(room);
+        }
+    }
+
+    /// The topic of `room` changed (already stored); its members hear of it.
+    pub fn topic_set(&self, room: &str, topic: &str, by: &str) {
+        let mut inner = self.lock();
+        let Some(r) = inner.rooms.get_mut(room) else {
+            return;
+        };
+        r.topic = topic.to_string();
+        let frame = ServerFrame::Topic {
+            room: room.to_string(),
+            topic: topic.to_string(),
+            by: by.to_string(),
+        };
+        if let Some(line) = serialize(&frame) {
+            inner.deliver_room(room, &line);
+        }
+    }
+
+    /// Rooms `user` may see: every room that is not invite-only, and those they are in.
+    pub fn room_list(&self, user: &str) -> Vec<RoomSummary> {
+        self.lock()
+            .rooms
+            .iter()
+            .filter(|(_, r)| !r.invite_only || r.members.contains(user))
+            .map(|(name, r)| RoomSummary {
+                name: name.clone(),
+                members: r.members.len() as u32,
+                topic: r.topic.clone(),
+                invite_only: r.invite_only,
+                joined: r.members.contains(user),
+            })
+            .collect()
     }
 
     /// True when `user` has at least one registered, unrevoked device key.
@@ -590,8 +813,20 @@ impl Hub {
         }
     }
 
-    /// Forgets every device key of a deleted account, telling everyone.
+    /// Forgets every device key and room membership of a deleted account, telling everyone.
     pub fn forget_user(&self, user: &str) {
+        let rooms: Vec<String> = {
+            let inner = self.lock();
+            inner
+                .rooms
+                .iter()
+                .filter(|(_, r)| r.members.contains(user))
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        for room in rooms {
+            self.room_parted(&room, user, None);
+        }
         let mut inner = self.lock();
         let keys = inner.known.remove(user).unwrap_or_default();
         for k in keys {

@@ -26,9 +26,9 @@ use tracing::Instrument;
 use crate::commands::{Registry, RegistryError};
 use crate::config::Config;
 use crate::control::{ControlError, ControlListener};
-use crate::hub::{Hub, OfflineJob};
+use crate::hub::{Hub, OfflineJob, Room};
 use crate::peerlimit::PerIp;
-use crate::store::{Store, StoreError, keys};
+use crate::store::{Store, StoreError, keys, rooms};
 use crate::throttle::LoginThrottle;
 use crate::tls::{Identity, TlsError};
 
@@ -209,6 +209,31 @@ impl Server {
             known
                 .into_iter()
                 .map(|(user, fp, spki)| (user, Fingerprint::from_bytes(fp), BASE64.encode(spki))),
+        );
+        // The default room exists and every account is in it; empty rooms are gone.
+        let default_room = config.rooms.default.clone();
+        let rooms = store
+            .run_sync(|c| {
+                rooms::create(c, &default_room, None, false)?;
+                rooms::join_all_users(c, &default_room)?;
+                rooms::drop_empty(c, &default_room)?;
+                rooms::all(c)
+            })
+            .map_err(|source| ServerError::Store {
+                path: db_path.clone(),
+                source,
+            })?;
+        hub.set_rooms(
+            rooms.into_iter().map(|r| {
+                let room = Room {
+                    topic: r.topic,
+                    invite_only: r.invite_only,
+                    owner: r.owner,
+                    members: r.members.into_iter().collect(),
+                };
+                (r.name, room)
+            }),
+            &default_room,
         );
         let (job_tx, job_rx, committed_tx, committed_rx) = crate::offline::channels();
         hub.attach_offline(job_tx);

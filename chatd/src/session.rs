@@ -281,6 +281,19 @@ impl Session {
                 return;
             }
         };
+        // Everyone is in the default room at login (so login_ok lists it).
+        let lobby = self.shared.hub.default_room();
+        let (who, room) = (login.user.clone(), lobby.clone());
+        match self
+            .shared
+            .store
+            .run(move |c| crate::store::rooms::join(c, &room, &who))
+            .await
+        {
+            Ok(true) => self.shared.hub.room_joined(&lobby, &login.user),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot record the default room's membership"),
+        }
         // The hub queues login_ok itself, so nothing routed to us can overtake it.
         let registered = self.shared.hub.register(NewSession {
             user: login.user.clone(),
@@ -581,15 +594,36 @@ impl Session {
             );
         }
         let conversation = match Conversation::parse(&h.conversation) {
-            Ok(c) if c.includes(&login.user) => c,
-            Ok(_) => {
+            Ok(c) => c,
+            Err(e) => return self.violation(ErrorCode::BadEnvelope, e.to_string()),
+        };
+        match &conversation {
+            Conversation::All if login.role != Role::Admin => {
+                self.error(
+                    ErrorCode::Forbidden,
+                    "only administrators can send to everyone; talk in a room",
+                );
+                return false;
+            }
+            Conversation::All => {}
+            Conversation::Pair(..) if !conversation.includes(&login.user, |_| false) => {
                 return self.violation(
                     ErrorCode::BadEnvelope,
                     "you are not part of that conversation".into(),
                 );
             }
-            Err(e) => return self.violation(ErrorCode::BadEnvelope, e.to_string()),
-        };
+            Conversation::Pair(..) => {}
+            // Not a violation: a kick can cross a message in flight.
+            Conversation::Room(room) => {
+                if !self.shared.hub.is_member(room, &login.user) {
+                    self.error(
+                        ErrorCode::NotInRoom,
+                        format!("you are not in #{room}; /join {room} first"),
+                    );
+                    return false;
+                }
+            }
+        }
         let body = envelope.ciphertext().len().saturating_sub(AEAD_TAG_BYTES);
         let max = self.shared.config.limits.max_text_bytes.get();
         if body > max {
@@ -707,6 +741,7 @@ impl Session {
                         registry: &self.shared.registry,
                         limits: &self.shared.config.limits,
                         motd: &self.shared.config.server.motd,
+                        rooms: &self.shared.config.rooms,
                         session: id,
                         user: &login.user,
                         role: login.role,

@@ -1,10 +1,10 @@
 //! Conversation names as they appear in e2e headers and decide routing.
 //!
-//! `all` is the broadcast to everyone online; a whisper between two users is the pair of
-//! names, sorted and joined by a comma (`alice,bob`). User names cannot contain a comma, so
-//! every name has one reading.
+//! `all` is the broadcast to everyone; a whisper between two users is the pair of names,
+//! sorted and joined by a comma (`alice,bob`); a room is `#` and its name (`#lobby`). User
+//! names cannot contain a comma or `#`, so every name has one reading.
 
-use crate::names::validate_username;
+use crate::names::{validate_room, validate_username};
 
 /// The broadcast conversation's name.
 pub const ALL: &str = "all";
@@ -16,6 +16,9 @@ pub enum Conversation {
     All,
     /// Two users (possibly the same one twice: a note to one's own devices), sorted.
     Pair(String, String),
+    /// The members of a room (name without the `#`); who they are is the server's record,
+    /// announced to members.
+    Room(String),
 }
 
 /// The name is neither `all` nor a sorted pair of valid user names.
@@ -39,6 +42,10 @@ impl Conversation {
             return Ok(Conversation::All);
         }
         let bad = || BadConversation(name.chars().take(80).collect());
+        if let Some(room) = name.strip_prefix('#') {
+            validate_room(room).map_err(|_| bad())?;
+            return Ok(Conversation::Room(room.to_string()));
+        }
         let (a, b) = name.split_once(',').ok_or_else(bad)?;
         if validate_username(a).is_err() || validate_username(b).is_err() || a > b {
             return Err(bad());
@@ -51,14 +58,17 @@ impl Conversation {
         match self {
             Conversation::All => ALL.to_string(),
             Conversation::Pair(a, b) => format!("{a},{b}"),
+            Conversation::Room(r) => format!("#{r}"),
         }
     }
 
-    /// True when `user` takes part (everyone takes part in `all`).
-    pub fn includes(&self, user: &str) -> bool {
+    /// True when `user` takes part (everyone takes part in `all`); for a room, when
+    /// `room_members` (the members as known) contains `user`.
+    pub fn includes(&self, user: &str, room_members: impl FnOnce(&str) -> bool) -> bool {
         match self {
             Conversation::All => true,
             Conversation::Pair(a, b) => a == user || b == user,
+            Conversation::Room(r) => room_members(r),
         }
     }
 
@@ -68,7 +78,15 @@ impl Conversation {
             Conversation::All => None,
             Conversation::Pair(a, b) if a == me => Some(b),
             Conversation::Pair(a, b) if b == me => Some(a),
-            Conversation::Pair(..) => None,
+            Conversation::Pair(..) | Conversation::Room(_) => None,
+        }
+    }
+
+    /// The room's name, for a room.
+    pub fn room(&self) -> Option<&str> {
+        match self {
+            Conversation::Room(r) => Some(r),
+            _ => None,
         }
     }
 }
@@ -95,11 +113,23 @@ mod tests {
             "",
             "all,",
             ",bob",
+            "#",
+            "#Lobby",
+            "##x",
+            "#a,b",
         ] {
             assert!(Conversation::parse(bad).is_err(), "{bad}");
         }
-        assert!(p.includes("alice") && p.includes("bob") && !p.includes("carol"));
-        assert!(Conversation::All.includes("carol"));
+        let no = |_: &str| false;
+        assert!(p.includes("alice", no) && p.includes("bob", no) && !p.includes("carol", no));
+        assert!(Conversation::All.includes("carol", no));
+        let room = Conversation::parse("#dev-ops_2").unwrap();
+        assert_eq!(
+            (room.name(), room.room()),
+            ("#dev-ops_2".to_string(), Some("dev-ops_2"))
+        );
+        assert!(room.includes("carol", |r| r == "dev-ops_2") && !room.includes("carol", no));
+        assert_eq!(room.peer_of("carol"), None);
         assert_eq!(p.peer_of("alice"), Some("bob"));
         assert_eq!(p.peer_of("carol"), None);
     }

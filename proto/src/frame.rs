@@ -193,6 +193,54 @@ pub enum DeviceEvent {
     Removed,
 }
 
+/// A room as its members see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomState {
+    /// Name, without the `#`.
+    pub name: String,
+    /// Topic (empty: none).
+    #[serde(default)]
+    pub topic: String,
+    /// Members, sorted (online or not).
+    pub members: Vec<String>,
+    /// Joining needs an invitation.
+    #[serde(default)]
+    pub invite_only: bool,
+    /// Who created it (None for the default room, or when that account is gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// One room in `/rooms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    /// Name, without the `#`.
+    pub name: String,
+    /// Number of members.
+    pub members: u32,
+    /// Topic (empty: none).
+    #[serde(default)]
+    pub topic: String,
+    /// Joining needs an invitation.
+    #[serde(default)]
+    pub invite_only: bool,
+    /// The asking user is a member.
+    #[serde(default)]
+    pub joined: bool,
+}
+
+/// What happened to a room's membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomEvent {
+    /// The user joined.
+    Join,
+    /// The user left.
+    Part,
+    /// The user was removed by the room's owner or an admin (`by`).
+    Kick,
+}
+
 /// Why a user appeared or disappeared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -234,6 +282,43 @@ pub enum ServerFrame {
         online: Vec<String>,
         /// Every registered device key, online or not, this session's included.
         devices: Vec<DeviceInfo>,
+        /// The default room (where a client's plain text goes first), without the `#`.
+        #[serde(default)]
+        room: String,
+        /// The rooms this user is in, with their members.
+        #[serde(default)]
+        rooms: Vec<RoomState>,
+    },
+    /// Someone joined or left a room (sent to its members, and to that user).
+    Room {
+        /// The room, without the `#`.
+        room: String,
+        /// Who joined or left.
+        user: String,
+        /// What happened.
+        event: RoomEvent,
+        /// For a kick: who did it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// A room's full state: answer to `/members`, and sent to a user who joins.
+    Members {
+        /// The room.
+        room: RoomState,
+    },
+    /// A room's topic changed (sent to its members).
+    Topic {
+        /// The room, without the `#`.
+        room: String,
+        /// The new topic (empty: cleared).
+        topic: String,
+        /// Who set it.
+        by: String,
+    },
+    /// Answer to `/rooms`: public rooms and the caller's own, sorted by name.
+    Rooms {
+        /// The rooms.
+        rooms: Vec<RoomSummary>,
     },
     /// Ends a batch of messages stored while this device was offline (sent after `login_ok`,
     /// before anything live). Answer with `backlog_ack {upto}` once they are shown.
@@ -401,6 +486,10 @@ pub enum ErrorCode {
     RateLimited,
     /// The server failed; details are in its log, never in the frame.
     Internal,
+    /// A message or command for a room the user is not in (or that does not exist).
+    NotInRoom,
+    /// A command was refused for a reason the message gives (a limit, an invitation needed).
+    Refused,
     /// An external plugin command failed (timed out, crashed, missing, bad reply).
     PluginFailed,
     /// A recipient's offline queue is full (`offline_queue_max`); the message was not stored

@@ -55,3 +55,23 @@ mod tests {
         assert_eq!(validate_username("bö"), Err(NameError::BadChar('ö')));
     }
 }
+
+/// Longest allowed room name (without the `#`), in bytes.
+pub const MAX_ROOM_LEN: usize = 32;
+
+/// Why a room name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "room names are 1-{MAX_ROOM_LEN} of a-z, 0-9, '_' and '-', starting with a letter or digit"
+)]
+pub struct BadRoomName;
+
+/// Checks a room name (without the `#`): `[a-z0-9][a-z0-9_-]*`, at most 32 bytes.
+pub fn validate_room(name: &str) -> Result<(), BadRoomName> {
+    let mut chars = name.chars();
+    let first = chars.next().ok_or(BadRoomName)?;
+    let ok = name.len() <= MAX_ROOM_LEN
+        && (first.is_ascii_lowercase() || first.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok { Ok(()) } else { Err(BadRoomName) }
+}

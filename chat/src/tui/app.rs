@@ -101,6 +101,8 @@ pub struct App {
     pub page: usize,
     /// The whisper target being typed and whether its keys are verified (None: no key pinned).
     pub target: Option<(String, Option<bool>)>,
+    /// Where plain text goes (a room, without `#`; empty before login).
+    pub room: String,
 }
 
 /// Commands the client handles itself, for Tab completion.
@@ -137,6 +139,7 @@ impl App {
             ui,
             page: 10,
             target: None,
+            room: String::new(),
         }
     }
 
@@ -448,6 +451,7 @@ mod tests {
         let m = |from: &str, to: Option<&str>, action: bool| ChatMessage {
             from: from.into(),
             to: to.map(Into::into),
+            room: None,
             text: "hi".into(),
             action,
             ts: 1_764_300_000_000,

@@ -242,6 +242,7 @@ impl Loop<'_> {
     }
 
     fn update_status(&mut self) {
+        self.app.room = self.secure.current_room().to_string();
         self.app.target = self
             .app
             .whisper_target()
@@ -351,7 +352,9 @@ impl Loop<'_> {
                 .trim_start_matches("-- ")
                 .to_string(),
         );
-        let events = self.secure.on_login(&logged_in.devices);
+        let events = self
+            .secure
+            .on_login(&logged_in.devices, &logged_in.room, &logged_in.rooms);
         self.app.events(events);
         // The server's command list, for Tab completion.
         let help = ClientFrame::Command {

@@ -183,6 +183,10 @@ fn draw_status(f: &mut Frame<'_>, app: &App, styles: &Styles, area: Rect) {
         sep.clone(),
         Span::styled(format!("key {}", app.key_short), bar),
     ];
+    if app.target.is_none() && !app.room.is_empty() {
+        spans.push(sep.clone());
+        spans.push(Span::styled(format!("in #{}", app.room), bar));
+    }
     if let Some((name, verified)) = &app.target {
         spans.push(sep.clone());
         spans.push(match verified {
@@ -239,6 +243,7 @@ mod tests {
         Event::Message(ChatMessage {
             from: from.into(),
             to: None,
+            room: None,
             text: text.into(),
             action: false,
             ts: 1_764_300_000_000,

@@ -1,29 +1,20 @@
-//! `/kick USER [REASON]` (admins): ends every session of USER, like `chatctl kick`.
+//! `/kick USER ROOM` (the room's owner, or an admin): removes USER from ROOM.
 
-use chatd_proto::frame::ServerFrame;
 use chatd_proto::names::validate_username;
 
-use super::{Command, CommandError, CommandFuture, Ctx, Role};
+use super::{Command, CommandError, CommandFuture, Ctx, Role, room_arg, store_failed};
+use crate::store::rooms;
 
-/// Longest kick reason, in characters.
-const MAX_REASON_CHARS: usize = 200;
-
-/// Disconnects a user.
+/// Removes a member from a room.
 pub struct Kick;
 
-/// The `bye` reason a kicked session gets (shared with `chatctl kick`).
-pub fn kick_reason(reason: &str) -> String {
-    let reason: String = reason
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_REASON_CHARS)
-        .collect();
-    let reason = reason.trim();
-    if reason.is_empty() {
-        "kicked by administrator".to_string()
-    } else {
-        format!("kicked by administrator: {reason}")
+fn split(args: &str) -> Option<(&str, String)> {
+    let mut words = args.split_whitespace();
+    let (user, room) = (words.next()?, room_arg(words.next()?)?);
+    if words.next().is_some() || validate_username(user).is_err() {
+        return None;
     }
+    Some((user, room))
 }
 
 impl Command for Kick {
@@ -31,28 +22,36 @@ impl Command for Kick {
         "kick"
     }
     fn usage(&self) -> &str {
-        "USER [REASON]"
+        "USER ROOM"
     }
     fn help(&self) -> &str {
-        "disconnect every session of USER"
+        "remove USER from ROOM (room owners and administrators; chat: the current room when none is named)"
     }
     fn role(&self) -> Role {
-        Role::Admin
+        Role::RoomOwner
+    }
+    fn room_of(&self, args: &str) -> Option<String> {
+        split(args).map(|(_, room)| room)
     }
     fn run<'a>(&'a self, ctx: &'a Ctx<'a>, args: &'a str) -> CommandFuture<'a> {
         Box::pin(async move {
-            let (user, reason) = args.split_once(' ').unwrap_or((args, ""));
-            if validate_username(user).is_err() {
-                return Err(CommandError::usage(self));
+            let (user, room) = split(args).ok_or_else(|| CommandError::usage(self))?;
+            if room == ctx.rooms.default {
+                return Err(CommandError::Refused(format!(
+                    "everyone is in #{room}; /disconnect ends a user's sessions instead"
+                )));
             }
-            let n = ctx.hub.close_user(user, &kick_reason(reason));
-            tracing::info!(by = ctx.user, %user, sessions = n, "kicked");
-            let text = if n == 0 {
-                format!("{user} is not online")
-            } else {
-                format!("{user} kicked ({n} session(s) ended)")
-            };
-            Ok(Some(ServerFrame::Notice { text }))
+            if !ctx.hub.is_member(&room, user) {
+                return Err(CommandError::NotInRoom(format!("{user} is not in #{room}")));
+            }
+            let (rm, u, keep) = (room.clone(), user.to_string(), ctx.rooms.default.clone());
+            ctx.store
+                .run(move |c| rooms::part(c, &rm, &u, &keep))
+                .await
+                .map_err(store_failed)?;
+            tracing::info!(by = ctx.user, %user, %room, "kicked from room");
+            ctx.hub.room_parted(&room, user, Some(ctx.user));
+            Ok(None)
         })
     }
 }

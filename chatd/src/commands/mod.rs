@@ -5,16 +5,23 @@
 
 mod announce;
 mod away;
+mod disconnect;
 mod help;
+mod invite;
+mod join;
 mod kick;
 mod list;
+mod members;
 mod motd;
+mod part;
 mod ping;
 pub mod plugin;
+mod rooms;
+mod topic;
 mod whois;
 
 pub use announce::announcement;
-pub use kick::kick_reason;
+pub use disconnect::kick_reason;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -33,7 +40,21 @@ use crate::store::Store;
 /// Whispers and `/me` are not here: their text is end-to-end encrypted, so the client seals
 /// them and the server only routes the envelopes (see `crate::session`).
 pub const BUILTIN_NAMES: &[&str] = &[
-    "announce", "away", "help", "kick", "list", "motd", "ping", "whois",
+    "announce",
+    "away",
+    "disconnect",
+    "help",
+    "invite",
+    "join",
+    "kick",
+    "list",
+    "members",
+    "motd",
+    "part",
+    "ping",
+    "rooms",
+    "topic",
+    "whois",
 ];
 
 /// Every built-in command, in one place.
@@ -41,11 +62,18 @@ pub fn builtin() -> Vec<Arc<dyn Command>> {
     vec![
         Arc::new(announce::Announce),
         Arc::new(away::Away),
+        Arc::new(disconnect::Disconnect),
         Arc::new(help::Help),
+        Arc::new(invite::Invite),
+        Arc::new(join::Join),
         Arc::new(kick::Kick),
         Arc::new(list::List),
+        Arc::new(members::Members),
         Arc::new(motd::Motd),
+        Arc::new(part::Part),
         Arc::new(ping::Ping),
+        Arc::new(rooms::Rooms),
+        Arc::new(topic::Topic),
         Arc::new(whois::Whois),
     ]
 }
@@ -55,6 +83,8 @@ pub fn builtin() -> Vec<Arc<dyn Command>> {
 pub enum Role {
     /// Any logged-in user.
     User,
+    /// The owner of the room the command names ([`Command::room_of`]), or an admin.
+    RoomOwner,
     /// Accounts with the admin flag.
     Admin,
 }
@@ -75,6 +105,10 @@ pub trait Command: Send + Sync {
     fn role(&self) -> Role {
         Role::User
     }
+    /// For a [`Role::RoomOwner`] command: the room its arguments name (without `#`).
+    fn room_of(&self, _args: &str) -> Option<String> {
+        None
+    }
     /// Runs the command; the returned frame (if any) goes back to the caller.
     fn run<'a>(&'a self, ctx: &'a Ctx<'a>, args: &'a str) -> CommandFuture<'a>;
 }
@@ -91,6 +125,8 @@ pub struct Ctx<'a> {
     pub limits: &'a Limits,
     /// The message of the day (`[server] motd`; empty: none).
     pub motd: &'a str,
+    /// Room settings and limits.
+    pub rooms: &'a crate::config::RoomsConfig,
     /// The calling session.
     pub session: SessionId,
     /// The calling user.
@@ -108,6 +144,20 @@ pub enum CommandError {
     /// The caller's role is too low.
     #[error("/{0} is for administrators")]
     Forbidden(String),
+    /// The caller does not own the room (and is not an admin).
+    #[error("/{name} in #{room} is for its owner and administrators")]
+    NotOwner {
+        /// Command name.
+        name: String,
+        /// The room.
+        room: String,
+    },
+    /// The caller is not in the room, or it does not exist.
+    #[error("{0}")]
+    NotInRoom(String),
+    /// Refused for a reason given to the caller (a limit, an invitation needed, ...).
+    #[error("{0}")]
+    Refused(String),
     /// Wrong arguments; carries the usage line.
     #[error("usage: /{name} {usage}")]
     BadArguments {
@@ -145,7 +195,9 @@ impl CommandError {
     pub fn code(&self) -> ErrorCode {
         match self {
             CommandError::Unknown(_) => ErrorCode::UnknownCommand,
-            CommandError::Forbidden(_) => ErrorCode::Forbidden,
+            CommandError::Forbidden(_) | CommandError::NotOwner { .. } => ErrorCode::Forbidden,
+            CommandError::NotInRoom(_) => ErrorCode::NotInRoom,
+            CommandError::Refused(_) => ErrorCode::Refused,
             CommandError::BadArguments { .. } => ErrorCode::BadArguments,
             CommandError::NoSuchUser(_) => ErrorCode::NoSuchUser,
             CommandError::Plugin { .. } => ErrorCode::PluginFailed,
@@ -246,7 +298,8 @@ impl Registry {
     pub fn list_for(&self, role: Role) -> Vec<CommandInfo> {
         self.by_name
             .values()
-            .filter(|c| c.role() <= role)
+            // Room-owner commands are offered to everyone: anyone may own a room.
+            .filter(|c| c.role() == Role::RoomOwner || c.role() <= role)
             .map(|c| CommandInfo {
                 name: c.name().to_string(),
                 aliases: self
@@ -271,11 +324,40 @@ impl Registry {
         let cmd = self.lookup(name).ok_or_else(|| {
             CommandError::Unknown(name.chars().filter(|c| !c.is_control()).take(64).collect())
         })?;
-        if ctx.role < cmd.role() {
-            return Err(CommandError::Forbidden(cmd.name().to_string()));
+        let args = args.trim();
+        match cmd.role() {
+            Role::Admin if ctx.role < Role::Admin => {
+                return Err(CommandError::Forbidden(cmd.name().to_string()));
+            }
+            Role::RoomOwner if ctx.role < Role::Admin => {
+                let room = cmd
+                    .room_of(args)
+                    .ok_or_else(|| CommandError::usage(cmd.as_ref()))?;
+                let owner = ctx.hub.room(&room).and_then(|r| r.owner);
+                if owner.as_deref() != Some(ctx.user) {
+                    return Err(CommandError::NotOwner {
+                        name: cmd.name().to_string(),
+                        room,
+                    });
+                }
+            }
+            _ => {}
         }
-        cmd.run(ctx, args.trim()).await
+        cmd.run(ctx, args).await
     }
+}
+
+/// A room argument: `dev` or `#dev`; None when it is not a valid room name.
+pub fn room_arg(arg: &str) -> Option<String> {
+    let name = arg.strip_prefix('#').unwrap_or(arg);
+    chatd_proto::names::validate_room(name).ok()?;
+    Some(name.to_string())
+}
+
+/// Logs a store failure inside a command; the caller gets `internal`.
+fn store_failed(e: crate::store::StoreError) -> CommandError {
+    tracing::error!(error = %e, "command: database error");
+    CommandError::Internal
 }
 
 /// Milliseconds since the Unix epoch, for message timestamps.
@@ -299,6 +381,7 @@ pub(crate) mod testing {
         pub store: Store,
         pub registry: Registry,
         pub limits: Limits,
+        pub rooms: crate::config::RoomsConfig,
     }
 
     impl Fixture {
@@ -309,6 +392,7 @@ pub(crate) mod testing {
                 store,
                 registry: Registry::new(&CommandsConfig::default(), &[]).unwrap(),
                 limits: Limits::default(),
+                rooms: crate::config::RoomsConfig::default(),
             }
         }
 
@@ -344,6 +428,7 @@ pub(crate) mod testing {
                 registry: &self.registry,
                 limits: &self.limits,
                 motd: "",
+                rooms: &self.rooms,
                 session,
                 user,
                 role: Role::User,

@@ -124,7 +124,7 @@ fn motd_ping_and_their_defaults() {
 }
 
 #[test]
-fn announce_and_kick_are_for_admins() {
+fn announce_and_disconnect_are_for_admins() {
     let server = Server::start();
     add_admin(&server, "root", "pw-r");
     server.add_user("alice", "pw-a");
@@ -142,10 +142,10 @@ fn announce_and_kick_are_for_admins() {
         alice.expect_error("forbidden"),
         "/announce is for administrators"
     );
-    alice.command("kick", "bob");
+    alice.command("disconnect", "bob");
     assert_eq!(
         alice.expect_error("forbidden"),
-        "/kick is for administrators"
+        "/disconnect is for administrators"
     );
     bob.sync(1);
 
@@ -163,15 +163,15 @@ fn announce_and_kick_are_for_admins() {
         assert_eq!(notice(c), "announcement: back online");
     }
 
-    root.command("kick", "Bad!");
+    root.command("disconnect", "Bad!");
     assert_eq!(
         root.expect_error("bad_arguments"),
-        "usage: /kick USER [REASON]"
+        "usage: /disconnect USER [REASON]"
     );
-    root.command("kick", "zed");
+    root.command("disconnect", "zed");
     assert_eq!(notice(&mut root), "zed is not online");
-    root.command("kick", "bob spamming the room");
-    assert_eq!(notice(&mut root), "bob kicked (1 session(s) ended)");
+    root.command("disconnect", "bob spamming the room");
+    assert_eq!(notice(&mut root), "bob disconnected (1 session(s) ended)");
     bob.expect_bye("kicked by administrator: spamming the room");
     let leave = alice.recv_type("presence");
     assert_eq!(

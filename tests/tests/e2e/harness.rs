@@ -1209,9 +1209,10 @@ impl Raw {
         );
     }
 
-    /// Seals `text` for everyone and sends it; returns the envelope (base64).
+    /// Seals `text` for the default room (#lobby, everyone is in it) and sends it; returns
+    /// the envelope (base64).
     pub fn say(&mut self, text: &str) -> String {
-        let data = self.seal("all", text);
+        let data = self.seal("#lobby", text);
         self.send_envelope(&data);
         data
     }

@@ -7,6 +7,7 @@
 //! - `client`: the `chat` binary in plain mode
 //! - `commands`: server built-ins (away, whois, motd, ping, announce, kick) and plugins
 //! - `protocol`: raw JSON-lines frames over TLS
+//! - `rooms`: rooms, their commands, limits and persistence; room messages between chat clients
 //! - `hostile`: garbage, old TLS, silent crowds, huge lines, lookalike names
 //! - `keys`: device keys: made by chat, registered, listed, revoked, limited
 //! - `limits`: abuse limits at their edges (rate limit)
@@ -45,6 +46,8 @@ mod malicious;
 mod offline;
 #[cfg(test)]
 mod protocol;
+#[cfg(test)]
+mod rooms;
 #[cfg(test)]
 mod secrecy;
 #[cfg(test)]

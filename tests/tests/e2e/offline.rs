@@ -58,11 +58,11 @@ fn stored_messages_arrive_in_order_survive_a_restart_and_go_once_acknowledged() 
         expect_held(&mut alice, &["bob"]);
         sent.push(data);
     }
-    // A broadcast is stored for every registered device that is offline (carol has none).
+    // A room message is stored for every member device that is offline (carol has none).
     let data = alice.say("to everyone");
     alice.expect_envelope("alice", &data);
     let held = expect_held(&mut alice, &["bob"]);
-    assert_eq!(held["conversation"], "all");
+    assert_eq!(held["conversation"], "#lobby");
     sent.push(data);
     alice.sync(1);
 
