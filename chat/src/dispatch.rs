@@ -45,6 +45,7 @@ pub fn line(line: &str, secure: &mut Secure) -> Step {
             return Step::Help(ClientFrame::Command {
                 name: "help".into(),
                 args,
+                room: None,
             });
         }
         Input::Command { name, args } => return room_command(name, args, secure),
@@ -111,7 +112,11 @@ fn room_command(name: String, args: String, secure: &mut Secure) -> Step {
     };
     Step::Send {
         events: Vec::new(),
-        frames: vec![ClientFrame::Command { name, args }],
+        frames: vec![ClientFrame::Command {
+            name,
+            args,
+            room: Some(secure.current_room().to_string()),
+        }],
     }
 }
 

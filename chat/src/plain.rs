@@ -339,11 +339,13 @@ mod tests {
                 ClientFrame::Command {
                     // The server, not the client, judges a command's text.
                     name: "nope".into(),
-                    args: "args-longer-than-max-text".into()
+                    args: "args-longer-than-max-text".into(),
+                    room: Some("lobby".into()),
                 },
                 ClientFrame::Command {
                     name: "help".into(),
-                    args: String::new()
+                    args: String::new(),
+                    room: None,
                 },
                 ClientFrame::Quit,
             ]

@@ -145,9 +145,10 @@ pub struct PluginConfig {
     /// Only administrators may run it.
     #[serde(default)]
     pub admin_only: bool,
-    /// The program's reply may go to everyone online (`"to":"everyone"`), not only the caller.
+    /// The program's reply may go to the caller's current room (`"to":"room"`), not only
+    /// to the caller.
     #[serde(default)]
-    pub allow_broadcast: bool,
+    pub allow_room_reply: bool,
 }
 
 fn plugin_timeout_ms() -> NonZeroU64 {

@@ -537,6 +537,14 @@ impl Hub {
             .count()
     }
 
+    /// Queues `frame` for every session of `room`'s members; returns how many.
+    pub fn send_to_room(&self, room: &str, frame: &ServerFrame) -> usize {
+        match serialize(frame) {
+            Some(line) => self.lock().deliver_room(room, &line),
+            None => 0,
+        }
+    }
+
     /// Queues `frame` for session `id` alone.
     pub fn send_to(&self, id: SessionId, frame: &ServerFrame) -> bool {
         match serialize(frame) {

@@ -734,13 +734,16 @@ impl Session {
                         return;
                     }
                 }
-                ClientFrame::Command { name, args } => {
+                ClientFrame::Command { name, args, room } => {
+                    // Only a room the caller is in is handed on (to plugins).
+                    let room = room.filter(|r| self.shared.hub.is_member(r, &login.user));
                     let ctx = Ctx {
                         hub: &self.shared.hub,
                         store: &self.shared.store,
                         registry: &self.shared.registry,
                         limits: &self.shared.config.limits,
                         motd: &self.shared.config.server.motd,
+                        room: room.as_deref(),
                         rooms: &self.shared.config.rooms,
                         session: id,
                         user: &login.user,

@@ -17,6 +17,9 @@ pub struct Request {
     pub args: String,
     /// Who called it.
     pub user: String,
+    /// The caller's current room, when known.
+    #[serde(default)]
+    pub room: Option<String>,
 }
 
 /// The reply chatd reads from stdout.
@@ -24,7 +27,7 @@ pub struct Request {
 pub struct Reply {
     /// What to show.
     pub text: String,
-    /// `caller` (default) or `everyone`.
+    /// `caller` (default) or `room`.
     pub to: &'static str,
 }
 
@@ -37,11 +40,11 @@ impl Reply {
         }
     }
 
-    /// A reply for everyone online (if the server allows it for this plugin).
-    pub fn everyone(text: impl Into<String>) -> Self {
+    /// A reply for the caller's current room (if the server allows it for this plugin).
+    pub fn room(text: impl Into<String>) -> Self {
         Reply {
             text: text.into(),
-            to: "everyone",
+            to: "room",
         }
     }
 }

@@ -63,6 +63,10 @@ pub enum ClientFrame {
         /// Everything after the name, verbatim (leading space removed).
         #[serde(default)]
         args: String,
+        /// The room the user is in when typing it (a client's current room, without `#`);
+        /// handed to plugins, which may reply to that room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
     },
     /// Acknowledges the messages stored for this device up to the `backlog` marker `upto`:
     /// the server deletes them. Sent once the client has shown what came before the marker.
@@ -102,9 +106,10 @@ impl std::fmt::Debug for ClientFrame {
                 .debug_struct("Chain")
                 .field("data_bytes", &data.len())
                 .finish(),
-            ClientFrame::Command { name, args } => f
+            ClientFrame::Command { name, args, room } => f
                 .debug_struct("Command")
                 .field("name", name)
+                .field("room", room)
                 .field("args_bytes", &args.len())
                 .finish(),
             ClientFrame::BacklogAck { upto } => {
@@ -539,7 +544,8 @@ mod tests {
             f,
             ClientFrame::Command {
                 name: "list".into(),
-                args: String::new()
+                args: String::new(),
+                room: None,
             }
         );
         assert_eq!(

@@ -360,6 +360,7 @@ impl Loop<'_> {
         let help = ClientFrame::Command {
             name: "help".into(),
             args: String::new(),
+            room: None,
         };
         self.silent_help = matches!(
             dispatch::send(&mut conn, &info, &[help]).await,

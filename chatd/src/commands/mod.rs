@@ -125,6 +125,8 @@ pub struct Ctx<'a> {
     pub limits: &'a Limits,
     /// The message of the day (`[server] motd`; empty: none).
     pub motd: &'a str,
+    /// The caller's current room, as its client named it (checked: the caller is in it).
+    pub room: Option<&'a str>,
     /// Room settings and limits.
     pub rooms: &'a crate::config::RoomsConfig,
     /// The calling session.
@@ -428,6 +430,7 @@ pub(crate) mod testing {
                 registry: &self.registry,
                 limits: &self.limits,
                 motd: "",
+                room: None,
                 rooms: &self.rooms,
                 session,
                 user,

@@ -34,6 +34,7 @@ struct Request<'a> {
     args: &'a str,
     user: &'a str,
     role: &'a str,
+    room: Option<&'a str>,
     server: String,
 }
 
@@ -44,8 +45,8 @@ enum To {
     /// Only the caller (the default).
     #[default]
     Caller,
-    /// Everyone online, if the plugin's config allows it.
-    Everyone,
+    /// The members of the caller's current room, if the plugin's config allows it.
+    Room,
 }
 
 /// What a plugin writes on stdout.
@@ -66,7 +67,7 @@ pub struct Plugin {
     timeout: Duration,
     max_output: usize,
     admin_only: bool,
-    allow_broadcast: bool,
+    allow_room_reply: bool,
     running: Arc<Semaphore>,
     max_concurrent: usize,
 }
@@ -163,7 +164,7 @@ impl Plugin {
             timeout: Duration::from_millis(config.timeout_ms.get()),
             max_output: config.max_output_bytes.get(),
             admin_only: config.admin_only,
-            allow_broadcast: config.allow_broadcast,
+            allow_room_reply: config.allow_room_reply,
             running: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
         })
@@ -181,6 +182,7 @@ impl Plugin {
             } else {
                 "user"
             },
+            room: ctx.room,
             server: format!("chatd/{}", env!("CARGO_PKG_VERSION")),
         };
         let mut input = serde_json::to_vec(&request)
@@ -312,19 +314,19 @@ impl Command for Plugin {
                 }
             };
             tracing::info!(plugin = %self.name, user = ctx.user, ms = started.elapsed().as_millis() as u64, "plugin ran");
-            match reply.to {
-                To::Everyone if self.allow_broadcast => {
-                    let frame = ServerFrame::Notice {
-                        text: format!("[/{} for {}] {}", self.name, ctx.user, reply.text),
-                    };
-                    ctx.hub.broadcast(&frame, None);
+            let notice = |text: String| ServerFrame::Notice { text };
+            match (reply.to, ctx.room) {
+                (To::Room, Some(room)) if self.allow_room_reply => {
+                    let text =
+                        format!("[#{room}] [/{} for {}] {}", self.name, ctx.user, reply.text);
+                    ctx.hub.send_to_room(room, &notice(text));
                     Ok(None)
                 }
-                To::Everyone => {
-                    tracing::info!(plugin = %self.name, "reply for everyone shown to the caller only (allow_broadcast is off)");
-                    Ok(Some(ServerFrame::Notice { text: reply.text }))
+                (To::Room, _) => {
+                    tracing::info!(plugin = %self.name, "reply for the room shown to the caller only (allow_room_reply is off, or no room)");
+                    Ok(Some(notice(reply.text)))
                 }
-                To::Caller => Ok(Some(ServerFrame::Notice { text: reply.text })),
+                (To::Caller, _) => Ok(Some(notice(reply.text))),
             }
         })
     }

@@ -1,5 +1,5 @@
-//! `/dice [NdM]`: rolls dice for the caller and shows the result to everyone online (when the
-//! server's `allow_broadcast` is on for it; otherwise to the caller).
+//! `/dice [NdM]`: rolls dice for the caller and shows the result to the caller's room (when
+//! the server's `allow_room_reply` is on for it; otherwise to the caller).
 
 use chatd_plugins::{Reply, describe_roll, parse_roll, roll, serve};
 
@@ -13,7 +13,7 @@ fn random_u32() -> u32 {
 
 fn main() -> std::process::ExitCode {
     serve(|req| match parse_roll(&req.args) {
-        Ok(r) => Reply::everyone(describe_roll(&req.user, r, &roll(r, random_u32))),
+        Ok(r) => Reply::room(describe_roll(&req.user, r, &roll(r, random_u32))),
         Err(usage) => Reply::caller(usage),
     })
 }

@@ -226,7 +226,7 @@ fn plugins_get_json_and_every_failure_is_clear() {
         &script(p, "secret.sh", "echo '{\"text\":\"s\"}'"),
         "admin_only = true",
     );
-    config += &plugin("dice", &bins().plugin_dice, "allow_broadcast = true");
+    config += &plugin("dice", &bins().plugin_dice, "allow_room_reply = true");
     config += &plugin(
         "uptime",
         &bins().plugin_uptime,
@@ -246,7 +246,7 @@ fn plugins_get_json_and_every_failure_is_clear() {
     assert_eq!(
         request,
         json!({"version":1,"command":"echo","args":"Paris; rm -rf / $(id)","user":"alice",
-               "role":"user","server":format!("chatd/{}", env!("CARGO_PKG_VERSION"))})
+               "role":"user","room":null,"server":format!("chatd/{}", env!("CARGO_PKG_VERSION"))})
     );
     // A cleared environment: nothing of chatd's leaks (the test sets HOME and RUST_LOG).
     let env = std::fs::read_to_string(&env_seen).unwrap();
@@ -279,15 +279,19 @@ fn plugins_get_json_and_every_failure_is_clear() {
         "/secret is for administrators"
     );
 
-    // The shipped examples: /dice goes to everyone (allowed here), /uptime to the caller.
-    alice.command("dice", "2d6");
+    // The shipped examples: /dice goes to the caller's room (allowed here), /uptime to the
+    // caller. chat names its current room in each command; a room one is not in is ignored.
+    alice.send(json!({"type":"command","name":"dice","args":"2d6","room":"lobby"}));
     for c in [&mut alice, &mut bob] {
         let text = notice(c);
         assert!(
-            text.starts_with("[/dice for alice] alice rolls 2d6: "),
+            text.starts_with("[#lobby] [/dice for alice] alice rolls 2d6: "),
             "{text}"
         );
     }
+    alice.send(json!({"type":"command","name":"dice","args":"d20","room":"elsewhere"}));
+    assert!(notice(&mut alice).starts_with("alice rolls 1d20: "));
+    bob.sync(2);
     alice.command("dice", "99d6");
     assert!(notice(&mut alice).starts_with("usage: /dice [NdM]"));
     bob.command("uptime", "");
