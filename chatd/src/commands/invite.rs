@@ -1,22 +1,12 @@
 //! `/invite USER ROOM` (the room's owner, or an admin): lets USER join an invite-only room.
 
 use chatd_proto::frame::ServerFrame;
-use chatd_proto::names::validate_username;
 
-use super::{Command, CommandError, CommandFuture, Ctx, Role, room_arg, store_failed};
+use super::{Command, CommandError, CommandFuture, Ctx, Role, store_failed, user_and_room};
 use crate::store::{rooms, users};
 
 /// Invites a user to a room.
 pub struct Invite;
-
-fn split(args: &str) -> Option<(&str, String)> {
-    let mut words = args.split_whitespace();
-    let (user, room) = (words.next()?, room_arg(words.next()?)?);
-    if words.next().is_some() || validate_username(user).is_err() {
-        return None;
-    }
-    Some((user, room))
-}
 
 impl Command for Invite {
     fn name(&self) -> &str {
@@ -32,11 +22,11 @@ impl Command for Invite {
         Role::RoomOwner
     }
     fn room_of(&self, args: &str) -> Option<String> {
-        split(args).map(|(_, room)| room)
+        user_and_room(args).map(|(_, room)| room)
     }
     fn run<'a>(&'a self, ctx: &'a Ctx<'a>, args: &'a str) -> CommandFuture<'a> {
         Box::pin(async move {
-            let (user, room) = split(args).ok_or_else(|| CommandError::usage(self))?;
+            let (user, room) = user_and_room(args).ok_or_else(|| CommandError::usage(self))?;
             let Some(r) = ctx.hub.room(&room) else {
                 return Err(CommandError::NotInRoom(format!("there is no room #{room}")));
             };

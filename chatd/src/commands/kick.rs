@@ -1,21 +1,10 @@
 //! `/kick USER ROOM` (the room's owner, or an admin): removes USER from ROOM.
 
-use chatd_proto::names::validate_username;
-
-use super::{Command, CommandError, CommandFuture, Ctx, Role, room_arg, store_failed};
+use super::{Command, CommandError, CommandFuture, Ctx, Role, store_failed, user_and_room};
 use crate::store::rooms;
 
 /// Removes a member from a room.
 pub struct Kick;
-
-fn split(args: &str) -> Option<(&str, String)> {
-    let mut words = args.split_whitespace();
-    let (user, room) = (words.next()?, room_arg(words.next()?)?);
-    if words.next().is_some() || validate_username(user).is_err() {
-        return None;
-    }
-    Some((user, room))
-}
 
 impl Command for Kick {
     fn name(&self) -> &str {
@@ -31,11 +20,11 @@ impl Command for Kick {
         Role::RoomOwner
     }
     fn room_of(&self, args: &str) -> Option<String> {
-        split(args).map(|(_, room)| room)
+        user_and_room(args).map(|(_, room)| room)
     }
     fn run<'a>(&'a self, ctx: &'a Ctx<'a>, args: &'a str) -> CommandFuture<'a> {
         Box::pin(async move {
-            let (user, room) = split(args).ok_or_else(|| CommandError::usage(self))?;
+            let (user, room) = user_and_room(args).ok_or_else(|| CommandError::usage(self))?;
             if room == ctx.rooms.default {
                 return Err(CommandError::Refused(format!(
                     "everyone is in #{room}; /disconnect ends a user's sessions instead"

@@ -356,6 +356,16 @@ pub fn room_arg(arg: &str) -> Option<String> {
     Some(name.to_string())
 }
 
+/// `USER ROOM` arguments (exactly two words, valid names).
+pub fn user_and_room(args: &str) -> Option<(&str, String)> {
+    let mut words = args.split_whitespace();
+    let (user, room) = (words.next()?, room_arg(words.next()?)?);
+    if words.next().is_some() || chatd_proto::names::validate_username(user).is_err() {
+        return None;
+    }
+    Some((user, room))
+}
+
 /// Logs a store failure inside a command; the caller gets `internal`.
 fn store_failed(e: crate::store::StoreError) -> CommandError {
     tracing::error!(error = %e, "command: database error");

@@ -24,6 +24,19 @@ fn expect_held(raw: &mut Raw, users: &[&str]) -> Value {
     held
 }
 
+/// alice whispers `n` messages to offline bob, each echoed and then acknowledged as stored;
+/// returns them in order.
+fn whisper_stored(alice: &mut Raw, n: usize, what: &str) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let data = alice.whisper("bob", &format!("{what} {i}"));
+            alice.expect_envelope("alice", &data);
+            expect_held(alice, &["bob"]);
+            data
+        })
+        .collect()
+}
+
 /// Logs in and collects the replayed envelopes up to the final `backlog` marker; returns
 /// them (data) and the marker.
 fn login_and_replay(server: &Server, user: &str, password: &str) -> (Raw, Vec<String>, Value) {
@@ -51,13 +64,7 @@ fn stored_messages_arrive_in_order_survive_a_restart_and_go_once_acknowledged() 
     let mut alice = Raw::login(&server, "alice", "pw-a");
 
     // bob is offline: each whisper is echoed, then acknowledged as stored for bob.
-    let mut sent = Vec::new();
-    for i in 0..3 {
-        let data = alice.whisper("bob", &format!("whisper {i}"));
-        alice.expect_envelope("alice", &data);
-        expect_held(&mut alice, &["bob"]);
-        sent.push(data);
-    }
+    let mut sent = whisper_stored(&mut alice, 3, "whisper");
     // A room message is stored for every member device that is offline (carol has none).
     let data = alice.say("to everyone");
     alice.expect_envelope("alice", &data);
@@ -179,13 +186,7 @@ fn the_per_device_cap_refuses_more_and_tells_the_sender() {
     server.add_user("bob", "pw-b");
     register_device(&server, "bob", "pw-b");
     let mut alice = Raw::login(&server, "alice", "pw-a");
-    let mut kept = Vec::new();
-    for i in 0..3 {
-        let data = alice.whisper("bob", &format!("fits {i}"));
-        alice.expect_envelope("alice", &data);
-        expect_held(&mut alice, &["bob"]);
-        kept.push(data);
-    }
+    let kept = whisper_stored(&mut alice, 3, "fits");
     // The fourth is one over the cap: delivered to nobody offline, and the sender is told.
     let data = alice.whisper("bob", "one too many");
     alice.expect_envelope("alice", &data);
