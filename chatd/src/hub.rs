@@ -276,6 +276,10 @@ impl Inner {
 
     /// Queues `line` for every session of the members of `room`; returns how many.
     fn deliver_room(&self, room: &str, line: &Bytes) -> usize {
+        // Every logged-in user is in the default room: no member lookups on the busiest path.
+        if room == self.default_room {
+            return self.deliver_all(line, None);
+        }
         let Some(r) = self.rooms.get(room) else {
             return 0;
         };
@@ -580,6 +584,10 @@ impl Hub {
             Conversation::Room(room) => {
                 let reached = inner.deliver_room(room, line);
                 let offline = match inner.rooms.get(room) {
+                    // Everyone with a device key has joined the default room at login.
+                    Some(_) if *room == inner.default_room => {
+                        inner.offline_devices(inner.known.keys())
+                    }
                     Some(r) => inner.offline_devices(r.members.iter()),
                     None => Vec::new(),
                 };
