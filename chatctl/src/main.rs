@@ -64,6 +64,9 @@ enum Command {
     },
     /// Show server version, uptime, listener, certificate fingerprint and counts.
     Status,
+    /// Make chatd re-read its configuration file and TLS certificate and key (like
+    /// `systemctl reload chatd`); connections stay up, an invalid file is refused.
+    Reload,
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,6 +220,7 @@ fn build_request(command: &Command) -> Result<ControlRequest> {
             }
         }
         Command::Status => ControlRequest::Status,
+        Command::Reload => ControlRequest::Reload,
     })
 }
 

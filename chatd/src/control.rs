@@ -42,15 +42,19 @@ pub enum ControlError {
     },
 }
 
-/// A bound control socket; removes its file when dropped.
+/// A bound control socket; removes its file when dropped (unless systemd made it).
 pub struct ControlListener {
     listener: UnixListener,
     path: PathBuf,
+    /// False for a socket from socket activation: systemd owns the file.
+    owned: bool,
 }
 
 impl Drop for ControlListener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.owned {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -81,6 +85,7 @@ impl ControlListener {
         let this = ControlListener {
             listener,
             path: path.to_path_buf(),
+            owned: true,
         };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
         if let Some(gid) = admin_gid {
@@ -89,6 +94,37 @@ impl ControlListener {
             }
         }
         Ok(this)
+    }
+
+    /// Serves a socket systemd bound (`chatd.socket`); its mode and group are the socket
+    /// unit's (`SocketMode=`, `SocketGroup=`). `configured` is only compared, for a warning.
+    pub fn activated(
+        listener: std::os::unix::net::UnixListener,
+        configured: &Path,
+    ) -> Result<Self, ControlError> {
+        let io = |source| ControlError::Io {
+            path: configured.to_path_buf(),
+            source,
+        };
+        let path = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+            .unwrap_or_else(|| configured.to_path_buf());
+        if path != configured {
+            tracing::warn!(
+                passed = %path.display(),
+                configured = %configured.display(),
+                "the control socket systemd passed is not server.control_socket; chatctl needs --socket"
+            );
+        }
+        listener.set_nonblocking(true).map_err(io)?;
+        let listener = UnixListener::from_std(listener).map_err(io)?;
+        Ok(ControlListener {
+            listener,
+            path,
+            owned: false,
+        })
     }
 
     /// The socket's path.
@@ -364,6 +400,10 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
                 n => done(format!("kicked {user} ({n} session(s))")),
             }
         }
+        ControlRequest::Reload => match crate::reload::reload_logged(shared, "chatctl reload") {
+            Ok(summary) => done(summary),
+            Err(reason) => error(ControlErrorCode::ReloadFailed, reason),
+        },
         ControlRequest::KeyList { user } => key_list(shared, user).await,
         ControlRequest::KeyRevoke { user, fingerprint } => {
             let (name, fp) = (user.clone(), *fingerprint.as_bytes());

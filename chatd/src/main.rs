@@ -8,7 +8,7 @@ use chatd::config::{Config, DEFAULT_CONFIG_PATH};
 use clap::Parser;
 
 /// Self-hosted end-to-end encrypted chat daemon.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(version, about)]
 struct Args {
     /// Run locally with no setup: state, certificate and control socket in ./chatd-dev,
@@ -64,8 +64,23 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
 
 fn init_logging(level: &str) {
     use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Started by systemd: native journal entries, so fields (USER, PEER, ...) stay fields.
+    if chatd::systemd::stderr_is_journal() {
+        match tracing_journald::layer() {
+            Ok(journal) => {
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(journal.with_field_prefix(None))
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("chatd: cannot log to the journal ({e}); logging to stderr"),
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -74,17 +89,25 @@ fn init_logging(level: &str) {
         .init();
 }
 
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
+/// Waits for SIGTERM or SIGINT, reloading on every SIGHUP meanwhile.
+async fn wait_for_signal(shared: &chatd::server::Shared) -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok("SIGTERM"),
+            _ = int.recv() => return Ok("SIGINT"),
+            _ = hup.recv() => {
+                // The outcome is logged; a refused reload keeps the old configuration.
+                let _ = chatd::reload::reload_logged(shared, "SIGHUP");
+            }
+        }
+    }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result<()> {
     // Nothing chatd creates (database, WAL, directories) is readable by other users; the
     // generated key (0600) and the control socket (0660) get their modes explicitly.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
@@ -98,7 +121,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     init_logging(&config.log.level);
-    let server = chatd::server::Server::bind(config).await?;
+    let reload_args = args.clone();
+    let options = chatd::server::BindOptions {
+        activated,
+        source: Some(Box::new(move || {
+            load_config(&reload_args).map_err(|e| report(&e))
+        })),
+    };
+    let server = chatd::server::Server::bind_with(config, options).await?;
     tracing::info!(
         "chatd {} listening on {}",
         env!("CARGO_PKG_VERSION"),
@@ -107,8 +137,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!("certificate fingerprint {}", server.fingerprint());
     tracing::info!("control socket at {}", server.control_path().display());
     let token = server.shutdown_token();
+    let shared = server.shared();
     let serving = tokio::spawn(server.run());
-    let signal = wait_for_signal().await?;
+    let signal = wait_for_signal(&shared).await?;
     tracing::info!("{signal} received");
     token.cancel();
     serving.await.context("server task failed")?;
@@ -117,6 +148,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Before any thread exists: this clears LISTEN_FDS/LISTEN_PID from the environment.
+    let activated = match chatd::systemd::take_activated() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("chatd: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -124,7 +163,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, activated)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chatd: error: {}", report(&e));

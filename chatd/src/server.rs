@@ -25,7 +25,9 @@ use crate::config::Config;
 use crate::control::{ControlError, ControlListener};
 use crate::hub::Hub;
 use crate::peerlimit::PerIp;
+use crate::reload::{ConfigSource, Live, Reloader};
 use crate::store::{Store, StoreError};
+use crate::systemd::Activated;
 use crate::throttle::LoginThrottle;
 use crate::tls::{Identity, TlsError};
 
@@ -72,16 +74,18 @@ pub enum ServerError {
 
 /// State every task shares.
 pub struct Shared {
-    /// The configuration in force.
-    pub config: Config,
-    /// TLS identity.
-    pub identity: Identity,
+    /// The configuration in force (replaced by a reload).
+    pub config: Live<Config>,
+    /// TLS identity (replaced by a reload).
+    pub identity: Live<Identity>,
     /// Who is online.
     pub hub: Hub,
     /// Database.
     pub store: Store,
-    /// Slash commands.
-    pub registry: Registry,
+    /// Slash commands (replaced by a reload).
+    pub registry: Live<Registry>,
+    /// Where a reload reads the configuration from.
+    pub reloader: Reloader,
     /// Start time, for uptime.
     pub started: Instant,
     /// Actual TLS listen address (port 0 resolved).
@@ -137,9 +141,24 @@ fn lock_state_dir(dir: &Path) -> Result<Flock<File>, ServerError> {
     })
 }
 
+/// How [`Server::bind_with`] gets its sockets and reloads its configuration.
+#[derive(Default)]
+pub struct BindOptions {
+    /// Sockets from systemd's socket activation, used instead of binding.
+    pub activated: Activated,
+    /// Re-reads the configuration on reload; None reloads only the certificate and key.
+    pub source: Option<ConfigSource>,
+}
+
 impl Server {
     /// Locks the state dir, opens the database, loads TLS, binds both sockets.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        Server::bind_with(config, BindOptions::default()).await
+    }
+
+    /// [`Server::bind`], taking sockets systemd passed and a source for reloads.
+    pub async fn bind_with(config: Config, options: BindOptions) -> Result<Server, ServerError> {
+        let BindOptions { activated, source } = options;
         let state_dir = config.server.state_dir.clone();
         let lock = lock_state_dir(&state_dir)?;
         let db_path = state_dir.join("chatd.db");
@@ -153,21 +172,27 @@ impl Server {
             &state_dir,
         )?;
         let registry = Registry::new(&config.commands)?;
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .map_err(|source| ServerError::Listen {
-                addr: config.server.listen,
-                source,
-            })?;
-        let listen_addr = listener
-            .local_addr()
-            .map_err(|source| ServerError::Listen {
-                addr: config.server.listen,
-                source,
-            })?;
+        let listen_error = |source| ServerError::Listen {
+            addr: config.server.listen,
+            source,
+        };
+        let listener = match activated.tls {
+            // systemd bound it (chatd.socket); server.listen is not used.
+            Some(std_listener) => {
+                std_listener.set_nonblocking(true).map_err(listen_error)?;
+                TcpListener::from_std(std_listener).map_err(listen_error)?
+            }
+            None => TcpListener::bind(config.server.listen)
+                .await
+                .map_err(listen_error)?,
+        };
+        let listen_addr = listener.local_addr().map_err(listen_error)?;
         let group = nix::unistd::Group::from_name(&config.server.admin_group);
         let admin_gid = group.as_ref().ok().and_then(|g| g.as_ref().map(|g| g.gid));
-        let control = ControlListener::bind(&config.server.control_socket, admin_gid)?;
+        let control = match activated.control {
+            Some(l) => ControlListener::activated(l, &config.server.control_socket)?,
+            None => ControlListener::bind(&config.server.control_socket, admin_gid)?,
+        };
         // Told only once chatd is really starting, so a refused start prints just its error.
         match &group {
             Ok(Some(_)) => {}
@@ -192,10 +217,11 @@ impl Server {
         let shared = Arc::new(Shared {
             throttle,
             hub: Hub::new(config.limits.max_sessions_per_user.get()),
-            config,
-            identity,
+            config: Live::new(config),
+            identity: Live::new(identity),
             store,
-            registry,
+            registry: Live::new(registry),
+            reloader: Reloader::new(source),
             started: Instant::now(),
             listen_addr,
             admin_gid,
@@ -225,6 +251,11 @@ impl Server {
         self.shared.identity.fingerprint
     }
 
+    /// State shared with every task (for reloads from outside, e.g. SIGHUP).
+    pub fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
     /// The token that stops the server.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shared.shutdown.clone()
@@ -239,8 +270,11 @@ impl Server {
             _lock,
         } = self;
         let control_task = tokio::spawn(control.run(Arc::clone(&shared)));
+        crate::systemd::ready(&shared);
+        let keepalive = tokio::spawn(crate::systemd::keepalive(Arc::clone(&shared)));
         accept_loop(&listener, &shared).await;
         drop(listener);
+        crate::systemd::stopping();
         tracing::info!("shutting down");
         shared.tracker.close();
         let grace = shared.config.limits.shutdown_grace();
@@ -254,6 +288,7 @@ impl Server {
             );
         }
         let _ = control_task.await; // drops the listener, which removes the socket file
+        let _ = keepalive.await;
         if let Err(e) = shared.store.checkpoint() {
             tracing::warn!(error = %e, "final database checkpoint failed");
         }

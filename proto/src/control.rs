@@ -80,6 +80,8 @@ pub enum ControlRequest {
         /// The key's fingerprint.
         fingerprint: Fingerprint,
     },
+    /// Re-read the configuration file and the TLS certificate and key (like SIGHUP).
+    Reload,
 }
 
 impl ControlRequest {
@@ -94,7 +96,10 @@ impl ControlRequest {
             | ControlRequest::Kick { user, .. }
             | ControlRequest::KeyRevoke { user, .. } => Some(user),
             ControlRequest::KeyList { user } => user.as_deref(),
-            ControlRequest::Status | ControlRequest::UserList | ControlRequest::Who => None,
+            ControlRequest::Status
+            | ControlRequest::UserList
+            | ControlRequest::Who
+            | ControlRequest::Reload => None,
         }
     }
 }
@@ -129,6 +134,7 @@ impl std::fmt::Debug for ControlRequest {
             ControlRequest::Status => f.write_str("Status"),
             ControlRequest::UserList => f.write_str("UserList"),
             ControlRequest::Who => f.write_str("Who"),
+            ControlRequest::Reload => f.write_str("Reload"),
         }
     }
 }
@@ -184,6 +190,8 @@ pub enum ControlErrorCode {
     UserExists,
     /// The user has no device key with that fingerprint.
     NoSuchKey,
+    /// A reload was refused (the new configuration or certificate is invalid); the old stays.
+    ReloadFailed,
     /// The server failed (see its log).
     Internal,
 }

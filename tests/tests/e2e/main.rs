@@ -12,6 +12,7 @@
 //! - `lifecycle`: configuration, restarts, second instances, SIGTERM
 //! - `tofu`: chat's certificate pinning
 //! - `logs`: what chatd logs and never logs
+//! - `reload`: SIGHUP / `chatctl reload` with new limits, bad files and new certificates
 //! - `malicious`: a scripted hostile server against a real `chat`
 //! - `secrecy`: end-to-end encryption through a real chatd (markers, multi-device)
 //! - `tui`: the full-screen `chat` in a real terminal (tmux; see `tmux` for the driver)
@@ -39,6 +40,8 @@ mod logs;
 mod malicious;
 #[cfg(test)]
 mod protocol;
+#[cfg(test)]
+mod reload;
 #[cfg(test)]
 mod secrecy;
 #[cfg(test)]
