@@ -110,6 +110,17 @@ fn parse_user(s: &str) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
+    if let Some(result) =
+        chatd_proto::docgen::generate_if_asked(<Cli as clap::CommandFactory>::command, "1")
+    {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chat: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     let code = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -128,6 +128,17 @@ enum KeyCommand {
 }
 
 fn main() -> ExitCode {
+    if let Some(result) =
+        chatd_proto::docgen::generate_if_asked(<Cli as clap::CommandFactory>::command, "8")
+    {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chatctl: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Usage errors exit 2 from inside parse().
     let cli = Cli::parse();
     match run(&cli) {

@@ -134,13 +134,14 @@ impl ControlListener {
 
     /// Accepts connections until shutdown.
     pub async fn run(self, shared: Arc<Shared>) {
+        let kernel_checked = admins_only(&self.path, shared.admin_gid);
         loop {
             tokio::select! {
                 res = self.listener.accept() => match res {
                     Ok((stream, _)) => {
                         let shared = Arc::clone(&shared);
                         shared.tracker.clone().spawn(
-                            handle_connection(stream, shared).instrument(tracing::info_span!("control")),
+                            handle_connection(stream, shared, kernel_checked).instrument(tracing::info_span!("control")),
                         );
                     }
                     Err(e) => {
@@ -152,6 +153,17 @@ impl ControlListener {
             }
         }
     }
+}
+
+/// True when the socket file lets only its owner (chatd) and the admin group connect: then
+/// connect() itself proved membership, supplementary groups included. That matters under
+/// systemd's ProtectProc=invisible, which hides other users' /proc entries from chatd.
+fn admins_only(path: &Path, admin_gid: Option<Gid>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Some(admin), Ok(meta)) = (admin_gid, std::fs::metadata(path)) else {
+        return false;
+    };
+    meta.gid() == admin.as_raw() && meta.mode() & 0o007 == 0
 }
 
 /// True if the peer may administer chatd.
@@ -197,7 +209,7 @@ fn error(code: ControlErrorCode, message: impl Into<String>) -> ControlResponse 
     }
 }
 
-async fn handle_connection(mut stream: UnixStream, shared: Arc<Shared>) {
+async fn handle_connection(mut stream: UnixStream, shared: Arc<Shared>, kernel_checked: bool) {
     let cred = match stream.peer_cred() {
         Ok(c) => c,
         Err(e) => {
@@ -205,7 +217,7 @@ async fn handle_connection(mut stream: UnixStream, shared: Arc<Shared>) {
             return;
         }
     };
-    if !authorized(cred.uid(), cred.gid(), cred.pid(), shared.admin_gid) {
+    if !kernel_checked && !authorized(cred.uid(), cred.gid(), cred.pid(), shared.admin_gid) {
         tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "control socket: permission denied");
         let _ = write_response(
             &mut stream,

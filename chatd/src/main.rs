@@ -147,6 +147,17 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
 }
 
 fn main() -> ExitCode {
+    if let Some(result) =
+        chatd_proto::docgen::generate_if_asked(<Args as clap::CommandFactory>::command, "8")
+    {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chatd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = Args::parse();
     // Before any thread exists: this clears LISTEN_FDS/LISTEN_PID from the environment.
     let activated = match chatd::systemd::take_activated() {

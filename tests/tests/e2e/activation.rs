@@ -1,10 +1,12 @@
 //! Socket activation: chatd started by `systemd-socket-activate` (the same LISTEN_FDS
 //! protocol as `chatd.socket`) serves the TLS port and control socket it was handed, and
-//! binds nothing itself.
+//! binds nothing itself; and the TLS key read from a systemd credential (`LoadCredential=`).
 
 use std::process::{Command, Stdio};
 
-use crate::harness::{Lines, Raw, bins, ctl_at, write_config};
+use chatd_proto::Fingerprint;
+
+use crate::harness::{Lines, Mode, Raw, Server, bins, ctl_at, write_config};
 
 /// Where systemd's test tool lives (the `systemd` package).
 const ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
@@ -69,4 +71,46 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `LoadCredential=tls.key:...` puts the key in `$CREDENTIALS_DIRECTORY`; `%d/tls.key` in the
+/// config names it there.
+#[test]
+fn tls_key_from_a_systemd_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("rcgen");
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(creds.join("tls.key"), certified.signing_key.serialize_pem()).unwrap();
+    let (file, control) = write_config(
+        dir.path(),
+        &format!("[tls]\ncert = {cert:?}\nkey = \"%d/tls.key\"\n"),
+    );
+    let mode = || Mode::Config {
+        file: &file,
+        control: &control,
+    };
+
+    // Outside systemd there is no credentials directory: a clear refusal.
+    let failure = Server::try_start(mode())
+        .err()
+        .expect("chatd started without its key");
+    assert!(
+        failure.stderr.contains("CREDENTIALS_DIRECTORY is not set")
+            && failure.stderr.contains("LoadCredential="),
+        "{}",
+        failure.stderr
+    );
+
+    let creds = creds.to_str().unwrap();
+    let server = Server::try_start_env(mode(), &[("CREDENTIALS_DIRECTORY", creds)])
+        .unwrap_or_else(|f| panic!("chatd failed to start: {}", f.stderr));
+    assert_eq!(
+        server.fingerprint,
+        Fingerprint::of(certified.cert.der()).to_string()
+    );
+    Raw::connect(&server).hello();
 }
