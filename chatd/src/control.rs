@@ -88,19 +88,18 @@ impl ControlListener {
             owned: true,
         };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
-        if let Some(gid) = admin_gid {
-            if let Err(e) = nix::unistd::chown(path, None, Some(gid)) {
-                tracing::warn!(error = %e, "cannot give the control socket to the admin group; only root and chatd's user can use it");
-            }
-        }
+        give_to_admins(path, admin_gid);
         Ok(this)
     }
 
-    /// Serves a socket systemd bound (`chatd.socket`); its mode and group are the socket
-    /// unit's (`SocketMode=`, `SocketGroup=`). `configured` is only compared, for a warning.
+    /// Serves a socket systemd bound (`chatd.socket`); its mode is the socket unit's
+    /// (`SocketMode=`). Its group is set to `admin_gid` again, since starting the service chowns
+    /// everything in `RuntimeDirectory=` to chatd's own group. `configured` is only compared,
+    /// for a warning.
     pub fn activated(
         listener: std::os::unix::net::UnixListener,
         configured: &Path,
+        admin_gid: Option<Gid>,
     ) -> Result<Self, ControlError> {
         let io = |source| ControlError::Io {
             path: configured.to_path_buf(),
@@ -118,6 +117,7 @@ impl ControlListener {
                 "the control socket systemd passed is not server.control_socket; chatctl needs --socket"
             );
         }
+        give_to_admins(&path, admin_gid);
         listener.set_nonblocking(true).map_err(io)?;
         let listener = UnixListener::from_std(listener).map_err(io)?;
         Ok(ControlListener {
@@ -151,6 +151,14 @@ impl ControlListener {
                 },
                 _ = shared.shutdown.cancelled() => break,
             }
+        }
+    }
+}
+
+fn give_to_admins(path: &Path, admin_gid: Option<Gid>) {
+    if let Some(gid) = admin_gid {
+        if let Err(e) = nix::unistd::chown(path, None, Some(gid)) {
+            tracing::warn!(error = %e, "cannot give the control socket to the admin group; only root and chatd's user can use it");
         }
     }
 }

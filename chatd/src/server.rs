@@ -190,7 +190,7 @@ impl Server {
         let group = nix::unistd::Group::from_name(&config.server.admin_group);
         let admin_gid = group.as_ref().ok().and_then(|g| g.as_ref().map(|g| g.gid));
         let control = match activated.control {
-            Some(l) => ControlListener::activated(l, &config.server.control_socket)?,
+            Some(l) => ControlListener::activated(l, &config.server.control_socket, admin_gid)?,
             None => ControlListener::bind(&config.server.control_socket, admin_gid)?,
         };
         // Told only once chatd is really starting, so a refused start prints just its error.
