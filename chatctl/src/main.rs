@@ -128,16 +128,11 @@ enum KeyCommand {
 }
 
 fn main() -> ExitCode {
-    if let Some(result) =
+    // A build step (packaging/build-debs), not a user-facing option.
+    if let Some(code) =
         chatd_proto::docgen::generate_if_asked(<Cli as clap::CommandFactory>::command, "8")
     {
-        return match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("chatctl: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return code;
     }
     // Usage errors exit 2 from inside parse().
     let cli = Cli::parse();

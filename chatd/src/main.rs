@@ -147,16 +147,11 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
 }
 
 fn main() -> ExitCode {
-    if let Some(result) =
+    // A build step (packaging/build-debs), not a user-facing option.
+    if let Some(code) =
         chatd_proto::docgen::generate_if_asked(<Args as clap::CommandFactory>::command, "8")
     {
-        return match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("chatd: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return code;
     }
     let args = Args::parse();
     // Before any thread exists: this clears LISTEN_FDS/LISTEN_PID from the environment.

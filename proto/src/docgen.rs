@@ -16,17 +16,26 @@ pub struct DocgenError {
 }
 
 /// If the command line is `BIN --generate-docs DIR`, writes `DIR/man/BIN.SECTION` and
-/// `DIR/completions/{BIN.bash,_BIN,BIN.fish}` and returns Some(result); otherwise None.
+/// `DIR/completions/{BIN,_BIN,BIN.fish}` (bash, zsh, fish) and returns the exit status for
+/// `main` to return; otherwise None.
 pub fn generate_if_asked(
     command: impl FnOnce() -> clap::Command,
     section: &str,
-) -> Option<Result<(), DocgenError>> {
+) -> Option<std::process::ExitCode> {
     let mut args = std::env::args_os().skip(1);
     if args.next()?.to_str()? != FLAG {
         return None;
     }
     let dir = std::path::PathBuf::from(args.next()?);
-    Some(write_all(command(), section, &dir))
+    let command = command();
+    let name = command.get_name().to_string();
+    Some(match write_all(command, section, &dir) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    })
 }
 
 fn write_all(command: clap::Command, section: &str, dir: &Path) -> Result<(), DocgenError> {
