@@ -3,7 +3,7 @@
 //! The binaries are built once per run (see [`harness::bins`]); every test starts its own
 //! chatd on 127.0.0.1:0 in its own temporary directory, so tests run in parallel.
 //!
-//! - `activation`: socket activation (LISTEN_FDS) through systemd-socket-activate
+//! - `activation`: systemd: socket activation (LISTEN_FDS), LoadCredential, sd_notify
 //! - `admin`: chatctl against a running chatd
 //! - `client`: the `chat` binary in plain mode
 //! - `protocol`: raw JSON-lines frames over TLS
