@@ -62,31 +62,43 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn init_logging(level: &str) {
+/// Logs to the journal when systemd connected stderr to it, else to stderr; returns what a
+/// reload calls to change `log.level`.
+fn init_logging(level: &str) -> chatd::reload::LogLevelHook {
     use std::io::IsTerminal;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    use tracing_subscriber::{EnvFilter, reload};
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let overridden = from_env.is_some();
+    let (filter, handle) = reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new(level)));
+    let registry = tracing_subscriber::registry().with(filter);
     // Started by systemd: native journal entries, so fields (USER, PEER, ...) stay fields.
-    if chatd::systemd::stderr_is_journal() {
-        match tracing_journald::layer() {
-            Ok(journal) => {
-                tracing_subscriber::registry()
-                    .with(filter)
-                    .with(journal.with_field_prefix(None))
-                    .init();
-                return;
-            }
-            Err(e) => eprintln!("chatd: cannot log to the journal ({e}); logging to stderr"),
-        }
+    let journal = if chatd::systemd::stderr_is_journal() {
+        tracing_journald::layer()
+            .map_err(|e| eprintln!("chatd: cannot log to the journal ({e}); logging to stderr"))
+            .ok()
+    } else {
+        None
+    };
+    match journal {
+        Some(journal) => registry.with(journal.with_field_prefix(None)).init(),
+        None => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_target(false),
+            )
+            .init(),
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    Box::new(move |level: &str| {
+        if overridden {
+            return Err("RUST_LOG is set and overrides log.level".into());
+        }
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
 /// Waits for SIGTERM or SIGINT, reloading on every SIGHUP meanwhile.
@@ -120,10 +132,11 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
         }
         return Ok(());
     }
-    init_logging(&config.log.level);
+    let log_level = init_logging(&config.log.level);
     let reload_args = args.clone();
     let options = chatd::server::BindOptions {
         activated,
+        log_level: Some(log_level),
         source: Some(Box::new(move || {
             load_config(&reload_args).map_err(|e| report(&e))
         })),

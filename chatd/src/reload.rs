@@ -16,6 +16,9 @@ use crate::server::Shared;
 /// Re-reads the configuration: the file given at start, with the same command-line overrides.
 pub type ConfigSource = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
+/// Puts a new `log.level` in force (the tracing filter lives in main.rs).
+pub type LogLevelHook = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// A value that a reload may replace while every task keeps reading it through `Deref`.
 ///
 /// Readers get a plain `&T` with no lock held and no guard to carry across `.await`, so
@@ -52,14 +55,17 @@ impl<T: 'static> Deref for Live<T> {
 /// Where reloads come from, and one reload at a time.
 pub struct Reloader {
     source: Option<ConfigSource>,
+    log_level: Option<LogLevelHook>,
     busy: Mutex<()>,
 }
 
 impl Reloader {
     /// Reloads read from `source`; None re-uses the configuration in force (certificate only).
-    pub fn new(source: Option<ConfigSource>) -> Reloader {
+    /// Without `log_level`, a changed `log.level` waits for a restart.
+    pub fn new(source: Option<ConfigSource>, log_level: Option<LogLevelHook>) -> Reloader {
         Reloader {
             source,
+            log_level,
             busy: Mutex::new(()),
         }
     }
@@ -166,8 +172,23 @@ pub fn reload(shared: &Shared) -> Result<ReloadOutcome, ReloadError> {
         &old.server.state_dir,
     )?;
     let mut outcome = ReloadOutcome::default();
-    keep_fixed(old, &mut new, &mut outcome.needs_restart);
+    let log_level = shared.reloader.log_level.as_ref();
+    keep_fixed(
+        old,
+        &mut new,
+        log_level.is_none(),
+        &mut outcome.needs_restart,
+    );
     outcome.changed = live_changes(old, &new);
+    if old.log.level != new.log.level {
+        // Checked by Config::parse already, so this fails only when RUST_LOG overrides it.
+        if let Some(Err(e)) = log_level.map(|set| set(&new.log.level)) {
+            tracing::warn!(error = %e, "log.level not changed");
+            new.log.level = old.log.level.clone();
+        } else {
+            outcome.changed.push("log.level");
+        }
+    }
     if identity.fingerprint != shared.identity.fingerprint {
         outcome.new_fingerprint = Some(identity.fingerprint);
     }
@@ -179,7 +200,12 @@ pub fn reload(shared: &Shared) -> Result<ReloadOutcome, ReloadError> {
 
 /// Settings bound to the running process: the old value stays in force (and is put back into
 /// `new`, so `shared.config` always tells what is really in force).
-fn keep_fixed(old: &Config, new: &mut Config, needs_restart: &mut Vec<&'static str>) {
+fn keep_fixed(
+    old: &Config,
+    new: &mut Config,
+    fixed_log_level: bool,
+    needs_restart: &mut Vec<&'static str>,
+) {
     macro_rules! fixed {
         ($($field:ident).+) => {
             if old.$($field).+ != new.$($field).+ {
@@ -192,7 +218,9 @@ fn keep_fixed(old: &Config, new: &mut Config, needs_restart: &mut Vec<&'static s
     fixed!(server.state_dir);
     fixed!(server.control_socket);
     fixed!(server.admin_group);
-    fixed!(log.level);
+    if fixed_log_level {
+        fixed!(log.level);
+    }
     // Sized once at start: the accept loop's permits, the per-address table, the hub and
     // the login throttle.
     fixed!(limits.max_connections);
@@ -249,7 +277,7 @@ mod tests {
             "[server]\nlisten = \"127.0.0.1:2\"\n[limits]\nmax_connections = 6\nmax_text_bytes = 100\n",
         );
         let mut restart = Vec::new();
-        keep_fixed(&old, &mut new, &mut restart);
+        keep_fixed(&old, &mut new, true, &mut restart);
         assert_eq!(restart, ["server.listen", "limits.max_connections"]);
         assert_eq!(new.server.listen, old.server.listen);
         assert_eq!(new.limits.max_connections, old.limits.max_connections);

@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::control::{ControlError, ControlListener};
 use crate::hub::Hub;
 use crate::peerlimit::PerIp;
-use crate::reload::{ConfigSource, Live, Reloader};
+use crate::reload::{ConfigSource, Live, LogLevelHook, Reloader};
 use crate::store::{Store, StoreError};
 use crate::systemd::Activated;
 use crate::throttle::LoginThrottle;
@@ -148,6 +148,8 @@ pub struct BindOptions {
     pub activated: Activated,
     /// Re-reads the configuration on reload; None reloads only the certificate and key.
     pub source: Option<ConfigSource>,
+    /// Changes the log filter on reload; None: `log.level` needs a restart.
+    pub log_level: Option<LogLevelHook>,
 }
 
 impl Server {
@@ -158,7 +160,11 @@ impl Server {
 
     /// [`Server::bind`], taking sockets systemd passed and a source for reloads.
     pub async fn bind_with(config: Config, options: BindOptions) -> Result<Server, ServerError> {
-        let BindOptions { activated, source } = options;
+        let BindOptions {
+            activated,
+            source,
+            log_level,
+        } = options;
         let state_dir = config.server.state_dir.clone();
         let lock = lock_state_dir(&state_dir)?;
         let db_path = state_dir.join("chatd.db");
@@ -221,7 +227,7 @@ impl Server {
             identity: Live::new(identity),
             store,
             registry: Live::new(registry),
-            reloader: Reloader::new(source),
+            reloader: Reloader::new(source, log_level),
             started: Instant::now(),
             listen_addr,
             admin_gid,

@@ -143,3 +143,25 @@ fn reload_serves_a_new_certificate_to_new_connections() {
     Raw::connect_to(server.addr, &second).hello();
     alice.sync(8);
 }
+
+#[test]
+fn reload_changes_the_log_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::with_config(dir.path(), "[log]\nlevel = \"info\"\n");
+    Raw::connect(&server).hello();
+    write_config(dir.path(), "[log]\nlevel = \"debug\"\n");
+    server.signal(Signal::SIGHUP);
+    server
+        .log
+        .expect_contains("configuration reloaded; changed: log.level");
+    // `hello` is logged at debug level only.
+    Raw::connect(&server).hello();
+    server.log.expect_contains("DEBUG");
+    let before_reload = server
+        .log
+        .all()
+        .iter()
+        .take_while(|l| !l.contains("configuration reloaded"))
+        .any(|l| l.contains("DEBUG"));
+    assert!(!before_reload, "{}", server.log.dump());
+}
