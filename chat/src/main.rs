@@ -110,6 +110,12 @@ fn parse_user(s: &str) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
+    // A build step (packaging/build-debs), not a user-facing option.
+    if let Some(code) =
+        chatd_proto::docgen::generate_if_asked(<Cli as clap::CommandFactory>::command, "1")
+    {
+        return code;
+    }
     let cli = Cli::parse();
     let code = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -70,6 +70,9 @@ enum Command {
         #[arg(required = true, num_args = 1..)]
         text: Vec<String>,
     },
+    /// Make chatd re-read its configuration file and TLS certificate and key (like
+    /// `systemctl reload chatd`); connections stay up, an invalid file is refused.
+    Reload,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +134,12 @@ enum KeyCommand {
 }
 
 fn main() -> ExitCode {
+    // A build step (packaging/build-debs), not a user-facing option.
+    if let Some(code) =
+        chatd_proto::docgen::generate_if_asked(<Cli as clap::CommandFactory>::command, "8")
+    {
+        return code;
+    }
     // Usage errors exit 2 from inside parse().
     let cli = Cli::parse();
     match run(&cli) {
@@ -226,6 +235,7 @@ fn build_request(command: &Command) -> Result<ControlRequest> {
         Command::Say { text } => ControlRequest::Say {
             text: text.join(" "),
         },
+        Command::Reload => ControlRequest::Reload,
     })
 }
 

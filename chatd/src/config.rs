@@ -44,7 +44,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Listener, paths and admin access.
@@ -64,7 +64,7 @@ pub struct Config {
 }
 
 /// `[server]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// TLS listen address.
@@ -92,7 +92,7 @@ impl Default for ServerConfig {
 }
 
 /// `[rooms]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoomsConfig {
     /// The room every user is in (joined again at each login), without `#`.
@@ -120,7 +120,7 @@ impl Default for RoomsConfig {
 }
 
 /// `[[plugins]]`: a command run by an external program.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// Command name, without the slash.
@@ -162,7 +162,7 @@ fn plugin_max_concurrent() -> NonZeroUsize {
 }
 
 /// `[tls]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM certificate chain; when unset chatd makes a self-signed one in the state dir.
@@ -172,7 +172,7 @@ pub struct TlsConfig {
 }
 
 /// `[limits]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Longest protocol line, bytes.
@@ -270,7 +270,7 @@ impl Limits {
 }
 
 /// `[commands]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommandsConfig {
     /// Built-in commands that are switched off.
@@ -293,7 +293,7 @@ impl Default for CommandsConfig {
 }
 
 /// `[log]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A tracing filter (`info`, `chatd=debug`, ...); `RUST_LOG` overrides it.

@@ -42,15 +42,19 @@ pub enum ControlError {
     },
 }
 
-/// A bound control socket; removes its file when dropped.
+/// A bound control socket; removes its file when dropped (unless systemd made it).
 pub struct ControlListener {
     listener: UnixListener,
     path: PathBuf,
+    /// False for a socket from socket activation: systemd owns the file.
+    owned: bool,
 }
 
 impl Drop for ControlListener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.owned {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -81,14 +85,46 @@ impl ControlListener {
         let this = ControlListener {
             listener,
             path: path.to_path_buf(),
+            owned: true,
         };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
-        if let Some(gid) = admin_gid {
-            if let Err(e) = nix::unistd::chown(path, None, Some(gid)) {
-                tracing::warn!(error = %e, "cannot give the control socket to the admin group; only root and chatd's user can use it");
-            }
-        }
+        give_to_admins(path, admin_gid);
         Ok(this)
+    }
+
+    /// Serves a socket systemd bound (`chatd.socket`); its mode is the socket unit's
+    /// (`SocketMode=`). Its group is set to `admin_gid` again, since starting the service chowns
+    /// everything in `RuntimeDirectory=` to chatd's own group. `configured` is only compared,
+    /// for a warning.
+    pub fn activated(
+        listener: std::os::unix::net::UnixListener,
+        configured: &Path,
+        admin_gid: Option<Gid>,
+    ) -> Result<Self, ControlError> {
+        let io = |source| ControlError::Io {
+            path: configured.to_path_buf(),
+            source,
+        };
+        let path = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+            .unwrap_or_else(|| configured.to_path_buf());
+        if path != configured {
+            tracing::warn!(
+                passed = %path.display(),
+                configured = %configured.display(),
+                "the control socket systemd passed is not server.control_socket; chatctl needs --socket"
+            );
+        }
+        give_to_admins(&path, admin_gid);
+        listener.set_nonblocking(true).map_err(io)?;
+        let listener = UnixListener::from_std(listener).map_err(io)?;
+        Ok(ControlListener {
+            listener,
+            path,
+            owned: false,
+        })
     }
 
     /// The socket's path.
@@ -98,13 +134,14 @@ impl ControlListener {
 
     /// Accepts connections until shutdown.
     pub async fn run(self, shared: Arc<Shared>) {
+        let kernel_checked = admins_only(&self.path, shared.admin_gid);
         loop {
             tokio::select! {
                 res = self.listener.accept() => match res {
                     Ok((stream, _)) => {
                         let shared = Arc::clone(&shared);
                         shared.tracker.clone().spawn(
-                            handle_connection(stream, shared).instrument(tracing::info_span!("control")),
+                            handle_connection(stream, shared, kernel_checked).instrument(tracing::info_span!("control")),
                         );
                     }
                     Err(e) => {
@@ -116,6 +153,25 @@ impl ControlListener {
             }
         }
     }
+}
+
+fn give_to_admins(path: &Path, admin_gid: Option<Gid>) {
+    if let Some(gid) = admin_gid {
+        if let Err(e) = nix::unistd::chown(path, None, Some(gid)) {
+            tracing::warn!(error = %e, "cannot give the control socket to the admin group; only root and chatd's user can use it");
+        }
+    }
+}
+
+/// True when the socket file lets only its owner (chatd) and the admin group connect: then
+/// connect() itself proved membership, supplementary groups included. That matters under
+/// systemd's ProtectProc=invisible, which hides other users' /proc entries from chatd.
+fn admins_only(path: &Path, admin_gid: Option<Gid>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Some(admin), Ok(meta)) = (admin_gid, std::fs::metadata(path)) else {
+        return false;
+    };
+    meta.gid() == admin.as_raw() && meta.mode() & 0o007 == 0
 }
 
 /// True if the peer may administer chatd.
@@ -161,7 +217,7 @@ fn error(code: ControlErrorCode, message: impl Into<String>) -> ControlResponse 
     }
 }
 
-async fn handle_connection(mut stream: UnixStream, shared: Arc<Shared>) {
+async fn handle_connection(mut stream: UnixStream, shared: Arc<Shared>, kernel_checked: bool) {
     let cred = match stream.peer_cred() {
         Ok(c) => c,
         Err(e) => {
@@ -169,7 +225,7 @@ async fn handle_connection(mut stream: UnixStream, shared: Arc<Shared>) {
             return;
         }
     };
-    if !authorized(cred.uid(), cred.gid(), cred.pid(), shared.admin_gid) {
+    if !kernel_checked && !authorized(cred.uid(), cred.gid(), cred.pid(), shared.admin_gid) {
         tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "control socket: permission denied");
         let _ = write_response(
             &mut stream,
@@ -377,6 +433,10 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
             tracing::info!(sessions = n, "announcement sent from the control socket");
             done(format!("announced to {n} session(s)"))
         }
+        ControlRequest::Reload => match crate::reload::reload_logged(shared, "chatctl reload") {
+            Ok(summary) => done(summary),
+            Err(reason) => error(ControlErrorCode::ReloadFailed, reason),
+        },
         ControlRequest::KeyList { user } => key_list(shared, user).await,
         ControlRequest::KeyRevoke { user, fingerprint } => {
             let (name, fp) = (user.clone(), *fingerprint.as_bytes());

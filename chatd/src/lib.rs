@@ -6,7 +6,9 @@
 //!                         ├─ offline (stores lines for offline devices, in routing order)
 //!                         ├─ control (Unix socket for chatctl)
 //!                         ├─ store (SQLite) · password (argon2id)
-//!                         └─ tls (rustls identity, self-signed on first start)
+//!                         ├─ tls (rustls identity, self-signed on first start)
+//!                         ├─ reload (SIGHUP / chatctl reload: config and certificate, live)
+//!                         └─ systemd (sd_notify, watchdog, socket activation, journal detection)
 //! ```
 
 pub mod commands;
@@ -17,8 +19,10 @@ pub mod offline;
 pub mod password;
 pub mod peerlimit;
 pub mod ratelimit;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod systemd;
 pub mod throttle;
 pub mod tls;

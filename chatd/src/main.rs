@@ -8,7 +8,7 @@ use chatd::config::{Config, DEFAULT_CONFIG_PATH};
 use clap::Parser;
 
 /// Self-hosted end-to-end encrypted chat daemon.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(version, about)]
 struct Args {
     /// Run locally with no setup: state, certificate and control socket in ./chatd-dev,
@@ -62,29 +62,64 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn init_logging(level: &str) {
+/// Logs to the journal when systemd connected stderr to it, else to stderr; returns what a
+/// reload calls to change `log.level`.
+fn init_logging(level: &str) -> chatd::reload::LogLevelHook {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
-}
-
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, reload};
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let overridden = from_env.is_some();
+    let (filter, handle) = reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new(level)));
+    let registry = tracing_subscriber::registry().with(filter);
+    // Started by systemd: native journal entries, so fields (USER, PEER, ...) stay fields.
+    let journal = if chatd::systemd::stderr_is_journal() {
+        tracing_journald::layer()
+            .map_err(|e| eprintln!("chatd: cannot log to the journal ({e}); logging to stderr"))
+            .ok()
+    } else {
+        None
+    };
+    match journal {
+        Some(journal) => registry.with(journal.with_field_prefix(None)).init(),
+        None => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_target(false),
+            )
+            .init(),
+    }
+    Box::new(move |level: &str| {
+        if overridden {
+            return Err("RUST_LOG is set and overrides log.level".into());
+        }
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
     })
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT, reloading on every SIGHUP meanwhile.
+async fn wait_for_signal(shared: &chatd::server::Shared) -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok("SIGTERM"),
+            _ = int.recv() => return Ok("SIGINT"),
+            _ = hup.recv() => {
+                // The outcome is logged; a refused reload keeps the old configuration.
+                let _ = chatd::reload::reload_logged(shared, "SIGHUP");
+            }
+        }
+    }
+}
+
+async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result<()> {
     // Nothing chatd creates (database, WAL, directories) is readable by other users; the
     // generated key (0600) and the control socket (0660) get their modes explicitly.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
@@ -97,8 +132,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    init_logging(&config.log.level);
-    let server = chatd::server::Server::bind(config).await?;
+    let log_level = init_logging(&config.log.level);
+    let reload_args = args.clone();
+    let options = chatd::server::BindOptions {
+        activated,
+        log_level: Some(log_level),
+        source: Some(Box::new(move || {
+            load_config(&reload_args).map_err(|e| report(&e))
+        })),
+    };
+    let server = chatd::server::Server::bind_with(config, options).await?;
     tracing::info!(
         "chatd {} listening on {}",
         env!("CARGO_PKG_VERSION"),
@@ -107,8 +150,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!("certificate fingerprint {}", server.fingerprint());
     tracing::info!("control socket at {}", server.control_path().display());
     let token = server.shutdown_token();
+    let shared = server.shared();
     let serving = tokio::spawn(server.run());
-    let signal = wait_for_signal().await?;
+    let signal = wait_for_signal(&shared).await?;
     tracing::info!("{signal} received");
     token.cancel();
     serving.await.context("server task failed")?;
@@ -116,7 +160,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // A build step (packaging/build-debs), not a user-facing option.
+    if let Some(code) =
+        chatd_proto::docgen::generate_if_asked(<Args as clap::CommandFactory>::command, "8")
+    {
+        return code;
+    }
     let args = Args::parse();
+    // Before any thread exists: this clears LISTEN_FDS/LISTEN_PID from the environment.
+    let activated = match chatd::systemd::take_activated() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("chatd: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -124,7 +182,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, activated)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chatd: error: {}", report(&e));

@@ -28,7 +28,9 @@ use crate::config::Config;
 use crate::control::{ControlError, ControlListener};
 use crate::hub::{Hub, OfflineJob, Room};
 use crate::peerlimit::PerIp;
+use crate::reload::{ConfigSource, Live, LogLevelHook, Reloader};
 use crate::store::{Store, StoreError, keys, rooms};
+use crate::systemd::Activated;
 use crate::throttle::LoginThrottle;
 use crate::tls::{Identity, TlsError};
 
@@ -75,16 +77,18 @@ pub enum ServerError {
 
 /// State every task shares.
 pub struct Shared {
-    /// The configuration in force.
-    pub config: Config,
-    /// TLS identity.
-    pub identity: Identity,
+    /// The configuration in force (replaced by a reload).
+    pub config: Live<Config>,
+    /// TLS identity (replaced by a reload).
+    pub identity: Live<Identity>,
     /// Who is online.
     pub hub: Hub,
     /// Database.
     pub store: Store,
-    /// Slash commands.
-    pub registry: Registry,
+    /// Slash commands (replaced by a reload).
+    pub registry: Live<Registry>,
+    /// Where a reload reads the configuration from.
+    pub reloader: Reloader,
     /// Start time, for uptime.
     pub started: Instant,
     /// Actual TLS listen address (port 0 resolved).
@@ -143,9 +147,30 @@ fn lock_state_dir(dir: &Path) -> Result<Flock<File>, ServerError> {
     })
 }
 
+/// How [`Server::bind_with`] gets its sockets and reloads its configuration.
+#[derive(Default)]
+pub struct BindOptions {
+    /// Sockets from systemd's socket activation, used instead of binding.
+    pub activated: Activated,
+    /// Re-reads the configuration on reload; None reloads only the certificate and key.
+    pub source: Option<ConfigSource>,
+    /// Changes the log filter on reload; None: `log.level` needs a restart.
+    pub log_level: Option<LogLevelHook>,
+}
+
 impl Server {
     /// Locks the state dir, opens the database, loads TLS, binds both sockets.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        Server::bind_with(config, BindOptions::default()).await
+    }
+
+    /// [`Server::bind`], taking sockets systemd passed and a source for reloads.
+    pub async fn bind_with(config: Config, options: BindOptions) -> Result<Server, ServerError> {
+        let BindOptions {
+            activated,
+            source,
+            log_level,
+        } = options;
         let state_dir = config.server.state_dir.clone();
         let lock = lock_state_dir(&state_dir)?;
         let db_path = state_dir.join("chatd.db");
@@ -159,21 +184,27 @@ impl Server {
             &state_dir,
         )?;
         let registry = Registry::new(&config.commands, &config.plugins)?;
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .map_err(|source| ServerError::Listen {
-                addr: config.server.listen,
-                source,
-            })?;
-        let listen_addr = listener
-            .local_addr()
-            .map_err(|source| ServerError::Listen {
-                addr: config.server.listen,
-                source,
-            })?;
+        let listen_error = |source| ServerError::Listen {
+            addr: config.server.listen,
+            source,
+        };
+        let listener = match activated.tls {
+            // systemd bound it (chatd.socket); server.listen is not used.
+            Some(std_listener) => {
+                std_listener.set_nonblocking(true).map_err(listen_error)?;
+                TcpListener::from_std(std_listener).map_err(listen_error)?
+            }
+            None => TcpListener::bind(config.server.listen)
+                .await
+                .map_err(listen_error)?,
+        };
+        let listen_addr = listener.local_addr().map_err(listen_error)?;
         let group = nix::unistd::Group::from_name(&config.server.admin_group);
         let admin_gid = group.as_ref().ok().and_then(|g| g.as_ref().map(|g| g.gid));
-        let control = ControlListener::bind(&config.server.control_socket, admin_gid)?;
+        let control = match activated.control {
+            Some(l) => ControlListener::activated(l, &config.server.control_socket, admin_gid)?,
+            None => ControlListener::bind(&config.server.control_socket, admin_gid)?,
+        };
         // Told only once chatd is really starting, so a refused start prints just its error.
         match &group {
             Ok(Some(_)) => {}
@@ -241,10 +272,11 @@ impl Server {
             throttle,
             hub,
             offline_committed: committed_rx,
-            config,
-            identity,
+            config: Live::new(config),
+            identity: Live::new(identity),
             store,
-            registry,
+            registry: Live::new(registry),
+            reloader: Reloader::new(source, log_level),
             started: Instant::now(),
             listen_addr,
             admin_gid,
@@ -275,6 +307,11 @@ impl Server {
         self.shared.identity.fingerprint
     }
 
+    /// State shared with every task (for reloads from outside, e.g. SIGHUP).
+    pub fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
     /// The token that stops the server.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shared.shutdown.clone()
@@ -295,8 +332,11 @@ impl Server {
             job_rx,
             committed_tx,
         ));
+        crate::systemd::ready(&shared);
+        let keepalive = tokio::spawn(crate::systemd::keepalive(Arc::clone(&shared)));
         accept_loop(&listener, &shared).await;
         drop(listener);
+        crate::systemd::stopping();
         tracing::info!("shutting down");
         shared.tracker.close();
         let grace = shared.config.limits.shutdown_grace();
@@ -310,6 +350,7 @@ impl Server {
             );
         }
         let _ = control_task.await; // drops the listener, which removes the socket file
+        let _ = keepalive.await;
         // Every session is gone: the writer stores what is queued, then stops.
         shared.hub.detach_offline();
         let _ = offline_task.await;

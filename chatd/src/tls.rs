@@ -34,6 +34,11 @@ pub enum TlsError {
     /// Certificate generation failed.
     #[error("cannot generate a certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// A `%d/` path was configured but systemd passed no credentials.
+    #[error(
+        "{0}: %d/ names a systemd credential, but CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)"
+    )]
+    NoCredentials(PathBuf),
     /// rustls refused the certificate/key pair.
     #[error("unusable certificate or key: {0}")]
     Rustls(#[from] rustls::Error),
@@ -60,7 +65,7 @@ pub fn load_identity(
     state_dir: &Path,
 ) -> Result<Identity, TlsError> {
     let (cert_path, key_path, generated) = match (cert, key) {
-        (Some(c), Some(k)) => (c.to_path_buf(), k.to_path_buf(), false),
+        (Some(c), Some(k)) => (credential(c)?, credential(k)?, false),
         _ => {
             let c = state_dir.join("cert.pem");
             let k = state_dir.join("key.pem");
@@ -90,6 +95,18 @@ pub fn load_identity(
         cert_path,
         generated,
     })
+}
+
+/// `%d/NAME` is the credential NAME that systemd's `LoadCredential=` put in
+/// `$CREDENTIALS_DIRECTORY` (readable by chatd even when the original file is root-only).
+fn credential(path: &Path) -> Result<PathBuf, TlsError> {
+    let Ok(name) = path.strip_prefix("%d") else {
+        return Ok(path.to_path_buf());
+    };
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) => Ok(Path::new(&dir).join(name)),
+        None => Err(TlsError::NoCredentials(path.to_path_buf())),
+    }
 }
 
 fn pem_error(path: &Path, e: rustls::pki_types::pem::Error) -> TlsError {

@@ -85,6 +85,8 @@ pub enum ControlRequest {
         /// The key's fingerprint.
         fingerprint: Fingerprint,
     },
+    /// Re-read the configuration file and the TLS certificate and key (like SIGHUP).
+    Reload,
 }
 
 impl ControlRequest {
@@ -102,7 +104,8 @@ impl ControlRequest {
             ControlRequest::Status
             | ControlRequest::UserList
             | ControlRequest::Who
-            | ControlRequest::Say { .. } => None,
+            | ControlRequest::Say { .. }
+            | ControlRequest::Reload => None,
         }
     }
 }
@@ -141,6 +144,7 @@ impl std::fmt::Debug for ControlRequest {
             ControlRequest::Status => f.write_str("Status"),
             ControlRequest::UserList => f.write_str("UserList"),
             ControlRequest::Who => f.write_str("Who"),
+            ControlRequest::Reload => f.write_str("Reload"),
         }
     }
 }
@@ -196,6 +200,8 @@ pub enum ControlErrorCode {
     UserExists,
     /// The user has no device key with that fingerprint.
     NoSuchKey,
+    /// A reload was refused (the new configuration or certificate is invalid); the old stays.
+    ReloadFailed,
     /// The server failed (see its log).
     Internal,
 }

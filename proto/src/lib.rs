@@ -16,6 +16,8 @@
 pub mod codec;
 pub mod control;
 pub mod conversation;
+#[cfg(feature = "docgen")]
+pub mod docgen;
 pub mod e2e;
 pub mod fingerprint;
 pub mod frame;

@@ -378,3 +378,66 @@ fn chat_shows_whois_and_away_lines() {
             && l.ends_with(" (online)")
     });
 }
+
+/// The names `/help` offers a user right now.
+fn help_names(raw: &mut Raw) -> Vec<String> {
+    raw.command("help", "");
+    raw.recv_type("help")["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn reload_applies_commands_and_plugins_and_help_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let hello = script(p, "hello.sh", "cat >/dev/null; echo '{\"text\":\"hello\"}'");
+    let server = Server::with_config(p, "motd = \"old\"\n");
+    server.add_user("alice", "pw-a");
+    let mut alice = Raw::login(&server, "alice", "pw-a");
+    notice(&mut alice);
+    let before = help_names(&mut alice);
+    assert!(before.contains(&"away".to_string()) && !before.contains(&"hello".to_string()));
+
+    // A plugin added, a built-in switched off, an alias, a new motd: live after a reload.
+    let (file, _) = crate::harness::write_config(
+        p,
+        &format!(
+            "motd = \"new\"\n[commands]\ndisabled = [\"away\"]\n[commands.aliases]\nhi = \"help\"\n{}",
+            plugin("hello", &hello, "")
+        ),
+    );
+    assert!(file.exists());
+    let out = server.ctl(&["reload"], None);
+    out.assert_ok();
+    assert!(
+        out.stdout.contains("commands.disabled") && out.stdout.contains("plugins"),
+        "{}",
+        out.stdout
+    );
+    let after = help_names(&mut alice);
+    assert!(
+        after.contains(&"hello".to_string()) && !after.contains(&"away".to_string()),
+        "{after:?}"
+    );
+    alice.command("hello", "");
+    assert_eq!(notice(&mut alice), "hello");
+    alice.command("away", "x");
+    assert_eq!(
+        alice.expect_error("unknown_command"),
+        "unknown command /away; try /help"
+    );
+    alice.command("hi", "");
+    alice.recv_type("help");
+    alice.command("motd", "");
+    assert_eq!(notice(&mut alice), "message of the day: new");
+
+    // A config whose plugin is invalid is refused as a whole: nothing changes.
+    crate::harness::write_config(p, &plugin("Bad", &hello, ""));
+    let err = server.ctl(&["reload"], None).assert_code(1).to_string();
+    assert!(err.contains("plugin name \"Bad\""), "{err}");
+    assert_eq!(help_names(&mut alice), after);
+}

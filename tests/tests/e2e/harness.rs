@@ -338,23 +338,18 @@ impl Server {
 
     /// chatd with a config file in `dir` whose `[limits]` table is `limits` (TOML lines).
     pub fn with_limits(dir: &Path, limits: &str) -> Server {
-        Server::with_toml(dir, "", &format!("[limits]\n{limits}\n"))
+        Server::with_config(dir, &format!("[limits]\n{limits}\n"))
     }
 
     /// chatd with a config file in `dir`: `server` adds lines to `[server]` (which sets the
     /// listener and paths), `tail` adds whole tables after it.
     pub fn with_toml(dir: &Path, server: &str, tail: &str) -> Server {
-        let control = dir.join("ctl.sock");
-        let file = dir.join("chatd.toml");
-        std::fs::write(
-            &file,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = {:?}\ncontrol_socket = {control:?}\n\
-                 {server}\n{tail}\n",
-                dir.join("state")
-            ),
-        )
-        .expect("write chatd.toml");
+        Server::with_config(dir, &format!("{server}\n{tail}\n"))
+    }
+
+    /// chatd with the config file [`write_config`] makes in `dir` from `tables`.
+    pub fn with_config(dir: &Path, tables: &str) -> Server {
+        let (file, control) = write_config(dir, tables);
         Server::try_start(Mode::Config {
             file: &file,
             control: &control,
@@ -454,6 +449,11 @@ impl Server {
         self.addr.to_string()
     }
 
+    /// Sends `sig` and returns at once (SIGHUP: reload).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        signal(self.child.as_ref().expect("chatd already stopped"), sig);
+    }
+
     /// Sends SIGTERM and waits for chatd to exit; its full log is then in `self.log`.
     pub fn stop_sigterm(&mut self) -> ExitStatus {
         self.stop_with(nix::sys::signal::Signal::SIGTERM)
@@ -498,6 +498,22 @@ impl Drop for Server {
             );
         }
     }
+}
+
+/// Writes `dir/chatd.toml`: listen on 127.0.0.1:0, state in `dir/state`, control socket
+/// `dir/ctl.sock`, then `tables` (more TOML tables). Returns the file and the socket path.
+pub fn write_config(dir: &Path, tables: &str) -> (PathBuf, PathBuf) {
+    let control = dir.join("ctl.sock");
+    let file = dir.join("chatd.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = {:?}\ncontrol_socket = {control:?}\n{tables}",
+            dir.join("state")
+        ),
+    )
+    .expect("write chatd.toml");
+    (file, control)
 }
 
 fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {

@@ -3,6 +3,7 @@
 //! The binaries are built once per run (see [`harness::bins`]); every test starts its own
 //! chatd on 127.0.0.1:0 in its own temporary directory, so tests run in parallel.
 //!
+//! - `activation`: systemd: socket activation (LISTEN_FDS), LoadCredential, sd_notify
 //! - `admin`: chatctl against a running chatd
 //! - `client`: the `chat` binary in plain mode
 //! - `commands`: server built-ins (away, whois, motd, ping, announce, kick) and plugins
@@ -15,6 +16,7 @@
 //! - `lifecycle`: configuration, restarts, second instances, SIGTERM
 //! - `tofu`: chat's certificate pinning
 //! - `logs`: what chatd logs and never logs
+//! - `reload`: SIGHUP / `chatctl reload` with new limits, bad files and new certificates
 //! - `malicious`: a scripted hostile server against a real `chat`
 //! - `secrecy`: end-to-end encryption through a real chatd (markers, multi-device)
 //! - `tui`: the full-screen `chat` in a real terminal (tmux; see `tmux` for the driver)
@@ -24,6 +26,8 @@
 #[cfg(test)]
 mod harness;
 
+#[cfg(test)]
+mod activation;
 #[cfg(test)]
 mod admin;
 #[cfg(test)]
@@ -46,6 +50,8 @@ mod malicious;
 mod offline;
 #[cfg(test)]
 mod protocol;
+#[cfg(test)]
+mod reload;
 #[cfg(test)]
 mod rooms;
 #[cfg(test)]
