@@ -5,6 +5,7 @@
 //!
 //! - `admin`: chatctl against a running chatd
 //! - `client`: the `chat` binary in plain mode
+//! - `crash`: `kill -9` during a stream of writes loses nothing acknowledged
 //! - `protocol`: raw JSON-lines frames over TLS
 //! - `hostile`: garbage, old TLS, silent crowds, huge lines, lookalike names
 //! - `keys`: device keys: made by chat, registered, listed, revoked, limited
@@ -25,6 +26,8 @@ mod harness;
 mod admin;
 #[cfg(test)]
 mod client;
+#[cfg(test)]
+mod crash;
 #[cfg(test)]
 mod hostile;
 #[cfg(test)]
