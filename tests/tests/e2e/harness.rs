@@ -357,6 +357,17 @@ impl Server {
 
     /// [`Server::try_start`] with extra environment variables for chatd (e.g. `RUST_LOG`).
     pub fn try_start_env(mode: Mode<'_>, env: &[(&str, &str)]) -> Result<Server, StartFailure> {
+        Server::try_start_wrapped(mode, env, &[])
+    }
+
+    /// [`Server::try_start_env`] with chatd started through `wrapper` (a program and its
+    /// arguments, given chatd's path and arguments last; it must `exec` chatd, so that the
+    /// child's pid is chatd's own), e.g. `unshare` to give chatd a private mount.
+    pub fn try_start_wrapped(
+        mode: Mode<'_>,
+        env: &[(&str, &str)],
+        wrapper: &[OsString],
+    ) -> Result<Server, StartFailure> {
         let mut args: Vec<OsString> = Vec::new();
         let control_hint = match &mode {
             Mode::Dev { data_dir, listen } => {
@@ -369,7 +380,15 @@ impl Server {
                 control.to_path_buf()
             }
         };
-        let mut child = Command::new(&bins().chatd)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(&bins().chatd);
+                cmd
+            }
+            None => Command::new(&bins().chatd),
+        };
+        let mut child = cmd
             .args(&args)
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())
@@ -434,6 +453,11 @@ impl Server {
             control,
             _dir: None,
         })
+    }
+
+    /// chatd's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The address as `chat --server` wants it.
@@ -552,7 +576,21 @@ impl CtlOutput {
 
 /// `chatctl --socket SOCKET args...`, with `stdin` piped in (or /dev/null).
 pub fn ctl_at(socket: &Path, args: &[&str], stdin: Option<&str>) -> CtlOutput {
-    let mut child = Command::new(&bins().chatctl)
+    ctl_as(&[], socket, args, stdin)
+}
+
+/// [`ctl_at`] run through `wrapper` (a program and its arguments, e.g. `setpriv` to run
+/// chatctl as another user); chatctl's path and arguments follow the wrapper's.
+pub fn ctl_as(wrapper: &[&str], socket: &Path, args: &[&str], stdin: Option<&str>) -> CtlOutput {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(rest).arg(&bins().chatctl);
+            cmd
+        }
+        None => Command::new(&bins().chatctl),
+    };
+    let mut child = cmd
         .arg("--socket")
         .arg(socket)
         .args(args)

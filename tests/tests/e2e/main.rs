@@ -6,6 +6,7 @@
 //! - `admin`: chatctl against a running chatd
 //! - `client`: the `chat` binary in plain mode
 //! - `crash`: `kill -9` during a stream of writes loses nothing acknowledged
+//! - `diskfull`: disk full (private tmpfs) and a locked database: clear errors, no corruption
 //! - `protocol`: raw JSON-lines frames over TLS
 //! - `hostile`: garbage, old TLS, silent crowds, huge lines, lookalike names
 //! - `keys`: device keys: made by chat, registered, listed, revoked, limited
@@ -28,6 +29,8 @@ mod admin;
 mod client;
 #[cfg(test)]
 mod crash;
+#[cfg(test)]
+mod diskfull;
 #[cfg(test)]
 mod hostile;
 #[cfg(test)]
