@@ -7,6 +7,7 @@
 //! - `client`: the `chat` binary in plain mode
 //! - `crash`: `kill -9` during a stream of writes loses nothing acknowledged
 //! - `diskfull`: disk full (private tmpfs) and a locked database: clear errors, no corruption
+//! - `perms`: who may use the control socket (file mode, SO_PEERCRED, admin group)
 //! - `protocol`: raw JSON-lines frames over TLS
 //! - `hostile`: garbage, old TLS, silent crowds, huge lines, lookalike names
 //! - `keys`: device keys: made by chat, registered, listed, revoked, limited
@@ -43,6 +44,8 @@ mod limits;
 mod logs;
 #[cfg(test)]
 mod malicious;
+#[cfg(test)]
+mod perms;
 #[cfg(test)]
 mod protocol;
 #[cfg(test)]
