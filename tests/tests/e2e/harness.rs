@@ -239,6 +239,12 @@ impl Lines {
         self.all.lock().unwrap().clone()
     }
 
+    /// The lines seen so far from the `from`-th on (cheaper than [`Lines::all`] on a long log).
+    pub fn since(&self, from: usize) -> Vec<String> {
+        let all = self.all.lock().unwrap();
+        all.get(from..).map(<[String]>::to_vec).unwrap_or_default()
+    }
+
     pub fn dump(&self) -> String {
         self.all().join("\n")
     }
@@ -331,6 +337,11 @@ impl Server {
 
     /// chatd with a config file in `dir` whose `[limits]` table is `limits` (TOML lines).
     pub fn with_limits(dir: &Path, limits: &str) -> Server {
+        Server::with_limits_env(dir, limits, &[])
+    }
+
+    /// [`Server::with_limits`] with extra environment variables for chatd (e.g. `RUST_LOG`).
+    pub fn with_limits_env(dir: &Path, limits: &str, env: &[(&str, &str)]) -> Server {
         let control = dir.join("ctl.sock");
         let file = dir.join("chatd.toml");
         std::fs::write(
@@ -342,10 +353,13 @@ impl Server {
             ),
         )
         .expect("write chatd.toml");
-        Server::try_start(Mode::Config {
-            file: &file,
-            control: &control,
-        })
+        Server::try_start_env(
+            Mode::Config {
+                file: &file,
+                control: &control,
+            },
+            env,
+        )
         .unwrap_or_else(|f| panic!("chatd failed to start ({}):\n{}", f.status, f.stderr))
     }
 
@@ -1022,6 +1036,8 @@ pub struct Raw {
     /// When true (the default), [`Raw::recv`] skips `device` frames: most tests are about
     /// something else, and every login makes one.
     pub skip_devices: bool,
+    /// This end's address (the `peer` chatd logs for the session).
+    pub local: SocketAddr,
 }
 
 impl Raw {
@@ -1061,6 +1077,7 @@ impl Raw {
             Ok(Err(e)) => panic!("TLS connect to {addr} failed: {e}"),
             Err(_) => panic!("TLS connect to {addr} timed out"),
         };
+        let local = tls.get_ref().0.local_addr().expect("local address");
         let (r, w) = tokio::io::split(tls);
         Raw {
             rt,
@@ -1071,6 +1088,7 @@ impl Raw {
             user: String::new(),
             chains: Default::default(),
             skip_devices: true,
+            local,
         }
     }
 
@@ -1176,6 +1194,22 @@ impl Raw {
     pub fn expect_bye(&mut self, reason: &str) {
         let frame = self.recv_type("bye");
         assert_eq!(frame["reason"], reason, "{frame}");
+    }
+
+    /// Every frame until the connection ends, and how it ended.
+    pub fn recv_until_closed(&mut self) -> (Vec<Value>, Closed) {
+        let mut frames = Vec::new();
+        loop {
+            match self.next_item() {
+                None => return (frames, Closed::Clean),
+                Some(Err(e)) => return (frames, Closed::Abrupt(e.to_string())),
+                Some(Ok(Err(e))) => panic!("server sent an unreadable line: {e}"),
+                Some(Ok(Ok(line))) => frames.push(
+                    serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("server sent non-JSON ({e}): {line:?}")),
+                ),
+            }
+        }
     }
 
     /// Waits for the end of the connection; any frame before it is a failure.

@@ -13,6 +13,7 @@
 //! - `keys`: device keys: made by chat, registered, listed, revoked, limited
 //! - `limits`: abuse limits at their edges (rate limit)
 //! - `lifecycle`: configuration, restarts, second instances, SIGTERM
+//! - `slow`: a client that stops reading is dropped at the outbound queue's edge; nobody else loses a message
 //! - `tofu`: chat's certificate pinning
 //! - `logs`: what chatd logs and never logs
 //! - `malicious`: a scripted hostile server against a real `chat`
@@ -50,6 +51,8 @@ mod perms;
 mod protocol;
 #[cfg(test)]
 mod secrecy;
+#[cfg(test)]
+mod slow;
 #[cfg(test)]
 mod tmux;
 #[cfg(test)]
