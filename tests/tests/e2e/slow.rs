@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::harness::{Raw, Server};
+use crate::harness::{Chat, ClientHome, Raw, Server, exactly, unstamped};
 
 /// Frames the stalled session may have queued.
 const QUEUE: usize = 8;
@@ -275,4 +275,74 @@ fn a_client_that_stops_reading_is_dropped_at_the_queue_edge_and_nobody_else_lose
         all.len() < k,
         "message {k} or later was queued for slow after the verdict"
     );
+}
+
+/// The same with real `chat --plain` clients: they keep talking, in both directions, through
+/// slow's stall and after it, and neither misses or reorders a line.
+#[test]
+fn real_clients_keep_chatting_while_a_stalled_one_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_limits(
+        dir.path(),
+        &format!("outbound_queue = {QUEUE}\nmessages_per_sec = 10000\nmessage_burst = 10000"),
+    );
+    for user in ["alice", "bob", "slow"] {
+        server.add_user(user, "pw");
+    }
+    let (home_a, home_b) = (ClientHome::new(), ClientHome::new());
+    let mut alice = Chat::login(&server, "alice", "pw", &home_a);
+    let mut bob = Chat::login(&server, "bob", "pw", &home_b);
+    let _slow = Raw::login(&server, "slow", "pw");
+    let left = format!("-- slow left ({REASON})");
+    for c in [&mut alice, &mut bob] {
+        c.out.expect("slow joined", exactly("-- slow joined"));
+    }
+    // alice writes in rounds of 20 until bob hears that slow was dropped, then 20 more; bob
+    // answers each round. Both wait for the round's last line, which is all the pacing there is.
+    let mut n = 0;
+    let mut replies = 0;
+    let mut after = None;
+    while after.is_none_or(|a| n < a + 20) {
+        assert!(n < 5_000, "slow was never disconnected");
+        for _ in 0..20 {
+            n += 1;
+            alice.send(&text(n));
+        }
+        let last = format!("<alice> {}", text(n));
+        bob.out.expect(&format!("message {n}"), exactly(&last));
+        replies += 1;
+        bob.send(&format!("reply {replies}"));
+        alice
+            .out
+            .expect("bob's reply", exactly(&format!("<bob> reply {replies}")));
+        if after.is_none() && bob.out.all().iter().any(|l| unstamped(l) == Some(&left)) {
+            after = Some(n);
+        }
+    }
+    assert!(
+        alice.out.all().iter().any(|l| unstamped(l) == Some(&left)),
+        "alice was told why slow left"
+    );
+    // Everything, once, in order, on both sides.
+    let said = |lines: &[String], who: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| unstamped(l))
+            .filter_map(|t| t.strip_prefix(&format!("<{who}> ")).map(str::to_string))
+            .collect()
+    };
+    let want: Vec<String> = (1..=n).map(text).collect();
+    assert!(
+        said(&bob.out.all(), "alice") == want,
+        "bob missed or reordered alice's lines"
+    );
+    assert!(said(&alice.out.all(), "alice") == want, "alice's own echo");
+    let replies: Vec<String> = (1..=replies).map(|r| format!("reply {r}")).collect();
+    assert_eq!(said(&alice.out.all(), "bob"), replies);
+    for (name, c) in [("alice", &alice), ("bob", &bob)] {
+        assert!(
+            !c.out.all().iter().any(|l| l.contains(" !! ")),
+            "{name} saw an error"
+        );
+    }
 }
