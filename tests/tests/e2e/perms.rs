@@ -4,8 +4,7 @@
 //! accounts may run admin commands (`/kick`).
 //!
 //! The control socket test needs root and `setpriv` (to run chatctl as `nobody`); without them
-//! it says why and
-//! returns.
+//! it says why and returns.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
