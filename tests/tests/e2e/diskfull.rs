@@ -12,24 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::crash::integrity_check;
-use crate::harness::{Chat, ClientHome, Mode, Raw, Server, exactly, test_key};
-
-/// A config file in `dir` with the state dir `dir/state` and the control socket beside it
-/// (outside the state dir, so it is reachable from outside chatd's mount namespace).
-fn write_config(dir: &Path) -> (PathBuf, PathBuf) {
-    let control = dir.join("ctl.sock");
-    let file = dir.join("chatd.toml");
-    std::fs::create_dir_all(dir.join("state")).unwrap();
-    std::fs::write(
-        &file,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = {:?}\ncontrol_socket = {control:?}\n",
-            dir.join("state")
-        ),
-    )
-    .unwrap();
-    (file, control)
-}
+use crate::harness::{
+    Chat, ClientHome, CtlOutput, Mode, Raw, Server, exactly, test_key, write_config,
+};
 
 /// Why a private tmpfs cannot be had here, if it cannot.
 fn no_private_tmpfs() -> Option<String> {
@@ -74,6 +59,16 @@ fn fill(path: &Path) {
     panic!("{} never filled up: not on the small tmpfs", path.display());
 }
 
+/// `chatctl --json ...` was refused with `storage_unavailable`, and chatd logged it.
+fn refused_storage_unavailable(server: &mut Server, out: &CtlOutput) {
+    out.assert_code(1);
+    let answer: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(answer["code"], "storage_unavailable", "{answer}");
+    server
+        .log
+        .expect_contains("control: storage unavailable, change not saved");
+}
+
 /// The message passes from one chat to the other: routing needs no disk.
 fn message_passes(from: &mut Chat, to: &mut Chat, from_name: &str, text: &str) {
     from.send(text);
@@ -88,7 +83,9 @@ fn disk_full_refuses_changes_clearly_keeps_serving_and_recovers() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (file, control) = write_config(dir.path());
+    // The control socket is beside the state dir, reachable from outside chatd's namespace.
+    let (file, control) = write_config(dir.path(), "", "");
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
     let state = dir.path().join("state");
     // Mount a 1 MiB tmpfs on the state dir in a private mount namespace, then exec chatd.
     let wrapper: Vec<OsString> = [
@@ -139,12 +136,7 @@ fn disk_full_refuses_changes_clearly_keeps_serving_and_recovers() {
         "chatctl: disk full: the change was not saved; free space in chatd's state directory and retry\n"
     );
     let out = server.ctl(&["--json", "user", "lock", "bob"], None);
-    out.assert_code(1);
-    let answer: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
-    assert_eq!(answer["code"], "storage_unavailable", "{answer}");
-    server
-        .log
-        .expect_contains("control: storage unavailable, change not saved");
+    refused_storage_unavailable(&mut server, &out);
 
     // What needs no disk goes on: reading, routing, a known device logging in again.
     let list = server.ctl(&["--json", "user", "list"], None).json();
@@ -214,11 +206,7 @@ fn a_locked_database_refuses_changes_clearly_keeps_serving_and_recovers() {
         out.assert_code(1),
         "chatctl: database locked by another process: the change was not saved; retry when it is released\n"
     );
-    let answer: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
-    assert_eq!(answer["code"], "storage_unavailable", "{answer}");
-    server
-        .log
-        .expect_contains("control: storage unavailable, change not saved");
+    refused_storage_unavailable(&mut server, &out);
     // Reads and routing go on (WAL readers do not wait for the writer's lock), and a
     // known device still logs in (its last-seen time is not worth refusing a login).
     let list = server.ctl(&["--json", "user", "list"], None).json();

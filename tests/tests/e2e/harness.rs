@@ -342,17 +342,7 @@ impl Server {
 
     /// [`Server::with_limits`] with extra environment variables for chatd (e.g. `RUST_LOG`).
     pub fn with_limits_env(dir: &Path, limits: &str, env: &[(&str, &str)]) -> Server {
-        let control = dir.join("ctl.sock");
-        let file = dir.join("chatd.toml");
-        std::fs::write(
-            &file,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = {:?}\ncontrol_socket = {control:?}\n\
-                 [limits]\n{limits}\n",
-                dir.join("state")
-            ),
-        )
-        .expect("write chatd.toml");
+        let (file, control) = write_config(dir, "", limits);
         Server::try_start_env(
             Mode::Config {
                 file: &file,
@@ -394,15 +384,7 @@ impl Server {
                 control.to_path_buf()
             }
         };
-        let mut cmd = match wrapper.split_first() {
-            Some((program, rest)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(rest).arg(&bins().chatd);
-                cmd
-            }
-            None => Command::new(&bins().chatd),
-        };
-        let mut child = cmd
+        let mut child = wrapped(wrapper, &bins().chatd)
             .args(&args)
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())
@@ -525,6 +507,36 @@ impl Drop for Server {
     }
 }
 
+/// Writes `dir/chatd.toml`: listening on 127.0.0.1:0, state in `dir/state`, control socket
+/// `dir/ctl.sock`, then `server` (more `[server]` lines) and `limits` (the `[limits]` table).
+/// Returns the file and the socket path.
+pub fn write_config(dir: &Path, server: &str, limits: &str) -> (PathBuf, PathBuf) {
+    let control = dir.join("ctl.sock");
+    let file = dir.join("chatd.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = {:?}\ncontrol_socket = {control:?}\n\
+             {server}\n[limits]\n{limits}\n",
+            dir.join("state")
+        ),
+    )
+    .expect("write chatd.toml");
+    (file, control)
+}
+
+/// `program` run through `wrapper` (a program and its arguments) if there is one.
+fn wrapped<S: AsRef<std::ffi::OsStr>>(wrapper: &[S], program: &Path) -> Command {
+    match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut cmd = Command::new(first);
+            cmd.args(rest).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
 fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     line.find(marker).map(|i| &line[i + marker.len()..])
 }
@@ -596,15 +608,7 @@ pub fn ctl_at(socket: &Path, args: &[&str], stdin: Option<&str>) -> CtlOutput {
 /// [`ctl_at`] run through `wrapper` (a program and its arguments, e.g. `setpriv` to run
 /// chatctl as another user); chatctl's path and arguments follow the wrapper's.
 pub fn ctl_as(wrapper: &[&str], socket: &Path, args: &[&str], stdin: Option<&str>) -> CtlOutput {
-    let mut cmd = match wrapper.split_first() {
-        Some((program, rest)) => {
-            let mut cmd = Command::new(program);
-            cmd.args(rest).arg(&bins().chatctl);
-            cmd
-        }
-        None => Command::new(&bins().chatctl),
-    };
-    let mut child = cmd
+    let mut child = wrapped(wrapper, &bins().chatctl)
         .arg("--socket")
         .arg(socket)
         .args(args)

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::harness::{Chat, ClientHome, CtlOutput, Mode, Server, ctl_as, exactly};
+use crate::harness::{Chat, ClientHome, CtlOutput, Mode, Server, ctl_as, exactly, write_config};
 
 /// uid of `nobody` and gid of `nogroup` on Debian; the admin group of these tests.
 const NOBODY: u32 = 65534;
@@ -61,17 +61,7 @@ fn control_socket_refuses_local_users_outside_the_admin_group() {
     let dir = tempfile::tempdir().unwrap();
     // nobody must reach the socket's directory to be refused by the socket itself.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let control = dir.path().join("ctl.sock");
-    let file = dir.path().join("chatd.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = {:?}\ncontrol_socket = {control:?}\n\
-             admin_group = \"nogroup\"\n",
-            dir.path().join("state")
-        ),
-    )
-    .unwrap();
+    let (file, control) = write_config(dir.path(), "admin_group = \"nogroup\"", "");
     let mut server = Server::try_start(Mode::Config {
         file: &file,
         control: &control,
