@@ -138,6 +138,9 @@ pub struct Limits {
     pub outbound_queue: NonZeroUsize,
     /// Seconds a draining shutdown waits for sessions to finish.
     pub shutdown_grace_secs: NonZeroU64,
+    /// Seconds a database write waits for a lock another process holds before it is refused
+    /// (`storage_unavailable`).
+    pub db_busy_timeout_secs: NonZeroU64,
 }
 
 impl Default for Limits {
@@ -162,6 +165,7 @@ impl Default for Limits {
             max_rate_violations: nz_u32(20),
             outbound_queue: nz_usize(1024),
             shutdown_grace_secs: nz_u64(5),
+            db_busy_timeout_secs: nz_u64(5),
         }
     }
 }
@@ -182,6 +186,11 @@ impl Limits {
     /// Shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs.get())
+    }
+
+    /// How long a write waits for another process's database lock.
+    pub fn db_busy_timeout(&self) -> Duration {
+        Duration::from_secs(self.db_busy_timeout_secs.get())
     }
 }
 

@@ -186,7 +186,8 @@ fn disk_full_refuses_changes_clearly_keeps_serving_and_recovers() {
 #[test]
 fn a_locked_database_refuses_changes_clearly_keeps_serving_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::with_limits(dir.path(), "");
+    // Past the edge: a lock held longer than db_busy_timeout_secs (1 s here).
+    let mut server = Server::with_limits(dir.path(), "db_busy_timeout_secs = 1");
     let db = dir.path().join("state").join("chatd.db");
     server.add_user("alice", "pw-a");
     server.add_user("bob", "pw-b");
@@ -194,7 +195,7 @@ fn a_locked_database_refuses_changes_clearly_keeps_serving_and_recovers() {
     let mut alice = Chat::login(&server, "alice", "pw-a", &home_a);
     let mut bob = Chat::login(&server, "bob", "pw-b", &home_b);
 
-    // Another process takes the write lock and keeps it past chatd's busy timeout (5 s).
+    // Another process takes the write lock and keeps it past chatd's busy timeout.
     let holder = rusqlite::Connection::open(&db).unwrap();
     holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
 
@@ -221,4 +222,36 @@ fn a_locked_database_refuses_changes_clearly_keeps_serving_and_recovers() {
     server.add_user("carol", "pw-c");
     let _carol = Raw::login(&server, "carol", "pw-c");
     assert_eq!(integrity_check(&db), "ok");
+}
+
+/// Within the edge: a lock released while a change waits for it costs only the wait.
+#[test]
+fn a_change_waits_for_a_lock_released_within_the_busy_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    // Far longer than the test takes to release the lock, on any machine.
+    let mut server = Server::with_limits(dir.path(), "db_busy_timeout_secs = 300");
+    let db = dir.path().join("state").join("chatd.db");
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let socket = server.control.clone();
+    let pending = std::thread::spawn(move || {
+        crate::harness::ctl_at(
+            &socket,
+            &["user", "add", "carol", "--password-stdin"],
+            Some("pw-c\n"),
+        )
+    });
+    // chatd has the request (and will wait for the lock); release it.
+    server
+        .log
+        .expect_contains(r#"request=UserAdd { user: "carol""#);
+    assert!(
+        !pending.is_finished(),
+        "the change did not wait for the lock"
+    );
+    holder.execute_batch("ROLLBACK").unwrap();
+    let out = pending.join().unwrap();
+    out.assert_ok();
+    assert_eq!(out.stdout, "user carol added\n");
+    let _carol = Raw::login(&server, "carol", "pw-c");
 }
