@@ -360,7 +360,17 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
             sessions: shared.hub.sessions(),
         },
         ControlRequest::Kick { user, reason } => {
-            let reason = crate::commands::kick::kick_reason(reason.as_deref());
+            let reason = match reason.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+                Some(r) => format!(
+                    "kicked by administrator: {}",
+                    // Shown on users' terminals: no control characters.
+                    r.chars()
+                        .filter(|c| !c.is_control())
+                        .take(200)
+                        .collect::<String>()
+                ),
+                None => "kicked by administrator".to_string(),
+            };
             match shared.hub.close_user(&user, &reason) {
                 0 => error(
                     ControlErrorCode::NoSuchUser,

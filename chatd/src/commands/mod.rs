@@ -4,7 +4,6 @@
 //! [`Registry::dispatch`], never in handlers; handler errors map to stable error codes.
 
 mod help;
-pub mod kick;
 mod list;
 
 use std::collections::BTreeMap;
@@ -23,15 +22,11 @@ use crate::store::Store;
 ///
 /// Whispers and `/me` are not here: their text is end-to-end encrypted, so the client seals
 /// them and the server only routes the envelopes (see `crate::session`).
-pub const BUILTIN_NAMES: &[&str] = &["help", "kick", "list"];
+pub const BUILTIN_NAMES: &[&str] = &["help", "list"];
 
 /// Every built-in command, in one place.
 pub fn builtin() -> Vec<Arc<dyn Command>> {
-    vec![
-        Arc::new(help::Help),
-        Arc::new(kick::Kick),
-        Arc::new(list::List),
-    ]
+    vec![Arc::new(help::Help), Arc::new(list::List)]
 }
 
 /// Who may run a command.
@@ -98,9 +93,6 @@ pub enum CommandError {
         /// Its usage.
         usage: &'static str,
     },
-    /// The named user has no session.
-    #[error("{0} is not online")]
-    NotOnline(String),
     /// Something failed inside the server (logged there, not sent).
     #[error("internal error")]
     Internal,
@@ -113,7 +105,6 @@ impl CommandError {
             CommandError::Unknown(_) => ErrorCode::UnknownCommand,
             CommandError::Forbidden(_) => ErrorCode::Forbidden,
             CommandError::BadArguments { .. } => ErrorCode::BadArguments,
-            CommandError::NotOnline(_) => ErrorCode::UserOffline,
             CommandError::Internal => ErrorCode::Internal,
         }
     }

@@ -1,7 +1,7 @@
 //! Who may administer chatd: a local user outside the admin group is refused by the control
 //! socket's file mode and, should the mode be loosened, by chatd's own credential check;
-//! members of the admin group (primary or supplementary) are served. In chat, only admin
-//! accounts may run admin commands (`/kick`).
+//! members of the admin group (primary or supplementary) are served. (A chat user trying an
+//! admin-only command such as `/kick` is covered by `commands`.)
 //!
 //! The control socket test needs root and `setpriv` (to run chatctl as `nobody`); without them
 //! it says why and returns.
@@ -112,69 +112,4 @@ fn control_socket_refuses_local_users_outside_the_admin_group() {
     let out = ctl_as_nobody(STRANGER_GID, &[NOGROUP], &control, &add, Some("pw\n"));
     out.assert_ok();
     assert_eq!(out.stdout, "user mallory added (admin)\n");
-}
-
-/// An ordinary user's `/kick` is refused and changes nothing; an admin's works.
-#[test]
-fn only_admin_accounts_may_kick_from_chat() {
-    let server = Server::start();
-    server.add_user("alice", "pw-a");
-    server.add_user("bob", "pw-b");
-    server
-        .ctl(
-            &["user", "add", "root", "--admin", "--password-stdin"],
-            Some("pw-r\n"),
-        )
-        .assert_ok();
-    let homes = [ClientHome::new(), ClientHome::new(), ClientHome::new()];
-    let mut alice = Chat::login(&server, "alice", "pw-a", &homes[0]);
-    let mut bob = Chat::login(&server, "bob", "pw-b", &homes[1]);
-    let mut root = Chat::login(&server, "root", "pw-r", &homes[2]);
-    alice.out.expect("root joined", exactly("-- root joined"));
-
-    // bob is not an admin: told so, and alice stays.
-    bob.send("/kick alice go away");
-    bob.out
-        .expect("the refusal", exactly("!! /kick is for administrators"));
-    bob.send("/help");
-    bob.out.expect("help", exactly("-- server commands:"));
-    // Sorted by name: kick, if listed, would come before list.
-    bob.out
-        .expect("list in help", |l| l.contains("show who is online"));
-    bob.send("still here?");
-    alice
-        .out
-        .expect("bob's message", exactly("<bob> still here?"));
-    let who = server.ctl(&["--json", "who"], None).json();
-    let users: Vec<&str> = who["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|s| s["user"].as_str())
-        .collect();
-    assert!(users.contains(&"alice"), "{who}");
-    assert!(
-        !bob.out
-            .all()
-            .iter()
-            .any(|l| l.contains("end every session")),
-        "/help shows bob no admin command"
-    );
-
-    // root is: bob goes, with the reason, and root is told.
-    root.send("/kick bob spam");
-    bob.out.expect(
-        "the kick reason",
-        exactly("-- server closed the connection: kicked by administrator: spam"),
-    );
-    assert_eq!(bob.wait().status.code(), Some(1));
-    root.out
-        .expect("the answer", exactly("-- kicked bob (1 session(s))"));
-    alice.out.expect(
-        "bob left",
-        exactly("-- bob left (kicked by administrator: spam)"),
-    );
-    root.send("/kick bob");
-    root.out
-        .expect("not online", exactly("!! bob is not online"));
 }
