@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::harness::{Chat, ClientHome, CtlOutput, Mode, Server, ctl_as, exactly, write_config};
+use crate::harness::{CtlOutput, Mode, Server, ctl_as, write_config};
 
 /// uid of `nobody` and gid of `nogroup` on Debian; the admin group of these tests.
 const NOBODY: u32 = 65534;
