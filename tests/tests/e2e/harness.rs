@@ -342,7 +342,7 @@ impl Server {
 
     /// [`Server::with_limits`] with extra environment variables for chatd (e.g. `RUST_LOG`).
     pub fn with_limits_env(dir: &Path, limits: &str, env: &[(&str, &str)]) -> Server {
-        let (file, control) = write_config(dir, "", limits);
+        let (file, control) = write_config(dir, "", &format!("[limits]\n{limits}\n"));
         Server::try_start_env(
             Mode::Config {
                 file: &file,
@@ -508,16 +508,16 @@ impl Drop for Server {
 }
 
 /// Writes `dir/chatd.toml`: listening on 127.0.0.1:0, state in `dir/state`, control socket
-/// `dir/ctl.sock`, then `server` (more `[server]` lines) and `limits` (the `[limits]` table).
+/// `dir/ctl.sock`, then `server` (more `[server]` lines) and `tail` (whole tables after it).
 /// Returns the file and the socket path.
-pub fn write_config(dir: &Path, server: &str, limits: &str) -> (PathBuf, PathBuf) {
+pub fn write_config(dir: &Path, server: &str, tail: &str) -> (PathBuf, PathBuf) {
     let control = dir.join("ctl.sock");
     let file = dir.join("chatd.toml");
     std::fs::write(
         &file,
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = {:?}\ncontrol_socket = {control:?}\n\
-             {server}\n[limits]\n{limits}\n",
+             {server}\n{tail}\n",
             dir.join("state")
         ),
     )
