@@ -64,9 +64,13 @@ impl Client {
         }
         let path = self.path.display().to_string();
         let sock = self.stream.get_mut();
-        sock.write_all(&line)
-            .and_then(|()| sock.flush())
-            .map_err(|e| anyhow!("sending the request to {path}: {}", describe_io_error(&e)))?;
+        if let Err(e) = sock.write_all(&line).and_then(|()| sock.flush()) {
+            // chatd answers a refused peer (permission_denied) and closes without reading the
+            // request, so the write may fail while its answer waits to be read: show that.
+            return self
+                .read_response()
+                .map_err(|_| anyhow!("sending the request to {path}: {}", describe_io_error(&e)));
+        }
         self.read_response()
     }
 
@@ -133,6 +137,31 @@ mod tests {
     use chatd_proto::control::ControlErrorCode;
     use std::os::unix::net::UnixListener;
     use std::thread;
+
+    #[test]
+    fn an_answer_sent_before_the_request_was_read_is_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(
+                b"{\"type\":\"error\",\"code\":\"permission_denied\",\"message\":\"permission denied\"}\n",
+            )
+            .unwrap();
+        });
+        let mut client = Client::connect(&path).unwrap();
+        // Closed before the request is written: the write fails with EPIPE.
+        server.join().unwrap();
+        let reply = client.request(&ControlRequest::Status).unwrap();
+        assert!(matches!(
+            reply.response,
+            ControlResponse::Error {
+                code: ControlErrorCode::PermissionDenied,
+                ..
+            }
+        ));
+    }
 
     /// Serves one connection: reads a request line, hands it to `answer`, writes the bytes it returns.
     fn serve_once(

@@ -220,6 +220,9 @@ pub struct Limits {
     pub offline_queue_max: NonZeroUsize,
     /// Seconds a message stored for an offline device is kept.
     pub offline_ttl_secs: NonZeroU64,
+    /// Seconds a database write waits for a lock another process holds before it is refused
+    /// (`storage_unavailable`).
+    pub db_busy_timeout_secs: NonZeroU64,
 }
 
 impl Default for Limits {
@@ -246,6 +249,7 @@ impl Default for Limits {
             shutdown_grace_secs: nz_u64(5),
             offline_queue_max: nz_usize(1000),
             offline_ttl_secs: nz_u64(7 * 24 * 3600),
+            db_busy_timeout_secs: nz_u64(5),
         }
     }
 }
@@ -266,6 +270,11 @@ impl Limits {
     /// Shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs.get())
+    }
+
+    /// How long a write waits for another process's database lock.
+    pub fn db_busy_timeout(&self) -> Duration {
+        Duration::from_secs(self.db_busy_timeout_secs.get())
     }
 }
 

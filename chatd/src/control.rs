@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::password::{self, PasswordError};
 use crate::server::Shared;
-use crate::store::{StoreError, keys, offline, users};
+use crate::store::{StoreError, Unavailable, keys, offline, users};
 
 /// An idle control connection is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -134,11 +134,13 @@ impl ControlListener {
 
     /// Accepts connections until shutdown.
     pub async fn run(self, shared: Arc<Shared>) {
-        let kernel_checked = admins_only(&self.path, shared.admin_gid);
         loop {
             tokio::select! {
                 res = self.listener.accept() => match res {
                     Ok((stream, _)) => {
+                        // Looked at per connection: a socket file whose mode was loosened
+                        // after start no longer proves membership, so chatd checks again.
+                        let kernel_checked = admins_only(&self.path, shared.admin_gid);
                         let shared = Arc::clone(&shared);
                         shared.tracker.clone().spawn(
                             handle_connection(stream, shared, kernel_checked).instrument(tracing::info_span!("control")),
@@ -274,6 +276,7 @@ fn store_error(e: StoreError) -> ControlResponse {
             ControlErrorCode::UserExists,
             format!("user {u} already exists"),
         ),
+        other if other.unavailable().is_some() => storage_unavailable(&other),
         other => {
             tracing::error!(error = %other, "control: database error");
             error(
@@ -282,6 +285,20 @@ fn store_error(e: StoreError) -> ControlResponse {
             )
         }
     }
+}
+
+/// Disk full or database locked: a clear, retryable answer instead of `internal`.
+fn storage_unavailable(e: &StoreError) -> ControlResponse {
+    let message = match e.unavailable() {
+        Some(Unavailable::DiskFull) => {
+            "disk full: the change was not saved; free space in chatd's state directory and retry"
+        }
+        _ => {
+            "database locked by another process: the change was not saved; retry when it is released"
+        }
+    };
+    tracing::error!(error = %e, "control: storage unavailable, change not saved");
+    error(ControlErrorCode::StorageUnavailable, message)
 }
 
 fn no_such_user(user: &str) -> ControlResponse {

@@ -229,6 +229,8 @@ fn keep_fixed(
     fixed!(limits.login_free_failures);
     fixed!(limits.login_backoff_max_secs);
     fixed!(limits.account_backoff_max_secs);
+    // Set on the database connection when it is opened.
+    fixed!(limits.db_busy_timeout_secs);
     // Every account is in it and the database says so.
     fixed!(rooms.default);
 }

@@ -174,10 +174,16 @@ impl Server {
         let state_dir = config.server.state_dir.clone();
         let lock = lock_state_dir(&state_dir)?;
         let db_path = state_dir.join("chatd.db");
-        let store = Store::open(&db_path).map_err(|source| ServerError::Store {
-            path: db_path.clone(),
-            source,
-        })?;
+        let store = Store::open(&db_path)
+            .and_then(|store| {
+                let busy = config.limits.db_busy_timeout();
+                store.run_sync(|c| Ok(c.busy_timeout(busy)?))?;
+                Ok(store)
+            })
+            .map_err(|source| ServerError::Store {
+                path: db_path.clone(),
+                source,
+            })?;
         let identity = crate::tls::load_identity(
             config.tls.cert.as_deref(),
             config.tls.key.as_deref(),

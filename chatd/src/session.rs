@@ -562,10 +562,12 @@ impl Session {
             }
             Err(e) => {
                 tracing::error!(error = %e, "login: cannot record the device key");
-                self.error(
-                    ErrorCode::Internal,
-                    "the server could not record your device key; try again later",
-                );
+                let message = if e.unavailable().is_some() {
+                    "the server's storage is full or busy: your device key could not be recorded; try again later"
+                } else {
+                    "the server could not record your device key; try again later"
+                };
+                self.error(ErrorCode::Internal, message);
                 return None;
             }
         }

@@ -93,6 +93,33 @@ pub enum StoreError {
     Task(String),
 }
 
+/// A temporary storage condition: nothing was written, and the same change may succeed later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The file system holding the state dir is full (SQLITE_FULL).
+    DiskFull,
+    /// Another process held the database locked past the busy timeout (SQLITE_BUSY/LOCKED).
+    Locked,
+}
+
+impl StoreError {
+    /// The temporary condition behind this error, if it is one (so callers can say so
+    /// instead of "internal error"). SQLite rolls back the failed statement: the database
+    /// stays as it was before the change.
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        let StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) = self else {
+            return None;
+        };
+        match e.code {
+            rusqlite::ErrorCode::DiskFull => Some(Unavailable::DiskFull),
+            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+                Some(Unavailable::Locked)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// What login needs to know about an account.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -353,10 +380,19 @@ pub mod keys {
         match existing {
             Some(Some(_)) => Ok(KeyCheck::Revoked),
             Some(None) => {
-                c.execute(
+                let seen = c.execute(
                     "UPDATE device_keys SET last_seen = ?3 WHERE user = ?1 AND fingerprint = ?2",
                     params![user, &fingerprint[..], now],
-                )?;
+                );
+                match seen.map_err(StoreError::from) {
+                    Ok(_) => {}
+                    // Disk full or locked: a known key needs no write to log in, and a stale
+                    // last-seen time is not worth refusing one.
+                    Err(e) if e.unavailable().is_some() => {
+                        tracing::warn!(error = %e, %user, "cannot update a device key's last-seen time");
+                    }
+                    Err(e) => return Err(e),
+                }
                 Ok(KeyCheck::Known)
             }
             None => {

@@ -204,6 +204,9 @@ pub enum ControlErrorCode {
     ReloadFailed,
     /// The server failed (see its log).
     Internal,
+    /// The database cannot take the change now (disk full, or locked by another process);
+    /// nothing was changed, and the same request may succeed later.
+    StorageUnavailable,
 }
 
 /// Server state, as shown by `chatctl status`.

@@ -246,6 +246,12 @@ impl Lines {
         self.all.lock().unwrap().clone()
     }
 
+    /// The lines seen so far from the `from`-th on (cheaper than [`Lines::all`] on a long log).
+    pub fn since(&self, from: usize) -> Vec<String> {
+        let all = self.all.lock().unwrap();
+        all.get(from..).map(<[String]>::to_vec).unwrap_or_default()
+    }
+
     pub fn dump(&self) -> String {
         self.all().join("\n")
     }
@@ -341,6 +347,19 @@ impl Server {
         Server::with_config(dir, &format!("[limits]\n{limits}\n"))
     }
 
+    /// [`Server::with_limits`] with extra environment variables for chatd (e.g. `RUST_LOG`).
+    pub fn with_limits_env(dir: &Path, limits: &str, env: &[(&str, &str)]) -> Server {
+        let (file, control) = write_config(dir, &format!("[limits]\n{limits}\n"));
+        Server::try_start_env(
+            Mode::Config {
+                file: &file,
+                control: &control,
+            },
+            env,
+        )
+        .unwrap_or_else(|f| panic!("chatd failed to start ({}):\n{}", f.status, f.stderr))
+    }
+
     /// chatd with a config file in `dir`: `server` adds lines to `[server]` (which sets the
     /// listener and paths), `tail` adds whole tables after it.
     pub fn with_toml(dir: &Path, server: &str, tail: &str) -> Server {
@@ -365,6 +384,17 @@ impl Server {
 
     /// [`Server::try_start`] with extra environment variables for chatd (e.g. `RUST_LOG`).
     pub fn try_start_env(mode: Mode<'_>, env: &[(&str, &str)]) -> Result<Server, StartFailure> {
+        Server::try_start_wrapped(mode, env, &[])
+    }
+
+    /// [`Server::try_start_env`] with chatd started through `wrapper` (a program and its
+    /// arguments, given chatd's path and arguments last; it must `exec` chatd, so that the
+    /// child's pid is chatd's own), e.g. `unshare` to give chatd a private mount.
+    pub fn try_start_wrapped(
+        mode: Mode<'_>,
+        env: &[(&str, &str)],
+        wrapper: &[OsString],
+    ) -> Result<Server, StartFailure> {
         let mut args: Vec<OsString> = Vec::new();
         let control_hint = match &mode {
             Mode::Dev { data_dir, listen } => {
@@ -377,7 +407,7 @@ impl Server {
                 control.to_path_buf()
             }
         };
-        let mut child = Command::new(&bins().chatd)
+        let mut child = wrapped(wrapper, &bins().chatd)
             .args(&args)
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())
@@ -442,6 +472,11 @@ impl Server {
             control,
             _dir: None,
         })
+    }
+
+    /// chatd's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The address as `chat --server` wants it.
@@ -516,6 +551,18 @@ pub fn write_config(dir: &Path, tables: &str) -> (PathBuf, PathBuf) {
     (file, control)
 }
 
+/// `program` run through `wrapper` (a program and its arguments) if there is one.
+fn wrapped<S: AsRef<std::ffi::OsStr>>(wrapper: &[S], program: &Path) -> Command {
+    match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut cmd = Command::new(first);
+            cmd.args(rest).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
 fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     line.find(marker).map(|i| &line[i + marker.len()..])
 }
@@ -581,7 +628,13 @@ impl CtlOutput {
 
 /// `chatctl --socket SOCKET args...`, with `stdin` piped in (or /dev/null).
 pub fn ctl_at(socket: &Path, args: &[&str], stdin: Option<&str>) -> CtlOutput {
-    let mut child = Command::new(&bins().chatctl)
+    ctl_as(&[], socket, args, stdin)
+}
+
+/// [`ctl_at`] run through `wrapper` (a program and its arguments, e.g. `setpriv` to run
+/// chatctl as another user); chatctl's path and arguments follow the wrapper's.
+pub fn ctl_as(wrapper: &[&str], socket: &Path, args: &[&str], stdin: Option<&str>) -> CtlOutput {
+    let mut child = wrapped(wrapper, &bins().chatctl)
         .arg("--socket")
         .arg(socket)
         .args(args)
@@ -1013,6 +1066,8 @@ pub struct Raw {
     /// When true (the default), [`Raw::recv`] skips `device` frames: most tests are about
     /// something else, and every login makes one.
     pub skip_devices: bool,
+    /// This end's address (the `peer` chatd logs for the session).
+    pub local: SocketAddr,
 }
 
 impl Raw {
@@ -1052,6 +1107,7 @@ impl Raw {
             Ok(Err(e)) => panic!("TLS connect to {addr} failed: {e}"),
             Err(_) => panic!("TLS connect to {addr} timed out"),
         };
+        let local = tls.get_ref().0.local_addr().expect("local address");
         let (r, w) = tokio::io::split(tls);
         Raw {
             rt,
@@ -1062,6 +1118,7 @@ impl Raw {
             user: String::new(),
             chains: Default::default(),
             skip_devices: true,
+            local,
         }
     }
 
@@ -1167,6 +1224,22 @@ impl Raw {
     pub fn expect_bye(&mut self, reason: &str) {
         let frame = self.recv_type("bye");
         assert_eq!(frame["reason"], reason, "{frame}");
+    }
+
+    /// Every frame until the connection ends, and how it ended.
+    pub fn recv_until_closed(&mut self) -> (Vec<Value>, Closed) {
+        let mut frames = Vec::new();
+        loop {
+            match self.next_item() {
+                None => return (frames, Closed::Clean),
+                Some(Err(e)) => return (frames, Closed::Abrupt(e.to_string())),
+                Some(Ok(Err(e))) => panic!("server sent an unreadable line: {e}"),
+                Some(Ok(Ok(line))) => frames.push(
+                    serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("server sent non-JSON ({e}): {line:?}")),
+                ),
+            }
+        }
     }
 
     /// Waits for the end of the connection; any frame before it is a failure.

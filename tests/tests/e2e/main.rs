@@ -6,7 +6,10 @@
 //! - `activation`: systemd: socket activation (LISTEN_FDS), LoadCredential, sd_notify
 //! - `admin`: chatctl against a running chatd
 //! - `client`: the `chat` binary in plain mode
-//! - `commands`: server built-ins (away, whois, motd, ping, announce, kick) and plugins
+//! - `commands`: server built-ins (away, whois, motd, ping, announce, disconnect) and plugins
+//! - `crash`: `kill -9` during a stream of writes loses nothing acknowledged
+//! - `diskfull`: disk full (private tmpfs) and a locked database: clear errors, no corruption
+//! - `perms`: who may use the control socket (file mode, SO_PEERCRED, admin group)
 //! - `protocol`: raw JSON-lines frames over TLS
 //! - `rooms`: rooms, their commands, limits and persistence; room messages between chat clients
 //! - `hostile`: garbage, old TLS, silent crowds, huge lines, lookalike names
@@ -14,6 +17,7 @@
 //! - `limits`: abuse limits at their edges (rate limit)
 //! - `offline`: messages stored for offline devices: order, restarts, kill -9, cap, TTL
 //! - `lifecycle`: configuration, restarts, second instances, SIGTERM
+//! - `slow`: a client that stops reading is dropped at the outbound queue's edge; nobody else loses a message
 //! - `tofu`: chat's certificate pinning
 //! - `logs`: what chatd logs and never logs
 //! - `reload`: SIGHUP / `chatctl reload` with new limits, bad files and new certificates
@@ -35,6 +39,10 @@ mod client;
 #[cfg(test)]
 mod commands;
 #[cfg(test)]
+mod crash;
+#[cfg(test)]
+mod diskfull;
+#[cfg(test)]
 mod hostile;
 #[cfg(test)]
 mod keys;
@@ -49,6 +57,8 @@ mod malicious;
 #[cfg(test)]
 mod offline;
 #[cfg(test)]
+mod perms;
+#[cfg(test)]
 mod protocol;
 #[cfg(test)]
 mod reload;
@@ -56,6 +66,8 @@ mod reload;
 mod rooms;
 #[cfg(test)]
 mod secrecy;
+#[cfg(test)]
+mod slow;
 #[cfg(test)]
 mod tmux;
 #[cfg(test)]
