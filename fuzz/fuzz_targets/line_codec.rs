@@ -81,7 +81,11 @@ fuzz_target!(|data: &[u8]| {
     assert!(buf.is_empty(), "bytes left after EOF");
 
     for line in got.iter().flatten() {
-        assert!(line.len() <= max, "a {}-byte line passed a cap of {max}", line.len());
+        assert!(
+            line.len() <= max,
+            "a {}-byte line passed a cap of {max}",
+            line.len()
+        );
     }
     assert_eq!(got, model(max, stream));
 });
