@@ -60,7 +60,8 @@ impl FromStr for Fingerprint {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let hex = s.trim().strip_prefix("SHA256:").ok_or(BadFingerprint)?;
         let digits: Vec<u8> = hex.bytes().filter(|b| *b != b':').collect();
-        if digits.len() != 64 {
+        // `from_str_radix` alone would also take a sign ("+b"), so check the digits first.
+        if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
             return Err(BadFingerprint);
         }
         let mut out = [0u8; 32];
@@ -104,5 +105,19 @@ mod tests {
         );
         assert_eq!("SHA256:abcd".parse::<Fingerprint>(), Err(BadFingerprint));
         assert_eq!("e3b0".parse::<Fingerprint>(), Err(BadFingerprint));
+    }
+
+    #[test]
+    fn only_hex_digits_are_accepted() {
+        // Found by fuzz/ (target envelope): `u8::from_str_radix` takes a leading `+`, so
+        // "+b" passed as the byte 0x0b.
+        let plus = "SHA256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca49599+b7852b855";
+        assert_eq!(plus.parse::<Fingerprint>(), Err(BadFingerprint));
+        let all_plus = format!("SHA256:{}", "+0".repeat(32));
+        assert_eq!(all_plus.parse::<Fingerprint>(), Err(BadFingerprint));
+        let minus = format!("SHA256:{}", "-0".repeat(32));
+        assert_eq!(minus.parse::<Fingerprint>(), Err(BadFingerprint));
+        let space = format!("SHA256:{} 0", "00".repeat(31));
+        assert_eq!(space.parse::<Fingerprint>(), Err(BadFingerprint));
     }
 }
