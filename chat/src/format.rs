@@ -168,12 +168,14 @@ pub fn render_bodies(frame: &ServerFrame) -> Vec<String> {
             away,
             admin,
             devices,
+            rooms,
         } => vec![line(whois_line(
             user,
             *sessions,
             away.as_deref(),
             *admin,
             devices,
+            rooms,
         ))],
         ServerFrame::Help { commands } => {
             let mut out = vec![line("-- server commands:".to_string())];
@@ -324,6 +326,7 @@ fn whois_line(
     away: Option<&str>,
     admin: bool,
     devices: &[WhoisDevice],
+    rooms: &[String],
 ) -> String {
     let mut line = format!("-- {}: ", sanitize(user));
     match sessions {
@@ -336,6 +339,10 @@ fn whois_line(
     }
     if admin {
         line.push_str(", admin");
+    }
+    if !rooms.is_empty() {
+        let rooms: Vec<String> = rooms.iter().map(|r| format!("#{}", sanitize(r))).collect();
+        line.push_str(&format!("; in {}", rooms.join(" ")));
     }
     if devices.is_empty() {
         line.push_str("; no device key yet");
@@ -500,11 +507,12 @@ mod tests {
                 fingerprint: chatd_proto::Fingerprint::from_bytes([0; 32]),
                 online: true,
             }],
+            rooms: vec!["dev".into(), "lobby".into()],
         };
         assert_eq!(
             one(&whois),
             format!(
-                "[12:00:00] -- bob: online (2 sessions), away (lunch), admin; device keys: {} (online)",
+                "[12:00:00] -- bob: online (2 sessions), away (lunch), admin; in #dev #lobby; device keys: {} (online)",
                 chatd_proto::Fingerprint::from_bytes([0; 32])
             )
         );

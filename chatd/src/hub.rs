@@ -356,6 +356,19 @@ impl Inner {
     }
 }
 
+/// What `/whois` shows of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Whois {
+    /// Sessions logged in now.
+    pub sessions: u32,
+    /// Away message, if set.
+    pub away: Option<String>,
+    /// Registered device keys and whether each is online.
+    pub devices: Vec<WhoisDevice>,
+    /// Rooms the asker may see the user in.
+    pub rooms: Vec<String>,
+}
+
 /// Where [`Hub::route_to_device`] put a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Routed {
@@ -617,7 +630,8 @@ impl Hub {
     }
 
     /// What `/whois` shows of `user`: sessions, away message, device keys with their state.
-    pub fn whois(&self, user: &str) -> (u32, Option<String>, Vec<WhoisDevice>) {
+    /// `rooms` are those `user` is in that `asker` may see (not invite-only, or shared).
+    pub fn whois(&self, user: &str, asker: &str) -> Whois {
         let inner = self.lock();
         let sessions = inner.by_user.get(user).map_or(0, Vec::len) as u32;
         let devices = inner
@@ -630,7 +644,19 @@ impl Hub {
                 online: inner.by_device.contains_key(&k.fingerprint),
             })
             .collect();
-        (sessions, inner.away.get(user).cloned(), devices)
+        let rooms = inner
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.members.contains(user))
+            .filter(|(_, r)| !r.invite_only || r.members.contains(asker))
+            .map(|(name, _)| name.clone())
+            .collect();
+        Whois {
+            sessions,
+            away: inner.away.get(user).cloned(),
+            devices,
+            rooms,
+        }
     }
 
     /// Sets every room (at startup) and which one is the default.

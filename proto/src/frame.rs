@@ -405,6 +405,9 @@ pub enum ServerFrame {
         admin: bool,
         /// Registered, unrevoked device keys.
         devices: Vec<WhoisDevice>,
+        /// Rooms the user is in that the asker may see (not invite-only, or shared), sorted.
+        #[serde(default)]
+        rooms: Vec<String>,
     },
     /// Answer to `/help`.
     Help {

@@ -17,7 +17,7 @@ impl Command for Whois {
         "USER"
     }
     fn help(&self) -> &str {
-        "show whether USER is online, their away message and device key fingerprints"
+        "show whether USER is online, their away message, rooms and device key fingerprints"
     }
     fn run<'a>(&'a self, ctx: &'a Ctx<'a>, args: &'a str) -> CommandFuture<'a> {
         Box::pin(async move {
@@ -37,13 +37,14 @@ impl Command for Whois {
             let Some(creds) = creds else {
                 return Err(CommandError::NoSuchUser(user.to_string()));
             };
-            let (sessions, away, devices) = ctx.hub.whois(user);
+            let w = ctx.hub.whois(user, ctx.user);
             Ok(Some(ServerFrame::Whois {
                 user: user.to_string(),
-                sessions,
-                away,
+                sessions: w.sessions,
+                away: w.away,
                 admin: creds.admin,
-                devices,
+                devices: w.devices,
+                rooms: w.rooms,
             }))
         })
     }

@@ -52,7 +52,7 @@ fn away_shows_in_list_whois_and_to_whisperers() {
     assert_eq!(
         bob.recv(),
         json!({"type":"whois","user":"alice","sessions":1,"away":"at lunch [2J","admin":false,
-               "devices":[{"fingerprint":fp,"online":true}]})
+               "devices":[{"fingerprint":fp,"online":true}],"rooms":["lobby"]})
     );
     // Over 200 characters is refused; /away alone clears it.
     alice.command("away", &"x".repeat(201));
@@ -85,7 +85,7 @@ fn whois_of_offline_unknown_and_bad_names() {
     assert_eq!(
         alice.recv(),
         json!({"type":"whois","user":"root","sessions":0,"admin":true,
-               "devices":[{"fingerprint":fp,"online":false}]})
+               "devices":[{"fingerprint":fp,"online":false}],"rooms":["lobby"]})
     );
     alice.command("whois", "never");
     assert_eq!(alice.recv_type("whois")["devices"], json!([]));
@@ -374,8 +374,9 @@ fn chat_shows_whois_and_away_lines() {
     );
     alice.send("/whois bob");
     alice.out.expect("whois line", |l| {
-        l.contains("] -- bob: online (1 session), away (in a meeting); device keys: SHA256:")
-            && l.ends_with(" (online)")
+        l.contains(
+            "] -- bob: online (1 session), away (in a meeting); in #lobby; device keys: SHA256:",
+        ) && l.ends_with(" (online)")
     });
 }
 
@@ -440,4 +441,46 @@ fn reload_applies_commands_and_plugins_and_help_follows() {
     let err = server.ctl(&["reload"], None).assert_code(1).to_string();
     assert!(err.contains("plugin name \"Bad\""), "{err}");
     assert_eq!(help_names(&mut alice), after);
+}
+
+#[test]
+fn a_plugin_at_its_concurrency_limit_refuses_more_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let (started, release) = (p.join("started"), p.join("release"));
+    // Runs until the test lets it go, so the second call certainly finds it busy.
+    let body = format!(
+        "cat >/dev/null; touch {started:?}; while [ ! -e {release:?} ]; do sleep 0.05; done; \
+         echo '{{\"text\":\"done\"}}'"
+    );
+    let config = plugin(
+        "hold",
+        &script(p, "hold.sh", &body),
+        "max_concurrent = 1\ntimeout_ms = 30000",
+    );
+    let server = Server::with_toml(p, "", &config);
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    let mut alice = Raw::login(&server, "alice", "pw-a");
+    let mut bob = Raw::login(&server, "bob", "pw-b");
+    alice.recv_type("presence");
+    alice.command("hold", "");
+    let deadline = std::time::Instant::now() + crate::harness::TIMEOUT;
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the plugin never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    bob.command("hold", "");
+    assert_eq!(
+        bob.expect_error("plugin_failed"),
+        "/hold: is busy (1 running); try again in a moment"
+    );
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(notice(&mut alice), "done");
+    // Free again.
+    bob.command("hold", "");
+    assert_eq!(notice(&mut bob), "done");
 }

@@ -195,6 +195,11 @@ fn invite_only_rooms_and_owner_kicks() {
     bob.command("join", "secret");
     assert_eq!(members(&mut bob, "secret"), json!(["alice", "bob"]));
     room_event(&mut alice, "secret", "bob", "join");
+    // /whois shows an invite-only room only to those in it.
+    bob.command("whois", "alice");
+    assert_eq!(bob.recv_type("whois")["rooms"], json!(["lobby", "secret"]));
+    carol.command("whois", "alice");
+    assert_eq!(carol.recv_type("whois")["rooms"], json!(["lobby"]));
 
     // A member who is not the owner cannot kick; the owner can.
     bob.command("kick", "alice secret");
