@@ -156,6 +156,9 @@ struct Inner {
     /// The room every user is in.
     default_room: String,
     offline: Option<mpsc::UnboundedSender<OfflineJob>>,
+    /// Registered devices with no session, as of the last change to sessions or keys; only
+    /// trusted after a delivery that every session accepted (then none is closing).
+    everyone_offline: Option<Vec<(String, Fingerprint)>>,
     /// Number of the last [`OfflineJob`] handed out.
     offline_seq: u64,
     /// Live lines a replaying session may hold before it counts as too slow.
@@ -307,6 +310,20 @@ impl Inner {
         out
     }
 
+    /// Every registered device without a reachable session, after a delivery to all sessions
+    /// that reached `reached` of them. The busiest path (a message for everyone) scans the
+    /// devices only when something changed since the last scan or a session refused the line.
+    fn everyone_offline(&mut self, reached: usize) -> Vec<(String, Fingerprint)> {
+        if reached != self.sessions.len() {
+            // Some session is closing or full: its device may need the line stored.
+            return self.offline_devices(self.known.keys());
+        }
+        if self.everyone_offline.is_none() {
+            self.everyone_offline = Some(self.offline_devices(self.known.keys()));
+        }
+        self.everyone_offline.clone().unwrap_or_default()
+    }
+
     /// Numbers and hands a line to the offline writer; false when there are no targets or
     /// the writer is gone (shutting down).
     fn store_for(
@@ -406,6 +423,7 @@ impl Hub {
     /// Sets the registered device keys (at startup): (user, fingerprint, base64 SPKI DER).
     pub fn set_known(&self, keys: impl IntoIterator<Item = (String, Fingerprint, String)>) {
         let mut inner = self.lock();
+        inner.everyone_offline = None;
         inner.known.clear();
         for (user, fingerprint, key) in keys {
             inner.known.entry(user).or_default().push(Known {
@@ -449,6 +467,7 @@ impl Hub {
             return Err(HubError::TooManySessions(self.max_sessions_per_user));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        inner.everyone_offline = None;
         let first_of_device = !inner.by_device.contains_key(&new.device);
         let (user, device, key) = (new.user.clone(), new.device, Arc::clone(&new.key));
         inner.sessions.insert(
@@ -581,10 +600,10 @@ impl Hub {
     ) -> usize {
         let mut inner = self.lock();
         let (reached, offline) = match conversation {
-            Conversation::All => (
-                inner.deliver_all(line, None),
-                inner.offline_devices(inner.known.keys()),
-            ),
+            Conversation::All => {
+                let reached = inner.deliver_all(line, None);
+                (reached, inner.everyone_offline(reached))
+            }
             Conversation::Pair(a, b) => {
                 let members = if a == b { vec![a] } else { vec![a, b] };
                 let reached = inner
@@ -598,9 +617,7 @@ impl Hub {
                 let reached = inner.deliver_room(room, line);
                 let offline = match inner.rooms.get(room) {
                     // Everyone with a device key has joined the default room at login.
-                    Some(_) if *room == inner.default_room => {
-                        inner.offline_devices(inner.known.keys())
-                    }
+                    Some(_) if *room == inner.default_room => inner.everyone_offline(reached),
                     Some(r) => inner.offline_devices(r.members.iter()),
                     None => Vec::new(),
                 };
@@ -845,6 +862,7 @@ impl Hub {
     /// Forgets a revoked device key and tells everyone to encrypt nothing more to it.
     pub fn forget_device(&self, user: &str, device: &Fingerprint) {
         let mut inner = self.lock();
+        inner.everyone_offline = None;
         let Some(keys) = inner.known.get_mut(user) else {
             return;
         };
@@ -870,6 +888,7 @@ impl Hub {
             self.room_parted(&room, user, None);
         }
         let mut inner = self.lock();
+        inner.everyone_offline = None;
         let keys = inner.known.remove(user).unwrap_or_default();
         for k in keys {
             inner.announce_device(user, k.fingerprint, None, DeviceEvent::Removed, None);
@@ -882,6 +901,7 @@ impl Hub {
         let Some(entry) = inner.sessions.remove(&id) else {
             return;
         };
+        inner.everyone_offline = None;
         let last_of_device = match inner.by_device.get_mut(&entry.device) {
             Some(ids) => {
                 ids.retain(|s| *s != id);
@@ -1281,6 +1301,36 @@ mod tests {
             hub.route_to_device(&device_of("bob", 0), &Bytes::from_static(b"c\n")),
             Routed::Stored
         );
+        // The same for a message to everyone, whatever the last scan said.
+        jobs.try_recv().unwrap();
+        hub.route_conversation(&Conversation::All, &Bytes::from_static(b"a\n"), None);
+        let job = jobs.try_recv().unwrap();
+        assert_eq!(job.targets, [("bob".to_string(), device_of("bob", 0))]);
+    }
+
+    #[test]
+    fn the_everyone_scan_is_redone_after_every_change() {
+        let hub = Hub::new(4, 8);
+        let mut jobs = with_writer(&hub);
+        let all = |hub: &Hub| {
+            hub.route_conversation(&Conversation::All, &Bytes::from_static(b"x\n"), None)
+        };
+        let (_a, _ra, _) = join(&hub, "alice", 64);
+        let (b, _rb, _) = join(&hub, "bob", 64);
+        all(&hub);
+        assert!(jobs.try_recv().is_err(), "everyone online");
+        hub.unregister(b, "quit");
+        all(&hub);
+        assert_eq!(jobs.try_recv().unwrap().targets[0].0, "bob");
+        let (_b, _rb, _) = join(&hub, "bob", 64);
+        all(&hub);
+        assert!(jobs.try_recv().is_err(), "bob is back");
+        hub.set_known([("carol".to_string(), device_of("carol", 0), "k".to_string())]);
+        all(&hub);
+        assert_eq!(jobs.try_recv().unwrap().targets[0].0, "carol");
+        hub.forget_user("carol");
+        all(&hub);
+        assert!(jobs.try_recv().is_err(), "carol is gone");
     }
 
     #[test]
