@@ -82,6 +82,11 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 3)]
     pub idle_wait: u64,
 
+    /// Startup mode: start chatd on a fresh state dir, then N more times on the same one, and
+    /// report the time to ready of each.
+    #[arg(long, value_name = "N", conflicts_with_all = ["rate", "idle"])]
+    pub startup: Option<usize>,
+
     /// Users created at once on the control socket (each costs an argon2 hash).
     #[arg(long, default_value_t = 8)]
     pub create_concurrency: usize,

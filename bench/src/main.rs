@@ -5,6 +5,7 @@
 //! control    create users           client   TLS, login, reader, sender
 //! e2e        keys, sealing up front, reading envelope headers
 //! workload   fan-out / idle modes   stats    figures, text and JSON
+//! server     also the startup mode (time to ready)
 //! procfs     chatd CPU and RSS from /proc, our open-file limit
 //! ```
 
@@ -26,6 +27,19 @@ use crate::cli::Args;
 use crate::server::Target;
 
 async fn run(args: Args) -> anyhow::Result<bool> {
+    if let Some(again) = args.startup {
+        let chatd = match &args.chatd {
+            Some(path) => path.clone(),
+            None => server::default_chatd()?,
+        };
+        let times = tokio::task::block_in_place(|| server::startup_times(&chatd, again))?;
+        if args.json {
+            println!("{}", stats::startup_json(&times));
+        } else {
+            print!("{}", stats::startup_text(&times));
+        }
+        return Ok(true);
+    }
     args.validate()?;
     procfs::raise_nofile_limit()?;
     let keys = tokio::task::block_in_place(|| e2e::Keys::load(args.key_bits))?;

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chatd_proto::Fingerprint;
@@ -35,7 +35,8 @@ pub struct Target {
 struct Owned {
     child: Child,
     problems: Arc<Mutex<ServerLog>>,
-    _dir: tempfile::TempDir,
+    /// The temporary directory of a server we configured (None: the caller owns it).
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// Warnings and errors chatd logged.
@@ -77,27 +78,9 @@ impl Target {
             config_text(&dir.path().join("state"), &control, clients, outbound_queue),
         )
         .with_context(|| format!("cannot write {}", config_path.display()))?;
-        let mut child = Command::new(chatd)
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {}", chatd.display()))?;
-        let pid = child.id();
-        let Some(stderr) = child.stderr.take() else {
-            bail!("chatd's stderr was not captured");
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        let problems = Arc::new(Mutex::new(ServerLog::default()));
-        let log = Arc::clone(&problems);
-        std::thread::spawn(move || drain_log(BufReader::new(stderr), &tx, &log));
-        let mut owned = Owned {
-            child,
-            problems,
-            _dir: dir,
-        };
+        let (mut owned, rx) = spawn(chatd, &config_path)?;
+        owned._dir = Some(dir);
+        let pid = owned.child.id();
         let ready = wait_ready(&rx);
         match ready {
             Ok((addr, fingerprint)) => Ok(Target {
@@ -134,6 +117,75 @@ impl Drop for Target {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Starts chatd with `config`; its log is drained by a thread that reports startup on `rx`.
+fn spawn(
+    chatd: &Path,
+    config: &Path,
+) -> anyhow::Result<(Owned, std::sync::mpsc::Receiver<Startup>)> {
+    let mut child = Command::new(chatd)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", chatd.display()))?;
+    let Some(stderr) = child.stderr.take() else {
+        bail!("chatd's stderr was not captured");
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let problems = Arc::new(Mutex::new(ServerLog::default()));
+    let log = Arc::clone(&problems);
+    std::thread::spawn(move || drain_log(BufReader::new(stderr), &tx, &log));
+    Ok((
+        Owned {
+            child,
+            problems,
+            _dir: None,
+        },
+        rx,
+    ))
+}
+
+/// How long chatd takes from exec to ready (TLS listener and control socket bound, the
+/// certificate fingerprint logged), on a fresh state dir and then `again` times on the same
+/// one (an existing database and certificate). Milliseconds.
+pub struct StartupTimes {
+    /// The first start: creates the database and a self-signed certificate.
+    pub fresh_ms: f64,
+    /// Each later start on the existing state dir.
+    pub existing_ms: Vec<f64>,
+}
+
+/// Measures [`StartupTimes`] with a configuration like the other modes'.
+pub fn startup_times(chatd: &Path, again: usize) -> anyhow::Result<StartupTimes> {
+    let dir = tempfile::Builder::new()
+        .prefix("chat-bench.")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    let control = dir.path().join("control.sock");
+    let config_path = dir.path().join("chatd.toml");
+    std::fs::write(
+        &config_path,
+        config_text(&dir.path().join("state"), &control, 1, 1024),
+    )
+    .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let mut times = Vec::with_capacity(again + 1);
+    for _ in 0..=again {
+        let started = Instant::now();
+        let (mut owned, rx) = spawn(chatd, &config_path)?;
+        let ready = wait_ready(&rx);
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        owned.stop();
+        ready?;
+    }
+    let fresh_ms = times.remove(0);
+    Ok(StartupTimes {
+        fresh_ms,
+        existing_ms: times,
+    })
 }
 
 impl Owned {

@@ -331,6 +331,46 @@ pub fn idle_text(s: &Setup, r: &IdleReport) -> String {
         )
 }
 
+/// Median, smallest and largest of `xs` (None when empty).
+fn spread(xs: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    Some((v.get(v.len() / 2).copied()?, *v.first()?, *v.last()?))
+}
+
+/// The startup figures as one JSON object.
+pub fn startup_json(t: &crate::server::StartupTimes) -> Value {
+    let (median, min, max) =
+        spread(&t.existing_ms).map_or((None, None, None), |(m, a, b)| (Some(m), Some(a), Some(b)));
+    json!({
+        "mode": "startup",
+        "fresh_ms": t.fresh_ms,
+        "existing_ms": t.existing_ms,
+        "existing_median_ms": median,
+        "existing_min_ms": min,
+        "existing_max_ms": max,
+    })
+}
+
+/// The startup figures for people.
+pub fn startup_text(t: &crate::server::StartupTimes) -> String {
+    let existing = spread(&t.existing_ms).map_or_else(
+        || "not measured".to_string(),
+        |(m, a, b)| {
+            format!(
+                "median {m:.1} ms (min {a:.1}, max {b:.1}) over {} starts",
+                t.existing_ms.len()
+            )
+        },
+    );
+    format!(
+        "chatd start to ready (listener and control socket bound)\n\
+         fresh state dir    {:.1} ms (creates the database and a certificate)\n\
+         existing state dir {existing}\n",
+        t.fresh_ms
+    )
+}
+
 fn merge(into: &mut Value, from: Value) {
     if let (Value::Object(a), Value::Object(b)) = (into, from) {
         a.extend(b);
@@ -340,6 +380,22 @@ fn merge(into: &mut Value, from: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn startup_spread_is_median_min_max() {
+        assert_eq!(spread(&[30.0, 10.0, 20.0]), Some((20.0, 10.0, 30.0)));
+        assert_eq!(spread(&[]), None);
+        let t = crate::server::StartupTimes {
+            fresh_ms: 50.0,
+            existing_ms: vec![12.0, 11.0, 13.0],
+        };
+        let v = startup_json(&t);
+        assert_eq!(
+            (v["existing_median_ms"].as_f64(), v["fresh_ms"].as_f64()),
+            (Some(12.0), Some(50.0))
+        );
+        assert!(startup_text(&t).contains("median 12.0 ms (min 11.0, max 13.0) over 3 starts"));
+    }
 
     #[test]
     fn lost_and_rates() {

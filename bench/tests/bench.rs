@@ -75,7 +75,7 @@ fn fanout(n: u64, s: u64, m: u64, extra: &[&str]) -> serde_json::Value {
 }
 
 /// Bytes of an envelope around a `text`-byte message with `bits`-bit keys, for user `benchK`
-/// (K one digit) in `all` (docs/E2E-ENVELOPE.md).
+/// (K one digit) in the default room (docs/E2E-ENVELOPE.md).
 fn envelope_bytes(text: u64, bits: u64) -> u64 {
     // The conversation is the default room, "#lobby" (6 bytes).
     let header = 2 + 16 + (2 + 6) + 32 + (2 + 6) + 16 + 4 + 8;
@@ -133,4 +133,31 @@ fn idle_mode_reports_memory_per_connection() {
     assert_eq!(v["clients"], 3);
     assert_eq!(v["dropped"], 0);
     assert!(v["rss_per_connection_bytes"].is_number(), "{v}");
+}
+
+#[test]
+fn startup_mode_times_a_fresh_and_an_existing_state_dir() {
+    let out = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
+        .arg("--chatd")
+        .arg(chatd_binary())
+        .args(["--startup", "2", "--json"])
+        .output()
+        .expect("chat-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(v["mode"], "startup", "{v}");
+    assert!(v["fresh_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{v}");
+    let existing = v["existing_ms"].as_array().expect("existing_ms");
+    assert_eq!(existing.len(), 2, "{v}");
+    assert!(
+        existing
+            .iter()
+            .all(|ms| ms.as_f64().is_some_and(|ms| ms > 0.0)),
+        "{v}"
+    );
 }
