@@ -87,6 +87,14 @@ pub struct Args {
     #[arg(long, value_name = "N", conflicts_with_all = ["rate", "idle"])]
     pub startup: Option<usize>,
 
+    /// Connect-rate mode: N full connection setups (TCP, TLS handshake, hello; no login), as
+    /// fast as `--connect-concurrency` allows, and report setups per second.
+    #[arg(long, value_name = "N", conflicts_with_all = ["rate", "idle", "startup"])]
+    pub connect_rate: Option<usize>,
+    /// Connection setups in flight at once in the connect-rate mode.
+    #[arg(long, default_value_t = 32)]
+    pub connect_concurrency: usize,
+
     /// Users created at once on the control socket (each costs an argon2 hash).
     #[arg(long, default_value_t = 8)]
     pub create_concurrency: usize,

@@ -94,6 +94,16 @@ impl rustls::client::danger::ServerCertVerifier for PinnedVerifier {
 
 /// A TLS connector (ring provider) that pins `fingerprint`.
 pub fn connector(fingerprint: Fingerprint) -> anyhow::Result<TlsConnector> {
+    connector_with(fingerprint, true)
+}
+
+/// [`connector`] that never resumes a session: every connection is a full handshake
+/// (certificate, signature, key exchange), as a fresh client's is.
+pub fn full_handshake_connector(fingerprint: Fingerprint) -> anyhow::Result<TlsConnector> {
+    connector_with(fingerprint, false)
+}
+
+fn connector_with(fingerprint: Fingerprint, resume: bool) -> anyhow::Result<TlsConnector> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(PinnedVerifier {
         expected: fingerprint,
@@ -105,6 +115,10 @@ pub fn connector(fingerprint: Fingerprint) -> anyhow::Result<TlsConnector> {
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
+    let mut config = config;
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
@@ -229,6 +243,49 @@ async fn login_inner(
             bail!("server closed the connection during login of {user}");
         }
     }
+}
+
+/// One full connection setup without login: TCP, TLS handshake (certificate pinned), `hello`
+/// and the server's `hello` back, then a clean close.
+pub async fn handshake(addr: SocketAddr, connector: &TlsConnector) -> anyhow::Result<()> {
+    let setup = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        tcp.set_nodelay(true)?;
+        let mut tls = connector
+            .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+            .await
+            .context("TLS handshake failed")?;
+        let mut out = serde_json::to_vec(&ClientFrame::Hello {
+            version: PROTOCOL_VERSION,
+            client: format!("chat-bench/{}", env!("CARGO_PKG_VERSION")),
+        })?;
+        out.push(b'\n');
+        tls.write_all(&out).await?;
+        tls.flush().await?;
+        let mut lines = Lines::new();
+        loop {
+            if let Some(range) = lines.take() {
+                let line = lines.get(range);
+                if !line.starts_with(br#"{"type":"hello""#) {
+                    bail!(
+                        "expected hello, got {}",
+                        String::from_utf8_lossy(line).trim()
+                    );
+                }
+                break;
+            }
+            if lines.fill(&mut tls).await? == 0 {
+                bail!("server closed the connection before its hello");
+            }
+        }
+        let _ = tls.shutdown().await;
+        Ok(())
+    };
+    tokio::time::timeout(LOGIN_TIMEOUT, setup)
+        .await
+        .context("connection setup timed out")?
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -57,7 +57,15 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             })?
         }
     };
-    let ok = if args.idle.is_some() {
+    let ok = if let Some(n) = args.connect_rate {
+        let report = workload::connect_rate(&target, n, args.connect_concurrency).await?;
+        if args.json {
+            println!("{}", stats::connect_json(&report));
+        } else {
+            print!("{}", stats::connect_text(&report));
+        }
+        report.failed.is_empty()
+    } else if args.idle.is_some() {
         let (setup, report) = workload::idle(&args, &target, &keys).await?;
         if args.json {
             println!("{}", stats::idle_json(&setup, &report));

@@ -331,6 +331,39 @@ pub fn idle_text(s: &Setup, r: &IdleReport) -> String {
         )
 }
 
+/// The connect-rate figures as one JSON object.
+pub fn connect_json(r: &crate::workload::ConnectReport) -> Value {
+    json!({
+        "mode": "connect_rate",
+        "setups": r.done,
+        "failed": r.failed,
+        "secs": r.secs,
+        "setups_per_sec": rate(r.done, r.secs),
+        "chatd_cpu_secs": r.chatd_cpu_secs,
+        "setups_per_chatd_cpu_sec": r.chatd_cpu_secs.and_then(|c| rate(r.done, c)),
+    })
+}
+
+/// The connect-rate figures for people.
+pub fn connect_text(r: &crate::workload::ConnectReport) -> String {
+    let per = |x: Option<f64>| x.map_or_else(|| "?".to_string(), |v| format!("{v:.0}"));
+    format!(
+        "connection setups (TCP + TLS handshake + hello, no login)\n\
+         done               {} in {:.2} s, {} failed\n\
+         setups per second  {}\n\
+         per chatd CPU-s    {}\n",
+        r.done,
+        r.secs,
+        r.failed.values().sum::<usize>(),
+        per(rate(r.done, r.secs)),
+        per(r.chatd_cpu_secs.and_then(|c| rate(r.done, c))),
+    )
+}
+
+fn rate(n: usize, secs: f64) -> Option<f64> {
+    (secs > 0.0).then(|| n as f64 / secs)
+}
+
 /// Median, smallest and largest of `xs` (None when empty).
 fn spread(xs: &[f64]) -> Option<(f64, f64, f64)> {
     let mut v = xs.to_vec();

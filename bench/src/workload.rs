@@ -233,6 +233,57 @@ pub async fn idle(
     Ok((setup, report))
 }
 
+/// What the connect-rate mode measured.
+pub struct ConnectReport {
+    /// Setups completed.
+    pub done: usize,
+    /// Setups that failed, by reason.
+    pub failed: BTreeMap<String, usize>,
+    /// Wall-clock seconds for all of them.
+    pub secs: f64,
+    /// chatd CPU seconds used meanwhile, when its pid is known.
+    pub chatd_cpu_secs: Option<f64>,
+}
+
+/// `n` connection setups (TLS handshake and hello, no login), `concurrency` at a time.
+pub async fn connect_rate(
+    target: &Target,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<ConnectReport> {
+    let connector = client::full_handshake_connector(target.fingerprint)?;
+    let probe = Probe::new(target.pid);
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let cpu_before = probe.cpu();
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let permit = Arc::clone(&permits).acquire_owned().await?;
+        let (addr, connector) = (target.addr, connector.clone());
+        tasks.spawn(async move {
+            let result = client::handshake(addr, &connector).await;
+            drop(permit);
+            result
+        });
+    }
+    let mut report = ConnectReport {
+        done: 0,
+        failed: BTreeMap::new(),
+        secs: 0.0,
+        chatd_cpu_secs: None,
+    };
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => report.done += 1,
+            Ok(Err(e)) => count(&mut report.failed, format!("{e:#}")),
+            Err(e) => count(&mut report.failed, format!("task: {e}")),
+        }
+    }
+    report.secs = started.elapsed().as_secs_f64();
+    report.chatd_cpu_secs = probe.cpu().zip(cpu_before).map(|(a, b)| a - b);
+    Ok(report)
+}
+
 fn count(map: &mut BTreeMap<String, usize>, key: String) {
     *map.entry(key).or_default() += 1;
 }

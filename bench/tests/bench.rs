@@ -161,3 +161,30 @@ fn startup_mode_times_a_fresh_and_an_existing_state_dir() {
         "{v}"
     );
 }
+
+#[test]
+fn connect_rate_mode_counts_full_setups() {
+    let out = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
+        .arg("--chatd")
+        .arg(chatd_binary())
+        .args([
+            "--connect-rate",
+            "20",
+            "--connect-concurrency",
+            "4",
+            "--json",
+        ])
+        .output()
+        .expect("chat-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(v["mode"], "connect_rate", "{v}");
+    assert_eq!(v["setups"], 20, "{v}");
+    assert_eq!(v["failed"], serde_json::json!({}), "{v}");
+    assert!(v["setups_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{v}");
+}
