@@ -201,25 +201,14 @@ async fn login_inner(
     password: &str,
     device_key: &str,
 ) -> anyhow::Result<(Tls, Lines)> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    tcp.set_nodelay(true)?;
-    let mut tls = connector
-        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-        .await
-        .context("TLS handshake failed")?;
-    let hello = ClientFrame::Hello {
-        version: PROTOCOL_VERSION,
-        client: format!("chat-bench/{}", env!("CARGO_PKG_VERSION")),
-    };
+    let mut tls = connect(addr, connector).await?;
     let login = ClientFrame::Login {
         user: user.into(),
         password: password.into(),
         device_key: device_key.into(),
     };
     let mut out = Vec::new();
-    for frame in [hello, login] {
+    for frame in [hello_frame(), login] {
         serde_json::to_writer(&mut out, &frame)?;
         out.push(b'\n');
     }
@@ -245,22 +234,32 @@ async fn login_inner(
     }
 }
 
+/// TCP (no Nagle) and a TLS handshake with the pinned certificate.
+async fn connect(addr: SocketAddr, connector: &TlsConnector) -> anyhow::Result<Tls> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    tcp.set_nodelay(true)?;
+    connector
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await
+        .context("TLS handshake failed")
+}
+
+/// The bench's `hello`.
+fn hello_frame() -> ClientFrame {
+    ClientFrame::Hello {
+        version: PROTOCOL_VERSION,
+        client: format!("chat-bench/{}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
 /// One full connection setup without login: TCP, TLS handshake (certificate pinned), `hello`
 /// and the server's `hello` back, then a clean close.
 pub async fn handshake(addr: SocketAddr, connector: &TlsConnector) -> anyhow::Result<()> {
     let setup = async {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("cannot connect to {addr}"))?;
-        tcp.set_nodelay(true)?;
-        let mut tls = connector
-            .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-            .await
-            .context("TLS handshake failed")?;
-        let mut out = serde_json::to_vec(&ClientFrame::Hello {
-            version: PROTOCOL_VERSION,
-            client: format!("chat-bench/{}", env!("CARGO_PKG_VERSION")),
-        })?;
+        let mut tls = connect(addr, connector).await?;
+        let mut out = serde_json::to_vec(&hello_frame())?;
         out.push(b'\n');
         tls.write_all(&out).await?;
         tls.flush().await?;

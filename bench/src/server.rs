@@ -67,17 +67,7 @@ impl Target {
 
     /// Starts `chatd` with a generated configuration sized for `clients` connections.
     pub fn start(chatd: &Path, clients: usize, outbound_queue: usize) -> anyhow::Result<Target> {
-        let dir = tempfile::Builder::new()
-            .prefix("chat-bench.")
-            .tempdir()
-            .context("cannot create a temporary directory")?;
-        let control = dir.path().join("control.sock");
-        let config_path = dir.path().join("chatd.toml");
-        std::fs::write(
-            &config_path,
-            config_text(&dir.path().join("state"), &control, clients, outbound_queue),
-        )
-        .with_context(|| format!("cannot write {}", config_path.display()))?;
+        let (dir, config_path, control) = config_dir(clients, outbound_queue)?;
         let (mut owned, rx) = spawn(chatd, &config_path)?;
         owned._dir = Some(dir);
         let pid = owned.child.id();
@@ -161,17 +151,7 @@ pub struct StartupTimes {
 
 /// Measures [`StartupTimes`] with a configuration like the other modes'.
 pub fn startup_times(chatd: &Path, again: usize) -> anyhow::Result<StartupTimes> {
-    let dir = tempfile::Builder::new()
-        .prefix("chat-bench.")
-        .tempdir()
-        .context("cannot create a temporary directory")?;
-    let control = dir.path().join("control.sock");
-    let config_path = dir.path().join("chatd.toml");
-    std::fs::write(
-        &config_path,
-        config_text(&dir.path().join("state"), &control, 1, 1024),
-    )
-    .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let (_dir, config_path, _control) = config_dir(1, 1024)?;
     let mut times = Vec::with_capacity(again + 1);
     for _ in 0..=again {
         let started = Instant::now();
@@ -205,6 +185,26 @@ impl Owned {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A temporary directory holding a bench chatd.toml (state and control socket inside it);
+/// returns it, the config file and the control socket path.
+fn config_dir(
+    clients: usize,
+    outbound_queue: usize,
+) -> anyhow::Result<(tempfile::TempDir, PathBuf, PathBuf)> {
+    let dir = tempfile::Builder::new()
+        .prefix("chat-bench.")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    let control = dir.path().join("control.sock");
+    let config_path = dir.path().join("chatd.toml");
+    std::fs::write(
+        &config_path,
+        config_text(&dir.path().join("state"), &control, clients, outbound_queue),
+    )
+    .with_context(|| format!("cannot write {}", config_path.display()))?;
+    Ok((dir, config_path, control))
 }
 
 /// chatd.toml for a bench server.

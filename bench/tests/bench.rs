@@ -40,29 +40,10 @@ fn chatd_binary() -> PathBuf {
 /// Runs a fan-out of `n` clients, `s` senders, `m` messages with `extra` arguments; checks
 /// that nothing was lost and returns the JSON figures.
 fn fanout(n: u64, s: u64, m: u64, extra: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
-        .arg("--chatd")
-        .arg(chatd_binary())
-        .args([
-            "-n",
-            &n.to_string(),
-            "-s",
-            &s.to_string(),
-            "-m",
-            &m.to_string(),
-        ])
-        .args(["--timeout", "30", "--json"])
-        .args(extra)
-        .output()
-        .expect("chat-bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "chat-bench failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let (n_s, s_s, m_s) = (n.to_string(), s.to_string(), m.to_string());
+    let mut args = vec!["-n", &n_s, "-s", &s_s, "-m", &m_s, "--timeout", "30"];
+    args.extend_from_slice(extra);
+    let v = bench_json(&args);
     assert_eq!(v["lost"], 0, "{v}");
     assert_eq!(v["deliveries"], n * s * m, "{v}");
     assert_eq!(v["expected"], n * s * m, "{v}");
@@ -135,21 +116,28 @@ fn idle_mode_reports_memory_per_connection() {
     assert!(v["rss_per_connection_bytes"].is_number(), "{v}");
 }
 
-#[test]
-fn startup_mode_times_a_fresh_and_an_existing_state_dir() {
+/// Runs chat-bench against its own chatd with `args`; it must succeed and print one JSON object.
+fn bench_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
         .arg("--chatd")
         .arg(chatd_binary())
-        .args(["--startup", "2", "--json"])
+        .args(args)
+        .arg("--json")
         .output()
         .expect("chat-bench runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{}",
+        "chat-bench failed: {}\n{stdout}\n{}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    serde_json::from_str(stdout.trim()).expect("one JSON object")
+}
+
+#[test]
+fn startup_mode_times_a_fresh_and_an_existing_state_dir() {
+    let v = bench_json(&["--startup", "2"]);
     assert_eq!(v["mode"], "startup", "{v}");
     assert!(v["fresh_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{v}");
     let existing = v["existing_ms"].as_array().expect("existing_ms");
@@ -164,25 +152,7 @@ fn startup_mode_times_a_fresh_and_an_existing_state_dir() {
 
 #[test]
 fn connect_rate_mode_counts_full_setups() {
-    let out = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
-        .arg("--chatd")
-        .arg(chatd_binary())
-        .args([
-            "--connect-rate",
-            "20",
-            "--connect-concurrency",
-            "4",
-            "--json",
-        ])
-        .output()
-        .expect("chat-bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let v = bench_json(&["--connect-rate", "20", "--connect-concurrency", "4"]);
     assert_eq!(v["mode"], "connect_rate", "{v}");
     assert_eq!(v["setups"], 20, "{v}");
     assert_eq!(v["failed"], serde_json::json!({}), "{v}");
