@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -26,6 +26,8 @@ use chatd_proto::frame::{
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::outbox::{Outbox, PushError};
 
 /// Identifies a session while the server runs.
 pub type SessionId = u64;
@@ -40,35 +42,43 @@ pub enum HubError {
 
 /// How to end a session from outside its task, and why.
 #[derive(Clone, Default)]
-pub struct Closer {
+pub struct Closer(Arc<CloserState>);
+
+#[derive(Default)]
+struct CloserState {
     token: CancellationToken,
-    reason: Arc<Mutex<Option<String>>>,
+    /// Mirrors the token: fan-out checks it for every delivery, and the token's own check
+    /// takes a lock.
+    closed: AtomicBool,
+    reason: Mutex<Option<String>>,
 }
 
 impl Closer {
     /// Asks the session to end; the first reason given wins.
     pub fn close(&self, reason: &str) {
-        let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = self.0.reason.lock().unwrap_or_else(|p| p.into_inner());
         if r.is_none() {
             *r = Some(reason.to_string());
         }
         drop(r);
-        self.token.cancel();
+        self.0.closed.store(true, Ordering::Release);
+        self.0.token.cancel();
     }
 
     /// Resolves once [`Closer::close`] was called.
     pub async fn closed(&self) {
-        self.token.cancelled().await
+        self.0.token.cancelled().await
     }
 
     /// True once [`Closer::close`] was called.
     pub fn is_closed(&self) -> bool {
-        self.token.is_cancelled()
+        self.0.closed.load(Ordering::Acquire)
     }
 
     /// The reason given to [`Closer::close`], if any.
     pub fn reason(&self) -> Option<String> {
-        self.reason
+        self.0
+            .reason
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -81,7 +91,7 @@ struct Entry {
     device: Fingerprint,
     peer: SocketAddr,
     since: u64,
-    tx: mpsc::Sender<Bytes>,
+    outbox: Arc<Outbox>,
     closer: Closer,
     /// While the session replays its stored lines: live lines wait here, in order.
     held: RefCell<Option<Vec<Bytes>>>,
@@ -183,7 +193,7 @@ pub struct NewSession {
     /// Remote address.
     pub peer: SocketAddr,
     /// Its outbound queue.
-    pub tx: mpsc::Sender<Bytes>,
+    pub outbox: Arc<Outbox>,
     /// How to end it.
     pub closer: Closer,
     /// Hold live lines until [`Hub::end_replay`] (the session replays stored lines first).
@@ -200,9 +210,13 @@ fn now_secs() -> u64 {
 impl Inner {
     /// Queues `line` for session `id`; a full queue closes that session.
     fn deliver(&self, id: SessionId, line: &Bytes) -> bool {
-        let Some(entry) = self.sessions.get(&id) else {
-            return false;
-        };
+        self.sessions
+            .get(&id)
+            .is_some_and(|entry| self.deliver_to(id, entry, line))
+    }
+
+    /// [`Inner::deliver`] for an entry already at hand (fan-out walks the map once).
+    fn deliver_to(&self, id: SessionId, entry: &Entry, line: &Bytes) -> bool {
         if entry.closer.is_closed() {
             // Closing (too slow, kicked, ...): nothing more, so a dropped client sees no gap
             // before its `bye`, and a slow one is reported once, not once per broadcast.
@@ -217,14 +231,14 @@ impl Inner {
             held.push(line.clone());
             return true;
         }
-        match entry.tx.try_send(line.clone()) {
+        match entry.outbox.push(line.clone()) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 tracing::warn!(session = id, user = %entry.user, "outbound queue full; disconnecting slow client");
                 entry.closer.close("too slow: outbound queue full");
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(PushError::Closed) => {
                 // The writer is gone (the connection failed): unreachable from now on, so
                 // lines for its device are stored instead.
                 entry.closer.close("disconnected");
@@ -243,9 +257,8 @@ impl Inner {
 
     fn deliver_all(&self, line: &Bytes, except: Option<SessionId>) -> usize {
         self.sessions
-            .keys()
-            .filter(|id| Some(**id) != except)
-            .filter(|id| self.deliver(**id, line))
+            .iter()
+            .filter(|(id, entry)| Some(**id) != except && self.deliver_to(**id, entry, line))
             .count()
     }
 
@@ -477,7 +490,7 @@ impl Hub {
                 device: new.device,
                 peer: new.peer,
                 since: now_secs(),
-                tx: new.tx,
+                outbox: new.outbox,
                 closer: new.closer,
                 held: RefCell::new(None),
             },
@@ -548,7 +561,7 @@ impl Hub {
         // Under the hub lock nobody else queues for this session, and `room` slots were
         // free, so these cannot fail for lack of room.
         for line in lines.drain(..n) {
-            if entry.tx.try_send(line).is_err() {
+            if entry.outbox.push(line).is_err() {
                 break;
             }
         }
@@ -1028,6 +1041,34 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
+
+    /// The writer's side of an [`Outbox`], a line at a time, never waiting.
+    struct Rx {
+        q: Arc<Outbox>,
+        pending: std::collections::VecDeque<Bytes>,
+    }
+
+    impl Rx {
+        fn try_recv(&mut self) -> Result<Bytes, ()> {
+            if self.pending.is_empty() {
+                let mut batch = Vec::new();
+                if let Some(true) = self.q.take(&mut batch).now_or_never() {
+                    self.pending.extend(batch);
+                }
+            }
+            self.pending.pop_front().ok_or(())
+        }
+    }
+
+    fn channel(cap: usize) -> (Arc<Outbox>, Rx) {
+        let q = Arc::new(Outbox::new(cap));
+        let rx = Rx {
+            q: Arc::clone(&q),
+            pending: Default::default(),
+        };
+        (q, rx)
+    }
 
     fn peer() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 1))
@@ -1037,26 +1078,21 @@ mod tests {
         Fingerprint::of(format!("{user}{n}").as_bytes())
     }
 
-    fn new_session(user: &str, n: u8, tx: mpsc::Sender<Bytes>, closer: Closer) -> NewSession {
+    fn new_session(user: &str, n: u8, tx: Arc<Outbox>, closer: Closer) -> NewSession {
         NewSession {
             user: user.to_string(),
             device: device_of(user, n),
             key: Arc::from(format!("key-of-{user}{n}")),
             peer: peer(),
-            tx,
+            outbox: tx,
             closer,
             replay: false,
         }
     }
 
     /// Registers a session with device `n` and swallows its own `login_ok`.
-    fn join_dev(
-        hub: &Hub,
-        user: &str,
-        n: u8,
-        cap: usize,
-    ) -> (SessionId, mpsc::Receiver<Bytes>, Closer) {
-        let (tx, mut rx) = mpsc::channel(cap);
+    fn join_dev(hub: &Hub, user: &str, n: u8, cap: usize) -> (SessionId, Rx, Closer) {
+        let (tx, mut rx) = channel(cap);
         let closer = Closer::default();
         let (id, _) = hub
             .register(new_session(user, n, tx, closer.clone()))
@@ -1065,11 +1101,11 @@ mod tests {
         (id, rx, closer)
     }
 
-    fn join(hub: &Hub, user: &str, cap: usize) -> (SessionId, mpsc::Receiver<Bytes>, Closer) {
+    fn join(hub: &Hub, user: &str, cap: usize) -> (SessionId, Rx, Closer) {
         join_dev(hub, user, 0, cap)
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<String> {
+    fn drain(rx: &mut Rx) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(b) = rx.try_recv() {
             out.push(text(&b));
@@ -1143,7 +1179,7 @@ mod tests {
         let (_a1, mut r1, _) = join(&hub, "alice", 8);
         let (_a2, mut r2, _) = join(&hub, "alice", 8);
         let _ = drain(&mut r1);
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = channel(1);
         assert_eq!(
             hub.register(new_session("alice", 3, tx, Closer::default()))
                 .err(),
@@ -1239,7 +1275,7 @@ mod tests {
         let _ = drain(&mut ra);
         // bob logs in: login_ok lists all three devices with their state; the offline event
         // and the removal reach alice.
-        let (tx, mut rb) = mpsc::channel(8);
+        let (tx, mut rb) = channel(8);
         let mut new = new_session("bob", 1, tx, Closer::default());
         new.replay = true;
         let (b, seq) = hub.register(new).unwrap();
@@ -1336,7 +1372,7 @@ mod tests {
     #[test]
     fn a_replaying_session_that_holds_too_much_is_closed() {
         let hub = Hub::new(4, 2);
-        let (tx, _rb) = mpsc::channel(8);
+        let (tx, _rb) = channel(8);
         let closer = Closer::default();
         let mut new = new_session("bob", 1, tx, closer.clone());
         new.replay = true;

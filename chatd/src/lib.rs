@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! main ─ config ─ server ─┬─ session (one task per client) ─ commands/ (registry + one file per command)
-//!                         ├─ hub (who is online, routing, slow-consumer policy)
+//!                         ├─ hub (who is online, routing, slow-consumer policy) · outbox (per-session queue)
 //!                         ├─ offline (stores lines for offline devices, in routing order)
 //!                         ├─ control (Unix socket for chatctl)
 //!                         ├─ store (SQLite) · password (argon2id)
@@ -16,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod hub;
 pub mod offline;
+pub mod outbox;
 pub mod password;
 pub mod peerlimit;
 pub mod ratelimit;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chatd_proto::conversation::Conversation;
 use chatd_proto::e2e::{DevicePublicKey, Envelope, WrappedChain};
 use chatd_proto::frame::{self, ClientFrame, ServerFrame};
@@ -20,12 +20,12 @@ use chatd_proto::{ErrorCode, Fingerprint, LineCodec, LineError, PROTOCOL_VERSION
 use futures_util::StreamExt;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tracing::Instrument;
 
 use crate::commands::{self, Ctx, Role};
 use crate::hub::{Closer, NewSession, Notify, Routed, SessionId};
+use crate::outbox::{Outbox, PushError};
 use crate::ratelimit::TokenBucket;
 use crate::server::Shared;
 use crate::store::{KeyCheck, keys, offline, users};
@@ -108,7 +108,7 @@ type Tls = tokio_rustls::server::TlsStream<TcpStream>;
 
 struct Session {
     frames: FramedRead<ReadHalf<Tls>, LineCodec>,
-    tx: mpsc::Sender<Bytes>,
+    outbox: Arc<Outbox>,
     writer: tokio::task::JoinHandle<()>,
     closer: Closer,
     peer: SocketAddr,
@@ -128,8 +128,8 @@ impl Session {
     fn new(r: ReadHalf<Tls>, w: WriteHalf<Tls>, peer: SocketAddr, shared: Arc<Shared>) -> Self {
         let limits = &shared.config.limits;
         let frames = FramedRead::new(r, LineCodec::new(limits.max_line_bytes.get()));
-        let (tx, rx) = mpsc::channel(limits.outbound_queue.get());
-        let writer = tokio::spawn(write_loop(w, rx).in_current_span());
+        let outbox = Arc::new(Outbox::new(limits.outbound_queue.get()));
+        let writer = tokio::spawn(write_loop(w, Arc::clone(&outbox)).in_current_span());
         let bucket = TokenBucket::new(
             limits.messages_per_sec.get(),
             limits.message_burst.get(),
@@ -137,7 +137,7 @@ impl Session {
         );
         Session {
             frames,
-            tx,
+            outbox,
             writer,
             closer: Closer::default(),
             peer,
@@ -156,7 +156,7 @@ impl Session {
     fn send(&self, frame: &ServerFrame) {
         match frame::encode(frame) {
             Ok(line) => {
-                if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(line) {
+                if let Err(PushError::Full) = self.outbox.push(line) {
                     self.closer.close("too slow: outbound queue full");
                 }
             }
@@ -300,7 +300,7 @@ impl Session {
             device: login.device,
             key: Arc::clone(&login.key),
             peer: self.peer,
-            tx: self.tx.clone(),
+            outbox: Arc::clone(&self.outbox),
             closer: self.closer.clone(),
             replay: true,
         });
@@ -317,7 +317,7 @@ impl Session {
         tracing::info!(session = id, device = %login.device, "logged in");
         let replay = replay(
             Arc::clone(&self.shared),
-            self.tx.clone(),
+            Arc::clone(&self.outbox),
             id,
             seq,
             login.user.clone(),
@@ -795,14 +795,14 @@ impl Session {
             tracing::info!(session = id, reason = %ending.presence, "session ended");
         }
         if let Some(reason) = &ending.bye {
-            // try_send: a full queue means the client is not reading anyway.
+            // Never waits: a full queue means the client is not reading anyway.
             if let Ok(line) = frame::encode(&ServerFrame::Bye {
                 reason: reason.clone(),
             }) {
-                let _ = self.tx.try_send(line);
+                let _ = self.outbox.push(line);
             }
         }
-        drop(self.tx);
+        self.outbox.finish();
         drop(self.frames);
         let mut writer = self.writer;
         if tokio::time::timeout(FLUSH_GRACE, &mut writer)
@@ -819,7 +819,7 @@ impl Session {
 /// connection is gone.
 async fn replay(
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Bytes>,
+    outbox: Arc<Outbox>,
     id: SessionId,
     seq: u64,
     user: String,
@@ -848,7 +848,7 @@ async fn replay(
                 let text =
                     "the server could not read the messages stored for you; they stay stored";
                 if let Ok(line) = frame::encode(&ServerFrame::error(ErrorCode::Internal, text)) {
-                    let _ = tx.send(line).await;
+                    let _ = outbox.send(line).await;
                 }
                 break;
             }
@@ -861,7 +861,7 @@ async fn replay(
         }
         for (qid, line) in rows.into_iter().take(REPLAY_BATCH) {
             after = qid;
-            if tx.send(Bytes::from(line)).await.is_err() {
+            if outbox.send(Bytes::from(line)).await.is_err() {
                 return false;
             }
         }
@@ -872,7 +872,7 @@ async fn replay(
             more,
         };
         if let Ok(line) = frame::encode(&marker) {
-            if tx.send(line).await.is_err() {
+            if outbox.send(line).await.is_err() {
                 return false;
             }
         }
@@ -883,11 +883,10 @@ async fn replay(
     if total > 0 {
         tracing::info!(lines = total, "delivered stored lines");
     }
-    while !shared.hub.end_replay(id, tx.capacity()) {
+    while !shared.hub.end_replay(id, outbox.free()) {
         // The queue is full of the backlog: wait until the writer frees a slot.
-        match tx.reserve().await {
-            Ok(permit) => drop(permit),
-            Err(_) => return false,
+        if outbox.wait_space().await.is_err() {
+            return false;
         }
     }
     true
@@ -918,32 +917,72 @@ fn describe_bad_frame(e: &serde_json::Error) -> String {
     }
 }
 
-/// Writes queued lines, batching whatever is already waiting into one TLS write.
-async fn write_loop(mut w: WriteHalf<Tls>, mut rx: mpsc::Receiver<Bytes>) {
-    let mut buf = BytesMut::new();
-    while let Some(first) = rx.recv().await {
-        buf.extend_from_slice(&first);
-        while buf.len() < 64 * 1024 {
-            match rx.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
-                Err(_) => break,
-            }
+/// Most lines handed to one vectored TLS write (about 50 KB of room messages).
+const WRITE_SLICES: usize = 64;
+
+/// Writes queued lines: everything queued at a wake-up goes out in as few TLS records and
+/// writes as it fills, straight from the shared line buffers (no copy into a staging buffer).
+async fn write_loop(mut w: WriteHalf<Tls>, outbox: Arc<Outbox>) {
+    // However this task ends (an error, or aborted after the flush grace), nothing more is
+    // taken in: the hub sees `Closed` and stores lines for the device instead.
+    struct Abandon(Arc<Outbox>);
+    impl Drop for Abandon {
+        fn drop(&mut self) {
+            self.0.abandon();
         }
+    }
+    let guard = Abandon(outbox);
+    let mut batch = Vec::new();
+    while guard.0.take(&mut batch).await {
         // Everything the server says, in clear before TLS: at trace level this is a full
         // capture, which is how the tests prove that no message text ever passes through.
-        tracing::trace!(target: "chatd::wire", out = %String::from_utf8_lossy(&buf), "wire write");
-        if let Err(e) = w.write_all(&buf).await {
+        if tracing::enabled!(target: "chatd::wire", tracing::Level::TRACE) {
+            let all = batch.concat();
+            tracing::trace!(target: "chatd::wire", out = %String::from_utf8_lossy(&all), "wire write");
+        }
+        if let Err(e) = write_lines(&mut w, &batch).await {
             tracing::debug!(error = %e, "write failed");
             return;
         }
-        buf.clear();
+        batch.clear();
         if let Err(e) = w.flush().await {
             tracing::debug!(error = %e, "flush failed");
             return;
         }
     }
-    // Every sender is gone: send TLS close_notify so the client sees a clean end.
+    // The session finished and everything queued is written: send TLS close_notify so the
+    // client sees a clean end.
     let _ = w.shutdown().await;
+}
+
+/// Writes all of `lines`, up to [`WRITE_SLICES`] of them per vectored write.
+async fn write_lines(w: &mut WriteHalf<Tls>, lines: &[Bytes]) -> std::io::Result<()> {
+    let (mut next, mut offset) = (0, 0);
+    while next < lines.len() {
+        let mut slices = [std::io::IoSlice::new(&[]); WRITE_SLICES];
+        let mut n = 0;
+        for (slot, line) in slices.iter_mut().zip(&lines[next..]) {
+            *slot = std::io::IoSlice::new(if n == 0 { &line[offset..] } else { line });
+            n += 1;
+        }
+        let mut written = w.write_vectored(&slices[..n]).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        // Step over what went out: whole lines, then part of one.
+        while written > 0 {
+            let left = lines[next].len() - offset;
+            if written >= left {
+                written -= left;
+                next += 1;
+                offset = 0;
+            } else {
+                offset += written;
+                written = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

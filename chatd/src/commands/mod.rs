@@ -385,8 +385,8 @@ pub(crate) mod testing {
     //! A fake context for handler tests: a real hub and in-memory store, no sockets.
     use super::*;
     use crate::hub::Closer;
-    use bytes::Bytes;
-    use tokio::sync::mpsc;
+    use crate::outbox::Outbox;
+    use std::sync::Arc;
 
     pub struct Fixture {
         pub hub: Hub,
@@ -409,14 +409,14 @@ pub(crate) mod testing {
         }
 
         /// Logs `user` in; returns its session id and queue.
-        pub fn login(&self, user: &str) -> (SessionId, mpsc::Receiver<Bytes>) {
+        pub fn login(&self, user: &str) -> (SessionId, Arc<Outbox>) {
             self.store
                 .run_sync(|c| match crate::store::users::add(c, user, "x", false) {
                     Ok(()) | Err(crate::store::StoreError::UserExists(_)) => Ok(()),
                     Err(e) => Err(e),
                 })
                 .unwrap();
-            let (tx, rx) = mpsc::channel(64);
+            let outbox = Arc::new(Outbox::new(64));
             let id = self
                 .hub
                 .register(crate::hub::NewSession {
@@ -424,13 +424,13 @@ pub(crate) mod testing {
                     device: chatd_proto::Fingerprint::of(user.as_bytes()),
                     key: std::sync::Arc::from("key"),
                     peer: "127.0.0.1:9".parse().unwrap(),
-                    tx,
+                    outbox: Arc::clone(&outbox),
                     closer: Closer::default(),
                     replay: false,
                 })
                 .unwrap()
                 .0;
-            (id, rx)
+            (id, outbox)
         }
 
         pub fn ctx<'a>(&'a self, session: SessionId, user: &'a str) -> Ctx<'a> {

@@ -1,0 +1,267 @@
+//! A session's outbound queue of serialized lines.
+//!
+//! Many producers push (the hub, for every room message to every member session; the session
+//! itself), one writer takes. A push is a short lock and a `Vec` push; the writer takes
+//! everything queued with one lock and writes it with one TLS write. A room message is pushed
+//! to hundreds of queues, so the per-push cost is what fan-out pays per delivery: a channel
+//! (a semaphore permit, a linked block list, a lock-free slot per line) cost a third of
+//! chatd's CPU in the fan-out benchmark (docs/PERFORMANCE.md).
+//!
+//! The queue is bounded (`[limits] outbound_queue` lines) and a push never waits: a full
+//! queue is the caller's signal that the client is too slow. Only the session's own replay
+//! of stored lines waits for room, with [`Outbox::send`].
+//!
+//! While the queue is empty it holds no allocation, so an idle connection costs nothing here.
+
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+/// Why a line was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// The queue holds its limit of lines: the client is not keeping up.
+    #[error("outbound queue full")]
+    Full,
+    /// The session is finishing or its writer is gone: nothing more will be written.
+    #[error("outbound queue closed")]
+    Closed,
+}
+
+#[derive(Default)]
+struct State {
+    lines: Vec<Bytes>,
+    /// No more lines are taken in: [`Outbox::finish`] was called or the writer is gone.
+    closed: bool,
+}
+
+/// A bounded queue of lines for one connection's writer.
+pub struct Outbox {
+    state: Mutex<State>,
+    /// Wakes the writer when the queue stops being empty, or closes.
+    ready: Notify,
+    /// Wakes [`Outbox::send`] and [`Outbox::wait_space`] when the writer took lines.
+    space: Notify,
+    cap: usize,
+}
+
+impl Outbox {
+    /// An empty queue that holds at most `cap` lines (at least 1).
+    pub fn new(cap: usize) -> Self {
+        Outbox {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            space: Notify::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves a valid Vec and flag.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `line` unless the queue is full or closed; never waits.
+    pub fn push(&self, line: Bytes) -> Result<(), PushError> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err(PushError::Closed);
+        }
+        if s.lines.len() >= self.cap {
+            return Err(PushError::Full);
+        }
+        s.lines.push(line);
+        // The writer empties the queue each time it takes, so only the first line after
+        // that needs to wake it (a permit is kept if it is not waiting yet).
+        let first = s.lines.len() == 1;
+        drop(s);
+        if first {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues `line`, waiting for room while the queue is full; fails once it is closed.
+    pub async fn send(&self, line: Bytes) -> Result<(), PushError> {
+        loop {
+            let space = self.space.notified();
+            tokio::pin!(space);
+            // Registered before the attempt, so a take in between is not missed.
+            space.as_mut().enable();
+            match self.push(line.clone()) {
+                Err(PushError::Full) => space.await,
+                done => return done,
+            }
+        }
+    }
+
+    /// Lines that can be pushed now without filling the queue.
+    pub fn free(&self) -> usize {
+        let s = self.lock();
+        if s.closed {
+            0
+        } else {
+            self.cap - s.lines.len().min(self.cap)
+        }
+    }
+
+    /// Waits until at least one line can be pushed; fails once the queue is closed.
+    pub async fn wait_space(&self) -> Result<(), PushError> {
+        loop {
+            let space = self.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            {
+                let s = self.lock();
+                if s.closed {
+                    return Err(PushError::Closed);
+                }
+                if s.lines.len() < self.cap {
+                    return Ok(());
+                }
+            }
+            space.await;
+        }
+    }
+
+    /// Takes no more lines; the writer writes what is queued and then ends.
+    pub fn finish(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+        self.space.notify_waiters();
+    }
+
+    /// The writer is gone: drops what is queued and refuses everything from now on.
+    pub fn abandon(&self) {
+        let dropped = {
+            let mut s = self.lock();
+            s.closed = true;
+            std::mem::take(&mut s.lines)
+        };
+        drop(dropped);
+        self.space.notify_waiters();
+    }
+
+    /// For the writer: waits for lines and moves all of them into `batch` (which must be
+    /// empty). False when the queue is closed and nothing is left to write.
+    pub async fn take(&self, batch: &mut Vec<Bytes>) -> bool {
+        debug_assert!(batch.is_empty());
+        loop {
+            {
+                let mut s = self.lock();
+                if !s.lines.is_empty() {
+                    // The writer's emptied Vec goes back in, so a busy queue reuses its
+                    // allocation instead of growing a new one each time.
+                    std::mem::swap(&mut s.lines, batch);
+                    drop(s);
+                    self.space.notify_waiters();
+                    return true;
+                }
+                if s.closed {
+                    return false;
+                }
+                // About to sleep: an idle connection keeps no buffer.
+                s.lines = Vec::new();
+                *batch = Vec::new();
+            }
+            self.ready.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn line(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn full_at_the_cap_and_free_again_after_a_take() {
+        let q = Outbox::new(2);
+        assert_eq!(q.free(), 2);
+        q.push(line("a")).unwrap();
+        q.push(line("b")).unwrap();
+        assert_eq!(q.push(line("c")), Err(PushError::Full));
+        assert_eq!(q.free(), 0);
+        let mut batch = Vec::new();
+        assert!(q.take(&mut batch).await);
+        assert_eq!(batch, vec![line("a"), line("b")]);
+        assert_eq!(q.free(), 2);
+        q.push(line("c")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_writer_wakes_for_a_push_and_ends_after_finish_once_drained() {
+        let q = Arc::new(Outbox::new(8));
+        let writer = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move {
+                let mut all = Vec::new();
+                let mut batch = Vec::new();
+                while q.take(&mut batch).await {
+                    all.append(&mut batch);
+                }
+                all
+            })
+        };
+        tokio::task::yield_now().await;
+        q.push(line("1")).unwrap();
+        tokio::task::yield_now().await;
+        q.push(line("2")).unwrap();
+        q.finish();
+        assert_eq!(q.push(line("3")), Err(PushError::Closed));
+        assert_eq!(writer.await.unwrap(), vec![line("1"), line("2")]);
+    }
+
+    #[tokio::test]
+    async fn send_waits_for_room_and_fails_when_abandoned() {
+        let q = Arc::new(Outbox::new(1));
+        q.push(line("a")).unwrap();
+        let sender = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move { q.send(line("b")).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!sender.is_finished(), "waits while full");
+        let mut batch = Vec::new();
+        assert!(q.take(&mut batch).await);
+        assert_eq!(sender.await.unwrap(), Ok(()));
+
+        let blocked = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move { q.send(line("c")).await })
+        };
+        tokio::task::yield_now().await;
+        q.abandon();
+        assert_eq!(blocked.await.unwrap(), Err(PushError::Closed));
+        assert_eq!(q.wait_space().await, Err(PushError::Closed));
+        assert_eq!(q.free(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_idle_queue_keeps_no_allocation() {
+        let q = Arc::new(Outbox::new(1024));
+        for _ in 0..100 {
+            q.push(line("x")).unwrap();
+        }
+        let mut batch = Vec::new();
+        assert!(q.take(&mut batch).await);
+        batch.clear();
+        let writer = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move {
+                let mut batch = batch;
+                q.take(&mut batch).await;
+                batch.capacity()
+            })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(q.lock().lines.capacity(), 0);
+        q.finish();
+        assert_eq!(writer.await.unwrap(), 0);
+    }
+}
