@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use chatd_proto::conversation::Conversation;
 use chatd_proto::e2e::{DevicePublicKey, Envelope, WrappedChain};
 use chatd_proto::frame::{self, ClientFrame, ServerFrame};
@@ -36,6 +36,10 @@ const AEAD_TAG_BYTES: usize = 16;
 
 /// Stored lines per `backlog` batch.
 const REPLAY_BATCH: usize = 256;
+
+/// Read buffer of a connection between lines (it doubles as a line needs more). Small,
+/// because an idle connection holds it (docs/PERFORMANCE.md, idle memory).
+const IDLE_READ_CAPACITY: usize = 256;
 
 /// How long a closing session waits for its last frames to reach the client.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
@@ -127,7 +131,11 @@ struct Session {
 impl Session {
     fn new(r: ReadHalf<Tls>, w: WriteHalf<Tls>, peer: SocketAddr, shared: Arc<Shared>) -> Self {
         let limits = &shared.config.limits;
-        let frames = FramedRead::new(r, LineCodec::new(limits.max_line_bytes.get()));
+        let frames = FramedRead::with_capacity(
+            r,
+            LineCodec::new(limits.max_line_bytes.get()),
+            IDLE_READ_CAPACITY,
+        );
         let outbox = Arc::new(Outbox::new(limits.outbound_queue.get()));
         let writer = tokio::spawn(write_loop(w, Arc::clone(&outbox)).in_current_span());
         let bucket = TokenBucket::new(
@@ -208,6 +216,15 @@ impl Session {
         false
     }
 
+    /// Shrinks the read buffer back once a burst is over: a connection spends most of its
+    /// life waiting for a line with this buffer allocated, and it grew to the longest line.
+    fn release_read_buffer(&mut self) {
+        let buf = self.frames.read_buffer_mut();
+        if buf.is_empty() && buf.capacity() > IDLE_READ_CAPACITY {
+            *buf = BytesMut::with_capacity(IDLE_READ_CAPACITY);
+        }
+    }
+
     /// Reads the next frame; None when the connection must end (`self.ending` says why).
     async fn next_frame(&mut self) -> Option<ClientFrame> {
         loop {
@@ -256,6 +273,7 @@ impl Session {
                 }
                 Some(Ok(Ok(line))) => line,
             };
+            self.release_read_buffer();
             if line.trim().is_empty() {
                 continue; // blank lines are keepalives for hand-typed sessions
             }
@@ -940,7 +958,8 @@ async fn write_loop(mut w: WriteHalf<Tls>, outbox: Arc<Outbox>) {
             let all = batch.concat();
             tracing::trace!(target: "chatd::wire", out = %String::from_utf8_lossy(&all), "wire write");
         }
-        if let Err(e) = write_lines(&mut w, &batch).await {
+        // Boxed: its slice array exists only while writing, not in every idle writer task.
+        if let Err(e) = Box::pin(write_lines(&mut w, &batch)).await {
             tracing::debug!(error = %e, "write failed");
             return;
         }
