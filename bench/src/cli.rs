@@ -11,6 +11,10 @@ use clap::Parser;
 /// Bytes of Poly1305 tag in every envelope's ciphertext.
 const AEAD_TAG_BYTES: usize = 16;
 
+/// Total send rate of the login-storm mode without `--rate`, messages per second: the issue's
+/// 500-member room at 100 msg/s, a paced load whose latency a storm can visibly move.
+pub const STORM_DEFAULT_RATE: f64 = 100.0;
+
 /// Load generator for chatd: fan-out throughput, latency, server CPU and memory.
 ///
 /// Without `--target` it starts its own chatd (found next to this executable, or `--chatd`)
@@ -50,7 +54,7 @@ pub struct Args {
     /// Clients that also send (the first S of the N).
     #[arg(short = 's', long, default_value_t = 5)]
     pub senders: usize,
-    /// Messages each sender sends.
+    /// Messages each sender sends (the login-storm mode works it out from `--phase-secs`).
     #[arg(short = 'm', long, default_value_t = 2000)]
     pub messages: u64,
     /// Plaintext bytes per message. Each is sealed into an envelope of about B + 110 +
@@ -63,7 +67,8 @@ pub struct Args {
     /// RSA signature per message, done for all messages before the timed phase.
     #[arg(long, value_name = "BITS", default_value_t = 2048)]
     pub key_bits: usize,
-    /// Total send rate over all senders in messages per second (default: as fast as possible).
+    /// Total send rate over all senders in messages per second (default: as fast as possible;
+    /// 100 in the login-storm mode).
     #[arg(long, value_name = "MSGS_PER_SEC")]
     pub rate: Option<f64>,
     /// Most messages a sender may be ahead of the slowest receiver (0: no limit). Without a
@@ -71,7 +76,8 @@ pub struct Args {
     /// (1024 frames by default) fills; keep senders x window well below it.
     #[arg(long, value_name = "MSGS", default_value_t = 100)]
     pub window: u64,
-    /// Give up waiting for deliveries after this many seconds.
+    /// Give up waiting for deliveries after this many seconds (in the login-storm mode, this
+    /// many seconds after both phases).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
 
@@ -95,6 +101,31 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     pub connect_concurrency: usize,
 
+    /// Login-storm mode: chat latency while logins run. A paced fan-out (`--rate`, default 100
+    /// msg/s) in two phases of `--phase-secs` each: quiet, then a storm of at most L logins,
+    /// each a full connection (TCP, TLS handshake without resumption, hello, login with an
+    /// argon2id check on the server, quit), `--storm-concurrency` at a time. The storm stops
+    /// when the last message has been sent (or after L logins).
+    #[arg(
+        long,
+        value_name = "L",
+        conflicts_with_all = ["idle", "startup", "connect_rate", "messages"]
+    )]
+    pub login_storm: Option<usize>,
+    /// Storm logins in flight at once; each of these storm workers logs in as its own user
+    /// (created up front, after the N clients' users).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub storm_concurrency: usize,
+    /// Seconds of each login-storm phase. Sets the messages per sender: rate x phase / S per
+    /// phase, sealed before the run like the fan-out's.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 10.0,
+        requires = "login_storm"
+    )]
+    pub phase_secs: f64,
+
     /// Users created at once on the control socket (each costs an argon2 hash).
     #[arg(long, default_value_t = 8)]
     pub create_concurrency: usize,
@@ -110,6 +141,35 @@ impl Args {
     /// The workload's clients: `--idle N` or `--clients`.
     pub fn client_count(&self) -> usize {
         self.idle.unwrap_or(self.clients)
+    }
+
+    /// Connections chatd must accept at once: the clients, plus the storm's (a started chatd's
+    /// `max_connections` and `max_connections_per_ip` are sized from this).
+    pub fn connection_count(&self) -> usize {
+        let storm = self.login_storm.map_or(0, |_| self.storm_concurrency);
+        self.client_count().saturating_add(storm)
+    }
+
+    /// The total send rate: `--rate`, [`STORM_DEFAULT_RATE`] in the login-storm mode without
+    /// it, None for as fast as possible.
+    pub fn rate(&self) -> Option<f64> {
+        self.rate
+            .or_else(|| self.login_storm.map(|_| STORM_DEFAULT_RATE))
+    }
+
+    /// Messages each sender sends in one login-storm phase: rate x phase / S, at least one.
+    /// None outside that mode.
+    pub fn phase_messages(&self) -> Option<u64> {
+        self.login_storm?;
+        let per_sender = self.rate()? * self.phase_secs / self.senders.max(1) as f64;
+        // Out-of-range floats saturate; validate() refuses the result.
+        Some((per_sender.ceil() as u64).max(1))
+    }
+
+    /// Messages each sender sends: `--messages`, or both login-storm phases' worth.
+    pub fn messages_per_sender(&self) -> u64 {
+        self.phase_messages()
+            .map_or(self.messages, |m| m.saturating_mul(2))
     }
 
     /// The send window, None for unlimited.
@@ -133,9 +193,10 @@ impl Args {
                 self.senders,
                 self.clients
             );
-            anyhow::ensure!(self.messages > 0, "need at least one message per sender");
+            let messages = self.messages_per_sender();
+            anyhow::ensure!(messages > 0, "need at least one message per sender");
             anyhow::ensure!(
-                u32::try_from(self.messages).is_ok(),
+                u32::try_from(messages).is_ok(),
                 "--messages cannot exceed a sender chain's {} indexes",
                 u32::MAX
             );
@@ -147,6 +208,17 @@ impl Args {
             if let Some(rate) = self.rate {
                 anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate must be positive");
             }
+        }
+        if let Some(logins) = self.login_storm {
+            anyhow::ensure!(logins > 0, "--login-storm needs at least one login");
+            anyhow::ensure!(
+                self.storm_concurrency > 0,
+                "--storm-concurrency must be positive"
+            );
+            anyhow::ensure!(
+                self.phase_secs > 0.0 && self.phase_secs.is_finite(),
+                "--phase-secs must be positive"
+            );
         }
         anyhow::ensure!(
             ALLOWED_KEY_BITS.contains(&self.key_bits),
@@ -194,6 +266,51 @@ mod tests {
     #[test]
     fn target_needs_control_and_fingerprint() {
         assert!(Args::try_parse_from(["chat-bench", "--target", "127.0.0.1:1"]).is_err());
+    }
+
+    #[test]
+    fn login_storm_defaults_a_rate_and_sizes_the_phases() {
+        let a = Args::parse_from(["chat-bench", "--login-storm", "100"]);
+        assert!(a.validate().is_ok());
+        assert_eq!(a.rate(), Some(STORM_DEFAULT_RATE));
+        // 100 msg/s over 5 senders for 10 s: 200 each per phase.
+        assert_eq!(a.phase_messages(), Some(200));
+        assert_eq!(a.messages_per_sender(), 400);
+        assert_eq!(a.connection_count(), 500 + 32);
+        let a = Args::parse_from([
+            "chat-bench",
+            "--login-storm",
+            "5",
+            "--rate",
+            "7",
+            "-s",
+            "2",
+            "--phase-secs",
+            "1",
+        ]);
+        assert_eq!(a.phase_messages(), Some(4), "3.5 rounds up");
+        let a = Args::parse_from(["chat-bench"]);
+        assert_eq!((a.rate(), a.phase_messages()), (None, None));
+        assert_eq!(a.messages_per_sender(), 2000);
+        assert_eq!(a.connection_count(), 500);
+    }
+
+    #[test]
+    fn login_storm_refuses_messages_and_other_modes() {
+        for other in [
+            &["-m", "10"][..],
+            &["--idle", "3"],
+            &["--connect-rate", "3"],
+        ] {
+            let mut argv = vec!["chat-bench", "--login-storm", "10"];
+            argv.extend_from_slice(other);
+            assert!(Args::try_parse_from(&argv).is_err(), "{argv:?}");
+        }
+        assert!(Args::try_parse_from(["chat-bench", "--phase-secs", "3"]).is_err());
+        let a = Args::parse_from(["chat-bench", "--login-storm", "0"]);
+        assert!(a.validate().is_err());
+        let a = Args::parse_from(["chat-bench", "--login-storm", "5", "--phase-secs", "0"]);
+        assert!(a.validate().is_err());
     }
 
     #[test]

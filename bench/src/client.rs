@@ -34,6 +34,8 @@ pub type Tls = TlsStream<TcpStream>;
 
 /// Longest wait for one connection + login.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for the server's `bye` after a `quit`.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Initial read buffer per client: chatd batches up to 64 KiB per write, and envelope lines are
 /// several hundred bytes, so fewer, larger reads.
 const READ_BUFFER: usize = 64 * 1024;
@@ -246,6 +248,33 @@ async fn connect(addr: SocketAddr, connector: &TlsConnector) -> anyhow::Result<T
         .context("TLS handshake failed")
 }
 
+/// Says `quit` on a logged-in connection and reads (skipping whatever else arrives) until the
+/// server's `bye` or the end of the stream, then closes our side. Waiting for the `bye` means
+/// the server has ended the session before the caller connects again.
+pub async fn quit(mut tls: Tls, mut lines: Lines) -> anyhow::Result<()> {
+    let bye = async {
+        let mut out = serde_json::to_vec(&ClientFrame::Quit)?;
+        out.push(b'\n');
+        tls.write_all(&out).await?;
+        tls.flush().await?;
+        loop {
+            while let Some(range) = lines.take() {
+                if lines.get(range).starts_with(br#"{"type":"bye""#) {
+                    return anyhow::Ok(());
+                }
+            }
+            if lines.fill(&mut tls).await? == 0 {
+                return Ok(());
+            }
+        }
+    };
+    tokio::time::timeout(QUIT_TIMEOUT, bye)
+        .await
+        .context("no bye within 10 s of quit")??;
+    let _ = tls.shutdown().await;
+    Ok(())
+}
+
 /// The bench's `hello`.
 fn hello_frame() -> ClientFrame {
     ClientFrame::Hello {
@@ -320,6 +349,9 @@ pub struct Run {
     /// yet). The send time cannot travel in the message any more (it is encrypted), so the
     /// in-process senders publish it here for the receivers.
     pub sent_ns: Vec<Vec<AtomicU64>>,
+    /// Login-storm mode: messages from this chain index on were sent during the storm, and
+    /// their latency goes to [`ReadStats::storm_latency_us`]. None: one phase.
+    pub storm_from: Option<u32>,
     /// Tells readers to stop.
     pub stop: CancellationToken,
 }
@@ -327,12 +359,14 @@ pub struct Run {
 impl Run {
     /// Shared state for `receivers` clients each expecting `expected` messages from `senders`
     /// senders of `messages` messages; a send window needs a ring of `window + 1` counters.
+    /// With `storm_from`, latency is kept per phase (see [`Run::storm_from`]).
     pub fn new(
         expected: u64,
         senders: usize,
         messages: usize,
         receivers: usize,
         window: Option<u64>,
+        storm_from: Option<u32>,
     ) -> Arc<Run> {
         let ring = window.map_or(0, |w| usize::try_from(w).unwrap_or(usize::MAX - 1) + 1);
         Arc::new(Run {
@@ -352,6 +386,7 @@ impl Run {
             sent_ns: (0..senders)
                 .map(|_| (0..messages).map(|_| AtomicU64::new(0)).collect())
                 .collect(),
+            storm_from,
             stop: CancellationToken::new(),
         })
     }
@@ -416,8 +451,10 @@ pub struct ReadStats {
     pub received: u64,
     /// Bytes of those `envelope` lines, newline included.
     pub bytes: u64,
-    /// Latency in microseconds.
+    /// Latency in microseconds; with a login storm, of the quiet phase's messages only.
     pub latency_us: Histogram<u64>,
+    /// Latency of the storm phase's messages (None without a login storm).
+    pub storm_latency_us: Option<Histogram<u64>>,
     /// Messages whose chain index was not the previous one plus one for that sender
     /// (a gap or a reordering).
     pub out_of_order: u64,
@@ -433,10 +470,13 @@ pub struct ReadStats {
 }
 
 impl ReadStats {
-    fn new(latency_us: Histogram<u64>) -> ReadStats {
+    /// Empty stats recording into `latency_us`, and into an empty copy of it for the storm
+    /// phase when `run` has one.
+    fn new(latency_us: Histogram<u64>, run: &Run) -> ReadStats {
         ReadStats {
             received: 0,
             bytes: 0,
+            storm_latency_us: run.storm_from.map(|_| latency_us.clone()),
             latency_us,
             out_of_order: 0,
             corrupt: 0,
@@ -454,7 +494,7 @@ pub async fn read_loop(
     run: Arc<Run>,
     latency_us: Histogram<u64>,
 ) -> ReadStats {
-    let mut stats = ReadStats::new(latency_us);
+    let mut stats = ReadStats::new(latency_us, &run);
     let mut seen = Seen::new(&run);
     'outer: loop {
         while let Some(range) = lines.take() {
@@ -517,9 +557,12 @@ impl Seen {
             };
             let now = run.now_ns();
             let us = now.saturating_sub(sent) / 1000;
-            stats
-                .latency_us
-                .saturating_record(us.clamp(1, MAX_LATENCY_US));
+            let storm = run.storm_from.is_some_and(|from| d.index >= from);
+            let histogram = match (&mut stats.storm_latency_us, storm) {
+                (Some(h), true) => h,
+                _ => &mut stats.latency_us,
+            };
+            histogram.saturating_record(us.clamp(1, MAX_LATENCY_US));
             let seq = u64::from(d.index) + 1;
             if let Some(last) = self.last_seq.get_mut(d.sender) {
                 if *last + 1 != seq {
@@ -643,9 +686,9 @@ mod tests {
     fn receivers_count_latency_order_and_strays() {
         let keys = crate::e2e::Keys::load(2048).unwrap();
         let sealed = crate::e2e::seal_all(&keys, 2, 3, 20).unwrap();
-        let run = Run::new(6, 2, 3, 1, Some(10));
+        let run = Run::new(6, 2, 3, 1, Some(10), None);
         let mut seen = Seen::new(&run);
-        let mut stats = ReadStats::new(new_histogram().unwrap());
+        let mut stats = ReadStats::new(new_histogram().unwrap(), &run);
         // Not sent yet (no send instant): a stray, not a delivery.
         assert!(!seen.line(&delivered_line(&sealed, 0, 0), &run, &mut stats));
         assert_eq!((stats.received, stats.corrupt), (0, 1));
@@ -657,6 +700,7 @@ mod tests {
         assert_eq!(stats.received, 5);
         assert_eq!(stats.out_of_order, 1, "sender 1 skipped index 1");
         assert_eq!(stats.latency_us.len(), 5);
+        assert!(stats.storm_latency_us.is_none());
         assert!(stats.bytes > 5 * 300);
         assert_eq!(run.delivered_through[0].load(Ordering::Acquire), 3);
         let line = delivered_line(&sealed, 1, 1);
@@ -675,6 +719,22 @@ mod tests {
         run.sent_ns[1][1].store(1, Ordering::Release);
         assert!(!seen.line(&line, &run, &mut stats));
         assert_eq!(run.complete.load(Ordering::Acquire), 1);
+    }
+
+    #[test]
+    fn a_storm_splits_latency_by_chain_index() {
+        let keys = crate::e2e::Keys::load(2048).unwrap();
+        let sealed = crate::e2e::seal_all(&keys, 1, 4, 20).unwrap();
+        let run = Run::new(4, 1, 4, 1, None, Some(2));
+        let mut seen = Seen::new(&run);
+        let mut stats = ReadStats::new(new_histogram().unwrap(), &run);
+        for index in 0..4 {
+            run.sent_ns[0][index].store(1, Ordering::Release);
+            assert!(!seen.line(&delivered_line(&sealed, 0, index), &run, &mut stats));
+        }
+        assert_eq!(stats.received, 4);
+        assert_eq!(stats.latency_us.len(), 2, "indexes 0 and 1: quiet");
+        assert_eq!(stats.storm_latency_us.map(|h| h.len()), Some(2));
     }
 
     #[test]

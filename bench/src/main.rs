@@ -4,7 +4,8 @@
 //! cli        what to run            server   start chatd or use --target
 //! control    create users           client   TLS, login, reader, sender
 //! e2e        keys, sealing up front, reading envelope headers
-//! workload   fan-out / idle modes   stats    figures, text and JSON
+//! workload   fan-out / idle / connect-rate / login-storm modes
+//! stats      figures, text and JSON
 //! server     also the startup mode (time to ready)
 //! procfs     chatd CPU and RSS from /proc, our open-file limit
 //! ```
@@ -53,7 +54,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 None => server::default_chatd()?,
             };
             tokio::task::block_in_place(|| {
-                Target::start(&chatd, args.client_count(), args.outbound_queue)
+                Target::start(&chatd, args.connection_count(), args.outbound_queue)
             })?
         }
     };
@@ -65,6 +66,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             print!("{}", stats::connect_text(&report));
         }
         report.failed.is_empty()
+    } else if let Some(logins) = args.login_storm {
+        let (setup, report, storm) = workload::login_storm(&args, &target, &keys, logins).await?;
+        if args.json {
+            println!("{}", stats::storm_json(&setup, &report, &storm));
+        } else {
+            print!("{}", stats::storm_text(&setup, &report, &storm));
+        }
+        report.lost() == 0 && storm.failed.is_empty()
     } else if args.idle.is_some() {
         let (setup, report) = workload::idle(&args, &target, &keys).await?;
         if args.json {
@@ -96,7 +105,7 @@ fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
-            eprintln!("chat-bench: messages were lost or connections dropped");
+            eprintln!("chat-bench: messages were lost, connections dropped or logins failed");
             ExitCode::from(2)
         }
         Err(e) => {

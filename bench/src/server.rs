@@ -65,9 +65,14 @@ impl Target {
         }
     }
 
-    /// Starts `chatd` with a generated configuration sized for `clients` connections.
-    pub fn start(chatd: &Path, clients: usize, outbound_queue: usize) -> anyhow::Result<Target> {
-        let (dir, config_path, control) = config_dir(clients, outbound_queue)?;
+    /// Starts `chatd` with a generated configuration sized for `connections` at once (the
+    /// clients, and the login storm's).
+    pub fn start(
+        chatd: &Path,
+        connections: usize,
+        outbound_queue: usize,
+    ) -> anyhow::Result<Target> {
+        let (dir, config_path, control) = config_dir(connections, outbound_queue)?;
         let (mut owned, rx) = spawn(chatd, &config_path)?;
         owned._dir = Some(dir);
         let pid = owned.child.id();
@@ -207,7 +212,9 @@ fn config_dir(
     Ok((dir, config_path, control))
 }
 
-/// chatd.toml for a bench server.
+/// chatd.toml for a bench server taking `clients` connections at once. Every connection comes
+/// from 127.0.0.1, so the per-address cap is the total; both get 64 spare, also for login-storm
+/// sessions chatd is still closing (holding their slot) when the client already has its `bye`.
 fn config_text(state: &Path, control: &Path, clients: usize, outbound_queue: usize) -> String {
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = {state:?}\ncontrol_socket = {control:?}\n\n\

@@ -142,6 +142,62 @@ pub struct IdleReport {
     pub dropped: usize,
 }
 
+/// Result of the login-storm mode, beside the fan-out figures of the whole run.
+#[derive(Debug, Clone, Default)]
+pub struct StormReport {
+    /// `--login-storm L`: logins at most.
+    pub max_logins: usize,
+    /// Storm logins in flight at once (and storm users).
+    pub concurrency: usize,
+    /// Seconds from the first send to the start of the storm.
+    pub quiet_secs: f64,
+    /// Seconds from the start of the storm to the end of its last login.
+    pub storm_secs: f64,
+    /// Chat latency of the messages sent in the quiet phase.
+    pub quiet: Latency,
+    /// Chat latency of the messages sent during the storm.
+    pub storm: Latency,
+    /// chatd CPU seconds in the quiet phase.
+    pub quiet_chatd_cpu_secs: Option<f64>,
+    /// chatd CPU seconds during the storm.
+    pub storm_chatd_cpu_secs: Option<f64>,
+    /// chat-bench's own CPU seconds in the quiet phase.
+    pub quiet_bench_cpu_secs: Option<f64>,
+    /// chat-bench's own CPU seconds during the storm (its TLS handshakes too).
+    pub storm_bench_cpu_secs: Option<f64>,
+    /// Storm logins completed (`login_ok` received).
+    pub logins: u64,
+    /// Storm login latency, connect to `login_ok`.
+    pub login_latency: Latency,
+    /// Failed storm logins (or quits after one), by reason.
+    pub failed: BTreeMap<String, usize>,
+}
+
+impl StormReport {
+    /// How far the storm moved chat p99: storm - quiet, milliseconds.
+    pub fn p99_delta_ms(&self) -> f64 {
+        self.storm.p99_ms - self.quiet.p99_ms
+    }
+
+    /// Storm logins completed per second of storm.
+    pub fn logins_per_sec(&self) -> f64 {
+        per(self.logins as f64, self.storm_secs)
+    }
+
+    /// Failed storm logins (and quits), all reasons.
+    pub fn failures(&self) -> usize {
+        self.failed.values().sum()
+    }
+
+    /// True when the storm used up its L logins: it may have ended before the storm phase's
+    /// messages did, and the later ones were sent with no storm.
+    pub fn reached_max(&self) -> bool {
+        usize::try_from(self.logins).map_or(true, |n| {
+            n.saturating_add(self.failures()) >= self.max_logins
+        })
+    }
+}
+
 fn per(n: f64, secs: f64) -> f64 {
     if secs > 0.0 { n / secs } else { 0.0 }
 }
@@ -290,6 +346,86 @@ pub fn fanout_text(s: &Setup, r: &FanoutReport) -> String {
         for line in &r.server_log_lines {
             out += &format!("  {line}\n");
         }
+    }
+    out
+}
+
+/// The login-storm figures (and the whole run's fan-out figures) as one JSON object.
+pub fn storm_json(s: &Setup, r: &FanoutReport, t: &StormReport) -> Value {
+    let mut v = fanout_json(s, r);
+    merge(
+        &mut v,
+        json!({
+            "mode": "login_storm",
+            "storm_max_logins": t.max_logins,
+            "storm_concurrency": t.concurrency,
+            "quiet_secs": t.quiet_secs,
+            "storm_secs": t.storm_secs,
+            "quiet_latency_p50_ms": t.quiet.p50_ms,
+            "quiet_latency_p99_ms": t.quiet.p99_ms,
+            "quiet_latency_max_ms": t.quiet.max_ms,
+            "storm_latency_p50_ms": t.storm.p50_ms,
+            "storm_latency_p99_ms": t.storm.p99_ms,
+            "storm_latency_max_ms": t.storm.max_ms,
+            "p99_delta_ms": t.p99_delta_ms(),
+            "storm_logins": t.logins,
+            "storm_logins_per_sec": t.logins_per_sec(),
+            "storm_login_p50_ms": t.login_latency.p50_ms,
+            "storm_login_p99_ms": t.login_latency.p99_ms,
+            "storm_login_max_ms": t.login_latency.max_ms,
+            "storm_login_failed": t.failed,
+            "storm_reached_max": t.reached_max(),
+            "quiet_chatd_cpu_secs": t.quiet_chatd_cpu_secs,
+            "storm_chatd_cpu_secs": t.storm_chatd_cpu_secs,
+            "quiet_bench_cpu_secs": t.quiet_bench_cpu_secs,
+            "storm_bench_cpu_secs": t.storm_bench_cpu_secs,
+        }),
+    );
+    v
+}
+
+/// The login-storm figures for people: the fan-out's, then the two phases side by side.
+pub fn storm_text(s: &Setup, r: &FanoutReport, t: &StormReport) -> String {
+    let secs = |x: Option<f64>| x.map_or_else(|| "?".to_string(), |v| format!("{v:.2} s"));
+    let mut out = fanout_text(s, r);
+    out += &format!(
+        "login storm        at most {} logins, {} at a time (full TLS handshake, argon2id, quit)\n\
+         phases             quiet {:.2} s, storm {:.2} s\n\
+         latency quiet      p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n\
+         latency storm      p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n\
+         p99 storm - quiet  {:+.3} ms\n\
+         storm logins       {} ({:.1}/s), {} failed\n\
+         login latency      p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (connect to login_ok)\n\
+         chatd CPU          quiet {}, storm {}\n\
+         chat-bench CPU     quiet {}, storm {}\n",
+        t.max_logins,
+        t.concurrency,
+        t.quiet_secs,
+        t.storm_secs,
+        t.quiet.p50_ms,
+        t.quiet.p99_ms,
+        t.quiet.max_ms,
+        t.storm.p50_ms,
+        t.storm.p99_ms,
+        t.storm.max_ms,
+        t.p99_delta_ms(),
+        t.logins,
+        t.logins_per_sec(),
+        t.failures(),
+        t.login_latency.p50_ms,
+        t.login_latency.p99_ms,
+        t.login_latency.max_ms,
+        secs(t.quiet_chatd_cpu_secs),
+        secs(t.storm_chatd_cpu_secs),
+        secs(t.quiet_bench_cpu_secs),
+        secs(t.storm_bench_cpu_secs),
+    );
+    if t.reached_max() {
+        out += "NOTE               the storm used up its logins and may have ended before the \
+                phase did; raise --login-storm\n";
+    }
+    for (why, n) in &t.failed {
+        out += &format!("login failed       {n} x {why}\n");
     }
     out
 }
@@ -486,6 +622,55 @@ mod tests {
         let l = Latency::of(&h);
         assert!((l.p50_ms - 50.0).abs() < 1.0);
         assert!((l.max_ms - 100.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn storm_figures() {
+        let t = StormReport {
+            max_logins: 100,
+            concurrency: 4,
+            storm_secs: 2.0,
+            quiet: Latency {
+                p50_ms: 1.0,
+                p99_ms: 2.5,
+                max_ms: 3.0,
+            },
+            storm: Latency {
+                p50_ms: 1.5,
+                p99_ms: 4.0,
+                max_ms: 9.0,
+            },
+            logins: 50,
+            failed: BTreeMap::from([("login: refused".to_string(), 2)]),
+            ..StormReport::default()
+        };
+        assert_eq!(t.p99_delta_ms(), 1.5);
+        assert_eq!(t.logins_per_sec(), 25.0);
+        assert_eq!(t.failures(), 2);
+        assert!(!t.reached_max());
+        assert!(
+            StormReport {
+                logins: 98,
+                ..t.clone()
+            }
+            .reached_max()
+        );
+        let v = storm_json(&Setup::default(), &FanoutReport::default(), &t);
+        assert_eq!(v["mode"], "login_storm");
+        assert_eq!(v["p99_delta_ms"], 1.5);
+        assert_eq!(v["storm_logins"], 50);
+        assert_eq!(v["storm_login_failed"]["login: refused"], 2);
+        assert!(v["quiet_chatd_cpu_secs"].is_null());
+        let text = storm_text(&Setup::default(), &FanoutReport::default(), &t);
+        assert!(text.contains("\np99 storm - quiet  +1.500 ms\n"), "{text}");
+        assert!(
+            text.contains("storm logins       50 (25.0/s), 2 failed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("login failed       2 x login: refused"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,16 +1,25 @@
-//! The modes: log everyone in, then fan out messages or sit idle, and collect the figures.
+//! The modes: log everyone in, then fan out messages (with or without a login storm) or sit
+//! idle, and collect the figures.
 //!
 //! Fan-out seals every envelope before the users are even created (one RSA signature per
 //! message is far slower than chatd's fan-out), so the timed phase only writes ready lines.
+//!
+//! The login storm is a paced fan-out whose messages are split in two halves: the first half
+//! is sent in a quiet phase, and a storm of logins runs while the second half is sent. Every
+//! receiver keeps one latency histogram per half (by chain index), so the two phases are
+//! compared over the same receivers, senders and rate.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use hdrhistogram::Histogram;
 use tokio::io::WriteHalf;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::Args;
 use crate::client::{self, ReadStats, Run, Tls};
@@ -18,7 +27,7 @@ use crate::control;
 use crate::e2e::{self, Keys};
 use crate::procfs::Probe;
 use crate::server::Target;
-use crate::stats::{FanoutReport, IdleReport, Latency, Setup};
+use crate::stats::{FanoutReport, IdleReport, Latency, Setup, StormReport};
 
 /// How often the waiting loop looks at the counters.
 const POLL: Duration = Duration::from_millis(5);
@@ -29,20 +38,21 @@ struct Client {
     reader: JoinHandle<ReadStats>,
 }
 
-/// Creates the users and logs every client in (the first `senders` with sender keys); each
-/// client's reader starts as soon as it is logged in, so presence and device frames from later
-/// logins never pile up.
+/// Creates the users (`extra_users` more than the clients, for the login storm) and logs every
+/// client in (the first `senders` with sender keys); each client's reader starts as soon as it
+/// is logged in, so presence and device frames from later logins never pile up.
 async fn setup(
     args: &Args,
     target: &Target,
     run: &Arc<Run>,
     keys: &Keys,
     senders: usize,
+    extra_users: usize,
 ) -> anyhow::Result<(Setup, Vec<Client>)> {
     let n = args.client_count();
     let probe = Probe::new(target.pid);
     let started = Instant::now();
-    control::create_users(&target.control, n, args.create_concurrency).await?;
+    control::create_users(&target.control, n + extra_users, args.create_concurrency).await?;
     let create_secs = started.elapsed().as_secs_f64();
     let rss_before_login = probe.rss();
 
@@ -98,7 +108,59 @@ pub async fn fanout(
     target: &Target,
     keys: &Keys,
 ) -> anyhow::Result<(Setup, FanoutReport)> {
-    let (s, m) = (args.senders, args.messages);
+    let (setup, report, _) = paced(args, target, keys, None).await?;
+    Ok((setup, report))
+}
+
+/// Login storm: the paced fan-out in a quiet phase and then a storm phase of the same length,
+/// during which `--storm-concurrency` workers (each its own user, created and logged in once
+/// beforehand) log in, quit and log in again, at most `logins` times in all.
+pub async fn login_storm(
+    args: &Args,
+    target: &Target,
+    keys: &Keys,
+    logins: usize,
+) -> anyhow::Result<(Setup, FanoutReport, StormReport)> {
+    let (Some(per_phase), Some(rate)) = (args.phase_messages(), args.rate()) else {
+        anyhow::bail!("the login storm needs a rate and a phase length");
+    };
+    let plan = StormPlan {
+        logins,
+        concurrency: args.storm_concurrency,
+        first_user: args.clients,
+        // The messages of the second phase are due from here on (each sender's first one
+        // within one interval after it): the storm starts with them.
+        phase: Duration::from_secs_f64(per_phase as f64 * args.senders as f64 / rate),
+        from_index: u32::try_from(per_phase)?,
+    };
+    let (setup, report, storm) = paced(args, target, keys, Some(plan)).await?;
+    let storm = storm.context("the login storm did not run")?;
+    Ok((setup, report, storm))
+}
+
+/// What the login storm is to do.
+#[derive(Debug, Clone, Copy)]
+struct StormPlan {
+    /// Logins at most.
+    logins: usize,
+    /// Logins in flight at once (one worker, and one user, each).
+    concurrency: usize,
+    /// Index of the first storm user (`bench{first_user}`); the clients are the ones before.
+    first_user: usize,
+    /// Length of the quiet phase, from the first send to the storm.
+    phase: Duration,
+    /// First chain index sent during the storm.
+    from_index: u32,
+}
+
+/// The paced (or unpaced) fan-out, and the login storm when there is a `storm` plan.
+async fn paced(
+    args: &Args,
+    target: &Target,
+    keys: &Keys,
+    storm: Option<StormPlan>,
+) -> anyhow::Result<(Setup, FanoutReport, Option<StormReport>)> {
+    let (s, m) = (args.senders, args.messages_per_sender());
     let expected = u64::try_from(s)? * m;
     let sealed = tokio::task::block_in_place(|| e2e::seal_all(keys, s, m, args.bytes))?;
     let mut frames = sealed.frames.into_iter();
@@ -108,18 +170,37 @@ pub async fn fanout(
         usize::try_from(m)?,
         args.clients,
         args.window(),
+        storm.map(|p| p.from_index),
     );
-    let (setup, mut clients) = setup(args, target, &run, keys, s).await?;
+    let storm_users = storm.map_or(0, |p| p.concurrency);
+    let (setup, mut clients) = setup(args, target, &run, keys, s, storm_users).await?;
     let probe = Probe::new(target.pid);
     let n = clients.len();
+    // The storm connects like a fresh client: a full TLS handshake every time.
+    let storm_connector = client::full_handshake_connector(target.fingerprint)?;
+    if let Some(plan) = storm {
+        // First logins also join the default room and register the device key; done here, so
+        // both phases see the same users, rooms and keys and the storm is only logins.
+        warm_up(args, target, keys, &storm_connector, plan).await?;
+    }
 
     let me = Probe::new(Some(std::process::id()));
     let cpu_before = probe.cpu();
     let own_before = me.cpu();
     let t0 = run.now_ns();
+    let storm_stop = CancellationToken::new();
+    let storm_task = storm.map(|plan| {
+        let (addr, connector, stop) = (target.addr, storm_connector.clone(), storm_stop.clone());
+        let (key, run) = (keys.login_key(plan.first_user, s), Arc::clone(&run));
+        tokio::spawn(async move {
+            tokio::time::sleep(plan.phase).await;
+            run_storm(plan, addr, connector, key, probe, stop, run).await
+        })
+    });
+    let planned = storm.map_or(Duration::ZERO, |p| p.phase * 2);
     // Each sender sends at rate/S, the senders evenly staggered within one interval.
     let pacing = args
-        .rate
+        .rate()
         .map(|rate| Duration::from_secs_f64(s as f64 / rate));
     let mut senders = Vec::with_capacity(s);
     for (id, c) in clients.iter_mut().take(s).enumerate() {
@@ -137,12 +218,17 @@ pub async fn fanout(
         )));
     }
 
-    let deadline = Instant::now() + args.timeout();
+    let deadline = Instant::now() + planned + args.timeout();
     while run.complete.load(Ordering::Acquire) + run.ended.load(Ordering::Acquire) < n
         && Instant::now() < deadline
     {
+        // The storm covers the second phase's sends and no more.
+        if senders.iter().all(JoinHandle::is_finished) {
+            storm_stop.cancel();
+        }
         tokio::time::sleep(POLL).await;
     }
+    storm_stop.cancel();
     let all_complete = run.complete.load(Ordering::Acquire) == n;
     let t1 = if all_complete {
         run.last_complete_ns.load(Ordering::Acquire)
@@ -158,7 +244,7 @@ pub async fn fanout(
         senders: s,
         messages: m,
         bytes: args.bytes,
-        rate: args.rate,
+        rate: args.rate(),
         window: args.window(),
         seal_secs: sealed.secs,
         envelope_bytes: sealed.envelope_bytes,
@@ -182,6 +268,7 @@ pub async fn fanout(
         }
     }
     let mut latency = client::new_histogram()?;
+    let mut storm_latency = client::new_histogram()?;
     for c in clients {
         let stats = c.reader.await.context("reader task failed")?;
         report.deliveries += stats.received;
@@ -203,12 +290,192 @@ pub async fn fanout(
         latency
             .add(&stats.latency_us)
             .context("merging latency histograms")?;
+        if let Some(h) = &stats.storm_latency_us {
+            storm_latency.add(h).context("merging latency histograms")?;
+        }
     }
+    let quiet_latency = Latency::of(&latency);
+    latency
+        .add(&storm_latency)
+        .context("merging latency histograms")?;
     report.latency = Latency::of(&latency);
+    let storm = match (storm_task, storm) {
+        (Some(task), Some(plan)) => {
+            let outcome = task.await.context("login storm task failed")??;
+            Some(outcome.report(
+                plan,
+                [quiet_latency, Latency::of(&storm_latency)],
+                cpu_before.zip(own_before),
+                t0,
+            ))
+        }
+        _ => None,
+    };
     let log = target.log();
     report.server_log_problems = log.count;
     report.server_log_lines = log.lines;
-    Ok((setup, report))
+    Ok((setup, report, storm))
+}
+
+/// Logs every storm user in once and out again, `--login-concurrency` at a time.
+async fn warm_up(
+    args: &Args,
+    target: &Target,
+    keys: &Keys,
+    connector: &TlsConnector,
+    plan: StormPlan,
+) -> anyhow::Result<()> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(args.login_concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in plan.first_user..plan.first_user + plan.concurrency {
+        let (limit, connector, addr) = (Arc::clone(&limit), connector.clone(), target.addr);
+        let key = keys.login_key(i, args.senders);
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await?;
+            let user = control::user_name(i);
+            let (tls, lines) =
+                client::login(addr, &connector, &user, control::PASSWORD, &key).await?;
+            client::quit(tls, lines)
+                .await
+                .with_context(|| format!("quit of {user}"))
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.context("storm warm-up task failed")??;
+    }
+    Ok(())
+}
+
+/// What the storm workers did, with the clocks at either end.
+struct StormOutcome {
+    /// Nanoseconds since the run's origin when the storm started.
+    started_ns: u64,
+    /// Nanoseconds since the run's origin when the last storm login (and quit) ended.
+    ended_ns: u64,
+    /// (chatd, own) CPU seconds when the storm started.
+    cpu_start: Option<(f64, f64)>,
+    /// (chatd, own) CPU seconds when it ended.
+    cpu_end: Option<(f64, f64)>,
+    /// Logins completed (`login_ok` received).
+    logins: u64,
+    /// Connect to `login_ok`, microseconds.
+    login_us: Histogram<u64>,
+    /// Failed logins (and failed quits after a login) by reason.
+    failed: BTreeMap<String, usize>,
+}
+
+impl StormOutcome {
+    /// The storm's figures: `latency` is the chat latency of the [quiet, storm] phases,
+    /// `before` the (chatd, own) CPU seconds at `t0`, the first send.
+    fn report(
+        self,
+        plan: StormPlan,
+        latency: [Latency; 2],
+        before: Option<(f64, f64)>,
+        t0: u64,
+    ) -> StormReport {
+        let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e9;
+        let diff = |a: Option<(f64, f64)>, b: Option<(f64, f64)>| {
+            a.zip(b).map(|((ca, oa), (cb, ob))| (cb - ca, ob - oa))
+        };
+        let quiet_cpu = diff(before, self.cpu_start);
+        let storm_cpu = diff(self.cpu_start, self.cpu_end);
+        let [quiet, storm] = latency;
+        StormReport {
+            max_logins: plan.logins,
+            concurrency: plan.concurrency,
+            quiet_secs: secs(t0, self.started_ns),
+            storm_secs: secs(self.started_ns, self.ended_ns),
+            quiet,
+            storm,
+            quiet_chatd_cpu_secs: quiet_cpu.map(|c| c.0),
+            storm_chatd_cpu_secs: storm_cpu.map(|c| c.0),
+            quiet_bench_cpu_secs: quiet_cpu.map(|c| c.1),
+            storm_bench_cpu_secs: storm_cpu.map(|c| c.1),
+            logins: self.logins,
+            login_latency: Latency::of(&self.login_us),
+            failed: self.failed,
+        }
+    }
+}
+
+/// Runs the storm until `stop` (or `plan.logins` logins): `plan.concurrency` workers, worker
+/// `w` logging in as storm user `first_user + w` over and over. Logins in flight when `stop`
+/// fires are finished and counted.
+async fn run_storm(
+    plan: StormPlan,
+    addr: std::net::SocketAddr,
+    connector: TlsConnector,
+    key: Arc<str>,
+    probe: Probe,
+    stop: CancellationToken,
+    run: Arc<Run>,
+) -> anyhow::Result<StormOutcome> {
+    let me = Probe::new(Some(std::process::id()));
+    let cpu_start = probe.cpu().zip(me.cpu());
+    let started_ns = run.now_ns();
+    let begun = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..plan.concurrency {
+        let (connector, key, stop, begun) = (
+            connector.clone(),
+            Arc::clone(&key),
+            stop.clone(),
+            Arc::clone(&begun),
+        );
+        let mut login_us = client::new_histogram()?;
+        workers.spawn(async move {
+            let user = control::user_name(plan.first_user + w);
+            let (mut done, mut failed) = (0u64, BTreeMap::new());
+            while !stop.is_cancelled() && begun.fetch_add(1, Ordering::AcqRel) < plan.logins {
+                let begin = Instant::now();
+                match client::login(addr, &connector, &user, control::PASSWORD, &key).await {
+                    Ok((tls, lines)) => {
+                        let us = u64::try_from(begin.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        login_us.saturating_record(us.max(1));
+                        done += 1;
+                        if let Err(e) = client::quit(tls, lines).await {
+                            count(&mut failed, reason("after login", &e, &user));
+                        }
+                    }
+                    Err(e) => count(&mut failed, reason("login", &e, &user)),
+                }
+            }
+            (done, login_us, failed)
+        });
+    }
+    let mut outcome = StormOutcome {
+        started_ns,
+        ended_ns: started_ns,
+        cpu_start,
+        cpu_end: None,
+        logins: 0,
+        login_us: client::new_histogram()?,
+        failed: BTreeMap::new(),
+    };
+    while let Some(joined) = workers.join_next().await {
+        match joined {
+            Ok((done, login_us, failed)) => {
+                outcome.logins += done;
+                outcome
+                    .login_us
+                    .add(&login_us)
+                    .context("merging login latency histograms")?;
+                for (why, n) in failed {
+                    *outcome.failed.entry(why).or_default() += n;
+                }
+            }
+            Err(e) => count(&mut outcome.failed, format!("storm worker: {e}")),
+        }
+    }
+    outcome.ended_ns = run.now_ns();
+    outcome.cpu_end = probe.cpu().zip(me.cpu());
+    Ok(outcome)
+}
+
+/// A failure's text with the user's name taken out, so failures count by reason.
+fn reason(stage: &str, e: &anyhow::Error, user: &str) -> String {
+    format!("{stage}: {e:#}").replace(user, "USER")
 }
 
 /// Idle: log everyone in, wait, and see what the connections cost the server.
@@ -217,8 +484,8 @@ pub async fn idle(
     target: &Target,
     keys: &Keys,
 ) -> anyhow::Result<(Setup, IdleReport)> {
-    let run = Run::new(u64::MAX, 0, 0, args.client_count(), None);
-    let (setup, clients) = setup(args, target, &run, keys, 0).await?;
+    let run = Run::new(u64::MAX, 0, 0, args.client_count(), None, None);
+    let (setup, clients) = setup(args, target, &run, keys, 0, 0).await?;
     tokio::time::sleep(Duration::from_secs(args.idle_wait)).await;
     let report = IdleReport {
         wait_secs: args.idle_wait,

@@ -158,3 +158,57 @@ fn connect_rate_mode_counts_full_setups() {
     assert_eq!(v["failed"], serde_json::json!({}), "{v}");
     assert!(v["setups_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{v}");
 }
+
+#[test]
+fn login_storm_splits_latency_into_a_quiet_and_a_storm_phase() {
+    // 40 msg/s over 2 senders, 1 s per phase: 20 messages each per phase, 40 in all.
+    let v = bench_json(&[
+        "-n",
+        "20",
+        "-s",
+        "2",
+        "--rate",
+        "40",
+        "--phase-secs",
+        "1",
+        "--login-storm",
+        "12",
+        "--storm-concurrency",
+        "3",
+        "--timeout",
+        "30",
+    ]);
+    assert_eq!(v["mode"], "login_storm", "{v}");
+    assert_eq!(v["messages_per_sender"], 40, "{v}");
+    assert_eq!(v["expected"], 20 * 2 * 40, "{v}");
+    assert_eq!(v["deliveries"], 20 * 2 * 40, "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["out_of_order"], 0, "{v}");
+    assert_eq!(v["corrupt"], 0, "{v}");
+    assert_eq!(v["byes"], serde_json::json!({}), "{v}");
+    assert_eq!(v["errors"], serde_json::json!({}), "{v}");
+    assert_eq!(v["storm_concurrency"], 3, "{v}");
+    let logins = v["storm_logins"].as_u64().expect("storm_logins");
+    assert!(logins > 0 && logins <= 12, "{v}");
+    assert_eq!(v["storm_login_failed"], serde_json::json!({}), "{v}");
+    for key in [
+        "quiet_latency_p50_ms",
+        "quiet_latency_p99_ms",
+        "quiet_latency_max_ms",
+        "storm_latency_p50_ms",
+        "storm_latency_p99_ms",
+        "storm_latency_max_ms",
+        "p99_delta_ms",
+        "storm_logins_per_sec",
+        "storm_login_p50_ms",
+        "storm_login_p99_ms",
+        "quiet_chatd_cpu_secs",
+        "storm_chatd_cpu_secs",
+    ] {
+        assert!(v[key].is_number(), "{key}: {v}");
+    }
+    // Both phases were measured: every latency is at least the 1 µs floor.
+    for key in ["quiet_latency_p50_ms", "storm_latency_p50_ms"] {
+        assert!(v[key].as_f64().is_some_and(|ms| ms > 0.0), "{key}: {v}");
+    }
+}
