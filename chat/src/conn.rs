@@ -357,9 +357,12 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                             "the server speaks protocol version {version}, this client speaks {PROTOCOL_VERSION}"
                         );
                     }
-                    // The server may send lines longer than it accepts (JSON escapes a
-                    // control character in 6 bytes), so read with some headroom.
-                    let max = max_line_bytes.max(max_text_bytes.saturating_mul(6) + 4096);
+                    // The server may send lines longer than it accepts: JSON escapes a
+                    // control character in 6 bytes, and login_ok lists every registered
+                    // device key on the server (about 500-650 bytes each).
+                    let max = max_line_bytes
+                        .max(max_text_bytes.saturating_mul(6) + 4096)
+                        .max(MAX_SERVER_LINE);
                     *self.reader.decoder_mut() = LineCodec::new(max);
                     return Ok(ServerInfo {
                         server: sanitize(&server),
@@ -441,6 +444,10 @@ fn unexpected_or_bye(frame: ServerFrame) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Longest line read from a server after hello: login_ok for a server with 40,000 device
+/// keys; it only bounds what a hostile server can make this client buffer.
+pub const MAX_SERVER_LINE: usize = 32 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -537,6 +544,37 @@ mod tests {
         assert_eq!(ok.device, Fingerprint::of(b"KEY"));
         assert_eq!(ok.session, 7);
         assert_eq!(ok.online, vec!["alice", "bob"]);
+    }
+
+    /// A server with a thousand registered devices sends a login_ok of ~0.5 MB.
+    #[tokio::test]
+    async fn a_login_ok_listing_many_devices_is_read() {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let devices: Vec<DeviceInfo> = (0..1000)
+            .map(|i| DeviceInfo {
+                user: format!("user{i}"),
+                fingerprint: Fingerprint::of(format!("{i}").as_bytes()),
+                key: "K".repeat(400),
+                online: false,
+            })
+            .collect();
+        tokio::spawn(fake_server(server, move |f| match f {
+            ClientFrame::Hello { .. } => vec![server_hello()],
+            ClientFrame::Login { user, .. } => vec![ServerFrame::LoginOk {
+                user,
+                session: 1,
+                device: Fingerprint::of(b"KEY"),
+                online: vec![],
+                devices: devices.clone(),
+                room: "lobby".into(),
+                rooms: vec![],
+            }],
+            _ => vec![],
+        }));
+        let mut c = Connection::new(client);
+        c.hello().await.unwrap();
+        let ok = c.login("alice", "pw", "S0VZ").await.unwrap();
+        assert_eq!(ok.devices.len(), 1000);
     }
 
     #[tokio::test]

@@ -1,10 +1,12 @@
-//! Password hashing and checking with argon2id (PHC strings), always on the blocking pool.
+//! Password hashing and checking with argon2id (PHC strings), on dedicated low-priority
+//! threads.
 
-use std::sync::{LazyLock, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use tokio::sync::Semaphore;
 
 /// Longest password accepted, in bytes; bounds the hashing work a client can ask for.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
@@ -18,61 +20,84 @@ pub enum PasswordError {
     /// The hasher failed.
     #[error("password hashing failed: {0}")]
     Hash(String),
-    /// The blocking task died.
+    /// The hashing thread failed.
     #[error("password task failed: {0}")]
     Task(String),
 }
 
-/// Reusable argon2 working memory, one buffer per hashing slot.
+/// Nice value of the hashing threads: under load the scheduler gives chat's threads about
+/// nine times their share, so a login storm slows logins before it slows messages.
+pub const HASH_NICE: i32 = 10;
+
+/// A hash to compute on a hashing thread, with that thread's argon2 memory.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// Dedicated hashing threads, one per core, each with its own argon2 working memory.
 ///
 /// argon2 needs 19 MiB per hash. Allocating it per call let glibc's allocator keep
 /// ~15 MiB per login or `user add` (measured: 8 MiB -> 630 MiB RSS after 40 hashes),
-/// which a stream of wrong passwords could grow without bound. Reused buffers make the
-/// memory fixed (slots x 19 MiB), and the slots also cap how many hashes run at once.
-struct MemoryPool {
-    slots: Semaphore,
-    free: Mutex<Vec<Vec<Block>>>,
-}
-
-static POOL: LazyLock<MemoryPool> = LazyLock::new(|| {
-    let slots = std::thread::available_parallelism().map_or(2, |n| n.get());
-    MemoryPool {
-        slots: Semaphore::new(slots),
-        free: Mutex::new(Vec::new()),
+/// which a stream of wrong passwords could grow without bound. Each thread reuses its
+/// buffer, so the memory is fixed (threads x 19 MiB), and the threads cap how many hashes
+/// run at once; the rest wait in the queue. The threads run at [`HASH_NICE`], which the
+/// blocking pool cannot (a thread may lower its own priority but never raise it back).
+static HASHERS: LazyLock<Option<Sender<Job>>> = LazyLock::new(|| {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    let mut started = 0;
+    for i in 0..threads {
+        let rx = Arc::clone(&rx);
+        let spawned = std::thread::Builder::new()
+            .name(format!("argon2-{i}"))
+            .spawn(move || hashing_thread(&rx));
+        match spawned {
+            Ok(_) => started += 1,
+            Err(e) => tracing::error!(error = %e, "cannot start a password hashing thread"),
+        }
     }
+    (started > 0).then_some(tx)
 });
 
-/// Runs `f` on the blocking pool with a pooled argon2 buffer of at least `blocks` blocks.
+fn hashing_thread(jobs: &Mutex<Receiver<Job>>) {
+    // On Linux the nice value is per thread, and no pid means the calling thread.
+    if let Err(e) = rustix::process::setpriority_process(None, HASH_NICE) {
+        tracing::warn!(error = %e, "cannot lower the priority of a hashing thread");
+    }
+    let mut memory = Vec::new();
+    loop {
+        let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(job) = job else {
+            return;
+        };
+        // A panicking hash fails that one call (its reply is dropped), not the thread.
+        if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory))).is_err() {
+            memory = Vec::new();
+        }
+    }
+}
+
+/// Runs `f` on a hashing thread with its argon2 buffer of at least `blocks` blocks.
 async fn with_memory<T: Send + 'static>(
     blocks: usize,
     f: impl FnOnce(&mut [Block]) -> T + Send + 'static,
 ) -> Result<T, PasswordError> {
-    let pool = &*POOL;
-    let _permit = pool
-        .slots
-        .acquire()
-        .await
-        .map_err(|e| PasswordError::Task(e.to_string()))?;
-    let mut buf = pool
-        .free
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .pop()
-        .unwrap_or_default();
-    let (buf, out) = tokio::task::spawn_blocking(move || {
+    let Some(jobs) = HASHERS.as_ref() else {
+        return Err(PasswordError::Task(
+            "no password hashing thread could start".into(),
+        ));
+    };
+    let (done, result) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move |buf: &mut Vec<Block>| {
         if buf.len() < blocks {
             buf.resize(blocks, Block::default());
         }
-        let out = f(&mut buf[..blocks]);
-        (buf, out)
-    })
-    .await
-    .map_err(|e| PasswordError::Task(e.to_string()))?;
-    pool.free
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(buf);
-    Ok(out)
+        let _ = done.send(f(&mut buf[..blocks]));
+    });
+    jobs.send(job)
+        .map_err(|e| PasswordError::Task(e.to_string()))?;
+    result
+        .await
+        .map_err(|_| PasswordError::Task("the hashing thread failed".into()))
 }
 
 /// Hashes `password` with argon2id and a random salt (default parameters: 19 MiB, t=2, p=1).
@@ -181,5 +206,21 @@ mod tests {
         // Malformed or truncated hashes never match.
         assert!(!verify("x".into(), "$argon2id$v=19$m=19456".into()).await);
         assert!(!verify("x".into(), "not a hash".into()).await);
+    }
+
+    #[tokio::test]
+    async fn hashes_run_on_niced_threads_and_in_parallel() {
+        let hashes: Vec<_> = (0..4)
+            .map(|i| tokio::spawn(hash(format!("pw{i}"))))
+            .collect();
+        for h in hashes {
+            assert!(h.await.unwrap().unwrap().starts_with("$argon2id$"));
+        }
+        let nice = with_memory(1, |_| rustix::process::getpriority_process(None))
+            .await
+            .unwrap()
+            .unwrap();
+        // HASH_NICE, or more when the test itself already ran at a lower priority.
+        assert!(nice >= HASH_NICE, "hashing thread at nice {nice}");
     }
 }
