@@ -84,6 +84,12 @@ pub struct Args {
     /// Idle mode: log N clients in, wait, and report chatd's RSS per connection.
     #[arg(long, value_name = "N", conflicts_with_all = ["rate"])]
     pub idle: Option<usize>,
+    /// Idle mode: the users the N clients log in as, in turn (default: one per client), each
+    /// with one device key. chatd's `login_ok` lists every registered device (user, key), so
+    /// with a user per client the k-th login costs O(k) and 19,000 clients O(N²); a started
+    /// chatd allows N/U sessions per user.
+    #[arg(long, value_name = "U", requires = "idle")]
+    pub users: Option<usize>,
     /// Seconds the idle mode waits after the last login before measuring.
     #[arg(long, value_name = "SECS", default_value_t = 3)]
     pub idle_wait: u64,
@@ -141,6 +147,17 @@ impl Args {
     /// The workload's clients: `--idle N` or `--clients`.
     pub fn client_count(&self) -> usize {
         self.idle.unwrap_or(self.clients)
+    }
+
+    /// Users the clients log in as: `--users`, or one per client.
+    pub fn user_count(&self) -> usize {
+        let n = self.client_count();
+        self.users.unwrap_or(n).clamp(1, n.max(1))
+    }
+
+    /// Sessions one user has at once when every client is logged in.
+    pub fn sessions_per_user(&self) -> usize {
+        self.client_count().div_ceil(self.user_count())
     }
 
     /// Connections chatd must accept at once: the clients, plus the storm's (a started chatd's

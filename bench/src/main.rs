@@ -54,7 +54,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 None => server::default_chatd()?,
             };
             tokio::task::block_in_place(|| {
-                Target::start(&chatd, args.connection_count(), args.outbound_queue)
+                Target::start(
+                    &chatd,
+                    args.connection_count(),
+                    args.sessions_per_user(),
+                    args.outbound_queue,
+                )
             })?
         }
     };

@@ -66,13 +66,19 @@ impl Target {
     }
 
     /// Starts `chatd` with a generated configuration sized for `connections` at once (the
-    /// clients, and the login storm's).
+    /// clients, and the login storm's), up to `sessions_per_user` of them per user.
     pub fn start(
         chatd: &Path,
         connections: usize,
+        sessions_per_user: usize,
         outbound_queue: usize,
     ) -> anyhow::Result<Target> {
-        let (dir, config_path, control) = config_dir(connections, outbound_queue)?;
+        let sizes = Sizes {
+            clients: connections,
+            sessions_per_user,
+            outbound_queue,
+        };
+        let (dir, config_path, control) = config_dir(&sizes)?;
         let (mut owned, rx) = spawn(chatd, &config_path)?;
         owned._dir = Some(dir);
         let pid = owned.child.id();
@@ -156,7 +162,12 @@ pub struct StartupTimes {
 
 /// Measures [`StartupTimes`] with a configuration like the other modes'.
 pub fn startup_times(chatd: &Path, again: usize) -> anyhow::Result<StartupTimes> {
-    let (_dir, config_path, _control) = config_dir(1, 1024)?;
+    let sizes = Sizes {
+        clients: 1,
+        sessions_per_user: 1,
+        outbound_queue: 1024,
+    };
+    let (_dir, config_path, _control) = config_dir(&sizes)?;
     let mut times = Vec::with_capacity(again + 1);
     for _ in 0..=again {
         let started = Instant::now();
@@ -194,10 +205,7 @@ impl Owned {
 
 /// A temporary directory holding a bench chatd.toml (state and control socket inside it);
 /// returns it, the config file and the control socket path.
-fn config_dir(
-    clients: usize,
-    outbound_queue: usize,
-) -> anyhow::Result<(tempfile::TempDir, PathBuf, PathBuf)> {
+fn config_dir(sizes: &Sizes) -> anyhow::Result<(tempfile::TempDir, PathBuf, PathBuf)> {
     let dir = tempfile::Builder::new()
         .prefix("chat-bench.")
         .tempdir()
@@ -206,23 +214,38 @@ fn config_dir(
     let config_path = dir.path().join("chatd.toml");
     std::fs::write(
         &config_path,
-        config_text(&dir.path().join("state"), &control, clients, outbound_queue),
+        config_text(&dir.path().join("state"), &control, sizes),
     )
     .with_context(|| format!("cannot write {}", config_path.display()))?;
     Ok((dir, config_path, control))
 }
 
+/// What a bench chatd must be sized for.
+struct Sizes {
+    /// Connections at once.
+    clients: usize,
+    /// Sessions of one user at once (chatd's default, 16, when that is more).
+    sessions_per_user: usize,
+    /// `[limits] outbound_queue`.
+    outbound_queue: usize,
+}
+
 /// chatd.toml for a bench server taking `clients` connections at once. Every connection comes
 /// from 127.0.0.1, so the per-address cap is the total; both get 64 spare, also for login-storm
 /// sessions chatd is still closing (holding their slot) when the client already has its `bye`.
-fn config_text(state: &Path, control: &Path, clients: usize, outbound_queue: usize) -> String {
+fn config_text(state: &Path, control: &Path, sizes: &Sizes) -> String {
+    let outbound_queue = sizes.outbound_queue;
+    let sessions = sizes.sessions_per_user.max(16);
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = {state:?}\ncontrol_socket = {control:?}\n\n\
          [limits]\nmax_connections = {0}\nmax_connections_per_ip = {0}\noutbound_queue = {outbound_queue}\n\
+         max_sessions_per_user = {sessions}\n\
+         # Bench clients send no keepalive; logging 19,000 in takes longer than the default 300 s.\n\
+         idle_timeout_secs = 86400\n\
          # The senders are the load: no rate limit in the way.\n\
          messages_per_sec = 1000000000\nmessage_burst = 1000000000\n\n\
          [log]\nlevel = \"info\"\n",
-        clients + 64,
+        sizes.clients + 64,
         state = state.display().to_string(),
         control = control.display().to_string(),
     )
@@ -321,8 +344,14 @@ mod tests {
 
     #[test]
     fn config_mentions_limits() {
-        let text = config_text(Path::new("/tmp/s"), Path::new("/tmp/c.sock"), 100, 4096);
+        let sizes = Sizes {
+            clients: 100,
+            sessions_per_user: 40,
+            outbound_queue: 4096,
+        };
+        let text = config_text(Path::new("/tmp/s"), Path::new("/tmp/c.sock"), &sizes);
         assert!(text.contains("max_connections = 164"));
+        assert!(text.contains("max_sessions_per_user = 40"));
         assert!(text.contains("outbound_queue = 4096"));
         assert!(text.contains("control_socket = \"/tmp/c.sock\""));
     }

@@ -52,7 +52,14 @@ async fn setup(
     let n = args.client_count();
     let probe = Probe::new(target.pid);
     let started = Instant::now();
-    control::create_users(&target.control, n + extra_users, args.create_concurrency).await?;
+    // With `--users` (idle mode only, so no storm users follow) clients share users in turn.
+    let users = args.user_count();
+    control::create_users(
+        &target.control,
+        users + extra_users,
+        args.create_concurrency,
+    )
+    .await?;
     let create_secs = started.elapsed().as_secs_f64();
     let rss_before_login = probe.rss();
 
@@ -70,7 +77,7 @@ async fn setup(
         );
         logins.push(tokio::spawn(async move {
             let permit = limit.acquire_owned().await?;
-            let user = control::user_name(i);
+            let user = control::user_name(i % users);
             let (tls, lines) =
                 client::login(addr, &connector, &user, control::PASSWORD, &key).await?;
             drop(permit);

@@ -116,6 +116,16 @@ fn idle_mode_reports_memory_per_connection() {
     assert!(v["rss_per_connection_bytes"].is_number(), "{v}");
 }
 
+/// 40 clients as 2 users: 20 sessions each, more than chatd's default of 16, so this also
+/// shows the started chatd is sized for it.
+#[test]
+fn idle_clients_can_share_users() {
+    let v = bench_json(&["--idle", "40", "--users", "2", "--idle-wait", "0"]);
+    assert_eq!(v["mode"], "idle");
+    assert_eq!(v["clients"], 40);
+    assert_eq!(v["dropped"], 0);
+}
+
 /// Runs chat-bench against its own chatd with `args`; it must succeed and print one JSON object.
 fn bench_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
