@@ -87,17 +87,30 @@ async fn with_memory<T: Send + 'static>(
         ));
     };
     let (done, result) = tokio::sync::oneshot::channel();
-    let job: Job = Box::new(move |buf: &mut Vec<Block>| {
-        if buf.len() < blocks {
-            buf.resize(blocks, Block::default());
-        }
-        let _ = done.send(f(&mut buf[..blocks]));
-    });
-    jobs.send(job)
+    jobs.send(job(blocks, f, done))
         .map_err(|e| PasswordError::Task(e.to_string()))?;
     result
         .await
         .map_err(|_| PasswordError::Task("the hashing thread failed".into()))
+}
+
+/// The [`Job`] that runs `f` and sends its result to `done`.
+fn job<T: Send + 'static>(
+    blocks: usize,
+    f: impl FnOnce(&mut [Block]) -> T + Send + 'static,
+    done: tokio::sync::oneshot::Sender<T>,
+) -> Job {
+    Box::new(move |buf: &mut Vec<Block>| {
+        // The caller went away while this waited in the queue (its login timed out, the
+        // server is stopping): skip the work nobody will read.
+        if done.is_closed() {
+            return;
+        }
+        if buf.len() < blocks {
+            buf.resize(blocks, Block::default());
+        }
+        let _ = done.send(f(&mut buf[..blocks]));
+    })
 }
 
 /// Hashes `password` with argon2id and a random salt (default parameters: 19 MiB, t=2, p=1).
@@ -170,6 +183,7 @@ pub async fn verify(password: String, phc: String) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     #[tokio::test]
     async fn hash_then_verify() {
@@ -222,5 +236,21 @@ mod tests {
             .unwrap();
         // HASH_NICE, or more when the test itself already ran at a lower priority.
         assert!(nice >= HASH_NICE, "hashing thread at nice {nice}");
+    }
+
+    #[test]
+    fn a_hash_whose_caller_left_is_skipped() {
+        let ran = Arc::new(AtomicBool::new(false));
+        let (done, result) = tokio::sync::oneshot::channel::<()>();
+        drop(result);
+        let flag = Arc::clone(&ran);
+        let mut memory = Vec::new();
+        job(1, move |_| flag.store(true, Ordering::SeqCst), done)(&mut memory);
+        assert!(!ran.load(Ordering::SeqCst), "the abandoned hash ran");
+        assert!(memory.is_empty(), "no argon2 memory for it either");
+
+        let (done, mut result) = tokio::sync::oneshot::channel();
+        job(4, |mem| mem.len(), done)(&mut memory);
+        assert_eq!(result.try_recv(), Ok(4));
     }
 }
