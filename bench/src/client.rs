@@ -209,13 +209,7 @@ async fn login_inner(
         password: password.into(),
         device_key: device_key.into(),
     };
-    let mut out = Vec::new();
-    for frame in [hello_frame(), login] {
-        serde_json::to_writer(&mut out, &frame)?;
-        out.push(b'\n');
-    }
-    tls.write_all(&out).await?;
-    tls.flush().await?;
+    write_frames(&mut tls, &[hello_frame(), login]).await?;
     let mut lines = Lines::new();
     loop {
         while let Some(range) = lines.take() {
@@ -253,10 +247,7 @@ async fn connect(addr: SocketAddr, connector: &TlsConnector) -> anyhow::Result<T
 /// the server has ended the session before the caller connects again.
 pub async fn quit(mut tls: Tls, mut lines: Lines) -> anyhow::Result<()> {
     let bye = async {
-        let mut out = serde_json::to_vec(&ClientFrame::Quit)?;
-        out.push(b'\n');
-        tls.write_all(&out).await?;
-        tls.flush().await?;
+        write_frames(&mut tls, &[ClientFrame::Quit]).await?;
         loop {
             while let Some(range) = lines.take() {
                 if lines.get(range).starts_with(br#"{"type":"bye""#) {
@@ -275,6 +266,17 @@ pub async fn quit(mut tls: Tls, mut lines: Lines) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends `frames` as protocol lines in one write.
+async fn write_frames(tls: &mut Tls, frames: &[ClientFrame]) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    for frame in frames {
+        out.extend_from_slice(&chatd_proto::frame::encode(frame)?);
+    }
+    tls.write_all(&out).await?;
+    tls.flush().await?;
+    Ok(())
+}
+
 /// The bench's `hello`.
 fn hello_frame() -> ClientFrame {
     ClientFrame::Hello {
@@ -288,10 +290,7 @@ fn hello_frame() -> ClientFrame {
 pub async fn handshake(addr: SocketAddr, connector: &TlsConnector) -> anyhow::Result<()> {
     let setup = async {
         let mut tls = connect(addr, connector).await?;
-        let mut out = serde_json::to_vec(&hello_frame())?;
-        out.push(b'\n');
-        tls.write_all(&out).await?;
-        tls.flush().await?;
+        write_frames(&mut tls, &[hello_frame()]).await?;
         let mut lines = Lines::new();
         loop {
             if let Some(range) = lines.take() {

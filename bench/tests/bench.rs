@@ -96,20 +96,7 @@ fn paced_fanout_with_generated_3072_bit_keys() {
 
 #[test]
 fn idle_mode_reports_memory_per_connection() {
-    let out = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
-        .arg("--chatd")
-        .arg(chatd_binary())
-        .args(["--idle", "3", "--idle-wait", "0", "--json"])
-        .output()
-        .expect("chat-bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "chat-bench failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let v = bench_json(&["--idle", "3", "--idle-wait", "0"]);
     assert_eq!(v["mode"], "idle");
     assert_eq!(v["clients"], 3);
     assert_eq!(v["dropped"], 0);
