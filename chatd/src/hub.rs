@@ -370,19 +370,38 @@ impl Inner {
         &self,
         user: &str,
         fingerprint: Fingerprint,
-        key: Option<&str>,
         event: DeviceEvent,
         except: Option<SessionId>,
     ) {
-        let frame = ServerFrame::Device {
-            user: user.to_string(),
-            fingerprint,
-            key: key.map(str::to_string),
-            event,
-        };
-        if let Some(line) = serialize(&frame) {
+        if let Some(line) = device_line(user, fingerprint, None, event) {
             self.deliver_all(&line, except);
         }
+    }
+}
+
+/// A serialized `device` frame.
+fn device_line(
+    user: &str,
+    fingerprint: Fingerprint,
+    key: Option<&str>,
+    event: DeviceEvent,
+) -> Option<Bytes> {
+    serialize(&ServerFrame::Device {
+        user: user.to_string(),
+        fingerprint,
+        key: key.map(str::to_string),
+        event,
+    })
+}
+
+/// Joins serialized lines into one queue entry: a login's or logout's `presence` and `device`
+/// notices then cost each member one wake-up, TLS record and write instead of two.
+fn concat_lines(lines: impl IntoIterator<Item = Option<Bytes>>) -> Option<Bytes> {
+    let lines: Vec<Bytes> = lines.into_iter().flatten().collect();
+    match lines.len() {
+        0 => None,
+        1 => lines.into_iter().next(),
+        _ => Some(Bytes::from(lines.concat())),
     }
 }
 
@@ -529,18 +548,17 @@ impl Hub {
                 *entry.held.borrow_mut() = Some(Vec::new());
             }
         }
-        if count == 0 {
-            let join = ServerFrame::Presence {
+        let join = (count == 0).then(|| {
+            serialize(&ServerFrame::Presence {
                 user: user.clone(),
                 event: PresenceEvent::Join,
                 reason: None,
-            };
-            if let Some(line) = serialize(&join) {
-                inner.deliver_all(&line, Some(id));
-            }
-        }
-        if first_of_device {
-            inner.announce_device(&user, device, Some(&key), DeviceEvent::Online, Some(id));
+            })
+        });
+        let online = first_of_device
+            .then(|| device_line(&user, device, Some(&key), DeviceEvent::Online));
+        if let Some(lines) = concat_lines([join.flatten(), online.flatten()]) {
+            inner.deliver_all(&lines, Some(id));
         }
         Ok((id, inner.offline_seq))
     }
@@ -882,7 +900,7 @@ impl Hub {
         let before = keys.len();
         keys.retain(|k| k.fingerprint != *device);
         if keys.len() != before {
-            inner.announce_device(user, *device, None, DeviceEvent::Removed, None);
+            inner.announce_device(user, *device, DeviceEvent::Removed, None);
         }
     }
 
@@ -904,7 +922,7 @@ impl Hub {
         inner.everyone_offline = None;
         let keys = inner.known.remove(user).unwrap_or_default();
         for k in keys {
-            inner.announce_device(user, k.fingerprint, None, DeviceEvent::Removed, None);
+            inner.announce_device(user, k.fingerprint, DeviceEvent::Removed, None);
         }
     }
 
@@ -922,9 +940,10 @@ impl Hub {
             }
             None => true,
         };
+        let mut offline = None;
         if last_of_device {
             inner.by_device.remove(&entry.device);
-            inner.announce_device(&entry.user, entry.device, None, DeviceEvent::Offline, None);
+            offline = device_line(&entry.user, entry.device, None, DeviceEvent::Offline);
         }
         let last = match inner.by_user.get_mut(&entry.user) {
             Some(ids) => {
@@ -933,17 +952,18 @@ impl Hub {
             }
             None => true,
         };
+        let mut leave = None;
         if last {
             inner.by_user.remove(&entry.user);
             inner.away.remove(&entry.user);
-            let leave = ServerFrame::Presence {
+            leave = serialize(&ServerFrame::Presence {
                 user: entry.user,
                 event: PresenceEvent::Leave,
                 reason: Some(reason.to_string()),
-            };
-            if let Some(line) = serialize(&leave) {
-                inner.deliver_all(&line, None);
-            }
+            });
+        }
+        if let Some(lines) = concat_lines([offline, leave]) {
+            inner.deliver_all(&lines, None);
         }
     }
 
@@ -1105,7 +1125,16 @@ mod tests {
         join_dev(hub, user, 0, cap)
     }
 
+    /// The lines queued for a session, as its client reads them.
     fn drain(rx: &mut Rx) -> Vec<String> {
+        drain_entries(rx)
+            .iter()
+            .flat_map(|e| e.lines().map(str::to_string).collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// The queue entries themselves (one wake-up and write each).
+    fn drain_entries(rx: &mut Rx) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(b) = rx.try_recv() {
             out.push(text(&b));
@@ -1122,7 +1151,9 @@ mod tests {
         let hub = Hub::new(4, 8);
         let (_a, mut ra, _) = join(&hub, "alice", 8);
         let (b1, _rb1, _) = join_dev(&hub, "bob", 1, 8);
-        let seen = drain(&mut ra);
+        let entries = drain_entries(&mut ra);
+        assert_eq!(entries.len(), 1, "join and device share one entry: {entries:?}");
+        let seen: Vec<&str> = entries[0].lines().collect();
         assert_eq!(seen.len(), 2);
         assert!(seen[0].contains(r#""event":"join""#));
         assert!(seen[1].contains(r#""type":"device""#) && seen[1].contains("key-of-bob1"));
@@ -1135,7 +1166,9 @@ mod tests {
         assert_eq!(seen.len(), 1, "bob is still online: {seen:?}");
         assert!(seen[0].contains(r#""event":"offline""#) && !seen[0].contains("key-of"));
         hub.unregister(b2, "disconnected");
-        let seen = drain(&mut ra);
+        let entries = drain_entries(&mut ra);
+        assert_eq!(entries.len(), 1, "offline and leave share one entry: {entries:?}");
+        let seen: Vec<&str> = entries[0].lines().collect();
         assert!(seen[0].contains(r#""event":"offline""#));
         assert!(seen[1].contains(r#""event":"leave""#) && seen[1].contains("disconnected"));
         assert_eq!(hub.online().len(), 1);
@@ -1144,9 +1177,9 @@ mod tests {
     #[test]
     fn full_queue_closes_only_the_slow_session() {
         let hub = Hub::new(4, 8);
-        let (_s, mut rs, slow) = join(&hub, "slow", 2);
+        let (_s, mut rs, slow) = join(&hub, "slow", 1);
         let (_f, mut rf, fast) = join(&hub, "fast", 64);
-        // fast saw nothing yet; slow's queue is now full with fast's join and device.
+        // fast saw nothing yet; slow's queue is now full with fast's join and device (one entry).
         let msg = ServerFrame::Notice { text: "x".into() };
         // The slow client frees its slot after each broadcast; once closed it must get
         // nothing more, or it would see a gap before its bye.
