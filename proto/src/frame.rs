@@ -36,6 +36,9 @@ pub enum ClientFrame {
         /// Free-form client name and version, for logs.
         #[serde(default)]
         client: String,
+        /// Asks for binary envelope frames (codec.rs); used once the server's `hello` agrees.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        binary: bool,
     },
     /// Password login; only valid after `hello` and before any other request.
     Login {
@@ -88,10 +91,15 @@ impl std::fmt::Debug for ClientFrame {
     // Hand-written so a password or message text can never reach a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ClientFrame::Hello { version, client } => f
+            ClientFrame::Hello {
+                version,
+                client,
+                binary,
+            } => f
                 .debug_struct("Hello")
                 .field("version", version)
                 .field("client", client)
+                .field("binary", binary)
                 .finish(),
             ClientFrame::Login { user, .. } => f
                 .debug_struct("Login")
@@ -274,6 +282,10 @@ pub enum ServerFrame {
         /// send `ping` well within it.
         #[serde(default)]
         idle_timeout_secs: u64,
+        /// The client asked for binary envelope frames and gets them: from now on the server
+        /// sends live envelopes as binary frames and accepts binary `send` frames.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        binary: bool,
     },
     /// Login succeeded.
     LoginOk {

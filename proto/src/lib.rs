@@ -1,9 +1,11 @@
 //! Shared protocol crate for chatd, chatctl and chat.
 //!
-//! Two wire formats live here, both "one JSON object per line":
+//! Two wire formats live here, both "one JSON object per line" (the client one also has
+//! binary frames for envelopes, negotiated in `hello`):
 //!
 //! ```text
-//! client <-TLS-> chatd      frame::{ClientFrame, ServerFrame}   codec::LineCodec (capped lines)
+//! client <-TLS-> chatd      frame::{ClientFrame, ServerFrame}   codec::WireCodec (capped lines,
+//!                                                               binary envelope frames)
 //! chatctl <-unix-> chatd    control::{ControlRequest, ControlResponse}
 //! ```
 //!
@@ -23,6 +25,6 @@ pub mod fingerprint;
 pub mod frame;
 pub mod names;
 
-pub use codec::{LineCodec, LineError};
+pub use codec::{LineCodec, LineError, Wire, WireCodec};
 pub use fingerprint::Fingerprint;
 pub use frame::{ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame};
