@@ -52,7 +52,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         let acceptor = shared.acceptor();
         let handshake = tokio::time::timeout(
             shared.config.limits.handshake_timeout(),
-            acceptor.accept(stream),
+            Box::pin(acceptor.accept(stream)),
         );
         let tls = tokio::select! {
             result = handshake => match result {
@@ -72,7 +72,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         let (r, w) = tokio::io::split(tls);
         let mut session = Session::new(r, w, peer, shared);
         session.run().await;
-        session.finish().await;
+        Box::pin(session.finish()).await;
     }
     .instrument(span)
     .await
@@ -325,7 +325,7 @@ impl Session {
 
     async fn run(&mut self) {
         let login_timeout = self.shared.config.limits.login_timeout();
-        let login = match tokio::time::timeout(login_timeout, self.login_phase()).await {
+        let login = match tokio::time::timeout(login_timeout, Box::pin(self.login_phase())).await {
             Ok(Some(login)) => login,
             Ok(None) => return,
             Err(_) => {
@@ -369,14 +369,14 @@ impl Session {
         self.id = Some(id);
         tracing::Span::current().record("user", login.user.as_str());
         tracing::info!(session = id, device = %login.device, "logged in");
-        let replay = replay(
+        let replay = Box::pin(replay(
             Arc::clone(&self.shared),
             Arc::clone(&self.outbox),
             id,
             seq,
             login.user.clone(),
             login.device,
-        );
+        ));
         tokio::select! {
             ok = replay => if !ok {
                 self.ending = Some(Ending::gone("disconnected"));
@@ -852,14 +852,14 @@ impl Session {
                         user: &login.user,
                         role: login.role,
                     };
-                    let result = self.shared.registry.dispatch(&ctx, &name, &args).await;
+                    let result = Box::pin(self.shared.registry.dispatch(&ctx, &name, &args)).await;
                     match result {
                         Ok(Some(reply)) => self.send(&reply),
                         Ok(None) => {}
                         Err(e) => self.send(&e.to_frame()),
                     }
                 }
-                ClientFrame::BacklogAck { upto } => self.ack_backlog(login, upto).await,
+                ClientFrame::BacklogAck { upto } => Box::pin(self.ack_backlog(login, upto)).await,
                 ClientFrame::Ping { nonce } => self.send(&ServerFrame::Pong { nonce }),
                 ClientFrame::Quit => {
                     self.ending = Some(Ending::both("quit"));
