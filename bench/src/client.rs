@@ -282,6 +282,7 @@ fn hello_frame() -> ClientFrame {
     ClientFrame::Hello {
         version: PROTOCOL_VERSION,
         client: format!("chat-bench/{}", env!("CARGO_PKG_VERSION")),
+        binary: false,
     }
 }
 
