@@ -1,6 +1,10 @@
 //! Connecting to chatd: TCP + TLS with the trust rules of [`crate::trust`], then the
 //! `hello` / `login` exchange, leaving a [`Connection`] that sends and receives frames.
 //!
+//! `hello` asks for binary envelope frames (proto's `codec`); a server that agrees sends
+//! live envelopes as binary frames and takes our `send`s as binary frames too. Both kinds of
+//! envelope reach the rest of the client as one [`Incoming::Envelope`].
+//!
 //! Nothing here prints to stdout, so any UI (plain lines now, a TUI later) can use it;
 //! trust warnings go to stderr and questions go through [`AskTrust`].
 
@@ -12,7 +16,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use chatd_proto::frame::{DeviceInfo, RoomState};
-use chatd_proto::{ClientFrame, Fingerprint, LineCodec, PROTOCOL_VERSION, ServerFrame};
+use chatd_proto::{
+    ClientFrame, Fingerprint, LineError, PROTOCOL_VERSION, ServerFrame, Wire, WireCodec,
+};
 use futures_util::StreamExt;
 use rustls::RootCertStore;
 use rustls::pki_types::ServerName;
@@ -23,6 +29,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_util::codec::FramedRead;
 
 use crate::format::sanitize;
+use crate::secure::Delivered;
 use crate::trust::{self, Decision, KnownServers, PinningVerifier};
 
 /// How long the TCP connect and the TLS handshake may each take.
@@ -284,10 +291,46 @@ pub struct LoggedIn {
     pub rooms: Vec<RoomState>,
 }
 
-/// A framed connection: JSON lines in, JSON lines out.
+/// One thing the server sent, as the rest of the client handles it.
+#[derive(Debug)]
+pub enum Incoming {
+    /// An end-to-end envelope, from a JSON `envelope` line or a binary frame.
+    Envelope(Delivered),
+    /// Any other frame.
+    Frame(ServerFrame),
+}
+
+impl Incoming {
+    /// The JSON frame, unless this is an envelope.
+    pub fn frame(&self) -> Option<&ServerFrame> {
+        match self {
+            Incoming::Envelope(_) => None,
+            Incoming::Frame(frame) => Some(frame),
+        }
+    }
+}
+
+impl From<ServerFrame> for Incoming {
+    /// A JSON `envelope` becomes [`Incoming::Envelope`] (its base64 decoded, the only time).
+    fn from(frame: ServerFrame) -> Self {
+        match frame {
+            ServerFrame::Envelope {
+                from,
+                device,
+                data,
+                ts,
+            } => Incoming::Envelope(Delivered::json(from, device, &data, ts)),
+            frame => Incoming::Frame(frame),
+        }
+    }
+}
+
+/// A framed connection: JSON lines and binary envelope frames in and out.
 pub struct Connection<S> {
-    reader: FramedRead<ReadHalf<S>, LineCodec>,
+    reader: FramedRead<ReadHalf<S>, WireCodec>,
     writer: WriteHalf<S>,
+    /// The server's `hello` agreed to binary envelope frames.
+    binary: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite> Connection<S> {
@@ -295,52 +338,73 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
     pub fn new(stream: S) -> Self {
         let (r, w) = tokio::io::split(stream);
         Connection {
-            reader: FramedRead::new(r, LineCodec::default()),
+            reader: FramedRead::new(r, WireCodec::default()),
             writer: w,
+            binary: false,
         }
+    }
+
+    /// True once `hello` negotiated binary envelope frames: `send` frames then go binary.
+    pub fn binary(&self) -> bool {
+        self.binary
     }
 
     /// Sends one frame and flushes it.
     pub async fn send(&mut self, frame: &ClientFrame) -> Result<()> {
         let line = chatd_proto::frame::encode(frame).context("encoding a frame")?;
-        self.send_line(&line).await
+        self.send_encoded(&line).await
     }
 
-    /// Sends one already encoded, newline-terminated frame and flushes it.
-    pub async fn send_line(&mut self, line: &[u8]) -> Result<()> {
-        self.writer.write_all(line).await?;
+    /// Sends one already encoded frame (a newline-terminated line or a binary frame) and
+    /// flushes it.
+    pub async fn send_encoded(&mut self, frame: &[u8]) -> Result<()> {
+        self.writer.write_all(frame).await?;
         self.writer.flush().await?;
         Ok(())
     }
 
     /// The next frame, or `None` when the server closed the connection. Cancel-safe.
     ///
-    /// Lines that cannot be read (too long, not UTF-8, unknown frame type from a newer
-    /// server) are skipped with a note on stderr.
-    pub async fn recv(&mut self) -> Result<Option<ServerFrame>> {
+    /// Frames that cannot be read (too long, not UTF-8, an unknown or truncated binary
+    /// frame, unknown frame type from a newer server) are skipped with a note on stderr.
+    /// Binary envelopes are taken whether or not they were negotiated: they are
+    /// unambiguous, and a server sends them only when asked.
+    pub async fn recv(&mut self) -> Result<Option<Incoming>> {
         loop {
             let line = match self.reader.next().await {
                 None => return Ok(None),
                 Some(Err(e)) => return Err(e.into()),
-                Some(Ok(Err(e))) => {
+                Some(Ok(Err(
+                    e @ (LineError::TooLong { .. }
+                    | LineError::NotUtf8
+                    | LineError::UnknownBinary { .. }
+                    | LineError::ShortBinary),
+                ))) => {
                     eprintln!("chat: ignoring a frame from the server: {e}");
                     continue;
                 }
-                Some(Ok(Ok(line))) => line,
+                Some(Ok(Ok(Wire::Envelope { ts, data }))) => {
+                    return Ok(Some(Incoming::Envelope(Delivered::binary(ts, data))));
+                }
+                Some(Ok(Ok(Wire::Send(_)))) => {
+                    eprintln!("chat: ignoring a binary send frame from the server");
+                    continue;
+                }
+                Some(Ok(Ok(Wire::Line(line)))) => line,
             };
             match chatd_proto::frame::decode::<ServerFrame>(&line) {
-                Ok(frame) => return Ok(Some(frame)),
+                Ok(frame) => return Ok(Some(frame.into())),
                 Err(e) => eprintln!("chat: ignoring an unreadable frame from the server: {e}"),
             }
         }
     }
 
-    /// Sends `hello` and waits for the server's `hello`.
+    /// Sends `hello` (asking for binary envelope frames) and waits for the server's `hello`.
     pub async fn hello(&mut self) -> Result<ServerInfo> {
         self.send(&ClientFrame::Hello {
             version: PROTOCOL_VERSION,
             client: format!("chat/{}", env!("CARGO_PKG_VERSION")),
-            binary: false,
+            binary: true,
         })
         .await
         .context("sending hello")?;
@@ -352,7 +416,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     max_line_bytes,
                     max_text_bytes,
                     idle_timeout_secs,
-                    ..
+                    binary,
                 } => {
                     if version != PROTOCOL_VERSION {
                         bail!(
@@ -365,7 +429,9 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     let max = max_line_bytes
                         .max(max_text_bytes.saturating_mul(6) + 4096)
                         .max(MAX_SERVER_LINE);
-                    *self.reader.decoder_mut() = LineCodec::new(max);
+                    *self.reader.decoder_mut() = WireCodec::new(max);
+                    // An old server leaves the field out: JSON frames only.
+                    self.binary = binary;
                     return Ok(ServerInfo {
                         server: sanitize(&server),
                         max_line_bytes,
@@ -425,14 +491,20 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
     }
 
     /// The next frame during the handshake, with a timeout; a closed connection is an error.
+    /// An envelope cannot be for us before login, so it is skipped.
     async fn reply(&mut self, what: &str) -> Result<ServerFrame> {
-        match tokio::time::timeout(REPLY_TIMEOUT, self.recv()).await {
-            Err(_) => bail!("the server did not answer {what} in time"),
-            Ok(Err(e)) => {
-                Err(e).context(format!("connection lost waiting for the answer to {what}"))
+        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.recv()).await {
+                Err(_) => bail!("the server did not answer {what} in time"),
+                Ok(Err(e)) => {
+                    return Err(e)
+                        .context(format!("connection lost waiting for the answer to {what}"));
+                }
+                Ok(Ok(None)) => bail!("the server closed the connection during {what}"),
+                Ok(Ok(Some(Incoming::Envelope(_)))) => {}
+                Ok(Ok(Some(Incoming::Frame(frame)))) => return Ok(frame),
             }
-            Ok(Ok(None)) => bail!("the server closed the connection during {what}"),
-            Ok(Ok(Some(frame))) => Ok(frame),
         }
     }
 }
@@ -454,9 +526,13 @@ pub const MAX_SERVER_LINE: usize = 32 << 20;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secure::SentBy;
+    use base64::Engine;
+    use bytes::Bytes;
     use chatd_proto::ErrorCode;
+    use chatd_proto::codec::{BINARY_ENVELOPE, BINARY_MARKER, binary_envelope, binary_send};
     use chatd_proto::frame::{decode, encode};
-    use tokio::io::{AsyncBufReadExt, BufReader, DuplexStream};
+    use tokio::io::DuplexStream;
 
     #[test]
     fn parses_server_addresses() {
@@ -479,30 +555,159 @@ mod tests {
         }
     }
 
-    /// A fake server on the other end of a pipe: answers each client frame from `script`.
-    async fn fake_server(
+    /// A fake server on the other end of a pipe: answers each client frame from `script`
+    /// with raw bytes (JSON lines, binary frames or junk). It reads like chatd, lines and
+    /// binary frames; a binary `send` reaches the script as `Err(bytes)`.
+    async fn fake_server_raw(
         stream: DuplexStream,
-        mut script: impl FnMut(ClientFrame) -> Vec<ServerFrame>,
+        mut script: impl FnMut(Result<ClientFrame, Bytes>) -> Vec<Bytes>,
     ) {
         let (r, mut w) = tokio::io::split(stream);
-        let mut lines = BufReader::new(r).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let frame: ClientFrame = decode(&line).unwrap();
-            for reply in script(frame) {
-                w.write_all(&encode(&reply).unwrap()).await.unwrap();
+        let mut frames = FramedRead::new(r, WireCodec::new(1 << 20));
+        while let Some(Ok(Ok(wire))) = frames.next().await {
+            let got = match wire {
+                Wire::Line(line) => Ok(decode(&line).unwrap()),
+                Wire::Send(data) => Err(data),
+                Wire::Envelope { .. } => panic!("the client sent a binary envelope"),
+            };
+            for reply in script(got) {
+                w.write_all(&reply).await.unwrap();
             }
         }
     }
 
-    fn server_hello() -> ServerFrame {
+    /// [`fake_server_raw`] for a server speaking JSON only, like one older than binary frames.
+    async fn fake_server(
+        stream: DuplexStream,
+        mut script: impl FnMut(ClientFrame) -> Vec<ServerFrame>,
+    ) {
+        fake_server_raw(stream, move |got| match got {
+            Ok(frame) => script(frame).iter().map(json).collect(),
+            Err(_) => panic!("a binary send to a server that did not agree to them"),
+        })
+        .await
+    }
+
+    fn json(frame: &ServerFrame) -> Bytes {
+        encode(frame).unwrap()
+    }
+
+    /// A `hello` from a server agreeing to binary frames or (false) knowing nothing of them.
+    fn hello_binary(binary: bool) -> ServerFrame {
         ServerFrame::Hello {
             version: PROTOCOL_VERSION,
             server: "chatd/test".into(),
             max_line_bytes: 65536,
             max_text_bytes: 100,
             idle_timeout_secs: 0,
-            binary: false,
+            binary,
         }
+    }
+
+    fn server_hello() -> ServerFrame {
+        hello_binary(false)
+    }
+
+    #[tokio::test]
+    async fn binary_frames_are_asked_for_and_used_only_if_the_server_agrees() {
+        for agree in [false, true] {
+            let (client, server) = tokio::io::duplex(4096);
+            tokio::spawn(fake_server(server, move |f| match f {
+                ClientFrame::Hello { binary, .. } => {
+                    assert!(binary, "the client asks for binary frames");
+                    vec![hello_binary(agree)]
+                }
+                _ => vec![],
+            }));
+            let mut c = Connection::new(client);
+            assert!(!c.binary(), "nothing is negotiated before hello");
+            c.hello().await.unwrap();
+            assert_eq!(c.binary(), agree);
+        }
+        // An old server's hello has no `binary` field at all.
+        let line = encode(&hello_binary(false)).unwrap();
+        assert!(!String::from_utf8_lossy(&line).contains("binary"));
+    }
+
+    #[tokio::test]
+    async fn binary_and_json_envelopes_arrive_alike() {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let device = Fingerprint::of(b"BOB");
+        tokio::spawn(fake_server_raw(server, move |got| match got {
+            Ok(ClientFrame::Hello { .. }) => vec![
+                json(&hello_binary(true)),
+                binary_envelope(1_764_300_000_001, b"live bytes"),
+                // Stored while offline: replayed as JSON even on a binary session.
+                json(&ServerFrame::Envelope {
+                    from: "bob".into(),
+                    device,
+                    data: base64::engine::general_purpose::STANDARD.encode(b"stored bytes"),
+                    ts: 1_764_300_000_002,
+                }),
+                json(&ServerFrame::Envelope {
+                    from: "bob".into(),
+                    device,
+                    data: "not base64!".into(),
+                    ts: 3,
+                }),
+            ],
+            _ => vec![],
+        }));
+        let mut c = Connection::new(client);
+        c.hello().await.unwrap();
+        assert!(c.binary());
+        let mut next = async || match c.recv().await.unwrap() {
+            Some(Incoming::Envelope(d)) => d,
+            other => panic!("{other:?}"),
+        };
+        let live = next().await;
+        assert_eq!(live.sent_by, SentBy::Header);
+        assert_eq!(live.data, Ok(Bytes::from_static(b"live bytes")));
+        assert_eq!(live.ts, 1_764_300_000_001);
+        let stored = next().await;
+        let bob = SentBy::Named {
+            user: "bob".into(),
+            device,
+        };
+        assert_eq!(stored.sent_by, bob);
+        assert_eq!(stored.data, Ok(Bytes::from_static(b"stored bytes")));
+        assert_eq!(stored.ts, 1_764_300_000_002);
+        // Bad base64 still arrives, so that it is reported as an unreadable message.
+        let bad = next().await;
+        assert_eq!(bad.sent_by, bob);
+        assert!(bad.data.is_err());
+    }
+
+    #[tokio::test]
+    async fn bad_binary_frames_are_skipped_and_the_session_continues() {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        tokio::spawn(fake_server_raw(server, move |got| match got {
+            Ok(ClientFrame::Hello { .. }) => vec![
+                // Over the 64 KiB cap in force before hello: skipped without being buffered.
+                binary_envelope(1, &vec![b'x'; 64 << 10]),
+                json(&hello_binary(true)),
+                // Unknown kind, envelope too short for its time stamp, a client's frame kind.
+                Bytes::from_static(&[BINARY_MARKER, b'Z', 0, 0, 0, 2, b'{', b'\n']),
+                Bytes::from_static(&[BINARY_MARKER, BINARY_ENVELOPE, 0, 0, 0, 3, 1, 2, 3]),
+                binary_send(b"not for clients"),
+                // Longer than the first cap: hello raised it for binary frames too.
+                binary_envelope(2, &vec![b'y'; 100 << 10]),
+                json(&ServerFrame::Pong { nonce: 7 }),
+            ],
+            _ => vec![],
+        }));
+        let mut c = Connection::new(client);
+        c.hello().await.unwrap();
+        match c.recv().await.unwrap() {
+            Some(Incoming::Envelope(d)) => {
+                assert_eq!((d.ts, d.data.map(|b| b.len())), (2, Ok(100 << 10)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            c.recv().await.unwrap(),
+            Some(Incoming::Frame(ServerFrame::Pong { nonce: 7 }))
+        ));
     }
 
     #[tokio::test]

@@ -2,15 +2,29 @@
 //! command behaves the same in both.
 
 use anyhow::{Context, Result};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use chatd_proto::codec::binary_send;
 use chatd_proto::conversation::Conversation;
 use chatd_proto::frame::{DeviceEvent, RoomEvent};
 use chatd_proto::{ClientFrame, ServerFrame, frame};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::conn::{Connection, ServerInfo};
+use crate::conn::{Connection, Incoming, ServerInfo};
 
 use crate::input::{self, Input};
-use crate::secure::{Body, Event, Secure};
+use crate::secure::{Body, Delivered, Event, Secure};
+
+/// One frame for the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// A JSON frame.
+    Frame(ClientFrame),
+    /// A sealed envelope's bytes: a binary `send` frame if the connection negotiated them,
+    /// else a JSON one.
+    Envelope(Bytes),
+}
 
 /// The outcome of one typed line.
 #[derive(Debug)]
@@ -26,7 +40,7 @@ pub enum Step {
         /// Local notices (new chains, warnings) to show first.
         events: Vec<Event>,
         /// Frames for the server.
-        frames: Vec<ClientFrame>,
+        frames: Vec<Outbound>,
     },
     /// Show these; nothing goes to the server.
     Show(Vec<Event>),
@@ -81,7 +95,12 @@ pub fn line(line: &str, secure: &mut Secure) -> Step {
     match secure.seal(&conversation, body) {
         Ok(sealed) => Step::Send {
             events: sealed.events,
-            frames: sealed.frames,
+            frames: sealed
+                .chains
+                .into_iter()
+                .map(Outbound::Frame)
+                .chain([Outbound::Envelope(sealed.envelope)])
+                .collect(),
         },
         Err(why) => Step::Refused(why),
     }
@@ -112,11 +131,11 @@ fn room_command(name: String, args: String, secure: &mut Secure) -> Step {
     };
     Step::Send {
         events: Vec::new(),
-        frames: vec![ClientFrame::Command {
+        frames: vec![Outbound::Frame(ClientFrame::Command {
             name,
             args,
             room: Some(secure.current_room().to_string()),
-        }],
+        })],
     }
 }
 
@@ -125,7 +144,8 @@ fn room_command(name: String, args: String, secure: &mut Secure) -> Step {
 pub enum Sent {
     /// Every frame was written.
     All,
-    /// A frame was longer than the server's line limit; it and the rest were not sent.
+    /// A frame was longer than the server's line limit (for a binary frame: its payload);
+    /// it and the rest were not sent.
     TooLong,
     /// The connection is gone.
     Lost,
@@ -135,31 +155,56 @@ pub enum Sent {
 pub async fn send<S: AsyncRead + AsyncWrite>(
     conn: &mut Connection<S>,
     limits: &ServerInfo,
-    frames: &[ClientFrame],
+    frames: &[Outbound],
 ) -> Result<Sent> {
     for f in frames {
         // Encoded once: the length check and the write use the same bytes.
-        let line = frame::encode(f).context("encoding a frame")?;
-        if line.len().saturating_sub(1) > limits.max_line_bytes {
+        let (encoded, len) = match f {
+            Outbound::Frame(f) => json_line(f)?,
+            // The envelope as sealed: no base64, and the server's cap is on the payload.
+            Outbound::Envelope(envelope) if conn.binary() => {
+                (binary_send(envelope), envelope.len())
+            }
+            Outbound::Envelope(envelope) => json_line(&ClientFrame::Send {
+                data: BASE64.encode(envelope),
+            })?,
+        };
+        if len > limits.max_line_bytes {
             return Ok(Sent::TooLong);
         }
-        if conn.send_line(&line).await.is_err() {
+        if conn.send_encoded(&encoded).await.is_err() {
             return Ok(Sent::Lost);
         }
     }
     Ok(Sent::All)
 }
 
+/// `frame` as a line, and its length without the newline (what the server's cap counts).
+fn json_line(frame: &ClientFrame) -> Result<(Bytes, usize)> {
+    let line = frame::encode(frame).context("encoding a frame")?;
+    let len = line.len().saturating_sub(1);
+    Ok((line, len))
+}
+
 /// What an end-to-end frame from the server means (verified messages, key notices and
 /// warnings); other frames give nothing here.
-pub fn frame_events(frame: &ServerFrame, secure: &mut Secure) -> Vec<Event> {
+pub fn events(incoming: &Incoming, secure: &mut Secure) -> Vec<Event> {
+    match incoming {
+        Incoming::Envelope(delivered) => vec![secure.on_envelope(delivered)],
+        Incoming::Frame(frame) => frame_events(frame, secure),
+    }
+}
+
+/// [`events`] for one JSON frame.
+fn frame_events(frame: &ServerFrame, secure: &mut Secure) -> Vec<Event> {
     match frame {
+        // Not reached from `Connection::recv`, which converts envelopes; handled all the same.
         ServerFrame::Envelope {
             from,
             device,
             data,
             ts,
-        } => vec![secure.on_envelope(from, *device, data, *ts)],
+        } => vec![secure.on_envelope(&Delivered::json(from.clone(), *device, data, *ts))],
         ServerFrame::Chain { from, device, data } => secure.on_chain(from, *device, data),
         ServerFrame::Device {
             user,

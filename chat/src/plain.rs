@@ -9,8 +9,8 @@ use chatd_proto::{ClientFrame, ServerFrame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use crate::conn::{Connection, ServerInfo};
-use crate::dispatch::{self, Sent, Step};
+use crate::conn::{Connection, Incoming, ServerInfo};
+use crate::dispatch::{self, Outbound, Sent, Step};
 use crate::format;
 use crate::secure::{Event, Secure};
 use crate::stdin::LineReader;
@@ -59,14 +59,18 @@ where
         };
         tokio::select! {
             biased;
-            frame = conn.recv() => {
-                let frame = match frame {
-                    Ok(Some(frame)) => frame,
+            incoming = conn.recv() => {
+                let incoming = match incoming {
+                    Ok(Some(incoming)) => incoming,
                     Ok(None) | Err(_) => return Ok(lost(quitting.is_some())),
                 };
-                let stamp = format::local_stamp(format::frame_time(&frame));
-                let events = dispatch::frame_events(&frame, secure);
+                let events = dispatch::events(&incoming, secure);
                 print_events(out, &events, &me)?;
+                // An envelope is all events; only other frames render, answer or end.
+                let Incoming::Frame(frame) = incoming else {
+                    continue;
+                };
+                let stamp = format::local_stamp(format::frame_time(&frame));
                 print_lines(out, &format::render(&frame, &stamp))?;
                 if let Some(reply) = dispatch::reply(&frame) {
                     // Printed first: stored messages are deleted only once shown.
@@ -104,7 +108,7 @@ where
                     Step::Show(events) => print_events(out, &events, &me)?,
                     Step::Help(frame) => {
                         print_lines(out, &format::client_help(&format::local_stamp(None)))?;
-                        if !send_frames(conn, limits, &[frame]).await? {
+                        if !send_frames(conn, limits, &[Outbound::Frame(frame)]).await? {
                             return Ok(lost(false));
                         }
                     }
@@ -125,7 +129,7 @@ where
 async fn send_frames<S: AsyncRead + AsyncWrite>(
     conn: &mut Connection<S>,
     limits: &ServerInfo,
-    frames: &[ClientFrame],
+    frames: &[Outbound],
 ) -> Result<bool> {
     match dispatch::send(conn, limits, frames).await? {
         Sent::All => Ok(true),
@@ -178,25 +182,60 @@ fn print_lines(out: &mut impl Write, lines: &[String]) -> Result<()> {
 mod tests {
     use super::*;
     use crate::peers::Peers;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use bytes::Bytes;
+    use chatd_proto::codec::{BINARY_MARKER, binary_envelope};
+    use chatd_proto::conversation::Conversation;
     use chatd_proto::e2e::{DeviceKey, Envelope};
-    use chatd_proto::frame::{decode, encode};
-    use chatd_proto::{ErrorCode, PROTOCOL_VERSION};
+    use chatd_proto::frame::{DeviceInfo, RoomState, decode, encode};
+    use chatd_proto::{ErrorCode, PROTOCOL_VERSION, Wire, WireCodec};
+    use futures_util::StreamExt;
     use std::io::Cursor;
     use std::sync::{Arc, Mutex};
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+    use tokio_util::codec::FramedRead;
 
-    /// Records what the client sent and answers like a tiny chatd; `bye_on_quit` false
-    /// means the server just closes on quit.
-    async fn fake_server(
-        stream: DuplexStream,
-        seen: Arc<Mutex<Vec<ClientFrame>>>,
+    /// How the fake chatd behaves.
+    #[derive(Clone, Default)]
+    struct Fake {
+        /// Answers `quit` with `bye`; else it just closes.
         bye_on_quit: bool,
-    ) {
+        /// Agrees to binary envelope frames; else it is a server older than them.
+        binary: bool,
+        /// Devices listed in `login_ok`.
+        devices: Vec<DeviceInfo>,
+        /// Raw frames sent right after `login_ok`.
+        after_login: Vec<Bytes>,
+    }
+
+    /// What the fake server got: a JSON frame, or a binary `send`'s envelope bytes.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Got {
+        Json(ClientFrame),
+        Binary(Bytes),
+    }
+
+    const ECHO_TS: u64 = 1_764_300_000_000;
+
+    /// Records what the client sent and answers like a tiny chatd, reading lines and
+    /// binary frames as chatd does.
+    async fn fake_server(stream: DuplexStream, seen: Arc<Mutex<Vec<Got>>>, fake: Fake) {
         let (r, mut w) = tokio::io::split(stream);
-        let mut lines = BufReader::new(r).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let frame: ClientFrame = decode(&line).unwrap();
-            seen.lock().unwrap().push(frame.clone());
+        let mut frames = FramedRead::new(r, WireCodec::new(1 << 20));
+        while let Some(Ok(Ok(wire))) = frames.next().await {
+            let frame: ClientFrame = match wire {
+                Wire::Line(line) => decode(&line).unwrap(),
+                // Echoed like chatd does: the same bytes, as a binary frame.
+                Wire::Send(data) => {
+                    seen.lock().unwrap().push(Got::Binary(data.clone()));
+                    w.write_all(&binary_envelope(ECHO_TS, &data)).await.unwrap();
+                    continue;
+                }
+                Wire::Envelope { .. } => panic!("the client sent a binary envelope"),
+            };
+            seen.lock().unwrap().push(Got::Json(frame.clone()));
+            let mut raw = Vec::new();
             let replies = match frame {
                 ClientFrame::Hello { .. } => vec![ServerFrame::Hello {
                     version: PROTOCOL_VERSION,
@@ -204,29 +243,26 @@ mod tests {
                     max_line_bytes: 65536,
                     max_text_bytes: 30,
                     idle_timeout_secs: 0,
-                    binary: false,
+                    binary: fake.binary,
                 }],
-                ClientFrame::Login { user, .. } => vec![ServerFrame::LoginOk {
-                    user,
-                    session: 1,
-                    device: alice_key().fingerprint(),
-                    online: vec!["alice".into()],
-                    devices: vec![],
-                    room: "lobby".into(),
-                    rooms: vec![chatd_proto::frame::RoomState {
-                        name: "lobby".into(),
-                        topic: String::new(),
-                        members: vec!["alice".into()],
-                        invite_only: false,
-                        owner: None,
-                    }],
-                }],
+                ClientFrame::Login { user, .. } => {
+                    raw = fake.after_login.clone();
+                    vec![ServerFrame::LoginOk {
+                        user,
+                        session: 1,
+                        device: alice_key().fingerprint(),
+                        online: vec!["alice".into()],
+                        devices: fake.devices.clone(),
+                        room: "lobby".into(),
+                        rooms: vec![lobby()],
+                    }]
+                }
                 // Echoed like chatd does: the same bytes, named by the session's login.
                 ClientFrame::Send { data } => vec![ServerFrame::Envelope {
                     from: "alice".into(),
                     device: alice_key().fingerprint(),
                     data,
-                    ts: 1_764_300_000_000,
+                    ts: ECHO_TS,
                 }],
                 ClientFrame::Chain { .. } => vec![],
                 ClientFrame::Command { name, .. } if name == "help" => {
@@ -238,7 +274,7 @@ mod tests {
                         "unknown command",
                     )]
                 }
-                ClientFrame::Quit if bye_on_quit => vec![ServerFrame::Bye {
+                ClientFrame::Quit if fake.bye_on_quit => vec![ServerFrame::Bye {
                     reason: "quit".into(),
                 }],
                 ClientFrame::Quit => return,
@@ -247,6 +283,19 @@ mod tests {
             for reply in replies {
                 w.write_all(&encode(&reply).unwrap()).await.unwrap();
             }
+            for frame in raw {
+                w.write_all(&frame).await.unwrap();
+            }
+        }
+    }
+
+    fn lobby() -> RoomState {
+        RoomState {
+            name: "lobby".into(),
+            topic: String::new(),
+            members: vec!["alice".into()],
+            invite_only: false,
+            owner: None,
         }
     }
 
@@ -278,12 +327,14 @@ mod tests {
         }
     }
 
-    async fn session(stdin: &str, bye_on_quit: bool) -> (u8, Vec<String>, Vec<ClientFrame>) {
+    async fn session(stdin: &str, fake: Fake) -> (u8, Vec<String>, Vec<Got>) {
         let (client, server) = tokio::io::duplex(1 << 16);
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn(fake_server(server, seen.clone(), bye_on_quit));
+        let binary = fake.binary;
+        let task = tokio::spawn(fake_server(server, seen.clone(), fake));
         let mut conn = Connection::new(client);
         let info = conn.hello().await.unwrap();
+        assert_eq!(conn.binary(), binary);
         let logged_in = conn.login("alice", "pw", "S0VZ").await.unwrap();
         let mut secure = alice();
         secure.on_login(&logged_in.devices, &logged_in.room, &logged_in.rooms);
@@ -300,65 +351,183 @@ mod tests {
 
     #[tokio::test]
     async fn lines_become_frames_and_quit_exits_zero() {
-        let stdin = "hi\n\n//slash\n/nope args-longer-than-max-text\n/help\nthis line is too long\n/quit\nnot sent\n";
-        let (code, out, seen) = session(stdin, true).await;
-        assert_eq!(code, 0);
-        // Replies race with the locally printed help, so check the two streams separately.
-        let client_help = format::client_help("x");
-        let n = client_help.len();
-        let start = out.iter().position(|l| l == "-- client commands:").unwrap();
-        assert_eq!(out[start + 1..start + n], client_help[1..]);
-        let mut from_server = out.clone();
-        from_server.drain(start..start + n);
-        assert_eq!(
-            from_server,
-            vec![
-                "<alice> hi",
-                "<alice> /slash",
-                "!! unknown command",
-                "-- server commands:",
-                "-- server closed the connection: quit",
-            ]
-        );
-        // Text leaves only sealed, for the current room: two envelopes, then the commands.
-        let texts: Vec<String> = seen[2..4]
-            .iter()
-            .map(|f| match f {
-                ClientFrame::Send { data } => {
-                    let env = Envelope::from_base64(data).unwrap();
+        // The same session against a server older than binary frames and one that agrees.
+        for binary in [false, true] {
+            let stdin = "hi\n\n//slash\n/nope args-longer-than-max-text\n/help\nthis line is too long\n/quit\nnot sent\n";
+            let fake = Fake {
+                bye_on_quit: true,
+                binary,
+                ..Fake::default()
+            };
+            let (code, out, seen) = session(stdin, fake).await;
+            assert_eq!(code, 0);
+            // Replies race with the locally printed help, so check the two streams separately.
+            let client_help = format::client_help("x");
+            let n = client_help.len();
+            let start = out.iter().position(|l| l == "-- client commands:").unwrap();
+            assert_eq!(out[start + 1..start + n], client_help[1..]);
+            let mut from_server = out.clone();
+            from_server.drain(start..start + n);
+            assert_eq!(
+                from_server,
+                vec![
+                    "<alice> hi",
+                    "<alice> /slash",
+                    "!! unknown command",
+                    "-- server commands:",
+                    "-- server closed the connection: quit",
+                ]
+            );
+            // Text leaves only sealed, for the current room: two envelopes, binary exactly
+            // when negotiated, then the commands.
+            let texts: Vec<String> = seen[2..4]
+                .iter()
+                .map(|f| {
+                    let env = match f {
+                        Got::Json(ClientFrame::Send { data }) if !binary => {
+                            assert!(!data.contains("aGk"), "base64 of the text must not appear");
+                            Envelope::from_base64(data).unwrap()
+                        }
+                        Got::Binary(data) if binary => Envelope::decode(data).unwrap(),
+                        other => panic!("binary {binary}: {other:?}"),
+                    };
                     assert_eq!(env.header().conversation, "#lobby");
-                    assert!(!data.contains("aGk"), "base64 of the text must not appear");
                     env.header().sender_user.clone()
-                }
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(texts, ["alice", "alice"]);
-        assert_eq!(
-            seen[4..],
-            [
-                ClientFrame::Command {
-                    // The server, not the client, judges a command's text.
-                    name: "nope".into(),
-                    args: "args-longer-than-max-text".into(),
-                    room: Some("lobby".into()),
-                },
-                ClientFrame::Command {
-                    name: "help".into(),
-                    args: String::new(),
-                    room: None,
-                },
-                ClientFrame::Quit,
-            ]
-        );
+                })
+                .collect();
+            assert_eq!(texts, ["alice", "alice"]);
+            assert_eq!(
+                seen[4..],
+                [
+                    Got::Json(ClientFrame::Command {
+                        // The server, not the client, judges a command's text.
+                        name: "nope".into(),
+                        args: "args-longer-than-max-text".into(),
+                        room: Some("lobby".into()),
+                    }),
+                    Got::Json(ClientFrame::Command {
+                        name: "help".into(),
+                        args: String::new(),
+                        room: None,
+                    }),
+                    Got::Json(ClientFrame::Quit),
+                ]
+            );
+        }
     }
 
     #[tokio::test]
     async fn eof_quits_and_close_after_quit_is_fine() {
-        let (code, out, seen) = session("hi\n", false).await;
+        let (code, out, seen) = session("hi\n", Fake::default()).await;
         assert_eq!(code, 0);
         assert_eq!(out, vec!["<alice> hi"]);
-        assert_eq!(seen.last(), Some(&ClientFrame::Quit));
+        assert_eq!(seen.last(), Some(&Got::Json(ClientFrame::Quit)));
+    }
+
+    fn bob_key() -> DeviceKey {
+        DeviceKey::from_pkcs8_pem(include_str!("../../proto/src/e2e/testdata/bob.pem")).unwrap()
+    }
+
+    fn device_info(user: &str, key: &DeviceKey) -> DeviceInfo {
+        DeviceInfo {
+            user: user.into(),
+            fingerprint: key.fingerprint(),
+            key: BASE64.encode(key.public().to_spki_der()),
+            online: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_binary_session_shows_binary_and_json_envelopes_and_survives_bad_frames() {
+        // Bob, elsewhere, seals two messages for the lobby.
+        let mut bob = Secure::new("bob", bob_key(), Peers::in_memory(), 60_000, 30);
+        bob.on_login(&[device_info("alice", &alice_key())], "lobby", &[lobby()]);
+        let lobby_conv = Conversation::Room("lobby".into());
+        let say = |text: &str| crate::secure::Body {
+            text: text.into(),
+            action: false,
+        };
+        let stored = bob.seal(&lobby_conv, say("stored")).unwrap();
+        let live = bob.seal(&lobby_conv, say("live")).unwrap();
+        let [ClientFrame::Chain { data: chain }] = &stored.chains[..] else {
+            panic!("{:?}", stored.chains)
+        };
+        let from_bob = |frame: ServerFrame| encode(&frame).unwrap();
+        let fake = Fake {
+            bye_on_quit: true,
+            binary: true,
+            devices: vec![device_info("bob", &bob_key())],
+            after_login: vec![
+                from_bob(ServerFrame::Chain {
+                    from: "bob".into(),
+                    device: bob_key().fingerprint(),
+                    data: chain.clone(),
+                }),
+                // Stored while alice was offline: replayed as JSON on a binary session too.
+                from_bob(ServerFrame::Envelope {
+                    from: "bob".into(),
+                    device: bob_key().fingerprint(),
+                    data: BASE64.encode(&stored.envelope),
+                    ts: ECHO_TS,
+                }),
+                // Junk in a well-formed frame, then frames that are not well formed.
+                binary_envelope(ECHO_TS, b"junk"),
+                Bytes::from_static(&[BINARY_MARKER, b'Z', 0, 0, 0, 1, b'\n']),
+                Bytes::from_static(&[BINARY_MARKER, b'E', 0, 0, 0, 2, 0, 0]),
+                binary_envelope(ECHO_TS, &live.envelope),
+            ],
+        };
+        let (code, out, seen) = session("", fake).await;
+        assert_eq!(code, 0);
+        assert_eq!(out.len(), 4, "{out:?}");
+        assert_eq!(out[0], "<bob> stored");
+        assert!(
+            out[1].starts_with("!! dropped a message: it cannot be read ("),
+            "{out:?}"
+        );
+        assert_eq!(
+            out[2..],
+            ["<bob> live", "-- server closed the connection: quit"]
+        );
+        assert!(seen.iter().all(|g| matches!(g, Got::Json(_))), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn an_envelope_is_sent_binary_only_when_negotiated_and_within_the_limit() {
+        for binary in [false, true] {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let fake = Fake {
+                binary,
+                ..Fake::default()
+            };
+            let task = tokio::spawn(fake_server(server, seen.clone(), fake));
+            let mut conn = Connection::new(client);
+            let info = conn.hello().await.unwrap();
+            // Under the 65536-byte limit as binary; not once base64 and JSON are added.
+            let big = Outbound::Envelope(Bytes::from(vec![7; 50_000]));
+            let sent = dispatch::send(&mut conn, &info, std::slice::from_ref(&big)).await;
+            let want = if binary { Sent::All } else { Sent::TooLong };
+            assert_eq!(sent.unwrap(), want);
+            let over = Outbound::Envelope(Bytes::from(vec![7; 65_537]));
+            let sent = dispatch::send(&mut conn, &info, &[over]).await;
+            assert_eq!(sent.unwrap(), Sent::TooLong);
+            let small = Outbound::Envelope(Bytes::from_static(b"tiny"));
+            let sent = dispatch::send(&mut conn, &info, &[small]).await;
+            assert_eq!(sent.unwrap(), Sent::All);
+            conn.send(&ClientFrame::Quit).await.unwrap();
+            task.await.unwrap();
+            let sends: Vec<Got> = seen.lock().unwrap()[1..].to_vec();
+            let tiny = Bytes::from_static(b"tiny");
+            let want = if binary {
+                vec![Got::Binary(Bytes::from(vec![7; 50_000])), Got::Binary(tiny)]
+            } else {
+                vec![Got::Json(ClientFrame::Send {
+                    data: BASE64.encode(&tiny),
+                })]
+            };
+            assert_eq!(sends[..sends.len() - 1], want);
+        }
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
 use chatd_proto::conversation::Conversation;
 use chatd_proto::e2e::{
     DeviceKey, DevicePublicKey, E2eError, Envelope, ReceiverChain, SenderChain, WrappedChain, seal,
@@ -75,6 +76,55 @@ pub struct ChatMessage {
     pub verified: bool,
 }
 
+/// Who the server says sent an envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SentBy {
+    /// A JSON `envelope` frame's `from` and `device`; both must match the signed header.
+    Named {
+        /// Sending user.
+        user: String,
+        /// Sending device's key fingerprint.
+        device: Fingerprint,
+    },
+    /// A binary frame names nobody: the sender is the header's, which the server checked
+    /// against the sending session.
+    Header,
+}
+
+/// An end-to-end envelope as it arrived, from a JSON `envelope` line or a binary frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// Who the server says sent it.
+    pub sent_by: SentBy,
+    /// The envelope bytes; Err when a JSON frame's base64 does not decode.
+    pub data: Result<Bytes, E2eError>,
+    /// Server receive time, ms since the Unix epoch.
+    pub ts: u64,
+}
+
+impl Delivered {
+    /// A JSON `envelope` frame's fields; its base64 is decoded here, the only time.
+    pub fn json(from: String, device: Fingerprint, data: &str, ts: u64) -> Self {
+        Delivered {
+            sent_by: SentBy::Named { user: from, device },
+            data: BASE64
+                .decode(data.trim())
+                .map(Bytes::from)
+                .map_err(|_| E2eError::Malformed("base64")),
+            ts,
+        }
+    }
+
+    /// A binary `envelope` frame: the bytes as they came off the wire.
+    pub fn binary(ts: u64, data: Bytes) -> Self {
+        Delivered {
+            sent_by: SentBy::Header,
+            data: Ok(data),
+            ts,
+        }
+    }
+}
+
 /// A device key the server lists for a user (registered, not revoked).
 struct KnownDevice {
     user: String,
@@ -118,11 +168,13 @@ pub struct Secure {
     max_text_bytes: usize,
 }
 
-/// Frames to send for one message, in order.
+/// What to send for one message, in order: the wrapped chains, then the envelope.
 #[derive(Debug)]
 pub struct Sealed {
-    /// Wrapped chains first, then the envelope.
-    pub frames: Vec<ClientFrame>,
+    /// `chain` frames for the member devices that lack our chain.
+    pub chains: Vec<ClientFrame>,
+    /// The envelope bytes, for a `send` frame (binary or JSON, as the connection allows).
+    pub envelope: Bytes,
     /// Things the user should know (keys skipped).
     pub events: Vec<Event>,
 }
@@ -436,7 +488,7 @@ impl Secure {
         let Some(out) = self.senders.get_mut(&name) else {
             return Err("internal error: no sending chain".into());
         };
-        let mut frames = Vec::new();
+        let mut chains = Vec::new();
         for (fp, d) in recipients {
             if out.given.contains(&fp) {
                 continue;
@@ -444,17 +496,17 @@ impl Secure {
             let wrapped = wrap_chain(&out.chain, &self.key, &self.me, &name, &d.key)
                 .and_then(|w| w.to_base64())
                 .map_err(|e| format!("cannot wrap a key for {}: {e}", sanitize(&d.user)))?;
-            frames.push(ClientFrame::Chain { data: wrapped });
+            chains.push(ClientFrame::Chain { data: wrapped });
             out.given.insert(fp);
         }
         let envelope = seal(&self.key, &self.me, &name, &mut out.chain, &plain, now_ms())
             .map_err(|e| format!("cannot seal: {e}"))?;
         let id = envelope.header().message_id;
-        frames.push(ClientFrame::Send {
-            data: envelope
-                .to_base64()
+        let envelope = Bytes::from(
+            envelope
+                .encode()
                 .map_err(|e| format!("cannot encode: {e}"))?,
-        });
+        );
         if self.pending_order.len() >= MAX_PENDING_OWN {
             if let Some(old) = self.pending_order.pop_front() {
                 self.pending_own.remove(&old);
@@ -468,7 +520,11 @@ impl Secure {
                 body,
             },
         );
-        Ok(Sealed { frames, events })
+        Ok(Sealed {
+            chains,
+            envelope,
+            events,
+        })
     }
 
     /// A wrapped chain from `from`'s device `device`; quiet on success.
@@ -549,16 +605,32 @@ impl Secure {
         }
     }
 
-    /// An envelope from `from`'s device `device`, as the server names them.
-    pub fn on_envelope(&mut self, from: &str, device: Fingerprint, data: &str, ts: u64) -> Event {
+    /// An envelope, from the sender the server names (JSON) or the header's (binary).
+    pub fn on_envelope(&mut self, delivered: &Delivered) -> Event {
+        let envelope = match &delivered.data {
+            Ok(bytes) => Envelope::decode(bytes),
+            Err(e) => Err(e.clone()),
+        };
+        let envelope = match envelope {
+            Ok(e) => e,
+            Err(e) => {
+                let from = match &delivered.sent_by {
+                    SentBy::Named { user, .. } => format!(" from {}", sanitize(user)),
+                    SentBy::Header => String::new(),
+                };
+                return Event::Warning(format!("dropped a message{from}: it cannot be read ({e})"));
+            }
+        };
+        let h = envelope.header();
+        let (from, device) = match &delivered.sent_by {
+            SentBy::Named { user, device } => (user.as_str(), *device),
+            SentBy::Header => (h.sender_user.as_str(), h.sender_device),
+        };
+        let ts = delivered.ts;
         let from_s = sanitize(from);
         let warn =
             |what: String| Event::Warning(format!("dropped a message from {from_s}: {what}"));
-        let envelope = match Envelope::from_base64(data) {
-            Ok(e) => e,
-            Err(e) => return warn(format!("it cannot be read ({e})")),
-        };
-        let h = envelope.header();
+        // Only a JSON frame can disagree: a binary one's sender is the header's.
         if h.sender_user != from || h.sender_device != device {
             return warn(format!(
                 "it is signed as {} but the server says it is from {from_s}",
@@ -764,7 +836,7 @@ mod tests {
     fn route(from: usize, sealed: &Sealed, clients: &mut [Secure]) -> Vec<Vec<Event>> {
         let fp = key(from).fingerprint();
         let mut seen = vec![Vec::new(); clients.len()];
-        for frame in &sealed.frames {
+        for frame in &sealed.chains {
             match frame {
                 ClientFrame::Chain { data } => {
                     let to = WrappedChain::from_base64(data)
@@ -774,23 +846,33 @@ mod tests {
                     let i = (0..3).find(|i| key(*i).fingerprint() == to).unwrap();
                     seen[i].extend(clients[i].on_chain(NAMES[from], fp, data));
                 }
-                ClientFrame::Send { data } => {
-                    let conv = Envelope::from_base64(data)
-                        .unwrap()
-                        .header()
-                        .conversation
-                        .clone();
-                    let conv = Conversation::parse(&conv).unwrap();
-                    for (i, c) in clients.iter_mut().enumerate() {
-                        if conv.includes(NAMES[i], |_| true) {
-                            seen[i].push(c.on_envelope(NAMES[from], fp, data, 7));
-                        }
-                    }
-                }
                 other => panic!("unexpected {other:?}"),
             }
         }
+        let conv = Envelope::decode(&sealed.envelope)
+            .unwrap()
+            .header()
+            .conversation
+            .clone();
+        let conv = Conversation::parse(&conv).unwrap();
+        for (i, c) in clients.iter_mut().enumerate() {
+            if conv.includes(NAMES[i], |_| true) {
+                seen[i].push(c.on_envelope(&json(NAMES[from], fp, &sealed.envelope)));
+            }
+        }
         seen
+    }
+
+    /// A JSON `envelope` frame naming `from`'s device `device`, as chatd sends it.
+    fn json(from: &str, device: Fingerprint, data: &Bytes) -> Delivered {
+        Delivered {
+            sent_by: SentBy::Named {
+                user: from.into(),
+                device,
+            },
+            data: Ok(data.clone()),
+            ts: 7,
+        }
     }
 
     fn text_of(e: &Event) -> Option<&str> {
@@ -807,11 +889,8 @@ mod tests {
         }
     }
 
-    fn envelope_of(sealed: &Sealed) -> String {
-        match sealed.frames.last() {
-            Some(ClientFrame::Send { data }) => data.clone(),
-            other => panic!("{other:?}"),
-        }
+    fn envelope_of(sealed: &Sealed) -> Bytes {
+        sealed.envelope.clone()
     }
 
     fn assert_warning(e: &Event, needle: &str) {
@@ -825,11 +904,7 @@ mod tests {
     fn broadcast_reaches_everyone_once_wrapped_then_ratchets() {
         let mut c = trio();
         let sealed = c[0].seal(&Conversation::All, say("hello all")).unwrap();
-        assert_eq!(
-            sealed.frames.len(),
-            3,
-            "one chain each for bob and carol, then the envelope"
-        );
+        assert_eq!(sealed.chains.len(), 2, "one chain each for bob and carol");
         let seen = route(0, &sealed, &mut c);
         for s in &seen {
             assert_eq!(s.len(), 1, "{s:?}");
@@ -837,7 +912,7 @@ mod tests {
         }
         // The next message reuses the chain: no RSA work, one frame.
         let sealed = c[0].seal(&Conversation::All, say("again")).unwrap();
-        assert_eq!(sealed.frames.len(), 1);
+        assert!(sealed.chains.is_empty());
         let seen = route(0, &sealed, &mut c);
         assert!(seen.iter().all(|s| text_of(&s[0]) == Some("again")));
     }
@@ -847,7 +922,7 @@ mod tests {
         let mut c = trio();
         let conv = Conversation::pair("alice", "bob");
         let sealed = c[0].seal(&conv, say("psst")).unwrap();
-        assert_eq!(sealed.frames.len(), 2, "only bob's device gets the chain");
+        assert_eq!(sealed.chains.len(), 1, "only bob's device gets the chain");
         let seen = route(0, &sealed, &mut c);
         assert_eq!(text_of(&seen[1][0]), Some("psst"));
         let Event::Message(m) = &seen[1][0] else {
@@ -857,7 +932,7 @@ mod tests {
         assert!(seen[2].is_empty());
         // A server that also hands the whisper to carol gets a warning there, not text.
         let data = envelope_of(&sealed);
-        let e = c[2].on_envelope("alice", key(0).fingerprint(), &data, 7);
+        let e = c[2].on_envelope(&json("alice", key(0).fingerprint(), &data));
         assert_warning(&e, "does not include you");
         // Whispering to someone offline works: the server stores it for bob's device.
         c[0].device_offline(&key(1).fingerprint());
@@ -879,35 +954,86 @@ mod tests {
         assert_eq!(text_of(&seen[1][0]), Some("genuine"));
         let alice = key(0).fingerprint();
         // Replayed.
-        assert_warning(&c[1].on_envelope("alice", alice, &data, 7), "replay");
+        assert_warning(&c[1].on_envelope(&json("alice", alice, &data)), "replay");
         // Altered: flip one bit in the ciphertext of a fresh message.
         let sealed = c[0].seal(&Conversation::All, say("second")).unwrap();
-        let mut bytes = BASE64.decode(envelope_of(&sealed)).unwrap();
+        let mut bytes = envelope_of(&sealed).to_vec();
         let n = bytes.len();
         bytes[n - 260] ^= 1; // in the AEAD tag, just before the 2048-bit signature
-        let altered = BASE64.encode(&bytes);
-        assert_warning(&c[1].on_envelope("alice", alice, &altered, 7), "signature");
+        let altered = Bytes::from(bytes);
+        assert_warning(
+            &c[1].on_envelope(&json("alice", alice, &altered)),
+            "signature",
+        );
         // The untouched one still opens afterwards: a failed check changes nothing.
         assert_eq!(
-            text_of(&c[1].on_envelope("alice", alice, &envelope_of(&sealed), 7)),
+            text_of(&c[1].on_envelope(&json("alice", alice, &envelope_of(&sealed)))),
             Some("second")
         );
         // The server names another sender.
         let sealed = c[0].seal(&Conversation::All, say("third")).unwrap();
         let data = envelope_of(&sealed);
         assert_warning(
-            &c[1].on_envelope("carol", alice, &data, 7),
+            &c[1].on_envelope(&json("carol", alice, &data)),
             "signed as alice",
         );
         assert_warning(
-            &c[1].on_envelope("carol", key(2).fingerprint(), &data, 7),
+            &c[1].on_envelope(&json("carol", key(2).fingerprint(), &data)),
             "signed as alice",
         );
         // Our own device, echoing something we never sent.
         assert_warning(
-            &c[0].on_envelope("alice", alice, &genuine, 7),
+            &c[0].on_envelope(&json("alice", alice, &genuine)),
             "did not send it",
         );
+    }
+
+    #[test]
+    fn a_binary_envelope_is_from_the_sender_its_signed_header_names() {
+        let mut c = trio();
+        route(
+            0,
+            &c[0].seal(&Conversation::All, say("first")).unwrap(),
+            &mut c,
+        );
+        let sealed = c[0].seal(&Conversation::All, say("second")).unwrap();
+        assert!(sealed.chains.is_empty());
+        let binary = Delivered::binary(9, sealed.envelope.clone());
+        match c[1].on_envelope(&binary) {
+            Event::Message(m) => {
+                assert_eq!(
+                    (m.from.as_str(), m.text.as_str(), m.ts),
+                    ("alice", "second", 9)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Our own echo as a binary frame is ours; a second copy is a replay.
+        assert!(matches!(c[0].on_envelope(&binary), Event::Message(m) if m.text == "second"));
+        assert_warning(&c[0].on_envelope(&binary), "did not send it");
+        assert_warning(&c[1].on_envelope(&binary), "replay");
+        // Unreadable bytes: a warning naming nobody (there is no sender to name), as a JSON
+        // frame with bad base64 gets one naming the server's sender.
+        let junk = Delivered::binary(9, Bytes::from_static(b"\x01E not an envelope"));
+        assert_warning(
+            &c[1].on_envelope(&junk),
+            "dropped a message: it cannot be read",
+        );
+        let bad = Delivered::json("alice".into(), key(0).fingerprint(), "no base64!", 9);
+        assert_warning(
+            &c[1].on_envelope(&bad),
+            "dropped a message from alice: it cannot be read (malformed e2e data: base64)",
+        );
+        // A header cannot borrow a name: carol's device signing as alice is no key of alice's.
+        let mut mallory = Secure::new("alice", key(2), Peers::in_memory(), 60_000, 4096);
+        mallory.on_login(&[info(1)], "lobby", &[lobby()]);
+        let forged = mallory.seal(&Conversation::All, say("it's me")).unwrap();
+        let e = c[1].on_envelope(&Delivered::binary(9, forged.envelope));
+        assert_warning(&e, "is not one the server announced");
+        // None of that disturbed the chain: the next message still opens.
+        let sealed = c[0].seal(&Conversation::All, say("third")).unwrap();
+        let e = c[1].on_envelope(&Delivered::binary(9, sealed.envelope));
+        assert_eq!(text_of(&e), Some("third"));
     }
 
     #[test]
@@ -933,14 +1059,14 @@ mod tests {
         let sealed = impostor
             .seal(&Conversation::All, say("from the impostor"))
             .unwrap();
-        let ClientFrame::Chain { data: chain } = &sealed.frames[0] else {
+        let ClientFrame::Chain { data: chain } = &sealed.chains[0] else {
             panic!()
         };
         assert_warning(
             &c[0].on_chain("bob", fake.fingerprint, chain)[0],
             "unaccepted",
         );
-        let e = c[0].on_envelope("bob", fake.fingerprint, &envelope_of(&sealed), 7);
+        let e = c[0].on_envelope(&json("bob", fake.fingerprint, &envelope_of(&sealed)));
         assert_warning(&e, "unaccepted");
         // A key that does not hash to the announced fingerprint is ignored outright.
         let events = c[0].device_online("bob", Fingerprint::from_bytes([9; 32]), &info(1).key);
@@ -962,22 +1088,18 @@ mod tests {
         // Carol going offline changes nothing: the server stores for her.
         c[0].device_offline(&key(2).fingerprint());
         let sealed = c[0].seal(&Conversation::All, say("while away")).unwrap();
-        assert_eq!(sealed.frames.len(), 1, "same chain, just the envelope");
+        assert!(sealed.chains.is_empty(), "same chain, just the envelope");
         let seen = route(0, &sealed, &mut c);
         assert_eq!(text_of(&seen[2][0]), Some("while away"));
         // Carol's key is revoked; alice's next broadcast starts a new chain for bob only.
         c[0].device_removed(&key(2).fingerprint());
         let sealed = c[0].seal(&Conversation::All, say("after")).unwrap();
-        assert_eq!(
-            sealed.frames.len(),
-            2,
-            "new chain for bob, then the envelope"
-        );
+        assert_eq!(sealed.chains.len(), 1, "a new chain, for bob only");
         let data = envelope_of(&sealed);
         let seen = route(0, &sealed, &mut c);
         assert_eq!(text_of(&seen[1][0]), Some("after"));
         // Carol still holds the old chain, but a copy of the new message does not open.
-        let e = c[2].on_envelope("alice", key(0).fingerprint(), &data, 7);
+        let e = c[2].on_envelope(&json("alice", key(0).fingerprint(), &data));
         assert_warning(&e, "no key for it");
     }
 

@@ -1,19 +1,26 @@
 //! In-process TLS tests of the trust rules: a tokio TLS server with rcgen certificates
-//! that can be swapped between connections, and [`conn::connect_tls`] against it.
+//! that can be swapped between connections, and [`conn::connect_tls`] against it; and one
+//! binary-frame session over real TLS.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use chatd_proto::Fingerprint;
+use bytes::Bytes;
+use chatd_proto::codec::binary_envelope;
+use chatd_proto::frame::{decode, encode};
+use chatd_proto::{ClientFrame, Fingerprint, PROTOCOL_VERSION, ServerFrame, Wire, WireCodec};
+use futures_util::StreamExt;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{RootCertStore, ServerConfig};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::codec::FramedRead;
 
-use crate::conn::{self, AskTrust, NoAsk, ServerAddr, Trust};
+use crate::conn::{self, AskTrust, Connection, Incoming, NoAsk, ServerAddr, Trust};
+use crate::dispatch::{self, Outbound, Sent};
 
 /// A certificate chain and key for the test server, plus the PEM of the CA (or itself).
 struct Identity {
@@ -317,4 +324,73 @@ async fn trusted_roots_need_no_pin() {
     };
     connect(&server.addr, &trust).await.unwrap();
     assert!(!known.exists());
+}
+
+/// Binary frames far larger than a TLS record (16 KiB) arrive whole both ways.
+#[tokio::test]
+async fn binary_envelope_frames_over_tls() {
+    let id = Identity::self_signed();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = ServerAddr::parse(&format!(
+        "127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    ))
+    .unwrap();
+    let acc = acceptor(&id, false);
+    // Over the 64 KiB cap in force before hello, so hello's raised cap is what lets it in.
+    let big = Bytes::from(vec![0x5a; 200 << 10]);
+    let sent = big.clone();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (r, mut w) = tokio::io::split(acc.accept(tcp).await.unwrap());
+        let mut frames = FramedRead::new(r, WireCodec::new(1 << 20));
+        let Some(Ok(Ok(Wire::Line(hello)))) = frames.next().await else {
+            panic!("no hello")
+        };
+        assert!(matches!(
+            decode(&hello).unwrap(),
+            ClientFrame::Hello { binary: true, .. }
+        ));
+        let hello = ServerFrame::Hello {
+            version: PROTOCOL_VERSION,
+            server: "chatd/test".into(),
+            max_line_bytes: 65536,
+            max_text_bytes: 100,
+            idle_timeout_secs: 0,
+            binary: true,
+        };
+        w.write_all(&encode(&hello).unwrap()).await.unwrap();
+        w.write_all(&binary_envelope(5, &sent)).await.unwrap();
+        w.flush().await.unwrap();
+        let Some(Ok(Ok(Wire::Send(data)))) = frames.next().await else {
+            panic!("no binary send")
+        };
+        w.write_all(&binary_envelope(6, &data)).await.unwrap();
+        w.flush().await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("cert.pem");
+    fs::write(&ca, &id.trust_pem).unwrap();
+    let stream = conn::connect_tls::<NoAsk>(&addr, &Trust::CaFile(ca), None)
+        .await
+        .unwrap();
+    let mut c = Connection::new(stream);
+    let info = c.hello().await.unwrap();
+    assert!(c.binary());
+    assert_eq!(next_envelope(&mut c).await, (5, big));
+    let mine = Bytes::from(vec![1; 40_000]);
+    let out = [Outbound::Envelope(mine.clone())];
+    assert_eq!(
+        dispatch::send(&mut c, &info, &out).await.unwrap(),
+        Sent::All
+    );
+    assert_eq!(next_envelope(&mut c).await, (6, mine));
+    server.await.unwrap();
+}
+
+async fn next_envelope<S: AsyncRead + AsyncWrite>(c: &mut Connection<S>) -> (u64, Bytes) {
+    match c.recv().await.unwrap() {
+        Some(Incoming::Envelope(d)) => (d.ts, d.data.unwrap()),
+        other => panic!("{other:?}"),
+    }
 }

@@ -33,8 +33,10 @@ use tokio_rustls::client::TlsStream;
 use zeroize::Zeroizing;
 
 use crate::config::UiConfig;
-use crate::conn::{self, Connection, LoggedIn, LoginFailed, NoAsk, ServerAddr, ServerInfo, Trust};
-use crate::dispatch::{self, Sent, Step};
+use crate::conn::{
+    self, Connection, Incoming, LoggedIn, LoginFailed, NoAsk, ServerAddr, ServerInfo, Trust,
+};
+use crate::dispatch::{self, Outbound, Sent, Step};
 use crate::format;
 use crate::secure::Secure;
 use app::{Action, App, ConnState};
@@ -217,10 +219,10 @@ impl Loop<'_> {
                     Some(Err(e)) => return Err(e).context("cannot read the terminal"),
                     None => return Ok(1),
                 },
-                frame = recv(&mut self.conn), if self.conn.is_some() => match frame {
-                    Some(frame) => {
-                        let reply = dispatch::reply(&frame);
-                        self.frame(frame);
+                incoming = recv(&mut self.conn), if self.conn.is_some() => match incoming {
+                    Some(incoming) => {
+                        let reply = incoming.frame().and_then(dispatch::reply);
+                        self.frame(incoming);
                         if let (Some(reply), Some(conn)) = (reply, self.conn.as_mut()) {
                             if conn.send(&reply).await.is_err() {
                                 self.lost();
@@ -310,7 +312,7 @@ impl Loop<'_> {
                      F2 shows/hides the online list, Tab completes, Up/Down recall, Ctrl-C quits"
                         .into(),
                 ]);
-                vec![frame]
+                vec![Outbound::Frame(frame)]
             }
             Step::Send { events, frames } => {
                 self.app.events(events);
@@ -363,7 +365,7 @@ impl Loop<'_> {
             room: None,
         };
         self.silent_help = matches!(
-            dispatch::send(&mut conn, &info, &[help]).await,
+            dispatch::send(&mut conn, &info, &[Outbound::Frame(help)]).await,
             Ok(Sent::All)
         );
         self.info = info;
@@ -373,9 +375,12 @@ impl Loop<'_> {
         self.backoff = BACKOFF_MIN;
     }
 
-    fn frame(&mut self, frame: ServerFrame) {
-        let events = dispatch::frame_events(&frame, self.secure);
+    fn frame(&mut self, incoming: Incoming) {
+        let events = dispatch::events(&incoming, self.secure);
         self.app.events(events);
+        let Incoming::Frame(frame) = incoming else {
+            return;
+        };
         match &frame {
             ServerFrame::Presence { user, event, .. } => {
                 self.app.presence(user, *event == PresenceEvent::Join);
@@ -471,8 +476,8 @@ impl Loop<'_> {
         if let Some(conn) = self.conn.as_mut() {
             if conn.send(&ClientFrame::Quit).await.is_ok() {
                 let _ = tokio::time::timeout(QUIT_WAIT, async {
-                    while let Ok(Some(frame)) = conn.recv().await {
-                        if matches!(frame, ServerFrame::Bye { .. }) {
+                    while let Ok(Some(incoming)) = conn.recv().await {
+                        if matches!(incoming.frame(), Some(ServerFrame::Bye { .. })) {
                             break;
                         }
                     }
@@ -485,7 +490,7 @@ impl Loop<'_> {
 }
 
 /// The next frame, or None when the connection is gone. Only polled with a connection.
-async fn recv(conn: &mut Option<Conn>) -> Option<ServerFrame> {
+async fn recv(conn: &mut Option<Conn>) -> Option<Incoming> {
     match conn.as_mut() {
         Some(c) => c.recv().await.ok().flatten(),
         None => std::future::pending().await,
