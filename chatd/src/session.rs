@@ -1041,9 +1041,9 @@ async fn write_loop(mut w: WriteHalf<Tls>, outbox: Arc<Outbox>, span: tracing::S
         // Everything the server says, in clear before TLS: at trace level this is a full
         // capture, which is how the tests prove that no message text ever passes through.
         if tracing::enabled!(target: "chatd::wire", tracing::Level::TRACE) {
-            let all = batch.concat();
+            let all: String = batch.iter().map(|entry| wire_text(entry)).collect();
             span.in_scope(|| {
-                tracing::trace!(target: "chatd::wire", out = %String::from_utf8_lossy(&all), "wire write");
+                tracing::trace!(target: "chatd::wire", out = %all, "wire write");
             });
         }
         // Boxed: its slice array exists only while writing, not in every idle writer task.
@@ -1060,6 +1060,21 @@ async fn write_loop(mut w: WriteHalf<Tls>, outbox: Arc<Outbox>, span: tracing::S
     // The session finished and everything queued is written: send TLS close_notify so the
     // client sees a clean end.
     let _ = w.shutdown().await;
+}
+
+/// A queue entry as the wire capture shows it: lines as text, a binary frame as its kind,
+/// size and base64 payload on a line of its own (raw bytes would garble the log).
+fn wire_text(entry: &[u8]) -> std::borrow::Cow<'_, str> {
+    match entry {
+        [chatd_proto::codec::BINARY_MARKER, kind, rest @ ..] if rest.len() >= 4 => {
+            // After the u32 length: the hub only queues frames it built, so it is exact.
+            let payload = &rest[4..];
+            let b64 = base64::engine::general_purpose::STANDARD.encode(payload);
+            let kind = char::from(*kind).escape_default();
+            format!("<binary frame '{kind}', {} bytes> {b64}\n", payload.len()).into()
+        }
+        _ => String::from_utf8_lossy(entry),
+    }
 }
 
 /// Writes all of `lines`, up to [`WRITE_SLICES`] of them per vectored write.
@@ -1098,6 +1113,16 @@ mod tests {
 
     fn describe(line: &str) -> String {
         describe_bad_frame(&frame::decode::<ClientFrame>(line).unwrap_err())
+    }
+
+    #[test]
+    fn the_wire_capture_shows_binary_frames_as_text() {
+        let frame = chatd_proto::codec::binary_envelope(1, b"\x00\n\xff");
+        assert_eq!(
+            wire_text(&frame),
+            "<binary frame 'E', 11 bytes> AAAAAAAAAAEACv8=\n"
+        );
+        assert_eq!(wire_text(b"{\"type\":\"pong\"}\n"), "{\"type\":\"pong\"}\n");
     }
 
     #[test]

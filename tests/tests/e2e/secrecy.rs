@@ -126,7 +126,7 @@ fn text_reaches_only_its_recipients_and_never_the_server() {
     let log = server.log.all().join("\n");
     // The capture is real: every line written to clients is in the trace log. chat negotiates
     // binary frames, so its live envelopes are there as raw binary `envelope` frames.
-    let binary_envelope = "wire write out=\u{0}E";
+    let binary_envelope = "<binary frame 'E'";
     assert!(
         log.contains("wire write")
             && (log.contains(r#""type":"envelope""#) || log.contains(binary_envelope)),
