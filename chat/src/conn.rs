@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use chatd_proto::frame::{DeviceInfo, RoomState};
-use chatd_proto::{ClientFrame, Fingerprint, LineCodec, LineError, PROTOCOL_VERSION, ServerFrame};
+use chatd_proto::{ClientFrame, Fingerprint, LineCodec, PROTOCOL_VERSION, ServerFrame};
 use futures_util::StreamExt;
 use rustls::RootCertStore;
 use rustls::pki_types::ServerName;
@@ -322,7 +322,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             let line = match self.reader.next().await {
                 None => return Ok(None),
                 Some(Err(e)) => return Err(e.into()),
-                Some(Ok(Err(e @ (LineError::TooLong { .. } | LineError::NotUtf8)))) => {
+                Some(Ok(Err(e))) => {
                     eprintln!("chat: ignoring a frame from the server: {e}");
                     continue;
                 }
@@ -340,6 +340,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
         self.send(&ClientFrame::Hello {
             version: PROTOCOL_VERSION,
             client: format!("chat/{}", env!("CARGO_PKG_VERSION")),
+            binary: false,
         })
         .await
         .context("sending hello")?;
@@ -351,6 +352,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     max_line_bytes,
                     max_text_bytes,
                     idle_timeout_secs,
+                    ..
                 } => {
                     if version != PROTOCOL_VERSION {
                         bail!(
@@ -499,6 +501,7 @@ mod tests {
             max_line_bytes: 65536,
             max_text_bytes: 100,
             idle_timeout_secs: 0,
+            binary: false,
         }
     }
 
@@ -506,7 +509,9 @@ mod tests {
     async fn hello_and_login() {
         let (client, server) = tokio::io::duplex(4096);
         tokio::spawn(fake_server(server, |f| match f {
-            ClientFrame::Hello { version, client } => {
+            ClientFrame::Hello {
+                version, client, ..
+            } => {
                 assert_eq!(version, PROTOCOL_VERSION);
                 assert!(client.starts_with("chat/"));
                 vec![ServerFrame::Pong { nonce: 0 }, server_hello()]

@@ -204,6 +204,7 @@ mod tests {
                     max_line_bytes: 65536,
                     max_text_bytes: 30,
                     idle_timeout_secs: 0,
+                    binary: false,
                 }],
                 ClientFrame::Login { user, .. } => vec![ServerFrame::LoginOk {
                     user,

@@ -252,6 +252,10 @@ async fn handle_connection(mut stream: UnixStream, shared: Arc<Shared>, kernel_c
             Ok(Some(Ok(Err(LineError::NotUtf8)))) => {
                 error(ControlErrorCode::BadRequest, "request is not UTF-8")
             }
+            // LineCodec has no binary frames; listed so a new error kind is decided here.
+            Ok(Some(Ok(Err(e @ (LineError::UnknownBinary { .. } | LineError::ShortBinary))))) => {
+                error(ControlErrorCode::BadRequest, e.to_string())
+            }
             Ok(Some(Ok(Ok(line)))) => match frame::decode::<ControlRequest>(&line) {
                 Ok(req) => {
                     // Debug quotes and escapes names, so a request cannot forge log lines.

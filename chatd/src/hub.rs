@@ -93,8 +93,38 @@ struct Entry {
     since: u64,
     outbox: Arc<Outbox>,
     closer: Closer,
+    /// Negotiated binary envelope frames in its `hello`.
+    binary: bool,
     /// While the session replays its stored lines: live lines wait here, in order.
     held: RefCell<Option<Vec<Bytes>>>,
+}
+
+/// What the hub queues for sessions: one line for all, or an envelope in both wire forms.
+pub trait Outgoing {
+    /// The bytes for a session that did (`true`) or did not negotiate binary envelope frames.
+    fn for_session(&self, binary: bool) -> &Bytes;
+}
+
+impl Outgoing for Bytes {
+    fn for_session(&self, _binary: bool) -> &Bytes {
+        self
+    }
+}
+
+/// An envelope serialized once per wire form, each shared by every session that takes it
+/// (docs/PROTOCOL.md, binary envelope frames).
+#[derive(Debug, Clone)]
+pub struct EnvelopeLines {
+    /// The JSON `envelope` line; also what is stored for offline devices.
+    pub json: Bytes,
+    /// The binary `envelope` frame.
+    pub binary: Bytes,
+}
+
+impl Outgoing for EnvelopeLines {
+    fn for_session(&self, binary: bool) -> &Bytes {
+        if binary { &self.binary } else { &self.json }
+    }
 }
 
 /// A registered, unrevoked device key.
@@ -198,6 +228,8 @@ pub struct NewSession {
     pub closer: Closer,
     /// Hold live lines until [`Hub::end_replay`] (the session replays stored lines first).
     pub replay: bool,
+    /// Negotiated binary envelope frames.
+    pub binary: bool,
 }
 
 fn now_secs() -> u64 {
@@ -209,14 +241,14 @@ fn now_secs() -> u64 {
 
 impl Inner {
     /// Queues `line` for session `id`; a full queue closes that session.
-    fn deliver(&self, id: SessionId, line: &Bytes) -> bool {
+    fn deliver(&self, id: SessionId, line: &(impl Outgoing + ?Sized)) -> bool {
         self.sessions
             .get(&id)
             .is_some_and(|entry| self.deliver_to(id, entry, line))
     }
 
     /// [`Inner::deliver`] for an entry already at hand (fan-out walks the map once).
-    fn deliver_to(&self, id: SessionId, entry: &Entry, line: &Bytes) -> bool {
+    fn deliver_to(&self, id: SessionId, entry: &Entry, line: &(impl Outgoing + ?Sized)) -> bool {
         if entry.closer.is_closed() {
             // Closing (too slow, kicked, ...): nothing more, so a dropped client sees no gap
             // before its `bye`, and a slow one is reported once, not once per broadcast.
@@ -228,10 +260,10 @@ impl Inner {
                 entry.closer.close("too slow: outbound queue full");
                 return false;
             }
-            held.push(line.clone());
+            held.push(line.for_session(entry.binary).clone());
             return true;
         }
-        match entry.outbox.push(line.clone()) {
+        match entry.outbox.push(line.for_session(entry.binary).clone()) {
             Ok(()) => true,
             Err(PushError::Full) => {
                 tracing::warn!(session = id, user = %entry.user, "outbound queue full; disconnecting slow client");
@@ -255,7 +287,7 @@ impl Inner {
         })
     }
 
-    fn deliver_all(&self, line: &Bytes, except: Option<SessionId>) -> usize {
+    fn deliver_all(&self, line: &(impl Outgoing + ?Sized), except: Option<SessionId>) -> usize {
         self.sessions
             .iter()
             .filter(|(id, entry)| Some(**id) != except && self.deliver_to(**id, entry, line))
@@ -291,7 +323,7 @@ impl Inner {
     }
 
     /// Queues `line` for every session of the members of `room`; returns how many.
-    fn deliver_room(&self, room: &str, line: &Bytes) -> usize {
+    fn deliver_room(&self, room: &str, line: &(impl Outgoing + ?Sized)) -> usize {
         // Every logged-in user is in the default room: no member lookups on the busiest path.
         if room == self.default_room {
             return self.deliver_all(line, None);
@@ -511,6 +543,7 @@ impl Hub {
                 since: now_secs(),
                 outbox: new.outbox,
                 closer: new.closer,
+                binary: new.binary,
                 held: RefCell::new(None),
             },
         );
@@ -555,8 +588,8 @@ impl Hub {
                 reason: None,
             })
         });
-        let online = first_of_device
-            .then(|| device_line(&user, device, Some(&key), DeviceEvent::Online));
+        let online =
+            first_of_device.then(|| device_line(&user, device, Some(&key), DeviceEvent::Online));
         if let Some(lines) = concat_lines([join.flatten(), online.flatten()]) {
             inner.deliver_all(&lines, Some(id));
         }
@@ -626,7 +659,7 @@ impl Hub {
     pub fn route_conversation(
         &self,
         conversation: &Conversation,
-        line: &Bytes,
+        line: &(impl Outgoing + ?Sized),
         notify: Option<Notify>,
     ) -> usize {
         let mut inner = self.lock();
@@ -655,7 +688,8 @@ impl Hub {
                 (reached, offline)
             }
         };
-        inner.store_for(line, offline, notify);
+        // Stored as JSON: any client can take that form, whatever it negotiates next time.
+        inner.store_for(line.for_session(false), offline, notify);
         reached
     }
 
@@ -1107,6 +1141,7 @@ mod tests {
             outbox: tx,
             closer,
             replay: false,
+            binary: false,
         }
     }
 
@@ -1152,7 +1187,11 @@ mod tests {
         let (_a, mut ra, _) = join(&hub, "alice", 8);
         let (b1, _rb1, _) = join_dev(&hub, "bob", 1, 8);
         let entries = drain_entries(&mut ra);
-        assert_eq!(entries.len(), 1, "join and device share one entry: {entries:?}");
+        assert_eq!(
+            entries.len(),
+            1,
+            "join and device share one entry: {entries:?}"
+        );
         let seen: Vec<&str> = entries[0].lines().collect();
         assert_eq!(seen.len(), 2);
         assert!(seen[0].contains(r#""event":"join""#));
@@ -1167,11 +1206,45 @@ mod tests {
         assert!(seen[0].contains(r#""event":"offline""#) && !seen[0].contains("key-of"));
         hub.unregister(b2, "disconnected");
         let entries = drain_entries(&mut ra);
-        assert_eq!(entries.len(), 1, "offline and leave share one entry: {entries:?}");
+        assert_eq!(
+            entries.len(),
+            1,
+            "offline and leave share one entry: {entries:?}"
+        );
         let seen: Vec<&str> = entries[0].lines().collect();
         assert!(seen[0].contains(r#""event":"offline""#));
         assert!(seen[1].contains(r#""event":"leave""#) && seen[1].contains("disconnected"));
         assert_eq!(hub.online().len(), 1);
+    }
+
+    #[test]
+    fn each_session_gets_the_envelope_form_it_negotiated_and_json_is_stored() {
+        let hub = Hub::new(4, 8);
+        let mut jobs = with_writer(&hub);
+        hub.set_known([(
+            "carol".to_string(),
+            device_of("carol", 1),
+            "key-of-carol1".to_string(),
+        )]);
+        let (_a, mut ra, _) = join(&hub, "alice", 8);
+        let (tx, mut rb) = channel(8);
+        let bob = NewSession {
+            binary: true,
+            ..new_session("bob", 1, tx, Closer::default())
+        };
+        hub.register(bob).unwrap();
+        drain(&mut ra);
+        drain(&mut rb);
+        let lines = EnvelopeLines {
+            json: Bytes::from_static(b"{\"type\":\"envelope\"}\n"),
+            binary: Bytes::from_static(b"\x00E\x00\x00\x00\x00"),
+        };
+        let all = Conversation::All;
+        assert_eq!(hub.route_conversation(&all, &lines, None), 2);
+        assert_eq!(ra.try_recv().unwrap(), lines.json);
+        assert_eq!(rb.try_recv().unwrap(), lines.binary);
+        // carol is offline: what is stored is the JSON form, which every client reads.
+        assert_eq!(jobs.try_recv().unwrap().line, lines.json);
     }
 
     #[test]

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
+use chatd_proto::codec::binary_envelope;
 use chatd_proto::conversation::Conversation;
 use chatd_proto::e2e::{DevicePublicKey, Envelope, WrappedChain};
 use chatd_proto::frame::{self, ClientFrame, ServerFrame};
-use chatd_proto::{ErrorCode, Fingerprint, LineCodec, LineError, PROTOCOL_VERSION};
+use chatd_proto::{ErrorCode, Fingerprint, LineError, PROTOCOL_VERSION, Wire, WireCodec};
 use futures_util::StreamExt;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -24,7 +25,7 @@ use tokio_util::codec::FramedRead;
 use tracing::Instrument;
 
 use crate::commands::{self, Ctx, Role};
-use crate::hub::{Closer, NewSession, Notify, Routed, SessionId};
+use crate::hub::{Closer, EnvelopeLines, NewSession, Notify, Routed, SessionId};
 use crate::outbox::{Outbox, PushError};
 use crate::ratelimit::TokenBucket;
 use crate::server::Shared;
@@ -110,8 +111,22 @@ struct LoggedIn {
 
 type Tls = tokio_rustls::server::TlsStream<TcpStream>;
 
+/// An envelope as a `send` carried it.
+enum EnvelopeData {
+    /// A binary `send` frame's payload.
+    Bytes(Bytes),
+    /// A JSON `send` frame's `data`.
+    Base64(String),
+}
+
+/// What the reader hands on: a JSON frame, or a binary `send` (the envelope bytes).
+enum Incoming {
+    Frame(ClientFrame),
+    Envelope(Bytes),
+}
+
 struct Session {
-    frames: FramedRead<ReadHalf<Tls>, LineCodec>,
+    frames: FramedRead<ReadHalf<Tls>, WireCodec>,
     outbox: Arc<Outbox>,
     writer: tokio::task::JoinHandle<()>,
     closer: Closer,
@@ -120,6 +135,8 @@ struct Session {
     protocol_errors: u32,
     login_failures: u32,
     hello_done: bool,
+    /// The client asked for binary envelope frames in its `hello` (and was told yes).
+    binary: bool,
     id: Option<u64>,
     ending: Option<Ending>,
     /// Messages and commands after login.
@@ -133,7 +150,7 @@ impl Session {
         let limits = &shared.config.limits;
         let frames = FramedRead::with_capacity(
             r,
-            LineCodec::new(limits.max_line_bytes.get()),
+            WireCodec::new(limits.max_line_bytes.get()),
             IDLE_READ_CAPACITY,
         );
         let outbox = Arc::new(Outbox::new(limits.outbound_queue.get()));
@@ -153,6 +170,7 @@ impl Session {
             protocol_errors: 0,
             login_failures: 0,
             hello_done: false,
+            binary: false,
             id: None,
             ending: None,
             bucket,
@@ -226,7 +244,7 @@ impl Session {
     }
 
     /// Reads the next frame; None when the connection must end (`self.ending` says why).
-    async fn next_frame(&mut self) -> Option<ClientFrame> {
+    async fn next_frame(&mut self) -> Option<Incoming> {
         loop {
             let item = tokio::select! {
                 item = self.frames.next() => item,
@@ -271,14 +289,31 @@ impl Session {
                     }
                     continue;
                 }
-                Some(Ok(Ok(line))) => line,
+                Some(Ok(Err(e @ (LineError::UnknownBinary { .. } | LineError::ShortBinary)))) => {
+                    if self.violation(ErrorCode::BadFrame, format!("bad frame: {e}")) {
+                        return None;
+                    }
+                    continue;
+                }
+                Some(Ok(Ok(Wire::Send(envelope)))) => {
+                    self.release_read_buffer();
+                    return Some(Incoming::Envelope(envelope));
+                }
+                Some(Ok(Ok(Wire::Envelope { .. }))) => {
+                    let msg = "bad frame: a binary envelope frame goes from server to client; send 'S' frames";
+                    if self.violation(ErrorCode::BadFrame, msg.into()) {
+                        return None;
+                    }
+                    continue;
+                }
+                Some(Ok(Ok(Wire::Line(line)))) => line,
             };
             self.release_read_buffer();
             if line.trim().is_empty() {
                 continue; // blank lines are keepalives for hand-typed sessions
             }
             match frame::decode::<ClientFrame>(&line) {
-                Ok(f) => return Some(f),
+                Ok(f) => return Some(Incoming::Frame(f)),
                 Err(e) => {
                     if self.violation(ErrorCode::BadFrame, describe_bad_frame(&e)) {
                         return None;
@@ -321,6 +356,7 @@ impl Session {
             outbox: Arc::clone(&self.outbox),
             closer: self.closer.clone(),
             replay: true,
+            binary: self.binary,
         });
         let (id, seq) = match registered {
             Ok(r) => r,
@@ -368,9 +404,21 @@ impl Session {
     /// `hello` then `login`; returns the account on success.
     async fn login_phase(&mut self) -> Option<LoggedIn> {
         loop {
-            let frame = self.next_frame().await?;
+            let frame = match self.next_frame().await? {
+                Incoming::Frame(frame) => frame,
+                Incoming::Envelope(_) => {
+                    if self.violation(ErrorCode::NotLoggedIn, "log in before sending send".into()) {
+                        return None;
+                    }
+                    continue;
+                }
+            };
             match frame {
-                ClientFrame::Hello { version, client } => {
+                ClientFrame::Hello {
+                    version,
+                    client,
+                    binary,
+                } => {
                     if self.hello_done {
                         self.error(ErrorCode::AlreadyLoggedIn, "hello was already sent");
                         continue;
@@ -387,6 +435,7 @@ impl Session {
                     let shown: String = client.chars().take(64).collect();
                     tracing::debug!(client = %shown.escape_debug(), "hello");
                     self.hello_done = true;
+                    self.binary = binary;
                     let limits = &self.shared.config.limits;
                     self.send(&ServerFrame::Hello {
                         version: PROTOCOL_VERSION,
@@ -394,6 +443,7 @@ impl Session {
                         max_line_bytes: limits.max_line_bytes.get(),
                         max_text_bytes: limits.max_text_bytes.get(),
                         idle_timeout_secs: limits.idle_timeout_secs.get(),
+                        binary,
                     });
                 }
                 ClientFrame::Login {
@@ -601,8 +651,21 @@ impl Session {
 
     /// Routes a sealed envelope by its header; its text stays sealed. True when the
     /// connection must close (too many violations).
-    fn route_envelope(&mut self, id: SessionId, login: &LoggedIn, data: String) -> bool {
-        let envelope = match Envelope::from_base64(&data) {
+    /// `data` is the envelope's bytes (a binary `send`) or its base64 (a JSON one).
+    fn route_envelope(&mut self, id: SessionId, login: &LoggedIn, data: EnvelopeData) -> bool {
+        let raw = match data {
+            EnvelopeData::Bytes(b) => b,
+            EnvelopeData::Base64(text) => {
+                match base64::engine::general_purpose::STANDARD.decode(text.trim()) {
+                    Ok(b) => Bytes::from(b),
+                    Err(_) => {
+                        let msg = "envelope: data is not base64".into();
+                        return self.violation(ErrorCode::BadEnvelope, msg);
+                    }
+                }
+            }
+        };
+        let envelope = match Envelope::decode(&raw) {
             Ok(e) => e,
             Err(e) => return self.violation(ErrorCode::BadEnvelope, format!("envelope: {e}")),
         };
@@ -653,14 +716,19 @@ impl Session {
             );
             return false;
         }
+        // Serialized once per wire form; every member's session takes one of the two.
+        let ts = commands::now_millis();
         let frame = ServerFrame::Envelope {
             from: login.user.clone(),
             device: login.device,
-            data,
-            ts: commands::now_millis(),
+            data: base64::engine::general_purpose::STANDARD.encode(&raw),
+            ts,
         };
         let line = match frame::encode(&frame) {
-            Ok(line) => line,
+            Ok(json) => EnvelopeLines {
+                json,
+                binary: binary_envelope(ts, &raw),
+            },
             Err(e) => {
                 tracing::error!(error = %e, "cannot serialize frame");
                 return false;
@@ -737,7 +805,22 @@ impl Session {
     }
 
     async fn chat_loop(&mut self, id: u64, login: &LoggedIn) {
-        while let Some(frame) = self.next_frame().await {
+        while let Some(incoming) = self.next_frame().await {
+            let frame = match incoming {
+                Incoming::Envelope(_) if !self.within_rate() => {
+                    if self.ending.is_some() {
+                        return;
+                    }
+                    continue;
+                }
+                Incoming::Envelope(raw) => {
+                    if self.route_envelope(id, login, EnvelopeData::Bytes(raw)) {
+                        return;
+                    }
+                    continue;
+                }
+                Incoming::Frame(frame) => frame,
+            };
             match frame {
                 ClientFrame::Send { .. } | ClientFrame::Command { .. } if !self.within_rate() => {
                     if self.ending.is_some() {
@@ -745,7 +828,7 @@ impl Session {
                     }
                 }
                 ClientFrame::Send { data } => {
-                    if self.route_envelope(id, login, data) {
+                    if self.route_envelope(id, login, EnvelopeData::Base64(data)) {
                         return;
                     }
                 }

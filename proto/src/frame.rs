@@ -15,7 +15,8 @@
 //! Message text never appears in a frame: `send` and `envelope` carry sealed envelopes
 //! (docs/E2E-ENVELOPE.md) that the server routes by their clear header.
 //!
-//! Unknown fields are ignored, unknown `type`s are answered with `bad_frame`.
+//! Unknown fields are ignored, unknown `type`s are answered with `bad_frame`. Once `hello`
+//! agreed on them, `send` and `envelope` may travel as binary frames instead (codec.rs).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

@@ -427,6 +427,7 @@ pub(crate) mod testing {
                     outbox: Arc::clone(&outbox),
                     closer: Closer::default(),
                     replay: false,
+                    binary: false,
                 })
                 .unwrap()
                 .0;

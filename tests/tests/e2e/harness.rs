@@ -14,8 +14,10 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use chatd_proto::e2e::Envelope;
 use chatd_proto::e2e::{DeviceKey, SenderChain, seal};
-use chatd_proto::{Fingerprint, LineCodec, LineError, PROTOCOL_VERSION};
+use chatd_proto::{Fingerprint, LineError, PROTOCOL_VERSION, Wire, WireCodec};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -1049,10 +1051,33 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A frame read off the wire as JSON; a binary `envelope` becomes the JSON frame it stands
+/// for (sender from the envelope's header, `data` in base64) plus `"binary": true`.
+fn as_json(wire: Wire) -> Value {
+    match wire {
+        Wire::Line(line) => serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("server sent non-JSON ({e}): {line:?}")),
+        Wire::Envelope { ts, data } => {
+            let env = Envelope::decode(&data)
+                .unwrap_or_else(|e| panic!("server sent an undecodable binary envelope: {e}"));
+            let h = env.header();
+            serde_json::json!({
+                "type": "envelope",
+                "from": h.sender_user,
+                "device": h.sender_device.to_string(),
+                "data": base64::engine::general_purpose::STANDARD.encode(&data),
+                "ts": ts,
+                "binary": true,
+            })
+        }
+        Wire::Send(_) => panic!("server sent a binary send frame"),
+    }
+}
+
 /// A raw protocol client over TLS, driven synchronously by its own small runtime.
 pub struct Raw {
     rt: tokio::runtime::Runtime,
-    reader: FramedRead<ReadHalf<Tls>, LineCodec>,
+    reader: FramedRead<ReadHalf<Tls>, WireCodec>,
     writer: WriteHalf<Tls>,
     /// Every frame received, for failure messages.
     seen: Vec<String>,
@@ -1111,7 +1136,7 @@ impl Raw {
         let (r, w) = tokio::io::split(tls);
         Raw {
             rt,
-            reader: FramedRead::new(r, LineCodec::new(1 << 20)),
+            reader: FramedRead::new(r, WireCodec::new(1 << 20)),
             writer: w,
             seen: Vec::new(),
             key: None,
@@ -1159,7 +1184,7 @@ impl Raw {
         self.send_line(&frame.to_string());
     }
 
-    fn next_item(&mut self) -> Option<Result<Result<String, LineError>, std::io::Error>> {
+    fn next_item(&mut self) -> Option<Result<Result<Wire, LineError>, std::io::Error>> {
         let item = self
             .rt
             .block_on(async { tokio::time::timeout(TIMEOUT, self.reader.next()).await });
@@ -1183,13 +1208,14 @@ impl Raw {
         }
     }
 
-    /// The next frame of any type.
+    /// The next frame of any type. A binary envelope frame comes back as the JSON frame it
+    /// stands for, with `"binary": true` added.
     pub fn recv_any(&mut self) -> Value {
         match self.next_item() {
-            Some(Ok(Ok(line))) => {
-                self.seen.push(line.clone());
-                serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("server sent non-JSON ({e}): {line:?}"))
+            Some(Ok(Ok(wire))) => {
+                let frame = as_json(wire);
+                self.seen.push(frame.to_string());
+                frame
             }
             Some(Ok(Err(e))) => panic!("server sent an unreadable line: {e}"),
             Some(Err(e)) => panic!(
@@ -1234,10 +1260,7 @@ impl Raw {
                 None => return (frames, Closed::Clean),
                 Some(Err(e)) => return (frames, Closed::Abrupt(e.to_string())),
                 Some(Ok(Err(e))) => panic!("server sent an unreadable line: {e}"),
-                Some(Ok(Ok(line))) => frames.push(
-                    serde_json::from_str(&line)
-                        .unwrap_or_else(|e| panic!("server sent non-JSON ({e}): {line:?}")),
-                ),
+                Some(Ok(Ok(wire))) => frames.push(as_json(wire)),
             }
         }
     }
@@ -1255,6 +1278,22 @@ impl Raw {
     pub fn hello(&mut self) -> Value {
         self.send(serde_json::json!({"type":"hello","version":PROTOCOL_VERSION,"client":"e2e"}));
         self.recv_type("hello")
+    }
+
+    /// Sends `hello` asking for binary envelope frames; returns the server's hello.
+    pub fn hello_binary(&mut self) -> Value {
+        self.send(serde_json::json!({
+            "type":"hello","version":PROTOCOL_VERSION,"client":"e2e","binary":true
+        }));
+        self.recv_type("hello")
+    }
+
+    /// Sends an envelope (base64, as [`Raw::seal`] returns it) as a binary `send` frame.
+    pub fn send_envelope_binary(&mut self, data: &str) {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("base64 envelope");
+        self.send_raw(&chatd_proto::codec::binary_send(&raw));
     }
 
     /// Sends `login` with this client's device key ([`test_key`] of `user` unless

@@ -5,6 +5,7 @@
 //!
 //! - `activation`: systemd: socket activation (LISTEN_FDS), LoadCredential, sd_notify
 //! - `admin`: chatctl against a running chatd
+//! - `binary`: binary envelope frames beside JSON lines: negotiation, mixed rooms, edges
 //! - `client`: the `chat` binary in plain mode
 //! - `commands`: server built-ins (away, whois, motd, ping, announce, disconnect) and plugins
 //! - `crash`: `kill -9` during a stream of writes loses nothing acknowledged
@@ -34,6 +35,8 @@ mod harness;
 mod activation;
 #[cfg(test)]
 mod admin;
+#[cfg(test)]
+mod binary;
 #[cfg(test)]
 mod client;
 #[cfg(test)]
