@@ -7,7 +7,8 @@
 //! - receiver: `open` per message, `unwrap_chain` per chain (both from base64, as received);
 //! - key generation for 2048, 3072 and 4096 bits;
 //!
-//! and, printed before the timings, the wire sizes per key size.
+//! and, printed before the timings, the wire sizes per key size (JSON lines and, for envelopes,
+//! binary frames).
 //!
 //! ```sh
 //! cargo bench -p chat-bench --bench e2e
@@ -21,11 +22,12 @@
 use std::hint::black_box;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chatd_proto::codec::{binary_envelope, binary_send};
 use chatd_proto::e2e::{
     ALLOWED_KEY_BITS, DEFAULT_KEY_BITS, DeviceKey, Envelope, ReceiverChain, SenderChain,
     WrappedChain, open, seal, unwrap_chain, wrap_chain,
 };
-use chatd_proto::frame::ClientFrame;
+use chatd_proto::frame::{self, ClientFrame, ServerFrame};
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode};
 
 /// Plaintext size of the measured messages.
@@ -49,9 +51,9 @@ fn text() -> String {
     "x".repeat(TEXT_BYTES)
 }
 
-/// A `send`/`chain` line carrying `data`, as a client writes it (newline included).
+/// A client's `send`/`chain` line carrying `data`, as it writes it (newline included).
 fn line_len(frame: &ClientFrame) -> usize {
-    serde_json::to_vec(frame).expect("frame serializes").len() + 1
+    frame::encode(frame).expect("frame serializes").len()
 }
 
 /// Envelope and wrapped-chain sizes for one key size (sender and recipient keys of that size).
@@ -67,6 +69,13 @@ fn print_wire_sizes(key: &DeviceKey) {
         wrapped.encode().expect("encode"),
         wrapped.to_base64().expect("b64"),
     );
+    // What each receiver gets: the server names the sender and its device next to the data.
+    let delivered = ServerFrame::Envelope {
+        from: USER.into(),
+        device: key.fingerprint(),
+        data: env64.clone(),
+        ts: now_ms(),
+    };
     println!(
         "RSA-{}: envelope {} bytes (base64 {}, send line {}); wrapped chain {} bytes (base64 {}, chain line {})",
         key.bits(),
@@ -76,6 +85,12 @@ fn print_wire_sizes(key: &DeviceKey) {
         wr.len(),
         wr64.len(),
         line_len(&ClientFrame::Chain { data: wr64 }),
+    );
+    println!(
+        "          binary send frame {}; delivered as an envelope line of {} or a binary envelope frame of {}",
+        binary_send(&env).len(),
+        frame::encode(&delivered).expect("frame serializes").len(),
+        binary_envelope(now_ms(), &env).len(),
     );
 }
 

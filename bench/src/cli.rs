@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chatd_proto::Fingerprint;
 use chatd_proto::e2e::{ALLOWED_KEY_BITS, MAX_CIPHERTEXT_BYTES};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 /// Bytes of Poly1305 tag in every envelope's ciphertext.
 const AEAD_TAG_BYTES: usize = 16;
@@ -58,9 +58,13 @@ pub struct Args {
     #[arg(short = 'm', long, default_value_t = 2000)]
     pub messages: u64,
     /// Plaintext bytes per message. Each is sealed into an envelope of about B + 110 +
-    /// key-bits/8 bytes, sent base64 in JSON (the figures give the mean line per delivery).
+    /// key-bits/8 bytes, sent as `--wire` says (the figures give the mean frame per delivery).
     #[arg(short = 'b', long, default_value_t = 100)]
     pub bytes: usize,
+    /// How envelopes travel: `binary` frames (asked for in every `hello`; a server that does
+    /// not agree is an error) or base64 in `json` lines (the protocol without binary frames).
+    #[arg(long, value_enum, default_value_t = WireMode::Binary)]
+    pub wire: WireMode,
     /// RSA modulus of the bench's device keys: 2048 (default: proto's fixed test keys, no key
     /// generation, the same fingerprints every run), 3072 (chatd clients' default) or 4096
     /// (generated at startup). The envelope signature is key-bits/8 bytes; sealing costs one
@@ -141,6 +145,31 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How envelopes travel between the bench clients and chatd (docs/PROTOCOL.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum WireMode {
+    /// Binary `send` and `envelope` frames, negotiated in `hello`.
+    #[default]
+    Binary,
+    /// `send` and `envelope` JSON lines with the envelope in base64.
+    Json,
+}
+
+impl WireMode {
+    /// The name `--wire` takes and the figures print.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WireMode::Binary => "binary",
+            WireMode::Json => "json",
+        }
+    }
+
+    /// True when every `hello` asks for binary frames.
+    pub fn binary(self) -> bool {
+        self == WireMode::Binary
+    }
 }
 
 impl Args {
@@ -265,7 +294,18 @@ mod tests {
             (500, 5, 2000, 100)
         );
         assert_eq!(a.key_bits, 2048);
+        assert_eq!(a.wire, WireMode::Binary);
         assert!(a.validate().is_ok());
+    }
+
+    #[test]
+    fn wire_takes_binary_or_json() {
+        let a = Args::parse_from(["chat-bench", "--wire", "json"]);
+        assert_eq!((a.wire, a.wire.as_str()), (WireMode::Json, "json"));
+        assert!(!a.wire.binary());
+        let a = Args::parse_from(["chat-bench", "--wire", "binary"]);
+        assert_eq!((a.wire, a.wire.as_str()), (WireMode::Binary, "binary"));
+        assert!(Args::try_parse_from(["chat-bench", "--wire", "cbor"]).is_err());
     }
 
     #[test]

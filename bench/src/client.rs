@@ -2,11 +2,14 @@
 //! sender of pre-sealed envelopes.
 //!
 //! Readers must never fall behind (chatd disconnects a client whose outbound queue fills), so
-//! each client has its own task that reads continuously and parses only what it needs: a line
-//! starting `{"type":"envelope"` is identified by the sender and chain index in its envelope
-//! header ([`EnvelopeReader`]), and its send instant is looked up in [`Run::sent_ns`], which the
-//! senders fill in as they write. Other frames are skipped unless they are a `bye` or an
-//! `error`, which are recorded.
+//! each client has its own task that reads continuously and parses only what it needs: a
+//! binary `envelope` frame, or a line starting `{"type":"envelope"`, is identified by the
+//! sender and chain index in its envelope header ([`EnvelopeReader`]), and its send instant is
+//! looked up in [`Run::sent_ns`], which the senders fill in as they write. Other frames are
+//! skipped unless they are a `bye` or an `error`, which are recorded.
+//!
+//! With `--wire json` the stream is JSON lines only and is split in place ([`Lines`]); with
+//! `--wire binary` it is split by proto's [`WireCodec`], since binary frames may hold any byte.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,8 +19,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use chatd_proto::frame::ClientFrame;
-use chatd_proto::{Fingerprint, PROTOCOL_VERSION};
+use bytes::BytesMut;
+use chatd_proto::frame::{ClientFrame, ServerFrame};
+use chatd_proto::{Fingerprint, PROTOCOL_VERSION, Wire, WireCodec};
 use hdrhistogram::Histogram;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -25,9 +29,11 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
-use crate::e2e::EnvelopeReader;
+use crate::cli::WireMode;
+use crate::e2e::{Delivered, EnvelopeReader};
 
 /// A logged-in client's TLS stream.
 pub type Tls = TlsStream<TcpStream>;
@@ -41,6 +47,9 @@ const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_BUFFER: usize = 64 * 1024;
 /// Latencies are recorded in microseconds up to this (5 minutes); larger ones saturate.
 const MAX_LATENCY_US: u64 = 300_000_000;
+/// Longest server line or binary frame the binary-mode reader takes, as the chat client: a
+/// `login_ok` lists every registered device and can be megabytes long.
+const MAX_SERVER_FRAME: usize = 32 << 20;
 
 // ---------------------------------------------------------------------------------------------
 // TLS
@@ -175,22 +184,109 @@ impl Lines {
     }
 }
 
+/// One item a client reads from chatd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A JSON line, newline excluded.
+    Line(&'a [u8]),
+    /// The envelope bytes of a binary `envelope` frame.
+    Envelope(&'a [u8]),
+    /// What the binary-mode codec refused (a binary frame of an unknown kind, too short or
+    /// too long; a line too long or not UTF-8), or a binary `send`, which chatd never sends.
+    Unreadable,
+}
+
+/// Bytes read from chatd and not yet used, split as the wire mode says.
+pub enum Incoming {
+    /// `--wire json`: JSON lines only, split in place without copying.
+    Lines(Lines),
+    /// `--wire binary`: lines and binary frames, split by proto's codec.
+    Wire {
+        /// Bytes not yet decoded.
+        buf: BytesMut,
+        /// Tracks where the next frame starts (and what an overlong one still needs skipped).
+        codec: WireCodec,
+    },
+}
+
+impl Incoming {
+    /// Continues what login read with `lines` (anything past `login_ok` included).
+    fn after_login(lines: Lines, wire: WireMode) -> Incoming {
+        match wire {
+            WireMode::Json => Incoming::Lines(lines),
+            WireMode::Binary => {
+                let mut buf = BytesMut::with_capacity(READ_BUFFER);
+                buf.extend_from_slice(&lines.buf[lines.consumed..lines.filled]);
+                Incoming::Wire {
+                    buf,
+                    codec: WireCodec::new(MAX_SERVER_FRAME),
+                }
+            }
+        }
+    }
+
+    /// Hands each complete item in the buffer, with the bytes it took on the wire, to `f`
+    /// until `f` returns true; Ok(true) if it did. An error is the codec's, and ends the
+    /// stream as a read error would.
+    fn drain(&mut self, mut f: impl FnMut(Frame<'_>, usize) -> bool) -> std::io::Result<bool> {
+        match self {
+            Incoming::Lines(lines) => {
+                while let Some(range) = lines.take() {
+                    let len = range.len();
+                    if f(Frame::Line(lines.get(range)), len + 1) {
+                        return Ok(true);
+                    }
+                }
+            }
+            Incoming::Wire { buf, codec } => loop {
+                let before = buf.len();
+                let Some(item) = codec.decode(buf)? else {
+                    break;
+                };
+                let wire_len = before - buf.len();
+                let stop = match &item {
+                    Ok(Wire::Line(line)) => f(Frame::Line(line.as_bytes()), wire_len),
+                    Ok(Wire::Envelope { data, .. }) => f(Frame::Envelope(data), wire_len),
+                    Ok(Wire::Send(_)) | Err(_) => f(Frame::Unreadable, wire_len),
+                };
+                if stop {
+                    return Ok(true);
+                }
+            },
+        }
+        Ok(false)
+    }
+
+    /// Reads more; Ok(0) at end of stream. Cancel-safe.
+    async fn fill<R: AsyncRead + Unpin>(&mut self, rd: &mut R) -> std::io::Result<usize> {
+        match self {
+            Incoming::Lines(lines) => lines.fill(rd).await,
+            Incoming::Wire { buf, .. } => {
+                // Room for one large read; reclaims the space of frames already used.
+                buf.reserve(READ_BUFFER);
+                rd.read_buf(buf).await
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Login
 // ---------------------------------------------------------------------------------------------
 
-/// Connects, says hello and logs in as `user` with `device_key` (base64 SPKI DER); returns the
-/// stream and anything read past `login_ok`.
+/// Connects, says hello (asking for binary frames when `wire` says so) and logs in as `user`
+/// with `device_key` (base64 SPKI DER); returns the stream and anything read past `login_ok`.
 pub async fn login(
     addr: SocketAddr,
     connector: &TlsConnector,
     user: &str,
     password: &str,
     device_key: &str,
-) -> anyhow::Result<(Tls, Lines)> {
+    wire: WireMode,
+) -> anyhow::Result<(Tls, Incoming)> {
     tokio::time::timeout(
         LOGIN_TIMEOUT,
-        login_inner(addr, connector, user, password, device_key),
+        login_inner(addr, connector, user, password, device_key, wire),
     )
     .await
     .with_context(|| format!("login of {user} timed out"))?
@@ -202,20 +298,25 @@ async fn login_inner(
     user: &str,
     password: &str,
     device_key: &str,
-) -> anyhow::Result<(Tls, Lines)> {
+    wire: WireMode,
+) -> anyhow::Result<(Tls, Incoming)> {
     let mut tls = connect(addr, connector).await?;
     let login = ClientFrame::Login {
         user: user.into(),
         password: password.into(),
         device_key: device_key.into(),
     };
-    write_frames(&mut tls, &[hello_frame(), login]).await?;
+    write_frames(&mut tls, &[hello_frame(wire), login]).await?;
+    // Lines are safe up to `login_ok`: chatd sends envelopes, binary or not, only after it.
     let mut lines = Lines::new();
     loop {
         while let Some(range) = lines.take() {
             let line = lines.get(range);
+            if line.starts_with(br#"{"type":"hello""#) {
+                check_hello(line, wire)?;
+            }
             if line.starts_with(br#"{"type":"login_ok""#) {
-                return Ok((tls, lines));
+                return Ok((tls, Incoming::after_login(lines, wire)));
             }
             if line.starts_with(br#"{"type":"error""#) || line.starts_with(br#"{"type":"bye""#) {
                 bail!(
@@ -245,16 +346,17 @@ async fn connect(addr: SocketAddr, connector: &TlsConnector) -> anyhow::Result<T
 /// Says `quit` on a logged-in connection and reads (skipping whatever else arrives) until the
 /// server's `bye` or the end of the stream, then closes our side. Waiting for the `bye` means
 /// the server has ended the session before the caller connects again.
-pub async fn quit(mut tls: Tls, mut lines: Lines) -> anyhow::Result<()> {
+pub async fn quit(mut tls: Tls, mut incoming: Incoming) -> anyhow::Result<()> {
     let bye = async {
         write_frames(&mut tls, &[ClientFrame::Quit]).await?;
         loop {
-            while let Some(range) = lines.take() {
-                if lines.get(range).starts_with(br#"{"type":"bye""#) {
-                    return anyhow::Ok(());
-                }
+            let bye = incoming.drain(
+                |frame, _| matches!(frame, Frame::Line(l) if l.starts_with(br#"{"type":"bye""#)),
+            )?;
+            if bye {
+                return anyhow::Ok(());
             }
-            if lines.fill(&mut tls).await? == 0 {
+            if incoming.fill(&mut tls).await? == 0 {
                 return Ok(());
             }
         }
@@ -277,21 +379,43 @@ async fn write_frames(tls: &mut Tls, frames: &[ClientFrame]) -> anyhow::Result<(
     Ok(())
 }
 
-/// The bench's `hello`.
-fn hello_frame() -> ClientFrame {
+/// The bench's `hello`, asking for binary frames when `wire` says so.
+fn hello_frame(wire: WireMode) -> ClientFrame {
     ClientFrame::Hello {
         version: PROTOCOL_VERSION,
         client: format!("chat-bench/{}", env!("CARGO_PKG_VERSION")),
-        binary: false,
+        binary: wire.binary(),
+    }
+}
+
+/// Checks the server's `hello` line agreed to what `wire` asked for. A server that answers a
+/// binary request with JSON only is an error rather than a quiet fallback: the run would measure
+/// the other wire format under this one's name.
+fn check_hello(line: &[u8], wire: WireMode) -> anyhow::Result<()> {
+    if !wire.binary() {
+        return Ok(());
+    }
+    let text = std::str::from_utf8(line).context("server hello is not UTF-8")?;
+    match chatd_proto::frame::decode::<ServerFrame>(text) {
+        Ok(ServerFrame::Hello { binary: true, .. }) => Ok(()),
+        Ok(ServerFrame::Hello { server, .. }) => bail!(
+            "the server ({server}) did not agree to binary envelope frames in its hello; \
+             run with --wire json"
+        ),
+        _ => bail!("unreadable server hello: {}", text.trim()),
     }
 }
 
 /// One full connection setup without login: TCP, TLS handshake (certificate pinned), `hello`
-/// and the server's `hello` back, then a clean close.
-pub async fn handshake(addr: SocketAddr, connector: &TlsConnector) -> anyhow::Result<()> {
+/// and the server's `hello` back (agreeing to binary frames if `wire` asks), then a clean close.
+pub async fn handshake(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+    wire: WireMode,
+) -> anyhow::Result<()> {
     let setup = async {
         let mut tls = connect(addr, connector).await?;
-        write_frames(&mut tls, &[hello_frame()]).await?;
+        write_frames(&mut tls, &[hello_frame(wire)]).await?;
         let mut lines = Lines::new();
         loop {
             if let Some(range) = lines.take() {
@@ -302,6 +426,7 @@ pub async fn handshake(addr: SocketAddr, connector: &TlsConnector) -> anyhow::Re
                         String::from_utf8_lossy(line).trim()
                     );
                 }
+                check_hello(line, wire)?;
                 break;
             }
             if lines.fill(&mut tls).await? == 0 {
@@ -449,7 +574,8 @@ impl Run {
 pub struct ReadStats {
     /// `envelope` frames of this run's messages.
     pub received: u64,
-    /// Bytes of those `envelope` lines, newline included.
+    /// Bytes of those `envelope` frames on the wire (inside TLS): binary frames whole, lines
+    /// with their newline.
     pub bytes: u64,
     /// Latency in microseconds; with a login storm, of the quiet phase's messages only.
     pub latency_us: Histogram<u64>,
@@ -458,8 +584,8 @@ pub struct ReadStats {
     /// Messages whose chain index was not the previous one plus one for that sender
     /// (a gap or a reordering).
     pub out_of_order: u64,
-    /// `envelope` lines that could not be read (cut short, bad base64, not an envelope) or
-    /// that name a message this run did not send.
+    /// `envelope` frames that could not be read (cut short, bad base64, not an envelope) or
+    /// that name a message this run did not send, and frames the binary-mode codec refused.
     pub corrupt: u64,
     /// `error` frames from the server, by code and message.
     pub server_errors: BTreeMap<String, usize>,
@@ -490,22 +616,25 @@ impl ReadStats {
 /// Reads until told to stop, counting `envelope` frames and their latency into `latency_us`.
 pub async fn read_loop(
     mut rd: ReadHalf<Tls>,
-    mut lines: Lines,
+    mut incoming: Incoming,
     run: Arc<Run>,
     latency_us: Histogram<u64>,
 ) -> ReadStats {
     let mut stats = ReadStats::new(latency_us, &run);
     let mut seen = Seen::new(&run);
-    'outer: loop {
-        while let Some(range) = lines.take() {
-            if seen.line(lines.get(range), &run, &mut stats) {
-                break 'outer;
+    loop {
+        match incoming.drain(|frame, wire_len| seen.frame(frame, wire_len, &run, &mut stats)) {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                stats.error = Some(e.to_string());
+                break;
             }
         }
         tokio::select! {
             biased;
             () = run.stop.cancelled() => return stats,
-            n = lines.fill(&mut rd) => match n {
+            n = incoming.fill(&mut rd) => match n {
                 Ok(0) => {
                     stats.error = Some("server closed the connection".into());
                     break;
@@ -541,50 +670,76 @@ impl Seen {
         }
     }
 
-    /// Counts one line (without its newline); true when it was a `bye`.
-    fn line(&mut self, line: &[u8], run: &Run, stats: &mut ReadStats) -> bool {
-        if line.starts_with(br#"{"type":"envelope""#) {
-            let found = self.reader.read(line, run.senders).and_then(|d| {
-                let slot = run
-                    .sent_ns
-                    .get(d.sender)?
-                    .get(usize::try_from(d.index).ok()?)?;
-                Some((d, slot.load(Ordering::Acquire))).filter(|(_, sent)| *sent > 0)
-            });
-            let Some((d, sent)) = found else {
-                stats.corrupt += 1;
-                return false;
-            };
-            let now = run.now_ns();
-            let us = now.saturating_sub(sent) / 1000;
-            let storm = run.storm_from.is_some_and(|from| d.index >= from);
-            let histogram = match (&mut stats.storm_latency_us, storm) {
-                (Some(h), true) => h,
-                _ => &mut stats.latency_us,
-            };
-            histogram.saturating_record(us.clamp(1, MAX_LATENCY_US));
-            let seq = u64::from(d.index) + 1;
-            if let Some(last) = self.last_seq.get_mut(d.sender) {
-                if *last + 1 != seq {
-                    stats.out_of_order += 1;
+    /// Counts one frame that took `wire_len` bytes on the wire; true when it was a `bye`.
+    fn frame(
+        &mut self,
+        frame: Frame<'_>,
+        wire_len: usize,
+        run: &Run,
+        stats: &mut ReadStats,
+    ) -> bool {
+        let delivered = match frame {
+            Frame::Envelope(data) => self.reader.read_binary(data, run.senders),
+            Frame::Line(line) if line.starts_with(br#"{"type":"envelope""#) => {
+                self.reader.read(line, run.senders)
+            }
+            Frame::Line(line) => {
+                if line.starts_with(br#"{"type":"error""#) {
+                    *stats.server_errors.entry(error_text(line)).or_default() += 1;
+                } else if line.starts_with(br#"{"type":"bye""#) {
+                    stats.bye = Some(bye_reason(line));
+                    return true;
                 }
-                *last = seq;
+                return false;
             }
-            run.ack(d.sender, seq);
-            stats.received += 1;
-            stats.bytes += line.len() as u64 + 1;
-            run.delivered.fetch_add(1, Ordering::Relaxed);
-            if stats.received == run.expected {
-                run.last_complete_ns.fetch_max(now, Ordering::AcqRel);
-                run.complete.fetch_add(1, Ordering::AcqRel);
-            }
-        } else if line.starts_with(br#"{"type":"error""#) {
-            *stats.server_errors.entry(error_text(line)).or_default() += 1;
-        } else if line.starts_with(br#"{"type":"bye""#) {
-            stats.bye = Some(bye_reason(line));
-            return true;
-        }
+            Frame::Unreadable => None,
+        };
+        self.envelope(delivered, wire_len, run, stats);
         false
+    }
+
+    /// Counts one `envelope` frame: `delivered` is what its header says, None if unreadable.
+    fn envelope(
+        &mut self,
+        delivered: Option<Delivered>,
+        wire_len: usize,
+        run: &Run,
+        stats: &mut ReadStats,
+    ) {
+        let found = delivered.and_then(|d| {
+            let slot = run
+                .sent_ns
+                .get(d.sender)?
+                .get(usize::try_from(d.index).ok()?)?;
+            Some((d, slot.load(Ordering::Acquire))).filter(|(_, sent)| *sent > 0)
+        });
+        let Some((d, sent)) = found else {
+            stats.corrupt += 1;
+            return;
+        };
+        let now = run.now_ns();
+        let us = now.saturating_sub(sent) / 1000;
+        let storm = run.storm_from.is_some_and(|from| d.index >= from);
+        let histogram = match (&mut stats.storm_latency_us, storm) {
+            (Some(h), true) => h,
+            _ => &mut stats.latency_us,
+        };
+        histogram.saturating_record(us.clamp(1, MAX_LATENCY_US));
+        let seq = u64::from(d.index) + 1;
+        if let Some(last) = self.last_seq.get_mut(d.sender) {
+            if *last + 1 != seq {
+                stats.out_of_order += 1;
+            }
+            *last = seq;
+        }
+        run.ack(d.sender, seq);
+        stats.received += 1;
+        stats.bytes += wire_len as u64;
+        run.delivered.fetch_add(1, Ordering::Relaxed);
+        if stats.received == run.expected {
+            run.last_complete_ns.fetch_max(now, Ordering::AcqRel);
+            run.complete.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -612,7 +767,7 @@ fn error_text(line: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(line).into_owned())
 }
 
-/// Sends the pre-sealed `frames` (`send` lines, chain index 0, 1, ...) as sender `id`, one
+/// Sends the pre-sealed `frames` (`send` frames, chain index 0, 1, ...) as sender `id`, one
 /// every `interval` (starting after `offset`), or as fast as the connection takes them; with a
 /// `window`, never more than that many messages ahead of the last one every receiver has.
 /// Each message's send instant goes to [`Run::sent_ns`] just before it is written.
@@ -651,6 +806,151 @@ pub async fn send_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chatd_proto::codec::{BINARY_MARKER, binary_envelope};
+
+    impl Seen {
+        /// Counts one JSON line, as the JSON-mode reader hands it over.
+        fn line(&mut self, line: &[u8], run: &Run, stats: &mut ReadStats) -> bool {
+            self.frame(Frame::Line(line), line.len() + 1, run, stats)
+        }
+    }
+
+    /// The envelope bytes of a binary `send` frame.
+    fn send_payload(frame: &[u8]) -> Vec<u8> {
+        let mut buf = BytesMut::from(frame);
+        match WireCodec::default().decode(&mut buf).unwrap() {
+            Some(Ok(Wire::Send(data))) => data.to_vec(),
+            other => panic!("not a binary send frame: {other:?}"),
+        }
+    }
+
+    /// Everything `incoming` hands over for `stream` fed `chunk` bytes at a time, as
+    /// (frame, wire bytes) with the frame's bytes copied out.
+    fn feed(incoming: &mut Incoming, stream: &[u8], chunk: usize) -> Vec<(String, usize)> {
+        let mut got = Vec::new();
+        for part in stream.chunks(chunk) {
+            match incoming {
+                Incoming::Wire { buf, .. } => buf.extend_from_slice(part),
+                Incoming::Lines(_) => panic!("binary mode only"),
+            }
+            let stop = incoming
+                .drain(|frame, len| {
+                    let text = match frame {
+                        Frame::Line(l) => format!("line {}", String::from_utf8_lossy(l)),
+                        Frame::Envelope(d) => format!("envelope {}", d.len()),
+                        Frame::Unreadable => "unreadable".into(),
+                    };
+                    got.push((text, len));
+                    false
+                })
+                .unwrap();
+            assert!(!stop);
+        }
+        got
+    }
+
+    #[test]
+    fn hello_must_agree_to_binary_when_asked() {
+        let agreed = br#"{"type":"hello","version":2,"server":"chatd/0","max_line_bytes":65536,"max_text_bytes":4096,"binary":true}"#;
+        let refused = br#"{"type":"hello","version":2,"server":"chatd/0","max_line_bytes":65536,"max_text_bytes":4096}"#;
+        assert!(check_hello(agreed, WireMode::Binary).is_ok());
+        let e = check_hello(refused, WireMode::Binary)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("did not agree") && e.contains("--wire json"),
+            "{e}"
+        );
+        assert!(check_hello(refused, WireMode::Json).is_ok());
+        assert!(check_hello(b"{\"type\":\"hello\"", WireMode::Binary).is_err());
+        assert!(matches!(
+            hello_frame(WireMode::Binary),
+            ClientFrame::Hello { binary: true, .. }
+        ));
+        assert!(matches!(
+            hello_frame(WireMode::Json),
+            ClientFrame::Hello { binary: false, .. }
+        ));
+    }
+
+    #[test]
+    fn binary_mode_keeps_what_login_read_past_login_ok() {
+        let envelope = binary_envelope(7, b"\x02E\nsome envelope");
+        let mut lines = Lines::new();
+        let mut read = b"{\"type\":\"login_ok\"}\n".to_vec();
+        read.extend_from_slice(&envelope[..10]);
+        lines.buf[..read.len()].copy_from_slice(&read);
+        lines.filled = read.len();
+        let login_ok = lines.take().map(|r| lines.get(r).to_vec());
+        assert_eq!(login_ok.as_deref(), Some(&br#"{"type":"login_ok"}"#[..]));
+        let mut incoming = Incoming::after_login(lines, WireMode::Binary);
+        let got = feed(&mut incoming, &envelope[10..], 3);
+        assert_eq!(got, vec![("envelope 16".to_string(), envelope.len())]);
+    }
+
+    #[test]
+    fn binary_mode_reads_frames_and_lines_in_any_chunking() {
+        let mut stream = binary_envelope(1, b"abc").to_vec();
+        stream.extend_from_slice(b"{\"type\":\"presence\"}\r\n");
+        // An unknown kind and an envelope frame too short for its timestamp: refused, skipped.
+        stream.extend_from_slice(&[BINARY_MARKER, b'Z', 0, 0, 0, 1, 9]);
+        stream.extend_from_slice(&[BINARY_MARKER, b'E', 0, 0, 0, 2, 1, 2]);
+        stream.extend_from_slice(&binary_envelope(2, b""));
+        stream.extend_from_slice(b"{\"type\":\"bye\"}\n");
+        let want = vec![
+            ("envelope 3".to_string(), 6 + 8 + 3),
+            ("line {\"type\":\"presence\"}".to_string(), 21),
+            ("unreadable".to_string(), 7),
+            ("unreadable".to_string(), 8),
+            ("envelope 0".to_string(), 6 + 8),
+            ("line {\"type\":\"bye\"}".to_string(), 15),
+        ];
+        for chunk in [1, 2, 5, 64, stream.len()] {
+            let mut incoming = Incoming::after_login(Lines::new(), WireMode::Binary);
+            assert_eq!(feed(&mut incoming, &stream, chunk), want, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn binary_envelopes_count_as_deliveries_with_their_frame_bytes() {
+        let keys = crate::e2e::Keys::load(2048).unwrap();
+        let sealed = crate::e2e::seal_all(&keys, 2, 2, 20, WireMode::Binary).unwrap();
+        let run = Run::new(4, 2, 2, 1, Some(10), None);
+        let mut seen = Seen::new(&run);
+        let mut stats = ReadStats::new(new_histogram().unwrap(), &run);
+        let mut stream = Vec::new();
+        for index in 0..2 {
+            for id in 0..2 {
+                run.sent_ns[id][index].store(1, Ordering::Release);
+                stream.extend_from_slice(&binary_envelope(
+                    1,
+                    &send_payload(&sealed.frames[id][index]),
+                ));
+            }
+        }
+        let frame_bytes = stream.len() as u64;
+        // A JSON envelope line (as chatd sends stored messages) of a message not sent: corrupt.
+        stream.extend_from_slice(b"{\"type\":\"envelope\",\"data\":\"AAAA\"}\n");
+        // A binary envelope whose header is cut short, and a binary send: corrupt too.
+        stream.extend_from_slice(&binary_envelope(1, b"\x02E"));
+        stream.extend_from_slice(&chatd_proto::codec::binary_send(b"x"));
+        stream.extend_from_slice(b"{\"type\":\"bye\",\"reason\":\"quit\"}\n");
+        let mut incoming = Incoming::after_login(Lines::new(), WireMode::Binary);
+        let Incoming::Wire { buf, .. } = &mut incoming else {
+            panic!("binary mode");
+        };
+        buf.extend_from_slice(&stream);
+        let bye = incoming
+            .drain(|frame, len| seen.frame(frame, len, &run, &mut stats))
+            .unwrap();
+        assert!(bye);
+        assert_eq!(stats.received, 4);
+        assert_eq!(stats.bytes, frame_bytes);
+        assert_eq!(stats.out_of_order, 0);
+        assert_eq!(stats.corrupt, 3);
+        assert_eq!(stats.bye.as_deref(), Some("quit"));
+        assert_eq!(run.complete.load(Ordering::Acquire), 1);
+    }
 
     #[test]
     fn lines_split_without_copying() {
@@ -685,7 +985,7 @@ mod tests {
     #[test]
     fn receivers_count_latency_order_and_strays() {
         let keys = crate::e2e::Keys::load(2048).unwrap();
-        let sealed = crate::e2e::seal_all(&keys, 2, 3, 20).unwrap();
+        let sealed = crate::e2e::seal_all(&keys, 2, 3, 20, WireMode::Json).unwrap();
         let run = Run::new(6, 2, 3, 1, Some(10), None);
         let mut seen = Seen::new(&run);
         let mut stats = ReadStats::new(new_histogram().unwrap(), &run);
@@ -724,7 +1024,7 @@ mod tests {
     #[test]
     fn a_storm_splits_latency_by_chain_index() {
         let keys = crate::e2e::Keys::load(2048).unwrap();
-        let sealed = crate::e2e::seal_all(&keys, 1, 4, 20).unwrap();
+        let sealed = crate::e2e::seal_all(&keys, 1, 4, 20, WireMode::Json).unwrap();
         let run = Run::new(4, 1, 4, 1, None, Some(2));
         let mut seen = Seen::new(&run);
         let mut stats = ReadStats::new(new_histogram().unwrap(), &run);

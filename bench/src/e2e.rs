@@ -2,10 +2,11 @@
 //! cheap header read every receiver does per delivery.
 //!
 //! Sealing costs one RSA-PSS signature per message (1-3 ms at 2048 bits, far slower than the
-//! fan-out it feeds), so every envelope is sealed up front, on all cores. Receivers never open
-//! envelopes: they find the `"data":"` field of an `envelope` line and base64-decode only the
-//! few 4-character groups that hold the sender user and the chain index
-//! (docs/E2E-ENVELOPE.md), which identify the message.
+//! fan-out it feeds), so every envelope is sealed up front, on all cores, straight into the
+//! `send` frame `--wire` asks for. Receivers never open envelopes: they read the sender user
+//! and the chain index (docs/E2E-ENVELOPE.md), which identify the message, from the clear
+//! header: straight from a binary `envelope` frame, or, in an `envelope` line, from the few
+//! base64 4-character groups of the `"data":"` field that hold them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,11 +15,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use chatd_proto::codec::binary_send;
 use chatd_proto::e2e::{ChainSnapshot, DeviceKey, E2E_VERSION, KIND_ENVELOPE, SenderChain, seal};
 use chatd_proto::frame::ClientFrame;
 use chatd_proto::names::MAX_USERNAME_LEN;
 use memchr::memmem;
 
+use crate::cli::WireMode;
 use crate::control;
 
 /// The room every benchmark user is in: the server's default room.
@@ -105,9 +108,10 @@ impl Keys {
     }
 }
 
-/// Every sender's `send` lines, sealed before the run.
+/// Every sender's `send` frames, sealed before the run.
 pub struct Sealed {
-    /// Per sender, one complete `send` line (newline included) per chain index 0, 1, ...
+    /// Per sender, one complete `send` frame per chain index 0, 1, ...: a binary frame, or a
+    /// JSON line with its newline.
     pub frames: Vec<Vec<Vec<u8>>>,
     /// Mean envelope size in bytes, binary (before base64).
     pub envelope_bytes: f64,
@@ -122,20 +126,22 @@ struct Unit {
     snapshot: ChainSnapshot,
 }
 
-/// A unit's `send` lines and the sum of their envelope sizes.
+/// A unit's `send` frames and the sum of their envelope sizes.
 struct UnitOutput {
     unit: usize,
-    lines: Vec<Vec<u8>>,
+    frames: Vec<Vec<u8>>,
     envelope_bytes: usize,
 }
 
 /// Seals `messages` envelopes of `text_bytes` bytes of text for each of `senders` senders
-/// (bench users `0..senders`, conversation `all`), spread over every core.
+/// (bench users `0..senders`, the default room) into `send` frames for `wire`, spread over
+/// every core.
 pub fn seal_all(
     keys: &Keys,
     senders: usize,
     messages: u64,
     text_bytes: usize,
+    wire: WireMode,
 ) -> anyhow::Result<Sealed> {
     let started = Instant::now();
     let m = usize::try_from(messages).context("too many messages")?;
@@ -179,10 +185,10 @@ pub fn seal_all(
                         let Some(unit) = units.get(i) else {
                             return Ok(done);
                         };
-                        let (lines, envelope_bytes) = seal_unit(keys, unit, &text, now_ms)?;
+                        let (frames, envelope_bytes) = seal_unit(keys, unit, &text, now_ms, wire)?;
                         done.push(UnitOutput {
                             unit: i,
-                            lines,
+                            frames,
                             envelope_bytes,
                         });
                     }
@@ -202,14 +208,14 @@ pub fn seal_all(
     for out in results.into_iter().flatten() {
         total_bytes += out.envelope_bytes;
         if let Some(slot) = by_unit.get_mut(out.unit) {
-            *slot = Some(out.lines);
+            *slot = Some(out.frames);
         }
     }
     let mut frames: Vec<Vec<Vec<u8>>> = (0..senders).map(|_| Vec::with_capacity(m)).collect();
-    for (unit, lines) in units.iter().zip(by_unit) {
-        let lines = lines.context("a sealing unit produced nothing")?;
+    for (unit, sealed) in units.iter().zip(by_unit) {
+        let sealed = sealed.context("a sealing unit produced nothing")?;
         if let Some(f) = frames.get_mut(unit.sender) {
-            f.extend(lines);
+            f.extend(sealed);
         }
     }
     let count = senders * m;
@@ -224,33 +230,40 @@ pub fn seal_all(
     })
 }
 
-/// Seals one unit; returns its `send` lines and the sum of their envelope sizes.
+/// Seals one unit; returns its `send` frames and the sum of their envelope sizes.
 fn seal_unit(
     keys: &Keys,
     unit: &Unit,
     text: &str,
     now_ms: u64,
+    wire: WireMode,
 ) -> anyhow::Result<(Vec<Vec<u8>>, usize)> {
     let key = &keys.sender(unit.sender).key;
     let user = control::user_name(unit.sender);
     let mut chain = SenderChain::from_snapshot(&unit.snapshot);
-    let mut lines = Vec::with_capacity(unit.len);
+    let mut frames = Vec::with_capacity(unit.len);
     let mut bytes = 0;
     for _ in 0..unit.len {
         let envelope = seal(key, &user, ROOM, &mut chain, text, now_ms)
             .with_context(|| format!("cannot seal a message of {user}"))?;
         let binary = envelope.encode()?;
         bytes += binary.len();
-        let mut line = serde_json::to_vec(&ClientFrame::Send {
-            data: BASE64.encode(&binary),
-        })?;
-        line.push(b'\n');
-        lines.push(line);
+        let frame = match wire {
+            WireMode::Binary => binary_send(&binary).to_vec(),
+            WireMode::Json => {
+                let mut line = serde_json::to_vec(&ClientFrame::Send {
+                    data: BASE64.encode(&binary),
+                })?;
+                line.push(b'\n');
+                line
+            }
+        };
+        frames.push(frame);
     }
-    Ok((lines, bytes))
+    Ok((frames, bytes))
 }
 
-/// Which message an `envelope` line carries: its sender's index and its chain index.
+/// Which message an `envelope` frame carries: its sender's index and its chain index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivered {
     /// Bench user index of the sender.
@@ -259,7 +272,7 @@ pub struct Delivered {
     pub index: u32,
 }
 
-/// Reads `envelope` lines; build one per receiver (it holds a prepared substring search).
+/// Reads `envelope` frames; build one per receiver (it holds a prepared substring search).
 pub struct EnvelopeReader {
     data: memmem::Finder<'static>,
 }
@@ -283,31 +296,65 @@ impl EnvelopeReader {
         if b64.0.len() % 4 != 0 {
             return None;
         }
-        // Offsets from docs/E2E-ENVELOPE.md: version, kind, [16] message id, u16+ user,
-        // [32] device, u16+ conversation, [16] chain id, u32 chain index.
-        if b64.array::<2>(0)? != [E2E_VERSION, KIND_ENVELOPE] {
-            return None;
-        }
-        let user_len = usize::from(u16::from_be_bytes(b64.array(18)?));
-        if user_len > MAX_USERNAME_LEN {
-            return None;
-        }
-        let mut user = [0u8; MAX_USERNAME_LEN];
-        let user = user.get_mut(..user_len)?;
-        b64.read(20, user)?;
-        let sender = control::user_index(user).filter(|s| *s < senders)?;
-        let conversation_at = 20 + user_len + 32;
-        let conversation_len = usize::from(u16::from_be_bytes(b64.array(conversation_at)?));
-        let index_at = conversation_at + 2 + conversation_len + 16;
-        let index = u32::from_be_bytes(b64.array(index_at)?);
-        Some(Delivered { sender, index })
+        delivered(&b64, senders)
+    }
+
+    /// The sender and chain index of the envelope bytes of a binary `envelope` frame from one
+    /// of the bench's `senders`; None for bytes that are cut short, not an envelope, or from
+    /// someone else.
+    pub fn read_binary(&self, envelope: &[u8], senders: usize) -> Option<Delivered> {
+        delivered(&Raw(envelope), senders)
+    }
+}
+
+/// The sender and chain index in an envelope header, read field by field from `header`.
+fn delivered(header: &impl HeaderBytes, senders: usize) -> Option<Delivered> {
+    // Offsets from docs/E2E-ENVELOPE.md: version, kind, [16] message id, u16+ user,
+    // [32] device, u16+ conversation, [16] chain id, u32 chain index.
+    if header.array::<2>(0)? != [E2E_VERSION, KIND_ENVELOPE] {
+        return None;
+    }
+    let user_len = usize::from(u16::from_be_bytes(header.array(18)?));
+    if user_len > MAX_USERNAME_LEN {
+        return None;
+    }
+    let mut user = [0u8; MAX_USERNAME_LEN];
+    let user = user.get_mut(..user_len)?;
+    header.read(20, user)?;
+    let sender = control::user_index(user).filter(|s| *s < senders)?;
+    let conversation_at = 20 + user_len + 32;
+    let conversation_len = usize::from(u16::from_be_bytes(header.array(conversation_at)?));
+    let index_at = conversation_at + 2 + conversation_len + 16;
+    let index = u32::from_be_bytes(header.array(index_at)?);
+    Some(Delivered { sender, index })
+}
+
+/// Envelope bytes a header field can be read from, in whatever form they arrived.
+trait HeaderBytes {
+    /// Copies bytes `at..at + out.len()`; None when there are not that many.
+    fn read(&self, at: usize, out: &mut [u8]) -> Option<()>;
+
+    fn array<const N: usize>(&self, at: usize) -> Option<[u8; N]> {
+        let mut a = [0u8; N];
+        self.read(at, &mut a)?;
+        Some(a)
+    }
+}
+
+/// The envelope bytes themselves, as a binary frame carries them.
+struct Raw<'a>(&'a [u8]);
+
+impl HeaderBytes for Raw<'_> {
+    fn read(&self, at: usize, out: &mut [u8]) -> Option<()> {
+        out.copy_from_slice(self.0.get(at..at.checked_add(out.len())?)?);
+        Some(())
     }
 }
 
 /// Standard base64 text, decoded a few 4-character groups at a time.
 struct B64<'a>(&'a [u8]);
 
-impl B64<'_> {
+impl HeaderBytes for B64<'_> {
     /// Decodes bytes `at..at + out.len()`; None when the text is too short or not base64.
     /// Padding counts as not base64: no header field of an envelope is in its last group.
     fn read(&self, at: usize, out: &mut [u8]) -> Option<()> {
@@ -327,12 +374,6 @@ impl B64<'_> {
         let skip = at - first * 3;
         out.copy_from_slice(buf.get(skip..skip + out.len())?);
         Some(())
-    }
-
-    fn array<const N: usize>(&self, at: usize) -> Option<[u8; N]> {
-        let mut a = [0u8; N];
-        self.read(at, &mut a)?;
-        Some(a)
     }
 }
 
@@ -354,6 +395,9 @@ mod tests {
     use chatd_proto::Fingerprint;
     use chatd_proto::e2e::Envelope;
     use chatd_proto::frame::{self, ServerFrame};
+    use chatd_proto::{Wire, WireCodec};
+    use tokio_util::bytes::BytesMut;
+    use tokio_util::codec::Decoder;
 
     fn keys() -> Keys {
         Keys::load(2048).unwrap()
@@ -383,7 +427,7 @@ mod tests {
     #[test]
     fn sealed_frames_are_in_chain_order_and_read_back() {
         let keys = keys();
-        let sealed = seal_all(&keys, 3, 70, 100).unwrap();
+        let sealed = seal_all(&keys, 3, 70, 100, WireMode::Json).unwrap();
         assert_eq!(sealed.frames.len(), 3);
         let reader = EnvelopeReader::default();
         for (sender, frames) in sealed.frames.iter().enumerate() {
@@ -414,9 +458,68 @@ mod tests {
         assert_eq!(sealed.envelope_bytes, 472.0);
     }
 
+    /// The envelope bytes of a binary `send` frame.
+    fn payload_of(send_frame: &[u8]) -> Vec<u8> {
+        let mut buf = BytesMut::from(send_frame);
+        let item = WireCodec::default().decode(&mut buf).unwrap();
+        assert!(buf.is_empty(), "one frame");
+        match item {
+            Some(Ok(Wire::Send(data))) => data.to_vec(),
+            other => panic!("not a binary send frame: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn binary_frames_carry_the_same_envelopes_and_read_back() {
+        let keys = keys();
+        let sealed = seal_all(&keys, 2, 40, 100, WireMode::Binary).unwrap();
+        let reader = EnvelopeReader::default();
+        for (sender, frames) in sealed.frames.iter().enumerate() {
+            assert_eq!(frames.len(), 40);
+            for (index, f) in frames.iter().enumerate() {
+                let data = payload_of(f);
+                // Marker, kind, u32 length: 6 bytes around the envelope.
+                assert_eq!(f.len(), data.len() + 6);
+                let env = Envelope::decode(&data).unwrap();
+                assert_eq!(env.header().chain_index as usize, index);
+                assert_eq!(env.header().sender_user, control::user_name(sender));
+                let want = Delivered {
+                    sender,
+                    index: index as u32,
+                };
+                assert_eq!(reader.read_binary(&data, 2), Some(want));
+                assert_eq!(reader.read_binary(&data, sender), None);
+            }
+        }
+        assert_eq!(
+            sealed.envelope_bytes, 472.0,
+            "the same envelopes as in JSON"
+        );
+    }
+
+    #[test]
+    fn cut_or_odd_binary_envelopes_are_unreadable_not_a_panic() {
+        let keys = keys();
+        let sealed = seal_all(&keys, 1, 1, 10, WireMode::Binary).unwrap();
+        let data = payload_of(&sealed.frames[0][0]);
+        let reader = EnvelopeReader::default();
+        // The chain index ends the header read: "#lobby", user "bench0".
+        let index_end = 2 + 16 + (2 + 6) + 32 + (2 + 6) + 16 + 4;
+        for cut in 0..data.len() {
+            let got = reader.read_binary(&data[..cut], 1);
+            assert_eq!(got.is_some(), cut >= index_end, "cut at {cut}");
+        }
+        for (at, byte) in [(0, 9), (1, 0x57), (18, 0xff), (20, b'x')] {
+            let mut bad = data.clone();
+            bad[at] = byte;
+            assert_eq!(reader.read_binary(&bad, 1), None, "byte {at} = {byte}");
+        }
+        assert_eq!(reader.read_binary(&[], 1), None);
+    }
+
     #[test]
     fn one_chain_per_sender_across_units() {
-        let sealed = seal_all(&keys(), 1, 2 * SEAL_CHUNK as u64 + 1, 1).unwrap();
+        let sealed = seal_all(&keys(), 1, 2 * SEAL_CHUNK as u64 + 1, 1, WireMode::Json).unwrap();
         let ids: Vec<_> = sealed.frames[0]
             .iter()
             .map(|f| {
@@ -432,7 +535,7 @@ mod tests {
     #[test]
     fn cut_or_odd_lines_are_unreadable_not_a_panic() {
         let keys = keys();
-        let sealed = seal_all(&keys, 1, 1, 10).unwrap();
+        let sealed = seal_all(&keys, 1, 1, 10, WireMode::Json).unwrap();
         let data = data_of(&sealed.frames[0][0]);
         let line = server_line("bench0", keys.sender(0).key.fingerprint(), data.clone());
         let reader = EnvelopeReader::default();

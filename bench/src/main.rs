@@ -64,7 +64,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     };
     let ok = if let Some(n) = args.connect_rate {
-        let report = workload::connect_rate(&target, n, args.connect_concurrency).await?;
+        let report =
+            workload::connect_rate(&target, n, args.connect_concurrency, args.wire).await?;
         if args.json {
             println!("{}", stats::connect_json(&report));
         } else {

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
+use crate::cli::WireMode;
+
 /// Latency summary in milliseconds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Latency {
@@ -52,6 +54,8 @@ pub struct Setup {
     pub keys_generated: bool,
     /// Seconds spent loading or generating them.
     pub keys_secs: f64,
+    /// How envelopes travelled (`--wire`).
+    pub wire: WireMode,
 }
 
 /// Result of the fan-out mode.
@@ -71,7 +75,8 @@ pub struct FanoutReport {
     pub seal_secs: f64,
     /// Mean envelope size, binary, in bytes.
     pub envelope_bytes: f64,
-    /// Bytes of the `envelope` lines counted as deliveries, newlines included.
+    /// Bytes of the `envelope` frames counted as deliveries (binary frames whole, lines with
+    /// their newline).
     pub line_bytes: u64,
     /// Deliveries counted at the receivers.
     pub deliveries: u64,
@@ -89,7 +94,8 @@ pub struct FanoutReport {
     pub rss_after_run: Option<u64>,
     /// Messages out of sequence at some receiver.
     pub out_of_order: u64,
-    /// `envelope` lines that could not be read or name no message of this run.
+    /// `envelope` frames that could not be read or name no message of this run, and frames
+    /// the binary-mode codec refused.
     pub corrupt: u64,
     /// Receivers that did not get everything.
     pub incomplete_receivers: usize,
@@ -120,7 +126,8 @@ impl FanoutReport {
             .map(|cpu| per(self.deliveries as f64, cpu))
     }
 
-    /// Mean `envelope` line on the wire (inside TLS), newline included.
+    /// Mean `envelope` frame on the wire (inside TLS): a binary frame, or a line with its
+    /// newline.
     pub fn bytes_per_delivery(&self) -> f64 {
         per(self.line_bytes as f64, self.deliveries as f64)
     }
@@ -221,7 +228,16 @@ fn setup_json(s: &Setup) -> Value {
         "key_bits": s.key_bits,
         "keys_generated": s.keys_generated,
         "keys_secs": s.keys_secs,
+        "wire": s.wire.as_str(),
     })
+}
+
+/// What `--wire` means, for the text output.
+fn wire_text(wire: WireMode) -> &'static str {
+    match wire {
+        WireMode::Binary => "binary (envelopes in binary frames, agreed in hello)",
+        WireMode::Json => "json (envelopes base64 in JSON lines)",
+    }
 }
 
 fn setup_text(s: &Setup) -> String {
@@ -232,11 +248,13 @@ fn setup_text(s: &Setup) -> String {
     };
     format!(
         "clients            {}\n\
+         wire               {}\n\
          device keys        RSA-{}, {keys}\n\
          users created in   {:.2} s\n\
          logins             {:.2} s ({:.0}/s)\n\
          chatd RSS          before login {}, after login {}\n",
         s.clients,
+        wire_text(s.wire),
         s.key_bits,
         s.create_secs,
         s.login_secs,
@@ -300,7 +318,7 @@ pub fn fanout_text(s: &Setup, r: &FanoutReport) -> String {
          deliveries         {} of {} expected, lost {}\n\
          duration           {:.3} s\n\
          deliveries/s       {:.0}\n\
-         bytes/delivery     {:.0} (envelope line inside TLS, newline included)\n\
+         bytes/delivery     {:.0} ({})\n\
          latency            p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n",
         r.senders,
         r.messages,
@@ -314,6 +332,10 @@ pub fn fanout_text(s: &Setup, r: &FanoutReport) -> String {
         r.duration_secs,
         r.rate_per_sec(),
         r.bytes_per_delivery(),
+        match s.wire {
+            WireMode::Binary => "envelope frame inside TLS",
+            WireMode::Json => "envelope line inside TLS, newline included",
+        },
         r.latency.p50_ms,
         r.latency.p99_ms,
         r.latency.max_ms,
@@ -471,6 +493,7 @@ pub fn idle_text(s: &Setup, r: &IdleReport) -> String {
 pub fn connect_json(r: &crate::workload::ConnectReport) -> Value {
     json!({
         "mode": "connect_rate",
+        "wire": r.wire.as_str(),
         "setups": r.done,
         "failed": r.failed,
         "secs": r.secs,
@@ -485,9 +508,11 @@ pub fn connect_text(r: &crate::workload::ConnectReport) -> String {
     let per = |x: Option<f64>| x.map_or_else(|| "?".to_string(), |v| format!("{v:.0}"));
     format!(
         "connection setups (TCP + TLS handshake + hello, no login)\n\
+         wire               {}\n\
          done               {} in {:.2} s, {} failed\n\
          setups per second  {}\n\
          per chatd CPU-s    {}\n",
+        wire_text(r.wire),
         r.done,
         r.secs,
         r.failed.values().sum::<usize>(),
@@ -581,6 +606,7 @@ mod tests {
         let v = fanout_json(&Setup::default(), &r);
         assert_eq!(v["lost"], 10);
         assert_eq!(v["mode"], "fanout");
+        assert_eq!(v["wire"], "binary");
     }
 
     #[test]
@@ -600,17 +626,29 @@ mod tests {
         assert_eq!(FanoutReport::default().bytes_per_delivery(), 0.0);
         let s = Setup {
             key_bits: 2048,
+            wire: WireMode::Json,
             ..Setup::default()
         };
         let v = fanout_json(&s, &r);
         assert_eq!(v["bytes_per_delivery"], 700.0);
         assert_eq!(v["sealed"], 10);
         assert_eq!(v["key_bits"], 2048);
+        assert_eq!(v["wire"], "json");
         let text = fanout_text(&s, &r);
-        assert!(text.contains("bytes/delivery     700"), "{text}");
+        assert!(
+            text.contains("bytes/delivery     700 (envelope line"),
+            "{text}"
+        );
+        assert!(text.contains("\nwire               json ("), "{text}");
         assert!(text.contains("10 envelopes of 469 bytes"), "{text}");
         assert!(text.contains("(2.00 ms each"), "{text}");
         assert!(text.contains("RSA-2048, fixed test keys"), "{text}");
+        let text = fanout_text(&Setup::default(), &r);
+        assert!(
+            text.contains("bytes/delivery     700 (envelope frame"),
+            "{text}"
+        );
+        assert!(text.contains("\nwire               binary ("), "{text}");
     }
 
     #[test]

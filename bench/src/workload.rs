@@ -2,7 +2,7 @@
 //! idle, and collect the figures.
 //!
 //! Fan-out seals every envelope before the users are even created (one RSA signature per
-//! message is far slower than chatd's fan-out), so the timed phase only writes ready lines.
+//! message is far slower than chatd's fan-out), so the timed phase only writes ready frames.
 //!
 //! The login storm is a paced fan-out whose messages are split in two halves: the first half
 //! is sent in a quiet phase, and a storm of logins runs while the second half is sent. Every
@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::Args;
+use crate::cli::{Args, WireMode};
 use crate::client::{self, ReadStats, Run, Tls};
 use crate::control;
 use crate::e2e::{self, Keys};
@@ -67,6 +67,7 @@ async fn setup(
     let limit = Arc::new(tokio::sync::Semaphore::new(args.login_concurrency));
     let started = Instant::now();
     let mut logins = Vec::with_capacity(n);
+    let wire = args.wire;
     for i in 0..n {
         let (connector, limit, run, addr, key) = (
             connector.clone(),
@@ -78,12 +79,12 @@ async fn setup(
         logins.push(tokio::spawn(async move {
             let permit = limit.acquire_owned().await?;
             let user = control::user_name(i % users);
-            let (tls, lines) =
-                client::login(addr, &connector, &user, control::PASSWORD, &key).await?;
+            let (tls, incoming) =
+                client::login(addr, &connector, &user, control::PASSWORD, &key, wire).await?;
             drop(permit);
             let histogram = client::new_histogram()?;
             let (rd, writer) = tokio::io::split(tls);
-            let reader = tokio::spawn(client::read_loop(rd, lines, run, histogram));
+            let reader = tokio::spawn(client::read_loop(rd, incoming, run, histogram));
             anyhow::Ok(Client {
                 writer: Some(writer),
                 reader,
@@ -105,6 +106,7 @@ async fn setup(
         key_bits: keys.bits,
         keys_generated: keys.generated,
         keys_secs: keys.secs,
+        wire,
     };
     Ok((setup, clients))
 }
@@ -139,6 +141,7 @@ pub async fn login_storm(
         // within one interval after it): the storm starts with them.
         phase: Duration::from_secs_f64(per_phase as f64 * args.senders as f64 / rate),
         from_index: u32::try_from(per_phase)?,
+        wire: args.wire,
     };
     let (setup, report, storm) = paced(args, target, keys, Some(plan)).await?;
     let storm = storm.context("the login storm did not run")?;
@@ -158,6 +161,8 @@ struct StormPlan {
     phase: Duration,
     /// First chain index sent during the storm.
     from_index: u32,
+    /// What the storm's `hello`s ask for, as the clients'.
+    wire: WireMode,
 }
 
 /// The paced (or unpaced) fan-out, and the login storm when there is a `storm` plan.
@@ -169,7 +174,7 @@ async fn paced(
 ) -> anyhow::Result<(Setup, FanoutReport, Option<StormReport>)> {
     let (s, m) = (args.senders, args.messages_per_sender());
     let expected = u64::try_from(s)? * m;
-    let sealed = tokio::task::block_in_place(|| e2e::seal_all(keys, s, m, args.bytes))?;
+    let sealed = tokio::task::block_in_place(|| e2e::seal_all(keys, s, m, args.bytes, args.wire))?;
     let mut frames = sealed.frames.into_iter();
     let run = Run::new(
         expected,
@@ -336,13 +341,13 @@ async fn warm_up(
     let mut tasks = tokio::task::JoinSet::new();
     for i in plan.first_user..plan.first_user + plan.concurrency {
         let (limit, connector, addr) = (Arc::clone(&limit), connector.clone(), target.addr);
-        let key = keys.login_key(i, args.senders);
+        let (key, wire) = (keys.login_key(i, args.senders), args.wire);
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await?;
             let user = control::user_name(i);
-            let (tls, lines) =
-                client::login(addr, &connector, &user, control::PASSWORD, &key).await?;
-            client::quit(tls, lines)
+            let (tls, incoming) =
+                client::login(addr, &connector, &user, control::PASSWORD, &key, wire).await?;
+            client::quit(tls, incoming)
                 .await
                 .with_context(|| format!("quit of {user}"))
         });
@@ -436,12 +441,14 @@ async fn run_storm(
             let (mut done, mut failed) = (0u64, BTreeMap::new());
             while !stop.is_cancelled() && begun.fetch_add(1, Ordering::AcqRel) < plan.logins {
                 let begin = Instant::now();
-                match client::login(addr, &connector, &user, control::PASSWORD, &key).await {
-                    Ok((tls, lines)) => {
+                match client::login(addr, &connector, &user, control::PASSWORD, &key, plan.wire)
+                    .await
+                {
+                    Ok((tls, incoming)) => {
                         let us = u64::try_from(begin.elapsed().as_micros()).unwrap_or(u64::MAX);
                         login_us.saturating_record(us.max(1));
                         done += 1;
-                        if let Err(e) = client::quit(tls, lines).await {
+                        if let Err(e) = client::quit(tls, incoming).await {
                             count(&mut failed, reason("after login", &e, &user));
                         }
                     }
@@ -517,13 +524,17 @@ pub struct ConnectReport {
     pub secs: f64,
     /// chatd CPU seconds used meanwhile, when its pid is known.
     pub chatd_cpu_secs: Option<f64>,
+    /// What each `hello` asked for (and the server's had to agree to).
+    pub wire: WireMode,
 }
 
-/// `n` connection setups (TLS handshake and hello, no login), `concurrency` at a time.
+/// `n` connection setups (TLS handshake and hello, no login), `concurrency` at a time, each
+/// `hello` asking for binary frames if `wire` says so.
 pub async fn connect_rate(
     target: &Target,
     n: usize,
     concurrency: usize,
+    wire: WireMode,
 ) -> anyhow::Result<ConnectReport> {
     let connector = client::full_handshake_connector(target.fingerprint)?;
     let probe = Probe::new(target.pid);
@@ -535,7 +546,7 @@ pub async fn connect_rate(
         let permit = Arc::clone(&permits).acquire_owned().await?;
         let (addr, connector) = (target.addr, connector.clone());
         tasks.spawn(async move {
-            let result = client::handshake(addr, &connector).await;
+            let result = client::handshake(addr, &connector, wire).await;
             drop(permit);
             result
         });
@@ -545,6 +556,7 @@ pub async fn connect_rate(
         failed: BTreeMap::new(),
         secs: 0.0,
         chatd_cpu_secs: None,
+        wire,
     };
     while let Some(joined) = tasks.join_next().await {
         match joined {

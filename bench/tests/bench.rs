@@ -63,10 +63,27 @@ fn envelope_bytes(text: u64, bits: u64) -> u64 {
     header + (4 + text + 16) + (2 + bits / 8)
 }
 
+/// Binary `envelope` frame around an envelope: marker, kind, u32 length, u64 timestamp.
+const BINARY_ENVELOPE_OVERHEAD: u64 = 1 + 1 + 4 + 8;
+
+/// The default wire: every delivery is a binary frame, exactly the envelope plus its header.
 #[test]
 fn tiny_fanout_loses_nothing() {
     let v = fanout(3, 1, 20, &[]);
+    assert_eq!(v["wire"], "binary", "{v}");
     assert_eq!(v["key_bits"], 2048, "{v}");
+    assert_eq!(v["envelope_bytes"], envelope_bytes(100, 2048) as f64, "{v}");
+    assert_eq!(
+        v["bytes_per_delivery"],
+        (envelope_bytes(100, 2048) + BINARY_ENVELOPE_OVERHEAD) as f64,
+        "{v}"
+    );
+}
+
+#[test]
+fn tiny_fanout_over_json_lines_loses_nothing() {
+    let v = fanout(3, 1, 20, &["--wire", "json"]);
+    assert_eq!(v["wire"], "json", "{v}");
     assert_eq!(v["envelope_bytes"], envelope_bytes(100, 2048) as f64, "{v}");
     // base64 (4/3) inside a JSON line that also names the sender and its device.
     let per = v["bytes_per_delivery"]
@@ -84,6 +101,12 @@ fn paced_fanout_with_generated_3072_bit_keys() {
         5,
         &["--key-bits", "3072", "-b", "1000", "--rate", "50"],
     );
+    assert_eq!(v["wire"], "binary", "{v}");
+    assert_eq!(
+        v["bytes_per_delivery"],
+        (envelope_bytes(1000, 3072) + BINARY_ENVELOPE_OVERHEAD) as f64,
+        "{v}"
+    );
     assert_eq!(v["key_bits"], 3072, "{v}");
     assert_eq!(v["keys_generated"], true, "{v}");
     assert_eq!(v["rate"], 50.0, "{v}");
@@ -95,12 +118,22 @@ fn paced_fanout_with_generated_3072_bit_keys() {
 }
 
 #[test]
+fn paced_fanout_over_json_lines() {
+    let v = fanout(3, 2, 5, &["--wire", "json", "--rate", "50"]);
+    assert_eq!(v["wire"], "json", "{v}");
+    assert_eq!(v["rate"], 50.0, "{v}");
+}
+
+#[test]
 fn idle_mode_reports_memory_per_connection() {
-    let v = bench_json(&["--idle", "3", "--idle-wait", "0"]);
-    assert_eq!(v["mode"], "idle");
-    assert_eq!(v["clients"], 3);
-    assert_eq!(v["dropped"], 0);
-    assert!(v["rss_per_connection_bytes"].is_number(), "{v}");
+    for wire in ["binary", "json"] {
+        let v = bench_json(&["--idle", "3", "--idle-wait", "0", "--wire", wire]);
+        assert_eq!(v["mode"], "idle");
+        assert_eq!(v["wire"], wire);
+        assert_eq!(v["clients"], 3);
+        assert_eq!(v["dropped"], 0);
+        assert!(v["rss_per_connection_bytes"].is_number(), "{v}");
+    }
 }
 
 /// 40 clients as 2 users: 20 sessions each, more than chatd's default of 16, so this also
@@ -147,15 +180,28 @@ fn startup_mode_times_a_fresh_and_an_existing_state_dir() {
     );
 }
 
+/// Binary: every server hello agreed. JSON: the hello asked for nothing.
 #[test]
 fn connect_rate_mode_counts_full_setups() {
-    let v = bench_json(&["--connect-rate", "20", "--connect-concurrency", "4"]);
-    assert_eq!(v["mode"], "connect_rate", "{v}");
-    assert_eq!(v["setups"], 20, "{v}");
-    assert_eq!(v["failed"], serde_json::json!({}), "{v}");
-    assert!(v["setups_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{v}");
+    for wire in ["binary", "json"] {
+        let v = bench_json(&[
+            "--connect-rate",
+            "20",
+            "--connect-concurrency",
+            "4",
+            "--wire",
+            wire,
+        ]);
+        assert_eq!(v["mode"], "connect_rate", "{v}");
+        assert_eq!(v["wire"], wire, "{v}");
+        assert_eq!(v["setups"], 20, "{v}");
+        assert_eq!(v["failed"], serde_json::json!({}), "{v}");
+        assert!(v["setups_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{v}");
+    }
 }
 
+/// In the binary mode, the default: the storm users are in the room too, so their quits read
+/// past binary envelope frames to the `bye`.
 #[test]
 fn login_storm_splits_latency_into_a_quiet_and_a_storm_phase() {
     // 40 msg/s over 2 senders, 1 s per phase: 20 messages each per phase, 40 in all.
@@ -176,6 +222,7 @@ fn login_storm_splits_latency_into_a_quiet_and_a_storm_phase() {
         "30",
     ]);
     assert_eq!(v["mode"], "login_storm", "{v}");
+    assert_eq!(v["wire"], "binary", "{v}");
     assert_eq!(v["messages_per_sender"], 40, "{v}");
     assert_eq!(v["expected"], 20 * 2 * 40, "{v}");
     assert_eq!(v["deliveries"], 20 * 2 * 40, "{v}");

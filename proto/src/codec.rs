@@ -124,6 +124,28 @@ impl LineCodec {
     fn at_boundary(&self) -> bool {
         self.scanned == 0 && !self.discarding
     }
+
+    /// Drops what is left of an overlong line (already reported) up to and including its
+    /// newline. True when no such line is pending any more; false when all of `buf` was
+    /// dropped and the newline is still to come. Stopping right after the newline lets
+    /// [`WireCodec`] see a binary frame that follows it.
+    fn skip_discarded(&mut self, buf: &mut BytesMut) -> bool {
+        if !self.discarding {
+            return true;
+        }
+        // While discarding, `scanned` is 0: nothing of the line is kept.
+        match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                buf.advance(i + 1);
+                self.discarding = false;
+                true
+            }
+            None => {
+                buf.clear();
+                false
+            }
+        }
+    }
 }
 
 impl Default for LineCodec {
@@ -137,48 +159,37 @@ impl Decoder for LineCodec {
     type Error = std::io::Error;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
-        loop {
-            let newline = buf[self.scanned..].iter().position(|b| *b == b'\n');
-            match (self.discarding, newline) {
-                (true, Some(i)) => {
-                    buf.advance(self.scanned + i + 1);
-                    self.scanned = 0;
-                    self.discarding = false;
-                    // The error was already reported when discarding began.
-                    continue;
+        if !self.skip_discarded(buf) {
+            return Ok(None);
+        }
+        let newline = buf[self.scanned..].iter().position(|b| *b == b'\n');
+        match newline {
+            Some(i) => {
+                let end = self.scanned + i;
+                self.scanned = 0;
+                if end > self.max {
+                    buf.advance(end + 1);
+                    return Ok(Some(Err(LineError::TooLong { max: self.max })));
                 }
-                (true, None) => {
+                let line = buf.split_to(end + 1);
+                let mut line = &line[..end];
+                if let Some(stripped) = line.strip_suffix(b"\r") {
+                    line = stripped;
+                }
+                Ok(Some(
+                    String::from_utf8(line.to_vec()).map_err(|_| LineError::NotUtf8),
+                ))
+            }
+            None => {
+                if buf.len() > self.max {
+                    // Report once, then drop bytes until the next newline.
+                    self.discarding = true;
                     buf.clear();
                     self.scanned = 0;
-                    return Ok(None);
+                    return Ok(Some(Err(LineError::TooLong { max: self.max })));
                 }
-                (false, Some(i)) => {
-                    let end = self.scanned + i;
-                    self.scanned = 0;
-                    if end > self.max {
-                        buf.advance(end + 1);
-                        return Ok(Some(Err(LineError::TooLong { max: self.max })));
-                    }
-                    let line = buf.split_to(end + 1);
-                    let mut line = &line[..end];
-                    if let Some(stripped) = line.strip_suffix(b"\r") {
-                        line = stripped;
-                    }
-                    return Ok(Some(
-                        String::from_utf8(line.to_vec()).map_err(|_| LineError::NotUtf8),
-                    ));
-                }
-                (false, None) => {
-                    if buf.len() > self.max {
-                        // Report once, then drop bytes until the next newline.
-                        self.discarding = true;
-                        buf.clear();
-                        self.scanned = 0;
-                        return Ok(Some(Err(LineError::TooLong { max: self.max })));
-                    }
-                    self.scanned = buf.len();
-                    return Ok(None);
-                }
+                self.scanned = buf.len();
+                Ok(None)
             }
         }
     }
@@ -232,6 +243,9 @@ impl Decoder for WireCodec {
             if self.skip > 0 {
                 return Ok(None);
             }
+        }
+        if !self.lines.skip_discarded(buf) {
+            return Ok(None);
         }
         if !self.lines.at_boundary() || buf.first() != Some(&BINARY_MARKER) {
             return Ok(self.lines.decode(buf)?.map(|item| item.map(Wire::Line)));
@@ -424,6 +438,31 @@ mod tests {
     fn a_marker_inside_a_line_is_just_a_byte() {
         let got = decode_wire(&mut WireCodec::new(16), b"ab\x00cd\n");
         assert_eq!(got, vec![Ok(Wire::Line("ab\u{0}cd".into()))]);
+    }
+
+    #[test]
+    fn a_binary_frame_right_after_a_discarded_line_is_still_a_frame() {
+        let mut c = WireCodec::new(4);
+        let mut buf = BytesMut::from(&b"abcdefgh"[..]);
+        assert_eq!(
+            c.decode(&mut buf).unwrap(),
+            Some(Err(LineError::TooLong { max: 4 }))
+        );
+        // The overlong line's newline and the next frame arrive in one read.
+        buf.extend_from_slice(b"ij\n");
+        buf.extend_from_slice(&binary_send(b"ab"));
+        buf.extend_from_slice(b"ok\n");
+        let mut got = Vec::new();
+        while let Some(item) = c.decode(&mut buf).unwrap() {
+            got.push(item);
+        }
+        assert_eq!(
+            got,
+            vec![
+                Ok(Wire::Send(Bytes::from_static(b"ab"))),
+                Ok(Wire::Line("ok".into()))
+            ]
+        );
     }
 
     #[test]
