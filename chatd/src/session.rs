@@ -38,9 +38,9 @@ const AEAD_TAG_BYTES: usize = 16;
 /// Stored lines per `backlog` batch.
 const REPLAY_BATCH: usize = 256;
 
-/// Read buffer of a connection between lines (it doubles as a line needs more). Small,
-/// because an idle connection holds it (docs/PERFORMANCE.md, idle memory).
-const IDLE_READ_CAPACITY: usize = 256;
+/// Read buffer of a new connection, for `hello` and `login` (it doubles as a line needs more).
+/// Between frames a connection holds none (docs/PERFORMANCE.md, idle memory).
+const FIRST_READ_CAPACITY: usize = 256;
 
 /// How long a closing session waits for its last frames to reach the client.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
@@ -151,7 +151,7 @@ impl Session {
         let frames = FramedRead::with_capacity(
             r,
             WireCodec::new(limits.max_line_bytes.get()),
-            IDLE_READ_CAPACITY,
+            FIRST_READ_CAPACITY,
         );
         let outbox = Arc::new(Outbox::new(limits.outbound_queue.get()));
         let writer = tokio::spawn(write_loop(w, Arc::clone(&outbox), tracing::Span::current()));
@@ -234,12 +234,14 @@ impl Session {
         false
     }
 
-    /// Shrinks the read buffer back once a burst is over: a connection spends most of its
-    /// life waiting for a line with this buffer allocated, and it grew to the longest line.
+    /// Frees the read buffer once nothing is left in it: a connection spends most of its life
+    /// waiting for the next frame, and would hold the buffer (grown to its longest line) all
+    /// that time. The next read starts small and doubles; a binary frame's header reserves
+    /// the rest of the frame at once.
     fn release_read_buffer(&mut self) {
         let buf = self.frames.read_buffer_mut();
-        if buf.is_empty() && buf.capacity() > IDLE_READ_CAPACITY {
-            *buf = BytesMut::with_capacity(IDLE_READ_CAPACITY);
+        if buf.is_empty() && buf.capacity() > 0 {
+            *buf = BytesMut::new();
         }
     }
 
