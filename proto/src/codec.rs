@@ -314,7 +314,7 @@ impl Encoder<Bytes> for LineCodec {
 mod tests {
     use super::*;
 
-    fn decode_all(codec: &mut LineCodec, input: &[u8]) -> Vec<Result<String, LineError>> {
+    fn decode_all<D: Decoder<Error = std::io::Error>>(codec: &mut D, input: &[u8]) -> Vec<D::Item> {
         let mut buf = BytesMut::from(input);
         let mut out = Vec::new();
         while let Some(item) = codec.decode(&mut buf).unwrap() {
@@ -360,15 +360,6 @@ mod tests {
         assert_eq!(got, vec![Err(LineError::NotUtf8), Ok("fine".into())]);
     }
 
-    fn decode_wire(codec: &mut WireCodec, input: &[u8]) -> Vec<Result<Wire, LineError>> {
-        let mut buf = BytesMut::from(input);
-        let mut out = Vec::new();
-        while let Some(item) = codec.decode(&mut buf).unwrap() {
-            out.push(item);
-        }
-        out
-    }
-
     #[test]
     fn binary_frames_between_lines_round_trip() {
         let mut stream = b"{\"a\":1}\n".to_vec();
@@ -376,7 +367,7 @@ mod tests {
         stream.extend_from_slice(b"\n");
         stream.extend_from_slice(&binary_envelope(1764327600000, b"\x00\x01"));
         stream.extend_from_slice(b"last\n");
-        let got = decode_wire(&mut WireCodec::new(64), &stream);
+        let got = decode_all(&mut WireCodec::new(64), &stream);
         assert_eq!(
             got,
             vec![
@@ -423,7 +414,7 @@ mod tests {
         let mut stream = vec![BINARY_MARKER, b'Z', 0, 0, 0, 2, 1, 2];
         stream.extend_from_slice(&[BINARY_MARKER, BINARY_ENVELOPE, 0, 0, 0, 3, 1, 2, 3]);
         stream.extend_from_slice(b"ok\n");
-        let got = decode_wire(&mut WireCodec::new(16), &stream);
+        let got = decode_all(&mut WireCodec::new(16), &stream);
         assert_eq!(
             got,
             vec![
@@ -436,7 +427,7 @@ mod tests {
 
     #[test]
     fn a_marker_inside_a_line_is_just_a_byte() {
-        let got = decode_wire(&mut WireCodec::new(16), b"ab\x00cd\n");
+        let got = decode_all(&mut WireCodec::new(16), b"ab\x00cd\n");
         assert_eq!(got, vec![Ok(Wire::Line("ab\u{0}cd".into()))]);
     }
 
