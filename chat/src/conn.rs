@@ -296,7 +296,8 @@ pub struct LoggedIn {
 pub enum Incoming {
     /// An end-to-end envelope, from a JSON `envelope` line or a binary frame.
     Envelope(Delivered),
-    /// Any other frame.
+    /// Any other frame (build it with `From<ServerFrame>`, which routes envelopes to
+    /// [`Incoming::Envelope`]).
     Frame(ServerFrame),
 }
 

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::conn::{Connection, Incoming, ServerInfo};
 
 use crate::input::{self, Input};
-use crate::secure::{Body, Delivered, Event, Secure};
+use crate::secure::{Body, Event, Secure};
 
 /// One frame for the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,16 +195,10 @@ pub fn events(incoming: &Incoming, secure: &mut Secure) -> Vec<Event> {
     }
 }
 
-/// [`events`] for one JSON frame.
+/// [`events`] for one JSON frame (never an `envelope`: [`Incoming`] turns those into
+/// [`Incoming::Envelope`]).
 fn frame_events(frame: &ServerFrame, secure: &mut Secure) -> Vec<Event> {
     match frame {
-        // Not reached from `Connection::recv`, which converts envelopes; handled all the same.
-        ServerFrame::Envelope {
-            from,
-            device,
-            data,
-            ts,
-        } => vec![secure.on_envelope(&Delivered::json(from.clone(), *device, data, *ts))],
         ServerFrame::Chain { from, device, data } => secure.on_chain(from, *device, data),
         ServerFrame::Device {
             user,
