@@ -655,14 +655,15 @@ impl Session {
     /// connection must close (too many violations).
     /// `data` is the envelope's bytes (a binary `send`) or its base64 (a JSON one).
     fn route_envelope(&mut self, id: SessionId, login: &LoggedIn, data: EnvelopeData) -> bool {
-        let raw = match data {
-            EnvelopeData::Bytes(b) => b,
+        // A JSON send's text is kept: its `envelope` line carries it exactly as sent.
+        let (raw, text) = match data {
+            EnvelopeData::Bytes(b) => (b, None),
             EnvelopeData::Base64(text) => {
                 match base64::engine::general_purpose::STANDARD.decode(text.trim()) {
-                    Ok(b) => Bytes::from(b),
+                    Ok(b) => (Bytes::from(b), Some(text)),
                     Err(_) => {
-                        let msg = "envelope: data is not base64".into();
-                        return self.violation(ErrorCode::BadEnvelope, msg);
+                        let e = chatd_proto::e2e::E2eError::Malformed("base64");
+                        return self.violation(ErrorCode::BadEnvelope, format!("envelope: {e}"));
                     }
                 }
             }
@@ -723,7 +724,7 @@ impl Session {
         let frame = ServerFrame::Envelope {
             from: login.user.clone(),
             device: login.device,
-            data: base64::engine::general_purpose::STANDARD.encode(&raw),
+            data: text.unwrap_or_else(|| base64::engine::general_purpose::STANDARD.encode(&raw)),
             ts,
         };
         let line = match frame::encode(&frame) {
