@@ -241,14 +241,14 @@ fn now_secs() -> u64 {
 
 impl Inner {
     /// Queues `line` for session `id`; a full queue closes that session.
-    fn deliver(&self, id: SessionId, line: &(impl Outgoing + ?Sized)) -> bool {
+    fn deliver(&self, id: SessionId, line: &impl Outgoing) -> bool {
         self.sessions
             .get(&id)
             .is_some_and(|entry| self.deliver_to(id, entry, line))
     }
 
     /// [`Inner::deliver`] for an entry already at hand (fan-out walks the map once).
-    fn deliver_to(&self, id: SessionId, entry: &Entry, line: &(impl Outgoing + ?Sized)) -> bool {
+    fn deliver_to(&self, id: SessionId, entry: &Entry, line: &impl Outgoing) -> bool {
         if entry.closer.is_closed() {
             // Closing (too slow, kicked, ...): nothing more, so a dropped client sees no gap
             // before its `bye`, and a slow one is reported once, not once per broadcast.
@@ -287,7 +287,7 @@ impl Inner {
         })
     }
 
-    fn deliver_all(&self, line: &(impl Outgoing + ?Sized), except: Option<SessionId>) -> usize {
+    fn deliver_all(&self, line: &impl Outgoing, except: Option<SessionId>) -> usize {
         self.sessions
             .iter()
             .filter(|(id, entry)| Some(**id) != except && self.deliver_to(**id, entry, line))
@@ -323,7 +323,7 @@ impl Inner {
     }
 
     /// Queues `line` for every session of the members of `room`; returns how many.
-    fn deliver_room(&self, room: &str, line: &(impl Outgoing + ?Sized)) -> usize {
+    fn deliver_room(&self, room: &str, line: &impl Outgoing) -> usize {
         // Every logged-in user is in the default room: no member lookups on the busiest path.
         if room == self.default_room {
             return self.deliver_all(line, None);
@@ -659,7 +659,7 @@ impl Hub {
     pub fn route_conversation(
         &self,
         conversation: &Conversation,
-        line: &(impl Outgoing + ?Sized),
+        line: &impl Outgoing,
         notify: Option<Notify>,
     ) -> usize {
         let mut inner = self.lock();
