@@ -1049,8 +1049,7 @@ async fn write_loop(mut w: WriteHalf<Tls>, outbox: Arc<Outbox>, span: tracing::S
                 tracing::trace!(target: "chatd::wire", out = %all, "wire write");
             });
         }
-        // Boxed: its slice array exists only while writing, not in every idle writer task.
-        if let Err(e) = Box::pin(write_lines(&mut w, &batch)).await {
+        if let Err(e) = write_lines(&mut w, &batch).await {
             span.in_scope(|| tracing::debug!(error = %e, "write failed"));
             return;
         }
@@ -1084,13 +1083,23 @@ fn wire_text(entry: &[u8]) -> std::borrow::Cow<'_, str> {
 async fn write_lines(w: &mut WriteHalf<Tls>, lines: &[Bytes]) -> std::io::Result<()> {
     let (mut next, mut offset) = (0, 0);
     while next < lines.len() {
-        let mut slices = [std::io::IoSlice::new(&[]); WRITE_SLICES];
-        let mut n = 0;
-        for (slot, line) in slices.iter_mut().zip(&lines[next..]) {
-            *slot = std::io::IoSlice::new(if n == 0 { &line[offset..] } else { line });
-            n += 1;
-        }
-        let mut written = w.write_vectored(&slices[..n]).await?;
+        // The slice array is built on each poll's stack, so it is never part of the future:
+        // an idle writer task stays small and a write allocates nothing (boxing this future
+        // instead cost a malloc and free per delivery).
+        let mut written = std::future::poll_fn(|cx| {
+            let mut slices = [std::io::IoSlice::new(&[]); WRITE_SLICES];
+            let mut n = 0;
+            for (slot, line) in slices.iter_mut().zip(&lines[next..]) {
+                *slot = std::io::IoSlice::new(if n == 0 { &line[offset..] } else { line });
+                n += 1;
+            }
+            tokio::io::AsyncWrite::poll_write_vectored(
+                std::pin::Pin::new(&mut *w),
+                cx,
+                &slices[..n],
+            )
+        })
+        .await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
