@@ -6,7 +6,7 @@
 //!                         ├─ offline (stores lines for offline devices, in routing order)
 //!                         ├─ control (Unix socket for chatctl)
 //!                         ├─ store (SQLite) · password (argon2id)
-//!                         ├─ tls (rustls identity, self-signed on first start)
+//!                         ├─ tls (rustls identity, self-signed on first start) · socket (TCP under TLS)
 //!                         ├─ reload (SIGHUP / chatctl reload: config and certificate, live)
 //!                         └─ systemd (sd_notify, watchdog, socket activation, journal detection)
 //! ```
@@ -23,6 +23,7 @@ pub mod ratelimit;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod socket;
 pub mod store;
 pub mod systemd;
 pub mod throttle;

@@ -29,6 +29,7 @@ use crate::hub::{Closer, EnvelopeLines, NewSession, Notify, Routed, SessionId};
 use crate::outbox::{Outbox, PushError};
 use crate::ratelimit::TokenBucket;
 use crate::server::Shared;
+use crate::socket::Socket;
 use crate::store::{KeyCheck, keys, offline, users};
 use crate::throttle::Throttled;
 
@@ -52,7 +53,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         let acceptor = shared.acceptor();
         let handshake = tokio::time::timeout(
             shared.config.limits.handshake_timeout(),
-            Box::pin(acceptor.accept(stream)),
+            Box::pin(acceptor.accept(Socket(stream))),
         );
         let tls = tokio::select! {
             result = handshake => match result {
@@ -109,7 +110,7 @@ struct LoggedIn {
     key: Arc<str>,
 }
 
-type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+type Tls = tokio_rustls::server::TlsStream<Socket>;
 
 /// An envelope as a `send` carried it.
 enum EnvelopeData {
