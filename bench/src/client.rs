@@ -622,6 +622,11 @@ pub async fn read_loop(
 ) -> ReadStats {
     let mut stats = ReadStats::new(latency_us, &run);
     let mut seen = Seen::new(&run);
+    // One registration for the whole loop: a fresh `cancelled()` per read would lock the
+    // token's waiter list twice per frame, shared by every receiver.
+    let stop = run.stop.clone();
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         match incoming.drain(|frame, wire_len| seen.frame(frame, wire_len, &run, &mut stats)) {
             Ok(true) => break,
@@ -633,7 +638,7 @@ pub async fn read_loop(
         }
         tokio::select! {
             biased;
-            () = run.stop.cancelled() => return stats,
+            () = &mut stopped => return stats,
             n = incoming.fill(&mut rd) => match n {
                 Ok(0) => {
                     stats.error = Some("server closed the connection".into());
