@@ -24,7 +24,7 @@ use chatd_proto::frame::{ClientFrame, ServerFrame};
 use chatd_proto::{Fingerprint, PROTOCOL_VERSION, Wire, WireCodec};
 use hdrhistogram::Histogram;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_rustls::TlsConnector;
@@ -614,8 +614,8 @@ impl ReadStats {
 }
 
 /// Reads until told to stop, counting `envelope` frames and their latency into `latency_us`.
-pub async fn read_loop(
-    mut rd: ReadHalf<Tls>,
+pub async fn read_loop<R: AsyncRead + Unpin>(
+    mut rd: R,
     mut incoming: Incoming,
     run: Arc<Run>,
     latency_us: Histogram<u64>,

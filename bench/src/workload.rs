@@ -83,10 +83,19 @@ async fn setup(
                 client::login(addr, &connector, &user, control::PASSWORD, &key, wire).await?;
             drop(permit);
             let histogram = client::new_histogram()?;
-            let (rd, writer) = tokio::io::split(tls);
-            let reader = tokio::spawn(client::read_loop(rd, incoming, run, histogram));
+            // Only senders write: a receiver reads its stream whole, without the lock
+            // that a split stream takes on every read.
+            if i < senders {
+                let (rd, writer) = tokio::io::split(tls);
+                let reader = tokio::spawn(client::read_loop(rd, incoming, run, histogram));
+                return anyhow::Ok(Client {
+                    writer: Some(writer),
+                    reader,
+                });
+            }
+            let reader = tokio::spawn(client::read_loop(tls, incoming, run, histogram));
             anyhow::Ok(Client {
-                writer: Some(writer),
+                writer: None,
                 reader,
             })
         }));
