@@ -39,6 +39,10 @@ struct State {
     lines: Vec<Bytes>,
     /// No more lines are taken in: [`Outbox::finish`] was called or the writer is gone.
     closed: bool,
+    /// A push found the queue full since the last take, so someone may wait for room: the
+    /// next take wakes them. Set in the same critical section as the full check, so a
+    /// waiter is never missed; without it every take paid for a wake-up of nobody.
+    space_wanted: bool,
 }
 
 /// A bounded queue of lines for one connection's writer.
@@ -74,6 +78,7 @@ impl Outbox {
             return Err(PushError::Closed);
         }
         if s.lines.len() >= self.cap {
+            s.space_wanted = true;
             return Err(PushError::Full);
         }
         s.lines.push(line);
@@ -118,13 +123,14 @@ impl Outbox {
             tokio::pin!(space);
             space.as_mut().enable();
             {
-                let s = self.lock();
+                let mut s = self.lock();
                 if s.closed {
                     return Err(PushError::Closed);
                 }
                 if s.lines.len() < self.cap {
                     return Ok(());
                 }
+                s.space_wanted = true;
             }
             space.await;
         }
@@ -159,8 +165,11 @@ impl Outbox {
                     // The writer's emptied Vec goes back in, so a busy queue reuses its
                     // allocation instead of growing a new one each time.
                     std::mem::swap(&mut s.lines, batch);
+                    let wanted = std::mem::take(&mut s.space_wanted);
                     drop(s);
-                    self.space.notify_waiters();
+                    if wanted {
+                        self.space.notify_waiters();
+                    }
                     return true;
                 }
                 if s.closed {
@@ -255,6 +264,53 @@ mod tests {
         assert_eq!(blocked.await.unwrap(), Err(PushError::Closed));
         assert_eq!(q.wait_space().await, Err(PushError::Closed));
         assert_eq!(q.free(), 0);
+    }
+
+    #[tokio::test]
+    async fn every_waiter_for_room_wakes_on_the_next_take() {
+        let q = Arc::new(Outbox::new(1));
+        q.push(line("a")).unwrap();
+        let waiter = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move { q.wait_space().await })
+        };
+        let sender = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move { q.send(line("b")).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished() && !sender.is_finished());
+        let mut batch = Vec::new();
+        assert!(q.take(&mut batch).await);
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        assert_eq!(sender.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sender_at_the_cap_never_misses_a_take() {
+        // Queue of one line, sender and writer on two threads: a lost wake-up hangs here.
+        const LINES: usize = 20_000;
+        let q = Arc::new(Outbox::new(1));
+        let writer = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move {
+                let (mut batch, mut n) = (Vec::new(), 0);
+                while q.take(&mut batch).await {
+                    n += batch.len();
+                    batch.clear();
+                }
+                n
+            })
+        };
+        let sending = async {
+            for _ in 0..LINES {
+                q.send(line("x")).await.unwrap();
+            }
+            q.finish();
+            writer.await.unwrap()
+        };
+        let taken = tokio::time::timeout(std::time::Duration::from_secs(60), sending).await;
+        assert_eq!(taken.ok(), Some(LINES));
     }
 
     #[tokio::test]
