@@ -15,8 +15,10 @@
 //! costs next to nothing here, and a message now and then allocates nothing.
 
 use std::sync::{Mutex, MutexGuard};
+use std::task::Poll;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 /// Why a line was not queued.
@@ -48,8 +50,10 @@ struct State {
 /// A bounded queue of lines for one connection's writer.
 pub struct Outbox {
     state: Mutex<State>,
-    /// Wakes the writer when the queue stops being empty, or closes.
-    ready: Notify,
+    /// Wakes the writer when the queue stops being empty, or closes. There is one writer, so
+    /// a single waker slot does (two atomic operations, where a `Notify` locks its waiter list
+    /// on both sides for every message a quiet session gets).
+    ready: AtomicWaker,
     /// Wakes [`Outbox::send`] and [`Outbox::wait_space`] when the writer took lines.
     space: Notify,
     cap: usize,
@@ -60,7 +64,7 @@ impl Outbox {
     pub fn new(cap: usize) -> Self {
         Outbox {
             state: Mutex::new(State::default()),
-            ready: Notify::new(),
+            ready: AtomicWaker::new(),
             space: Notify::new(),
             cap: cap.max(1),
         }
@@ -87,7 +91,7 @@ impl Outbox {
         let first = s.lines.len() == 1;
         drop(s);
         if first {
-            self.ready.notify_one();
+            self.ready.wake();
         }
         Ok(())
     }
@@ -139,7 +143,7 @@ impl Outbox {
     /// Takes no more lines; the writer writes what is queued and then ends.
     pub fn finish(&self) {
         self.lock().closed = true;
-        self.ready.notify_one();
+        self.ready.wake();
         self.space.notify_waiters();
     }
 
@@ -158,39 +162,39 @@ impl Outbox {
     /// empty). False when the queue is closed and nothing is left to write.
     pub async fn take(&self, batch: &mut Vec<Bytes>) -> bool {
         debug_assert!(batch.is_empty());
-        loop {
-            {
-                let mut s = self.lock();
-                if !s.lines.is_empty() {
-                    // The writer's emptied Vec goes back in, so a busy queue reuses its
-                    // allocation instead of growing a new one each time.
-                    std::mem::swap(&mut s.lines, batch);
-                    let wanted = std::mem::take(&mut s.space_wanted);
-                    drop(s);
-                    if wanted {
-                        self.space.notify_waiters();
-                    }
-                    return true;
+        std::future::poll_fn(|cx| {
+            // Registered before looking, so a push that comes after the look wakes us.
+            self.ready.register(cx.waker());
+            let mut s = self.lock();
+            if !s.lines.is_empty() {
+                // The writer's emptied Vec goes back in, so a busy queue reuses its
+                // allocation instead of growing a new one each time.
+                std::mem::swap(&mut s.lines, batch);
+                let wanted = std::mem::take(&mut s.space_wanted);
+                drop(s);
+                if wanted {
+                    self.space.notify_waiters();
                 }
-                if s.closed {
-                    return false;
-                }
-                // About to sleep: the writer's emptied buffer goes back to the queue, kept
-                // only while small. A paced room (a message now and then to each member)
-                // would otherwise allocate on every push and free on every take, on two
-                // different threads; an idle connection keeps at most IDLE_LINES slots.
-                // (After a wake-up with nothing queued, `batch` is already empty: keep the
-                // better of the two.)
-                let spare = std::mem::take(batch);
-                if s.lines.capacity() > IDLE_LINES {
-                    s.lines = Vec::new();
-                }
-                if spare.capacity() <= IDLE_LINES && spare.capacity() > s.lines.capacity() {
-                    s.lines = spare;
-                }
+                return Poll::Ready(true);
             }
-            self.ready.notified().await;
-        }
+            if s.closed {
+                return Poll::Ready(false);
+            }
+            // About to sleep: the writer's emptied buffer goes back to the queue, kept only
+            // while small. A paced room (a message now and then to each member) would
+            // otherwise allocate on every push and free on every take, on two different
+            // threads; an idle connection keeps at most IDLE_LINES slots. (After a wake-up
+            // with nothing queued, `batch` is already empty: keep the better of the two.)
+            let spare = std::mem::take(batch);
+            if s.lines.capacity() > IDLE_LINES {
+                s.lines = Vec::new();
+            }
+            if spare.capacity() <= IDLE_LINES && spare.capacity() > s.lines.capacity() {
+                s.lines = spare;
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
 
