@@ -624,8 +624,7 @@ pub async fn read_loop<R: AsyncRead + Unpin>(
     let mut seen = Seen::new(&run);
     // One registration for the whole loop: a fresh `cancelled()` per read would lock the
     // token's waiter list twice per frame, shared by every receiver.
-    let stop = run.stop.clone();
-    let stopped = stop.cancelled();
+    let stopped = run.stop.clone().cancelled_owned();
     tokio::pin!(stopped);
     loop {
         match incoming.drain(|frame, wire_len| seen.frame(frame, wire_len, &run, &mut stats)) {
