@@ -459,8 +459,6 @@ pub struct Run {
     pub ended: AtomicUsize,
     /// Nanoseconds since `origin` when the last receiver completed.
     pub last_complete_ns: AtomicU64,
-    /// Deliveries so far, all receivers.
-    pub delivered: AtomicU64,
     /// Receivers (every logged-in client).
     pub receivers: usize,
     /// Per sender, a ring of per-sequence-number delivery counts (slot `seq % len`); empty
@@ -501,7 +499,6 @@ impl Run {
             complete: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
             last_complete_ns: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
             receivers,
             acks: (0..senders)
                 .map(|_| (0..ring).map(|_| AtomicUsize::new(0)).collect())
@@ -739,7 +736,6 @@ impl Seen {
         run.ack(d.sender, seq);
         stats.received += 1;
         stats.bytes += wire_len as u64;
-        run.delivered.fetch_add(1, Ordering::Relaxed);
         if stats.received == run.expected {
             run.last_complete_ns.fetch_max(now, Ordering::AcqRel);
             run.complete.fetch_add(1, Ordering::AcqRel);
