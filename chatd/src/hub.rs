@@ -263,20 +263,7 @@ impl Inner {
             held.push(line.for_session(entry.binary).clone());
             return true;
         }
-        match entry.outbox.push(line.for_session(entry.binary).clone()) {
-            Ok(()) => true,
-            Err(PushError::Full) => {
-                tracing::warn!(session = id, user = %entry.user, "outbound queue full; disconnecting slow client");
-                entry.closer.close("too slow: outbound queue full");
-                false
-            }
-            Err(PushError::Closed) => {
-                // The writer is gone (the connection failed): unreachable from now on, so
-                // lines for its device are stored instead.
-                entry.closer.close("disconnected");
-                false
-            }
-        }
+        push_or_close(id, entry, line.for_session(entry.binary).clone())
     }
 
     /// True when some session with device key `fp` still takes lines (is not closing).
@@ -307,19 +294,34 @@ impl Inner {
         ids
     }
 
-    /// Every registered device key, by user then registration, with whether it is online.
-    fn devices(&self) -> Vec<DeviceInfo> {
-        self.known
+    /// What `login_ok` tells session `id` of `user`, copied under the lock and serialized
+    /// after it: every registered device key (by user, then registration) with whether it
+    /// is online.
+    fn login_snapshot(&self, user: String, id: SessionId, device: Fingerprint) -> LoginSnapshot {
+        let rooms = self
+            .rooms
             .iter()
-            .flat_map(|(user, keys)| {
-                keys.iter().map(move |k| DeviceInfo {
-                    user: user.clone(),
-                    fingerprint: k.fingerprint,
-                    key: k.key.to_string(),
-                    online: self.by_device.contains_key(&k.fingerprint),
+            .filter(|(_, r)| r.members.contains(&user))
+            .map(|(name, r)| r.state(name))
+            .collect();
+        LoginSnapshot {
+            online: self.by_user.keys().cloned().collect(),
+            devices: self
+                .known
+                .iter()
+                .flat_map(|(user, keys)| {
+                    keys.iter().map(move |k| {
+                        let online = self.by_device.contains_key(&k.fingerprint);
+                        (user.clone(), k.fingerprint, Arc::clone(&k.key), online)
+                    })
                 })
-            })
-            .collect()
+                .collect(),
+            room: self.default_room.clone(),
+            rooms,
+            user,
+            id,
+            device,
+        }
     }
 
     /// Queues `line` for every session of the members of `room`; returns how many.
@@ -461,6 +463,74 @@ pub enum Routed {
     Unknown,
 }
 
+/// Queues `line` for session `id`: a full queue closes the session as too slow, a closed
+/// one (its writer is gone) as disconnected.
+fn push_or_close(id: SessionId, entry: &Entry, line: Bytes) -> bool {
+    match entry.outbox.push(line) {
+        Ok(()) => true,
+        Err(PushError::Full) => {
+            tracing::warn!(session = id, user = %entry.user, "outbound queue full; disconnecting slow client");
+            entry.closer.close("too slow: outbound queue full");
+            false
+        }
+        Err(PushError::Closed) => {
+            // The writer is gone (the connection failed): unreachable from now on, so
+            // lines for its device are stored instead.
+            entry.closer.close("disconnected");
+            false
+        }
+    }
+}
+
+/// Moves the lines held for session `id` into its queue (see [`push_or_close`]).
+fn release_held(id: SessionId, entry: &Entry) {
+    let Some(lines) = entry.held.borrow_mut().take() else {
+        return;
+    };
+    for line in lines {
+        if !push_or_close(id, entry, line) {
+            return;
+        }
+    }
+}
+
+/// The state a `login_ok` reports, with the device keys shared rather than copied.
+struct LoginSnapshot {
+    user: String,
+    id: SessionId,
+    device: Fingerprint,
+    online: Vec<String>,
+    /// Owner, fingerprint, base64 key, online.
+    devices: Vec<(String, Fingerprint, Arc<str>, bool)>,
+    room: String,
+    rooms: Vec<RoomState>,
+}
+
+impl LoginSnapshot {
+    fn into_frame(self) -> ServerFrame {
+        let mut online = self.online;
+        online.sort();
+        ServerFrame::LoginOk {
+            user: self.user,
+            session: self.id,
+            device: self.device,
+            online,
+            devices: self
+                .devices
+                .into_iter()
+                .map(|(user, fingerprint, key, online)| DeviceInfo {
+                    user,
+                    fingerprint,
+                    key: key.to_string(),
+                    online,
+                })
+                .collect(),
+            room: self.room,
+            rooms: self.rooms,
+        }
+    }
+}
+
 fn serialize(frame: &ServerFrame) -> Option<Bytes> {
     match frame::encode(frame) {
         Ok(b) => Some(b),
@@ -525,75 +595,77 @@ impl Hub {
     /// this device routed before it was handed to the offline writer, every one after it
     /// reaches the session (held until [`Hub::end_replay`] when `replay` is set).
     pub fn register(&self, new: NewSession) -> Result<(SessionId, u64), HubError> {
-        let mut inner = self.lock();
-        let count = inner.by_user.get(&new.user).map_or(0, Vec::len);
-        if count >= self.max_sessions_per_user {
-            return Err(HubError::TooManySessions(self.max_sessions_per_user));
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        inner.everyone_offline = None;
-        let first_of_device = !inner.by_device.contains_key(&new.device);
-        let (user, device, key) = (new.user.clone(), new.device, Arc::clone(&new.key));
-        inner.sessions.insert(
-            id,
-            Entry {
-                user: new.user,
-                device: new.device,
-                peer: new.peer,
-                since: now_secs(),
-                outbox: new.outbox,
-                closer: new.closer,
-                binary: new.binary,
-                held: RefCell::new(None),
-            },
-        );
-        let keys = inner.known.entry(user.clone()).or_default();
-        if !keys.iter().any(|k| k.fingerprint == device) {
-            keys.push(Known {
-                fingerprint: device,
-                key: Arc::clone(&key),
+        let (id, snapshot, offline_seq) = {
+            let mut inner = self.lock();
+            let count = inner.by_user.get(&new.user).map_or(0, Vec::len);
+            if count >= self.max_sessions_per_user {
+                return Err(HubError::TooManySessions(self.max_sessions_per_user));
+            }
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            inner.everyone_offline = None;
+            let first_of_device = !inner.by_device.contains_key(&new.device);
+            let (user, device, key) = (new.user.clone(), new.device, Arc::clone(&new.key));
+            inner.sessions.insert(
+                id,
+                Entry {
+                    user: new.user,
+                    device: new.device,
+                    peer: new.peer,
+                    since: now_secs(),
+                    outbox: new.outbox,
+                    closer: new.closer,
+                    binary: new.binary,
+                    // Held from the start: login_ok is built after the lock is let go, and
+                    // whatever is routed to this session meanwhile must come after it.
+                    held: RefCell::new(Some(Vec::new())),
+                },
+            );
+            let keys = inner.known.entry(user.clone()).or_default();
+            if !keys.iter().any(|k| k.fingerprint == device) {
+                keys.push(Known {
+                    fingerprint: device,
+                    key: Arc::clone(&key),
+                });
+            }
+            inner.by_user.entry(user.clone()).or_default().push(id);
+            inner.by_device.entry(device).or_default().push(id);
+            let join = (count == 0).then(|| {
+                serialize(&ServerFrame::Presence {
+                    user: user.clone(),
+                    event: PresenceEvent::Join,
+                    reason: None,
+                })
             });
-        }
-        inner.by_user.entry(user.clone()).or_default().push(id);
-        inner.by_device.entry(device).or_default().push(id);
-        let mut online: Vec<String> = inner.by_user.keys().cloned().collect();
-        online.sort();
-        let rooms = inner
-            .rooms
-            .iter()
-            .filter(|(_, r)| r.members.contains(&user))
-            .map(|(name, r)| r.state(name))
-            .collect();
-        let ok = ServerFrame::LoginOk {
-            user: user.clone(),
-            session: id,
-            device,
-            online,
-            devices: inner.devices(),
-            room: inner.default_room.clone(),
-            rooms,
+            let online = first_of_device
+                .then(|| device_line(&user, device, Some(&key), DeviceEvent::Online));
+            if let Some(lines) = concat_lines([join.flatten(), online.flatten()]) {
+                inner.deliver_all(&lines, Some(id));
+            }
+            (
+                id,
+                inner.login_snapshot(user, id, device),
+                inner.offline_seq,
+            )
         };
-        if let Some(line) = serialize(&ok) {
-            inner.deliver(id, &line);
-        }
-        if new.replay {
-            if let Some(entry) = inner.sessions.get(&id) {
-                *entry.held.borrow_mut() = Some(Vec::new());
+        // Every registered device key goes into login_ok: O(devices) of copying and JSON
+        // escaping (~1 ms with 500 users), which the fan-out waited for while it ran under
+        // the lock.
+        let line = serialize(&snapshot.into_frame());
+        let inner = self.lock();
+        // Gone already if it was kicked meanwhile.
+        if let Some(entry) = inner.sessions.get(&id) {
+            let queued = match line {
+                Some(line) => push_or_close(id, entry, line),
+                None => {
+                    entry.closer.close("internal error");
+                    false
+                }
+            };
+            if queued && !new.replay {
+                release_held(id, entry);
             }
         }
-        let join = (count == 0).then(|| {
-            serialize(&ServerFrame::Presence {
-                user: user.clone(),
-                event: PresenceEvent::Join,
-                reason: None,
-            })
-        });
-        let online =
-            first_of_device.then(|| device_line(&user, device, Some(&key), DeviceEvent::Online));
-        if let Some(lines) = concat_lines([join.flatten(), online.flatten()]) {
-            inner.deliver_all(&lines, Some(id));
-        }
-        Ok((id, inner.offline_seq))
+        Ok((id, offline_seq))
     }
 
     /// Ends session `id`'s replay: moves the live lines it held into its queue, as many as
@@ -1473,6 +1545,57 @@ mod tests {
         hub.forget_user("carol");
         all(&hub);
         assert!(jobs.try_recv().is_err(), "carol is gone");
+    }
+
+    #[test]
+    fn login_ok_comes_first_while_another_thread_broadcasts() {
+        // login_ok is serialized after the hub lock is let go; what is routed meanwhile
+        // must still reach the new session after it, in order, and none of it lost.
+        const LOGINS: u64 = 50;
+        const PER_LOGIN: u64 = 200;
+        let hub = Arc::new(Hub::new(4, 1 << 16));
+        hub.set_known((0..200u8).map(|n| {
+            let user = format!("user{n}");
+            let key = format!("key-of-{user}0");
+            (user.clone(), device_of(&user, 0), key)
+        }));
+        // Logins and broadcasts take turns by the hundred, so they overlap throughout.
+        let (sent, logged_in) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let broadcaster = {
+            let (hub, sent, logged_in) =
+                (Arc::clone(&hub), Arc::clone(&sent), Arc::clone(&logged_in));
+            std::thread::spawn(move || {
+                for n in 1..=(LOGINS + 1) * PER_LOGIN {
+                    while n > (logged_in.load(Ordering::Acquire) + 1) * PER_LOGIN {
+                        std::thread::yield_now();
+                    }
+                    let line = Bytes::from(format!("{n}\n"));
+                    hub.route_conversation(&Conversation::All, &line, None);
+                    sent.store(n, Ordering::Release);
+                }
+            })
+        };
+        let mut sessions = Vec::new();
+        for i in 0..LOGINS {
+            while sent.load(Ordering::Acquire) < i * PER_LOGIN + PER_LOGIN / 2 {
+                std::thread::yield_now();
+            }
+            let (tx, rx) = channel(1 << 15);
+            let closer = Closer::default();
+            hub.register(new_session(&format!("new{i}"), 0, tx, closer.clone()))
+                .unwrap();
+            logged_in.store(i + 1, Ordering::Release);
+            sessions.push((rx, closer));
+        }
+        broadcaster.join().unwrap();
+        for (mut rx, closer) in sessions {
+            let lines = drain(&mut rx);
+            assert!(lines[0].contains(r#""type":"login_ok""#), "{}", lines[0]);
+            let numbers: Vec<u64> = lines[1..].iter().filter_map(|l| l.parse().ok()).collect();
+            assert_eq!(numbers.last(), Some(&((LOGINS + 1) * PER_LOGIN)));
+            assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+            assert_eq!(closer.reason(), None);
+        }
     }
 
     #[test]
