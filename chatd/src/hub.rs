@@ -1578,6 +1578,8 @@ mod tests {
         let mut sessions = Vec::new();
         for i in 0..LOGINS {
             while sent.load(Ordering::Acquire) < i * PER_LOGIN + PER_LOGIN / 2 {
+                // A broadcaster that panicked fails the test instead of hanging it.
+                assert!(!broadcaster.is_finished(), "the broadcaster stopped early");
                 std::thread::yield_now();
             }
             let (tx, rx) = channel(1 << 15);
