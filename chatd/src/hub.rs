@@ -482,15 +482,24 @@ fn push_or_close(id: SessionId, entry: &Entry, line: Bytes) -> bool {
     }
 }
 
-/// Moves the lines held for session `id` into its queue (see [`push_or_close`]).
-fn release_held(id: SessionId, entry: &Entry) {
-    let Some(lines) = entry.held.borrow_mut().take() else {
-        return;
+/// Moves up to `limit` of the lines held for session `id` into its queue (see
+/// [`push_or_close`]); true when none is held any more and new lines go straight to the queue.
+fn move_held(id: SessionId, entry: &Entry, limit: usize) -> bool {
+    let mut held = entry.held.borrow_mut();
+    let Some(lines) = held.as_mut() else {
+        return true;
     };
-    for line in lines {
+    let n = limit.min(lines.len());
+    for line in lines.drain(..n) {
         if !push_or_close(id, entry, line) {
-            return;
+            return false;
         }
+    }
+    if lines.is_empty() {
+        *held = None;
+        true
+    } else {
+        false
     }
 }
 
@@ -662,7 +671,7 @@ impl Hub {
                 }
             };
             if queued && !new.replay {
-                release_held(id, entry);
+                move_held(id, entry, usize::MAX);
             }
         }
         Ok((id, offline_seq))
@@ -673,27 +682,12 @@ impl Hub {
     /// straight to the queue; false means call again once the queue has drained a little.
     pub fn end_replay(&self, id: SessionId, room: usize) -> bool {
         let inner = self.lock();
-        let Some(entry) = inner.sessions.get(&id) else {
-            return true;
-        };
-        let mut held = entry.held.borrow_mut();
-        let Some(lines) = held.as_mut() else {
-            return true;
-        };
-        let n = room.min(lines.len());
         // Under the hub lock nobody else queues for this session, and `room` slots were
         // free, so these cannot fail for lack of room.
-        for line in lines.drain(..n) {
-            if entry.outbox.push(line).is_err() {
-                break;
-            }
-        }
-        if lines.is_empty() {
-            *held = None;
-            true
-        } else {
-            false
-        }
+        inner
+            .sessions
+            .get(&id)
+            .is_none_or(|entry| move_held(id, entry, room))
     }
 
     /// Queues `frame` for every session of `user`; returns how many.
