@@ -99,10 +99,22 @@ struct Entry {
     held: RefCell<Option<Vec<Bytes>>>,
 }
 
-/// What the hub queues for sessions: one line for all, or an envelope in both wire forms.
+/// What the hub queues for sessions: one line for all, an envelope in both wire forms, or a
+/// run of envelopes queued as one entry.
 pub trait Outgoing {
     /// The bytes for a session that did (`true`) or did not negotiate binary envelope frames.
     fn for_session(&self, binary: bool) -> &Bytes;
+
+    /// How many frames [`Outgoing::for_session`] holds (what it counts for in a queue).
+    fn frames(&self) -> usize {
+        1
+    }
+
+    /// Hands each frame of [`Outgoing::for_session`] to `f` on its own: what a replaying
+    /// session holds back, one frame per slot.
+    fn each_frame(&self, binary: bool, f: &mut dyn FnMut(&Bytes)) {
+        f(self.for_session(binary));
+    }
 }
 
 impl Outgoing for Bytes {
@@ -124,6 +136,54 @@ pub struct EnvelopeLines {
 impl Outgoing for EnvelopeLines {
     fn for_session(&self, binary: bool) -> &Bytes {
         if binary { &self.binary } else { &self.json }
+    }
+}
+
+/// Envelopes of one conversation routed together: each member session gets them as one queue
+/// entry (one lock, one wake-up and one slice of a TLS write for the run, instead of one per
+/// envelope). A sender that pipelines its messages produces such runs; see `route_batch`.
+#[derive(Debug, Clone)]
+pub struct EnvelopeRun {
+    /// Every envelope's lines, joined, per wire form.
+    joined: EnvelopeLines,
+    /// The envelopes one by one, for replaying sessions and offline storage.
+    each: Vec<(EnvelopeLines, Notify)>,
+}
+
+impl EnvelopeRun {
+    /// Joins `each` (at least two envelopes, in order) into one entry per wire form.
+    fn new(each: Vec<(EnvelopeLines, Notify)>) -> Self {
+        let joined = EnvelopeLines {
+            json: Bytes::from(
+                each.iter()
+                    .map(|(l, _)| &l.json[..])
+                    .collect::<Vec<_>>()
+                    .concat(),
+            ),
+            binary: Bytes::from(
+                each.iter()
+                    .map(|(l, _)| &l.binary[..])
+                    .collect::<Vec<_>>()
+                    .concat(),
+            ),
+        };
+        EnvelopeRun { joined, each }
+    }
+}
+
+impl Outgoing for EnvelopeRun {
+    fn for_session(&self, binary: bool) -> &Bytes {
+        self.joined.for_session(binary)
+    }
+
+    fn frames(&self) -> usize {
+        self.each.len()
+    }
+
+    fn each_frame(&self, binary: bool, f: &mut dyn FnMut(&Bytes)) {
+        for (lines, _) in &self.each {
+            f(lines.for_session(binary));
+        }
     }
 }
 
@@ -255,15 +315,20 @@ impl Inner {
             return false;
         }
         if let Some(held) = entry.held.borrow_mut().as_mut() {
-            if held.len() >= self.held_max {
+            if held.len().saturating_add(line.frames()) > self.held_max {
                 tracing::warn!(session = id, user = %entry.user, "too much arrived during replay; disconnecting slow client");
                 entry.closer.close("too slow: outbound queue full");
                 return false;
             }
-            held.push(line.for_session(entry.binary).clone());
+            line.each_frame(entry.binary, &mut |frame| held.push(frame.clone()));
             return true;
         }
-        push_or_close(id, entry, line.for_session(entry.binary).clone())
+        push_or_close(
+            id,
+            entry,
+            line.for_session(entry.binary).clone(),
+            line.frames(),
+        )
     }
 
     /// True when some session with device key `fp` still takes lines (is not closing).
@@ -463,10 +528,10 @@ pub enum Routed {
     Unknown,
 }
 
-/// Queues `line` for session `id`: a full queue closes the session as too slow, a closed
-/// one (its writer is gone) as disconnected.
-fn push_or_close(id: SessionId, entry: &Entry, line: Bytes) -> bool {
-    match entry.outbox.push(line) {
+/// Queues `line` (`frames` frames) for session `id`: a full queue closes the session as too
+/// slow, a closed one (its writer is gone) as disconnected.
+fn push_or_close(id: SessionId, entry: &Entry, line: Bytes, frames: usize) -> bool {
+    match entry.outbox.push_frames(line, frames) {
         Ok(()) => true,
         Err(PushError::Full) => {
             tracing::warn!(session = id, user = %entry.user, "outbound queue full; disconnecting slow client");
@@ -491,7 +556,7 @@ fn move_held(id: SessionId, entry: &Entry, limit: usize) -> bool {
     };
     let n = limit.min(lines.len());
     for line in lines.drain(..n) {
-        if !push_or_close(id, entry, line) {
+        if !push_or_close(id, entry, line, 1) {
             return false;
         }
     }
@@ -664,7 +729,7 @@ impl Hub {
         // Gone already if it was kicked meanwhile.
         if let Some(entry) = inner.sessions.get(&id) {
             let queued = match line {
-                Some(line) => push_or_close(id, entry, line),
+                Some(line) => push_or_close(id, entry, line, 1),
                 None => {
                     entry.closer.close("internal error");
                     false
@@ -728,6 +793,43 @@ impl Hub {
         line: &impl Outgoing,
         notify: Option<Notify>,
     ) -> usize {
+        // Stored as JSON: any client can take that form, whatever it negotiates next time.
+        self.route(conversation, line, |inner, offline| {
+            inner.store_for(line.for_session(false), offline, notify);
+        })
+    }
+
+    /// Routes a sender's run of envelopes to one conversation, in order, as
+    /// [`Hub::route_conversation`] would one by one, but each online member session gets the
+    /// run as one queue entry. Offline devices get each envelope stored on its own, and each
+    /// `Notify` is told on its own. Returns the sessions reached now.
+    pub fn route_batch(
+        &self,
+        conversation: &Conversation,
+        each: Vec<(EnvelopeLines, Notify)>,
+    ) -> usize {
+        if each.len() < 2 {
+            return each.into_iter().next().map_or(0, |(lines, note)| {
+                self.route_conversation(conversation, &lines, Some(note))
+            });
+        }
+        // Joined before the lock is taken.
+        let run = EnvelopeRun::new(each);
+        self.route(conversation, &run, |inner, offline| {
+            for (lines, note) in &run.each {
+                inner.store_for(&lines.json, offline.clone(), Some(note.clone()));
+            }
+        })
+    }
+
+    /// Queues `line` for the online sessions of `conversation`'s members and hands `store`
+    /// the devices that are offline, all under one lock.
+    fn route(
+        &self,
+        conversation: &Conversation,
+        line: &impl Outgoing,
+        store: impl FnOnce(&mut Inner, Vec<(String, Fingerprint)>),
+    ) -> usize {
         let mut inner = self.lock();
         let (reached, offline) = match conversation {
             Conversation::All => {
@@ -754,8 +856,7 @@ impl Hub {
                 (reached, offline)
             }
         };
-        // Stored as JSON: any client can take that form, whatever it negotiates next time.
-        inner.store_for(line.for_session(false), offline, notify);
+        store(&mut inner, offline);
         reached
     }
 
@@ -1311,6 +1412,105 @@ mod tests {
         assert_eq!(rb.try_recv().unwrap(), lines.binary);
         // carol is offline: what is stored is the JSON form, which every client reads.
         assert_eq!(jobs.try_recv().unwrap().line, lines.json);
+    }
+
+    /// Envelope `n` in both wire forms, and a sender's note for it.
+    fn envelope(n: u8) -> (EnvelopeLines, Notify) {
+        let lines = EnvelopeLines {
+            json: Bytes::from(format!("{{\"envelope\":{n}}}\n")),
+            binary: Bytes::from(vec![0, b'E', 0, 0, 0, 1, n]),
+        };
+        let note = Notify {
+            session: 99,
+            message: format!("m{n}"),
+            conversation: "all".into(),
+        };
+        (lines, note)
+    }
+
+    #[test]
+    fn a_run_is_one_entry_per_session_held_one_by_one_and_stored_one_by_one() {
+        let hub = Hub::new(4, 8);
+        let mut jobs = with_writer(&hub);
+        hub.set_known([(
+            "carol".to_string(),
+            device_of("carol", 1),
+            "key-of-carol1".to_string(),
+        )]);
+        let (_a, mut ra, _) = join(&hub, "alice", 8);
+        let (tx, mut rb) = channel(8);
+        let bob = NewSession {
+            binary: true,
+            ..new_session("bob", 1, tx, Closer::default())
+        };
+        hub.register(bob).unwrap();
+        // dave is replaying what was stored for him: live lines wait, one frame per slot.
+        let (tx, mut rd) = channel(8);
+        let mut dave = new_session("dave", 1, tx, Closer::default());
+        dave.replay = true;
+        let (d, _) = hub.register(dave).unwrap();
+        drain(&mut ra);
+        drain(&mut rb);
+        drain(&mut rd);
+
+        let run: Vec<_> = (1..=3).map(envelope).collect();
+        assert_eq!(hub.route_batch(&Conversation::All, run.clone()), 3);
+        // One queue entry holding the three, in each session's form.
+        assert_eq!(
+            drain_entries(&mut ra),
+            ["{\"envelope\":1}\n{\"envelope\":2}\n{\"envelope\":3}\n"]
+        );
+        assert_eq!(
+            rb.try_recv().unwrap(),
+            Bytes::from(vec![
+                0, b'E', 0, 0, 0, 1, 1, 0, b'E', 0, 0, 0, 1, 2, 0, b'E', 0, 0, 0, 1, 3
+            ])
+        );
+        assert!(rb.try_recv().is_err());
+        // carol is offline: each envelope is stored on its own, with its own note, in order.
+        for (lines, note) in &run {
+            let job = jobs.try_recv().unwrap();
+            assert_eq!((&job.line, job.notify.as_ref()), (&lines.json, Some(note)));
+        }
+        assert!(jobs.try_recv().is_err());
+        // dave's held frames go to his queue one by one once his replay ends.
+        assert!(rd.try_recv().is_err(), "held during replay");
+        assert!(hub.end_replay(d, 8));
+        assert_eq!(
+            drain_entries(&mut rd),
+            [
+                "{\"envelope\":1}\n",
+                "{\"envelope\":2}\n",
+                "{\"envelope\":3}\n"
+            ]
+        );
+        // A run of one is a plain envelope.
+        assert_eq!(hub.route_batch(&Conversation::All, vec![envelope(4)]), 3);
+        assert_eq!(drain_entries(&mut ra), ["{\"envelope\":4}\n"]);
+    }
+
+    #[test]
+    fn a_run_counts_as_its_frames_against_the_queue_and_the_held_limit() {
+        // Queues of 4 frames: a run of 3 fits once, not twice.
+        let hub = Hub::new(4, 4);
+        let (_a, _ra, alice) = join(&hub, "alice", 4);
+        let (tx, _rb) = channel(8);
+        let bob_closer = Closer::default();
+        let mut bob = new_session("bob", 1, tx, bob_closer.clone());
+        bob.replay = true;
+        hub.register(bob).unwrap();
+        let run: Vec<_> = (1..=3).map(envelope).collect();
+        assert_eq!(hub.route_batch(&Conversation::All, run.clone()), 2);
+        assert!(!alice.is_closed() && !bob_closer.is_closed());
+        assert_eq!(hub.route_batch(&Conversation::All, run), 0);
+        assert_eq!(
+            alice.reason().as_deref(),
+            Some("too slow: outbound queue full")
+        );
+        assert_eq!(
+            bob_closer.reason().as_deref(),
+            Some("too slow: outbound queue full")
+        );
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! (a semaphore permit, a linked block list, a lock-free slot per line) cost a third of
 //! chatd's CPU in the fan-out benchmark (docs/PERFORMANCE.md).
 //!
-//! The queue is bounded (`[limits] outbound_queue` lines) and a push never waits: a full
-//! queue is the caller's signal that the client is too slow. Only the session's own replay
+//! The queue is bounded (`[limits] outbound_queue` frames) and a push never waits: a full
+//! queue is the caller's signal that the client is too slow. An entry may hold several frames
+//! (a run of envelopes routed together, see crate::hub) and counts as that many. Only the session's own replay
 //! of stored lines waits for room, with [`Outbox::send`].
 //!
 //! While the queue is empty it keeps at most a few slots (128 bytes), so an idle connection
@@ -39,6 +40,8 @@ const IDLE_LINES: usize = 4;
 #[derive(Default)]
 struct State {
     lines: Vec<Bytes>,
+    /// Frames in `lines` (an entry holds one or more).
+    frames: usize,
     /// No more lines are taken in: [`Outbox::finish`] was called or the writer is gone.
     closed: bool,
     /// A push found the queue full since the last take, so someone may wait for room: the
@@ -75,17 +78,25 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `line` unless the queue is full or closed; never waits.
+    /// Queues `line` (one frame) unless the queue is full or closed; never waits.
     pub fn push(&self, line: Bytes) -> Result<(), PushError> {
+        self.push_frames(line, 1)
+    }
+
+    /// Queues `entry`, which holds `frames` frames, unless that would take the queue past its
+    /// limit or it is closed; never waits. An empty queue takes any entry, so an entry larger
+    /// than the limit is not refused forever.
+    pub fn push_frames(&self, entry: Bytes, frames: usize) -> Result<(), PushError> {
         let mut s = self.lock();
         if s.closed {
             return Err(PushError::Closed);
         }
-        if s.lines.len() >= self.cap {
+        if s.frames > 0 && s.frames.saturating_add(frames) > self.cap {
             s.space_wanted = true;
             return Err(PushError::Full);
         }
-        s.lines.push(line);
+        s.lines.push(entry);
+        s.frames = s.frames.saturating_add(frames);
         // The writer empties the queue each time it takes, so only the first line after
         // that needs to wake it (a permit is kept if it is not waiting yet).
         let first = s.lines.len() == 1;
@@ -110,13 +121,13 @@ impl Outbox {
         }
     }
 
-    /// Lines that can be pushed now without filling the queue.
+    /// Frames that can be pushed now without filling the queue.
     pub fn free(&self) -> usize {
         let s = self.lock();
         if s.closed {
             0
         } else {
-            self.cap - s.lines.len().min(self.cap)
+            self.cap - s.frames.min(self.cap)
         }
     }
 
@@ -131,7 +142,7 @@ impl Outbox {
                 if s.closed {
                     return Err(PushError::Closed);
                 }
-                if s.lines.len() < self.cap {
+                if s.frames < self.cap {
                     return Ok(());
                 }
                 s.space_wanted = true;
@@ -152,6 +163,7 @@ impl Outbox {
         let dropped = {
             let mut s = self.lock();
             s.closed = true;
+            s.frames = 0;
             std::mem::take(&mut s.lines)
         };
         drop(dropped);
@@ -170,6 +182,7 @@ impl Outbox {
                 // The writer's emptied Vec goes back in, so a busy queue reuses its
                 // allocation instead of growing a new one each time.
                 std::mem::swap(&mut s.lines, batch);
+                s.frames = 0;
                 let wanted = std::mem::take(&mut s.space_wanted);
                 drop(s);
                 if wanted {
@@ -220,6 +233,24 @@ mod tests {
         assert_eq!(batch, vec![line("a"), line("b")]);
         assert_eq!(q.free(), 2);
         q.push(line("c")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_entry_counts_as_its_frames_and_an_empty_queue_takes_any() {
+        let q = Outbox::new(4);
+        q.push_frames(line("abc"), 3).unwrap();
+        assert_eq!(q.free(), 1);
+        assert_eq!(q.push_frames(line("de"), 2), Err(PushError::Full));
+        q.push(line("d")).unwrap();
+        assert_eq!(q.free(), 0);
+        let mut batch = Vec::new();
+        assert!(q.take(&mut batch).await);
+        assert_eq!(batch, vec![line("abc"), line("d")]);
+        assert_eq!(q.free(), 4);
+        // Larger than the whole limit: refused only while something else is queued.
+        q.push_frames(line("abcdefgh"), 8).unwrap();
+        assert_eq!(q.free(), 0);
+        assert_eq!(q.push(line("i")), Err(PushError::Full));
     }
 
     #[tokio::test]

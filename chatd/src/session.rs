@@ -18,7 +18,7 @@ use chatd_proto::conversation::Conversation;
 use chatd_proto::e2e::{DevicePublicKey, Envelope, WrappedChain};
 use chatd_proto::frame::{self, ClientFrame, ServerFrame};
 use chatd_proto::{ErrorCode, Fingerprint, LineError, PROTOCOL_VERSION, Wire, WireCodec};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
@@ -126,6 +126,46 @@ enum Incoming {
     Envelope(Bytes),
 }
 
+/// What the frame reader yields: a frame or what the codec refused, a read error, or None at
+/// the end of the stream.
+type ReadItem = Option<Result<Result<Wire, LineError>, std::io::Error>>;
+
+/// Most envelopes routed as one run (about 15 KB of 100-byte messages: one TLS record).
+const MAX_RUN: usize = 32;
+
+/// Envelopes to one conversation, in the order they were read, routed together.
+#[derive(Default)]
+struct Run {
+    to: Option<Conversation>,
+    each: Vec<(EnvelopeLines, Notify)>,
+}
+
+/// Why an envelope is not routed: what its sender is told, and whether it counts as a
+/// protocol violation (a well-behaved client never sends it) or is a plain error.
+struct Refused {
+    code: ErrorCode,
+    message: String,
+    violation: bool,
+}
+
+impl Refused {
+    fn violation(code: ErrorCode, message: String) -> Self {
+        Refused {
+            code,
+            message,
+            violation: true,
+        }
+    }
+
+    fn error(code: ErrorCode, message: String) -> Self {
+        Refused {
+            code,
+            message,
+            violation: false,
+        }
+    }
+}
+
 struct Session {
     frames: FramedRead<ReadHalf<Tls>, WireCodec>,
     outbox: Arc<Outbox>,
@@ -144,6 +184,8 @@ struct Session {
     bucket: TokenBucket,
     /// Frames dropped by the rate limit since the last one let through.
     rate_violations: u32,
+    /// A frame read ahead while gathering a run of envelopes, next for [`Session::next_frame`].
+    peeked: Option<ReadItem>,
 }
 
 impl Session {
@@ -176,6 +218,7 @@ impl Session {
             ending: None,
             bucket,
             rate_violations: 0,
+            peeked: None,
         }
     }
 
@@ -210,8 +253,7 @@ impl Session {
     /// Applies the rate limit to a message or command; false when it must be dropped (the
     /// client is told), and sets `ending` when the flooding goes on.
     fn within_rate(&mut self) -> bool {
-        if self.bucket.take(std::time::Instant::now()) {
-            self.rate_violations = 0;
+        if self.take_token() {
             return true;
         }
         self.rate_violations += 1;
@@ -235,6 +277,15 @@ impl Session {
         false
     }
 
+    /// Takes a token from the rate limit's bucket if there is one; says nothing otherwise.
+    fn take_token(&mut self) -> bool {
+        if self.bucket.take(std::time::Instant::now()) {
+            self.rate_violations = 0;
+            return true;
+        }
+        false
+    }
+
     /// Frees the read buffer once nothing is left in it: a connection spends most of its life
     /// waiting for the next frame, and would hold the buffer (grown to its longest line) all
     /// that time. The next read starts small and doubles; a binary frame's header reserves
@@ -246,26 +297,35 @@ impl Session {
         }
     }
 
+    /// Waits for what the frame reader yields next; None when the connection must end first
+    /// (closed, shutting down, idle too long: `self.ending` says why).
+    async fn read_item(&mut self) -> Option<ReadItem> {
+        tokio::select! {
+            item = self.frames.next() => Some(item),
+            _ = self.closer.closed() => {
+                let reason = self.closer.reason().unwrap_or_else(|| "closed".into());
+                self.ending = Some(Ending::both(&reason));
+                None
+            }
+            _ = self.shared.shutdown.cancelled() => {
+                self.ending = Some(Ending::both("server shutting down"));
+                None
+            }
+            // Any line, even a blank one, restarts the clock.
+            () = tokio::time::sleep(self.shared.config.limits.idle_timeout()) => {
+                tracing::info!(peer = %self.peer, "closing an idle connection");
+                self.ending = Some(Ending::both("idle timeout: nothing received"));
+                None
+            }
+        }
+    }
+
     /// Reads the next frame; None when the connection must end (`self.ending` says why).
     async fn next_frame(&mut self) -> Option<Incoming> {
         loop {
-            let item = tokio::select! {
-                item = self.frames.next() => item,
-                _ = self.closer.closed() => {
-                    let reason = self.closer.reason().unwrap_or_else(|| "closed".into());
-                    self.ending = Some(Ending::both(&reason));
-                    return None;
-                }
-                _ = self.shared.shutdown.cancelled() => {
-                    self.ending = Some(Ending::both("server shutting down"));
-                    return None;
-                }
-                // Any line, even a blank one, restarts the clock.
-                () = tokio::time::sleep(self.shared.config.limits.idle_timeout()) => {
-                    tracing::info!(peer = %self.peer, "closing an idle connection");
-                    self.ending = Some(Ending::both("idle timeout: nothing received"));
-                    return None;
-                }
+            let item = match self.peeked.take() {
+                Some(item) => item,
+                None => self.read_item().await?,
             };
             let line = match item {
                 None => {
@@ -652,10 +712,94 @@ impl Session {
         })
     }
 
-    /// Routes a sealed envelope by its header; its text stays sealed. True when the
-    /// connection must close (too many violations).
+    /// Routes a sealed envelope by its header (its text stays sealed), together with the
+    /// binary `send` frames already read behind it: a run of envelopes to one conversation
+    /// reaches each member's queue as one entry (crate::hub::Hub::route_batch). Only frames
+    /// already here join a run, so nothing waits for one. Replies to the sender keep the
+    /// order of its frames: a refused envelope first lets the run before it go.
     /// `data` is the envelope's bytes (a binary `send`) or its base64 (a JSON one).
-    fn route_envelope(&mut self, id: SessionId, login: &LoggedIn, data: EnvelopeData) -> bool {
+    /// True when the connection must close (too many violations).
+    fn route_envelopes(&mut self, id: SessionId, login: &LoggedIn, data: EnvelopeData) -> bool {
+        let mut run = Run::default();
+        let mut next = Some(data);
+        while let Some(data) = next.take() {
+            match self.prepare_envelope(id, login, data) {
+                Ok((to, lines, note)) => {
+                    if run.to.as_ref().is_some_and(|c| *c != to) || run.each.len() >= MAX_RUN {
+                        self.route_run(login, std::mem::take(&mut run));
+                    }
+                    run.to = Some(to);
+                    run.each.push((lines, note));
+                }
+                Err(refused) => {
+                    self.route_run(login, std::mem::take(&mut run));
+                    if self.refuse(refused) {
+                        return true;
+                    }
+                }
+            }
+            next = self.buffered_send();
+        }
+        self.route_run(login, run);
+        false
+    }
+
+    /// The next frame if it is a binary `send` that was already read and is within the rate
+    /// limit; anything else already read is kept for [`Session::next_frame`].
+    fn buffered_send(&mut self) -> Option<EnvelopeData> {
+        // Polled once: None when the next frame is not here yet (it may read what the socket
+        // already holds, never waits for more).
+        let item = self.frames.next().now_or_never()?;
+        match item {
+            Some(Ok(Ok(Wire::Send(envelope)))) if self.take_token() => {
+                self.release_read_buffer();
+                Some(EnvelopeData::Bytes(envelope))
+            }
+            other => {
+                self.peeked = Some(other);
+                None
+            }
+        }
+    }
+
+    /// Routes a run of envelopes (see [`Session::route_envelopes`]).
+    fn route_run(&self, login: &LoggedIn, run: Run) {
+        let Some(to) = run.to else {
+            return;
+        };
+        let sent = run.each.len();
+        self.shared.hub.route_batch(&to, run.each);
+        if let Some(peer) = to.peer_of(&login.user) {
+            if peer != login.user {
+                if let Some(away) = self.shared.hub.away(peer) {
+                    for _ in 0..sent {
+                        self.send(&ServerFrame::Notice {
+                            text: format!("{peer} is away: {away}"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells the sender why an envelope was not routed; true when the connection must close.
+    fn refuse(&mut self, refused: Refused) -> bool {
+        if refused.violation {
+            self.violation(refused.code, refused.message)
+        } else {
+            self.error(refused.code, refused.message);
+            false
+        }
+    }
+
+    /// Checks a sealed envelope's header against this session and the conversation it names,
+    /// and serializes it once per wire form; what to route, or why not.
+    fn prepare_envelope(
+        &self,
+        id: SessionId,
+        login: &LoggedIn,
+        data: EnvelopeData,
+    ) -> Result<(Conversation, EnvelopeLines, Notify), Refused> {
         // A JSON send's text is kept: its `envelope` line carries it exactly as sent.
         let (raw, text) = match data {
             EnvelopeData::Bytes(b) => (b, None),
@@ -664,61 +808,67 @@ impl Session {
                     Ok(b) => (Bytes::from(b), Some(text)),
                     Err(_) => {
                         let e = chatd_proto::e2e::E2eError::Malformed("base64");
-                        return self.violation(ErrorCode::BadEnvelope, format!("envelope: {e}"));
+                        return Err(Refused::violation(
+                            ErrorCode::BadEnvelope,
+                            format!("envelope: {e}"),
+                        ));
                     }
                 }
             }
         };
-        let envelope = match Envelope::decode(&raw) {
-            Ok(e) => e,
-            Err(e) => return self.violation(ErrorCode::BadEnvelope, format!("envelope: {e}")),
-        };
+        let envelope = Envelope::decode(&raw)
+            .map_err(|e| Refused::violation(ErrorCode::BadEnvelope, format!("envelope: {e}")))?;
         let h = envelope.header();
         if h.sender_user != login.user || h.sender_device != login.device {
-            return self.violation(
+            return Err(Refused::violation(
                 ErrorCode::BadEnvelope,
                 "the envelope's sender is not this session's user and device key".into(),
-            );
+            ));
         }
-        let conversation = match Conversation::parse(&h.conversation) {
-            Ok(c) => c,
-            Err(e) => return self.violation(ErrorCode::BadEnvelope, e.to_string()),
-        };
+        let conversation = Conversation::parse(&h.conversation)
+            .map_err(|e| Refused::violation(ErrorCode::BadEnvelope, e.to_string()))?;
         match &conversation {
             Conversation::All if login.role != Role::Admin => {
-                self.error(
+                return Err(Refused::error(
                     ErrorCode::Forbidden,
-                    "only administrators can send to everyone; talk in a room",
-                );
-                return false;
+                    "only administrators can send to everyone; talk in a room".into(),
+                ));
             }
             Conversation::All => {}
             Conversation::Pair(..) if !conversation.includes(&login.user, |_| false) => {
-                return self.violation(
+                return Err(Refused::violation(
                     ErrorCode::BadEnvelope,
                     "you are not part of that conversation".into(),
-                );
+                ));
             }
             Conversation::Pair(..) => {}
             // Not a violation: a kick can cross a message in flight.
             Conversation::Room(room) => {
                 if !self.shared.hub.is_member(room, &login.user) {
-                    self.error(
+                    return Err(Refused::error(
                         ErrorCode::NotInRoom,
                         format!("you are not in #{room}; /join {room} first"),
-                    );
-                    return false;
+                    ));
                 }
             }
         }
         let body = envelope.ciphertext().len().saturating_sub(AEAD_TAG_BYTES);
         let max = self.shared.config.limits.max_text_bytes.get();
         if body > max {
-            self.error(
+            return Err(Refused::error(
                 ErrorCode::BadText,
                 format!("message is {body} bytes sealed; the limit is {max}"),
-            );
-            return false;
+            ));
+        }
+        if let Conversation::Pair(a, _) = &conversation {
+            let other = conversation.peer_of(&login.user).unwrap_or(a);
+            if !self.shared.hub.has_devices(other) {
+                // Same answer for no such user: a whisper does not probe for accounts.
+                return Err(Refused::error(
+                    ErrorCode::UserOffline,
+                    format!("{other} has no device key (no such user, or never logged in)"),
+                ));
+            }
         }
         // Serialized once per wire form; every member's session takes one of the two.
         let ts = commands::now_millis();
@@ -728,27 +878,19 @@ impl Session {
             data: text.unwrap_or_else(|| base64::engine::general_purpose::STANDARD.encode(&raw)),
             ts,
         };
-        let line = match frame::encode(&frame) {
+        let lines = match frame::encode(&frame) {
             Ok(json) => EnvelopeLines {
                 json,
                 binary: binary_envelope(ts, &raw),
             },
             Err(e) => {
                 tracing::error!(error = %e, "cannot serialize frame");
-                return false;
+                return Err(Refused::error(
+                    ErrorCode::Internal,
+                    "cannot route that envelope".into(),
+                ));
             }
         };
-        if let Conversation::Pair(a, _) = &conversation {
-            let other = conversation.peer_of(&login.user).unwrap_or(a);
-            if !self.shared.hub.has_devices(other) {
-                // Same answer for no such user: a whisper does not probe for accounts.
-                self.error(
-                    ErrorCode::UserOffline,
-                    format!("{other} has no device key (no such user, or never logged in)"),
-                );
-                return false;
-            }
-        }
         // Echoed to the sender too: the echo confirms delivery, carries the server's
         // timestamp, and reaches the user's other sessions. Members' offline devices get it
         // at their next login; `held` tells this session once that is durable.
@@ -757,19 +899,7 @@ impl Session {
             message: h.message_id.iter().map(|b| format!("{b:02x}")).collect(),
             conversation: conversation.name(),
         };
-        self.shared
-            .hub
-            .route_conversation(&conversation, &line, Some(note));
-        if let Some(peer) = conversation.peer_of(&login.user) {
-            if peer != login.user {
-                if let Some(away) = self.shared.hub.away(peer) {
-                    self.send(&ServerFrame::Notice {
-                        text: format!("{peer} is away: {away}"),
-                    });
-                }
-            }
-        }
-        false
+        Ok((conversation, lines, note))
     }
 
     /// Routes a wrapped sender chain to the device its header names. True when the
@@ -818,7 +948,7 @@ impl Session {
                     continue;
                 }
                 Incoming::Envelope(raw) => {
-                    if self.route_envelope(id, login, EnvelopeData::Bytes(raw)) {
+                    if self.route_envelopes(id, login, EnvelopeData::Bytes(raw)) {
                         return;
                     }
                     continue;
@@ -832,7 +962,7 @@ impl Session {
                     }
                 }
                 ClientFrame::Send { data } => {
-                    if self.route_envelope(id, login, EnvelopeData::Base64(data)) {
+                    if self.route_envelopes(id, login, EnvelopeData::Base64(data)) {
                         return;
                     }
                 }
@@ -1065,19 +1195,40 @@ async fn write_loop(mut w: WriteHalf<Tls>, outbox: Arc<Outbox>, span: tracing::S
     let _ = w.shutdown().await;
 }
 
-/// A queue entry as the wire capture shows it: lines as text, a binary frame as its kind,
-/// size and base64 payload on a line of its own (raw bytes would garble the log).
+/// A queue entry as the wire capture shows it: lines as text, each binary frame as its kind,
+/// size and base64 payload on a line of its own (raw bytes would garble the log). An entry
+/// may hold several frames (a run of envelopes, presence and device notices together).
 fn wire_text(entry: &[u8]) -> std::borrow::Cow<'_, str> {
-    match entry {
-        [chatd_proto::codec::BINARY_MARKER, kind, rest @ ..] if rest.len() >= 4 => {
-            // After the u32 length: the hub only queues frames it built, so it is exact.
-            let payload = &rest[4..];
-            let b64 = base64::engine::general_purpose::STANDARD.encode(payload);
-            let kind = char::from(*kind).escape_default();
-            format!("<binary frame '{kind}', {} bytes> {b64}\n", payload.len()).into()
+    let mut rest = entry;
+    let mut text = String::new();
+    while !rest.is_empty() {
+        let (shown, len) = match rest {
+            [chatd_proto::codec::BINARY_MARKER, kind, header @ ..] if header.len() >= 4 => {
+                // The hub only queues frames it built, so the u32 length is exact; a short
+                // one would show what is there.
+                let size = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+                let size = usize::try_from(size).unwrap_or(usize::MAX);
+                let payload = &header[4..][..size.min(header.len() - 4)];
+                let b64 = base64::engine::general_purpose::STANDARD.encode(payload);
+                let kind = char::from(*kind).escape_default();
+                let shown = format!("<binary frame '{kind}', {} bytes> {b64}\n", payload.len());
+                (std::borrow::Cow::Owned(shown), 6 + payload.len())
+            }
+            _ => {
+                let len = rest
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(rest.len(), |i| i + 1);
+                (String::from_utf8_lossy(&rest[..len]), len)
+            }
+        };
+        if len == rest.len() && text.is_empty() {
+            return shown;
         }
-        _ => String::from_utf8_lossy(entry),
+        text.push_str(&shown);
+        rest = &rest[len..];
     }
+    text.into()
 }
 
 /// Writes all of `lines`, up to [`WRITE_SLICES`] of them per vectored write.
@@ -1136,6 +1287,14 @@ mod tests {
             "<binary frame 'E', 11 bytes> AAAAAAAAAAEACv8=\n"
         );
         assert_eq!(wire_text(b"{\"type\":\"pong\"}\n"), "{\"type\":\"pong\"}\n");
+        // A run of envelopes, or notices joined into one queue entry: each frame on its own.
+        let other = chatd_proto::codec::binary_envelope(2, b"x");
+        let entry = [&frame[..], b"{\"a\":1}\n{\"b\":2}\n", &other[..]].concat();
+        assert_eq!(
+            wire_text(&entry),
+            "<binary frame 'E', 11 bytes> AAAAAAAAAAEACv8=\n{\"a\":1}\n{\"b\":2}\n\
+             <binary frame 'E', 9 bytes> AAAAAAAAAAJ4\n"
+        );
     }
 
     #[test]

@@ -177,3 +177,133 @@ fn stored_messages_reach_a_binary_client_as_json_then_live_ones_in_binary() {
     alice.send_envelope_binary(&live);
     check(&next_envelope(&mut bob), "alice", &live, true);
 }
+
+/// Envelopes as one write of binary `send` frames, so that chatd reads them together and
+/// routes them as runs; `None` is a frame that is not an envelope at all. Also returns the
+/// envelopes (base64), in order.
+fn pipelined(raw: &mut Raw, items: &[Option<&str>]) -> (Vec<u8>, Vec<String>) {
+    use base64::Engine;
+    let (mut bytes, mut sealed) = (Vec::new(), Vec::new());
+    for item in items {
+        let envelope = match item {
+            Some(text) => {
+                let data = raw.seal("#lobby", text);
+                let envelope = base64::engine::general_purpose::STANDARD
+                    .decode(&data)
+                    .unwrap();
+                sealed.push(data);
+                envelope
+            }
+            None => b"not an envelope".to_vec(),
+        };
+        bytes.extend_from_slice(&chatd_proto::codec::binary_send(&envelope));
+    }
+    (bytes, sealed)
+}
+
+/// The next `n` envelopes `raw` gets (base64), in order.
+fn envelopes(raw: &mut Raw, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let frame = next_envelope(raw);
+            frame["data"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_pipelined_run_arrives_in_order_in_both_forms_and_is_stored_one_by_one() {
+    let server = Server::start();
+    for (u, p) in [
+        ("alice", "pw-a"),
+        ("bob", "pw-b"),
+        ("carol", "pw-c"),
+        ("dave", "pw-d"),
+    ] {
+        server.add_user(u, p);
+    }
+    // dave's device is registered, then offline: each envelope is stored for it.
+    let mut dave = Raw::login(&server, "dave", "pw-d");
+    dave.send(json!({"type":"quit"}));
+    dave.expect_bye("quit");
+    let mut alice = login_binary(&server, "alice", "pw-a");
+    let mut bob = login_binary(&server, "bob", "pw-b");
+    let mut carol = Raw::login(&server, "carol", "pw-c");
+
+    // Ten envelopes, and a frame that is not one after the fifth: chatd reads them together.
+    let texts: Vec<String> = (0..10).map(|i| format!("run {i}")).collect();
+    let mut items: Vec<Option<&str>> = texts.iter().map(|t| Some(t.as_str())).collect();
+    items.insert(5, None);
+    let (bytes, sent) = pipelined(&mut alice, &items);
+    alice.send_raw(&bytes);
+
+    // Members get the ten in order, each in the form it negotiated.
+    let (b, c) = (next_envelope(&mut bob), next_envelope(&mut carol));
+    check(&b, "alice", &sent[0], true);
+    check(&c, "alice", &sent[0], false);
+    assert_eq!(envelopes(&mut bob, 9), sent[1..]);
+    assert_eq!(envelopes(&mut carol, 9), sent[1..]);
+    // The sender gets its echoes, and the refusal exactly where its frame was; `held` (dave
+    // offline) comes once per envelope, whenever each is stored.
+    let mut seen = Vec::new();
+    let mut held = 0;
+    while seen.len() < 11 || held < 10 {
+        let frame = alice.recv();
+        match frame["type"].as_str() {
+            Some("envelope") => {
+                let at = sent.iter().position(|d| frame["data"] == d.as_str());
+                seen.push(at.map_or_else(|| format!("stray {frame}"), |i| texts[i].clone()));
+            }
+            Some("error") => {
+                assert_eq!(frame["code"], "bad_envelope", "{frame}");
+                seen.push("refused".into());
+            }
+            Some("held") => {
+                assert_eq!(frame["users"], json!(["dave"]), "{frame}");
+                held += 1;
+            }
+            Some("presence") => {}
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    let mut expected = texts.clone();
+    expected.insert(5, "refused".into());
+    assert_eq!(seen, expected);
+
+    // dave gets the ten stored one by one, in order.
+    let mut dave = Raw::login(&server, "dave", "pw-d");
+    assert_eq!(envelopes(&mut dave, 10), sent);
+    let marker = dave.recv_type("backlog");
+    assert_eq!(marker["count"], 10, "{marker}");
+    // Nothing else, once dave's return is announced: no envelope came twice.
+    for raw in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(raw.recv_type("presence")["user"], "dave");
+        raw.sync(1);
+    }
+}
+
+#[test]
+fn the_rate_limit_cuts_a_pipelined_run_where_it_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = "messages_per_sec = 1\nmessage_burst = 6\nmax_rate_violations = 10";
+    let server = Server::with_limits(dir.path(), limits);
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    let mut alice = login_binary(&server, "alice", "pw-a");
+    let mut bob = login_binary(&server, "bob", "pw-b");
+    alice.recv_type("presence");
+
+    let texts: Vec<String> = (0..9).map(|i| format!("burst {i}")).collect();
+    let items: Vec<Option<&str>> = texts.iter().map(|t| Some(t.as_str())).collect();
+    let (bytes, sent) = pipelined(&mut alice, &items);
+    alice.send_raw(&bytes);
+
+    // The burst's six go through, in order; the other three are refused after them.
+    assert_eq!(envelopes(&mut alice, 6), sent[..6]);
+    for _ in 0..3 {
+        alice.expect_error("rate_limited");
+    }
+    assert_eq!(envelopes(&mut bob, 6), sent[..6]);
+    bob.sync(1);
+    alice.sync(2);
+}
