@@ -171,6 +171,9 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
 }
 
+/// Longest `limits.presence_delay_ms`: a second is noticeable in a conversation.
+const MAX_PRESENCE_DELAY_MS: u64 = 1000;
+
 /// `[limits]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -213,6 +216,9 @@ pub struct Limits {
     pub max_rate_violations: NonZeroU32,
     /// Frames queued for one slow reader before it is disconnected.
     pub outbound_queue: NonZeroUsize,
+    /// Milliseconds a login's or logout's presence and device notices may wait to share a
+    /// write with other lines (0: sent at once).
+    pub presence_delay_ms: u64,
     /// Seconds a draining shutdown waits for sessions to finish.
     pub shutdown_grace_secs: NonZeroU64,
     /// Messages and keys stored for one offline device at most; past it, new ones are not
@@ -246,6 +252,7 @@ impl Default for Limits {
             message_burst: nz_u32(30),
             max_rate_violations: nz_u32(20),
             outbound_queue: nz_usize(1024),
+            presence_delay_ms: 25,
             shutdown_grace_secs: nz_u64(5),
             offline_queue_max: nz_usize(1000),
             offline_ttl_secs: nz_u64(7 * 24 * 3600),
@@ -266,6 +273,10 @@ impl Limits {
     /// Idle deadline.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs.get())
+    }
+    /// How long presence and device notices may wait (zero: not at all).
+    pub fn presence_delay(&self) -> Duration {
+        Duration::from_millis(self.presence_delay_ms)
     }
     /// Shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
@@ -396,6 +407,13 @@ impl Config {
                  limits.max_text_bytes ({text}) of text; it must be at least {needed}"
             )));
         }
+        let delay = self.limits.presence_delay_ms;
+        if delay > MAX_PRESENCE_DELAY_MS {
+            return Err(invalid(format!(
+                "limits.presence_delay_ms ({delay}) is more than {MAX_PRESENCE_DELAY_MS}: \
+                 presence would lag behind the conversation"
+            )));
+        }
         if chatd_proto::names::validate_room(&self.rooms.default).is_err() {
             return Err(invalid(format!(
                 "rooms.default: {:?} is not a room name (1-32 of a-z, 0-9, _ and -, no #)",
@@ -504,6 +522,12 @@ mod tests {
         assert!(parse("[limits]\nmax_line_bytes = 16777216\nmax_text_bytes = 65521\n").is_err());
         assert!(parse("[limits]\nmax_line_bytes = 16777216\n").is_ok());
         assert!(parse("[limits]\nmax_line_bytes = 16777217\n").is_err());
+        assert!(parse("[limits]\npresence_delay_ms = 0\n").is_ok());
+        assert!(parse("[limits]\npresence_delay_ms = 1000\n").is_ok());
+        let err = parse("[limits]\npresence_delay_ms = 1001\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.presence_delay_ms (1001)"), "{err}");
     }
 
     #[test]

@@ -115,6 +115,24 @@ pub trait Outgoing {
     fn each_frame(&self, binary: bool, f: &mut dyn FnMut(&Bytes)) {
         f(self.for_session(binary));
     }
+
+    /// May wait for a wake-up it can share (see [`Hub::flush_quiet`]).
+    fn quiet(&self) -> bool {
+        false
+    }
+}
+
+/// Notices that may wait a moment for a wake-up they can share (see [`Hub::flush_quiet`]).
+struct Quiet(Bytes);
+
+impl Outgoing for Quiet {
+    fn for_session(&self, _binary: bool) -> &Bytes {
+        &self.0
+    }
+
+    fn quiet(&self) -> bool {
+        true
+    }
 }
 
 impl Outgoing for Bytes {
@@ -263,6 +281,10 @@ struct Inner {
     offline_seq: u64,
     /// Live lines a replaying session may hold before it counts as too slow.
     held_max: usize,
+    /// [`Hub::flush_quiet`] runs: quiet lines may wait for it.
+    quiet_flusher: bool,
+    /// Sessions with quiet lines that no wake-up has covered yet, for the next flush.
+    quiet_waiting: RefCell<Vec<SessionId>>,
 }
 
 /// The routing table; shared by every session and the control socket.
@@ -270,6 +292,8 @@ pub struct Hub {
     inner: Mutex<Inner>,
     next_id: AtomicU64,
     max_sessions_per_user: usize,
+    /// Tells [`Hub::flush_quiet`] that quiet lines wait.
+    quiet_queued: tokio::sync::Notify,
 }
 
 /// A session that has just logged in.
@@ -323,12 +347,25 @@ impl Inner {
             line.each_frame(entry.binary, &mut |frame| held.push(frame.clone()));
             return true;
         }
-        push_or_close(
-            id,
-            entry,
-            line.for_session(entry.binary).clone(),
-            line.frames(),
-        )
+        let bytes = line.for_session(entry.binary).clone();
+        if line.quiet() && self.quiet_flusher {
+            let pushed = entry.outbox.push_quiet(bytes, line.frames());
+            if pushed == Ok(true) {
+                self.quiet_waiting.borrow_mut().push(id);
+            }
+            return pushed.is_ok() || close_for(id, entry, pushed.err());
+        }
+        push_or_close(id, entry, bytes, line.frames())
+    }
+
+    /// Wakes the writers of the sessions whose quiet lines no wake-up has covered yet.
+    fn wake_quiet(&self) {
+        let waiting = std::mem::take(&mut *self.quiet_waiting.borrow_mut());
+        for id in waiting {
+            if let Some(entry) = self.sessions.get(&id) {
+                entry.outbox.flush_quiet();
+            }
+        }
     }
 
     /// True when some session with device key `fp` still takes lines (is not closing).
@@ -531,20 +568,26 @@ pub enum Routed {
 /// Queues `line` (`frames` frames) for session `id`: a full queue closes the session as too
 /// slow, a closed one (its writer is gone) as disconnected.
 fn push_or_close(id: SessionId, entry: &Entry, line: Bytes, frames: usize) -> bool {
-    match entry.outbox.push_frames(line, frames) {
-        Ok(()) => true,
-        Err(PushError::Full) => {
+    let pushed = entry.outbox.push_frames(line, frames);
+    pushed.is_ok() || close_for(id, entry, pushed.err())
+}
+
+/// Closes session `id` for a failed push: a full queue as too slow, a closed one (its writer
+/// is gone) as disconnected. Always false (the line was not queued).
+fn close_for(id: SessionId, entry: &Entry, failed: Option<PushError>) -> bool {
+    match failed {
+        Some(PushError::Full) => {
             tracing::warn!(session = id, user = %entry.user, "outbound queue full; disconnecting slow client");
             entry.closer.close("too slow: outbound queue full");
-            false
         }
-        Err(PushError::Closed) => {
+        Some(PushError::Closed) => {
             // The writer is gone (the connection failed): unreachable from now on, so
             // lines for its device are stored instead.
             entry.closer.close("disconnected");
-            false
         }
+        None => {}
     }
+    false
 }
 
 /// Moves up to `limit` of the lines held for session `id` into its queue (see
@@ -625,7 +668,34 @@ impl Hub {
             }),
             next_id: AtomicU64::new(1),
             max_sessions_per_user,
+            quiet_queued: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Wakes, `delay` after quiet lines were queued (presence and device notices of logins
+    /// and logouts), the writers of the sessions they wait in, unless a line since has. Until
+    /// `stop` fires; quiet lines are queued like any other when this does not run.
+    ///
+    /// A login or logout tells every member session; woken for it on its own, each pays a
+    /// wake-up, a TLS record and a `send` (a login storm's main cost to the chat, see
+    /// docs/PERFORMANCE.md). Waiting, it rides with the next message, or goes with the
+    /// notices of other logins in the same window.
+    pub async fn flush_quiet(&self, delay: std::time::Duration, stop: CancellationToken) {
+        self.lock().quiet_flusher = true;
+        loop {
+            tokio::select! {
+                () = self.quiet_queued.notified() => {}
+                () = stop.cancelled() => break,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stop.cancelled() => break,
+            }
+            self.lock().wake_quiet();
+        }
+        let mut inner = self.lock();
+        inner.quiet_flusher = false;
+        inner.wake_quiet();
     }
 
     /// Sets the registered device keys (at startup): (user, fingerprint, base64 SPKI DER).
@@ -713,7 +783,8 @@ impl Hub {
             let online = first_of_device
                 .then(|| device_line(&user, device, Some(&key), DeviceEvent::Online));
             if let Some(lines) = concat_lines([join.flatten(), online.flatten()]) {
-                inner.deliver_all(&lines, Some(id));
+                inner.deliver_all(&Quiet(lines), Some(id));
+                self.quiet_queued(&inner);
             }
             (
                 id,
@@ -1164,7 +1235,15 @@ impl Hub {
             });
         }
         if let Some(lines) = concat_lines([offline, leave]) {
-            inner.deliver_all(&lines, None);
+            inner.deliver_all(&Quiet(lines), None);
+            self.quiet_queued(&inner);
+        }
+    }
+
+    /// Tells the flusher when quiet lines wait for it.
+    fn quiet_queued(&self, inner: &Inner) {
+        if !inner.quiet_waiting.borrow().is_empty() {
+            self.quiet_queued.notify_one();
         }
     }
 
@@ -1511,6 +1590,76 @@ mod tests {
             bob_closer.reason().as_deref(),
             Some("too slow: outbound queue full")
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn login_notices_wait_for_a_shared_wake_up_or_the_flush() {
+        use tokio::time::{Duration, Instant};
+        const DELAY: Duration = Duration::from_millis(25);
+        let hub = Arc::new(Hub::new(4, 8));
+        let stop = CancellationToken::new();
+        let flusher = tokio::spawn({
+            let (hub, stop) = (Arc::clone(&hub), stop.clone());
+            async move { hub.flush_quiet(DELAY, stop).await }
+        });
+        tokio::task::yield_now().await;
+        // alice's writer: each take, with when it happened.
+        let (q, _) = channel(64);
+        hub.register(new_session("alice", 0, Arc::clone(&q), Closer::default()))
+            .unwrap();
+        let (took, mut taken) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while q.take(&mut batch).await {
+                let lines: Vec<String> = batch
+                    .drain(..)
+                    .flat_map(|b| text(&b).lines().map(str::to_string).collect::<Vec<_>>())
+                    .collect();
+                let _ = took.send((Instant::now(), lines));
+            }
+        });
+        assert!(taken.recv().await.unwrap().1[0].contains("login_ok"));
+        let kinds = |lines: &[String]| -> Vec<String> {
+            lines
+                .iter()
+                .map(|l| l.split(',').take(2).collect::<Vec<_>>().join(","))
+                .collect()
+        };
+
+        // bob's login notices wait for the flush.
+        let t0 = Instant::now();
+        hub.register(new_session("bob", 1, channel(64).0, Closer::default()))
+            .unwrap();
+        let (at, lines) = taken.recv().await.unwrap();
+        assert_eq!(at - t0, DELAY);
+        assert_eq!(
+            kinds(&lines),
+            [
+                r#"{"type":"presence","user":"bob""#,
+                r#"{"type":"device","user":"bob""#
+            ]
+        );
+        // carol's go out at once with the message routed right after them.
+        let t0 = Instant::now();
+        hub.register(new_session("carol", 1, channel(64).0, Closer::default()))
+            .unwrap();
+        hub.route_conversation(
+            &Conversation::All,
+            &Bytes::from_static(b"{\"m\":1}\n"),
+            None,
+        );
+        let (at, lines) = taken.recv().await.unwrap();
+        assert_eq!(at, t0);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[2], r#"{"m":1}"#);
+        // Without a flusher (stopped), they are queued like any other line.
+        stop.cancel();
+        flusher.await.unwrap();
+        let t0 = Instant::now();
+        hub.register(new_session("dave", 1, channel(64).0, Closer::default()))
+            .unwrap();
+        let (at, lines) = taken.recv().await.unwrap();
+        assert_eq!((at, lines.len()), (t0, 2));
     }
 
     #[test]

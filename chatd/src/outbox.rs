@@ -44,6 +44,9 @@ struct State {
     frames: usize,
     /// No more lines are taken in: [`Outbox::finish`] was called or the writer is gone.
     closed: bool,
+    /// Lines were queued quietly ([`Outbox::push_quiet`]) and nobody has woken the writer
+    /// for them yet.
+    unwoken: bool,
     /// A push found the queue full since the last take, so someone may wait for room: the
     /// next take wakes them. Set in the same critical section as the full check, so a
     /// waiter is never missed; without it every take paid for a wake-up of nobody.
@@ -87,6 +90,34 @@ impl Outbox {
     /// limit or it is closed; never waits. An empty queue takes any entry, so an entry larger
     /// than the limit is not refused forever.
     pub fn push_frames(&self, entry: Bytes, frames: usize) -> Result<(), PushError> {
+        let mut s = self.enqueue(entry, frames)?;
+        // The writer empties the queue each time it takes, so only the first line after
+        // that needs to wake it (a permit is kept if it is not waiting yet), or the first
+        // one after lines queued quietly.
+        let wake = s.lines.len() == 1 || s.unwoken;
+        s.unwoken = false;
+        drop(s);
+        if wake {
+            self.ready.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues `entry` like [`Outbox::push_frames`] but does not wake a sleeping writer: it
+    /// goes out with the next line that does, or at [`Outbox::flush_quiet`]. Ok(true) when
+    /// it waits for one of those.
+    pub fn push_quiet(&self, entry: Bytes, frames: usize) -> Result<bool, PushError> {
+        let mut s = self.enqueue(entry, frames)?;
+        // Behind other lines, the writer was woken for those and takes this one too.
+        if s.lines.len() == 1 {
+            s.unwoken = true;
+        }
+        Ok(s.unwoken)
+    }
+
+    /// Queues `entry` (`frames` frames) unless that would take the queue past its limit or
+    /// it is closed; the lock stays held for the caller to decide about waking the writer.
+    fn enqueue(&self, entry: Bytes, frames: usize) -> Result<MutexGuard<'_, State>, PushError> {
         let mut s = self.lock();
         if s.closed {
             return Err(PushError::Closed);
@@ -97,14 +128,15 @@ impl Outbox {
         }
         s.lines.push(entry);
         s.frames = s.frames.saturating_add(frames);
-        // The writer empties the queue each time it takes, so only the first line after
-        // that needs to wake it (a permit is kept if it is not waiting yet).
-        let first = s.lines.len() == 1;
-        drop(s);
-        if first {
+        Ok(s)
+    }
+
+    /// Wakes the writer for lines queued quietly, if any still wait.
+    pub fn flush_quiet(&self) {
+        let wake = std::mem::take(&mut self.lock().unwoken);
+        if wake {
             self.ready.wake();
         }
-        Ok(())
     }
 
     /// Queues `line`, waiting for room while the queue is full; fails once it is closed.
@@ -183,6 +215,7 @@ impl Outbox {
                 // allocation instead of growing a new one each time.
                 std::mem::swap(&mut s.lines, batch);
                 s.frames = 0;
+                s.unwoken = false;
                 let wanted = std::mem::take(&mut s.space_wanted);
                 drop(s);
                 if wanted {
@@ -251,6 +284,49 @@ mod tests {
         q.push_frames(line("abcdefgh"), 8).unwrap();
         assert_eq!(q.free(), 0);
         assert_eq!(q.push(line("i")), Err(PushError::Full));
+    }
+
+    #[tokio::test]
+    async fn a_quiet_line_waits_for_the_next_wake_up_or_a_flush() {
+        let q = Arc::new(Outbox::new(8));
+        let (took, mut taken) = tokio::sync::mpsc::unbounded_channel();
+        let writer = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move {
+                let mut batch = Vec::new();
+                while q.take(&mut batch).await {
+                    let _ = took.send(std::mem::take(&mut batch));
+                }
+            })
+        };
+        let settle = || async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        };
+        settle().await;
+        assert_eq!(q.push_quiet(line("p1"), 1), Ok(true));
+        assert_eq!(q.push_quiet(line("p2"), 1), Ok(true), "still waiting");
+        settle().await;
+        assert!(taken.try_recv().is_err(), "nobody woke the writer");
+        // A line that wakes the writer takes the quiet ones along, in order.
+        q.push(line("m1")).unwrap();
+        assert_eq!(
+            taken.recv().await,
+            Some(vec![line("p1"), line("p2"), line("m1")])
+        );
+        // Or the flush does.
+        assert_eq!(q.push_quiet(line("p3"), 1), Ok(true));
+        settle().await;
+        assert!(taken.try_recv().is_err());
+        q.flush_quiet();
+        assert_eq!(taken.recv().await, Some(vec![line("p3")]));
+        // Behind a line the writer was woken for, a quiet one does not wait.
+        q.push(line("m2")).unwrap();
+        assert_eq!(q.push_quiet(line("p4"), 1), Ok(false));
+        assert_eq!(taken.recv().await, Some(vec![line("m2"), line("p4")]));
+        q.finish();
+        writer.await.unwrap();
     }
 
     #[tokio::test]

@@ -340,6 +340,13 @@ impl Server {
         ));
         crate::systemd::ready(&shared);
         let keepalive = tokio::spawn(crate::systemd::keepalive(Arc::clone(&shared)));
+        let delay = shared.config.limits.presence_delay();
+        let quiet = (!delay.is_zero()).then(|| {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                shared.hub.flush_quiet(delay, shared.shutdown.clone()).await;
+            })
+        });
         accept_loop(&listener, &shared).await;
         drop(listener);
         crate::systemd::stopping();
@@ -357,6 +364,9 @@ impl Server {
         }
         let _ = control_task.await; // drops the listener, which removes the socket file
         let _ = keepalive.await;
+        if let Some(quiet) = quiet {
+            let _ = quiet.await;
+        }
         // Every session is gone: the writer stores what is queued, then stops.
         shared.hub.detach_offline();
         let _ = offline_task.await;
