@@ -171,19 +171,16 @@ pub struct EnvelopeRun {
 impl EnvelopeRun {
     /// Joins `each` (at least two envelopes, in order) into one entry per wire form.
     fn new(each: Vec<(EnvelopeLines, Notify)>) -> Self {
+        let join = |binary: bool| {
+            let parts: Vec<&[u8]> = each
+                .iter()
+                .map(|(l, _)| &l.for_session(binary)[..])
+                .collect();
+            Bytes::from(parts.concat())
+        };
         let joined = EnvelopeLines {
-            json: Bytes::from(
-                each.iter()
-                    .map(|(l, _)| &l.json[..])
-                    .collect::<Vec<_>>()
-                    .concat(),
-            ),
-            binary: Bytes::from(
-                each.iter()
-                    .map(|(l, _)| &l.binary[..])
-                    .collect::<Vec<_>>()
-                    .concat(),
-            ),
+            json: join(false),
+            binary: join(true),
         };
         EnvelopeRun { joined, each }
     }

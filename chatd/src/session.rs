@@ -184,8 +184,9 @@ struct Session {
     bucket: TokenBucket,
     /// Frames dropped by the rate limit since the last one let through.
     rate_violations: u32,
-    /// A frame read ahead while gathering a run of envelopes, next for [`Session::next_frame`].
-    peeked: Option<ReadItem>,
+    /// A frame read ahead while gathering a run of envelopes, next for [`Session::next_frame`]
+    /// (boxed: every idle connection carries this field).
+    peeked: Option<Box<ReadItem>>,
 }
 
 impl Session {
@@ -324,7 +325,7 @@ impl Session {
     async fn next_frame(&mut self) -> Option<Incoming> {
         loop {
             let item = match self.peeked.take() {
-                Some(item) => item,
+                Some(item) => *item,
                 None => self.read_item().await?,
             };
             let line = match item {
@@ -756,7 +757,7 @@ impl Session {
                 Some(EnvelopeData::Bytes(envelope))
             }
             other => {
-                self.peeked = Some(other);
+                self.peeked = Some(Box::new(other));
                 None
             }
         }
