@@ -1460,22 +1460,29 @@ mod tests {
         assert_eq!(hub.online().len(), 1);
     }
 
-    #[test]
-    fn each_session_gets_the_envelope_form_it_negotiated_and_json_is_stored() {
-        let hub = Hub::new(4, 8);
-        let mut jobs = with_writer(&hub);
+    /// alice online with JSON envelopes, bob with binary ones, carol's device offline;
+    /// returns the offline jobs and the two queues.
+    fn json_binary_and_offline(hub: &Hub) -> (mpsc::UnboundedReceiver<OfflineJob>, Rx, Rx) {
+        let jobs = with_writer(hub);
         hub.set_known([(
             "carol".to_string(),
             device_of("carol", 1),
             "key-of-carol1".to_string(),
         )]);
-        let (_a, mut ra, _) = join(&hub, "alice", 8);
-        let (tx, mut rb) = channel(8);
+        let (_a, ra, _) = join(hub, "alice", 8);
+        let (tx, rb) = channel(8);
         let bob = NewSession {
             binary: true,
             ..new_session("bob", 1, tx, Closer::default())
         };
         hub.register(bob).unwrap();
+        (jobs, ra, rb)
+    }
+
+    #[test]
+    fn each_session_gets_the_envelope_form_it_negotiated_and_json_is_stored() {
+        let hub = Hub::new(4, 8);
+        let (mut jobs, mut ra, mut rb) = json_binary_and_offline(&hub);
         drain(&mut ra);
         drain(&mut rb);
         let lines = EnvelopeLines {
@@ -1507,19 +1514,7 @@ mod tests {
     #[test]
     fn a_run_is_one_entry_per_session_held_one_by_one_and_stored_one_by_one() {
         let hub = Hub::new(4, 8);
-        let mut jobs = with_writer(&hub);
-        hub.set_known([(
-            "carol".to_string(),
-            device_of("carol", 1),
-            "key-of-carol1".to_string(),
-        )]);
-        let (_a, mut ra, _) = join(&hub, "alice", 8);
-        let (tx, mut rb) = channel(8);
-        let bob = NewSession {
-            binary: true,
-            ..new_session("bob", 1, tx, Closer::default())
-        };
-        hub.register(bob).unwrap();
+        let (mut jobs, mut ra, mut rb) = json_binary_and_offline(&hub);
         // dave is replaying what was stored for him: live lines wait, one frame per slot.
         let (tx, mut rd) = channel(8);
         let mut dave = new_session("dave", 1, tx, Closer::default());
