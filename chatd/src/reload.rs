@@ -231,6 +231,8 @@ fn keep_fixed(
     fixed!(limits.account_backoff_max_secs);
     // Set on the database connection when it is opened.
     fixed!(limits.db_busy_timeout_secs);
+    // The hub's flusher of quiet notices is started with it (or not at all, for 0).
+    fixed!(limits.presence_delay_ms);
     // Every account is in it and the database says so.
     fixed!(rooms.default);
 }
@@ -287,13 +289,22 @@ mod tests {
     fn fixed_settings_keep_their_old_value() {
         let old = parse("[server]\nlisten = \"127.0.0.1:1\"\n[limits]\nmax_connections = 5\n");
         let mut new = parse(
-            "[server]\nlisten = \"127.0.0.1:2\"\n[limits]\nmax_connections = 6\nmax_text_bytes = 100\n",
+            "[server]\nlisten = \"127.0.0.1:2\"\n[limits]\nmax_connections = 6\nmax_text_bytes = 100\n\
+             presence_delay_ms = 0\n",
         );
         let mut restart = Vec::new();
         keep_fixed(&old, &mut new, true, &mut restart);
-        assert_eq!(restart, ["server.listen", "limits.max_connections"]);
+        assert_eq!(
+            restart,
+            [
+                "server.listen",
+                "limits.max_connections",
+                "limits.presence_delay_ms"
+            ]
+        );
         assert_eq!(new.server.listen, old.server.listen);
         assert_eq!(new.limits.max_connections, old.limits.max_connections);
+        assert_eq!(new.limits.presence_delay_ms, 25);
         assert_eq!(live_changes(&old, &new), ["limits.max_text_bytes"]);
     }
 
