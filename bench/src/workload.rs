@@ -262,7 +262,7 @@ async fn paced(
     let cpu_after = probe.cpu();
     let own_after = me.cpu();
     let rss_after_run = probe.rss();
-    run.stop.cancel();
+    run.finish();
 
     let mut report = FanoutReport {
         senders: s,
@@ -518,7 +518,7 @@ pub async fn idle(
         rss_after_wait: Probe::new(target.pid).rss(),
         dropped: run.ended.load(Ordering::Acquire),
     };
-    run.stop.cancel();
+    run.finish();
     for c in clients {
         let _ = c.reader.await;
         drop(c.writer);
