@@ -350,7 +350,10 @@ impl Inner {
             if pushed == Ok(true) {
                 self.quiet_waiting.borrow_mut().push(id);
             }
-            return pushed.is_ok() || close_for(id, entry, pushed.err());
+            return match pushed {
+                Ok(_) => true,
+                Err(e) => close_for(id, entry, e),
+            };
         }
         push_or_close(id, entry, bytes, line.frames())
     }
@@ -565,24 +568,25 @@ pub enum Routed {
 /// Queues `line` (`frames` frames) for session `id`: a full queue closes the session as too
 /// slow, a closed one (its writer is gone) as disconnected.
 fn push_or_close(id: SessionId, entry: &Entry, line: Bytes, frames: usize) -> bool {
-    let pushed = entry.outbox.push_frames(line, frames);
-    pushed.is_ok() || close_for(id, entry, pushed.err())
+    match entry.outbox.push_frames(line, frames) {
+        Ok(()) => true,
+        Err(e) => close_for(id, entry, e),
+    }
 }
 
 /// Closes session `id` for a failed push: a full queue as too slow, a closed one (its writer
 /// is gone) as disconnected. Always false (the line was not queued).
-fn close_for(id: SessionId, entry: &Entry, failed: Option<PushError>) -> bool {
+fn close_for(id: SessionId, entry: &Entry, failed: PushError) -> bool {
     match failed {
-        Some(PushError::Full) => {
+        PushError::Full => {
             tracing::warn!(session = id, user = %entry.user, "outbound queue full; disconnecting slow client");
             entry.closer.close("too slow: outbound queue full");
         }
-        Some(PushError::Closed) => {
+        PushError::Closed => {
             // The writer is gone (the connection failed): unreachable from now on, so
             // lines for its device are stored instead.
             entry.closer.close("disconnected");
         }
-        None => {}
     }
     false
 }
