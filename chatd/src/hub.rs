@@ -24,6 +24,8 @@ use chatd_proto::frame::{
     self, DeviceEvent, DeviceInfo, OnlineUser, PresenceEvent, RoomEvent, RoomState, RoomSummary,
     ServerFrame, WhoisDevice,
 };
+use serde::Serialize;
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -205,8 +207,37 @@ impl Outgoing for EnvelopeRun {
 /// A registered, unrevoked device key.
 struct Known {
     fingerprint: Fingerprint,
-    /// Base64 SPKI DER.
-    key: Arc<str>,
+    /// This key's entry in `login_ok`, serialized once: offline, then online. None if it
+    /// could not be (a session that would list it is closed instead, see [`LoginSnapshot`]).
+    listed: Option<Listed>,
+}
+
+/// A device key's `login_ok` entry ([`DeviceInfo`]) as JSON, offline and online.
+type Listed = Arc<[Box<RawValue>; 2]>;
+
+impl Known {
+    /// `user`'s key `key` (base64 SPKI DER), whose SHA-256 is `fingerprint`.
+    fn new(user: &str, fingerprint: Fingerprint, key: &str) -> Known {
+        let info = |online| DeviceInfo {
+            user: user.to_string(),
+            fingerprint,
+            key: key.to_string(),
+            online,
+        };
+        let listed = serde_json::value::to_raw_value(&info(false))
+            .and_then(|offline| Ok([offline, serde_json::value::to_raw_value(&info(true))?]));
+        let listed = match listed {
+            Ok(both) => Some(Arc::new(both)),
+            Err(e) => {
+                tracing::error!(error = %e, %user, "cannot serialize a device key");
+                None
+            }
+        };
+        Known {
+            fingerprint,
+            listed,
+        }
+    }
 }
 
 /// A line to store for devices that are offline, numbered in routing order.
@@ -410,12 +441,11 @@ impl Inner {
             online: self.by_user.keys().cloned().collect(),
             devices: self
                 .known
-                .iter()
-                .flat_map(|(user, keys)| {
-                    keys.iter().map(move |k| {
-                        let online = self.by_device.contains_key(&k.fingerprint);
-                        (user.clone(), k.fingerprint, Arc::clone(&k.key), online)
-                    })
+                .values()
+                .flatten()
+                .map(|k| {
+                    let online = self.by_device.contains_key(&k.fingerprint);
+                    Some((Arc::clone(k.listed.as_ref()?), online))
                 })
                 .collect(),
             room: self.default_room.clone(),
@@ -612,44 +642,59 @@ fn move_held(id: SessionId, entry: &Entry, limit: usize) -> bool {
     }
 }
 
-/// The state a `login_ok` reports, with the device keys shared rather than copied.
+/// The state a `login_ok` reports, copied under the hub lock; the device keys' entries are
+/// shared, serialized once per key ([`Known::listed`]).
 struct LoginSnapshot {
     user: String,
     id: SessionId,
     device: Fingerprint,
     online: Vec<String>,
-    /// Owner, fingerprint, base64 key, online.
-    devices: Vec<(String, Fingerprint, Arc<str>, bool)>,
+    /// Every device key's entry and whether it is online; None if one has no entry.
+    devices: Option<Vec<(Listed, bool)>>,
     room: String,
     rooms: Vec<RoomState>,
 }
 
+/// [`ServerFrame::LoginOk`] as it serializes, with the device entries written as they are:
+/// `login_ok` lists every registered key (~260 KB with 500 users), and serializing that
+/// anew for each login (JSON escaping, a copy of every key) was most of a login's work on
+/// the tokio workers. A test holds the two byte for byte.
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "login_ok")]
+struct LoginOkLine<'a> {
+    user: &'a str,
+    session: SessionId,
+    device: Fingerprint,
+    online: &'a [String],
+    devices: Vec<&'a RawValue>,
+    room: &'a str,
+    rooms: &'a [RoomState],
+}
+
 impl LoginSnapshot {
-    fn into_frame(self) -> ServerFrame {
-        let mut online = self.online;
-        online.sort();
-        ServerFrame::LoginOk {
-            user: self.user,
+    /// The `login_ok` line; None (logged) if it cannot be serialized.
+    fn line(mut self) -> Option<Bytes> {
+        self.online.sort();
+        let Some(devices) = &self.devices else {
+            tracing::error!(user = %self.user, "login_ok lacks a device key's entry");
+            return None;
+        };
+        serialize(&LoginOkLine {
+            user: &self.user,
             session: self.id,
             device: self.device,
-            online,
-            devices: self
-                .devices
-                .into_iter()
-                .map(|(user, fingerprint, key, online)| DeviceInfo {
-                    user,
-                    fingerprint,
-                    key: key.to_string(),
-                    online,
-                })
+            online: &self.online,
+            devices: devices
+                .iter()
+                .map(|(listed, online)| &*listed[usize::from(*online)])
                 .collect(),
-            room: self.room,
-            rooms: self.rooms,
-        }
+            room: &self.room,
+            rooms: &self.rooms,
+        })
     }
 }
 
-fn serialize(frame: &ServerFrame) -> Option<Bytes> {
+fn serialize(frame: &impl Serialize) -> Option<Bytes> {
     match frame::encode(frame) {
         Ok(b) => Some(b),
         Err(e) => {
@@ -705,10 +750,8 @@ impl Hub {
         inner.everyone_offline = None;
         inner.known.clear();
         for (user, fingerprint, key) in keys {
-            inner.known.entry(user).or_default().push(Known {
-                fingerprint,
-                key: Arc::from(key),
-            });
+            let known = Known::new(&user, fingerprint, &key);
+            inner.known.entry(user).or_default().push(known);
         }
     }
 
@@ -767,10 +810,7 @@ impl Hub {
             );
             let keys = inner.known.entry(user.clone()).or_default();
             if !keys.iter().any(|k| k.fingerprint == device) {
-                keys.push(Known {
-                    fingerprint: device,
-                    key: Arc::clone(&key),
-                });
+                keys.push(Known::new(&user, device, &key));
             }
             inner.by_user.entry(user.clone()).or_default().push(id);
             inner.by_device.entry(device).or_default().push(id);
@@ -793,10 +833,9 @@ impl Hub {
                 inner.offline_seq,
             )
         };
-        // Every registered device key goes into login_ok: O(devices) of copying and JSON
-        // escaping (~1 ms with 500 users), which the fan-out waited for while it ran under
-        // the lock.
-        let line = serialize(&snapshot.into_frame());
+        // Every registered device key goes into login_ok: O(devices) of copying, which the
+        // fan-out would wait for under the lock.
+        let line = snapshot.line();
         let inner = self.lock();
         // Gone already if it was kicked meanwhile.
         if let Some(entry) = inner.sessions.get(&id) {
@@ -1884,6 +1923,51 @@ mod tests {
         hub.forget_user("carol");
         all(&hub);
         assert!(jobs.try_recv().is_err(), "carol is gone");
+    }
+
+    #[test]
+    fn login_ok_is_byte_for_byte_the_protocol_frame() {
+        let hub = Hub::new(4, 64);
+        hub.set_known([
+            (
+                "b\"ob".to_string(),
+                device_of("b\"ob", 0),
+                "k\\1/é".to_string(),
+            ),
+            ("alice".to_string(), device_of("alice", 0), "k2".to_string()),
+        ]);
+        hub.room_created("lobby", Some("alice"), false);
+        hub.room_joined("lobby", "alice");
+        let _bob = join(&hub, "b\"ob", 4);
+        let (tx, mut rx) = channel(4);
+        hub.register(new_session("alice", 1, tx, Closer::default()))
+            .unwrap();
+        let line = text(&rx.try_recv().unwrap());
+        let frame: ServerFrame = frame::decode(line.trim_end()).unwrap();
+        let ServerFrame::LoginOk {
+            online,
+            devices,
+            rooms,
+            ..
+        } = &frame
+        else {
+            panic!("not login_ok: {line}");
+        };
+        assert_eq!(online, &["alice", "b\"ob"]);
+        assert_eq!(rooms.len(), 1, "{line}");
+        let listed: Vec<_> = devices
+            .iter()
+            .map(|d| (d.user.as_str(), d.key.as_str(), d.online))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("alice", "k2", false),
+                ("alice", "key-of-alice1", true),
+                ("b\"ob", "k\\1/é", true),
+            ]
+        );
+        assert_eq!(text(&frame::encode(&frame).unwrap()), line);
     }
 
     #[test]
