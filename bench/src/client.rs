@@ -1138,7 +1138,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_waiting_reader_returns_at_the_stop_with_its_latencies() {
+    async fn a_waiting_reader_returns_at_the_stop() {
         let run = Run::new(1, 1, 1, 1, None, None);
         let (rd, mut wr) = tokio::io::duplex(1024);
         let reader = tokio::spawn(read_loop(
@@ -1160,6 +1160,7 @@ mod tests {
             0,
             "a stop is not an early end"
         );
+        // Open until here: an end of stream would have ended the reader too.
         drop(wr);
     }
 
