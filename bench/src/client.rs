@@ -482,8 +482,9 @@ pub struct Run {
     /// Login-storm mode: messages from this chain index on were sent during the storm, and
     /// their latency goes to [`ReadStats::storm_latency_us`]. None: one phase.
     pub storm_from: Option<u32>,
-    /// Tells readers and senders to stop; cancel it with [`Run::finish`].
-    pub stop: CancellationToken,
+    /// Tells readers and senders to stop; private, so that only [`Run::finish`] cancels it
+    /// (receivers read [`Run::stopping`], which it sets first).
+    stop: CancellationToken,
     /// Set by [`Run::finish`] just before `stop` is cancelled: receivers read this, not the
     /// token, on every read.
     stopping: AtomicBool,
