@@ -142,6 +142,11 @@ pub struct Args {
     /// Logins in flight at once (each costs an argon2 verification).
     #[arg(long, default_value_t = 16)]
     pub login_concurrency: usize,
+    /// Threads that read the receivers' streams, each an epoll loop over its share (senders
+    /// keep a tokio task). 0: every receiver is a tokio task, as before 2026-11-30. Default:
+    /// one per CPU.
+    #[arg(long, value_name = "N")]
+    pub receiver_threads: Option<usize>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -221,6 +226,13 @@ impl Args {
     /// The send window, None for unlimited.
     pub fn window(&self) -> Option<u64> {
         (self.window > 0).then_some(self.window)
+    }
+
+    /// `--receiver-threads`, or one per CPU.
+    pub fn receiver_threads(&self) -> usize {
+        self.receiver_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
     }
 
     /// How long to wait for the fan-out to complete.

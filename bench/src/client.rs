@@ -2,7 +2,8 @@
 //! sender of pre-sealed envelopes.
 //!
 //! Readers must never fall behind (chatd disconnects a client whose outbound queue fills), so
-//! each client has its own task that reads continuously and parses only what it needs: a
+//! each client is read continuously (by its own task here, or by a receiver thread,
+//! [`crate::receivers`], through the same [`Receiver`]) and parsed only as far as needed: a
 //! binary `envelope` frame, or a line starting `{"type":"envelope"`, is identified by the
 //! sender and chain index in its envelope header ([`EnvelopeReader`]), and its send instant is
 //! looked up in [`Run::sent_ns`], which the senders fill in as they write. Other frames are
@@ -176,18 +177,30 @@ impl Lines {
 
     /// Reads more; Ok(0) at end of stream. Cancel-safe.
     async fn fill<R: AsyncRead + Unpin>(&mut self, rd: &mut R) -> std::io::Result<usize> {
+        let n = rd.read(self.room(1)).await?;
+        self.filled += n;
+        Ok(n)
+    }
+
+    /// Appends `bytes`.
+    fn extend(&mut self, bytes: &[u8]) {
+        self.room(bytes.len())[..bytes.len()].copy_from_slice(bytes);
+        self.filled += bytes.len();
+    }
+
+    /// The free end of the buffer, at least `need` bytes: moves the unconsumed bytes to the
+    /// front, and grows the buffer if that is not enough.
+    fn room(&mut self, need: usize) -> &mut [u8] {
         if self.consumed > 0 {
             self.buf.copy_within(self.consumed..self.filled, 0);
             self.filled -= self.consumed;
             self.consumed = 0;
         }
-        if self.filled == self.buf.len() {
-            let bigger = self.buf.len() * 2;
+        if self.buf.len() - self.filled < need {
+            let bigger = (self.buf.len() * 2).max(self.filled + need);
             self.buf.resize(bigger, 0);
         }
-        let n = rd.read(&mut self.buf[self.filled..]).await?;
-        self.filled += n;
-        Ok(n)
+        &mut self.buf[self.filled..]
     }
 }
 
@@ -273,6 +286,14 @@ impl Incoming {
                 buf.reserve(READ_BUFFER);
                 rd.read_buf(buf).await
             }
+        }
+    }
+
+    /// Appends bytes read elsewhere (the receiver threads' TLS plaintext).
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
+        match self {
+            Incoming::Lines(lines) => lines.extend(bytes),
+            Incoming::Wire { buf, .. } => buf.extend_from_slice(bytes),
         }
     }
 }
@@ -532,17 +553,18 @@ impl Run {
     }
 
     /// Whether [`Run::finish`] was called.
-    fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// Counts one delivery of `seq` from `sender` for the send window.
-    fn ack(&self, sender: usize, seq: u64) {
+    /// Counts `count` deliveries of `seq` from `sender` for the send window.
+    fn ack(&self, sender: usize, seq: u64, count: usize) {
         let Some(ring) = self.acks.get(sender).filter(|r| !r.is_empty()) else {
             return;
         };
         let slot = usize::try_from(seq % ring.len() as u64).unwrap_or(0);
-        if ring[slot].fetch_add(1, Ordering::AcqRel) + 1 == self.receivers {
+        let before = ring[slot].fetch_add(count, Ordering::AcqRel);
+        if before < self.receivers && before + count >= self.receivers {
             // Every session gets one sender's messages in order, so sequence numbers
             // complete in order too.
             if let (Some(through), Some(p)) = (
@@ -581,6 +603,15 @@ impl Run {
         if !ring.is_empty() {
             let slot = usize::try_from(seq % ring.len() as u64).unwrap_or(0);
             ring[slot].store(0, Ordering::Release);
+        }
+    }
+
+    /// Tells the run that a receiver stopped reading before the end (a `bye`, an error, the
+    /// end of the stream): the run stops waiting for it, and so do senders in a send window.
+    pub(crate) fn receiver_ended(&self) {
+        self.ended.fetch_add(1, Ordering::AcqRel);
+        for p in &self.progress {
+            p.notify_one();
         }
     }
 
@@ -662,24 +693,17 @@ impl ReadStats {
 /// Reads until told to stop, counting `envelope` frames and their latency into `latency_us`.
 pub async fn read_loop<R: AsyncRead + Unpin>(
     mut rd: R,
-    mut incoming: Incoming,
+    incoming: Incoming,
     run: Arc<Run>,
     latency_us: Histogram<u64>,
 ) -> ReadStats {
-    let mut stats = ReadStats::new(latency_us, &run);
-    read_frames(&mut rd, &mut incoming, &run, &mut stats).await;
-    stats.flush_latencies();
-    stats
+    let mut receiver = Receiver::new(incoming, &run, latency_us);
+    read_frames(&mut rd, &mut receiver, &run).await;
+    receiver.into_stats()
 }
 
 /// [`read_loop`]'s loop: returns at the stop signal, a `bye`, an error or the end of the stream.
-async fn read_frames<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    incoming: &mut Incoming,
-    run: &Run,
-    stats: &mut ReadStats,
-) {
-    let mut seen = Seen::new(run);
+async fn read_frames<R: AsyncRead + Unpin>(rd: &mut R, receiver: &mut Receiver, run: &Run) {
     // The stop future is polled once, so that cancelling wakes this task; after that the loop
     // reads `Run::stopping`, a plain load. Polling the future on every read locked its token's
     // node each time (`is_cancelled`: 3 % of chat-bench's CPU in the paced run).
@@ -688,45 +712,130 @@ async fn read_frames<R: AsyncRead + Unpin>(
     if std::future::poll_fn(|cx| Poll::Ready(stopped.as_mut().poll(cx).is_ready())).await {
         return;
     }
+    let mut acks = Acks::default();
     loop {
-        match incoming.drain(|frame, wire_len| seen.frame(frame, wire_len, run, stats)) {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
-                stats.error = Some(e.to_string());
-                break;
-            }
+        let more = receiver.frames(run, &mut acks);
+        acks.flush(run);
+        if !more {
+            break;
         }
         if run.stopping() {
             return;
         }
-        let fill = incoming.fill(rd);
-        tokio::pin!(fill);
-        let filled = std::future::poll_fn(|cx| match fill.as_mut().poll(cx) {
-            Poll::Ready(n) => Poll::Ready(Some(n)),
-            // Woken by the stop signal (registered above), or by the socket.
-            Poll::Pending if run.stopping() => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        });
-        match filled.await {
+        let filled = {
+            let fill = receiver.incoming.fill(rd);
+            tokio::pin!(fill);
+            std::future::poll_fn(|cx| match fill.as_mut().poll(cx) {
+                Poll::Ready(n) => Poll::Ready(Some(n)),
+                // Woken by the stop signal (registered above), or by the socket.
+                Poll::Pending if run.stopping() => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            })
+            .await
+        };
+        match filled {
             None => return,
             Some(Ok(0)) => {
-                stats.error = Some("server closed the connection".into());
+                receiver.stats.error = Some(CLOSED.into());
                 break;
             }
-            // Everything this read brought arrived now: one clock read per read, not per
-            // frame (it was 7% of chat-bench's CPU in the fan-out).
-            Some(Ok(_)) => seen.arrived_ns = run.now_ns(),
+            Some(Ok(_)) => receiver.arrived(run),
             Some(Err(e)) => {
-                stats.error = Some(e.to_string());
+                receiver.stats.error = Some(e.to_string());
                 break;
             }
         }
     }
-    run.ended.fetch_add(1, Ordering::AcqRel);
-    // Senders waiting for this receiver must not wait forever.
-    for p in &run.progress {
-        p.notify_one();
+    run.receiver_ended();
+}
+
+/// Deliveries counted for the send window ([`Run::acks`]) but not yet added there. Every
+/// receiver adding its own delivery at once made the ring slot a cache line that the cores
+/// passed to each other 500 times per message (the hottest instruction in the receiver
+/// threads); a receiver thread adds what one epoll wake-up read, per message, at once.
+#[derive(Default)]
+pub(crate) struct Acks(Vec<(usize, u64, usize)>);
+
+impl Acks {
+    /// More distinct messages than this are added at once (an unpaced fan-out's reads).
+    const MAX: usize = 16;
+
+    /// Counts one delivery of `seq` from `sender`.
+    fn count(&mut self, sender: usize, seq: u64, run: &Run) {
+        if let Some(e) = self.0.iter_mut().find(|e| e.0 == sender && e.1 == seq) {
+            e.2 += 1;
+            return;
+        }
+        if self.0.len() >= Acks::MAX {
+            self.flush(run);
+        }
+        self.0.push((sender, seq, 1));
+    }
+
+    /// Adds what was counted to the run.
+    pub(crate) fn flush(&mut self, run: &Run) {
+        for (sender, seq, count) in self.0.drain(..) {
+            run.ack(sender, seq, count);
+        }
+    }
+}
+
+/// A receiver's error when chatd ends the stream without a `bye`.
+pub(crate) const CLOSED: &str = "server closed the connection";
+
+/// One receiver's state between reads: the bytes not yet split into frames, what it has seen
+/// of each sender, and its figures. [`read_loop`] and the receiver threads
+/// ([`crate::receivers`]) both read through it.
+pub(crate) struct Receiver {
+    incoming: Incoming,
+    seen: Seen,
+    /// The figures so far.
+    pub(crate) stats: ReadStats,
+}
+
+impl Receiver {
+    /// A receiver that continues with what login read (`incoming`), recording latency into
+    /// `latency_us`.
+    pub(crate) fn new(incoming: Incoming, run: &Run, latency_us: Histogram<u64>) -> Receiver {
+        Receiver {
+            incoming,
+            seen: Seen::new(run),
+            stats: ReadStats::new(latency_us, run),
+        }
+    }
+
+    /// The bytes read since the last [`Receiver::frames`] arrived now: one clock read per
+    /// read, not per frame (it was 7 % of chat-bench's CPU in the fan-out).
+    pub(crate) fn arrived(&mut self, run: &Run) {
+        self.seen.arrived_ns = run.now_ns();
+    }
+
+    /// Appends bytes read from the stream.
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
+        self.incoming.extend(bytes);
+    }
+
+    /// Counts every complete frame read so far; false when the stream is to end here: a
+    /// `bye` ([`ReadStats::bye`]), or bytes the codec cannot get past ([`ReadStats::error`]).
+    /// The deliveries go to `acks`, which the caller flushes.
+    pub(crate) fn frames(&mut self, run: &Run, acks: &mut Acks) -> bool {
+        let (seen, stats) = (&mut self.seen, &mut self.stats);
+        match self
+            .incoming
+            .drain(|frame, wire_len| seen.frame(frame, wire_len, run, stats, acks))
+        {
+            Ok(bye) => !bye,
+            Err(e) => {
+                self.stats.error = Some(e.to_string());
+                false
+            }
+        }
+    }
+
+    /// The figures, with every latency in the histograms.
+    pub(crate) fn into_stats(mut self) -> ReadStats {
+        self.stats.flush_latencies();
+        self.stats
     }
 }
 
@@ -755,6 +864,7 @@ impl Seen {
         wire_len: usize,
         run: &Run,
         stats: &mut ReadStats,
+        acks: &mut Acks,
     ) -> bool {
         let delivered = match frame {
             Frame::Envelope(data) => self.reader.read_binary(data, run.senders),
@@ -772,7 +882,7 @@ impl Seen {
             }
             Frame::Unreadable => None,
         };
-        self.envelope(delivered, wire_len, run, stats);
+        self.envelope(delivered, wire_len, run, stats, acks);
         false
     }
 
@@ -783,6 +893,7 @@ impl Seen {
         wire_len: usize,
         run: &Run,
         stats: &mut ReadStats,
+        acks: &mut Acks,
     ) {
         let found = delivered.and_then(|d| {
             let slot = run
@@ -806,7 +917,7 @@ impl Seen {
             }
             *last = seq;
         }
-        run.ack(d.sender, seq);
+        acks.count(d.sender, seq, run);
         stats.received += 1;
         stats.bytes += wire_len as u64;
         if stats.received == run.expected {
@@ -877,19 +988,29 @@ pub async fn send_loop(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chatd_proto::codec::{BINARY_MARKER, binary_envelope};
 
     impl Seen {
         /// Counts one JSON line, as the JSON-mode reader hands it over.
         fn line(&mut self, line: &[u8], run: &Run, stats: &mut ReadStats) -> bool {
-            self.frame(Frame::Line(line), line.len() + 1, run, stats)
+            let mut acks = Acks::default();
+            let bye = self.frame(Frame::Line(line), line.len() + 1, run, stats, &mut acks);
+            acks.flush(run);
+            bye
         }
     }
 
+    /// A receiver's buffer as login leaves it, holding `bytes` read past `login_ok`.
+    pub(crate) fn incoming_with(bytes: &[u8], wire: WireMode) -> Incoming {
+        let mut incoming = Incoming::after_login(Lines::new(), wire);
+        incoming.extend(bytes);
+        incoming
+    }
+
     /// The envelope bytes of a binary `send` frame.
-    fn send_payload(frame: &[u8]) -> Vec<u8> {
+    pub(crate) fn send_payload(frame: &[u8]) -> Vec<u8> {
         let mut buf = BytesMut::from(frame);
         match WireCodec::default().decode(&mut buf).unwrap() {
             Some(Ok(Wire::Send(data))) => data.to_vec(),
@@ -1013,9 +1134,11 @@ mod tests {
             panic!("binary mode");
         };
         buf.extend_from_slice(&stream);
+        let mut acks = Acks::default();
         let bye = incoming
-            .drain(|frame, len| seen.frame(frame, len, &run, &mut stats))
+            .drain(|frame, len| seen.frame(frame, len, &run, &mut stats, &mut acks))
             .unwrap();
+        acks.flush(&run);
         assert!(bye);
         assert_eq!(stats.received, 4);
         assert_eq!(stats.bytes, frame_bytes);

@@ -8,6 +8,7 @@
 //! stats      figures, text and JSON
 //! server     also the startup mode (time to ready)
 //! procfs     chatd CPU and RSS from /proc, our open-file limit
+//! receivers  threads that read the receivers' streams (epoll, rustls)
 //! ```
 
 mod cli;
@@ -15,6 +16,7 @@ mod client;
 mod control;
 mod e2e;
 mod procfs;
+mod receivers;
 mod server;
 mod stats;
 mod workload;

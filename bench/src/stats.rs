@@ -56,6 +56,8 @@ pub struct Setup {
     pub keys_secs: f64,
     /// How envelopes travelled (`--wire`).
     pub wire: WireMode,
+    /// Threads reading the receivers (`--receiver-threads`); 0: a tokio task each.
+    pub receiver_threads: usize,
 }
 
 /// Result of the fan-out mode.
@@ -229,7 +231,17 @@ fn setup_json(s: &Setup) -> Value {
         "keys_generated": s.keys_generated,
         "keys_secs": s.keys_secs,
         "wire": s.wire.as_str(),
+        "receiver_threads": s.receiver_threads,
     })
+}
+
+/// How the receivers read, for the text output.
+fn receivers_text(threads: usize) -> String {
+    match threads {
+        0 => "a tokio task each".into(),
+        1 => "1 thread (epoll)".into(),
+        n => format!("{n} threads (epoll)"),
+    }
 }
 
 /// What `--wire` means, for the text output.
@@ -249,12 +261,14 @@ fn setup_text(s: &Setup) -> String {
     format!(
         "clients            {}\n\
          wire               {}\n\
+         receivers          {}\n\
          device keys        RSA-{}, {keys}\n\
          users created in   {:.2} s\n\
          logins             {:.2} s ({:.0}/s)\n\
          chatd RSS          before login {}, after login {}\n",
         s.clients,
         wire_text(s.wire),
+        receivers_text(s.receiver_threads),
         s.key_bits,
         s.create_secs,
         s.login_secs,
@@ -627,6 +641,7 @@ mod tests {
         let s = Setup {
             key_bits: 2048,
             wire: WireMode::Json,
+            receiver_threads: 2,
             ..Setup::default()
         };
         let v = fanout_json(&s, &r);
@@ -640,6 +655,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\nwire               json ("), "{text}");
+        assert!(
+            text.contains("\nreceivers          2 threads (epoll)\n"),
+            "{text}"
+        );
+        assert_eq!(v["receiver_threads"], 2);
         assert!(text.contains("10 envelopes of 469 bytes"), "{text}");
         assert!(text.contains("(2.00 ms each"), "{text}");
         assert!(text.contains("RSA-2048, fixed test keys"), "{text}");
@@ -649,6 +669,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\nwire               binary ("), "{text}");
+        assert!(
+            text.contains("\nreceivers          a tokio task each\n"),
+            "{text}"
+        );
     }
 
     #[test]

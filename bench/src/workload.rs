@@ -16,16 +16,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use tokio::io::WriteHalf;
+use tokio::io::{AsyncRead, WriteHalf};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Args, WireMode};
-use crate::client::{self, ReadStats, Run, Tls};
+use crate::client::{self, Incoming, ReadStats, Run, Tls};
 use crate::control;
 use crate::e2e::{self, Keys};
 use crate::procfs::Probe;
+use crate::receivers::Receivers;
 use crate::server::Target;
 use crate::stats::{FanoutReport, IdleReport, Latency, Setup, StormReport};
 
@@ -35,15 +37,17 @@ use crate::stats::{FanoutReport, IdleReport, Latency, Setup, StormReport};
 /// receivers for nothing.
 const POLL: Duration = Duration::from_millis(50);
 
-/// A logged-in client: its write half and its reader task.
+/// A logged-in client: its write half, and where its reader's figures arrive.
 struct Client {
     writer: Option<WriteHalf<Tls>>,
-    reader: JoinHandle<ReadStats>,
+    reader: oneshot::Receiver<ReadStats>,
 }
 
 /// Creates the users (`extra_users` more than the clients, for the login storm) and logs every
 /// client in (the first `senders` with sender keys); each client's reader starts as soon as it
-/// is logged in, so presence and device frames from later logins never pile up.
+/// is logged in, so presence and device frames from later logins never pile up. Receivers
+/// that do not send read on the returned receiver threads (`--receiver-threads`), which stop
+/// when the run finishes or when they are dropped.
 async fn setup(
     args: &Args,
     target: &Target,
@@ -51,7 +55,7 @@ async fn setup(
     keys: &Keys,
     senders: usize,
     extra_users: usize,
-) -> anyhow::Result<(Setup, Vec<Client>)> {
+) -> anyhow::Result<(Setup, Vec<Client>, Option<Arc<Receivers>>)> {
     let n = args.client_count();
     let probe = Probe::new(target.pid);
     let started = Instant::now();
@@ -67,6 +71,10 @@ async fn setup(
     let rss_before_login = probe.rss();
 
     let connector = client::connector(target.fingerprint)?;
+    let threads = args.receiver_threads();
+    let receivers = (threads > 0)
+        .then(|| Receivers::start(threads, run).map(Arc::new))
+        .transpose()?;
     let limit = Arc::new(tokio::sync::Semaphore::new(args.login_concurrency));
     let started = Instant::now();
     let mut logins = Vec::with_capacity(n);
@@ -79,6 +87,7 @@ async fn setup(
             target.addr,
             keys.login_key(i, senders),
         );
+        let receivers = receivers.clone();
         logins.push(tokio::spawn(async move {
             let permit = limit.acquire_owned().await?;
             let user = control::user_name(i % users);
@@ -90,13 +99,15 @@ async fn setup(
             // that a split stream takes on every read.
             if i < senders {
                 let (rd, writer) = tokio::io::split(tls);
-                let reader = tokio::spawn(client::read_loop(rd, incoming, run, histogram));
                 return anyhow::Ok(Client {
                     writer: Some(writer),
-                    reader,
+                    reader: read_task(rd, incoming, run, histogram),
                 });
             }
-            let reader = tokio::spawn(client::read_loop(tls, incoming, run, histogram));
+            let reader = match &receivers {
+                Some(threads) => threads.add(tls, incoming, &run, histogram)?,
+                None => read_task(tls, incoming, run, histogram),
+            };
             anyhow::Ok(Client {
                 writer: None,
                 reader,
@@ -119,8 +130,23 @@ async fn setup(
         keys_generated: keys.generated,
         keys_secs: keys.secs,
         wire,
+        receiver_threads: threads,
     };
-    Ok((setup, clients))
+    Ok((setup, clients, receivers))
+}
+
+/// A receiver as a tokio task ([`client::read_loop`]).
+fn read_task<R: AsyncRead + Unpin + Send + 'static>(
+    rd: R,
+    incoming: Incoming,
+    run: Arc<Run>,
+    latency_us: Histogram<u64>,
+) -> oneshot::Receiver<ReadStats> {
+    let (done, stats) = oneshot::channel();
+    tokio::spawn(async move {
+        let _ = done.send(client::read_loop(rd, incoming, run, latency_us).await);
+    });
+    stats
 }
 
 /// Fan-out: S senders, M messages each, every client receives everything.
@@ -197,7 +223,8 @@ async fn paced(
         storm.map(|p| p.from_index),
     );
     let storm_users = storm.map_or(0, |p| p.concurrency);
-    let (setup, mut clients) = setup(args, target, &run, keys, s, storm_users).await?;
+    // The receiver threads stop with the run; held to the end all the same.
+    let (setup, mut clients, _receivers) = setup(args, target, &run, keys, s, storm_users).await?;
     let probe = Probe::new(target.pid);
     let n = clients.len();
     // The storm connects like a fresh client: a full TLS handshake every time.
@@ -294,7 +321,10 @@ async fn paced(
     let mut latency = client::new_histogram()?;
     let mut storm_latency = client::new_histogram()?;
     for c in clients {
-        let stats = c.reader.await.context("reader task failed")?;
+        let stats = c
+            .reader
+            .await
+            .context("a receiver ended without its figures")?;
         report.deliveries += stats.received;
         report.line_bytes += stats.bytes;
         report.out_of_order += stats.out_of_order;
@@ -511,7 +541,7 @@ pub async fn idle(
     keys: &Keys,
 ) -> anyhow::Result<(Setup, IdleReport)> {
     let run = Run::new(u64::MAX, 0, 0, args.client_count(), None, None);
-    let (setup, clients) = setup(args, target, &run, keys, 0, 0).await?;
+    let (setup, clients, _receivers) = setup(args, target, &run, keys, 0, 0).await?;
     tokio::time::sleep(Duration::from_secs(args.idle_wait)).await;
     let report = IdleReport {
         wait_secs: args.idle_wait,

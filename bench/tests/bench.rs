@@ -124,6 +124,17 @@ fn paced_fanout_over_json_lines() {
     assert_eq!(v["rate"], 50.0, "{v}");
 }
 
+/// Receivers read on threads of their own by default; `--receiver-threads 0` keeps the tokio
+/// reader, and more threads than receivers leaves some idle. All count the same.
+#[test]
+fn receivers_read_on_threads_or_as_tasks() {
+    for (threads, wire) in [("0", "binary"), ("0", "json"), ("7", "binary")] {
+        let v = fanout(5, 2, 15, &["--receiver-threads", threads, "--wire", wire]);
+        assert_eq!(v["receiver_threads"].to_string(), threads, "{v}");
+        assert_eq!(v["wire"], wire, "{v}");
+    }
+}
+
 #[test]
 fn idle_mode_reports_memory_per_connection() {
     for wire in ["binary", "json"] {
