@@ -40,17 +40,9 @@ const EVENTS: usize = 1024;
 /// Each thread's read buffer: chatd writes up to 64 KiB at once.
 const READ: usize = 64 * 1024;
 
-/// A receiver handed to a thread.
-struct Handoff {
-    stream: TcpStream,
-    tls: ClientConnection,
-    receiver: Receiver,
-    done: oneshot::Sender<ReadStats>,
-}
-
 /// One thread: its channel and the waker that tells it to look there.
 struct Thread {
-    handoff: mpsc::Sender<Handoff>,
+    handoff: mpsc::Sender<Conn>,
     waker: Waker,
 }
 
@@ -100,7 +92,7 @@ impl Receivers {
         // Still non-blocking, as tokio left it; deregistered from tokio's driver.
         let stream = TcpStream::from_std(tcp.into_std().context("cannot take the socket")?);
         let (done, stats) = oneshot::channel();
-        let handoff = Handoff {
+        let handoff = Conn {
             stream,
             tls,
             receiver: Receiver::new(incoming, run, latency_us),
@@ -131,7 +123,7 @@ impl Drop for Receivers {
     }
 }
 
-/// One receiver on a thread.
+/// One receiver, handed to a thread.
 struct Conn {
     stream: TcpStream,
     tls: ClientConnection,
@@ -227,7 +219,7 @@ impl Conn {
 
 /// A thread's loop: takes handed-off receivers, reads them as epoll says, and sends each
 /// receiver's figures when its stream ends or the run (or the [`Receivers`]) stops.
-fn serve(poll: Poll, arrivals: &mpsc::Receiver<Handoff>, run: &Run, dropped: &AtomicBool) {
+fn serve(poll: Poll, arrivals: &mpsc::Receiver<Conn>, run: &Run, dropped: &AtomicBool) {
     let mut thread = ThreadState {
         poll,
         conns: Vec::new(),
@@ -252,8 +244,8 @@ fn serve(poll: Poll, arrivals: &mpsc::Receiver<Handoff>, run: &Run, dropped: &At
         for event in &events {
             let slot = event.token().0;
             if event.token() == WAKE {
-                while let Ok(h) = arrivals.try_recv() {
-                    thread.accept(h, run);
+                while let Ok(conn) = arrivals.try_recv() {
+                    thread.accept(conn, run);
                 }
                 continue;
             }
@@ -271,8 +263,8 @@ fn serve(poll: Poll, arrivals: &mpsc::Receiver<Handoff>, run: &Run, dropped: &At
         thread.acks.flush(run);
     }
     // Receivers handed over after the stop have read nothing; they still report.
-    while let Ok(h) = arrivals.try_recv() {
-        thread.accept(h, run);
+    while let Ok(conn) = arrivals.try_recv() {
+        thread.accept(conn, run);
     }
     thread.acks.flush(run);
     for conn in thread.conns.into_iter().flatten() {
@@ -293,14 +285,8 @@ struct ThreadState {
 
 impl ThreadState {
     /// Registers a handed-off receiver, and counts what login already read and decrypted.
-    fn accept(&mut self, h: Handoff, run: &Run) {
+    fn accept(&mut self, mut conn: Conn, run: &Run) {
         let slot = self.conns.len();
-        let mut conn = Conn {
-            stream: h.stream,
-            tls: h.tls,
-            receiver: h.receiver,
-            done: h.done,
-        };
         let registered =
             self.poll
                 .registry()
