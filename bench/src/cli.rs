@@ -15,6 +15,9 @@ const AEAD_TAG_BYTES: usize = 16;
 /// 500-member room at 100 msg/s, a paced load whose latency a storm can visibly move.
 pub const STORM_DEFAULT_RATE: f64 = 100.0;
 
+/// The longest `--host-check`: a minute says all there is to say about the host's stalls.
+const MAX_HOST_CHECK_SECS: f64 = 60.0;
+
 /// Load generator for chatd: fan-out throughput, latency, server CPU and memory.
 ///
 /// Without `--target` it starts its own chatd (found next to this executable, or `--chatd`)
@@ -147,6 +150,10 @@ pub struct Args {
     /// one per CPU.
     #[arg(long, value_name = "N")]
     pub receiver_threads: Option<usize>,
+    /// Seconds spent, before the timed phase of a fan-out or login storm, measuring how late
+    /// 1 ms sleeps wake on the idle machine (a shared host's stalls show there). 0: skip.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub host_check: f64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -235,6 +242,11 @@ impl Args {
         })
     }
 
+    /// `--host-check` as a duration; None to skip it.
+    pub fn host_check(&self) -> Option<Duration> {
+        (self.host_check > 0.0).then(|| Duration::from_secs_f64(self.host_check))
+    }
+
     /// How long to wait for the fan-out to complete.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout)
@@ -289,6 +301,11 @@ impl Args {
         anyhow::ensure!(
             self.login_concurrency > 0,
             "--login-concurrency must be positive"
+        );
+        // A negative, infinite or NaN length cannot be a Duration.
+        anyhow::ensure!(
+            (0.0..=MAX_HOST_CHECK_SECS).contains(&self.host_check),
+            "--host-check must be 0 to {MAX_HOST_CHECK_SECS} seconds"
         );
         Ok(())
     }
@@ -380,6 +397,21 @@ mod tests {
         assert!(a.validate().is_err());
         let a = Args::parse_from(["chat-bench", "--login-storm", "5", "--phase-secs", "0"]);
         assert!(a.validate().is_err());
+    }
+
+    #[test]
+    fn host_check_is_seconds_or_off() {
+        let a = Args::parse_from(["chat-bench"]);
+        assert_eq!(a.host_check(), Some(Duration::from_secs(2)));
+        let a = Args::parse_from(["chat-bench", "--host-check", "0"]);
+        assert_eq!(a.host_check(), None);
+        assert!(a.validate().is_ok());
+        let a = Args::parse_from(["chat-bench", "--host-check", "60"]);
+        assert!(a.validate().is_ok());
+        for bad in ["-1", "60.5", "inf", "NaN"] {
+            let a = Args::parse_from(["chat-bench".to_string(), format!("--host-check={bad}")]);
+            assert!(a.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod cli;
 mod client;
 mod control;
 mod e2e;
+mod host;
 mod procfs;
 mod receivers;
 mod server;

@@ -6,6 +6,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::cli::WireMode;
+use crate::host::WakeDelay;
 
 /// Latency summary in milliseconds.
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,6 +95,10 @@ pub struct FanoutReport {
     pub bench_cpu_secs: Option<f64>,
     /// chatd RSS after the run.
     pub rss_after_run: Option<u64>,
+    /// How late 1 ms sleeps woke on the idle machine just before the run (`--host-check`).
+    pub host_wake: Option<WakeDelay>,
+    /// Percent of the machine's CPU time stolen by the hypervisor during the run.
+    pub host_steal_percent: Option<f64>,
     /// Messages out of sequence at some receiver.
     pub out_of_order: u64,
     /// `envelope` frames that could not be read or name no message of this run, and frames
@@ -304,6 +309,10 @@ pub fn fanout_json(s: &Setup, r: &FanoutReport) -> Value {
         "bench_cpu_secs": r.bench_cpu_secs,
         "deliveries_per_cpu_sec": r.per_cpu_sec(),
         "rss_after_run_bytes": r.rss_after_run,
+        "host_wake_late_p50_ms": r.host_wake.map(|w| w.late.p50_ms),
+        "host_wake_late_p99_ms": r.host_wake.map(|w| w.late.p99_ms),
+        "host_wake_late_max_ms": r.host_wake.map(|w| w.late.max_ms),
+        "host_steal_percent": r.host_steal_percent,
         "out_of_order": r.out_of_order,
         "corrupt": r.corrupt,
         "incomplete_receivers": r.incomplete_receivers,
@@ -365,6 +374,7 @@ pub fn fanout_text(s: &Setup, r: &FanoutReport) -> String {
         out += &format!("chat-bench CPU     {cpu:.2} s (TLS, reading headers; same machine)\n");
     }
     out += &format!("chatd RSS          after run {}\n", mib(r.rss_after_run));
+    out += &host_text(r);
     if r.out_of_order > 0 || r.corrupt > 0 || r.incomplete_receivers > 0 {
         out += &format!(
             "PROBLEMS           {} out of order, {} corrupt, {} receivers incomplete\n",
@@ -382,6 +392,28 @@ pub fn fanout_text(s: &Setup, r: &FanoutReport) -> String {
         for line in &r.server_log_lines {
             out += &format!("  {line}\n");
         }
+    }
+    out
+}
+
+/// The host's steadiness around the run, for people.
+fn host_text(r: &FanoutReport) -> String {
+    let mut out = String::new();
+    if let Some(w) = r.host_wake {
+        out += &format!(
+            "host wake-ups      1 ms sleeps late by p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms \
+             ({} sleeps in {:.1} s, idle, before the run)\n",
+            w.late.p50_ms, w.late.p99_ms, w.late.max_ms, w.samples, w.secs
+        );
+    }
+    match r.host_steal_percent {
+        Some(steal) => {
+            out += &format!(
+                "host steal         {steal:.2} % of the CPU time during the run (taken by the \
+                 hypervisor)\n"
+            )
+        }
+        None => out += "host steal         unknown (/proc/stat unread, or no clock tick passed)\n",
     }
     out
 }

@@ -26,6 +26,7 @@ use crate::cli::{Args, WireMode};
 use crate::client::{self, Incoming, ReadStats, Run, Tls};
 use crate::control;
 use crate::e2e::{self, Keys};
+use crate::host::{self, CpuTimes};
 use crate::procfs::Probe;
 use crate::receivers::Receivers;
 use crate::server::Target;
@@ -235,7 +236,14 @@ async fn paced(
         warm_up(args, target, keys, &storm_connector, plan).await?;
     }
 
+    // With everyone logged in and nothing sent yet, the machine is idle: how late do
+    // sleeps wake on it now?
+    let host_wake = match args.host_check() {
+        Some(length) => Some(tokio::task::spawn_blocking(move || host::wake_delay(length)).await??),
+        None => None,
+    };
     let me = Probe::new(Some(std::process::id()));
+    let host_before = CpuTimes::now().ok();
     let cpu_before = probe.cpu();
     let own_before = me.cpu();
     let t0 = run.now_ns();
@@ -288,6 +296,7 @@ async fn paced(
     };
     let cpu_after = probe.cpu();
     let own_after = me.cpu();
+    let host_after = CpuTimes::now().ok();
     let rss_after_run = probe.rss();
     run.finish();
 
@@ -304,6 +313,10 @@ async fn paced(
         server_cpu_secs: cpu_before.zip(cpu_after).map(|(a, b)| b - a),
         bench_cpu_secs: own_before.zip(own_after).map(|(a, b)| b - a),
         rss_after_run,
+        host_wake,
+        host_steal_percent: host_before
+            .zip(host_after)
+            .and_then(|(a, b)| a.steal_percent(&b)),
         ..FanoutReport::default()
     };
     for mut sender in senders {

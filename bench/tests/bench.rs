@@ -42,8 +42,32 @@ fn chatd_binary() -> PathBuf {
 fn fanout(n: u64, s: u64, m: u64, extra: &[&str]) -> serde_json::Value {
     let (n_s, s_s, m_s) = (n.to_string(), s.to_string(), m.to_string());
     let mut args = vec!["-n", &n_s, "-s", &s_s, "-m", &m_s, "--timeout", "30"];
+    // A short host check keeps the tests quick and still measures.
+    if !extra.contains(&"--host-check") {
+        args.extend_from_slice(&["--host-check", "0.1"]);
+    }
     args.extend_from_slice(extra);
     let v = bench_json(&args);
+    if !extra.contains(&"--host-check") {
+        for key in [
+            "host_wake_late_p50_ms",
+            "host_wake_late_p99_ms",
+            "host_wake_late_max_ms",
+        ] {
+            assert!(v[key].as_f64().is_some_and(|x| x >= 0.0), "{key}: {v}");
+        }
+    }
+    // Steal needs a clock tick to pass: a paced run lasts long enough, an unpaced one of
+    // a few messages may not.
+    let steal = &v["host_steal_percent"];
+    if extra.contains(&"--rate") {
+        assert!(steal.as_f64().is_some_and(|x| x >= 0.0), "{v}");
+    } else {
+        assert!(
+            steal.is_null() || steal.as_f64().is_some_and(|x| x >= 0.0),
+            "{v}"
+        );
+    }
     assert_eq!(v["lost"], 0, "{v}");
     assert_eq!(v["deliveries"], n * s * m, "{v}");
     assert_eq!(v["expected"], n * s * m, "{v}");
@@ -122,6 +146,46 @@ fn paced_fanout_over_json_lines() {
     let v = fanout(3, 2, 5, &["--wire", "json", "--rate", "50"]);
     assert_eq!(v["wire"], "json", "{v}");
     assert_eq!(v["rate"], 50.0, "{v}");
+}
+
+/// `--host-check 0` skips the wake-up check; steal is still read around the run.
+#[test]
+fn the_host_check_can_be_skipped() {
+    let v = fanout(3, 1, 5, &["--host-check", "0", "--rate", "50"]);
+    assert!(v["host_wake_late_p99_ms"].is_null(), "{v}");
+}
+
+/// The text output names the host's figures next to the run's.
+#[test]
+fn text_output_shows_the_host() {
+    let out = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
+        .arg("--chatd")
+        .arg(chatd_binary())
+        .args([
+            "-n",
+            "2",
+            "-s",
+            "1",
+            "-m",
+            "3",
+            "--rate",
+            "20",
+            "--host-check",
+            "0.1",
+        ])
+        .output()
+        .expect("chat-bench runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("deliveries         6 of 6 expected, lost 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("host wake-ups      1 ms sleeps late by p50 "),
+        "{text}"
+    );
+    assert!(text.contains("host steal         "), "{text}");
 }
 
 /// Receivers read on threads of their own by default; `--receiver-threads 0` keeps the tokio
@@ -231,6 +295,8 @@ fn login_storm_splits_latency_into_a_quiet_and_a_storm_phase() {
         "3",
         "--timeout",
         "30",
+        "--host-check",
+        "0.1",
     ]);
     assert_eq!(v["mode"], "login_storm", "{v}");
     assert_eq!(v["wire"], "binary", "{v}");
@@ -259,6 +325,8 @@ fn login_storm_splits_latency_into_a_quiet_and_a_storm_phase() {
         "storm_login_p99_ms",
         "quiet_chatd_cpu_secs",
         "storm_chatd_cpu_secs",
+        "host_wake_late_p99_ms",
+        "host_steal_percent",
     ] {
         assert!(v[key].is_number(), "{key}: {v}");
     }
