@@ -15,6 +15,9 @@ const AEAD_TAG_BYTES: usize = 16;
 /// 500-member room at 100 msg/s, a paced load whose latency a storm can visibly move.
 pub const STORM_DEFAULT_RATE: f64 = 100.0;
 
+/// Most `--runs`: enough for any median, few enough to end the same day.
+const MAX_RUNS: usize = 100;
+
 /// The longest `--host-check`: a minute says all there is to say about the host's stalls.
 const MAX_HOST_CHECK_SECS: f64 = 60.0;
 
@@ -154,7 +157,18 @@ pub struct Args {
     /// 1 ms sleeps wake on the idle machine (a shared host's stalls show there). 0: skip.
     #[arg(long, value_name = "SECS", default_value_t = 2.0)]
     pub host_check: f64,
-    /// Print one JSON object instead of text.
+    /// Runs of the chosen mode, one after another, each against a chatd of its own (or the
+    /// same `--target`); after the last, the median of every figure. The targets are
+    /// medians of at least three runs.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        conflicts_with = "startup"
+    )]
+    pub runs: usize,
+    /// Print one JSON object instead of text (with `--runs` above 1: the runs' objects and
+    /// their medians in one).
     #[arg(long)]
     pub json: bool,
 }
@@ -302,6 +316,10 @@ impl Args {
             self.login_concurrency > 0,
             "--login-concurrency must be positive"
         );
+        anyhow::ensure!(
+            (1..=MAX_RUNS).contains(&self.runs),
+            "--runs must be 1 to {MAX_RUNS}"
+        );
         // A negative, infinite or NaN length cannot be a Duration.
         anyhow::ensure!(
             (0.0..=MAX_HOST_CHECK_SECS).contains(&self.host_check),
@@ -397,6 +415,32 @@ mod tests {
         assert!(a.validate().is_err());
         let a = Args::parse_from(["chat-bench", "--login-storm", "5", "--phase-secs", "0"]);
         assert!(a.validate().is_err());
+    }
+
+    #[test]
+    fn runs_are_one_to_a_hundred_and_not_for_startup() {
+        assert_eq!(Args::parse_from(["chat-bench"]).runs, 1);
+        assert!(
+            Args::parse_from(["chat-bench", "--runs", "3"])
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            Args::parse_from(["chat-bench", "--runs", "100"])
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            Args::parse_from(["chat-bench", "--runs", "0"])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Args::parse_from(["chat-bench", "--runs", "101"])
+                .validate()
+                .is_err()
+        );
+        assert!(Args::try_parse_from(["chat-bench", "--runs", "3", "--startup", "2"]).is_err());
     }
 
     #[test]

@@ -47,6 +47,43 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     args.validate()?;
     procfs::raise_nofile_limit()?;
     let keys = tokio::task::block_in_place(|| e2e::Keys::load(args.key_bits))?;
+    if args.runs == 1 {
+        let run = once(&args, &keys).await?;
+        if args.json {
+            println!("{}", run.json);
+        } else {
+            print!("{}", run.text);
+        }
+        return Ok(run.ok);
+    }
+    let mut all_ok = true;
+    let mut figures = Vec::with_capacity(args.runs);
+    for i in 1..=args.runs {
+        let run = once(&args, &keys).await?;
+        // Each run's text as it ends, so a long series shows its progress.
+        if !args.json {
+            print!("== run {i} of {}\n{}\n", args.runs, run.text);
+        }
+        all_ok &= run.ok;
+        figures.push(run.json);
+    }
+    if args.json {
+        println!("{}", stats::runs_json(&figures));
+    } else {
+        print!("{}", stats::runs_text(&figures));
+    }
+    Ok(all_ok)
+}
+
+/// One run's figures, as JSON and as text, and whether nothing was lost or failed.
+struct Once {
+    json: serde_json::Value,
+    text: String,
+    ok: bool,
+}
+
+/// One run of the chosen mode against a chatd started for it (or the `--target`).
+async fn once(args: &Args, keys: &e2e::Keys) -> anyhow::Result<Once> {
     let mut target = match (&args.target, &args.control, &args.fingerprint) {
         (Some(addr), Some(control), Some(fp)) => {
             Target::external(*addr, control.clone(), *fp, args.pid)
@@ -66,42 +103,38 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             })?
         }
     };
-    let ok = if let Some(n) = args.connect_rate {
+    let run = if let Some(n) = args.connect_rate {
         let report =
             workload::connect_rate(&target, n, args.connect_concurrency, args.wire).await?;
-        if args.json {
-            println!("{}", stats::connect_json(&report));
-        } else {
-            print!("{}", stats::connect_text(&report));
+        Once {
+            json: stats::connect_json(&report),
+            text: stats::connect_text(&report),
+            ok: report.failed.is_empty(),
         }
-        report.failed.is_empty()
     } else if let Some(logins) = args.login_storm {
-        let (setup, report, storm) = workload::login_storm(&args, &target, &keys, logins).await?;
-        if args.json {
-            println!("{}", stats::storm_json(&setup, &report, &storm));
-        } else {
-            print!("{}", stats::storm_text(&setup, &report, &storm));
+        let (setup, report, storm) = workload::login_storm(args, &target, keys, logins).await?;
+        Once {
+            json: stats::storm_json(&setup, &report, &storm),
+            text: stats::storm_text(&setup, &report, &storm),
+            ok: report.lost() == 0 && storm.failed.is_empty(),
         }
-        report.lost() == 0 && storm.failed.is_empty()
     } else if args.idle.is_some() {
-        let (setup, report) = workload::idle(&args, &target, &keys).await?;
-        if args.json {
-            println!("{}", stats::idle_json(&setup, &report));
-        } else {
-            print!("{}", stats::idle_text(&setup, &report));
+        let (setup, report) = workload::idle(args, &target, keys).await?;
+        Once {
+            json: stats::idle_json(&setup, &report),
+            text: stats::idle_text(&setup, &report),
+            ok: report.dropped == 0,
         }
-        report.dropped == 0
     } else {
-        let (setup, report) = workload::fanout(&args, &target, &keys).await?;
-        if args.json {
-            println!("{}", stats::fanout_json(&setup, &report));
-        } else {
-            print!("{}", stats::fanout_text(&setup, &report));
+        let (setup, report) = workload::fanout(args, &target, keys).await?;
+        Once {
+            json: stats::fanout_json(&setup, &report),
+            text: stats::fanout_text(&setup, &report),
+            ok: report.lost() == 0,
         }
-        report.lost() == 0
     };
     tokio::task::block_in_place(|| target.stop());
-    Ok(ok)
+    Ok(run)
 }
 
 fn main() -> ExitCode {

@@ -615,6 +615,98 @@ pub fn startup_text(t: &crate::server::StartupTimes) -> String {
     )
 }
 
+/// The figures `--runs` summarises in text, with their labels, in this order; a mode shows
+/// the ones it has.
+const SUMMARY: &[(&str, &str)] = &[
+    ("deliveries_per_sec", "deliveries/s"),
+    ("deliveries_per_cpu_sec", "per chatd CPU-s"),
+    ("latency_p50_ms", "latency p50 ms"),
+    ("latency_p99_ms", "latency p99 ms"),
+    ("latency_max_ms", "latency max ms"),
+    ("quiet_latency_p99_ms", "quiet p99 ms"),
+    ("storm_latency_p99_ms", "storm p99 ms"),
+    ("p99_delta_ms", "storm - quiet ms"),
+    ("storm_logins", "storm logins"),
+    ("setups_per_sec", "setups/s"),
+    ("setups_per_chatd_cpu_sec", "setups/chatd CPU-s"),
+    ("rss_per_connection_bytes", "RSS/connection B"),
+    ("chatd_cpu_secs", "chatd CPU s"),
+    ("bench_cpu_secs", "chat-bench CPU s"),
+    ("lost", "lost"),
+    ("dropped", "dropped"),
+    ("host_wake_late_p99_ms", "host wake p99 ms"),
+    ("host_calibration_ms", "host calib. ms"),
+    ("host_steal_percent", "host steal %"),
+];
+
+/// Numbers in a run's figures that name something rather than measure it.
+const NOT_FIGURES: &[&str] = &["chatd_pid"];
+
+/// The median of every figure that is a number in every run (the mean of the middle two
+/// for an even count); other keys are left out.
+pub fn medians(runs: &[Value]) -> Value {
+    let mut out = serde_json::Map::new();
+    let Some(Value::Object(first)) = runs.first() else {
+        return Value::Object(out);
+    };
+    for key in first.keys().filter(|k| !NOT_FIGURES.contains(&k.as_str())) {
+        let mut xs: Vec<f64> = runs.iter().filter_map(|r| r[key].as_f64()).collect();
+        if xs.len() != runs.len() {
+            continue;
+        }
+        xs.sort_by(f64::total_cmp);
+        let mid = xs.len() / 2;
+        let median = if xs.len() % 2 == 1 {
+            xs[mid]
+        } else {
+            (xs[mid - 1] + xs[mid]) / 2.0
+        };
+        out.insert(key.clone(), json!(median));
+    }
+    Value::Object(out)
+}
+
+/// `--runs` as one JSON object: every run's figures and their medians.
+pub fn runs_json(runs: &[Value]) -> Value {
+    json!({
+        "runs": runs.len(),
+        "median": medians(runs),
+        "each": runs,
+    })
+}
+
+/// `--runs` for people: the main figures' medians, each with every run's value.
+pub fn runs_text(runs: &[Value]) -> String {
+    let median = medians(runs);
+    let mut out = format!(
+        "== median of {} runs (each run's value in brackets)\n",
+        runs.len()
+    );
+    for (key, label) in SUMMARY {
+        let Some(m) = median[*key].as_f64() else {
+            continue;
+        };
+        // Counts as counts (a median of two may be a half), large figures without decimals.
+        let counts = runs.iter().all(|r| r[*key].is_u64());
+        let show = |x: f64| {
+            if counts {
+                format!("{}", (x * 2.0).round() / 2.0)
+            } else if x.abs() >= 1000.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.3}")
+            }
+        };
+        let each: Vec<String> = runs
+            .iter()
+            .filter_map(|r| r[*key].as_f64())
+            .map(show)
+            .collect();
+        out += &format!("{label:<19}{} [{}]\n", show(m), each.join(", "));
+    }
+    out
+}
+
 fn merge(into: &mut Value, from: Value) {
     if let (Value::Object(a), Value::Object(b)) = (into, from) {
         a.extend(b);
@@ -624,6 +716,52 @@ fn merge(into: &mut Value, from: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn medians_of_numbers_present_in_every_run() {
+        let runs = [
+            json!({"mode": "fanout", "a": 3.0, "b": 1, "c": null, "d": 5, "chatd_pid": 9}),
+            json!({"mode": "fanout", "a": 1.0, "b": 2, "c": 1.0}),
+            json!({"mode": "fanout", "a": 2.0, "b": 4, "c": 2.0, "d": 7}),
+        ];
+        let m = medians(&runs);
+        assert_eq!(
+            m,
+            json!({"a": 2.0, "b": 2.0}),
+            "c is null once, d missing once"
+        );
+        let m = medians(&runs[..2]);
+        assert_eq!(m["a"], 2.0, "even count: the mean of the middle two");
+        assert_eq!(m["b"], 1.5);
+        assert_eq!(medians(&[]), json!({}));
+    }
+
+    #[test]
+    fn runs_text_shows_each_value_beside_the_median() {
+        let runs = [
+            json!({"deliveries_per_sec": 2_100_000.0, "latency_p99_ms": 4.5, "lost": 0}),
+            json!({"deliveries_per_sec": 2_500_000.0, "latency_p99_ms": 5.25, "lost": 0}),
+            json!({"deliveries_per_sec": 2_300_000.5, "latency_p99_ms": 4.75, "lost": 1}),
+        ];
+        let text = runs_text(&runs);
+        assert!(text.starts_with("== median of 3 runs"), "{text}");
+        assert!(
+            text.contains("deliveries/s       2300000 [2100000, 2500000, 2300000]\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("latency p99 ms     4.750 [4.500, 5.250, 4.750]\n"),
+            "{text}"
+        );
+        assert!(text.contains("lost               0 [0, 0, 1]\n"), "{text}");
+        let two = runs_text(&runs[1..]);
+        assert!(two.contains("lost               0.5 [0, 1]\n"), "{two}");
+        assert!(!text.contains("storm"), "{text}");
+        let v = runs_json(&runs);
+        assert_eq!(v["runs"], 3);
+        assert_eq!(v["median"]["latency_p99_ms"], 4.75);
+        assert_eq!(v["each"][1]["deliveries_per_sec"], 2_500_000.0);
+    }
 
     #[test]
     fn startup_spread_is_median_min_max() {

@@ -202,6 +202,62 @@ fn receivers_read_on_threads_or_as_tasks() {
     }
 }
 
+/// `--runs 2`: two runs, each against a chatd of its own, then the medians.
+#[test]
+fn runs_repeat_the_mode_and_report_medians() {
+    let v = bench_json(&[
+        "-n",
+        "3",
+        "-s",
+        "1",
+        "-m",
+        "4",
+        "--runs",
+        "2",
+        "--host-check",
+        "0.1",
+    ]);
+    assert_eq!(v["runs"], 2, "{v}");
+    let each = v["each"].as_array().expect("each");
+    assert_eq!(each.len(), 2, "{v}");
+    for run in each {
+        assert_eq!(run["mode"], "fanout", "{v}");
+        assert_eq!(run["deliveries"], 12, "{v}");
+        assert_eq!(run["lost"], 0, "{v}");
+    }
+    assert_ne!(
+        each[0]["chatd_pid"], each[1]["chatd_pid"],
+        "a chatd each: {v}"
+    );
+    assert!(each[0]["chatd_pid"].is_u64(), "{v}");
+    let p99: Vec<f64> = each
+        .iter()
+        .map(|r| r["latency_p99_ms"].as_f64().expect("p99"))
+        .collect();
+    assert_eq!(
+        v["median"]["latency_p99_ms"],
+        (p99[0] + p99[1]) / 2.0,
+        "{v}"
+    );
+    assert_eq!(v["median"]["deliveries"], 12.0, "{v}");
+    assert!(v["median"]["mode"].is_null(), "only numbers: {v}");
+    assert!(v["median"]["chatd_pid"].is_null(), "not a figure: {v}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
+        .arg("--chatd")
+        .arg(chatd_binary())
+        .args(["--idle", "2", "--idle-wait", "0", "--runs", "2"])
+        .output()
+        .expect("chat-bench runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("== run 1 of 2\n"), "{text}");
+    assert!(text.contains("== run 2 of 2\n"), "{text}");
+    assert!(text.contains("== median of 2 runs"), "{text}");
+    assert!(text.contains("RSS/connection B   "), "{text}");
+    assert!(text.contains("dropped            0 [0, 0]\n"), "{text}");
+}
+
 #[test]
 fn idle_mode_reports_memory_per_connection() {
     for wire in ["binary", "json"] {
