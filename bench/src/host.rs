@@ -1,13 +1,12 @@
-//! How steady and how fast the host is: how late a sleeping thread wakes on the idle machine,
-//! how much CPU time a fixed piece of work takes, and how much CPU time the hypervisor took
-//! from this machine's CPUs (steal) during the run.
+//! How steady the host is: how late a sleeping thread wakes on the idle machine, and how
+//! much CPU time the hypervisor took from this machine's CPUs (steal) during the run.
 //!
 //! The paced latency figures are the end of a burst on two shared virtual CPUs. On this host
-//! the same binaries gave a p99 of 4.9 ms and, an hour later, 9.7 ms with chatd's CPU time
-//! the same: the slow runs were the ones in which a 1 ms sleep on the idle machine overslept
-//! by 2 ms or more now and then, and steal rose tenfold. Apart from such stalls, chatd's CPU
-//! time for the same work moved by a third between hours. These figures, printed with every
-//! paced run, tell a slow server from a slow host (docs/PERFORMANCE.md, eighth pass).
+//! the same binaries gave a p99 of 4.9 ms and, minutes apart, 9.7 and 12.9 ms with chatd's
+//! CPU time no higher: in those runs steal was 2-9 % of the CPU time instead of under 1 %, and
+//! around them a 1 ms sleep on the idle machine now and then overslept by 2 ms or more. These
+//! two figures, printed with every paced run, tell a slow server from a slow host
+//! (docs/PERFORMANCE.md, eighth pass).
 
 use std::time::{Duration, Instant};
 
@@ -30,23 +29,6 @@ pub struct WakeDelay {
     pub secs: f64,
 }
 
-/// What the host check before a timed phase found.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Check {
-    /// How late sleeps woke.
-    pub wake: WakeDelay,
-    /// CPU milliseconds of the fixed calibration work ([`calibrate`]).
-    pub calibration_ms: f64,
-}
-
-/// The whole check: `length` of 1 ms sleeps, then the calibration work. Blocking.
-pub fn check(length: Duration) -> anyhow::Result<Check> {
-    Ok(Check {
-        wake: wake_delay(length)?,
-        calibration_ms: calibrate()?,
-    })
-}
-
 /// Sleeps 1 ms at a time for `length` on the calling thread and measures how late each wake-up
 /// was. Blocking: call it where nothing else is due (before a timed phase).
 pub fn wake_delay(length: Duration) -> anyhow::Result<WakeDelay> {
@@ -66,64 +48,6 @@ pub fn wake_delay(length: Duration) -> anyhow::Result<WakeDelay> {
         samples: late.len(),
         secs: start.elapsed().as_secs_f64(),
     })
-}
-
-/// Entries in the calibration's table: 16 MiB, more than a core's own caches, so the walk
-/// also measures the memory system that neighbours on a shared host compete for.
-const WALK_ENTRIES: usize = 1 << 22;
-/// Steps of one walk.
-const WALK_STEPS: usize = 1 << 20;
-/// Walks timed; the median is reported.
-const WALKS: usize = 3;
-
-/// CPU milliseconds (this thread's CPU clock, so time the host took away does not count) of
-/// a fixed piece of work: a dependent random walk through a 16 MiB table, each step mixed
-/// with some arithmetic. The same binary on the same host gives the same figure; a host
-/// whose cores or memory are busy with its other guests gives a larger one. Median of three.
-pub fn calibrate() -> anyhow::Result<f64> {
-    let table = walk_table();
-    let mut times = Vec::with_capacity(WALKS);
-    for _ in 0..WALKS {
-        let start = thread_cpu()?;
-        std::hint::black_box(walk(&table, WALK_STEPS));
-        times.push((thread_cpu()? - start).as_secs_f64() * 1000.0);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[WALKS / 2])
-}
-
-/// This thread's CPU time.
-fn thread_cpu() -> anyhow::Result<Duration> {
-    use nix::time::{ClockId, clock_gettime};
-    let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).context("thread CPU clock")?;
-    Ok(Duration::from(t))
-}
-
-/// One cycle through every entry in a fixed pseudo-random order (Sattolo's shuffle with a
-/// fixed seed), so every run walks the same path and the next index is never predictable.
-fn walk_table() -> Vec<u32> {
-    let mut table: Vec<u32> = (0..WALK_ENTRIES as u32).collect();
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for i in (1..table.len()).rev() {
-        // xorshift64
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let j = (x % i as u64) as usize;
-        table.swap(i, j);
-    }
-    table
-}
-
-/// Follows `steps` links of the table from entry 0, mixing each into a checksum.
-fn walk(table: &[u32], steps: usize) -> u64 {
-    let (mut at, mut sum) = (0usize, 0u64);
-    for _ in 0..steps {
-        let next = table[at];
-        sum = sum.rotate_left(5) ^ u64::from(next).wrapping_mul(0x100_0000_01B3);
-        at = next as usize;
-    }
-    sum
 }
 
 /// The machine's CPU time so far, from the first line of /proc/stat (clock ticks, summed over
@@ -207,32 +131,6 @@ mod tests {
     fn this_machine_has_a_cpu_line() {
         let t = CpuTimes::now().unwrap();
         assert!(t.total > 0);
-    }
-
-    #[test]
-    fn the_walk_visits_every_entry_once_per_cycle() {
-        let table = walk_table();
-        assert_eq!(table.len(), WALK_ENTRIES);
-        // Sattolo's shuffle makes one cycle: back at 0 after exactly every entry.
-        let mut at = 0usize;
-        let mut seen = vec![false; table.len()];
-        for step in 1..=table.len() {
-            assert!(!seen[at], "entry {at} again at step {step}");
-            seen[at] = true;
-            at = table[at] as usize;
-        }
-        assert_eq!(at, 0);
-        assert_eq!(
-            walk(&table, 1000),
-            walk(&walk_table(), 1000),
-            "the same path every time"
-        );
-    }
-
-    #[test]
-    fn calibration_takes_cpu_time() {
-        let ms = calibrate().unwrap();
-        assert!(ms > 0.0 && ms.is_finite(), "{ms}");
     }
 
     #[test]

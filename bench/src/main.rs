@@ -9,6 +9,7 @@
 //! server     also the startup mode (time to ready)
 //! procfs     chatd CPU and RSS from /proc, our open-file limit
 //! receivers  threads that read the receivers' streams (epoll, rustls)
+//! host       how steady the machine is around a run (late wake-ups, steal)
 //! ```
 
 mod cli;

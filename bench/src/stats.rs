@@ -6,7 +6,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::cli::WireMode;
-use crate::host;
+use crate::host::WakeDelay;
 
 /// Latency summary in milliseconds.
 #[derive(Debug, Clone, Copy, Default)]
@@ -95,9 +95,8 @@ pub struct FanoutReport {
     pub bench_cpu_secs: Option<f64>,
     /// chatd RSS after the run.
     pub rss_after_run: Option<u64>,
-    /// How late 1 ms sleeps woke on the idle machine just before the run, and how long the
-    /// calibration work took (`--host-check`).
-    pub host_check: Option<host::Check>,
+    /// How late 1 ms sleeps woke on the idle machine just before the run (`--host-check`).
+    pub host_wake: Option<WakeDelay>,
     /// Percent of the machine's CPU time stolen by the hypervisor during the run.
     pub host_steal_percent: Option<f64>,
     /// Messages out of sequence at some receiver.
@@ -310,10 +309,9 @@ pub fn fanout_json(s: &Setup, r: &FanoutReport) -> Value {
         "bench_cpu_secs": r.bench_cpu_secs,
         "deliveries_per_cpu_sec": r.per_cpu_sec(),
         "rss_after_run_bytes": r.rss_after_run,
-        "host_wake_late_p50_ms": r.host_check.map(|c| c.wake.late.p50_ms),
-        "host_wake_late_p99_ms": r.host_check.map(|c| c.wake.late.p99_ms),
-        "host_wake_late_max_ms": r.host_check.map(|c| c.wake.late.max_ms),
-        "host_calibration_ms": r.host_check.map(|c| c.calibration_ms),
+        "host_wake_late_p50_ms": r.host_wake.map(|w| w.late.p50_ms),
+        "host_wake_late_p99_ms": r.host_wake.map(|w| w.late.p99_ms),
+        "host_wake_late_max_ms": r.host_wake.map(|w| w.late.max_ms),
         "host_steal_percent": r.host_steal_percent,
         "out_of_order": r.out_of_order,
         "corrupt": r.corrupt,
@@ -401,13 +399,11 @@ pub fn fanout_text(s: &Setup, r: &FanoutReport) -> String {
 /// The host's steadiness around the run, for people.
 fn host_text(r: &FanoutReport) -> String {
     let mut out = String::new();
-    if let Some(c) = r.host_check {
-        let w = c.wake;
+    if let Some(w) = r.host_wake {
         out += &format!(
             "host wake-ups      1 ms sleeps late by p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms \
-             ({} sleeps in {:.1} s, idle, before the run)\n\
-             host calibration   {:.1} ms of CPU for a fixed walk through 16 MiB (lower is faster)\n",
-            w.late.p50_ms, w.late.p99_ms, w.late.max_ms, w.samples, w.secs, c.calibration_ms
+             ({} sleeps in {:.1} s, idle, before the run)\n",
+            w.late.p50_ms, w.late.p99_ms, w.late.max_ms, w.samples, w.secs
         );
     }
     match r.host_steal_percent {
@@ -635,7 +631,6 @@ const SUMMARY: &[(&str, &str)] = &[
     ("lost", "lost"),
     ("dropped", "dropped"),
     ("host_wake_late_p99_ms", "host wake p99 ms"),
-    ("host_calibration_ms", "host calib. ms"),
     ("host_steal_percent", "host steal %"),
 ];
 

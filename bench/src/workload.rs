@@ -237,9 +237,9 @@ async fn paced(
     }
 
     // With everyone logged in and nothing sent yet, the machine is idle: how late do
-    // sleeps wake on it now, and how fast is it?
-    let host_check = match args.host_check() {
-        Some(length) => Some(tokio::task::spawn_blocking(move || host::check(length)).await??),
+    // sleeps wake on it now?
+    let host_wake = match args.host_check() {
+        Some(length) => Some(tokio::task::spawn_blocking(move || host::wake_delay(length)).await??),
         None => None,
     };
     let me = Probe::new(Some(std::process::id()));
@@ -313,7 +313,7 @@ async fn paced(
         server_cpu_secs: cpu_before.zip(cpu_after).map(|(a, b)| b - a),
         bench_cpu_secs: own_before.zip(own_after).map(|(a, b)| b - a),
         rss_after_run,
-        host_check,
+        host_wake,
         host_steal_percent: host_before
             .zip(host_after)
             .and_then(|(a, b)| a.steal_percent(&b)),
