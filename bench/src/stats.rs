@@ -575,7 +575,17 @@ fn rate(n: usize, secs: f64) -> Option<f64> {
 fn spread(xs: &[f64]) -> Option<(f64, f64, f64)> {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
-    Some((v.get(v.len() / 2).copied()?, *v.first()?, *v.last()?))
+    Some((median_of_sorted(&v)?, *v.first()?, *v.last()?))
+}
+
+/// The middle of sorted figures, or the mean of the middle two for an even count.
+fn median_of_sorted(xs: &[f64]) -> Option<f64> {
+    let mid = xs.len() / 2;
+    match xs.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(xs[mid]),
+        _ => Some((xs[mid - 1] + xs[mid]) / 2.0),
+    }
 }
 
 /// The startup figures as one JSON object.
@@ -650,13 +660,9 @@ pub fn medians(runs: &[Value]) -> Value {
             continue;
         }
         xs.sort_by(f64::total_cmp);
-        let mid = xs.len() / 2;
-        let median = if xs.len() % 2 == 1 {
-            xs[mid]
-        } else {
-            (xs[mid - 1] + xs[mid]) / 2.0
-        };
-        out.insert(key.clone(), json!(median));
+        if let Some(median) = median_of_sorted(&xs) {
+            out.insert(key.clone(), json!(median));
+        }
     }
     Value::Object(out)
 }
@@ -761,6 +767,7 @@ mod tests {
     #[test]
     fn startup_spread_is_median_min_max() {
         assert_eq!(spread(&[30.0, 10.0, 20.0]), Some((20.0, 10.0, 30.0)));
+        assert_eq!(spread(&[30.0, 10.0, 20.0, 40.0]), Some((25.0, 10.0, 40.0)));
         assert_eq!(spread(&[]), None);
         let t = crate::server::StartupTimes {
             fresh_ms: 50.0,
