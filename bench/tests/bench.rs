@@ -158,25 +158,18 @@ fn the_host_check_can_be_skipped() {
 /// The text output names the host's figures next to the run's.
 #[test]
 fn text_output_shows_the_host() {
-    let out = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
-        .arg("--chatd")
-        .arg(chatd_binary())
-        .args([
-            "-n",
-            "2",
-            "-s",
-            "1",
-            "-m",
-            "3",
-            "--rate",
-            "20",
-            "--host-check",
-            "0.1",
-        ])
-        .output()
-        .expect("chat-bench runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = bench_text(&[
+        "-n",
+        "2",
+        "-s",
+        "1",
+        "-m",
+        "3",
+        "--rate",
+        "20",
+        "--host-check",
+        "0.1",
+    ]);
     assert!(
         text.contains("deliveries         6 of 6 expected, lost 0"),
         "{text}"
@@ -240,14 +233,7 @@ fn runs_repeat_the_mode_and_report_medians() {
     assert!(v["median"]["mode"].is_null(), "only numbers: {v}");
     assert!(v["median"]["chatd_pid"].is_null(), "not a figure: {v}");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
-        .arg("--chatd")
-        .arg(chatd_binary())
-        .args(["--idle", "2", "--idle-wait", "0", "--runs", "2"])
-        .output()
-        .expect("chat-bench runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = bench_text(&["--idle", "2", "--idle-wait", "0", "--runs", "2"]);
     assert!(text.contains("== run 1 of 2\n"), "{text}");
     assert!(text.contains("== run 2 of 2\n"), "{text}");
     assert!(text.contains("== median of 2 runs"), "{text}");
@@ -279,21 +265,28 @@ fn idle_clients_can_share_users() {
 
 /// Runs chat-bench against its own chatd with `args`; it must succeed and print one JSON object.
 fn bench_json(args: &[&str]) -> serde_json::Value {
+    let mut with_json = args.to_vec();
+    with_json.push("--json");
+    let stdout = bench_text(&with_json);
+    serde_json::from_str(stdout.trim()).expect("one JSON object")
+}
+
+/// Runs chat-bench against its own chatd with `args`; it must succeed. Its standard output.
+fn bench_text(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
         .arg("--chatd")
         .arg(chatd_binary())
         .args(args)
-        .arg("--json")
         .output()
         .expect("chat-bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "chat-bench failed: {}\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(stdout.trim()).expect("one JSON object")
+    stdout
 }
 
 #[test]
