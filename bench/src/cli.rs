@@ -45,6 +45,12 @@ pub struct Args {
     /// chatd binary to start (default: `chatd` next to this executable).
     #[arg(long, value_name = "PATH", conflicts_with = "target")]
     pub chatd: Option<PathBuf>,
+    /// A second chatd binary to compare with the first: each of the `--runs` becomes a pair,
+    /// the first chatd then this one, and the summary adds each figure's median difference
+    /// (this one minus the first) over the pairs. Alternating run by run is what makes two
+    /// binaries comparable on a shared host whose speed drifts.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["target", "startup"])]
+    pub compare: Option<PathBuf>,
     /// `[limits] outbound_queue` of the started chatd (frames queued per client).
     #[arg(
         long,
@@ -441,6 +447,7 @@ mod tests {
                 .is_err()
         );
         assert!(Args::try_parse_from(["chat-bench", "--runs", "3", "--startup", "2"]).is_err());
+        assert!(Args::try_parse_from(["chat-bench", "--compare", "x", "--startup", "2"]).is_err());
     }
 
     #[test]

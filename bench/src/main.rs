@@ -23,6 +23,7 @@ mod server;
 mod stats;
 mod workload;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -33,10 +34,7 @@ use crate::server::Target;
 
 async fn run(args: Args) -> anyhow::Result<bool> {
     if let Some(again) = args.startup {
-        let chatd = match &args.chatd {
-            Some(path) => path.clone(),
-            None => server::default_chatd()?,
-        };
+        let chatd = chatd_path(&args)?;
         let times = tokio::task::block_in_place(|| server::startup_times(&chatd, again))?;
         if args.json {
             println!("{}", stats::startup_json(&times));
@@ -48,8 +46,47 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     args.validate()?;
     procfs::raise_nofile_limit()?;
     let keys = tokio::task::block_in_place(|| e2e::Keys::load(args.key_bits))?;
+    let Some(compare) = &args.compare else {
+        return runs(&args, &keys).await;
+    };
+    let chatd = chatd_path(&args)?;
+    let mut all_ok = true;
+    let (mut a, mut b) = (Vec::with_capacity(args.runs), Vec::with_capacity(args.runs));
+    for i in 1..=args.runs {
+        for (side, path, figures) in [("A", &chatd, &mut a), ("B", compare, &mut b)] {
+            let run = once(&args, &keys, Some(path)).await?;
+            if !args.json {
+                print!(
+                    "== pair {i} of {}, {side}: {}\n{}\n",
+                    args.runs,
+                    path.display(),
+                    run.text
+                );
+            }
+            all_ok &= run.ok;
+            figures.push(run.json);
+        }
+    }
+    if args.json {
+        println!("{}", stats::compare_json(&chatd, &a, compare, &b));
+    } else {
+        print!("{}", stats::compare_text(&chatd, &a, compare, &b));
+    }
+    Ok(all_ok)
+}
+
+/// The chatd binary to start: `--chatd`, or the one next to this executable.
+fn chatd_path(args: &Args) -> anyhow::Result<PathBuf> {
+    match &args.chatd {
+        Some(path) => Ok(path.clone()),
+        None => server::default_chatd(),
+    }
+}
+
+/// `--runs` of the chosen mode against one chatd: each run's figures, then their medians.
+async fn runs(args: &Args, keys: &e2e::Keys) -> anyhow::Result<bool> {
     if args.runs == 1 {
-        let run = once(&args, &keys).await?;
+        let run = once(args, keys, None).await?;
         if args.json {
             println!("{}", run.json);
         } else {
@@ -60,7 +97,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let mut all_ok = true;
     let mut figures = Vec::with_capacity(args.runs);
     for i in 1..=args.runs {
-        let run = once(&args, &keys).await?;
+        let run = once(args, keys, None).await?;
         // Each run's text as it ends, so a long series shows its progress.
         if !args.json {
             print!("== run {i} of {}\n{}\n", args.runs, run.text);
@@ -83,16 +120,17 @@ struct Once {
     ok: bool,
 }
 
-/// One run of the chosen mode against a chatd started for it (or the `--target`).
-async fn once(args: &Args, keys: &e2e::Keys) -> anyhow::Result<Once> {
+/// One run of the chosen mode against a chatd started for it (`chatd`, else `--chatd`, else
+/// the default) or the `--target`.
+async fn once(args: &Args, keys: &e2e::Keys, chatd: Option<&Path>) -> anyhow::Result<Once> {
     let mut target = match (&args.target, &args.control, &args.fingerprint) {
         (Some(addr), Some(control), Some(fp)) => {
             Target::external(*addr, control.clone(), *fp, args.pid)
         }
         _ => {
-            let chatd = match &args.chatd {
-                Some(path) => path.clone(),
-                None => server::default_chatd()?,
+            let chatd = match chatd {
+                Some(path) => path.to_path_buf(),
+                None => chatd_path(args)?,
             };
             tokio::task::block_in_place(|| {
                 Target::start(

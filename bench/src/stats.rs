@@ -1,6 +1,7 @@
 //! The figures a run produces, printed as text or as one JSON object.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
@@ -678,21 +679,80 @@ pub fn runs_json(runs: &[Value]) -> Value {
 
 /// `--runs` for people: the main figures' medians, each with every run's value.
 pub fn runs_text(runs: &[Value]) -> String {
-    let median = medians(runs);
-    let mut out = format!(
-        "== median of {} runs (each run's value in brackets)\n",
-        runs.len()
+    summary_text(
+        &format!(
+            "median of {} runs (each run's value in brackets)",
+            runs.len()
+        ),
+        runs,
+    )
+}
+
+/// Per pair, every figure that is a number in both runs: `b` minus `a`.
+fn differences(a: &[Value], b: &[Value]) -> Vec<Value> {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| {
+            let mut diff = serde_json::Map::new();
+            if let Value::Object(b_figures) = b {
+                for (key, y) in b_figures {
+                    if let (Some(x), Some(y)) = (a[key].as_f64(), y.as_f64()) {
+                        diff.insert(key.clone(), json!(y - x));
+                    }
+                }
+            }
+            Value::Object(diff)
+        })
+        .collect()
+}
+
+/// `--compare` as one JSON object: each chatd's runs and medians, and the median of the
+/// per-pair differences (second minus first).
+pub fn compare_json(a_path: &Path, a: &[Value], b_path: &Path, b: &[Value]) -> Value {
+    let diffs = differences(a, b);
+    json!({
+        "pairs": a.len().min(b.len()),
+        "a": {"chatd": a_path.display().to_string(), "median": medians(a), "each": a},
+        "b": {"chatd": b_path.display().to_string(), "median": medians(b), "each": b},
+        "b_minus_a_median": medians(&diffs),
+    })
+}
+
+/// `--compare` for people: each chatd's medians, then the per-pair differences'.
+pub fn compare_text(a_path: &Path, a: &[Value], b_path: &Path, b: &[Value]) -> String {
+    let pairs = a.len().min(b.len());
+    let mut out = summary_text(
+        &format!("A {}: median of {} runs", a_path.display(), a.len()),
+        a,
     );
+    out += &summary_text(
+        &format!("B {}: median of {} runs", b_path.display(), b.len()),
+        b,
+    );
+    out += &summary_text(
+        &format!("B - A: median of {pairs} pairs' differences (each pair's in brackets)"),
+        &differences(a, b),
+    );
+    out
+}
+
+/// A `== title` line, then the main figures' medians over `runs`, each with every run's value.
+fn summary_text(title: &str, runs: &[Value]) -> String {
+    let median = medians(runs);
+    let mut out = format!("== {title}\n");
     for (key, label) in SUMMARY {
         let Some(m) = median[*key].as_f64() else {
             continue;
         };
         // Counts as counts (a median of two may be a half), large figures without decimals.
         let counts = runs.iter().all(|r| r[*key].is_u64());
+        let large = runs
+            .iter()
+            .any(|r| r[*key].as_f64().is_some_and(|x| x.abs() >= 1000.0));
         let show = |x: f64| {
             if counts {
                 format!("{}", (x * 2.0).round() / 2.0)
-            } else if x.abs() >= 1000.0 {
+            } else if large {
                 format!("{x:.0}")
             } else {
                 format!("{x:.3}")
@@ -762,6 +822,54 @@ mod tests {
         assert_eq!(v["runs"], 3);
         assert_eq!(v["median"]["latency_p99_ms"], 4.75);
         assert_eq!(v["each"][1]["deliveries_per_sec"], 2_500_000.0);
+    }
+
+    #[test]
+    fn a_comparison_reports_each_side_and_the_pairs_differences() {
+        let a = [
+            json!({"mode": "fanout", "latency_p99_ms": 5.0, "lost": 0}),
+            json!({"mode": "fanout", "latency_p99_ms": 6.0, "lost": 0}),
+            json!({"mode": "fanout", "latency_p99_ms": 4.0, "lost": 0}),
+        ];
+        let b = [
+            json!({"mode": "fanout", "latency_p99_ms": 4.5, "lost": 0}),
+            json!({"mode": "fanout", "latency_p99_ms": 6.25, "lost": 0}),
+            json!({"mode": "fanout", "latency_p99_ms": 3.0, "lost": 0}),
+        ];
+        let diffs = differences(&a, &b);
+        assert_eq!(diffs[1], json!({"latency_p99_ms": 0.25, "lost": 0.0}));
+        // One figure, one format: a small median among large differences has no decimals.
+        let rates = [
+            json!({"deliveries_per_sec": 2000.0}),
+            json!({"deliveries_per_sec": -1800.0}),
+        ];
+        let text = summary_text("t", &rates);
+        assert!(
+            text.contains("deliveries/s       100 [2000, -1800]\n"),
+            "{text}"
+        );
+        let (pa, pb) = (Path::new("/x/chatd-a"), Path::new("/x/chatd-b"));
+        let v = compare_json(pa, &a, pb, &b);
+        assert_eq!(v["pairs"], 3);
+        assert_eq!(v["a"]["chatd"], "/x/chatd-a");
+        assert_eq!(v["a"]["median"]["latency_p99_ms"], 5.0);
+        assert_eq!(v["b"]["median"]["latency_p99_ms"], 4.5);
+        assert_eq!(v["b"]["each"][2]["latency_p99_ms"], 3.0);
+        // The differences' median (−0.5 of −0.5, +0.25, −1.0), not B's median minus A's.
+        assert_eq!(v["b_minus_a_median"]["latency_p99_ms"], -0.5);
+        let text = compare_text(pa, &a, pb, &b);
+        assert!(
+            text.contains("== A /x/chatd-a: median of 3 runs\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("== B /x/chatd-b: median of 3 runs\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("latency p99 ms     -0.500 [-0.500, 0.250, -1.000]\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -241,6 +241,59 @@ fn runs_repeat_the_mode_and_report_medians() {
     assert!(text.contains("dropped            0 [0, 0]\n"), "{text}");
 }
 
+/// `--compare`: the runs alternate between two chatd binaries (here the same one twice), and
+/// the summary holds each side and the pairs' differences.
+#[test]
+fn compare_alternates_two_chatds() {
+    let chatd = chatd_binary();
+    let chatd = chatd.to_str().expect("a UTF-8 path");
+    let v = bench_json(&[
+        "-n",
+        "3",
+        "-s",
+        "1",
+        "-m",
+        "4",
+        "--host-check",
+        "0.1",
+        "--runs",
+        "2",
+        "--compare",
+        chatd,
+    ]);
+    assert_eq!(v["pairs"], 2, "{v}");
+    for side in ["a", "b"] {
+        assert_eq!(v[side]["chatd"], chatd, "{v}");
+        let each = v[side]["each"].as_array().expect("each");
+        assert_eq!(each.len(), 2, "{v}");
+        assert!(
+            each.iter().all(|r| r["deliveries"] == 12 && r["lost"] == 0),
+            "{v}"
+        );
+        assert_eq!(v[side]["median"]["deliveries"], 12.0, "{v}");
+    }
+    assert_eq!(v["b_minus_a_median"]["deliveries"], 0.0, "{v}");
+    assert!(v["b_minus_a_median"]["latency_p99_ms"].is_number(), "{v}");
+
+    let text = bench_text(&[
+        "--idle",
+        "2",
+        "--idle-wait",
+        "0",
+        "--runs",
+        "1",
+        "--compare",
+        chatd,
+    ]);
+    assert!(text.contains("== pair 1 of 1, A: "), "{text}");
+    assert!(text.contains("== pair 1 of 1, B: "), "{text}");
+    assert!(text.contains("== B - A: median of 1 pairs"), "{text}");
+    assert!(
+        text.contains("dropped            0.000 [0.000]\n"),
+        "{text}"
+    );
+}
+
 #[test]
 fn idle_mode_reports_memory_per_connection() {
     for wire in ["binary", "json"] {
