@@ -192,21 +192,13 @@ fn receivers_read_on_threads_or_as_tasks() {
     }
 }
 
+/// A fan-out of a few messages to three clients, with a short host check.
+const TINY_RUN: [&str; 8] = ["-n", "3", "-s", "1", "-m", "4", "--host-check", "0.1"];
+
 /// `--runs 2`: two runs, each against a chatd of its own, then the medians.
 #[test]
 fn runs_repeat_the_mode_and_report_medians() {
-    let v = bench_json(&[
-        "-n",
-        "3",
-        "-s",
-        "1",
-        "-m",
-        "4",
-        "--runs",
-        "2",
-        "--host-check",
-        "0.1",
-    ]);
+    let v = bench_json(&[&TINY_RUN[..], &["--runs", "2"]].concat());
     assert_eq!(v["runs"], 2, "{v}");
     let each = v["each"].as_array().expect("each");
     assert_eq!(each.len(), 2, "{v}");
@@ -247,20 +239,7 @@ fn runs_repeat_the_mode_and_report_medians() {
 fn compare_alternates_two_chatds() {
     let chatd = chatd_binary();
     let chatd = chatd.to_str().expect("a UTF-8 path");
-    let v = bench_json(&[
-        "-n",
-        "3",
-        "-s",
-        "1",
-        "-m",
-        "4",
-        "--host-check",
-        "0.1",
-        "--runs",
-        "2",
-        "--compare",
-        chatd,
-    ]);
+    let v = bench_json(&[&TINY_RUN[..], &["--runs", "2", "--compare", chatd]].concat());
     assert_eq!(v["pairs"], 2, "{v}");
     for side in ["a", "b"] {
         assert_eq!(v[side]["chatd"], chatd, "{v}");
