@@ -46,15 +46,21 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     args.validate()?;
     procfs::raise_nofile_limit()?;
     let keys = tokio::task::block_in_place(|| e2e::Keys::load(args.key_bits))?;
-    let Some(compare) = &args.compare else {
-        return runs(&args, &keys).await;
-    };
-    let chatd = chatd_path(&args)?;
+    match &args.compare {
+        Some(other) => compare(&args, &keys, other).await,
+        None => runs(&args, &keys).await,
+    }
+}
+
+/// `--compare`: `--runs` pairs of runs, `--chatd` then `other`, then each one's medians and
+/// the median of the pairs' differences.
+async fn compare(args: &Args, keys: &e2e::Keys, other: &Path) -> anyhow::Result<bool> {
+    let chatd = chatd_path(args)?;
     let mut all_ok = true;
     let (mut a, mut b) = (Vec::with_capacity(args.runs), Vec::with_capacity(args.runs));
     for i in 1..=args.runs {
-        for (side, path, figures) in [("A", &chatd, &mut a), ("B", compare, &mut b)] {
-            let run = once(&args, &keys, Some(path)).await?;
+        for (side, path, figures) in [("A", chatd.as_path(), &mut a), ("B", other, &mut b)] {
+            let run = once(args, keys, Some(path)).await?;
             if !args.json {
                 print!(
                     "== pair {i} of {}, {side}: {}\n{}\n",
@@ -68,9 +74,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     }
     if args.json {
-        println!("{}", stats::compare_json(&chatd, &a, compare, &b));
+        println!("{}", stats::compare_json(&chatd, &a, other, &b));
     } else {
-        print!("{}", stats::compare_text(&chatd, &a, compare, &b));
+        print!("{}", stats::compare_text(&chatd, &a, other, &b));
     }
     Ok(all_ok)
 }
