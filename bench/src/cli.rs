@@ -426,26 +426,10 @@ mod tests {
     #[test]
     fn runs_are_one_to_a_hundred_and_not_for_startup() {
         assert_eq!(Args::parse_from(["chat-bench"]).runs, 1);
-        assert!(
-            Args::parse_from(["chat-bench", "--runs", "3"])
-                .validate()
-                .is_ok()
-        );
-        assert!(
-            Args::parse_from(["chat-bench", "--runs", "100"])
-                .validate()
-                .is_ok()
-        );
-        assert!(
-            Args::parse_from(["chat-bench", "--runs", "0"])
-                .validate()
-                .is_err()
-        );
-        assert!(
-            Args::parse_from(["chat-bench", "--runs", "101"])
-                .validate()
-                .is_err()
-        );
+        for (runs, valid) in [("3", true), ("100", true), ("0", false), ("101", false)] {
+            let a = Args::parse_from(["chat-bench", "--runs", runs]);
+            assert_eq!(a.validate().is_ok(), valid, "--runs {runs}");
+        }
         assert!(Args::try_parse_from(["chat-bench", "--runs", "3", "--startup", "2"]).is_err());
         assert!(Args::try_parse_from(["chat-bench", "--compare", "x", "--startup", "2"]).is_err());
     }
