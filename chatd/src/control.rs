@@ -20,7 +20,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tracing::Instrument;
 
 use crate::password::{self, PasswordError};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::store::{StoreError, Unavailable, keys, offline, users};
 
 /// An idle control connection is closed after this long.
@@ -454,7 +454,7 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
             tracing::info!(sessions = n, "announcement sent from the control socket");
             done(format!("announced to {n} session(s)"))
         }
-        ControlRequest::Reload => match crate::reload::reload_logged(shared, "chatctl reload") {
+        ControlRequest::Reload => match shared.reload("chatctl reload") {
             Ok(summary) => done(summary),
             Err(reason) => error(ControlErrorCode::ReloadFailed, reason),
         },

@@ -102,7 +102,7 @@ fn init_logging(level: &str) -> chatd::reload::LogLevelHook {
 }
 
 /// Waits for SIGTERM or SIGINT, reloading on every SIGHUP meanwhile.
-async fn wait_for_signal(shared: &chatd::server::Shared) -> anyhow::Result<&'static str> {
+async fn wait_for_signal(shared: &chatd::shared::Shared) -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
@@ -113,7 +113,7 @@ async fn wait_for_signal(shared: &chatd::server::Shared) -> anyhow::Result<&'sta
             _ = int.recv() => return Ok("SIGINT"),
             _ = hup.recv() => {
                 // The outcome is logged; a refused reload keeps the old configuration.
-                let _ = chatd::reload::reload_logged(shared, "SIGHUP");
+                let _ = shared.reload("SIGHUP");
             }
         }
     }

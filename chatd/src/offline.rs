@@ -15,9 +15,10 @@ use chatd_proto::ErrorCode;
 use chatd_proto::frame::ServerFrame;
 use tokio::sync::{mpsc, watch};
 
-use crate::hub::{Notify, OfflineJob};
-use crate::server::Shared;
-use crate::store::{DeviceTarget, OfflineLine, Stored, offline};
+use crate::config::Config;
+use crate::hub::{Hub, Notify, OfflineJob};
+use crate::live::Live;
+use crate::store::{DeviceTarget, OfflineLine, Store, Stored, offline};
 
 /// Jobs stored per transaction at most.
 const BATCH: usize = 256;
@@ -44,9 +45,19 @@ pub fn channels() -> (
     (tx, rx, done_tx, done_rx)
 }
 
+/// What the offline writer works with.
+pub struct Writer {
+    /// Where senders are told what happened.
+    pub hub: Arc<Hub>,
+    /// Where lines are stored.
+    pub store: Store,
+    /// The configuration in force (the queue cap and time to live).
+    pub config: Arc<Live<Config>>,
+}
+
 /// Stores jobs until the hub lets go of the sending side (shutdown), then returns.
 pub async fn run(
-    shared: Arc<Shared>,
+    shared: Writer,
     mut rx: mpsc::UnboundedReceiver<OfflineJob>,
     committed: watch::Sender<u64>,
 ) {
@@ -69,7 +80,7 @@ pub async fn run(
     }
 }
 
-async fn store_jobs(shared: &Arc<Shared>, jobs: Vec<OfflineJob>) {
+async fn store_jobs(shared: &Writer, jobs: Vec<OfflineJob>) {
     let cap = shared.config.limits.offline_queue_max.get();
     let mut notify: Vec<Option<Notify>> = Vec::with_capacity(jobs.len());
     let mut owned: Vec<(Bytes, Vec<DeviceTarget>)> = Vec::with_capacity(jobs.len());
@@ -119,7 +130,7 @@ async fn store_jobs(shared: &Arc<Shared>, jobs: Vec<OfflineJob>) {
     }
 }
 
-fn tell_sender(shared: &Shared, note: Notify, st: Stored, cap: usize) {
+fn tell_sender(shared: &Writer, note: Notify, st: Stored, cap: usize) {
     if !st.held.is_empty() {
         shared.hub.send_to(
             note.session,
@@ -146,7 +157,7 @@ fn tell_sender(shared: &Shared, note: Notify, st: Stored, cap: usize) {
 }
 
 /// Deletes lines older than `offline_ttl_secs`.
-async fn purge(shared: &Arc<Shared>) {
+async fn purge(shared: &Writer) {
     let ttl_ms = shared.config.limits.offline_ttl_secs.get() as i64 * 1000;
     let before = now_ms().saturating_sub(ttl_ms);
     match shared.store.run(move |c| offline::expire(c, before)).await {

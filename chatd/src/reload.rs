@@ -6,51 +6,18 @@
 //! (listen address, paths, admin group, sizes of shared tables) keep their old value and are
 //! logged as needing a restart.
 
-use std::ops::Deref;
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError};
 
 use crate::commands::Registry;
 use crate::config::Config;
-use crate::server::Shared;
+use crate::live::Live;
+use crate::tls::Identity;
 
 /// Re-reads the configuration: the file given at start, with the same command-line overrides.
 pub type ConfigSource = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
 /// Puts a new `log.level` in force (the tracing filter lives in main.rs).
 pub type LogLevelHook = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
-
-/// A value that a reload may replace while every task keeps reading it through `Deref`.
-///
-/// Readers get a plain `&T` with no lock held and no guard to carry across `.await`, so
-/// `shared.config.limits.x` keeps working everywhere. The price: a replaced value is leaked,
-/// not freed (a reader may still hold it). Replacement happens only on an admin's reload,
-/// so that is a few kilobytes per reload.
-pub struct Live<T: 'static>(RwLock<&'static T>);
-
-impl<T: 'static> Live<T> {
-    /// Holds `value`.
-    pub fn new(value: T) -> Live<T> {
-        Live(RwLock::new(Box::leak(Box::new(value))))
-    }
-
-    /// The value in force now.
-    pub fn get(&self) -> &'static T {
-        // A poisoned lock still holds a valid reference: writes are a single assignment.
-        *self.0.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Puts `value` in force for every later read.
-    fn replace(&self, value: T) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Box::leak(Box::new(value));
-    }
-}
-
-impl<T: 'static> Deref for Live<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        self.get()
-    }
-}
 
 /// Where reloads come from, and one reload at a time.
 pub struct Reloader {
@@ -119,11 +86,22 @@ impl ReloadOutcome {
     }
 }
 
-/// [`reload`] as SIGHUP and `chatctl reload` run it: tells systemd (`RELOADING=1`, then
-/// `READY=1`) and logs the outcome. Returns the one-line outcome, or why nothing changed.
-pub fn reload_logged(shared: &Shared, trigger: &str) -> Result<String, String> {
-    crate::systemd::reloading();
-    let result = match reload(shared) {
+/// What a reload replaces: the values in force, and where the new ones come from.
+pub struct Reloadable<'a> {
+    /// The configuration in force.
+    pub config: &'a Live<Config>,
+    /// The TLS identity in force.
+    pub identity: &'a Live<Identity>,
+    /// The slash commands in force.
+    pub registry: &'a Live<Registry>,
+    /// Where the configuration is read from.
+    pub reloader: &'a Reloader,
+}
+
+/// [`reload`] as SIGHUP and `chatctl reload` run it: logs the outcome. Returns the one-line
+/// outcome, or why nothing changed.
+pub fn reload_logged(parts: Reloadable<'_>, trigger: &str) -> Result<String, String> {
+    match reload(parts) {
         Ok(outcome) => {
             let summary = outcome.summary();
             tracing::info!(trigger, "{summary}");
@@ -142,25 +120,19 @@ pub fn reload_logged(shared: &Shared, trigger: &str) -> Result<String, String> {
                 "reload refused, the previous configuration stays in force: {e}"
             ))
         }
-    };
-    let status = match &result {
-        Ok(_) => "configuration reloaded",
-        Err(_) => "last reload refused (see the journal)",
-    };
-    crate::systemd::reloaded(shared, status);
-    result
+    }
 }
 
 /// Reads the configuration, certificate and key again and puts them in force, or changes
 /// nothing and says why.
-pub fn reload(shared: &Shared) -> Result<ReloadOutcome, ReloadError> {
-    let _one_at_a_time = shared
+pub fn reload(parts: Reloadable<'_>) -> Result<ReloadOutcome, ReloadError> {
+    let _one_at_a_time = parts
         .reloader
         .busy
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    let old: &Config = shared.config.get();
-    let mut new = match &shared.reloader.source {
+    let old: &Config = parts.config.get();
+    let mut new = match &parts.reloader.source {
         Some(source) => source().map_err(ReloadError::Config)?,
         None => old.clone(),
     };
@@ -172,7 +144,7 @@ pub fn reload(shared: &Shared) -> Result<ReloadOutcome, ReloadError> {
         &old.server.state_dir,
     )?;
     let mut outcome = ReloadOutcome::default();
-    let log_level = shared.reloader.log_level.as_ref();
+    let log_level = parts.reloader.log_level.as_ref();
     keep_fixed(
         old,
         &mut new,
@@ -189,12 +161,12 @@ pub fn reload(shared: &Shared) -> Result<ReloadOutcome, ReloadError> {
             outcome.changed.push("log.level");
         }
     }
-    if identity.fingerprint != shared.identity.fingerprint {
+    if identity.fingerprint != parts.identity.fingerprint {
         outcome.new_fingerprint = Some(identity.fingerprint);
     }
-    shared.registry.replace(registry);
-    shared.identity.replace(identity);
-    shared.config.replace(new);
+    parts.registry.replace(registry);
+    parts.identity.replace(identity);
+    parts.config.replace(new);
     Ok(outcome)
 }
 
@@ -306,13 +278,5 @@ mod tests {
         assert_eq!(new.limits.max_connections, old.limits.max_connections);
         assert_eq!(new.limits.presence_delay_ms, 25);
         assert_eq!(live_changes(&old, &new), ["limits.max_text_bytes"]);
-    }
-
-    #[test]
-    fn live_value_is_replaced_for_later_reads() {
-        let live = Live::new(1u32);
-        let before: &u32 = &live;
-        live.replace(2);
-        assert_eq!((*before, *live), (1, 2));
     }
 }

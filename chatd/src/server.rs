@@ -15,10 +15,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chatd_proto::Fingerprint;
 use nix::fcntl::{Flock, FlockArg};
-use nix::unistd::Gid;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -27,12 +25,14 @@ use crate::commands::{Registry, RegistryError};
 use crate::config::Config;
 use crate::control::{ControlError, ControlListener};
 use crate::hub::{Hub, OfflineJob, Room};
+use crate::live::Live;
 use crate::peerlimit::PerIp;
-use crate::reload::{ConfigSource, Live, LogLevelHook, Reloader};
+use crate::reload::{ConfigSource, LogLevelHook, Reloader};
+use crate::shared::Shared;
 use crate::store::{Store, StoreError, keys, rooms};
 use crate::systemd::Activated;
 use crate::throttle::LoginThrottle;
-use crate::tls::{Identity, TlsError};
+use crate::tls::TlsError;
 
 /// Startup failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,43 +73,6 @@ pub enum ServerError {
     /// The `[commands]` section is inconsistent.
     #[error("commands: {0}")]
     Registry(#[from] RegistryError),
-}
-
-/// State every task shares.
-pub struct Shared {
-    /// The configuration in force (replaced by a reload).
-    pub config: Live<Config>,
-    /// TLS identity (replaced by a reload).
-    pub identity: Live<Identity>,
-    /// Who is online.
-    pub hub: Hub,
-    /// Database.
-    pub store: Store,
-    /// Slash commands (replaced by a reload).
-    pub registry: Live<Registry>,
-    /// Where a reload reads the configuration from.
-    pub reloader: Reloader,
-    /// Start time, for uptime.
-    pub started: Instant,
-    /// Actual TLS listen address (port 0 resolved).
-    pub listen_addr: SocketAddr,
-    /// Group whose members may use the control socket.
-    pub admin_gid: Option<Gid>,
-    /// Fires once on shutdown.
-    pub shutdown: CancellationToken,
-    /// Every session and control task, so shutdown can wait for them.
-    pub tracker: TaskTracker,
-    /// Failed-login backoff per address and account.
-    pub throttle: LoginThrottle,
-    /// The last offline job the offline writer committed (see [`crate::offline`]).
-    pub offline_committed: watch::Receiver<u64>,
-}
-
-impl Shared {
-    /// A TLS acceptor for the current identity.
-    pub fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(Arc::clone(&self.identity.config))
-    }
 }
 
 /// A server with everything bound, ready to [`Server::run`].
@@ -276,9 +239,9 @@ impl Server {
         hub.attach_offline(job_tx);
         let shared = Arc::new(Shared {
             throttle,
-            hub,
+            hub: Arc::new(hub),
             offline_committed: committed_rx,
-            config: Live::new(config),
+            config: Arc::new(Live::new(config)),
             identity: Live::new(identity),
             store,
             registry: Live::new(registry),
@@ -333,13 +296,18 @@ impl Server {
             _lock,
         } = self;
         let control_task = tokio::spawn(control.run(Arc::clone(&shared)));
-        let offline_task = tokio::spawn(crate::offline::run(
-            Arc::clone(&shared),
-            job_rx,
-            committed_tx,
+        let writer = crate::offline::Writer {
+            hub: Arc::clone(&shared.hub),
+            store: shared.store.clone(),
+            config: Arc::clone(&shared.config),
+        };
+        let offline_task = tokio::spawn(crate::offline::run(writer, job_rx, committed_tx));
+        crate::systemd::ready(&shared.status_line());
+        let status = Arc::clone(&shared);
+        let keepalive = tokio::spawn(crate::systemd::keepalive(
+            move || status.status_line(),
+            shared.shutdown.clone(),
         ));
-        crate::systemd::ready(&shared);
-        let keepalive = tokio::spawn(crate::systemd::keepalive(Arc::clone(&shared)));
         let delay = shared.config.limits.presence_delay();
         let quiet = (!delay.is_zero()).then(|| {
             let shared = Arc::clone(&shared);

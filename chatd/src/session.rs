@@ -28,7 +28,7 @@ use crate::commands::{self, Ctx, Role};
 use crate::hub::{Closer, EnvelopeLines, NewSession, Notify, Routed, SessionId};
 use crate::outbox::{Outbox, PushError};
 use crate::ratelimit::TokenBucket;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::socket::Socket;
 use crate::store::{KeyCheck, keys, offline, users};
 use crate::throttle::Throttled;

@@ -5,12 +5,10 @@
 //! `chatd` behaves the same when started by hand.
 
 use std::os::unix::net::UnixListener;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
-
-use crate::server::Shared;
+use tokio_util::sync::CancellationToken;
 
 /// How often `STATUS=` is refreshed when there is no watchdog to keep pace with.
 const STATUS_INTERVAL: Duration = Duration::from_secs(10);
@@ -76,11 +74,8 @@ fn notify(states: &[NotifyState<'_>]) {
 }
 
 /// `READY=1`: the TLS listener and the control socket are bound.
-pub fn ready(shared: &Shared) {
-    notify(&[
-        NotifyState::Ready,
-        NotifyState::Status(&status_line(shared)),
-    ]);
+pub fn ready(status: &str) {
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 /// `RELOADING=1` with the monotonic timestamp systemd ≥ 253 wants for `Type=notify-reload`.
@@ -92,8 +87,8 @@ pub fn reloading() {
 }
 
 /// `READY=1` after a reload, with the outcome as the status line.
-pub fn reloaded(shared: &Shared, outcome: &str) {
-    let status = format!("{}; {outcome}", status_line(shared));
+pub fn reloaded(status: &str, outcome: &str) {
+    let status = format!("{status}; {outcome}");
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
 }
 
@@ -103,11 +98,10 @@ pub fn stopping() {
 }
 
 /// One line for `systemctl status`.
-pub fn status_line(shared: &Shared) -> String {
-    let (sessions, users) = shared.hub.counts();
+pub fn status_line(sessions: usize, users: usize, up: Duration) -> String {
     format!(
         "{sessions} session(s), {users} user(s) online; up {}",
-        human_duration(shared.started.elapsed())
+        human_duration(up)
     )
 }
 
@@ -122,8 +116,9 @@ fn human_duration(d: Duration) -> String {
 }
 
 /// Refreshes `STATUS=` and, when `WatchdogSec=` is set, pings the watchdog at half its
-/// period, until shutdown. Returns at once when not started by systemd.
-pub async fn keepalive(shared: Arc<Shared>) {
+/// period, until `shutdown`; `status` tells the status line. Returns at once when not
+/// started by systemd.
+pub async fn keepalive(status: impl Fn() -> String, shutdown: CancellationToken) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }
@@ -134,9 +129,9 @@ pub async fn keepalive(shared: Arc<Shared>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shared.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
         }
-        let status = status_line(&shared);
+        let status = status();
         if watchdog.is_some() {
             notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
         } else {
