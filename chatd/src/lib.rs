@@ -16,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod hub;
 pub mod live;
+pub mod mailbox;
 pub mod offline;
 pub mod outbox;
 pub mod password;

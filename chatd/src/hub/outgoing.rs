@@ -1,0 +1,135 @@
+//! What the hub queues for sessions: one line for all, an envelope in both wire forms, a run
+//! of envelopes as one entry, or notices that may wait for a shared wake-up.
+
+use bytes::Bytes;
+use chatd_proto::frame;
+use serde::Serialize;
+
+use super::offline::Notify;
+
+/// What the hub queues for sessions: one line for all, an envelope in both wire forms, or a
+/// run of envelopes queued as one entry.
+pub trait Outgoing {
+    /// The bytes for a session that did (`true`) or did not negotiate binary envelope frames.
+    fn for_session(&self, binary: bool) -> &Bytes;
+
+    /// How many frames [`Outgoing::for_session`] holds (what it counts for in a queue).
+    fn frames(&self) -> usize {
+        1
+    }
+
+    /// Hands each frame of [`Outgoing::for_session`] to `f` on its own: what a replaying
+    /// session holds back, one frame per slot.
+    fn each_frame(&self, binary: bool, f: &mut dyn FnMut(&Bytes)) {
+        f(self.for_session(binary));
+    }
+
+    /// May wait for a wake-up it can share (see [`super::Hub::flush_quiet`]).
+    fn quiet(&self) -> bool {
+        false
+    }
+}
+
+/// Notices that may wait a moment for a wake-up they can share (see
+/// [`super::Hub::flush_quiet`]).
+pub(super) struct Quiet(pub(super) Bytes);
+
+impl Outgoing for Quiet {
+    fn for_session(&self, _binary: bool) -> &Bytes {
+        &self.0
+    }
+
+    fn quiet(&self) -> bool {
+        true
+    }
+}
+
+impl Outgoing for Bytes {
+    fn for_session(&self, _binary: bool) -> &Bytes {
+        self
+    }
+}
+
+/// An envelope serialized once per wire form, each shared by every session that takes it
+/// (docs/PROTOCOL.md, binary envelope frames).
+#[derive(Debug, Clone)]
+pub struct EnvelopeLines {
+    /// The JSON `envelope` line; also what is stored for offline devices.
+    pub json: Bytes,
+    /// The binary `envelope` frame.
+    pub binary: Bytes,
+}
+
+impl Outgoing for EnvelopeLines {
+    fn for_session(&self, binary: bool) -> &Bytes {
+        if binary { &self.binary } else { &self.json }
+    }
+}
+
+/// Envelopes of one conversation routed together: each member session gets them as one queue
+/// entry (one lock, one wake-up and one slice of a TLS write for the run, instead of one per
+/// envelope). A sender that pipelines its messages produces such runs; see
+/// [`super::Hub::route_envelopes`].
+#[derive(Debug, Clone)]
+pub(super) struct EnvelopeRun {
+    /// Every envelope's lines, joined, per wire form.
+    joined: EnvelopeLines,
+    /// The envelopes one by one, for replaying sessions and offline storage.
+    pub(super) each: Vec<(EnvelopeLines, Notify)>,
+}
+
+impl EnvelopeRun {
+    /// Joins `each` (at least two envelopes, in order) into one entry per wire form.
+    pub(super) fn new(each: Vec<(EnvelopeLines, Notify)>) -> Self {
+        let join = |binary: bool| {
+            let parts: Vec<&[u8]> = each
+                .iter()
+                .map(|(l, _)| &l.for_session(binary)[..])
+                .collect();
+            Bytes::from(parts.concat())
+        };
+        let joined = EnvelopeLines {
+            json: join(false),
+            binary: join(true),
+        };
+        EnvelopeRun { joined, each }
+    }
+}
+
+impl Outgoing for EnvelopeRun {
+    fn for_session(&self, binary: bool) -> &Bytes {
+        self.joined.for_session(binary)
+    }
+
+    fn frames(&self) -> usize {
+        self.each.len()
+    }
+
+    fn each_frame(&self, binary: bool, f: &mut dyn FnMut(&Bytes)) {
+        for (lines, _) in &self.each {
+            f(lines.for_session(binary));
+        }
+    }
+}
+
+/// Joins serialized lines into one queue entry: a login's or logout's `presence` and `device`
+/// notices then cost each member one wake-up, TLS record and write instead of two.
+pub(super) fn concat_lines(lines: impl IntoIterator<Item = Option<Bytes>>) -> Option<Bytes> {
+    let lines: Vec<Bytes> = lines.into_iter().flatten().collect();
+    match lines.len() {
+        0 => None,
+        1 => lines.into_iter().next(),
+        _ => Some(Bytes::from(lines.concat())),
+    }
+}
+
+/// A frame as one line; None (logged) if it cannot be serialized.
+pub(super) fn serialize(frame: &impl Serialize) -> Option<Bytes> {
+    match frame::encode(frame) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize frame");
+            None
+        }
+    }
+}
