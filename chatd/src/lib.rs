@@ -31,3 +31,4 @@ pub mod store;
 pub mod systemd;
 pub mod throttle;
 pub mod tls;
+pub mod writer;

@@ -1,0 +1,308 @@
+//! The login state machine: `hello` (protocol version, binary frames), then `login` with a
+//! password checked by argon2id behind the login throttle, and the device key recorded.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use base64::Engine;
+use chatd_proto::Fingerprint;
+use chatd_proto::e2e::DevicePublicKey;
+use chatd_proto::frame::{ClientFrame, ServerFrame};
+use chatd_proto::{ErrorCode, PROTOCOL_VERSION};
+
+use super::connection::{Connection, Ending, Incoming};
+use crate::commands::Role;
+use crate::shared::Shared;
+use crate::store::{KeyCheck, keys, users};
+use crate::throttle::Throttled;
+
+/// Who a session logged in as.
+pub(super) struct LoggedIn {
+    pub(super) user: String,
+    pub(super) role: Role,
+    pub(super) device: Fingerprint,
+    /// Base64 SPKI DER, as the client sent it (and as peers will receive it).
+    pub(super) key: Arc<str>,
+    /// The client asked for binary envelope frames in its `hello` (and was told yes).
+    pub(super) binary: bool,
+}
+
+/// Where a connection is in `hello` then `login`.
+struct Login<'a> {
+    conn: &'a mut Connection,
+    shared: &'a Shared,
+    hello_done: bool,
+    binary: bool,
+    failures: u32,
+}
+
+/// `hello` then `login`; the account on success, or how the connection ends.
+pub(super) async fn login(conn: &mut Connection, shared: &Shared) -> Result<LoggedIn, Ending> {
+    let mut login = Login {
+        conn,
+        shared,
+        hello_done: false,
+        binary: false,
+        failures: 0,
+    };
+    loop {
+        if let ControlFlow::Break(done) = login.step().await {
+            return done;
+        }
+    }
+}
+
+impl Login<'_> {
+    /// Handles the next frame; Break with the outcome once there is one.
+    async fn step(&mut self) -> ControlFlow<Result<LoggedIn, Ending>> {
+        let frame = match self.conn.next_frame().await {
+            Ok(Incoming::Frame(frame)) => frame,
+            Ok(Incoming::Envelope(_)) => {
+                return self.violation("log in before sending send".into());
+            }
+            Err(ending) => return ControlFlow::Break(Err(ending)),
+        };
+        match frame {
+            ClientFrame::Hello {
+                version,
+                client,
+                binary,
+            } => self.hello(version, &client, binary),
+            ClientFrame::Login {
+                user,
+                password,
+                device_key,
+            } => {
+                if !self.hello_done {
+                    return self.violation("send hello first".into());
+                }
+                let login = match self.parse_device_key(&device_key) {
+                    Some(key) => self.check_login(user, password, key).await,
+                    None => None,
+                };
+                if let Some(login) = login {
+                    return ControlFlow::Break(Ok(login));
+                }
+                if self.failures >= self.shared.config.limits.max_login_failures.get() {
+                    return ControlFlow::Break(Err(Ending::both("too many failed logins")));
+                }
+                ControlFlow::Continue(())
+            }
+            ClientFrame::Ping { nonce } => {
+                self.conn.send(&ServerFrame::Pong { nonce });
+                ControlFlow::Continue(())
+            }
+            ClientFrame::Quit => ControlFlow::Break(Err(Ending::both("quit"))),
+            other => self.violation(format!("log in before sending {}", other.kind())),
+        }
+    }
+
+    /// A frame that needs a login first: counted as a protocol violation.
+    fn violation(&mut self, message: String) -> ControlFlow<Result<LoggedIn, Ending>> {
+        self.conn
+            .violation(ErrorCode::NotLoggedIn, message)
+            .map_break(Err)
+    }
+
+    /// Answers `hello`: the protocol version, the limits and whether binary frames are on.
+    fn hello(
+        &mut self,
+        version: u32,
+        client: &str,
+        binary: bool,
+    ) -> ControlFlow<Result<LoggedIn, Ending>> {
+        if self.hello_done {
+            self.conn
+                .error(ErrorCode::AlreadyLoggedIn, "hello was already sent");
+            return ControlFlow::Continue(());
+        }
+        if version != PROTOCOL_VERSION {
+            self.conn.error(
+                ErrorCode::UnsupportedVersion,
+                format!("this server speaks protocol version {PROTOCOL_VERSION}, not {version}"),
+            );
+            return ControlFlow::Break(Err(Ending::both("unsupported protocol version")));
+        }
+        // Escaped like the login name: an unauthenticated peer must not forge log lines.
+        let shown: String = client.chars().take(64).collect();
+        tracing::debug!(client = %shown.escape_debug(), "hello");
+        self.hello_done = true;
+        self.binary = binary;
+        let limits = &self.shared.config.limits;
+        self.conn.send(&ServerFrame::Hello {
+            version: PROTOCOL_VERSION,
+            server: format!("chatd/{}", env!("CARGO_PKG_VERSION")),
+            max_line_bytes: limits.max_line_bytes.get(),
+            max_text_bytes: limits.max_text_bytes.get(),
+            idle_timeout_secs: limits.idle_timeout_secs.get(),
+            binary,
+        });
+        ControlFlow::Continue(())
+    }
+
+    /// Reads the login's device key; answers `bad_device_key` when it is not usable.
+    fn parse_device_key(&mut self, b64: &str) -> Option<DevicePublicKey> {
+        let parsed = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| "not base64".to_string())
+            .and_then(|der| DevicePublicKey::from_spki_der(&der).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(key) => Some(key),
+            Err(why) => {
+                self.failures += 1;
+                self.conn.error(
+                    ErrorCode::BadDeviceKey,
+                    format!("device_key must be base64 SPKI DER of an RSA 2048, 3072 or 4096-bit key: {why}"),
+                );
+                None
+            }
+        }
+    }
+    /// Verifies a password; unknown, locked and wrong all look the same to the client.
+    /// Then registers the device key (or refuses a revoked one, or one too many).
+    async fn check_login(
+        &mut self,
+        user: String,
+        password: String,
+        key: DevicePublicKey,
+    ) -> Option<LoggedIn> {
+        let valid_name = chatd_proto::names::validate_username(&user).is_ok();
+        let shown: String = user.chars().take(40).collect();
+        let ip = self.conn.peer().ip();
+        let account = valid_name.then_some(user.as_str());
+        // Before any password work: a throttled guesser costs no argon2 time.
+        if let Some(wait) = self
+            .shared
+            .throttle
+            .check(ip, account, std::time::Instant::now())
+        {
+            self.failures += 1;
+            let (whom, left) = match wait {
+                Throttled::Address(d) => ("from your address", d),
+                Throttled::Account(d) => ("for this account", d),
+            };
+            let secs = left.as_secs().max(1);
+            tracing::warn!(peer = %self.conn.peer(), user = %shown.escape_debug(), wait_secs = secs, "login throttled {whom}");
+            self.conn.error(
+                ErrorCode::RateLimited,
+                format!("too many failed logins {whom}; try again in {secs} s"),
+            );
+            return None;
+        }
+        let creds = if valid_name {
+            let name = user.clone();
+            match self
+                .shared
+                .store
+                .run(move |c| users::credentials(c, &name))
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "login: database error");
+                    self.conn.error(
+                        ErrorCode::Internal,
+                        "the server could not check your login; try again later",
+                    );
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        // Always run argon2 so that timing does not reveal which accounts exist.
+        let hash = creds.as_ref().map_or_else(
+            || crate::password::DUMMY_HASH.to_string(),
+            |c| c.password_hash.clone(),
+        );
+        let matches = crate::password::verify(password, hash).await;
+        match creds {
+            Some(c) if matches && !c.locked => {
+                self.shared.throttle.succeeded(ip, &user);
+                let role = if c.admin { Role::Admin } else { Role::User };
+                self.register_key(user, role, key).await
+            }
+            other => {
+                self.failures += 1;
+                self.shared.throttle.failed(
+                    ip,
+                    valid_name.then_some(user.as_str()),
+                    std::time::Instant::now(),
+                );
+                let why = match other {
+                    None => "unknown user",
+                    Some(c) if c.locked => "account locked",
+                    Some(_) => "wrong password",
+                };
+                tracing::warn!(peer = %self.conn.peer(), user = %shown.escape_debug(), why, "login failed");
+                self.conn
+                    .error(ErrorCode::InvalidCredentials, "invalid credentials");
+                None
+            }
+        }
+    }
+
+    /// Records the device key for a user whose password was right.
+    async fn register_key(
+        &mut self,
+        user: String,
+        role: Role,
+        key: DevicePublicKey,
+    ) -> Option<LoggedIn> {
+        let device = key.fingerprint();
+        let max = self.shared.config.limits.max_devices_per_user.get();
+        let (name, fp, der, bits) = (
+            user.clone(),
+            *device.as_bytes(),
+            key.to_spki_der().to_vec(),
+            key.bits() as u32,
+        );
+        let check = self
+            .shared
+            .store
+            .run(move |c| keys::check_and_register(c, &name, &fp, &der, bits, max))
+            .await;
+        match check {
+            Ok(KeyCheck::Known) => {}
+            Ok(KeyCheck::Registered) => {
+                tracing::info!(%user, %device, bits, "registered a new device key");
+            }
+            Ok(KeyCheck::Revoked) => {
+                tracing::warn!(peer = %self.conn.peer(), %user, %device, "login with a revoked device key");
+                self.failures += 1;
+                self.conn.error(
+                    ErrorCode::KeyRevoked,
+                    format!("device key {device} was revoked by an administrator; this device needs a new key"),
+                );
+                return None;
+            }
+            Ok(KeyCheck::TooMany) => {
+                tracing::warn!(%user, %device, max, "device key refused: too many devices");
+                self.conn.error(
+                    ErrorCode::TooManyDevices,
+                    format!("{user} already has {max} device keys; an administrator must revoke one (chatctl key revoke)"),
+                );
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "login: cannot record the device key");
+                let message = if e.unavailable().is_some() {
+                    "the server's storage is full or busy: your device key could not be recorded; try again later"
+                } else {
+                    "the server could not record your device key; try again later"
+                };
+                self.conn.error(ErrorCode::Internal, message);
+                return None;
+            }
+        }
+        // Re-encoded from the parsed key, so every peer gets the canonical DER.
+        let key_b64 = base64::engine::general_purpose::STANDARD.encode(key.to_spki_der());
+        Some(LoggedIn {
+            user,
+            role,
+            device,
+            key: Arc::from(key_b64),
+            binary: self.binary,
+        })
+    }
+}

@@ -1,0 +1,159 @@
+//! One client connection: TLS handshake, hello and login under timeouts, replay of what was
+//! stored, then the chat loop; however it ends, one [`connection::Ending`] says why.
+//!
+//! The reader runs in this task; a separate writer task ([`crate::writer`]) drains the
+//! session's bounded queue of pre-serialized lines, so replies and broadcasts share one order.
+//!
+//! Chat traffic is end-to-end encrypted: `send` carries a sealed envelope and `chain` a wrapped
+//! sender chain. The session reads only their clear headers, checks that they name this
+//! session's user and device key, and routes the bytes unchanged; it never sees message text.
+//!
+//! `connection` owns framing and the ending; `login` is the hello/login state machine;
+//! `replay` sends stored lines; `chat` is the logged-in loop, with `route` (envelopes and
+//! chains) and `rate` (the message rate limit).
+
+mod chat;
+mod connection;
+mod login;
+mod rate;
+mod replay;
+mod route;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use crate::hub::{NewSession, SessionId};
+use crate::shared::Shared;
+use crate::socket::Socket;
+use chatd_proto::ErrorCode;
+use chatd_proto::frame::ServerFrame;
+use connection::{Connection, Ending};
+use login::LoggedIn;
+
+/// Serves one accepted TCP connection to the end.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let span = tracing::info_span!("session", %peer, user = tracing::field::Empty);
+    async move {
+        let acceptor = shared.acceptor();
+        let handshake = tokio::time::timeout(
+            shared.config.limits.handshake_timeout(),
+            Box::pin(acceptor.accept(Socket(stream))),
+        );
+        let tls = tokio::select! {
+            result = handshake => match result {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return;
+                }
+            },
+            // A peer that never finishes TLS must not hold up shutdown.
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let (r, w) = tokio::io::split(tls);
+        let mut conn = Connection::new(
+            r,
+            w,
+            peer,
+            Arc::clone(&shared.config),
+            shared.shutdown.clone(),
+        );
+        let (session, ending) = match Box::pin(enter(&mut conn, &shared)).await {
+            Ok((id, seq, login)) => (
+                Some(id),
+                logged_in(&mut conn, &shared, id, seq, &login).await,
+            ),
+            Err(ending) => (None, ending),
+        };
+        Box::pin(conn.finish(&shared.hub, session, ending)).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Logs the client in (under the login timeout) and registers the session with the hub:
+/// its id, the offline job it must see stored before replaying, and who it is.
+async fn enter(
+    conn: &mut Connection,
+    shared: &Shared,
+) -> Result<(SessionId, u64, LoggedIn), Ending> {
+    let login_timeout = shared.config.limits.login_timeout();
+    let login = match tokio::time::timeout(login_timeout, login::login(conn, shared)).await {
+        Ok(login) => login?,
+        Err(_) => {
+            tracing::info!("login timed out");
+            return Err(Ending::both("login timed out"));
+        }
+    };
+    // Everyone is in the default room at login (so login_ok lists it).
+    let lobby = shared.hub.default_room();
+    let (who, room) = (login.user.clone(), lobby.clone());
+    match shared
+        .store
+        .run(move |c| crate::store::rooms::join(c, &room, &who))
+        .await
+    {
+        Ok(true) => shared.hub.room_joined(&lobby, &login.user),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot record the default room's membership"),
+    }
+    // The hub queues login_ok itself, so nothing routed to us can overtake it.
+    let registered = shared.hub.register(NewSession {
+        user: login.user.clone(),
+        device: login.device,
+        key: Arc::clone(&login.key),
+        peer: conn.peer(),
+        outbox: Arc::clone(conn.outbox()),
+        closer: conn.closer().clone(),
+        replay: true,
+        binary: login.binary,
+    });
+    let (id, seq) = match registered {
+        Ok(r) => r,
+        Err(e) => {
+            conn.error(ErrorCode::TooManySessions, e.to_string());
+            return Err(Ending::both("too many sessions"));
+        }
+    };
+    tracing::Span::current().record("user", login.user.as_str());
+    tracing::info!(session = id, device = %login.device, "logged in");
+    Ok((id, seq, login))
+}
+
+/// A registered session: replays what was stored, shows the message of the day, then runs
+/// the chat loop.
+async fn logged_in(
+    conn: &mut Connection,
+    shared: &Shared,
+    id: SessionId,
+    seq: u64,
+    login: &LoggedIn,
+) -> Ending {
+    let replay = Box::pin(replay::replay(
+        shared,
+        conn.outbox(),
+        id,
+        seq,
+        &login.user,
+        login.device,
+    ));
+    match conn.unless_ended(replay).await {
+        Ok(true) => {}
+        Ok(false) => return Ending::gone("disconnected"),
+        Err(ending) => return ending,
+    }
+    let motd = shared.config.server.motd.trim();
+    if !motd.is_empty() {
+        conn.send(&ServerFrame::Notice {
+            text: format!("message of the day: {motd}"),
+        });
+    }
+    chat::run(conn, shared, id, login).await
+}
