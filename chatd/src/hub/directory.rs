@@ -11,12 +11,13 @@ use chatd_proto::frame::{DeviceEvent, DeviceInfo, RoomState, ServerFrame, WhoisD
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::outgoing::serialize;
-use super::{Hub, Inner, SessionId};
+use super::outgoing::{SessionId, serialize};
+use super::rooms::Rooms;
+use super::sessions::Sessions;
 
 /// A registered, unrevoked device key.
 pub(super) struct Known {
-    pub(super) fingerprint: Fingerprint,
+    fingerprint: Fingerprint,
     /// This key's entry in `login_ok`, serialized once: offline, then online. None if it
     /// could not be (a session that would list it is closed instead, see [`LoginSnapshot`]).
     listed: Option<Listed>,
@@ -27,7 +28,7 @@ type Listed = Arc<[Box<RawValue>; 2]>;
 
 impl Known {
     /// `user`'s key `key` (base64 SPKI DER), whose SHA-256 is `fingerprint`.
-    pub(super) fn new(user: &str, fingerprint: Fingerprint, key: &str) -> Known {
+    fn new(user: &str, fingerprint: Fingerprint, key: &str) -> Known {
         let info = |online| DeviceInfo {
             user: user.to_string(),
             fingerprint,
@@ -54,9 +55,6 @@ impl Known {
 #[derive(Default)]
 pub(super) struct Directory {
     pub(super) known: BTreeMap<String, Vec<Known>>,
-    /// Registered devices with no session, as of the last change to sessions or keys; only
-    /// trusted after a delivery that every session accepted (then none is closing).
-    pub(super) everyone_offline: Option<Vec<(String, Fingerprint)>>,
 }
 
 /// A serialized `device` frame.
@@ -139,133 +137,119 @@ impl LoginSnapshot {
     }
 }
 
-impl Inner {
-    /// What `login_ok` tells session `id` of `user`, copied under the lock and serialized
-    /// after it: every registered device key (by user, then registration) with whether it
-    /// is online.
-    pub(super) fn login_snapshot(
+impl Known {
+    /// The key's fingerprint.
+    pub(super) fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+}
+
+impl Directory {
+    /// Sets the registered device keys (at startup): (user, fingerprint, base64 SPKI DER).
+    pub(super) fn set(&mut self, keys: impl IntoIterator<Item = (String, Fingerprint, String)>) {
+        self.known.clear();
+        for (user, fingerprint, key) in keys {
+            let known = Known::new(&user, fingerprint, &key);
+            self.known.entry(user).or_default().push(known);
+        }
+    }
+
+    /// Records `user`'s key `key` (base64 SPKI DER) unless it is known already.
+    pub(super) fn add(&mut self, user: &str, fingerprint: Fingerprint, key: &str) {
+        let keys = self.known.entry(user.to_string()).or_default();
+        if !keys.iter().any(|k| k.fingerprint == fingerprint) {
+            keys.push(Known::new(user, fingerprint, key));
+        }
+    }
+
+    /// True when `user` has at least one registered, unrevoked device key.
+    pub(super) fn has_devices(&self, user: &str) -> bool {
+        self.known.get(user).is_some_and(|k| !k.is_empty())
+    }
+
+    /// Forgets `user`'s key `device`; true if it was known.
+    pub(super) fn remove_device(&mut self, user: &str, device: &Fingerprint) -> bool {
+        let Some(keys) = self.known.get_mut(user) else {
+            return false;
+        };
+        let before = keys.len();
+        keys.retain(|k| k.fingerprint != *device);
+        keys.len() != before
+    }
+
+    /// Forgets every key of `user`; returns their fingerprints.
+    pub(super) fn remove_user(&mut self, user: &str) -> Vec<Fingerprint> {
+        let keys = self.known.remove(user).unwrap_or_default();
+        keys.into_iter().map(|k| k.fingerprint).collect()
+    }
+
+    /// Every user with a registered key of that fingerprint (normally one).
+    pub(super) fn owners_of(&self, device: &Fingerprint) -> Vec<(String, Fingerprint)> {
+        self.known
+            .iter()
+            .filter(|(_, keys)| keys.iter().any(|k| k.fingerprint == *device))
+            .map(|(user, _)| (user.clone(), *device))
+            .collect()
+    }
+
+    /// What `login_ok` tells session `id` of `user`, copied under the hub's lock and
+    /// serialized after it: every registered device key (by user, then registration) with
+    /// whether it is online.
+    pub(super) fn snapshot(
         &self,
         user: String,
         id: SessionId,
         device: Fingerprint,
+        sessions: &Sessions,
+        rooms: &Rooms,
     ) -> LoginSnapshot {
-        let rooms = self
-            .rooms
-            .map
-            .iter()
-            .filter(|(_, r)| r.members.contains(&user))
-            .map(|(name, r)| r.state(name))
-            .collect();
-        let by_device = &self.sessions.by_device;
         LoginSnapshot {
-            online: self.sessions.by_user.keys().cloned().collect(),
+            online: sessions.by_user.keys().cloned().collect(),
             devices: self
-                .directory
                 .known
                 .values()
                 .flatten()
                 .map(|k| {
-                    let online = by_device.contains_key(&k.fingerprint);
+                    let online = sessions.device_online(&k.fingerprint);
                     Some((Arc::clone(k.listed.as_ref()?), online))
                 })
                 .collect(),
-            room: self.rooms.default.clone(),
-            rooms,
+            room: rooms.default.clone(),
+            rooms: rooms.states_of(&user),
             user,
             id,
             device,
         }
     }
 
-    /// Tells every session about a device event.
-    fn announce_device(&mut self, user: &str, fingerprint: Fingerprint, event: DeviceEvent) {
-        if let Some(line) = device_line(user, fingerprint, None, event) {
-            self.sessions.deliver_all(&line, None);
-        }
-    }
-}
-
-impl Hub {
-    /// Sets the registered device keys (at startup): (user, fingerprint, base64 SPKI DER).
-    pub fn set_known(&self, keys: impl IntoIterator<Item = (String, Fingerprint, String)>) {
-        let mut inner = self.lock();
-        let directory = &mut inner.directory;
-        directory.everyone_offline = None;
-        directory.known.clear();
-        for (user, fingerprint, key) in keys {
-            let known = Known::new(&user, fingerprint, &key);
-            directory.known.entry(user).or_default().push(known);
-        }
-    }
-
-    /// True when `user` has at least one registered, unrevoked device key.
-    pub fn has_devices(&self, user: &str) -> bool {
-        self.lock().directory.has_devices(user)
-    }
-
-    /// Forgets a revoked device key and tells everyone to encrypt nothing more to it.
-    pub fn forget_device(&self, user: &str, device: &Fingerprint) {
-        let mut inner = self.lock();
-        inner.directory.everyone_offline = None;
-        let Some(keys) = inner.directory.known.get_mut(user) else {
-            return;
-        };
-        let before = keys.len();
-        keys.retain(|k| k.fingerprint != *device);
-        if keys.len() != before {
-            inner.announce_device(user, *device, DeviceEvent::Removed);
-        }
-    }
-
-    /// Forgets every device key and room membership of a deleted account, telling everyone.
-    pub fn forget_user(&self, user: &str) {
-        for room in self.rooms_of(user) {
-            self.room_parted(&room, user, None);
-        }
-        let mut inner = self.lock();
-        inner.directory.everyone_offline = None;
-        let keys = inner.directory.known.remove(user).unwrap_or_default();
-        for k in keys {
-            inner.announce_device(user, k.fingerprint, DeviceEvent::Removed);
-        }
-    }
-
-    /// What `/whois` shows of `user`: sessions, away message, device keys with their state.
-    /// `rooms` are those `user` is in that `asker` may see (not invite-only, or shared).
-    pub fn whois(&self, user: &str, asker: &str) -> Whois {
-        let inner = self.lock();
-        let sessions = &inner.sessions;
-        let devices = inner
-            .directory
+    /// What `/whois` shows of `user` to `asker` (see `Hub::whois`).
+    pub(super) fn whois(
+        &self,
+        user: &str,
+        asker: &str,
+        sessions: &Sessions,
+        rooms: &Rooms,
+    ) -> Whois {
+        let devices = self
             .known
             .get(user)
             .into_iter()
             .flatten()
             .map(|k| WhoisDevice {
                 fingerprint: k.fingerprint,
-                online: sessions.by_device.contains_key(&k.fingerprint),
+                online: sessions.device_online(&k.fingerprint),
             })
             .collect();
-        let rooms = inner
-            .rooms
-            .map
-            .iter()
-            .filter(|(_, r)| r.members.contains(user))
+        let rooms = rooms
+            .of(user)
             .filter(|(_, r)| !r.invite_only || r.members.contains(asker))
             .map(|(name, _)| name.clone())
             .collect();
         Whois {
-            sessions: sessions.by_user.get(user).map_or(0, Vec::len) as u32,
+            sessions: sessions.count(user) as u32,
             away: sessions.away.get(user).cloned(),
             devices,
             rooms,
         }
-    }
-}
-
-impl Directory {
-    /// True when `user` has at least one registered, unrevoked device key.
-    pub(super) fn has_devices(&self, user: &str) -> bool {
-        self.known.get(user).is_some_and(|k| !k.is_empty())
     }
 }

@@ -10,42 +10,49 @@
 //! writer (crate::offline), which stores jobs in that order. A session that logs in is held
 //! (its live lines buffered here) while it replays what was stored; see [`Hub::register`].
 //!
-//! One lock guards four tables, each in a file of its own with the `Hub` methods that use
-//! it: `sessions` (the session table and delivery), `directory` (device keys, `login_ok`,
-//! `/whois`), `rooms`, and `offline` (lines for offline devices); `route` routes across
-//! them, `outgoing` is what gets queued. The lock is never held across an `.await`.
+//! One lock guards four tables ([`tables`]), each in a file of its own with its methods:
+//! `sessions` (the session table and delivery), `directory` (device keys, `login_ok`,
+//! `/whois`), `rooms`, and `offline` (lines for offline devices). `route` and `presence`
+//! work across them; `outgoing` is what the hub hands out. This file is the public face:
+//! each method takes the lock and calls into them. The lock is never held across an
+//! `.await`.
 
 mod directory;
 mod offline;
 mod outgoing;
+mod presence;
 mod rooms;
 mod route;
 mod sessions;
+mod tables;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use chatd_proto::Fingerprint;
+use chatd_proto::control::SessionInfo;
+use chatd_proto::conversation::Conversation;
+use chatd_proto::frame::{OnlineUser, RoomSummary, ServerFrame};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 pub use crate::mailbox::Closer;
 pub use directory::Whois;
-pub use offline::{Notify, OfflineJob};
-pub use outgoing::{EnvelopeLines, Outgoing};
+pub use outgoing::{EnvelopeLines, Notify, OfflineJob, Outgoing, SessionId};
 pub use rooms::Room;
 pub use route::{Routed, SendRefused, Sent};
-pub use sessions::{HubError, NewSession, SessionId};
+pub use sessions::{HubError, NewSession};
 
-/// Everything the hub's lock guards.
-struct Inner {
-    sessions: sessions::Sessions,
-    directory: directory::Directory,
-    rooms: rooms::Rooms,
-    offline: offline::OfflineQueue,
-}
+use outgoing::serialize;
+use tables::Tables;
 
 /// The routing table; shared by every session and the control socket.
 pub struct Hub {
-    inner: Mutex<Inner>,
+    inner: Mutex<Tables>,
     next_id: AtomicU64,
     max_sessions_per_user: usize,
     /// Tells [`Hub::flush_quiet`] that quiet lines wait.
@@ -56,20 +63,338 @@ impl Hub {
     /// An empty hub; a replaying session may hold `held_max` live lines.
     pub fn new(max_sessions_per_user: usize, held_max: usize) -> Self {
         Hub {
-            inner: Mutex::new(Inner {
-                sessions: sessions::Sessions::new(held_max),
-                directory: directory::Directory::default(),
-                rooms: rooms::Rooms::default(),
-                offline: offline::OfflineQueue::default(),
-            }),
+            inner: Mutex::new(Tables::new(held_max)),
             next_id: AtomicU64::new(1),
             max_sessions_per_user,
             quiet_queued: tokio::sync::Notify::new(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // Nothing in Inner can be left half-updated by a panic that matters more than availability.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
+        // Nothing in Tables can be left half-updated by a panic that matters more than availability.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the flusher when quiet lines wait for it.
+    fn quiet_queued(&self, tables: &Tables) {
+        if tables.sessions.quiet_pending() {
+            self.quiet_queued.notify_one();
+        }
+    }
+
+    /// Wakes, `delay` after quiet lines were queued (presence and device notices of logins
+    /// and logouts), the writers of the sessions they wait in, unless a line since has. Until
+    /// `stop` fires; quiet lines are queued like any other when this does not run.
+    ///
+    /// A login or logout tells every member session; woken for it on its own, each pays a
+    /// wake-up, a TLS record and a `send`. Waiting, it rides with the next message, or goes
+    /// with the notices of other logins in the same window.
+    pub async fn flush_quiet(&self, delay: std::time::Duration, stop: CancellationToken) {
+        self.lock().sessions.set_quiet_flusher(true);
+        loop {
+            tokio::select! {
+                () = self.quiet_queued.notified() => {}
+                () = stop.cancelled() => break,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stop.cancelled() => break,
+            }
+            self.lock().sessions.wake_quiet();
+        }
+        let mut tables = self.lock();
+        tables.sessions.set_quiet_flusher(false);
+        tables.sessions.wake_quiet();
+    }
+
+    // Sessions.
+
+    /// Adds a logged-in session and queues its `login_ok` (so nothing routed to it can
+    /// arrive first); tells everyone else about a new user and a new device key.
+    ///
+    /// Returns the session id and [`Hub::offline_seq`] as of registration: every line for
+    /// this device routed before it was handed to the offline writer, every one after it
+    /// reaches the session (held until [`Hub::end_replay`] when `replay` is set).
+    pub fn register(&self, new: NewSession) -> Result<(SessionId, u64), HubError> {
+        let replay = new.replay;
+        let (id, snapshot, offline_seq) = {
+            let mut tables = self.lock();
+            let count = tables.sessions.count(&new.user);
+            if count >= self.max_sessions_per_user {
+                return Err(HubError::TooManySessions(self.max_sessions_per_user));
+            }
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let (snapshot, seq) = tables.register(id, count, new);
+            self.quiet_queued(&tables);
+            (id, snapshot, seq)
+        };
+        // Every registered device key goes into login_ok: O(devices) of copying, which the
+        // fan-out would wait for under the lock.
+        let line = snapshot.line();
+        self.lock().sessions.login_ok(id, line, replay);
+        Ok((id, offline_seq))
+    }
+
+    /// Ends session `id`'s replay: moves the live lines it held into its queue, as many as
+    /// `room` (its queue's free slots). True when nothing is held any more and new lines go
+    /// straight to the queue; false means call again once the queue has drained a little.
+    pub fn end_replay(&self, id: SessionId, room: usize) -> bool {
+        // Under the hub lock nobody else queues for this session, and `room` slots were
+        // free, so these cannot fail for lack of room.
+        self.lock().sessions.end_replay(id, room)
+    }
+
+    /// Removes a session; tells everyone when its device key or its user goes offline.
+    pub fn unregister(&self, id: SessionId, reason: &str) {
+        let mut tables = self.lock();
+        tables.unregister(id, reason);
+        self.quiet_queued(&tables);
+    }
+
+    /// Sets (Some) or clears (None) `user`'s away message; false if `user` is not online.
+    pub fn set_away(&self, user: &str, text: Option<String>) -> bool {
+        self.lock().sessions.set_away(user, text)
+    }
+
+    /// `user`'s away message, if set.
+    pub fn away(&self, user: &str) -> Option<String> {
+        self.lock().sessions.away.get(user).cloned()
+    }
+
+    /// True if `user` has at least one session.
+    pub fn is_online(&self, user: &str) -> bool {
+        self.lock().sessions.count(user) > 0
+    }
+
+    /// Number of sessions `user` has.
+    pub fn session_count(&self, user: &str) -> usize {
+        self.lock().sessions.count(user)
+    }
+
+    /// Everyone online, sorted by name.
+    pub fn online(&self) -> Vec<OnlineUser> {
+        self.lock().sessions.online()
+    }
+
+    /// Every session, oldest first.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.lock().sessions.list()
+    }
+
+    /// (sessions, distinct users) online.
+    pub fn counts(&self) -> (usize, usize) {
+        let tables = self.lock();
+        (tables.sessions.len(), tables.sessions.by_user.len())
+    }
+
+    /// Asks every session of `user` using device key `device` to close; returns how many.
+    pub fn close_device(&self, user: &str, device: &Fingerprint, reason: &str) -> usize {
+        self.lock().sessions.close_device(user, device, reason)
+    }
+
+    /// Sessions using each device key, for `chatctl key list`.
+    pub fn device_sessions(&self) -> HashMap<(String, Fingerprint), usize> {
+        self.lock().sessions.per_device()
+    }
+
+    /// Asks every session of `user` to close; returns how many.
+    pub fn close_user(&self, user: &str, reason: &str) -> usize {
+        self.lock().sessions.close_user(user, reason)
+    }
+
+    // Device keys.
+
+    /// Sets the registered device keys (at startup): (user, fingerprint, base64 SPKI DER).
+    pub fn set_known(&self, keys: impl IntoIterator<Item = (String, Fingerprint, String)>) {
+        let mut tables = self.lock();
+        tables.offline.changed();
+        tables.directory.set(keys);
+    }
+
+    /// True when `user` has at least one registered, unrevoked device key.
+    pub fn has_devices(&self, user: &str) -> bool {
+        self.lock().directory.has_devices(user)
+    }
+
+    /// Forgets a revoked device key and tells everyone to encrypt nothing more to it.
+    pub fn forget_device(&self, user: &str, device: &Fingerprint) {
+        self.lock().forget_device(user, device);
+    }
+
+    /// Forgets every device key and room membership of a deleted account, telling everyone.
+    pub fn forget_user(&self, user: &str) {
+        self.lock().forget_user(user);
+    }
+
+    /// What `/whois` shows of `user`: sessions, away message, device keys with their state.
+    /// `rooms` are those `user` is in that `asker` may see (not invite-only, or shared).
+    pub fn whois(&self, user: &str, asker: &str) -> Whois {
+        let tables = self.lock();
+        tables
+            .directory
+            .whois(user, asker, &tables.sessions, &tables.rooms)
+    }
+
+    // Rooms.
+
+    /// Sets every room (at startup) and which one is the default.
+    pub fn set_rooms(&self, rooms: impl IntoIterator<Item = (String, Room)>, default_room: &str) {
+        let mut tables = self.lock();
+        tables.rooms.map = rooms.into_iter().collect();
+        tables.rooms.default = default_room.to_string();
+    }
+
+    /// The default room's name.
+    pub fn default_room(&self) -> String {
+        self.lock().rooms.default.clone()
+    }
+
+    /// A copy of a room, if it exists.
+    pub fn room(&self, name: &str) -> Option<Room> {
+        self.lock().rooms.map.get(name).cloned()
+    }
+
+    /// Number of rooms, and of rooms `user` is in.
+    pub fn room_counts(&self, user: &str) -> (usize, usize) {
+        let tables = self.lock();
+        (tables.rooms.map.len(), tables.rooms.of(user).count())
+    }
+
+    /// True when `user` is a member of `room`.
+    pub fn is_member(&self, room: &str, user: &str) -> bool {
+        self.lock().rooms.is_member(room, user)
+    }
+
+    /// Records a new room (already stored).
+    pub fn room_created(&self, name: &str, owner: Option<&str>, invite_only: bool) {
+        self.lock().rooms.created(name, owner, invite_only);
+    }
+
+    /// `user` joined `room` (already stored): the members hear of it, the newcomer gets the
+    /// room's state. Before any later message to the room, so clients encrypt to the new
+    /// member from then on.
+    ///
+    /// Joining the default room is silent: everyone is in it (a user joins it at their first
+    /// login, before their device key is announced), so clients count every user as a member.
+    pub fn room_joined(&self, room: &str, user: &str) {
+        let tables = &mut *self.lock();
+        tables.rooms.joined(room, user, &mut tables.sessions);
+    }
+
+    /// `user` left (or, with `by`, was kicked from) `room` (already stored): members and
+    /// the user hear of it; an empty room other than the default one is forgotten.
+    pub fn room_parted(&self, room: &str, user: &str, by: Option<&str>) {
+        let tables = &mut *self.lock();
+        tables.rooms.parted(room, user, by, &mut tables.sessions);
+    }
+
+    /// The topic of `room` changed (already stored); its members hear of it.
+    pub fn topic_set(&self, room: &str, topic: &str, by: &str) {
+        let tables = &mut *self.lock();
+        tables
+            .rooms
+            .topic_set(room, topic, by, &mut tables.sessions);
+    }
+
+    /// Rooms `user` may see: every room that is not invite-only, and those they are in.
+    pub fn room_list(&self, user: &str) -> Vec<RoomSummary> {
+        self.lock().rooms.list(user)
+    }
+
+    // Routing.
+
+    /// Routes a conversation's line: to every online session of its members, and to the
+    /// offline writer for each of their registered devices that is offline (`notify` names
+    /// the session to tell once stored). Returns the sessions reached now.
+    pub fn route_conversation(
+        &self,
+        conversation: &Conversation,
+        line: &impl Outgoing,
+        notify: Option<Notify>,
+    ) -> usize {
+        self.lock().route_line(conversation, line, notify)
+    }
+
+    /// Routes a sender's run of envelopes to one conversation, in order, as
+    /// [`Hub::route_conversation`] would one by one, but each online member session gets the
+    /// run as one queue entry. Offline devices get each envelope stored on its own, and each
+    /// `Notify` is told on its own. Returns the sessions reached now.
+    pub fn route_batch(
+        &self,
+        conversation: &Conversation,
+        each: Vec<(EnvelopeLines, Notify)>,
+    ) -> usize {
+        // Joined before the lock is taken.
+        let run = route::joined(&each);
+        self.lock().route_run(conversation, each, run)
+    }
+
+    /// A sender's envelopes to one conversation (see [`Hub::route_batch`]), with everything
+    /// routing them asks of the hub under one lock: may `sender` send there (a member of the
+    /// room; the other side of a whisper has a device key), and is that other side away.
+    pub fn route_envelopes(
+        &self,
+        sender: &str,
+        conversation: &Conversation,
+        each: Vec<(EnvelopeLines, Notify)>,
+    ) -> Result<Sent, SendRefused> {
+        let run = route::joined(&each);
+        self.lock().route_envelopes(sender, conversation, each, run)
+    }
+
+    /// Routes a line for one device key: to its sessions, or stored when it is offline.
+    pub fn route_to_device(&self, device: &Fingerprint, line: &Bytes) -> Routed {
+        self.lock().route_to_device(device, line)
+    }
+
+    /// Queues `frame` for every session of `user`; returns how many.
+    pub fn send_to_user(&self, user: &str, frame: &ServerFrame) -> usize {
+        let Some(line) = serialize(frame) else {
+            return 0;
+        };
+        self.lock().sessions.deliver_users(&[user], &line)
+    }
+
+    /// Queues `frame` for every session of `room`'s members; returns how many.
+    pub fn send_to_room(&self, room: &str, frame: &ServerFrame) -> usize {
+        let Some(line) = serialize(frame) else {
+            return 0;
+        };
+        let tables = &mut *self.lock();
+        tables.rooms.deliver(room, &line, &mut tables.sessions)
+    }
+
+    /// Queues `frame` for session `id` alone.
+    pub fn send_to(&self, id: SessionId, frame: &ServerFrame) -> bool {
+        match serialize(frame) {
+            Some(line) => self.lock().sessions.deliver(id, &line),
+            None => false,
+        }
+    }
+
+    /// Sends `frame` to every session except `except`; returns how many got it.
+    pub fn broadcast(&self, frame: &ServerFrame, except: Option<SessionId>) -> usize {
+        let Some(line) = serialize(frame) else {
+            return 0;
+        };
+        self.lock().sessions.deliver_all(&line, except)
+    }
+
+    // The offline writer.
+
+    /// Connects the offline writer; lines for offline devices go to `tx` from now on.
+    pub fn attach_offline(&self, tx: mpsc::UnboundedSender<OfflineJob>) {
+        self.lock().offline.tx = Some(tx);
+    }
+
+    /// Disconnects the offline writer (shutdown), so it can finish what it has.
+    pub fn detach_offline(&self) {
+        self.lock().offline.tx = None;
+    }
+
+    /// Number of the last offline job handed out; a session that registered after it waits
+    /// for the writer to commit it before reading its queue.
+    pub fn offline_seq(&self) -> u64 {
+        self.lock().offline.seq
     }
 }

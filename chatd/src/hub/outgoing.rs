@@ -1,11 +1,38 @@
-//! What the hub queues for sessions: one line for all, an envelope in both wire forms, a run
-//! of envelopes as one entry, or notices that may wait for a shared wake-up.
+//! What the hub hands out: lines for sessions (one line for all, an envelope in both wire
+//! forms, a run of envelopes as one entry, notices that may wait for a shared wake-up) and
+//! jobs for the offline writer.
 
 use bytes::Bytes;
+use chatd_proto::Fingerprint;
 use chatd_proto::frame;
 use serde::Serialize;
 
-use super::offline::Notify;
+/// Identifies a session while the server runs.
+pub type SessionId = u64;
+
+/// A line to store for devices that are offline, numbered in routing order.
+#[derive(Debug)]
+pub struct OfflineJob {
+    /// 1, 2, 3, ... in the order the hub routed them.
+    pub seq: u64,
+    /// The serialized frame.
+    pub line: Bytes,
+    /// (user, device) of each offline recipient.
+    pub targets: Vec<(String, Fingerprint)>,
+    /// Who to tell once it is stored.
+    pub notify: Option<Notify>,
+}
+
+/// The sender of an envelope, to be told (`held`) once it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notify {
+    /// The sending session.
+    pub session: SessionId,
+    /// The envelope's message id, hex.
+    pub message: String,
+    /// The envelope's conversation name.
+    pub conversation: String,
+}
 
 /// What the hub queues for sessions: one line for all, an envelope in both wire forms, or a
 /// run of envelopes queued as one entry.
@@ -24,14 +51,13 @@ pub trait Outgoing {
         f(self.for_session(binary));
     }
 
-    /// May wait for a wake-up it can share (see [`super::Hub::flush_quiet`]).
+    /// May wait for a wake-up it can share (see `Hub::flush_quiet`).
     fn quiet(&self) -> bool {
         false
     }
 }
 
-/// Notices that may wait a moment for a wake-up they can share (see
-/// [`super::Hub::flush_quiet`]).
+/// Notices that may wait a moment for a wake-up they can share (see `Hub::flush_quiet`).
 pub(super) struct Quiet(pub(super) Bytes);
 
 impl Outgoing for Quiet {
@@ -69,7 +95,7 @@ impl Outgoing for EnvelopeLines {
 /// Envelopes of one conversation routed together: each member session gets them as one queue
 /// entry (one lock, one wake-up and one slice of a TLS write for the run, instead of one per
 /// envelope). A sender that pipelines its messages produces such runs; see
-/// [`super::Hub::route_envelopes`].
+/// `Hub::route_envelopes`.
 #[derive(Debug, Clone)]
 pub(super) struct EnvelopeRun {
     /// Every envelope's lines, joined, per wire form.

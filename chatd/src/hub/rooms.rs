@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chatd_proto::frame::{RoomEvent, RoomState, RoomSummary, ServerFrame};
 
 use super::outgoing::{Outgoing, serialize};
-use super::{Hub, Inner};
+use super::sessions::Sessions;
 
 /// A room: who is in it (online or not) and its settings.
 #[derive(Debug, Clone, Default)]
@@ -22,7 +22,7 @@ pub struct Room {
 }
 
 impl Room {
-    pub(super) fn state(&self, name: &str) -> RoomState {
+    fn state(&self, name: &str) -> RoomState {
         RoomState {
             name: name.to_string(),
             topic: self.topic.clone(),
@@ -46,95 +46,62 @@ impl Rooms {
     pub(super) fn is_member(&self, room: &str, user: &str) -> bool {
         self.map.get(room).is_some_and(|r| r.members.contains(user))
     }
-}
 
-impl Inner {
+    /// The rooms `user` is in.
+    pub(super) fn of(&self, user: &str) -> impl Iterator<Item = (&String, &Room)> {
+        self.map
+            .iter()
+            .filter(move |(_, r)| r.members.contains(user))
+    }
+
+    /// The state of every room `user` is in, for `login_ok`.
+    pub(super) fn states_of(&self, user: &str) -> Vec<RoomState> {
+        self.of(user).map(|(name, r)| r.state(name)).collect()
+    }
+
     /// Queues `line` for every session of the members of `room`; returns how many.
-    pub(super) fn deliver_room(&mut self, room: &str, line: &impl Outgoing) -> usize {
+    pub(super) fn deliver(
+        &self,
+        room: &str,
+        line: &impl Outgoing,
+        sessions: &mut Sessions,
+    ) -> usize {
         // Every logged-in user is in the default room: no member lookups on the busiest path.
-        if room == self.rooms.default {
-            return self.sessions.deliver_all(line, None);
+        if room == self.default {
+            return sessions.deliver_all(line, None);
         }
-        let Some(r) = self.rooms.map.get(room) else {
+        let Some(r) = self.map.get(room) else {
             return 0;
         };
         let members: Vec<&str> = r.members.iter().map(String::as_str).collect();
-        self.sessions.deliver_users(&members, line)
-    }
-}
-
-impl Hub {
-    /// Sets every room (at startup) and which one is the default.
-    pub fn set_rooms(&self, rooms: impl IntoIterator<Item = (String, Room)>, default_room: &str) {
-        let mut inner = self.lock();
-        inner.rooms.map = rooms.into_iter().collect();
-        inner.rooms.default = default_room.to_string();
-    }
-
-    /// The default room's name.
-    pub fn default_room(&self) -> String {
-        self.lock().rooms.default.clone()
-    }
-
-    /// A copy of a room, if it exists.
-    pub fn room(&self, name: &str) -> Option<Room> {
-        self.lock().rooms.map.get(name).cloned()
-    }
-
-    /// Number of rooms, and of rooms `user` is in.
-    pub fn room_counts(&self, user: &str) -> (usize, usize) {
-        let inner = self.lock();
-        let rooms = &inner.rooms.map;
-        let mine = rooms.values().filter(|r| r.members.contains(user)).count();
-        (rooms.len(), mine)
-    }
-
-    /// True when `user` is a member of `room`.
-    pub fn is_member(&self, room: &str, user: &str) -> bool {
-        self.lock().rooms.is_member(room, user)
-    }
-
-    /// The rooms `user` is in.
-    pub(super) fn rooms_of(&self, user: &str) -> Vec<String> {
-        self.lock()
-            .rooms
-            .map
-            .iter()
-            .filter(|(_, r)| r.members.contains(user))
-            .map(|(n, _)| n.clone())
-            .collect()
+        sessions.deliver_users(&members, line)
     }
 
     /// Records a new room (already stored).
-    pub fn room_created(&self, name: &str, owner: Option<&str>, invite_only: bool) {
-        self.lock()
-            .rooms
-            .map
-            .entry(name.to_string())
-            .or_insert_with(|| Room {
-                owner: owner.map(str::to_string),
-                invite_only,
-                ..Room::default()
-            });
+    pub(super) fn created(&mut self, name: &str, owner: Option<&str>, invite_only: bool) {
+        self.map.entry(name.to_string()).or_insert_with(|| Room {
+            owner: owner.map(str::to_string),
+            invite_only,
+            ..Room::default()
+        });
     }
 
-    /// `user` joined `room` (already stored): the members hear of it, the newcomer gets the
-    /// room's state. Before any later message to the room, so clients encrypt to the new
-    /// member from then on.
-    ///
-    /// Joining the default room is silent: everyone is in it (a user joins it at their first
-    /// login, before their device key is announced), so clients count every user as a member.
-    pub fn room_joined(&self, room: &str, user: &str) {
-        let mut inner = self.lock();
-        let is_default = inner.rooms.default == room;
-        let Some(r) = inner.rooms.map.get_mut(room) else {
+    /// `user` joined `room` (see `Hub::room_joined`).
+    pub(super) fn joined(&mut self, room: &str, user: &str, sessions: &mut Sessions) {
+        let is_default = self.default == room;
+        let Some(r) = self.map.get_mut(room) else {
             return;
         };
         if !r.members.insert(user.to_string()) || is_default {
             return;
         }
         let state = r.state(room);
-        let others: Vec<String> = r.members.iter().filter(|m| *m != user).cloned().collect();
+        let others: Vec<&str> = r
+            .members
+            .iter()
+            .map(String::as_str)
+            .filter(|m| *m != user)
+            .collect();
         let event = ServerFrame::Room {
             room: room.to_string(),
             user: user.to_string(),
@@ -143,20 +110,23 @@ impl Hub {
         };
         // The others hear of the newcomer; the newcomer gets the whole state instead.
         if let Some(line) = serialize(&event) {
-            let others: Vec<&str> = others.iter().map(String::as_str).collect();
-            inner.sessions.deliver_users(&others, &line);
+            sessions.deliver_users(&others, &line);
         }
         if let Some(line) = serialize(&ServerFrame::Members { room: state }) {
-            inner.sessions.deliver_users(&[user], &line);
+            sessions.deliver_users(&[user], &line);
         }
     }
 
-    /// `user` left (or, with `by`, was kicked from) `room` (already stored): members and
-    /// the user hear of it; an empty room other than the default one is forgotten.
-    pub fn room_parted(&self, room: &str, user: &str, by: Option<&str>) {
-        let mut inner = self.lock();
-        let is_default = inner.rooms.default == room;
-        let Some(r) = inner.rooms.map.get_mut(room) else {
+    /// `user` left `room`, or was kicked `by` someone (see `Hub::room_parted`).
+    pub(super) fn parted(
+        &mut self,
+        room: &str,
+        user: &str,
+        by: Option<&str>,
+        sessions: &mut Sessions,
+    ) {
+        let is_default = self.default == room;
+        let Some(r) = self.map.get_mut(room) else {
             return;
         };
         if !r.members.remove(user) || is_default {
@@ -175,18 +145,17 @@ impl Hub {
             by: by.map(str::to_string),
         };
         if let Some(line) = serialize(&event) {
-            inner.deliver_room(room, &line);
-            inner.sessions.deliver_users(&[user], &line);
+            self.deliver(room, &line, sessions);
+            sessions.deliver_users(&[user], &line);
         }
-        if empty && !is_default {
-            inner.rooms.map.remove(room);
+        if empty {
+            self.map.remove(room);
         }
     }
 
-    /// The topic of `room` changed (already stored); its members hear of it.
-    pub fn topic_set(&self, room: &str, topic: &str, by: &str) {
-        let mut inner = self.lock();
-        let Some(r) = inner.rooms.map.get_mut(room) else {
+    /// The topic of `room` changed (see `Hub::topic_set`).
+    pub(super) fn topic_set(&mut self, room: &str, topic: &str, by: &str, sessions: &mut Sessions) {
+        let Some(r) = self.map.get_mut(room) else {
             return;
         };
         r.topic = topic.to_string();
@@ -196,15 +165,13 @@ impl Hub {
             by: by.to_string(),
         };
         if let Some(line) = serialize(&frame) {
-            inner.deliver_room(room, &line);
+            self.deliver(room, &line, sessions);
         }
     }
 
     /// Rooms `user` may see: every room that is not invite-only, and those they are in.
-    pub fn room_list(&self, user: &str) -> Vec<RoomSummary> {
-        self.lock()
-            .rooms
-            .map
+    pub(super) fn list(&self, user: &str) -> Vec<RoomSummary> {
+        self.map
             .iter()
             .filter(|(_, r)| !r.invite_only || r.members.contains(user))
             .map(|(name, r)| RoomSummary {

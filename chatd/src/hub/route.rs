@@ -1,17 +1,16 @@
 //! Routing: a conversation's lines to its members' online sessions and, for their devices
 //! that are offline, to the offline writer; a sender's envelopes checked and routed under
-//! one lock; chains to one device; notices to a user, a room, a session or everyone.
+//! one lock; chains to one device.
 
 use bytes::Bytes;
 use chatd_proto::Fingerprint;
 use chatd_proto::conversation::Conversation;
-use chatd_proto::frame::ServerFrame;
 
-use super::offline::Notify;
-use super::outgoing::{EnvelopeLines, EnvelopeRun, Outgoing, serialize};
-use super::{Hub, Inner, SessionId};
+use super::offline::offline_devices;
+use super::outgoing::{EnvelopeLines, EnvelopeRun, Notify, Outgoing};
+use super::tables::Tables;
 
-/// Where [`Hub::route_to_device`] put a line.
+/// Where `Hub::route_to_device` put a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Routed {
     /// Queued for at least one session.
@@ -22,7 +21,7 @@ pub enum Routed {
     Unknown,
 }
 
-/// Why [`Hub::route_envelopes`] routed nothing.
+/// Why `Hub::route_envelopes` routed nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendRefused {
     /// The sender is not a member of this room (a kick can cross a message in flight).
@@ -31,7 +30,7 @@ pub enum SendRefused {
     NoDevices(String),
 }
 
-/// What [`Hub::route_envelopes`] did.
+/// What `Hub::route_envelopes` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
     /// Sessions reached now.
@@ -40,14 +39,14 @@ pub struct Sent {
     pub away: Option<(String, String)>,
 }
 
-impl Inner {
+impl Tables {
     /// Queues `line` for the online sessions of `conversation`'s members and hands `store`
     /// the devices that are offline.
     fn route(
         &mut self,
         conversation: &Conversation,
         line: &impl Outgoing,
-        store: impl FnOnce(&mut Inner, Vec<(String, Fingerprint)>),
+        store: impl FnOnce(&mut Tables, Vec<(String, Fingerprint)>),
     ) -> usize {
         let (reached, offline) = match conversation {
             Conversation::All => {
@@ -57,14 +56,15 @@ impl Inner {
             Conversation::Pair(a, b) => {
                 let members = if a == b { vec![a] } else { vec![a, b] };
                 let reached = self.sessions.deliver_users(&[a.as_str(), b.as_str()], line);
-                (reached, self.offline_devices(members.into_iter()))
+                let offline = offline_devices(&self.directory, &self.sessions, members.into_iter());
+                (reached, offline)
             }
             Conversation::Room(room) => {
-                let reached = self.deliver_room(room, line);
+                let reached = self.rooms.deliver(room, line, &mut self.sessions);
                 let offline = match self.rooms.map.get(room) {
                     // Everyone with a device key has joined the default room at login.
                     Some(_) if *room == self.rooms.default => self.everyone_offline(reached),
-                    Some(r) => self.offline_devices(r.members.iter()),
+                    Some(r) => offline_devices(&self.directory, &self.sessions, r.members.iter()),
                     None => Vec::new(),
                 };
                 (reached, offline)
@@ -74,8 +74,8 @@ impl Inner {
         reached
     }
 
-    /// [`Hub::route_conversation`] under a lock already held.
-    fn route_line(
+    /// Routes a conversation's line (see `Hub::route_conversation`).
+    pub(super) fn route_line(
         &mut self,
         conversation: &Conversation,
         line: &impl Outgoing,
@@ -83,12 +83,14 @@ impl Inner {
     ) -> usize {
         // Stored as JSON: any client can take that form, whatever it negotiates next time.
         self.route(conversation, line, |inner, offline| {
-            inner.store_for(line.for_session(false), offline, notify);
+            inner
+                .offline
+                .store_for(line.for_session(false), offline, notify);
         })
     }
 
-    /// [`Hub::route_batch`] under a lock already held; `run` joined `each` beforehand.
-    fn route_run(
+    /// Routes a run of envelopes (see `Hub::route_batch`); `run` joined `each` beforehand.
+    pub(super) fn route_run(
         &mut self,
         conversation: &Conversation,
         each: Vec<(EnvelopeLines, Notify)>,
@@ -101,7 +103,9 @@ impl Inner {
         };
         self.route(conversation, &run, |inner, offline| {
             for (lines, note) in &run.each {
-                inner.store_for(&lines.json, offline.clone(), Some(note.clone()));
+                inner
+                    .offline
+                    .store_for(&lines.json, offline.clone(), Some(note.clone()));
             }
         })
     }
@@ -123,121 +127,51 @@ impl Inner {
             _ => Ok(()),
         }
     }
-}
 
-/// Joins two or more envelopes into one queue entry; None for a single one.
-fn joined(each: &[(EnvelopeLines, Notify)]) -> Option<EnvelopeRun> {
-    (each.len() >= 2).then(|| EnvelopeRun::new(each.to_vec()))
-}
-
-impl Hub {
-    /// Routes a conversation's line: to every online session of its members, and to the
-    /// offline writer for each of their registered devices that is offline (`notify` names
-    /// the session to tell once stored). Returns the sessions reached now.
-    pub fn route_conversation(
-        &self,
-        conversation: &Conversation,
-        line: &impl Outgoing,
-        notify: Option<Notify>,
-    ) -> usize {
-        self.lock().route_line(conversation, line, notify)
+    /// Every registered device without a reachable session (see
+    /// [`super::offline::OfflineQueue::everyone_offline`]).
+    fn everyone_offline(&mut self, reached: usize) -> Vec<(String, Fingerprint)> {
+        self.offline
+            .everyone_offline(reached, &self.directory, &self.sessions)
     }
 
-    /// Routes a sender's run of envelopes to one conversation, in order, as
-    /// [`Hub::route_conversation`] would one by one, but each online member session gets the
-    /// run as one queue entry. Offline devices get each envelope stored on its own, and each
-    /// `Notify` is told on its own. Returns the sessions reached now.
-    pub fn route_batch(
-        &self,
-        conversation: &Conversation,
-        each: Vec<(EnvelopeLines, Notify)>,
-    ) -> usize {
-        // Joined before the lock is taken.
-        let run = joined(&each);
-        self.lock().route_run(conversation, each, run)
-    }
-
-    /// A sender's envelopes to one conversation (see [`Hub::route_batch`]), with everything
-    /// routing them asks of the hub under one lock: may `sender` send there (a member of the
-    /// room; the other side of a whisper has a device key), and is that other side away.
-    pub fn route_envelopes(
-        &self,
+    /// A sender's envelopes to one conversation (see `Hub::route_envelopes`).
+    pub(super) fn route_envelopes(
+        &mut self,
         sender: &str,
         conversation: &Conversation,
         each: Vec<(EnvelopeLines, Notify)>,
+        run: Option<EnvelopeRun>,
     ) -> Result<Sent, SendRefused> {
-        let run = joined(&each);
-        let mut inner = self.lock();
-        inner.may_send(sender, conversation)?;
-        let reached = inner.route_run(conversation, each, run);
+        self.may_send(sender, conversation)?;
+        let reached = self.route_run(conversation, each, run);
         let away = conversation
             .peer_of(sender)
             .filter(|peer| *peer != sender)
-            .and_then(|peer| Some((peer.to_string(), inner.sessions.away.get(peer)?.clone())));
+            .and_then(|peer| Some((peer.to_string(), self.sessions.away.get(peer)?.clone())));
         Ok(Sent { reached, away })
     }
 
-    /// Routes a line for one device key: to its sessions, or stored when it is offline.
-    pub fn route_to_device(&self, device: &Fingerprint, line: &Bytes) -> Routed {
-        let mut inner = self.lock();
-        if let Some(ids) = inner.sessions.by_device.get(device).cloned() {
-            if ids
-                .iter()
-                .filter(|id| inner.sessions.deliver(**id, line))
-                .count()
-                > 0
-            {
-                return Routed::Online;
-            }
-            // Its sessions are closing: store it for the next login.
+    /// Routes a line for one device key (see `Hub::route_to_device`).
+    pub(super) fn route_to_device(&mut self, device: &Fingerprint, line: &Bytes) -> Routed {
+        if self.sessions.deliver_device(device, line) > 0 {
+            return Routed::Online;
         }
-        // Every registered key of that fingerprint (normally one user's).
-        let owners: Vec<(String, Fingerprint)> = inner
-            .directory
-            .known
-            .iter()
-            .filter(|(_, keys)| keys.iter().any(|k| k.fingerprint == *device))
-            .map(|(user, _)| (user.clone(), *device))
-            .collect();
+        // Offline, or its sessions are closing: store it for the next login. Every
+        // registered key of that fingerprint (normally one user's).
+        let owners = self.directory.owners_of(device);
         if owners.is_empty() {
             return Routed::Unknown;
         }
-        if inner.store_for(line, owners, None) {
+        if self.offline.store_for(line, owners, None) {
             Routed::Stored
         } else {
             Routed::Unknown
         }
     }
+}
 
-    /// Queues `frame` for every session of `user`; returns how many.
-    pub fn send_to_user(&self, user: &str, frame: &ServerFrame) -> usize {
-        let Some(line) = serialize(frame) else {
-            return 0;
-        };
-        self.lock().sessions.deliver_users(&[user], &line)
-    }
-
-    /// Queues `frame` for every session of `room`'s members; returns how many.
-    pub fn send_to_room(&self, room: &str, frame: &ServerFrame) -> usize {
-        match serialize(frame) {
-            Some(line) => self.lock().deliver_room(room, &line),
-            None => 0,
-        }
-    }
-
-    /// Queues `frame` for session `id` alone.
-    pub fn send_to(&self, id: SessionId, frame: &ServerFrame) -> bool {
-        match serialize(frame) {
-            Some(line) => self.lock().sessions.deliver(id, &line),
-            None => false,
-        }
-    }
-
-    /// Sends `frame` to every session except `except`; returns how many got it.
-    pub fn broadcast(&self, frame: &ServerFrame, except: Option<SessionId>) -> usize {
-        let Some(line) = serialize(frame) else {
-            return 0;
-        };
-        self.lock().sessions.deliver_all(&line, except)
-    }
+/// Joins two or more envelopes into one queue entry; None for a single one.
+pub(super) fn joined(each: &[(EnvelopeLines, Notify)]) -> Option<EnvelopeRun> {
+    (each.len() >= 2).then(|| EnvelopeRun::new(each.to_vec()))
 }

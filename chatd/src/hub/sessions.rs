@@ -1,25 +1,19 @@
-//! The session table: who is online on which device, each session's mailbox, and delivery
-//! to them (held while a session replays, quiet notices, the slow-consumer rule via
-//! [`Mailbox`]); registering and unregistering sessions.
+//! The session table: who is online on which device, each session's mailbox and away
+//! message, and delivery to them (held while a session replays, quiet notices, the
+//! slow-consumer rule via [`Mailbox`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use chatd_proto::Fingerprint;
 use chatd_proto::control::SessionInfo;
-use chatd_proto::frame::{DeviceEvent, OnlineUser, PresenceEvent, ServerFrame};
+use chatd_proto::frame::OnlineUser;
 
-use super::directory::{Known, device_line};
-use super::outgoing::{Outgoing, Quiet, concat_lines, serialize};
-use super::{Hub, Inner};
+use super::outgoing::{Outgoing, SessionId};
 use crate::mailbox::{Closer, Mailbox, Refused};
 use crate::outbox::Outbox;
-
-/// Identifies a session while the server runs.
-pub type SessionId = u64;
 
 /// Why registration failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -43,7 +37,7 @@ pub struct NewSession {
     pub outbox: Arc<Outbox>,
     /// How to end it.
     pub closer: Closer,
-    /// Hold live lines until [`Hub::end_replay`] (the session replays stored lines first).
+    /// Hold live lines until `Hub::end_replay` (the session replays stored lines first).
     pub replay: bool,
     /// Negotiated binary envelope frames.
     pub binary: bool,
@@ -51,8 +45,8 @@ pub struct NewSession {
 
 /// What the hub keeps per session.
 pub(super) struct Entry {
-    pub(super) user: String,
-    pub(super) device: Fingerprint,
+    user: String,
+    device: Fingerprint,
     peer: SocketAddr,
     since: u64,
     mailbox: Mailbox,
@@ -69,7 +63,7 @@ pub(super) struct Entry {
 struct Policy {
     /// Live lines a replaying session may hold before it counts as too slow.
     held_max: usize,
-    /// [`Hub::flush_quiet`] runs: quiet lines may wait for it.
+    /// `Hub::flush_quiet` runs: quiet lines may wait for it.
     quiet_flusher: bool,
 }
 
@@ -152,7 +146,7 @@ impl Entry {
 
 /// Every session, by id, user and device key.
 pub(super) struct Sessions {
-    pub(super) map: BTreeMap<SessionId, Entry>,
+    map: BTreeMap<SessionId, Entry>,
     pub(super) by_user: HashMap<String, Vec<SessionId>>,
     pub(super) by_device: HashMap<Fingerprint, Vec<SessionId>>,
     /// Away messages of users online (cleared when their last session ends).
@@ -206,6 +200,12 @@ impl Sessions {
             .count()
     }
 
+    /// Queues `line` for every session of device key `device`; returns how many took it.
+    pub(super) fn deliver_device(&mut self, device: &Fingerprint, line: &impl Outgoing) -> usize {
+        let ids = self.by_device.get(device).cloned().unwrap_or_default();
+        ids.into_iter().filter(|id| self.deliver(*id, line)).count()
+    }
+
     /// Every session of each of `users`, each once.
     fn sessions_of(&self, users: &[&str]) -> Vec<SessionId> {
         let mut ids: Vec<SessionId> = users
@@ -231,7 +231,7 @@ impl Sessions {
     }
 
     /// Wakes the writers of the sessions whose quiet lines no wake-up has covered yet.
-    fn wake_quiet(&mut self) {
+    pub(super) fn wake_quiet(&mut self) {
         if !std::mem::take(&mut self.quiet_pending) {
             return;
         }
@@ -241,229 +241,115 @@ impl Sessions {
             }
         }
     }
-}
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-impl Hub {
-    /// Wakes, `delay` after quiet lines were queued (presence and device notices of logins
-    /// and logouts), the writers of the sessions they wait in, unless a line since has. Until
-    /// `stop` fires; quiet lines are queued like any other when this does not run.
-    ///
-    /// A login or logout tells every member session; woken for it on its own, each pays a
-    /// wake-up, a TLS record and a `send` (a login storm's main cost to the chat, see
-    /// docs/PERFORMANCE.md). Waiting, it rides with the next message, or goes with the
-    /// notices of other logins in the same window.
-    pub async fn flush_quiet(
-        &self,
-        delay: std::time::Duration,
-        stop: tokio_util::sync::CancellationToken,
-    ) {
-        self.lock().sessions.policy.quiet_flusher = true;
-        loop {
-            tokio::select! {
-                () = self.quiet_queued.notified() => {}
-                () = stop.cancelled() => break,
-            }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = stop.cancelled() => break,
-            }
-            self.lock().sessions.wake_quiet();
-        }
-        let mut inner = self.lock();
-        inner.sessions.policy.quiet_flusher = false;
-        inner.sessions.wake_quiet();
+    /// Sets whether `Hub::flush_quiet` runs (quiet lines may wait for it).
+    pub(super) fn set_quiet_flusher(&mut self, on: bool) {
+        self.policy.quiet_flusher = on;
     }
 
-    /// Tells the flusher when quiet lines wait for it.
-    fn quiet_queued(&self, inner: &Inner) {
-        if inner.sessions.quiet_pending {
-            self.quiet_queued.notify_one();
-        }
+    /// True when quiet lines wait for the flusher.
+    pub(super) fn quiet_pending(&self) -> bool {
+        self.quiet_pending
     }
 
-    /// Adds a logged-in session and queues its `login_ok` (so nothing routed to it can
-    /// arrive first); tells everyone else about a new user and a new device key.
-    ///
-    /// Returns the session id and [`Hub::offline_seq`] as of registration: every line for
-    /// this device routed before it was handed to the offline writer, every one after it
-    /// reaches the session (held until [`Hub::end_replay`] when `replay` is set).
-    pub fn register(&self, new: NewSession) -> Result<(SessionId, u64), HubError> {
-        let (id, snapshot, offline_seq) = {
-            let mut guard = self.lock();
-            let inner = &mut *guard;
-            let count = inner.sessions.by_user.get(&new.user).map_or(0, Vec::len);
-            if count >= self.max_sessions_per_user {
-                return Err(HubError::TooManySessions(self.max_sessions_per_user));
-            }
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            inner.directory.everyone_offline = None;
-            let sessions = &mut inner.sessions;
-            let first_of_device = !sessions.by_device.contains_key(&new.device);
-            let (user, device, key) = (new.user.clone(), new.device, Arc::clone(&new.key));
-            sessions.map.insert(
-                id,
-                Entry {
-                    user: new.user,
-                    device: new.device,
-                    peer: new.peer,
-                    since: now_secs(),
-                    mailbox: Mailbox::new(new.outbox, new.closer),
-                    binary: new.binary,
-                    // Held from the start: login_ok is built after the lock is let go, and
-                    // whatever is routed to this session meanwhile must come after it.
-                    held: Some(Vec::new()),
-                    quiet_waiting: false,
-                },
-            );
-            sessions.by_user.entry(user.clone()).or_default().push(id);
-            sessions.by_device.entry(device).or_default().push(id);
-            let keys = inner.directory.known.entry(user.clone()).or_default();
-            if !keys.iter().any(|k| k.fingerprint == device) {
-                keys.push(Known::new(&user, device, &key));
-            }
-            let join = (count == 0).then(|| {
-                serialize(&ServerFrame::Presence {
-                    user: user.clone(),
-                    event: PresenceEvent::Join,
-                    reason: None,
-                })
-            });
-            let online = first_of_device
-                .then(|| device_line(&user, device, Some(&key), DeviceEvent::Online));
-            if let Some(lines) = concat_lines([join.flatten(), online.flatten()]) {
-                inner.sessions.deliver_all(&Quiet(lines), Some(id));
-                self.quiet_queued(inner);
-            }
-            (
-                id,
-                inner.login_snapshot(user, id, device),
-                inner.offline.seq,
-            )
-        };
-        // Every registered device key goes into login_ok: O(devices) of copying, which the
-        // fan-out would wait for under the lock.
-        let line = snapshot.line();
-        let mut inner = self.lock();
+    /// Number of sessions.
+    pub(super) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Sessions `user` has.
+    pub(super) fn count(&self, user: &str) -> usize {
+        self.by_user.get(user).map_or(0, Vec::len)
+    }
+
+    /// True when some session uses device key `device`.
+    pub(super) fn device_online(&self, device: &Fingerprint) -> bool {
+        self.by_device.contains_key(device)
+    }
+
+    /// Adds session `id`, holding its live lines until [`Sessions::login_ok`] (login_ok is
+    /// built after the hub's lock is let go, and whatever is routed to it meanwhile must
+    /// come after it). True when it is the first session of its device key.
+    pub(super) fn insert(&mut self, id: SessionId, new: NewSession) -> bool {
+        let first_of_device = !self.by_device.contains_key(&new.device);
+        self.by_user.entry(new.user.clone()).or_default().push(id);
+        self.by_device.entry(new.device).or_default().push(id);
+        self.map.insert(
+            id,
+            Entry {
+                user: new.user,
+                device: new.device,
+                peer: new.peer,
+                since: now_secs(),
+                mailbox: Mailbox::new(new.outbox, new.closer),
+                binary: new.binary,
+                held: Some(Vec::new()),
+                quiet_waiting: false,
+            },
+        );
+        first_of_device
+    }
+
+    /// Queues session `id`'s `login_ok` (None: it could not be built, so the session is
+    /// closed) ahead of what was held meanwhile, and lets the held lines go unless it replays.
+    pub(super) fn login_ok(&mut self, id: SessionId, line: Option<Bytes>, replay: bool) {
         // Gone already if it was kicked meanwhile.
-        if let Some(entry) = inner.sessions.map.get_mut(&id) {
-            let queued = match line {
-                Some(line) => entry.push(id, line, 1),
-                None => {
-                    entry.mailbox.closer().close("internal error");
-                    false
-                }
-            };
-            if queued && !new.replay {
-                entry.move_held(id, usize::MAX);
+        let Some(entry) = self.map.get_mut(&id) else {
+            return;
+        };
+        let queued = match line {
+            Some(line) => entry.push(id, line, 1),
+            None => {
+                entry.mailbox.closer().close("internal error");
+                false
             }
+        };
+        if queued && !replay {
+            entry.move_held(id, usize::MAX);
         }
-        Ok((id, offline_seq))
     }
 
-    /// Ends session `id`'s replay: moves the live lines it held into its queue, as many as
-    /// `room` (its queue's free slots). True when nothing is held any more and new lines go
-    /// straight to the queue; false means call again once the queue has drained a little.
-    pub fn end_replay(&self, id: SessionId, room: usize) -> bool {
-        // Under the hub lock nobody else queues for this session, and `room` slots were
-        // free, so these cannot fail for lack of room.
-        self.lock()
-            .sessions
-            .map
+    /// Moves up to `room` held lines of session `id` into its queue; true when nothing is
+    /// held any more (see `Hub::end_replay`).
+    pub(super) fn end_replay(&mut self, id: SessionId, room: usize) -> bool {
+        self.map
             .get_mut(&id)
             .is_none_or(|entry| entry.move_held(id, room))
     }
 
-    /// Removes a session; tells everyone when its device key or its user goes offline.
-    pub fn unregister(&self, id: SessionId, reason: &str) {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let sessions = &mut inner.sessions;
-        let Some(entry) = sessions.map.remove(&id) else {
-            return;
-        };
-        inner.directory.everyone_offline = None;
-        let last_of_device = match sessions.by_device.get_mut(&entry.device) {
-            Some(ids) => {
-                ids.retain(|s| *s != id);
-                ids.is_empty()
-            }
-            None => true,
-        };
-        let mut offline = None;
-        if last_of_device {
-            sessions.by_device.remove(&entry.device);
-            offline = device_line(&entry.user, entry.device, None, DeviceEvent::Offline);
+    /// Removes session `id`: its user and device key, and whether it was the last session
+    /// of its device key and of its user (whose away message then goes too).
+    pub(super) fn remove(&mut self, id: SessionId) -> Option<(String, Fingerprint, bool, bool)> {
+        let entry = self.map.remove(&id)?;
+        let last_of_device = take_id(&mut self.by_device, &entry.device, id);
+        let last_of_user = take_id(&mut self.by_user, &entry.user, id);
+        if last_of_user {
+            self.away.remove(&entry.user);
         }
-        let last = match sessions.by_user.get_mut(&entry.user) {
-            Some(ids) => {
-                ids.retain(|s| *s != id);
-                ids.is_empty()
-            }
-            None => true,
-        };
-        let mut leave = None;
-        if last {
-            sessions.by_user.remove(&entry.user);
-            sessions.away.remove(&entry.user);
-            leave = serialize(&ServerFrame::Presence {
-                user: entry.user,
-                event: PresenceEvent::Leave,
-                reason: Some(reason.to_string()),
-            });
-        }
-        if let Some(lines) = concat_lines([offline, leave]) {
-            sessions.deliver_all(&Quiet(lines), None);
-            self.quiet_queued(inner);
-        }
+        Some((entry.user, entry.device, last_of_device, last_of_user))
     }
 
     /// Sets (Some) or clears (None) `user`'s away message; false if `user` is not online.
-    pub fn set_away(&self, user: &str, text: Option<String>) -> bool {
-        let mut inner = self.lock();
-        let sessions = &mut inner.sessions;
-        if !sessions.by_user.contains_key(user) {
+    pub(super) fn set_away(&mut self, user: &str, text: Option<String>) -> bool {
+        if !self.by_user.contains_key(user) {
             return false;
         }
         match text {
-            Some(t) => sessions.away.insert(user.to_string(), t),
-            None => sessions.away.remove(user),
+            Some(t) => self.away.insert(user.to_string(), t),
+            None => self.away.remove(user),
         };
         true
     }
 
-    /// `user`'s away message, if set.
-    pub fn away(&self, user: &str) -> Option<String> {
-        self.lock().sessions.away.get(user).cloned()
-    }
-
-    /// True if `user` has at least one session.
-    pub fn is_online(&self, user: &str) -> bool {
-        self.lock().sessions.by_user.contains_key(user)
-    }
-
-    /// Number of sessions `user` has.
-    pub fn session_count(&self, user: &str) -> usize {
-        self.lock().sessions.by_user.get(user).map_or(0, Vec::len)
-    }
-
     /// Everyone online, sorted by name.
-    pub fn online(&self) -> Vec<OnlineUser> {
-        let inner = self.lock();
-        let sessions = &inner.sessions;
-        let mut users: Vec<OnlineUser> = sessions
+    pub(super) fn online(&self) -> Vec<OnlineUser> {
+        let mut users: Vec<OnlineUser> = self
             .by_user
             .iter()
             .map(|(user, ids)| OnlineUser {
                 user: user.clone(),
                 sessions: ids.len() as u32,
-                away: sessions.away.get(user).cloned(),
+                away: self.away.get(user).cloned(),
             })
             .collect();
         users.sort_by(|a, b| a.user.cmp(&b.user));
@@ -471,10 +357,8 @@ impl Hub {
     }
 
     /// Every session, oldest first.
-    pub fn sessions(&self) -> Vec<SessionInfo> {
-        self.lock()
-            .sessions
-            .map
+    pub(super) fn list(&self) -> Vec<SessionInfo> {
+        self.map
             .iter()
             .map(|(id, e)| SessionInfo {
                 id: *id,
@@ -486,49 +370,59 @@ impl Hub {
             .collect()
     }
 
-    /// (sessions, distinct users) online.
-    pub fn counts(&self) -> (usize, usize) {
-        let inner = self.lock();
-        (inner.sessions.map.len(), inner.sessions.by_user.len())
-    }
-
     /// Asks every session of `user` using device key `device` to close; returns how many.
-    pub fn close_device(&self, user: &str, device: &Fingerprint, reason: &str) -> usize {
-        let inner = self.lock();
-        let Some(ids) = inner.sessions.by_device.get(device) else {
+    pub(super) fn close_device(&self, user: &str, device: &Fingerprint, reason: &str) -> usize {
+        let Some(ids) = self.by_device.get(device) else {
             return 0;
         };
         ids.iter()
-            .filter_map(|id| inner.sessions.map.get(id))
+            .filter_map(|id| self.map.get(id))
             .filter(|e| e.user == user)
             .inspect(|e| e.mailbox.closer().close(reason))
             .count()
     }
 
     /// Sessions using each device key, for `chatctl key list`.
-    pub fn device_sessions(&self) -> HashMap<(String, Fingerprint), usize> {
-        let inner = self.lock();
+    pub(super) fn per_device(&self) -> HashMap<(String, Fingerprint), usize> {
         let mut out = HashMap::new();
-        for e in inner.sessions.map.values() {
+        for e in self.map.values() {
             *out.entry((e.user.clone(), e.device)).or_insert(0) += 1;
         }
         out
     }
 
     /// Asks every session of `user` to close; returns how many.
-    pub fn close_user(&self, user: &str, reason: &str) -> usize {
-        let inner = self.lock();
-        let ids = inner
-            .sessions
-            .by_user
-            .get(user)
-            .cloned()
-            .unwrap_or_default();
-        for id in &ids {
-            if let Some(e) = inner.sessions.map.get(id) {
+    pub(super) fn close_user(&self, user: &str, reason: &str) -> usize {
+        let ids = self.by_user.get(user).map_or(&[][..], Vec::as_slice);
+        for id in ids {
+            if let Some(e) = self.map.get(id) {
                 e.mailbox.closer().close(reason);
             }
         }
         ids.len()
     }
+}
+
+/// Removes `id` from `key`'s sessions in `index`; true when none is left (the key goes too).
+fn take_id<K: std::hash::Hash + Eq>(
+    index: &mut HashMap<K, Vec<SessionId>>,
+    key: &K,
+    id: SessionId,
+) -> bool {
+    let Some(ids) = index.get_mut(key) else {
+        return true;
+    };
+    ids.retain(|s| *s != id);
+    if ids.is_empty() {
+        index.remove(key);
+        return true;
+    }
+    false
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
