@@ -122,7 +122,7 @@ fn room_command(name: String, args: String, secure: &mut Secure) -> Step {
             if secure.switch_room(room) {
                 return Step::Show(vec![Event::Notice(format!(
                     "now talking in #{}",
-                    crate::format::sanitize(room)
+                    crate::text::sanitize(room)
                 ))]);
             }
             args
@@ -227,8 +227,8 @@ fn frame_events(frame: &ServerFrame, secure: &mut Secure) -> Vec<Event> {
             if secure.room_state(room) {
                 vec![Event::Notice(format!(
                     "now talking in #{} (plain text goes there; /join {} switches back)",
-                    crate::format::sanitize(&room.name),
-                    crate::format::sanitize(secure.default_room())
+                    crate::text::sanitize(&room.name),
+                    crate::text::sanitize(secure.default_room())
                 ))]
             } else {
                 Vec::new()

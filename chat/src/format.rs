@@ -12,21 +12,7 @@ use chatd_proto::frame::{
 use chrono::{Local, TimeZone};
 
 use crate::secure::{ChatMessage, Event};
-
-/// Replaces control characters (C0, DEL, C1) and bidirectional overrides with U+FFFD.
-///
-/// Tabs become a space; newlines are replaced too, so one frame is always one line.
-pub fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\t' => ' ',
-            // Bidi embeddings/overrides/isolates can reorder what follows on the line.
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => '\u{fffd}',
-            c if c.is_control() => '\u{fffd}',
-            c => c,
-        })
-        .collect()
-}
+use crate::text::sanitize;
 
 /// `HH:MM:SS` in local time for a server timestamp (ms since the epoch), or for now.
 pub fn local_stamp(ts_ms: Option<u64>) -> String {

@@ -26,8 +26,8 @@ use chatd_proto::frame::{DeviceInfo, RoomState};
 use chatd_proto::{ClientFrame, Fingerprint};
 use serde::{Deserialize, Serialize};
 
-use crate::format::sanitize;
 use crate::peers::{KeyStatus, Peers, Seen};
+use crate::text::sanitize;
 
 /// Receiver chains kept per sending device (older ones are dropped first).
 const CHAINS_PER_DEVICE: usize = 8;

@@ -9,6 +9,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent
 use crate::config::UiConfig;
 use crate::format;
 use crate::secure::{ChatMessage, Event};
+use crate::text::sanitize;
 use crate::tui::complete::Completer;
 use crate::tui::editor::Editor;
 
@@ -213,7 +214,7 @@ impl App {
         self.push(Entry {
             at,
             kind,
-            from: Some(format::sanitize(&m.from)),
+            from: Some(sanitize(&m.from)),
             own: m.from == self.user,
             text: format::message_body(m, &self.user),
         });
