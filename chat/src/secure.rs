@@ -11,6 +11,10 @@
 //!   the signature verifies under that sender's pinned (usable) key, the conversation includes
 //!   us, and it is neither a replay nor outside the clock-skew window. Anything else becomes
 //!   a warning, never a message.
+//!
+//! What it has to tell the user comes back as typed values ([`Notice`], [`Warning`],
+//! [`NotSent`]) carrying the names and keys involved as they came; the renderer words and
+//! sanitizes them, so this state builds no text for the screen.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -27,7 +31,6 @@ use chatd_proto::{ClientFrame, Fingerprint};
 use serde::{Deserialize, Serialize};
 
 use crate::peers::{KeyStatus, Peers, Seen};
-use crate::text::sanitize;
 
 /// Receiver chains kept per sending device (older ones are dropped first).
 const CHAINS_PER_DEVICE: usize = 8;
@@ -52,9 +55,239 @@ pub enum Event {
     /// A message that verified and decrypted (or our own, confirmed by the server's echo).
     Message(ChatMessage),
     /// Information (`-- ...`).
-    Notice(String),
+    Notice(Notice),
     /// Something is wrong or needs the user's attention (`!! ...`).
-    Warning(String),
+    Warning(Warning),
+}
+
+/// Information about keys and rooms. Names are as they came (unsanitized).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The first key seen for `user` was pinned (trust on first use).
+    Pinned {
+        /// Its owner.
+        user: String,
+        /// The key.
+        fingerprint: Fingerprint,
+    },
+    /// `/fingerprint`: this device's key.
+    OwnKey {
+        /// The logged-in user.
+        me: String,
+        /// This device's key.
+        fingerprint: Fingerprint,
+        /// Its RSA size.
+        bits: usize,
+    },
+    /// `/verify USER`: no key of theirs is pinned.
+    NonePinned {
+        /// Who was asked about.
+        user: String,
+    },
+    /// `/verify USER`: the heading of the list of their keys.
+    KeysOf {
+        /// Whose keys follow.
+        user: String,
+    },
+    /// `/verify USER`: one of their pinned keys.
+    Key {
+        /// The key.
+        fingerprint: Fingerprint,
+        /// How far it is trusted.
+        status: KeyStatus,
+        /// A session with it is logged in now.
+        online: bool,
+    },
+    /// `/verify USER FINGERPRINT` matched one of their keys: it is now verified.
+    Verified {
+        /// Its owner.
+        user: String,
+        /// The key.
+        fingerprint: Fingerprint,
+    },
+    /// `/trust USER` with no key of theirs pending.
+    NonePending {
+        /// Who was asked about.
+        user: String,
+    },
+    /// `/trust USER` accepted this key.
+    Accepted {
+        /// Its owner.
+        user: String,
+        /// The key.
+        fingerprint: Fingerprint,
+    },
+    /// `/join` of a room this user is already in: plain text goes there now.
+    Switched {
+        /// The room (without `#`).
+        room: String,
+    },
+    /// This user joined `room`, which became the current room.
+    Joined {
+        /// The room (without `#`).
+        room: String,
+        /// Where `/join` goes back to.
+        default_room: String,
+    },
+}
+
+/// Something wrong, or a key that needs the user's decision. Names are as they came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// The server announced a key that does not hash to its fingerprint; it was ignored.
+    KeyMismatch {
+        /// Whose it was said to be.
+        user: String,
+        /// The fingerprint announced with it.
+        fingerprint: Fingerprint,
+    },
+    /// A key pinned as pending earlier is still not accepted.
+    StillPending {
+        /// Its owner.
+        user: String,
+        /// The key.
+        fingerprint: Fingerprint,
+    },
+    /// A new key for a user we already know: pinned as pending.
+    NewKey {
+        /// Its owner.
+        user: String,
+        /// The key.
+        fingerprint: Fingerprint,
+    },
+    /// The pin file could not be written.
+    PinsNotSaved {
+        /// The error with its causes (`{:#}`), as text so that events stay comparable.
+        error: String,
+    },
+    /// A message went out without being encrypted to this pending key.
+    NotEncryptedTo {
+        /// Its owner.
+        user: String,
+        /// The key.
+        fingerprint: Fingerprint,
+    },
+    /// A wrapped chain was refused.
+    KeyRejected {
+        /// The sender the server named.
+        from: String,
+        /// Why.
+        why: Refusal,
+    },
+    /// An envelope that does not even parse.
+    Unreadable {
+        /// The sender the server named; None for a binary frame, which names nobody.
+        from: Option<String>,
+        /// What is wrong with the bytes.
+        error: E2eError,
+    },
+    /// An envelope was refused.
+    Dropped {
+        /// The sender (the server's, or for a binary frame the header's).
+        from: String,
+        /// Why.
+        why: Refusal,
+    },
+    /// `/verify USER FINGERPRINT` with something that is not a fingerprint.
+    NotAFingerprint,
+    /// `/verify USER FINGERPRINT` matched none of their keys.
+    NoSuchKey {
+        /// Who was asked about.
+        user: String,
+        /// The fingerprint given.
+        fingerprint: Fingerprint,
+    },
+}
+
+/// Why a received chain or envelope was not used; its sender is named beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The chain does not parse.
+    Unreadable(E2eError),
+    /// The signed header names `signer`, not the sender the server named.
+    SignedAs {
+        /// The header's user.
+        signer: String,
+    },
+    /// A chain for a conversation that does not include this user.
+    ChainNotForUs {
+        /// The header's conversation.
+        conversation: String,
+    },
+    /// An envelope sent to a conversation that does not include this user.
+    NotForUs {
+        /// The header's conversation.
+        conversation: String,
+    },
+    /// From a pinned key the user has not accepted.
+    Unaccepted {
+        /// The sender.
+        user: String,
+        /// The key.
+        device: Fingerprint,
+    },
+    /// From a key the server did not announce for the sender.
+    Unannounced {
+        /// The key.
+        device: Fingerprint,
+    },
+    /// It claims to come from this device, which did not send it.
+    NotSentHere,
+    /// This device holds no receiver chain for it.
+    NoChain,
+    /// A cryptographic check failed.
+    Check {
+        /// Which.
+        error: E2eError,
+        /// The clock-skew window, for a stale timestamp.
+        max_skew_ms: u64,
+    },
+    /// It opened, but its content is not a [`Body`].
+    NotAMessage,
+}
+
+/// Why [`Secure::seal`] sent nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotSent {
+    /// The body does not encode as JSON (the error's text).
+    Body(String),
+    /// Encoded, the body is over the server's limit.
+    TooLong {
+        /// Its encoded size.
+        bytes: usize,
+        /// The server's limit.
+        max: usize,
+    },
+    /// A room this user is not in.
+    NotInRoom {
+        /// The room (without `#`).
+        room: String,
+    },
+    /// The whisper's peer has keys, but none accepted.
+    NoAcceptedKey {
+        /// The peer.
+        user: String,
+    },
+    /// The whisper's peer has no key at all.
+    NoKey {
+        /// The peer.
+        user: String,
+    },
+    /// A new sender chain could not be made.
+    Chain(E2eError),
+    /// The sender chain just made is missing (cannot happen).
+    NoChain,
+    /// Our chain could not be wrapped for one of `user`'s devices.
+    Wrap {
+        /// The member.
+        user: String,
+        /// What failed.
+        error: E2eError,
+    },
+    /// The envelope could not be sealed.
+    Seal(E2eError),
+    /// The envelope could not be encoded.
+    Encode(E2eError),
 }
 
 /// A verified message.
@@ -184,24 +417,6 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// Words for a failed check, for the warning line.
-fn why(e: &E2eError, skew_ms: u64) -> String {
-    match e {
-        E2eError::BadSignature => "its signature does not verify (forged or altered)".into(),
-        E2eError::WrongSender => "it is signed by a different device than it claims".into(),
-        E2eError::WrongRecipient => "it is addressed to another device".into(),
-        E2eError::UnknownChain => "it does not belong to the key it claims".into(),
-        E2eError::StaleTimestamp => format!(
-            "its timestamp is more than {} s away from this computer's clock",
-            skew_ms / 1000
-        ),
-        E2eError::Replay => "it is a replay of a message already shown".into(),
-        E2eError::TooFarAhead { .. } => "it skips too far ahead in its chain".into(),
-        E2eError::Decrypt => "it does not decrypt (altered in transit)".into(),
-        other => format!("it cannot be read ({other})"),
-    }
 }
 
 impl Secure {
@@ -339,31 +554,35 @@ impl Secure {
         if fingerprint == self.device {
             return Vec::new();
         }
-        let user_s = sanitize(user);
         let parsed = BASE64
             .decode(key.trim())
             .ok()
             .and_then(|der| DevicePublicKey::from_spki_der(&der).ok());
         let Some(public) = parsed.filter(|k| k.fingerprint() == fingerprint) else {
-            return vec![Event::Warning(format!(
-                "the server announced a device key for {user_s} that does not match its fingerprint {fingerprint}; ignored"
-            ))];
+            return vec![Event::Warning(Warning::KeyMismatch {
+                user: user.to_string(),
+                fingerprint,
+            })];
         };
         let mut events = Vec::new();
+        let user_s = user.to_string();
         match self.peers.observe(user, fingerprint, key.trim()) {
-            Ok(Seen::FirstForUser) => events.push(Event::Notice(format!(
-                "pinned {user_s}'s device key {fingerprint} (first seen; compare it with /verify {user_s})"
-            ))),
-            Ok(Seen::Known(KeyStatus::Pending)) => events.push(Event::Warning(format!(
-                "{user_s}'s device key {fingerprint} is still not accepted: nothing is encrypted to it \
-                 or shown from it. Compare it with /verify {user_s}, then /trust {user_s}"
-            ))),
+            Ok(Seen::FirstForUser) => events.push(Event::Notice(Notice::Pinned {
+                user: user_s,
+                fingerprint,
+            })),
+            Ok(Seen::Known(KeyStatus::Pending)) => {
+                events.push(Event::Warning(Warning::StillPending {
+                    user: user_s,
+                    fingerprint,
+                }));
+            }
             Ok(Seen::Known(_)) => {}
-            Ok(Seen::NewForKnownUser) => events.push(Event::Warning(format!(
-                "{user_s} has a NEW device key {fingerprint}. Nothing is encrypted to it or shown from it \
-                 until you accept it: compare it with /verify {user_s}, then /trust {user_s}"
-            ))),
-            Err(e) => events.push(Event::Warning(format!("cannot save the pinned keys: {e:#}"))),
+            Ok(Seen::NewForKnownUser) => events.push(Event::Warning(Warning::NewKey {
+                user: user_s,
+                fingerprint,
+            })),
+            Err(e) => events.push(Event::Warning(pins_not_saved(&e))),
         }
         self.devices.insert(
             fingerprint,
@@ -424,19 +643,20 @@ impl Secure {
 
     /// Seals `body` for `conversation`: wrapped chains for members that lack ours, then the
     /// envelope. Err is a reason for the user; nothing was sent.
-    pub fn seal(&mut self, conversation: &Conversation, body: Body) -> Result<Sealed, String> {
-        let plain = serde_json::to_string(&body).map_err(|e| format!("cannot encode: {e}"))?;
+    pub fn seal(&mut self, conversation: &Conversation, body: Body) -> Result<Sealed, NotSent> {
+        let plain = serde_json::to_string(&body).map_err(|e| NotSent::Body(e.to_string()))?;
         if plain.len() > self.max_text_bytes {
-            return Err(format!(
-                "message not sent: it is {} bytes encoded, the server accepts at most {}",
-                plain.len(),
-                self.max_text_bytes
-            ));
+            return Err(NotSent::TooLong {
+                bytes: plain.len(),
+                max: self.max_text_bytes,
+            });
         }
         let mut events = Vec::new();
         if let Some(room) = conversation.room() {
             if !self.rooms.contains_key(room) {
-                return Err(format!("message not sent: you are not in #{room}"));
+                return Err(NotSent::NotInRoom {
+                    room: room.to_string(),
+                });
             }
         }
         let mut recipients: Vec<(Fingerprint, &KnownDevice)> = Vec::new();
@@ -447,25 +667,20 @@ impl Secure {
             if self.usable(&d.user, fp).is_some() {
                 recipients.push((*fp, d));
             } else {
-                events.push(Event::Warning(format!(
-                    "not encrypted to {}'s unaccepted device key {fp} (/verify {0}, /trust {0})",
-                    sanitize(&d.user)
-                )));
+                events.push(Event::Warning(Warning::NotEncryptedTo {
+                    user: d.user.clone(),
+                    fingerprint: *fp,
+                }));
             }
         }
         if let Some(peer) = conversation.peer_of(&self.me) {
             if peer != self.me && !recipients.iter().any(|(_, d)| d.user == peer) {
                 let known = self.devices.values().any(|d| d.user == peer);
+                let user = peer.to_string();
                 return Err(if known {
-                    format!(
-                        "message not sent: {} has no accepted device key (/verify {0})",
-                        sanitize(peer)
-                    )
+                    NotSent::NoAcceptedKey { user }
                 } else {
-                    format!(
-                        "message not sent: {} has no device key (no such user, or never logged in)",
-                        sanitize(peer)
-                    )
+                    NotSent::NoKey { user }
                 });
             }
         }
@@ -475,7 +690,7 @@ impl Secure {
             .get(&name)
             .is_none_or(|o| o.stale || o.chain.index() >= ROTATE_AT_INDEX);
         if rotate {
-            let chain = SenderChain::new().map_err(|e| format!("cannot start a chain: {e}"))?;
+            let chain = SenderChain::new().map_err(NotSent::Chain)?;
             self.senders.insert(
                 name.clone(),
                 Outgoing {
@@ -486,7 +701,7 @@ impl Secure {
             );
         }
         let Some(out) = self.senders.get_mut(&name) else {
-            return Err("internal error: no sending chain".into());
+            return Err(NotSent::NoChain);
         };
         let mut chains = Vec::new();
         for (fp, d) in recipients {
@@ -495,18 +710,17 @@ impl Secure {
             }
             let wrapped = wrap_chain(&out.chain, &self.key, &self.me, &name, &d.key)
                 .and_then(|w| w.to_base64())
-                .map_err(|e| format!("cannot wrap a key for {}: {e}", sanitize(&d.user)))?;
+                .map_err(|error| NotSent::Wrap {
+                    user: d.user.clone(),
+                    error,
+                })?;
             chains.push(ClientFrame::Chain { data: wrapped });
             out.given.insert(fp);
         }
         let envelope = seal(&self.key, &self.me, &name, &mut out.chain, &plain, now_ms())
-            .map_err(|e| format!("cannot seal: {e}"))?;
+            .map_err(NotSent::Seal)?;
         let id = envelope.header().message_id;
-        let envelope = Bytes::from(
-            envelope
-                .encode()
-                .map_err(|e| format!("cannot encode: {e}"))?,
-        );
+        let envelope = Bytes::from(envelope.encode().map_err(NotSent::Encode)?);
         if self.pending_order.len() >= MAX_PENDING_OWN {
             if let Some(old) = self.pending_order.pop_front() {
                 self.pending_own.remove(&old);
@@ -529,30 +743,28 @@ impl Secure {
 
     /// A wrapped chain from `from`'s device `device`; quiet on success.
     pub fn on_chain(&mut self, from: &str, device: Fingerprint, data: &str) -> Vec<Event> {
-        let from_s = sanitize(from);
-        let warn = |what: String| {
-            vec![Event::Warning(format!(
-                "rejected a key from {from_s}: {what}"
-            ))]
+        let warn = |why: Refusal| {
+            vec![Event::Warning(Warning::KeyRejected {
+                from: from.to_string(),
+                why,
+            })]
         };
         let wrapped = match WrappedChain::from_base64(data) {
             Ok(w) => w,
-            Err(e) => return warn(format!("it cannot be read ({e})")),
+            Err(e) => return warn(Refusal::Unreadable(e)),
         };
         let h = wrapped.header();
         if h.sender_user != from || h.sender_device != device {
-            return warn(format!(
-                "it is signed as {} but the server says it is from {from_s}",
-                sanitize(&h.sender_user)
-            ));
+            return warn(Refusal::SignedAs {
+                signer: h.sender_user.clone(),
+            });
         }
         match Conversation::parse(&h.conversation) {
             Ok(c) if c.includes(&self.me, |r| self.member(r, &self.me)) => {}
             _ => {
-                return warn(format!(
-                    "it is for conversation {:?}, which does not include you",
-                    sanitize(&h.conversation)
-                ));
+                return warn(Refusal::ChainNotForUs {
+                    conversation: h.conversation.clone(),
+                });
             }
         }
         let Some(sender) = self.sender_key(from, &device) else {
@@ -567,7 +779,10 @@ impl Secure {
                 }
                 Vec::new()
             }
-            Err(e) => warn(why(&e, self.max_skew_ms)),
+            Err(error) => warn(Refusal::Check {
+                error,
+                max_skew_ms: self.max_skew_ms,
+            }),
         }
     }
 
@@ -595,13 +810,13 @@ impl Secure {
             .map(|d| &d.key)
     }
 
-    fn unusable_reason(&self, user: &str, device: &Fingerprint) -> String {
+    fn unusable_reason(&self, user: &str, device: &Fingerprint) -> Refusal {
         match self.peers.status(user, device) {
-            Some(KeyStatus::Pending) => format!(
-                "it comes from the unaccepted device key {device} (/verify {0}, /trust {0})",
-                sanitize(user)
-            ),
-            _ => format!("its device key {device} is not one the server announced for them"),
+            Some(KeyStatus::Pending) => Refusal::Unaccepted {
+                user: user.to_string(),
+                device: *device,
+            },
+            _ => Refusal::Unannounced { device: *device },
         }
     }
 
@@ -613,12 +828,12 @@ impl Secure {
         };
         let envelope = match envelope {
             Ok(e) => e,
-            Err(e) => {
+            Err(error) => {
                 let from = match &delivered.sent_by {
-                    SentBy::Named { user, .. } => format!(" from {}", sanitize(user)),
-                    SentBy::Header => String::new(),
+                    SentBy::Named { user, .. } => Some(user.clone()),
+                    SentBy::Header => None,
                 };
-                return Event::Warning(format!("dropped a message{from}: it cannot be read ({e})"));
+                return Event::Warning(Warning::Unreadable { from, error });
             }
         };
         let h = envelope.header();
@@ -627,15 +842,17 @@ impl Secure {
             SentBy::Header => (h.sender_user.as_str(), h.sender_device),
         };
         let ts = delivered.ts;
-        let from_s = sanitize(from);
-        let warn =
-            |what: String| Event::Warning(format!("dropped a message from {from_s}: {what}"));
+        let warn = |why: Refusal| {
+            Event::Warning(Warning::Dropped {
+                from: from.to_string(),
+                why,
+            })
+        };
         // Only a JSON frame can disagree: a binary one's sender is the header's.
         if h.sender_user != from || h.sender_device != device {
-            return warn(format!(
-                "it is signed as {} but the server says it is from {from_s}",
-                sanitize(&h.sender_user)
-            ));
+            return warn(Refusal::SignedAs {
+                signer: h.sender_user.clone(),
+            });
         }
         if device == self.device {
             // Our own message, echoed: show it only if this client sealed it just now.
@@ -649,18 +866,15 @@ impl Secure {
                     ts,
                     verified: true,
                 }),
-                None => warn(
-                    "it claims to be from this device, which did not send it (a replay?)".into(),
-                ),
+                None => warn(Refusal::NotSentHere),
             };
         }
         let conversation = match Conversation::parse(&h.conversation) {
             Ok(c) if c.includes(&self.me, |r| self.member(r, &self.me)) => c,
             _ => {
-                return warn(format!(
-                    "it was sent to {:?}, which does not include you",
-                    sanitize(&h.conversation)
-                ));
+                return warn(Refusal::NotForUs {
+                    conversation: h.conversation.clone(),
+                });
             }
         };
         let Some(status) = self.usable(from, &device) else {
@@ -670,19 +884,21 @@ impl Secure {
             return warn(self.unusable_reason(from, &device));
         };
         let Some(chain) = self.receivers.get_mut(&(device, h.chain_id)) else {
-            return warn(
-                "this device has no key for it (not encrypted to this device, or replayed from an earlier session)"
-                    .into(),
-            );
+            return warn(Refusal::NoChain);
         };
         let opened =
             match chatd_proto::e2e::open(&envelope, &sender, chain, now_ms(), self.max_skew_ms) {
                 Ok(o) => o,
-                Err(e) => return warn(why(&e, self.max_skew_ms)),
+                Err(error) => {
+                    return warn(Refusal::Check {
+                        error,
+                        max_skew_ms: self.max_skew_ms,
+                    });
+                }
             };
         let body: Body = match serde_json::from_str(&opened.text) {
             Ok(b) => b,
-            Err(_) => return warn("its content is not a message this client understands".into()),
+            Err(_) => return warn(Refusal::NotAMessage),
         };
         Event::Message(ChatMessage {
             from: from.to_string(),
@@ -705,80 +921,73 @@ impl Secure {
 
     /// `/fingerprint`.
     pub fn show_fingerprint(&self) -> Vec<Event> {
-        vec![Event::Notice(format!(
-            "your device key: {} (RSA {} bits); read it to your peers so they can /verify {}",
-            self.device,
-            self.key.bits(),
-            sanitize(&self.me)
-        ))]
+        vec![Event::Notice(Notice::OwnKey {
+            me: self.me.clone(),
+            fingerprint: self.device,
+            bits: self.key.bits(),
+        })]
     }
 
     /// `/verify USER [FINGERPRINT]`: lists `user`'s pinned keys, or marks one verified.
     pub fn verify(&mut self, user: &str, fingerprint: Option<&str>) -> Vec<Event> {
-        let user_s = sanitize(user);
+        let user_s = user.to_string();
         let Some(fp) = fingerprint else {
             let keys = self.peers.keys(user);
             if keys.is_empty() {
-                return vec![Event::Notice(format!(
-                    "no device key of {user_s} is pinned yet"
-                ))];
+                return vec![Event::Notice(Notice::NonePinned { user: user_s })];
             }
-            let mut out = vec![Event::Notice(format!(
-                "device keys of {user_s} (compare with what {user_s}'s /fingerprint shows, then /verify {user_s} FINGERPRINT):"
-            ))];
+            let mut out = vec![Event::Notice(Notice::KeysOf { user: user_s })];
             for k in keys {
-                let online = if self.devices.get(&k.fingerprint).is_some_and(|d| d.online) {
-                    ", online"
-                } else {
-                    ""
-                };
-                let status = match k.status {
-                    KeyStatus::Verified => "verified",
-                    KeyStatus::Trusted => "trusted on first use, not verified",
-                    KeyStatus::Pending => "NOT ACCEPTED",
-                };
-                out.push(Event::Notice(format!(
-                    "  {} ({status}{online})",
-                    k.fingerprint
-                )));
+                out.push(Event::Notice(Notice::Key {
+                    fingerprint: k.fingerprint,
+                    status: k.status,
+                    online: self.devices.get(&k.fingerprint).is_some_and(|d| d.online),
+                }));
             }
             return out;
         };
         let Ok(fp) = fp.parse::<Fingerprint>() else {
-            return vec![Event::Warning(
-                "a fingerprint is written SHA256: followed by 64 hex digits".into(),
-            )];
+            return vec![Event::Warning(Warning::NotAFingerprint)];
         };
         match self.peers.verify(user, &fp) {
-            Ok(true) => vec![Event::Notice(format!(
-                "{user_s}'s device key {fp} is now verified"
-            ))],
-            Ok(false) => vec![Event::Warning(format!(
-                "{user_s} has no device key {fp}: it does NOT match any key the server showed for {user_s}"
-            ))],
-            Err(e) => vec![Event::Warning(format!(
-                "cannot save the pinned keys: {e:#}"
-            ))],
+            Ok(true) => vec![Event::Notice(Notice::Verified {
+                user: user_s,
+                fingerprint: fp,
+            })],
+            Ok(false) => vec![Event::Warning(Warning::NoSuchKey {
+                user: user_s,
+                fingerprint: fp,
+            })],
+            Err(e) => vec![Event::Warning(pins_not_saved(&e))],
         }
     }
 
     /// `/trust USER`: accepts `user`'s pending keys.
     pub fn trust(&mut self, user: &str) -> Vec<Event> {
-        let user_s = sanitize(user);
         match self.peers.trust_pending(user) {
             Ok(keys) if keys.is_empty() => {
-                vec![Event::Notice(format!(
-                    "{user_s} has no device key waiting to be accepted"
-                ))]
+                vec![Event::Notice(Notice::NonePending {
+                    user: user.to_string(),
+                })]
             }
             Ok(keys) => keys
                 .iter()
-                .map(|fp| Event::Notice(format!("accepted {user_s}'s device key {fp}")))
+                .map(|fp| {
+                    Event::Notice(Notice::Accepted {
+                        user: user.to_string(),
+                        fingerprint: *fp,
+                    })
+                })
                 .collect(),
-            Err(e) => vec![Event::Warning(format!(
-                "cannot save the pinned keys: {e:#}"
-            ))],
+            Err(e) => vec![Event::Warning(pins_not_saved(&e))],
         }
+    }
+}
+
+/// The pin file could not be written: the error and its causes, as `{:#}` shows them.
+fn pins_not_saved(e: &anyhow::Error) -> Warning {
+    Warning::PinsNotSaved {
+        error: format!("{e:#}"),
     }
 }
 
@@ -893,10 +1102,25 @@ mod tests {
         sealed.envelope.clone()
     }
 
-    fn assert_warning(e: &Event, needle: &str) {
+    fn warning(e: &Event) -> &Warning {
         match e {
-            Event::Warning(w) => assert!(w.contains(needle), "{w:?} lacks {needle:?}"),
-            other => panic!("expected a warning about {needle:?}, got {other:?}"),
+            Event::Warning(w) => w,
+            other => panic!("expected a warning, got {other:?}"),
+        }
+    }
+
+    /// Why a message was dropped.
+    fn dropped(e: &Event) -> &Refusal {
+        match warning(e) {
+            Warning::Dropped { why, .. } => why,
+            other => panic!("expected a dropped message, got {other:?}"),
+        }
+    }
+
+    fn check_failed(e: &Event) -> E2eError {
+        match dropped(e) {
+            Refusal::Check { error, .. } => error.clone(),
+            other => panic!("expected a failed check, got {other:?}"),
         }
     }
 
@@ -933,7 +1157,7 @@ mod tests {
         // A server that also hands the whisper to carol gets a warning there, not text.
         let data = envelope_of(&sealed);
         let e = c[2].on_envelope(&json("alice", key(0).fingerprint(), &data));
-        assert_warning(&e, "does not include you");
+        assert!(matches!(dropped(&e), Refusal::NotForUs { .. }), "{e:?}");
         // Whispering to someone offline works: the server stores it for bob's device.
         c[0].device_offline(&key(1).fingerprint());
         let sealed = c[0].seal(&conv, say("later")).unwrap();
@@ -941,7 +1165,7 @@ mod tests {
         // Once bob's only key is removed there is nobody to encrypt to.
         c[0].device_removed(&key(1).fingerprint());
         let err = c[0].seal(&conv, say("never")).unwrap_err();
-        assert!(err.contains("bob has no device key"), "{err}");
+        assert_eq!(err, NotSent::NoKey { user: "bob".into() });
     }
 
     #[test]
@@ -954,16 +1178,19 @@ mod tests {
         assert_eq!(text_of(&seen[1][0]), Some("genuine"));
         let alice = key(0).fingerprint();
         // Replayed.
-        assert_warning(&c[1].on_envelope(&json("alice", alice, &data)), "replay");
+        assert_eq!(
+            check_failed(&c[1].on_envelope(&json("alice", alice, &data))),
+            E2eError::Replay
+        );
         // Altered: flip one bit in the ciphertext of a fresh message.
         let sealed = c[0].seal(&Conversation::All, say("second")).unwrap();
         let mut bytes = envelope_of(&sealed).to_vec();
         let n = bytes.len();
         bytes[n - 260] ^= 1; // in the AEAD tag, just before the 2048-bit signature
         let altered = Bytes::from(bytes);
-        assert_warning(
-            &c[1].on_envelope(&json("alice", alice, &altered)),
-            "signature",
+        assert_eq!(
+            check_failed(&c[1].on_envelope(&json("alice", alice, &altered))),
+            E2eError::BadSignature
         );
         // The untouched one still opens afterwards: a failed check changes nothing.
         assert_eq!(
@@ -973,18 +1200,21 @@ mod tests {
         // The server names another sender.
         let sealed = c[0].seal(&Conversation::All, say("third")).unwrap();
         let data = envelope_of(&sealed);
-        assert_warning(
-            &c[1].on_envelope(&json("carol", alice, &data)),
-            "signed as alice",
+        let signed_as_alice = Refusal::SignedAs {
+            signer: "alice".into(),
+        };
+        assert_eq!(
+            dropped(&c[1].on_envelope(&json("carol", alice, &data))),
+            &signed_as_alice
         );
-        assert_warning(
-            &c[1].on_envelope(&json("carol", key(2).fingerprint(), &data)),
-            "signed as alice",
+        assert_eq!(
+            dropped(&c[1].on_envelope(&json("carol", key(2).fingerprint(), &data))),
+            &signed_as_alice
         );
         // Our own device, echoing something we never sent.
-        assert_warning(
-            &c[0].on_envelope(&json("alice", alice, &genuine)),
-            "did not send it",
+        assert_eq!(
+            dropped(&c[0].on_envelope(&json("alice", alice, &genuine))),
+            &Refusal::NotSentHere
         );
     }
 
@@ -1010,26 +1240,32 @@ mod tests {
         }
         // Our own echo as a binary frame is ours; a second copy is a replay.
         assert!(matches!(c[0].on_envelope(&binary), Event::Message(m) if m.text == "second"));
-        assert_warning(&c[0].on_envelope(&binary), "did not send it");
-        assert_warning(&c[1].on_envelope(&binary), "replay");
+        assert_eq!(dropped(&c[0].on_envelope(&binary)), &Refusal::NotSentHere);
+        assert_eq!(check_failed(&c[1].on_envelope(&binary)), E2eError::Replay);
         // Unreadable bytes: a warning naming nobody (there is no sender to name), as a JSON
         // frame with bad base64 gets one naming the server's sender.
         let junk = Delivered::binary(9, Bytes::from_static(b"\x01E not an envelope"));
-        assert_warning(
-            &c[1].on_envelope(&junk),
-            "dropped a message: it cannot be read",
+        assert!(
+            matches!(
+                warning(&c[1].on_envelope(&junk)),
+                Warning::Unreadable { from: None, .. }
+            ),
+            "names nobody"
         );
         let bad = Delivered::json("alice".into(), key(0).fingerprint(), "no base64!", 9);
-        assert_warning(
-            &c[1].on_envelope(&bad),
-            "dropped a message from alice: it cannot be read (malformed e2e data: base64)",
+        assert_eq!(
+            warning(&c[1].on_envelope(&bad)),
+            &Warning::Unreadable {
+                from: Some("alice".into()),
+                error: E2eError::Malformed("base64"),
+            }
         );
         // A header cannot borrow a name: carol's device signing as alice is no key of alice's.
         let mut mallory = Secure::new("alice", key(2), Peers::in_memory(), 60_000, 4096);
         mallory.on_login(&[info(1)], "lobby", &[lobby()]);
         let forged = mallory.seal(&Conversation::All, say("it's me")).unwrap();
         let e = c[1].on_envelope(&Delivered::binary(9, forged.envelope));
-        assert_warning(&e, "is not one the server announced");
+        assert!(matches!(dropped(&e), Refusal::Unannounced { .. }), "{e:?}");
         // None of that disturbed the chain: the next message still opens.
         let sealed = c[0].seal(&Conversation::All, say("third")).unwrap();
         let e = c[1].on_envelope(&Delivered::binary(9, sealed.envelope));
@@ -1045,13 +1281,19 @@ mod tests {
             ..info(2)
         };
         let events = c[0].device_online("bob", fake.fingerprint, &fake.key);
-        assert_warning(&events[0], "NEW device key");
+        assert_eq!(
+            warning(&events[0]),
+            &Warning::NewKey {
+                user: "bob".into(),
+                fingerprint: fake.fingerprint
+            }
+        );
         // Without bob's real key, alice's whisper has no accepted key to go to.
         c[0].device_removed(&key(1).fingerprint());
         let err = c[0]
             .seal(&Conversation::pair("alice", "bob"), say("x"))
             .unwrap_err();
-        assert!(err.contains("no accepted device key"), "{err}");
+        assert_eq!(err, NotSent::NoAcceptedKey { user: "bob".into() });
         // An impostor holding the new key, calling itself bob: its chain and message are
         // both refused, because that key is not accepted.
         let mut impostor = Secure::new("bob", key(2), Peers::in_memory(), 60_000, 4096);
@@ -1062,18 +1304,31 @@ mod tests {
         let ClientFrame::Chain { data: chain } = &sealed.chains[0] else {
             panic!()
         };
-        assert_warning(
-            &c[0].on_chain("bob", fake.fingerprint, chain)[0],
-            "unaccepted",
+        let unaccepted = Refusal::Unaccepted {
+            user: "bob".into(),
+            device: fake.fingerprint,
+        };
+        assert_eq!(
+            warning(&c[0].on_chain("bob", fake.fingerprint, chain)[0]),
+            &Warning::KeyRejected {
+                from: "bob".into(),
+                why: unaccepted.clone()
+            }
         );
         let e = c[0].on_envelope(&json("bob", fake.fingerprint, &envelope_of(&sealed)));
-        assert_warning(&e, "unaccepted");
+        assert_eq!(dropped(&e), &unaccepted);
         // A key that does not hash to the announced fingerprint is ignored outright.
         let events = c[0].device_online("bob", Fingerprint::from_bytes([9; 32]), &info(1).key);
-        assert_warning(&events[0], "does not match its fingerprint");
+        assert!(
+            matches!(warning(&events[0]), Warning::KeyMismatch { .. }),
+            "{events:?}"
+        );
         // Accepting it makes it usable.
         let accepted = c[0].trust("bob");
-        assert!(matches!(&accepted[0], Event::Notice(n) if n.contains("accepted")));
+        assert!(matches!(
+            &accepted[0],
+            Event::Notice(Notice::Accepted { .. })
+        ));
         assert!(
             c[0].seal(&Conversation::pair("alice", "bob"), say("x"))
                 .is_ok()
@@ -1100,21 +1355,34 @@ mod tests {
         assert_eq!(text_of(&seen[1][0]), Some("after"));
         // Carol still holds the old chain, but a copy of the new message does not open.
         let e = c[2].on_envelope(&json("alice", key(0).fingerprint(), &data));
-        assert_warning(&e, "no key for it");
+        assert_eq!(dropped(&e), &Refusal::NoChain);
     }
 
     #[test]
     fn verify_and_limits() {
         let mut c = trio();
         let listed = c[0].verify("bob", None);
-        assert!(matches!(&listed[1], Event::Notice(n) if n.contains("not verified")));
+        assert!(matches!(
+            &listed[1],
+            Event::Notice(Notice::Key {
+                status: KeyStatus::Trusted,
+                ..
+            })
+        ));
         let fp = key(1).fingerprint().to_string();
-        assert!(
-            matches!(&c[0].verify("bob", Some(&fp))[0], Event::Notice(n) if n.contains("verified"))
-        );
+        assert!(matches!(
+            &c[0].verify("bob", Some(&fp))[0],
+            Event::Notice(Notice::Verified { .. })
+        ));
         let wrong = key(2).fingerprint().to_string();
-        assert_warning(&c[0].verify("bob", Some(&wrong))[0], "does NOT match");
-        assert_warning(&c[0].verify("bob", Some("nope"))[0], "SHA256:");
+        assert!(matches!(
+            warning(&c[0].verify("bob", Some(&wrong))[0]),
+            Warning::NoSuchKey { .. }
+        ));
+        assert_eq!(
+            warning(&c[0].verify("bob", Some("nope"))[0]),
+            &Warning::NotAFingerprint
+        );
         // Messages from a verified key say so.
         let sealed = c[1].seal(&Conversation::All, say("hi")).unwrap();
         let seen = route(1, &sealed, &mut c);
@@ -1124,7 +1392,7 @@ mod tests {
         let err = c[0]
             .seal(&Conversation::All, say(&"x".repeat(4096)))
             .unwrap_err();
-        assert!(err.contains("at most 4096"), "{err}");
+        assert!(matches!(err, NotSent::TooLong { max: 4096, .. }), "{err:?}");
         assert!(
             c[0].seal(&Conversation::All, say(&"x".repeat(4096 - 11)))
                 .is_ok()
