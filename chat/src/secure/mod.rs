@@ -309,21 +309,20 @@ impl Secure {
             })];
         };
         let mut events = Vec::new();
-        let user_s = user.to_string();
         match self.peers.observe(user, fingerprint, key.trim()) {
             Ok(Seen::FirstForUser) => events.push(Event::Notice(Notice::Pinned {
-                user: user_s,
+                user: user.to_string(),
                 fingerprint,
             })),
             Ok(Seen::Known(KeyStatus::Pending)) => {
                 events.push(Event::Warning(Warning::StillPending {
-                    user: user_s,
+                    user: user.to_string(),
                     fingerprint,
                 }));
             }
             Ok(Seen::Known(_)) => {}
             Ok(Seen::NewForKnownUser) => events.push(Event::Warning(Warning::NewKey {
-                user: user_s,
+                user: user.to_string(),
                 fingerprint,
             })),
             Err(e) => events.push(Event::Warning(pins_not_saved(&e))),
@@ -674,13 +673,16 @@ impl Secure {
 
     /// `/verify USER [FINGERPRINT]`: lists `user`'s pinned keys, or marks one verified.
     pub fn verify(&mut self, user: &str, fingerprint: Option<&str>) -> Vec<Event> {
-        let user_s = user.to_string();
         let Some(fp) = fingerprint else {
             let keys = self.peers.keys(user);
             if keys.is_empty() {
-                return vec![Event::Notice(Notice::NonePinned { user: user_s })];
+                return vec![Event::Notice(Notice::NonePinned {
+                    user: user.to_string(),
+                })];
             }
-            let mut out = vec![Event::Notice(Notice::KeysOf { user: user_s })];
+            let mut out = vec![Event::Notice(Notice::KeysOf {
+                user: user.to_string(),
+            })];
             for k in keys {
                 out.push(Event::Notice(Notice::Key {
                     fingerprint: k.fingerprint,
@@ -695,11 +697,11 @@ impl Secure {
         };
         match self.peers.verify(user, &fp) {
             Ok(true) => vec![Event::Notice(Notice::Verified {
-                user: user_s,
+                user: user.to_string(),
                 fingerprint: fp,
             })],
             Ok(false) => vec![Event::Warning(Warning::NoSuchKey {
-                user: user_s,
+                user: user.to_string(),
                 fingerprint: fp,
             })],
             Err(e) => vec![Event::Warning(pins_not_saved(&e))],
