@@ -28,8 +28,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::FramedRead;
 
-use crate::format::sanitize;
 use crate::secure::Delivered;
+use crate::text::sanitize;
 use crate::trust::{self, Decision, KnownServers, PinningVerifier};
 
 /// How long the TCP connect and the TLS handshake may each take.

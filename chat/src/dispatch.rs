@@ -12,9 +12,9 @@ use chatd_proto::{ClientFrame, ServerFrame, frame};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::conn::{Connection, Incoming, ServerInfo};
-
+use crate::format;
 use crate::input::{self, Input};
-use crate::secure::{Body, Event, Secure};
+use crate::secure::{Body, Event, Notice, Secure};
 
 /// One frame for the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +102,7 @@ pub fn line(line: &str, secure: &mut Secure) -> Step {
                 .chain([Outbound::Envelope(sealed.envelope)])
                 .collect(),
         },
-        Err(why) => Step::Refused(why),
+        Err(why) => Step::Refused(format::not_sent(&why)),
     }
 }
 
@@ -120,10 +120,9 @@ fn room_command(name: String, args: String, secure: &mut Secure) -> Step {
         ("join", [room]) => {
             let room = room.strip_prefix('#').unwrap_or(room);
             if secure.switch_room(room) {
-                return Step::Show(vec![Event::Notice(format!(
-                    "now talking in #{}",
-                    crate::format::sanitize(room)
-                ))]);
+                return Step::Show(vec![Event::Notice(Notice::Switched {
+                    room: room.to_string(),
+                })]);
             }
             args
         }
@@ -225,11 +224,10 @@ fn frame_events(frame: &ServerFrame, secure: &mut Secure) -> Vec<Event> {
         }
         ServerFrame::Members { room } => {
             if secure.room_state(room) {
-                vec![Event::Notice(format!(
-                    "now talking in #{} (plain text goes there; /join {} switches back)",
-                    crate::format::sanitize(&room.name),
-                    crate::format::sanitize(secure.default_room())
-                ))]
+                vec![Event::Notice(Notice::Joined {
+                    room: room.name.clone(),
+                    default_room: secure.default_room().to_string(),
+                })]
             } else {
                 Vec::new()
             }

@@ -21,6 +21,7 @@ mod peers;
 mod plain;
 mod secure;
 mod stdin;
+mod text;
 mod trust;
 mod tui;
 

@@ -9,6 +9,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent
 use crate::config::UiConfig;
 use crate::format;
 use crate::secure::{ChatMessage, Event};
+use crate::text::sanitize;
 use crate::tui::complete::Completer;
 use crate::tui::editor::Editor;
 
@@ -194,8 +195,8 @@ impl App {
         for e in events {
             match e {
                 Event::Message(m) => self.message(&m),
-                Event::Notice(t) => self.notice(t),
-                Event::Warning(t) => self.warning(t),
+                Event::Notice(n) => self.notice(format::notice(&n)),
+                Event::Warning(w) => self.warning(format::warning(&w)),
             }
         }
     }
@@ -213,7 +214,7 @@ impl App {
         self.push(Entry {
             at,
             kind,
-            from: Some(format::sanitize(&m.from)),
+            from: Some(sanitize(&m.from)),
             own: m.from == self.user,
             text: format::message_body(m, &self.user),
         });
@@ -345,6 +346,7 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secure::Warning;
 
     fn key(code: KeyCode) -> KeyEvent {
         KeyEvent::new(code, KeyModifiers::NONE)
@@ -461,7 +463,9 @@ mod tests {
             Event::Message(m("bob", None, false)),
             Event::Message(m("alice", Some("bob"), false)),
             Event::Message(m("bob", None, true)),
-            Event::Warning("bad".into()),
+            Event::Warning(Warning::PinsNotSaved {
+                error: "bad".into(),
+            }),
         ]);
         let got: Vec<(Kind, bool, &str)> = a
             .entries
@@ -474,7 +478,7 @@ mod tests {
                 (Kind::Message, false, "<bob> hi"),
                 (Kind::Whisper, true, "-> *bob* hi"),
                 (Kind::Action, false, "* bob hi"),
-                (Kind::Warning, false, "!! bad"),
+                (Kind::Warning, false, "!! cannot save the pinned keys: bad"),
             ]
         );
     }

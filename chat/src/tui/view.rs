@@ -320,11 +320,9 @@ mod tests {
     #[test]
     fn names_keep_their_color_and_warnings_stand_out() {
         let mut a = app();
-        a.events(vec![
-            msg("bob", "one"),
-            Event::Warning("bad key".into()),
-            msg("bob", "two"),
-        ]);
+        a.events(vec![msg("bob", "one")]);
+        a.warning("bad key");
+        a.events(vec![msg("bob", "two")]);
         let (rows, buf) = screen(&mut a, 50, 6);
         let styles = Styles::new(Theme::Dark);
         let col = |row: usize, needle: &str| {

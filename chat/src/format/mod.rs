@@ -1,4 +1,4 @@
-//! Rendering server frames as plain text lines.
+//! Rendering server frames and end-to-end events as plain text lines.
 //!
 //! Everything here is a pure function of its inputs (the clock is passed in as a
 //! ready-made stamp), so the exact output formats are unit-tested. Every string that
@@ -12,21 +12,11 @@ use chatd_proto::frame::{
 use chrono::{Local, TimeZone};
 
 use crate::secure::{ChatMessage, Event};
+use crate::text::sanitize;
 
-/// Replaces control characters (C0, DEL, C1) and bidirectional overrides with U+FFFD.
-///
-/// Tabs become a space; newlines are replaced too, so one frame is always one line.
-pub fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\t' => ' ',
-            // Bidi embeddings/overrides/isolates can reorder what follows on the line.
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => '\u{fffd}',
-            c if c.is_control() => '\u{fffd}',
-            c => c,
-        })
-        .collect()
-}
+mod e2e;
+
+pub use e2e::{not_sent, notice, warning};
 
 /// `HH:MM:SS` in local time for a server timestamp (ms since the epoch), or for now.
 pub fn local_stamp(ts_ms: Option<u64>) -> String {
@@ -90,8 +80,8 @@ fn line_body(m: &ChatMessage, me: &str) -> String {
 pub fn event(e: &Event, me: &str, now_stamp: &str) -> String {
     match e {
         Event::Message(m) => message(m, me, &local_stamp(Some(m.ts))),
-        Event::Notice(text) => format!("[{now_stamp}] -- {text}"),
-        Event::Warning(text) => format!("[{now_stamp}] !! {text}"),
+        Event::Notice(n) => format!("[{now_stamp}] -- {}", notice(n)),
+        Event::Warning(w) => format!("[{now_stamp}] !! {}", warning(w)),
     }
 }
 
@@ -387,6 +377,7 @@ fn join_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secure::{Notice, Warning};
     use chatd_proto::ErrorCode;
 
     fn msg(from: &str, to: Option<&str>, text: &str, action: bool) -> ChatMessage {
@@ -438,12 +429,20 @@ mod tests {
             "[12:00:00] *bob* * bob waves"
         );
         assert_eq!(
-            event(&Event::Warning("bad".into()), "alice", "12:00:00"),
-            "[12:00:00] !! bad"
+            event(
+                &Event::Warning(Warning::NotAFingerprint),
+                "alice",
+                "12:00:00"
+            ),
+            "[12:00:00] !! a fingerprint is written SHA256: followed by 64 hex digits"
         );
         assert_eq!(
-            event(&Event::Notice("fyi".into()), "alice", "12:00:00"),
-            "[12:00:00] -- fyi"
+            event(
+                &Event::Notice(Notice::Switched { room: "dev".into() }),
+                "alice",
+                "12:00:00"
+            ),
+            "[12:00:00] -- now talking in #dev"
         );
         // Our own broadcast from another device is shown like anyone's.
         assert_eq!(

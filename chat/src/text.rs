@@ -1,0 +1,32 @@
+//! Making text from the network safe to put on a terminal line.
+//!
+//! A leaf (it imports nothing of the crate), so that anything that shows a peer's or the
+//! server's words can clean them without depending on the renderer.
+
+/// Replaces control characters (C0, DEL, C1) and bidirectional overrides with U+FFFD.
+///
+/// Tabs become a space; newlines are replaced too, so one frame is always one line.
+pub fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\t' => ' ',
+            // Bidi embeddings/overrides/isolates can reorder what follows on the line.
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => '\u{fffd}',
+            c if c.is_control() => '\u{fffd}',
+            c => c,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_and_bidi_overrides_become_replacement_characters() {
+        assert_eq!(sanitize("a\tb"), "a b");
+        assert_eq!(sanitize("a\nb\u{1b}[2J"), "a\u{fffd}b\u{fffd}[2J");
+        assert_eq!(sanitize("x\u{202e}y\u{2066}z"), "x\u{fffd}y\u{fffd}z");
+        assert_eq!(sanitize("plain ünïcödé ✓"), "plain ünïcödé ✓");
+    }
+}
