@@ -1,7 +1,10 @@
 //! The slash-command registry: one file per built-in, one list of them in [`builtin`].
 //!
-//! Which commands are enabled and their aliases come from the config. Role checks live in
-//! [`Registry::dispatch`], never in handlers; handler errors map to stable error codes.
+//! Which commands are enabled and their aliases come from the config. The role a command
+//! declares is checked in [`Registry::dispatch`], never in its handler; a handler reads
+//! `ctx.role` only for exceptions that depend on the named room or on `[rooms]`, which
+//! dispatch cannot know (an admin may enter or list an invite-only room, or create a room
+//! where users may not). Handler errors map to stable error codes.
 
 mod announce;
 mod away;
