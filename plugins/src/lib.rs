@@ -1,69 +1,28 @@
 //! What the example plugins share: reading chatd's request and writing the reply
-//! (docs/PLUGINS.md), and each plugin's logic as plain functions, so it is unit-tested.
+//! (docs/PLUGINS.md, with the message types chatd itself uses: [`chatd_proto::plugin`]), and
+//! each plugin's logic as plain functions, so it is unit-tested.
 
 use std::io::{Read, Write};
 
-use serde::{Deserialize, Serialize};
-
-/// The request chatd writes on stdin (fields this crate uses; others are ignored).
-#[derive(Debug, Deserialize)]
-pub struct Request {
-    /// Format version; 1.
-    pub version: u32,
-    /// The command name as configured.
-    pub command: String,
-    /// Everything after the command name.
-    #[serde(default)]
-    pub args: String,
-    /// Who called it.
-    pub user: String,
-    /// The caller's current room, when known.
-    #[serde(default)]
-    pub room: Option<String>,
-}
-
-/// The reply chatd reads from stdout.
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Reply {
-    /// What to show.
-    pub text: String,
-    /// `caller` (default) or `room`.
-    pub to: &'static str,
-}
-
-impl Reply {
-    /// A reply for the caller only.
-    pub fn caller(text: impl Into<String>) -> Self {
-        Reply {
-            text: text.into(),
-            to: "caller",
-        }
-    }
-
-    /// A reply for the caller's current room (if the server allows it for this plugin).
-    pub fn room(text: impl Into<String>) -> Self {
-        Reply {
-            text: text.into(),
-            to: "room",
-        }
-    }
-}
+pub use chatd_proto::plugin::{
+    PLUGIN_PROTOCOL_VERSION, PluginReply, PluginRequest, PluginRole, ReplyTo,
+};
 
 /// Reads the request from stdin, runs `f`, writes its reply; the exit code for `main`.
-pub fn serve(f: impl FnOnce(&Request) -> Reply) -> std::process::ExitCode {
+pub fn serve(f: impl FnOnce(&PluginRequest) -> PluginReply) -> std::process::ExitCode {
     let mut input = String::new();
     if let Err(e) = std::io::stdin().take(64 * 1024).read_to_string(&mut input) {
         eprintln!("cannot read the request: {e}");
         return std::process::ExitCode::FAILURE;
     }
-    let request: Request = match serde_json::from_str(&input) {
+    let request: PluginRequest = match serde_json::from_str(&input) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("not a chatd plugin request: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    if request.version != 1 {
+    if request.version != PLUGIN_PROTOCOL_VERSION {
         eprintln!("unsupported request version {}", request.version);
         return std::process::ExitCode::FAILURE;
     }

@@ -11,6 +11,9 @@
 //!
 //! Every object carries a `"type"` tag; docs/PROTOCOL.md is the normative description.
 //!
+//! [`plugin`] holds the one JSON object each way between chatd and an external plugin command
+//! (stdin, stdout; docs/PLUGINS.md).
+//!
 //! [`e2e`] holds the end-to-end crypto (device keys, sender chains, envelopes); its byte layout is
 //! described in docs/E2E-ENVELOPE.md.
 #![warn(missing_docs)]
@@ -24,6 +27,7 @@ pub mod e2e;
 pub mod fingerprint;
 pub mod frame;
 pub mod names;
+pub mod plugin;
 
 pub use codec::{LineCodec, LineError, Wire, WireCodec};
 pub use fingerprint::Fingerprint;

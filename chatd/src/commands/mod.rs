@@ -1,7 +1,10 @@
 //! The slash-command registry: one file per built-in, one list of them in [`builtin`].
 //!
-//! Which commands are enabled and their aliases come from the config. Role checks live in
-//! [`Registry::dispatch`], never in handlers; handler errors map to stable error codes.
+//! Which commands are enabled and their aliases come from the config. The role a command
+//! declares is checked in [`Registry::dispatch`], never in its handler; a handler reads
+//! `ctx.role` only for exceptions that depend on the named room or on `[rooms]`, which
+//! dispatch cannot know (an admin may enter or list an invite-only room, or create a room
+//! where users may not). Handler errors map to stable error codes.
 
 mod announce;
 mod away;
@@ -35,29 +38,11 @@ use crate::config::{CommandsConfig, Limits, PluginConfig};
 use crate::hub::{Hub, SessionId};
 use crate::store::Store;
 
-/// Names of every built-in, for config validation.
-///
-/// Whispers and `/me` are not here: their text is end-to-end encrypted, so the client seals
-/// them and the server only routes the envelopes (see `crate::session`).
-pub const BUILTIN_NAMES: &[&str] = &[
-    "announce",
-    "away",
-    "disconnect",
-    "help",
-    "invite",
-    "join",
-    "kick",
-    "list",
-    "members",
-    "motd",
-    "part",
-    "ping",
-    "rooms",
-    "topic",
-    "whois",
-];
-
 /// Every built-in command, in one place.
+///
+/// `config::BUILTIN_NAMES` repeats the names for config checks; a test below keeps the two
+/// equal. Whispers and `/me` are not commands: their text is end-to-end encrypted, so the
+/// client seals them and the server only routes the envelopes (see `crate::session`).
 pub fn builtin() -> Vec<Arc<dyn Command>> {
     vec![
         Arc::new(announce::Announce),
@@ -252,12 +237,16 @@ impl Registry {
         config: &CommandsConfig,
         plugins: &[PluginConfig],
     ) -> Result<Registry, RegistryError> {
+        let builtins = builtin();
         let mut by_name: BTreeMap<String, Arc<dyn Command>> = BTreeMap::new();
-        for cmd in builtin() {
+        for cmd in &builtins {
             if config.disabled.iter().any(|d| d == cmd.name()) {
                 continue;
             }
-            if by_name.insert(cmd.name().to_string(), cmd).is_some() {
+            if by_name
+                .insert(cmd.name().to_string(), Arc::clone(cmd))
+                .is_some()
+            {
                 // Only reachable if builtin() lists a name twice.
                 return Err(RegistryError::Duplicate("builtin".into()));
             }
@@ -265,7 +254,7 @@ impl Registry {
         for p in plugins {
             let cmd = plugin::Plugin::new(p)?;
             // A plugin may not shadow a built-in, even a disabled one: /help would lie.
-            if BUILTIN_NAMES.contains(&p.name.as_str()) || by_name.contains_key(&p.name) {
+            if builtins.iter().any(|b| b.name() == p.name) || by_name.contains_key(&p.name) {
                 return Err(RegistryError::Duplicate(p.name.clone()));
             }
             by_name.insert(p.name.clone(), Arc::new(cmd));
@@ -470,6 +459,38 @@ mod tests {
             Registry::new(&cfg, &[]).err(),
             Some(RegistryError::Duplicate("help".into()))
         );
+    }
+
+    #[test]
+    fn config_lists_every_builtin_once() {
+        let mut names: Vec<String> = builtin().iter().map(|c| c.name().to_string()).collect();
+        names.sort();
+        let mut listed = crate::config::BUILTIN_NAMES.to_vec();
+        listed.sort();
+        assert_eq!(
+            names, listed,
+            "builtin() and config::BUILTIN_NAMES must name the same commands"
+        );
+        names.dedup();
+        assert_eq!(names.len(), listed.len(), "a built-in is listed twice");
+    }
+
+    #[test]
+    fn plugins_may_not_shadow_builtins() {
+        let plugin = |name: &str| -> PluginConfig {
+            toml::from_str(&format!("name = \"{name}\"\nexec = \"/bin/true\"")).unwrap()
+        };
+        let mut cfg = CommandsConfig::default();
+        cfg.disabled.push("ping".into());
+        for taken in ["ping", "help", "who"] {
+            assert_eq!(
+                Registry::new(&cfg, &[plugin(taken)]).err(),
+                Some(RegistryError::Duplicate(taken.into())),
+                "{taken}"
+            );
+        }
+        let r = Registry::new(&cfg, &[plugin("dice")]).unwrap();
+        assert_eq!(r.lookup("dice").unwrap().name(), "dice");
     }
 
     #[tokio::test]

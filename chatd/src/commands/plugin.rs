@@ -3,7 +3,7 @@
 //! The program is executed directly (never through a shell, arguments never on a command
 //! line) with a cleared environment, `/` as its working directory and no inherited
 //! descriptors besides its pipes. It reads one JSON request on stdin and writes one JSON reply
-//! on stdout (docs/PLUGINS.md). Each call is bounded in time, output and concurrency; every
+//! on stdout ([`chatd_proto::plugin`], docs/PLUGINS.md). Each call is bounded in time, output and concurrency; every
 //! failure gives the caller a clear error and the log the details. Only the caller's session
 //! waits for it: other sessions never do.
 
@@ -13,50 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatd_proto::frame::ServerFrame;
-use serde::{Deserialize, Serialize};
+use chatd_proto::plugin::{
+    PLUGIN_PROTOCOL_VERSION, PluginReply, PluginRequest, PluginRole, ReplyTo,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use super::{Command, CommandError, CommandFuture, Ctx, RegistryError, Role};
 use crate::config::PluginConfig;
 
-/// Version of the request/reply format.
-pub const PLUGIN_PROTOCOL_VERSION: u32 = 1;
-
 /// stderr bytes kept for the log.
 const STDERR_KEPT: usize = 1024;
-
-/// What a plugin reads on stdin.
-#[derive(Debug, Serialize)]
-struct Request<'a> {
-    version: u32,
-    command: &'a str,
-    args: &'a str,
-    user: &'a str,
-    role: &'a str,
-    room: Option<&'a str>,
-    server: String,
-}
-
-/// Where a reply goes.
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-enum To {
-    /// Only the caller (the default).
-    #[default]
-    Caller,
-    /// The members of the caller's current room, if the plugin's config allows it.
-    Room,
-}
-
-/// What a plugin writes on stdout.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Reply {
-    text: String,
-    #[serde(default)]
-    to: To,
-}
 
 /// One configured plugin.
 pub struct Plugin {
@@ -171,18 +138,18 @@ impl Plugin {
     }
 
     /// Runs the program once; the reply, or why not.
-    async fn call(&self, ctx: &Ctx<'_>, args: &str) -> Result<Reply, Failure> {
-        let request = Request {
+    async fn call(&self, ctx: &Ctx<'_>, args: &str) -> Result<PluginReply, Failure> {
+        let request = PluginRequest {
             version: PLUGIN_PROTOCOL_VERSION,
-            command: &self.name,
-            args,
-            user: ctx.user,
+            command: self.name.clone(),
+            args: args.to_string(),
+            user: ctx.user.to_string(),
             role: if ctx.role == Role::Admin {
-                "admin"
+                PluginRole::Admin
             } else {
-                "user"
+                PluginRole::User
             },
-            room: ctx.room,
+            room: ctx.room.map(str::to_string),
             server: format!("chatd/{}", env!("CARGO_PKG_VERSION")),
         };
         let mut input = serde_json::to_vec(&request)
@@ -266,7 +233,7 @@ impl Plugin {
                 format!("{how}; stderr: {stderr_text:?}"),
             ));
         }
-        serde_json::from_slice::<Reply>(&out).map_err(|e| {
+        serde_json::from_slice::<PluginReply>(&out).map_err(|e| {
             Failure::new(
                 "sent a reply that is not valid (see docs/PLUGINS.md)",
                 format!("invalid reply ({e}); stderr: {stderr_text:?}"),
@@ -316,17 +283,17 @@ impl Command for Plugin {
             tracing::info!(plugin = %self.name, user = ctx.user, ms = started.elapsed().as_millis() as u64, "plugin ran");
             let notice = |text: String| ServerFrame::Notice { text };
             match (reply.to, ctx.room) {
-                (To::Room, Some(room)) if self.allow_room_reply => {
+                (ReplyTo::Room, Some(room)) if self.allow_room_reply => {
                     let text =
                         format!("[#{room}] [/{} for {}] {}", self.name, ctx.user, reply.text);
                     ctx.hub.send_to_room(room, &notice(text));
                     Ok(None)
                 }
-                (To::Room, _) => {
+                (ReplyTo::Room, _) => {
                     tracing::info!(plugin = %self.name, "reply for the room shown to the caller only (allow_room_reply is off, or no room)");
                     Ok(Some(notice(reply.text)))
                 }
-                (To::Caller, _) => Ok(Some(notice(reply.text))),
+                (ReplyTo::Caller, _) => Ok(Some(notice(reply.text))),
             }
         })
     }

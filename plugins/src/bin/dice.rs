@@ -1,7 +1,7 @@
 //! `/dice [NdM]`: rolls dice for the caller and shows the result to the caller's room (when
 //! the server's `allow_room_reply` is on for it; otherwise to the caller).
 
-use chatd_plugins::{Reply, describe_roll, parse_roll, roll, serve};
+use chatd_plugins::{PluginReply, describe_roll, parse_roll, roll, serve};
 
 fn random_u32() -> u32 {
     let mut b = [0u8; 4];
@@ -13,7 +13,7 @@ fn random_u32() -> u32 {
 
 fn main() -> std::process::ExitCode {
     serve(|req| match parse_roll(&req.args) {
-        Ok(r) => Reply::room(describe_roll(&req.user, r, &roll(r, random_u32))),
-        Err(usage) => Reply::caller(usage),
+        Ok(r) => PluginReply::room(describe_roll(&req.user, r, &roll(r, random_u32))),
+        Err(usage) => PluginReply::caller(usage),
     })
 }

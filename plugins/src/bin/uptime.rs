@@ -1,6 +1,6 @@
 //! `/uptime`: how long the machine running chatd has been up.
 
-use chatd_plugins::{Reply, describe_uptime, serve};
+use chatd_plugins::{PluginReply, describe_uptime, serve};
 
 fn main() -> std::process::ExitCode {
     serve(|_req| {
@@ -8,8 +8,8 @@ fn main() -> std::process::ExitCode {
             .map_err(|e| format!("cannot read /proc/uptime: {e}"))
             .and_then(|s| describe_uptime(&s))
         {
-            Ok(text) => Reply::caller(text),
-            Err(e) => Reply::caller(e),
+            Ok(text) => PluginReply::caller(text),
+            Err(e) => PluginReply::caller(e),
         }
     })
 }
