@@ -48,6 +48,10 @@ pub enum PluginRole {
     User,
     /// An account with the admin flag.
     Admin,
+    /// A role this library does not know (a newer chatd's): read, so that such a request is
+    /// still answered, and never sent.
+    #[serde(other, skip_serializing)]
+    Unknown,
 }
 
 /// What a plugin writes on stdout. Unknown fields are an error, to catch typos.
@@ -140,6 +144,12 @@ mod tests {
                 server: String::new(),
             }
         );
+        // A role a newer chatd may send is read, not refused.
+        let r: PluginRequest = serde_json::from_str(
+            r#"{"version":1,"command":"dice","user":"bob","role":"room_owner"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.role, PluginRole::Unknown);
     }
 
     #[test]
