@@ -6,7 +6,7 @@
 //! CPU time no higher: in those runs steal was 2-9 % of the CPU time instead of under 1 %, and
 //! around them a 1 ms sleep on the idle machine now and then overslept by 2 ms or more. These
 //! two figures, printed with every paced run, tell a slow server from a slow host
-//! (docs/PERFORMANCE.md, eighth pass).
+//! (docs/PERFORMANCE.md, "The host checks").
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@
 //! everything queued with one lock and writes it with one TLS write. A room message is pushed
 //! to hundreds of queues, so the per-push cost is what fan-out pays per delivery: a channel
 //! (a semaphore permit, a linked block list, a lock-free slot per line) cost a third of
-//! chatd's CPU in the fan-out benchmark (docs/PERFORMANCE.md).
+//! chatd's CPU in the fan-out benchmark (docs/PERFORMANCE.md, "Why it is fast").
 //!
 //! The queue is bounded (`[limits] outbound_queue` frames) and a push never waits: a full
 //! queue is the caller's signal that the client is too slow. An entry may hold several frames

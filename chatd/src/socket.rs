@@ -5,7 +5,7 @@
 //! the iovec import) before it reaches TCP. When there is only one buffer (one record, as
 //! when a room message reaches a quiet member) this type makes it a plain write, which is
 //! `send`: straight to the socket layer. That path was ~6% of chatd's CPU in the paced
-//! 500-member run (docs/PERFORMANCE.md).
+//! 500-member run (docs/PERFORMANCE.md, "Why it is fast").
 
 use std::io::IoSlice;
 use std::pin::Pin;
