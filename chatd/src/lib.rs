@@ -1,14 +1,17 @@
 //! chatd: a TLS chat daemon with an admin control socket.
 //!
+//! Modules in layers; each imports only from the layers below it:
+//!
 //! ```text
-//! main ─ config ─ server ─┬─ session (one task per client) ─ commands/ (registry + one file per command)
-//!                         ├─ hub (who is online, routing, slow-consumer policy) · outbox (per-session queue)
-//!                         ├─ offline (stores lines for offline devices, in routing order)
-//!                         ├─ control (Unix socket for chatctl)
-//!                         ├─ store (SQLite) · password (argon2id)
-//!                         ├─ tls (rustls identity, self-signed on first start) · socket (TCP under TLS)
-//!                         ├─ reload (SIGHUP / chatctl reload: config and certificate, live)
-//!                         └─ systemd (sd_notify, watchdog, socket activation, journal detection)
+//! server          bind and run: accept loop, drain                     (main.rs above it)
+//! session/  control   a client connection; the Unix socket for chatctl
+//! shared          what sessions and the control socket read (config, hub, store, ...)
+//! reload          SIGHUP / chatctl reload of config, certificate and commands, all or nothing
+//! offline  commands/  the offline writer task; the command registry, one file per command
+//! hub/            who is online, routing, rooms, device keys (one lock, four tables)
+//! store           SQLite on the blocking pool
+//! mailbox  writer  a session's queue + closer (the slow-consumer rule); its writer task
+//! outbox  config  live  tls  socket  password  throttle  ratelimit  peerlimit  systemd
 //! ```
 
 pub mod commands;

@@ -99,7 +99,7 @@ fn text(text: &str) {
             "base64 not canonical"
         );
     }
-    // chatd's parse of a login's device_key (session.rs parse_device_key).
+    // chatd's parse of a login's device_key (session/login.rs, parse_device_key).
     if let Ok(der) = BASE64.decode(text.trim()) {
         binary(&der);
     }
