@@ -2,8 +2,12 @@
 //!
 //! ```text
 //! cli        what to run            server   start chatd or use --target
-//! control    create users           client   TLS, login, reader, sender
+//! control    create users           latency  latency histograms and their summary
 //! e2e        keys, sealing up front, reading envelope headers
+//! incoming   what a client reads, split into lines or binary frames
+//! run        what every client of a run shares (send times, window, stop)
+//! client     login and quit (through chatd-testkit), the sender, connection setups
+//! reader     the receivers' reading and counting
 //! workload   fan-out / idle / connect-rate / login-storm modes
 //! stats      figures, text and JSON
 //! server     also the startup mode (time to ready)
@@ -17,8 +21,12 @@ mod client;
 mod control;
 mod e2e;
 mod host;
+mod incoming;
+mod latency;
 mod procfs;
+mod reader;
 mod receivers;
+mod run;
 mod server;
 mod stats;
 mod workload;

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chatd_testkit::Tls;
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncRead, WriteHalf};
 use tokio::sync::oneshot;
@@ -23,14 +24,18 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Args, WireMode};
-use crate::client::{self, Incoming, ReadStats, Run, Tls};
+use crate::client;
 use crate::control;
 use crate::e2e::{self, Keys};
 use crate::host::{self, CpuTimes};
+use crate::incoming::Incoming;
+use crate::latency::{Latency, new_histogram};
 use crate::procfs::Probe;
+use crate::reader::{self, ReadStats};
 use crate::receivers::Receivers;
+use crate::run::Run;
 use crate::server::Target;
-use crate::stats::{FanoutReport, IdleReport, Latency, Setup, StormReport};
+use crate::stats::{FanoutReport, IdleReport, Setup, StormReport};
 
 /// How often the waiting loop looks at the counters. Its figures come from the receivers'
 /// own timestamps, so this only bounds how late the loop notices the end; a short period
@@ -71,7 +76,7 @@ async fn setup(
     let create_secs = started.elapsed().as_secs_f64();
     let rss_before_login = probe.rss();
 
-    let connector = client::connector(target.fingerprint)?;
+    let connector = chatd_testkit::connector(target.fingerprint)?;
     let threads = args.receiver_threads();
     let receivers = (threads > 0)
         .then(|| Receivers::start(threads, run).map(Arc::new))
@@ -95,7 +100,7 @@ async fn setup(
             let (tls, incoming) =
                 client::login(addr, &connector, &user, control::PASSWORD, &key, wire).await?;
             drop(permit);
-            let histogram = client::new_histogram()?;
+            let histogram = new_histogram()?;
             // Only senders write: a receiver reads its stream whole, without the lock
             // that a split stream takes on every read.
             if i < senders {
@@ -136,7 +141,7 @@ async fn setup(
     Ok((setup, clients, receivers))
 }
 
-/// A receiver as a tokio task ([`client::read_loop`]).
+/// A receiver as a tokio task ([`reader::read_loop`]).
 fn read_task<R: AsyncRead + Unpin + Send + 'static>(
     rd: R,
     incoming: Incoming,
@@ -145,7 +150,7 @@ fn read_task<R: AsyncRead + Unpin + Send + 'static>(
 ) -> oneshot::Receiver<ReadStats> {
     let (done, stats) = oneshot::channel();
     tokio::spawn(async move {
-        let _ = done.send(client::read_loop(rd, incoming, run, latency_us).await);
+        let _ = done.send(reader::read_loop(rd, incoming, run, latency_us).await);
     });
     stats
 }
@@ -229,7 +234,7 @@ async fn paced(
     let probe = Probe::new(target.pid);
     let n = clients.len();
     // The storm connects like a fresh client: a full TLS handshake every time.
-    let storm_connector = client::full_handshake_connector(target.fingerprint)?;
+    let storm_connector = chatd_testkit::full_handshake_connector(target.fingerprint)?;
     if let Some(plan) = storm {
         // First logins also join the default room and register the device key; done here, so
         // both phases see the same users, rooms and keys and the storm is only logins.
@@ -331,8 +336,8 @@ async fn paced(
             }
         }
     }
-    let mut latency = client::new_histogram()?;
-    let mut storm_latency = client::new_histogram()?;
+    let mut latency = new_histogram()?;
+    let mut storm_latency = new_histogram()?;
     for c in clients {
         let stats = c
             .reader
@@ -490,7 +495,7 @@ async fn run_storm(
             stop.clone(),
             Arc::clone(&begun),
         );
-        let mut login_us = client::new_histogram()?;
+        let mut login_us = new_histogram()?;
         workers.spawn(async move {
             let user = control::user_name(plan.first_user + w);
             let (mut done, mut failed) = (0u64, BTreeMap::new());
@@ -519,7 +524,7 @@ async fn run_storm(
         cpu_start,
         cpu_end: None,
         logins: 0,
-        login_us: client::new_histogram()?,
+        login_us: new_histogram()?,
         failed: BTreeMap::new(),
     };
     while let Some(joined) = workers.join_next().await {
@@ -591,7 +596,7 @@ pub async fn connect_rate(
     concurrency: usize,
     wire: WireMode,
 ) -> anyhow::Result<ConnectReport> {
-    let connector = client::full_handshake_connector(target.fingerprint)?;
+    let connector = chatd_testkit::full_handshake_connector(target.fingerprint)?;
     let probe = Probe::new(target.pid);
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let cpu_before = probe.cpu();
