@@ -33,9 +33,10 @@ use crate::latency::{Latency, new_histogram};
 use crate::procfs::Probe;
 use crate::reader::{self, ReadStats};
 use crate::receivers::Receivers;
+use crate::report::{ConnectReport, FanoutReport, IdleReport, StormReport};
 use crate::run::Run;
 use crate::server::Target;
-use crate::stats::{FanoutReport, IdleReport, Setup, StormReport};
+use crate::stats::{Connect, Fanout, Idle, Setup, Storm, Tally, count};
 
 /// How often the waiting loop looks at the counters. Its figures come from the receivers'
 /// own timestamps, so this only bounds how late the loop notices the end; a short period
@@ -156,13 +157,9 @@ fn read_task<R: AsyncRead + Unpin + Send + 'static>(
 }
 
 /// Fan-out: S senders, M messages each, every client receives everything.
-pub async fn fanout(
-    args: &Args,
-    target: &Target,
-    keys: &Keys,
-) -> anyhow::Result<(Setup, FanoutReport)> {
-    let (setup, report, _) = paced(args, target, keys, None).await?;
-    Ok((setup, report))
+pub async fn fanout(args: &Args, target: &Target, keys: &Keys) -> anyhow::Result<FanoutReport> {
+    let (setup, run, _) = paced(args, target, keys, None).await?;
+    Ok(FanoutReport::new(setup, run))
 }
 
 /// Login storm: the paced fan-out in a quiet phase and then a storm phase of the same length,
@@ -173,7 +170,7 @@ pub async fn login_storm(
     target: &Target,
     keys: &Keys,
     logins: usize,
-) -> anyhow::Result<(Setup, FanoutReport, StormReport)> {
+) -> anyhow::Result<StormReport> {
     let (Some(per_phase), Some(rate)) = (args.phase_messages(), args.rate()) else {
         anyhow::bail!("the login storm needs a rate and a phase length");
     };
@@ -187,9 +184,9 @@ pub async fn login_storm(
         from_index: u32::try_from(per_phase)?,
         wire: args.wire,
     };
-    let (setup, report, storm) = paced(args, target, keys, Some(plan)).await?;
+    let (setup, run, storm) = paced(args, target, keys, Some(plan)).await?;
     let storm = storm.context("the login storm did not run")?;
-    Ok((setup, report, storm))
+    Ok(StormReport::new(setup, run, storm))
 }
 
 /// What the login storm is to do.
@@ -215,7 +212,7 @@ async fn paced(
     target: &Target,
     keys: &Keys,
     storm: Option<StormPlan>,
-) -> anyhow::Result<(Setup, FanoutReport, Option<StormReport>)> {
+) -> anyhow::Result<(Setup, Fanout, Option<Storm>)> {
     let (s, m) = (args.senders, args.messages_per_sender());
     let expected = u64::try_from(s)? * m;
     let sealed = tokio::task::block_in_place(|| e2e::seal_all(keys, s, m, args.bytes, args.wire))?;
@@ -305,7 +302,7 @@ async fn paced(
     let rss_after_run = probe.rss();
     run.finish();
 
-    let mut report = FanoutReport {
+    let mut report = Fanout {
         senders: s,
         messages: m,
         bytes: args.bytes,
@@ -322,7 +319,7 @@ async fn paced(
         host_steal_percent: host_before
             .zip(host_after)
             .and_then(|(a, b)| a.steal_percent(&b)),
-        ..FanoutReport::default()
+        ..Fanout::default()
     };
     for mut sender in senders {
         // A sender stuck in a write to a server that stopped reading is abandoned.
@@ -374,7 +371,7 @@ async fn paced(
     let storm = match (storm_task, storm) {
         (Some(task), Some(plan)) => {
             let outcome = task.await.context("login storm task failed")??;
-            Some(outcome.report(
+            Some(outcome.figures(
                 plan,
                 [quiet_latency, Latency::of(&storm_latency)],
                 cpu_before.zip(own_before),
@@ -433,19 +430,19 @@ struct StormOutcome {
     /// Connect to `login_ok`, microseconds.
     login_us: Histogram<u64>,
     /// Failed logins (and failed quits after a login) by reason.
-    failed: BTreeMap<String, usize>,
+    failed: Tally,
 }
 
 impl StormOutcome {
     /// The storm's figures: `latency` is the chat latency of the [quiet, storm] phases,
     /// `before` the (chatd, own) CPU seconds at `t0`, the first send.
-    fn report(
+    fn figures(
         self,
         plan: StormPlan,
         latency: [Latency; 2],
         before: Option<(f64, f64)>,
         t0: u64,
-    ) -> StormReport {
+    ) -> Storm {
         let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e9;
         let diff = |a: Option<(f64, f64)>, b: Option<(f64, f64)>| {
             a.zip(b).map(|((ca, oa), (cb, ob))| (cb - ca, ob - oa))
@@ -453,7 +450,7 @@ impl StormOutcome {
         let quiet_cpu = diff(before, self.cpu_start);
         let storm_cpu = diff(self.cpu_start, self.cpu_end);
         let [quiet, storm] = latency;
-        StormReport {
+        Storm {
             max_logins: plan.logins,
             concurrency: plan.concurrency,
             quiet_secs: secs(t0, self.started_ns),
@@ -553,15 +550,11 @@ fn reason(stage: &str, e: &anyhow::Error, user: &str) -> String {
 }
 
 /// Idle: log everyone in, wait, and see what the connections cost the server.
-pub async fn idle(
-    args: &Args,
-    target: &Target,
-    keys: &Keys,
-) -> anyhow::Result<(Setup, IdleReport)> {
+pub async fn idle(args: &Args, target: &Target, keys: &Keys) -> anyhow::Result<IdleReport> {
     let run = Run::new(u64::MAX, 0, 0, args.client_count(), None, None);
     let (setup, clients, _receivers) = setup(args, target, &run, keys, 0, 0).await?;
     tokio::time::sleep(Duration::from_secs(args.idle_wait)).await;
-    let report = IdleReport {
+    let idle = Idle {
         wait_secs: args.idle_wait,
         rss_after_wait: Probe::new(target.pid).rss(),
         dropped: run.ended.load(Ordering::Acquire),
@@ -571,21 +564,7 @@ pub async fn idle(
         let _ = c.reader.await;
         drop(c.writer);
     }
-    Ok((setup, report))
-}
-
-/// What the connect-rate mode measured.
-pub struct ConnectReport {
-    /// Setups completed.
-    pub done: usize,
-    /// Setups that failed, by reason.
-    pub failed: BTreeMap<String, usize>,
-    /// Wall-clock seconds for all of them.
-    pub secs: f64,
-    /// chatd CPU seconds used meanwhile, when its pid is known.
-    pub chatd_cpu_secs: Option<f64>,
-    /// What each `hello` asked for (and the server's had to agree to).
-    pub wire: WireMode,
+    Ok(IdleReport::new(setup, idle))
 }
 
 /// `n` connection setups (TLS handshake and hello, no login), `concurrency` at a time, each
@@ -611,9 +590,9 @@ pub async fn connect_rate(
             result
         });
     }
-    let mut report = ConnectReport {
+    let mut report = Connect {
         done: 0,
-        failed: BTreeMap::new(),
+        failed: Tally::new(),
         secs: 0.0,
         chatd_cpu_secs: None,
         wire,
@@ -627,9 +606,5 @@ pub async fn connect_rate(
     }
     report.secs = started.elapsed().as_secs_f64();
     report.chatd_cpu_secs = probe.cpu().zip(cpu_before).map(|(a, b)| a - b);
-    Ok(report)
-}
-
-fn count(map: &mut BTreeMap<String, usize>, key: String) {
-    *map.entry(key).or_default() += 1;
+    Ok(ConnectReport::new(report))
 }
