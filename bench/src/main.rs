@@ -19,6 +19,7 @@
 //! stats      what one run measured, named as its JSON names it
 //! report     a report per mode: figures worked out, text and JSON
 //! summary    medians over --runs and --compare
+//! storm      the login storm's workers
 //! workload   fan-out / idle / connect-rate / login-storm modes
 //! ```
 
@@ -36,6 +37,7 @@ mod report;
 mod run;
 mod server;
 mod stats;
+mod storm;
 mod summary;
 mod table;
 mod workload;
