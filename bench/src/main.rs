@@ -1,10 +1,10 @@
 //! chat-bench: a load generator for chatd.
 //!
-//! Modules import only those on the lines above their own (and their own line's neighbours
-//! never):
+//! Each module imports only modules listed above it, so there are no import cycles:
 //!
 //! ```text
-//! cli        what to run            control  create users
+//! cli        what to run
+//! control    create users
 //! procfs     chatd CPU and RSS from /proc, our open-file limit
 //! server     start chatd or use --target; also the startup mode (time to ready)
 //! latency    latency histograms and their summary
