@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::stats::Latency;
+use crate::latency::Latency;
 
 /// The sleep whose lateness is measured: short, so the check sees stalls of a millisecond.
 const NAP: Duration = Duration::from_millis(1);

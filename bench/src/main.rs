@@ -1,15 +1,26 @@
 //! chat-bench: a load generator for chatd.
 //!
+//! Each module imports only modules listed above it, so there are no import cycles:
+//!
 //! ```text
-//! cli        what to run            server   start chatd or use --target
-//! control    create users           client   TLS, login, reader, sender
-//! e2e        keys, sealing up front, reading envelope headers
-//! workload   fan-out / idle / connect-rate / login-storm modes
-//! stats      figures, text and JSON
-//! server     also the startup mode (time to ready)
+//! cli        what to run
+//! control    create users
 //! procfs     chatd CPU and RSS from /proc, our open-file limit
-//! receivers  threads that read the receivers' streams (epoll, rustls)
+//! server     start chatd or use --target; also the startup mode (time to ready)
+//! latency    latency histograms and their summary
+//! table      the text form's rows
 //! host       how steady the machine is around a run (late wake-ups, steal)
+//! e2e        keys, sealing up front, reading envelope headers
+//! incoming   what a client reads, split into lines or binary frames
+//! run        what every client of a run shares (send times, window, stop)
+//! client     login and quit (through chatd-testkit), the sender, connection setups
+//! reader     the receivers' reading and counting
+//! receivers  threads that read the receivers' streams (epoll, rustls)
+//! stats      what one run measured, named as its JSON names it
+//! report     a report per mode: figures worked out, text and JSON
+//! summary    medians over --runs and --compare
+//! storm      the login storm's workers
+//! workload   fan-out / idle / connect-rate / login-storm modes
 //! ```
 
 mod cli;
@@ -17,10 +28,18 @@ mod client;
 mod control;
 mod e2e;
 mod host;
+mod incoming;
+mod latency;
 mod procfs;
+mod reader;
 mod receivers;
+mod report;
+mod run;
 mod server;
 mod stats;
+mod storm;
+mod summary;
+mod table;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -30,16 +49,19 @@ use anyhow::Context;
 use clap::Parser;
 
 use crate::cli::Args;
+use crate::report::{Report, StartupReport};
 use crate::server::Target;
+use crate::summary::{Comparison, Runs};
 
 async fn run(args: Args) -> anyhow::Result<bool> {
     if let Some(again) = args.startup {
         let chatd = chatd_path(&args)?;
         let times = tokio::task::block_in_place(|| server::startup_times(&chatd, again))?;
+        let report = Once::of(&StartupReport::new(times))?;
         if args.json {
-            println!("{}", stats::startup_json(&times));
+            println!("{}", report.json);
         } else {
-            print!("{}", stats::startup_text(&times));
+            print!("{}", report.text);
         }
         return Ok(true);
     }
@@ -73,10 +95,11 @@ async fn compare(args: &Args, keys: &e2e::Keys, other: &Path) -> anyhow::Result<
             figures.push(run.json);
         }
     }
+    let comparison = Comparison::new(&chatd, &a, other, &b);
     if args.json {
-        println!("{}", stats::compare_json(&chatd, &a, other, &b));
+        println!("{}", serde_json::to_value(&comparison)?);
     } else {
-        print!("{}", stats::compare_text(&chatd, &a, other, &b));
+        print!("{}", comparison.text());
     }
     Ok(all_ok)
 }
@@ -111,10 +134,11 @@ async fn runs(args: &Args, keys: &e2e::Keys) -> anyhow::Result<bool> {
         all_ok &= run.ok;
         figures.push(run.json);
     }
+    let summary = Runs::new(&figures);
     if args.json {
-        println!("{}", stats::runs_json(&figures));
+        println!("{}", serde_json::to_value(&summary)?);
     } else {
-        print!("{}", stats::runs_text(&figures));
+        print!("{}", summary.text());
     }
     Ok(all_ok)
 }
@@ -124,6 +148,18 @@ struct Once {
     json: serde_json::Value,
     text: String,
     ok: bool,
+}
+
+impl Once {
+    /// What `report` prints either way. The JSON goes through a `Value`, whose keys are
+    /// sorted: the medians over `--runs` read it, and the printed order stays alphabetical.
+    fn of(report: &impl Report) -> anyhow::Result<Once> {
+        Ok(Once {
+            json: serde_json::to_value(report).context("cannot serialize the figures")?,
+            text: report.text(),
+            ok: report.ok(),
+        })
+    }
 }
 
 /// One run of the chosen mode against a chatd started for it (`chatd`, else `--chatd`, else
@@ -149,34 +185,13 @@ async fn once(args: &Args, keys: &e2e::Keys, chatd: Option<&Path>) -> anyhow::Re
         }
     };
     let run = if let Some(n) = args.connect_rate {
-        let report =
-            workload::connect_rate(&target, n, args.connect_concurrency, args.wire).await?;
-        Once {
-            json: stats::connect_json(&report),
-            text: stats::connect_text(&report),
-            ok: report.failed.is_empty(),
-        }
+        Once::of(&workload::connect_rate(&target, n, args.connect_concurrency, args.wire).await?)?
     } else if let Some(logins) = args.login_storm {
-        let (setup, report, storm) = workload::login_storm(args, &target, keys, logins).await?;
-        Once {
-            json: stats::storm_json(&setup, &report, &storm),
-            text: stats::storm_text(&setup, &report, &storm),
-            ok: report.lost() == 0 && storm.failed.is_empty(),
-        }
+        Once::of(&workload::login_storm(args, &target, keys, logins).await?)?
     } else if args.idle.is_some() {
-        let (setup, report) = workload::idle(args, &target, keys).await?;
-        Once {
-            json: stats::idle_json(&setup, &report),
-            text: stats::idle_text(&setup, &report),
-            ok: report.dropped == 0,
-        }
+        Once::of(&workload::idle(args, &target, keys).await?)?
     } else {
-        let (setup, report) = workload::fanout(args, &target, keys).await?;
-        Once {
-            json: stats::fanout_json(&setup, &report),
-            text: stats::fanout_text(&setup, &report),
-            ok: report.lost() == 0,
-        }
+        Once::of(&workload::fanout(args, &target, keys).await?)?
     };
     tokio::task::block_in_place(|| target.stop());
     Ok(run)

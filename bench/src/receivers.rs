@@ -27,7 +27,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use rustls::ClientConnection;
 use tokio::sync::oneshot;
 
-use crate::client::{Acks, CLOSED, Incoming, ReadStats, Receiver, Run, Tls};
+use chatd_testkit::Tls;
+
+use crate::incoming::Incoming;
+use crate::reader::{Acks, CLOSED, ReadStats, Receiver};
+use crate::run::Run;
 
 /// The token of a thread's waker: new receivers are waiting in its channel.
 const WAKE: Token = Token(usize::MAX);
@@ -322,12 +326,12 @@ mod tests {
 
     use chatd_proto::Fingerprint;
     use chatd_proto::codec::binary_envelope;
-    use rustls::pki_types::{PrivatePkcs8KeyDer, ServerName};
+    use rustls::pki_types::PrivatePkcs8KeyDer;
 
     use super::*;
     use crate::cli::WireMode;
-    use crate::client::tests::{incoming_with, send_payload};
-    use crate::client::{self, new_histogram};
+    use crate::incoming::tests::send_payload;
+    use crate::latency::new_histogram;
 
     /// What the test server does on a connection, in order.
     enum Step {
@@ -399,12 +403,8 @@ mod tests {
 
     async fn connect(listener: &TcpListener, fingerprint: Fingerprint) -> Tls {
         let addr = listener.local_addr().unwrap();
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        client::connector(fingerprint)
-            .unwrap()
-            .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-            .await
-            .unwrap()
+        let connector = chatd_testkit::connector(fingerprint).unwrap();
+        chatd_testkit::connect(addr, &connector).await.unwrap()
     }
 
     /// Three receivers on one thread: one ends with a `bye` and close_notify, one with the end
@@ -435,7 +435,7 @@ mod tests {
             // One accepting thread at a time, so each script gets its connection.
             servers.push(serve_one(&listener, &config, script));
             let tls = connect(&listener, fingerprint).await;
-            let incoming = incoming_with(&read_at_login, WireMode::Binary);
+            let incoming = Incoming::after_login(&read_at_login, WireMode::Binary);
             stats.push(
                 receivers
                     .add(tls, incoming, &run, new_histogram().unwrap())

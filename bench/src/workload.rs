@@ -1,36 +1,41 @@
 //! The modes: log everyone in, then fan out messages (with or without a login storm) or sit
-//! idle, and collect the figures.
+//! idle, and collect the figures; or time bare connection setups.
 //!
 //! Fan-out seals every envelope before the users are even created (one RSA signature per
 //! message is far slower than chatd's fan-out), so the timed phase only writes ready frames.
 //!
 //! The login storm is a paced fan-out whose messages are split in two halves: the first half
-//! is sent in a quiet phase, and a storm of logins runs while the second half is sent. Every
-//! receiver keeps one latency histogram per half (by chain index), so the two phases are
-//! compared over the same receivers, senders and rate.
+//! is sent in a quiet phase, and a storm of logins (storm.rs) runs while the second half is
+//! sent. Every receiver keeps one latency histogram per half (by chain index), so the two
+//! phases are compared over the same receivers, senders and rate.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chatd_testkit::Tls;
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncRead, WriteHalf};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Args, WireMode};
-use crate::client::{self, Incoming, ReadStats, Run, Tls};
+use crate::client;
 use crate::control;
 use crate::e2e::{self, Keys};
-use crate::host::{self, CpuTimes};
+use crate::host::{self, CpuTimes, WakeDelay};
+use crate::incoming::Incoming;
+use crate::latency::{Latency, new_histogram};
 use crate::procfs::Probe;
+use crate::reader::{self, ReadStats};
 use crate::receivers::Receivers;
+use crate::report::{ConnectReport, FanoutReport, IdleReport, StormReport};
+use crate::run::Run;
 use crate::server::Target;
-use crate::stats::{FanoutReport, IdleReport, Latency, Setup, StormReport};
+use crate::stats::{Connect, Fanout, Idle, Setup, Storm, Tally, count};
+use crate::storm::{self, StormPlan};
 
 /// How often the waiting loop looks at the counters. Its figures come from the receivers'
 /// own timestamps, so this only bounds how late the loop notices the end; a short period
@@ -71,7 +76,7 @@ async fn setup(
     let create_secs = started.elapsed().as_secs_f64();
     let rss_before_login = probe.rss();
 
-    let connector = client::connector(target.fingerprint)?;
+    let connector = chatd_testkit::connector(target.fingerprint)?;
     let threads = args.receiver_threads();
     let receivers = (threads > 0)
         .then(|| Receivers::start(threads, run).map(Arc::new))
@@ -95,7 +100,7 @@ async fn setup(
             let (tls, incoming) =
                 client::login(addr, &connector, &user, control::PASSWORD, &key, wire).await?;
             drop(permit);
-            let histogram = client::new_histogram()?;
+            let histogram = new_histogram()?;
             // Only senders write: a receiver reads its stream whole, without the lock
             // that a split stream takes on every read.
             if i < senders {
@@ -136,7 +141,7 @@ async fn setup(
     Ok((setup, clients, receivers))
 }
 
-/// A receiver as a tokio task ([`client::read_loop`]).
+/// A receiver as a tokio task ([`reader::read_loop`]).
 fn read_task<R: AsyncRead + Unpin + Send + 'static>(
     rd: R,
     incoming: Incoming,
@@ -145,19 +150,15 @@ fn read_task<R: AsyncRead + Unpin + Send + 'static>(
 ) -> oneshot::Receiver<ReadStats> {
     let (done, stats) = oneshot::channel();
     tokio::spawn(async move {
-        let _ = done.send(client::read_loop(rd, incoming, run, latency_us).await);
+        let _ = done.send(reader::read_loop(rd, incoming, run, latency_us).await);
     });
     stats
 }
 
 /// Fan-out: S senders, M messages each, every client receives everything.
-pub async fn fanout(
-    args: &Args,
-    target: &Target,
-    keys: &Keys,
-) -> anyhow::Result<(Setup, FanoutReport)> {
-    let (setup, report, _) = paced(args, target, keys, None).await?;
-    Ok((setup, report))
+pub async fn fanout(args: &Args, target: &Target, keys: &Keys) -> anyhow::Result<FanoutReport> {
+    let (setup, run, _) = paced(args, target, keys, None).await?;
+    Ok(FanoutReport::new(setup, run))
 }
 
 /// Login storm: the paced fan-out in a quiet phase and then a storm phase of the same length,
@@ -168,7 +169,7 @@ pub async fn login_storm(
     target: &Target,
     keys: &Keys,
     logins: usize,
-) -> anyhow::Result<(Setup, FanoutReport, StormReport)> {
+) -> anyhow::Result<StormReport> {
     let (Some(per_phase), Some(rate)) = (args.phase_messages(), args.rate()) else {
         anyhow::bail!("the login storm needs a rate and a phase length");
     };
@@ -182,39 +183,22 @@ pub async fn login_storm(
         from_index: u32::try_from(per_phase)?,
         wire: args.wire,
     };
-    let (setup, report, storm) = paced(args, target, keys, Some(plan)).await?;
+    let (setup, run, storm) = paced(args, target, keys, Some(plan)).await?;
     let storm = storm.context("the login storm did not run")?;
-    Ok((setup, report, storm))
+    Ok(StormReport::new(setup, run, storm))
 }
 
-/// What the login storm is to do.
-#[derive(Debug, Clone, Copy)]
-struct StormPlan {
-    /// Logins at most.
-    logins: usize,
-    /// Logins in flight at once (one worker, and one user, each).
-    concurrency: usize,
-    /// Index of the first storm user (`bench{first_user}`); the clients are the ones before.
-    first_user: usize,
-    /// Length of the quiet phase, from the first send to the storm.
-    phase: Duration,
-    /// First chain index sent during the storm.
-    from_index: u32,
-    /// What the storm's `hello`s ask for, as the clients'.
-    wire: WireMode,
-}
-
-/// The paced (or unpaced) fan-out, and the login storm when there is a `storm` plan.
+/// The paced (or unpaced) fan-out, and the login storm when there is a `storm` plan: seal,
+/// log in, check the host, send while the receivers count, then gather the figures.
 async fn paced(
     args: &Args,
     target: &Target,
     keys: &Keys,
     storm: Option<StormPlan>,
-) -> anyhow::Result<(Setup, FanoutReport, Option<StormReport>)> {
+) -> anyhow::Result<(Setup, Fanout, Option<Storm>)> {
     let (s, m) = (args.senders, args.messages_per_sender());
     let expected = u64::try_from(s)? * m;
     let sealed = tokio::task::block_in_place(|| e2e::seal_all(keys, s, m, args.bytes, args.wire))?;
-    let mut frames = sealed.frames.into_iter();
     let run = Run::new(
         expected,
         s,
@@ -226,41 +210,152 @@ async fn paced(
     let storm_users = storm.map_or(0, |p| p.concurrency);
     // The receiver threads stop with the run; held to the end all the same.
     let (setup, mut clients, _receivers) = setup(args, target, &run, keys, s, storm_users).await?;
-    let probe = Probe::new(target.pid);
     let n = clients.len();
     // The storm connects like a fresh client: a full TLS handshake every time.
-    let storm_connector = client::full_handshake_connector(target.fingerprint)?;
+    let storm_connector = chatd_testkit::full_handshake_connector(target.fingerprint)?;
     if let Some(plan) = storm {
         // First logins also join the default room and register the device key; done here, so
         // both phases see the same users, rooms and keys and the storm is only logins.
-        warm_up(args, target, keys, &storm_connector, plan).await?;
+        storm::warm_up(args, target, keys, &storm_connector, plan).await?;
     }
+    let host_wake = host_check(args).await?;
 
-    // With everyone logged in and nothing sent yet, the machine is idle: how late do
-    // sleeps wake on it now?
-    let host_wake = match args.host_check() {
-        Some(length) => Some(tokio::task::spawn_blocking(move || host::wake_delay(length)).await??),
-        None => None,
-    };
-    let me = Probe::new(Some(std::process::id()));
-    let host_before = CpuTimes::now().ok();
-    let cpu_before = probe.cpu();
-    let own_before = me.cpu();
-    let t0 = run.now_ns();
+    let meters = Meters::start(Probe::new(target.pid), &run);
     let storm_stop = CancellationToken::new();
     let storm_task = storm.map(|plan| {
-        let (addr, connector, stop) = (target.addr, storm_connector.clone(), storm_stop.clone());
-        let (key, run) = (keys.login_key(plan.first_user, s), Arc::clone(&run));
-        tokio::spawn(async move {
-            tokio::time::sleep(plan.phase).await;
-            run_storm(plan, addr, connector, key, probe, stop, run).await
-        })
+        let key = keys.login_key(plan.first_user, s);
+        let (stop, run) = (storm_stop.clone(), Arc::clone(&run));
+        storm::spawn(
+            plan,
+            target.addr,
+            storm_connector,
+            key,
+            meters.chatd,
+            stop,
+            run,
+        )
     });
+    let senders = start_senders(args, &run, &mut clients, sealed.frames);
     let planned = storm.map_or(Duration::ZERO, |p| p.phase * 2);
-    // Each sender sends at rate/S, the senders evenly staggered within one interval.
+    wait_for_receivers(&run, n, planned + args.timeout(), &senders, &storm_stop).await;
+    storm_stop.cancel();
+    let timed = meters.stop(&run, n);
+    run.finish();
+
+    let mut report = Fanout {
+        senders: s,
+        messages: m,
+        bytes: args.bytes,
+        rate: args.rate(),
+        window: args.window(),
+        seal_secs: sealed.secs,
+        envelope_bytes: sealed.envelope_bytes,
+        expected: expected * u64::try_from(n)?,
+        host_wake,
+        ..timed
+    };
+    join_senders(senders, &mut report.errors).await;
+    let phases = gather_receivers(clients, expected, &mut report).await?;
+    let storm = match (storm_task, storm) {
+        (Some(task), Some(plan)) => {
+            let outcome = task.await.context("login storm task failed")??;
+            Some(outcome.figures(plan, phases, meters.cpu_before(), meters.t0))
+        }
+        _ => None,
+    };
+    let log = target.log();
+    report.server_log_problems = log.count;
+    report.server_log_lines = log.lines;
+    Ok((setup, report, storm))
+}
+
+/// With everyone logged in and nothing sent yet, the machine is idle: how late do sleeps wake
+/// on it now? (`--host-check`; None when it is off.)
+async fn host_check(args: &Args) -> anyhow::Result<Option<WakeDelay>> {
+    match args.host_check() {
+        Some(length) => Ok(Some(
+            tokio::task::spawn_blocking(move || host::wake_delay(length)).await??,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// What is read at either end of the timed phase: CPU time (chatd's, our own, the host's
+/// steal) and the run's clock.
+struct Meters {
+    /// chatd.
+    chatd: Probe,
+    /// chat-bench itself.
+    me: Probe,
+    host_before: Option<CpuTimes>,
+    chatd_before: Option<f64>,
+    own_before: Option<f64>,
+    /// The first send may follow: the timed phase's start, in [`Run::now_ns`].
+    t0: u64,
+}
+
+impl Meters {
+    /// Reads everything at the start of the timed phase; the run's clock last.
+    fn start(chatd: Probe, run: &Run) -> Meters {
+        let me = Probe::new(Some(std::process::id()));
+        let host_before = CpuTimes::now().ok();
+        let chatd_before = chatd.cpu();
+        let own_before = me.cpu();
+        Meters {
+            chatd,
+            me,
+            host_before,
+            chatd_before,
+            own_before,
+            t0: run.now_ns(),
+        }
+    }
+
+    /// (chatd, own) CPU seconds at the start.
+    fn cpu_before(&self) -> Option<(f64, f64)> {
+        self.chatd_before.zip(self.own_before)
+    }
+
+    /// Reads everything again at the end of the timed phase: when all `receivers` completed,
+    /// the phase ends at the last one's completion, else now. The figures go into an
+    /// otherwise empty [`Fanout`].
+    fn stop(&self, run: &Run, receivers: usize) -> Fanout {
+        let all_complete = run.complete.load(Ordering::Acquire) == receivers;
+        let t1 = if all_complete {
+            run.last_complete_ns.load(Ordering::Acquire)
+        } else {
+            run.now_ns()
+        };
+        let chatd_after = self.chatd.cpu();
+        let own_after = self.me.cpu();
+        let host_after = CpuTimes::now().ok();
+        Fanout {
+            duration_secs: t1.saturating_sub(self.t0) as f64 / 1e9,
+            server_cpu_secs: self.chatd_before.zip(chatd_after).map(|(a, b)| b - a),
+            bench_cpu_secs: self.own_before.zip(own_after).map(|(a, b)| b - a),
+            rss_after_run: self.chatd.rss(),
+            host_steal_percent: self
+                .host_before
+                .zip(host_after)
+                .and_then(|(a, b)| a.steal_percent(&b)),
+            ..Fanout::default()
+        }
+    }
+}
+
+/// Starts a sender task per sending client with its pre-sealed `frames`. Each sender sends at
+/// rate/S, the senders evenly staggered within one interval.
+fn start_senders(
+    args: &Args,
+    run: &Arc<Run>,
+    clients: &mut [Client],
+    frames: Vec<Vec<Vec<u8>>>,
+) -> Vec<JoinHandle<std::io::Result<()>>> {
+    let s = args.senders;
     let pacing = args
         .rate()
         .map(|rate| Duration::from_secs_f64(s as f64 / rate));
+    let mut frames = frames.into_iter();
     let mut senders = Vec::with_capacity(s);
     for (id, c) in clients.iter_mut().take(s).enumerate() {
         let (Some(writer), Some(frames)) = (c.writer.take(), frames.next()) else {
@@ -273,66 +368,58 @@ async fn paced(
             frames,
             pacing,
             args.window(),
-            Arc::clone(&run),
+            Arc::clone(run),
         )));
     }
+    senders
+}
 
-    let deadline = Instant::now() + planned + args.timeout();
-    while run.complete.load(Ordering::Acquire) + run.ended.load(Ordering::Acquire) < n
+/// Waits until each of the `receivers` has everything or has ended, or `limit` has passed;
+/// cancels `storm_stop` once every sender is done, since the storm covers the second phase's
+/// sends and no more.
+async fn wait_for_receivers(
+    run: &Run,
+    receivers: usize,
+    limit: Duration,
+    senders: &[JoinHandle<std::io::Result<()>>],
+    storm_stop: &CancellationToken,
+) {
+    let deadline = Instant::now() + limit;
+    while run.complete.load(Ordering::Acquire) + run.ended.load(Ordering::Acquire) < receivers
         && Instant::now() < deadline
     {
-        // The storm covers the second phase's sends and no more.
         if senders.iter().all(JoinHandle::is_finished) {
             storm_stop.cancel();
         }
         tokio::time::sleep(POLL).await;
     }
-    storm_stop.cancel();
-    let all_complete = run.complete.load(Ordering::Acquire) == n;
-    let t1 = if all_complete {
-        run.last_complete_ns.load(Ordering::Acquire)
-    } else {
-        run.now_ns()
-    };
-    let cpu_after = probe.cpu();
-    let own_after = me.cpu();
-    let host_after = CpuTimes::now().ok();
-    let rss_after_run = probe.rss();
-    run.finish();
+}
 
-    let mut report = FanoutReport {
-        senders: s,
-        messages: m,
-        bytes: args.bytes,
-        rate: args.rate(),
-        window: args.window(),
-        seal_secs: sealed.secs,
-        envelope_bytes: sealed.envelope_bytes,
-        expected: expected * u64::try_from(n)?,
-        duration_secs: t1.saturating_sub(t0) as f64 / 1e9,
-        server_cpu_secs: cpu_before.zip(cpu_after).map(|(a, b)| b - a),
-        bench_cpu_secs: own_before.zip(own_after).map(|(a, b)| b - a),
-        rss_after_run,
-        host_wake,
-        host_steal_percent: host_before
-            .zip(host_after)
-            .and_then(|(a, b)| a.steal_percent(&b)),
-        ..FanoutReport::default()
-    };
+/// Counts the senders' failures into `errors`.
+async fn join_senders(senders: Vec<JoinHandle<std::io::Result<()>>>, errors: &mut Tally) {
     for mut sender in senders {
         // A sender stuck in a write to a server that stopped reading is abandoned.
         match tokio::time::timeout(Duration::from_secs(1), &mut sender).await {
             Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => count(&mut report.errors, format!("send: {e}")),
-            Ok(Err(e)) => count(&mut report.errors, format!("sender task: {e}")),
+            Ok(Ok(Err(e))) => count(errors, format!("send: {e}")),
+            Ok(Err(e)) => count(errors, format!("sender task: {e}")),
             Err(_) => {
                 sender.abort();
-                count(&mut report.errors, "send: still blocked at the end".into());
+                count(errors, "send: still blocked at the end".into());
             }
         }
     }
-    let mut latency = client::new_histogram()?;
-    let mut storm_latency = client::new_histogram()?;
+}
+
+/// Adds every receiver's figures to `report` (each should have had `expected` messages),
+/// latency over all deliveries included; returns the latency of the [quiet, storm] phases.
+async fn gather_receivers(
+    clients: Vec<Client>,
+    expected: u64,
+    report: &mut Fanout,
+) -> anyhow::Result<[Latency; 2]> {
+    let mut latency = new_histogram()?;
+    let mut storm_latency = new_histogram()?;
     for c in clients {
         let stats = c
             .reader
@@ -366,197 +453,15 @@ async fn paced(
         .add(&storm_latency)
         .context("merging latency histograms")?;
     report.latency = Latency::of(&latency);
-    let storm = match (storm_task, storm) {
-        (Some(task), Some(plan)) => {
-            let outcome = task.await.context("login storm task failed")??;
-            Some(outcome.report(
-                plan,
-                [quiet_latency, Latency::of(&storm_latency)],
-                cpu_before.zip(own_before),
-                t0,
-            ))
-        }
-        _ => None,
-    };
-    let log = target.log();
-    report.server_log_problems = log.count;
-    report.server_log_lines = log.lines;
-    Ok((setup, report, storm))
-}
-
-/// Logs every storm user in once and out again, `--login-concurrency` at a time.
-async fn warm_up(
-    args: &Args,
-    target: &Target,
-    keys: &Keys,
-    connector: &TlsConnector,
-    plan: StormPlan,
-) -> anyhow::Result<()> {
-    let limit = Arc::new(tokio::sync::Semaphore::new(args.login_concurrency));
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in plan.first_user..plan.first_user + plan.concurrency {
-        let (limit, connector, addr) = (Arc::clone(&limit), connector.clone(), target.addr);
-        let (key, wire) = (keys.login_key(i, args.senders), args.wire);
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await?;
-            let user = control::user_name(i);
-            let (tls, incoming) =
-                client::login(addr, &connector, &user, control::PASSWORD, &key, wire).await?;
-            client::quit(tls, incoming)
-                .await
-                .with_context(|| format!("quit of {user}"))
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.context("storm warm-up task failed")??;
-    }
-    Ok(())
-}
-
-/// What the storm workers did, with the clocks at either end.
-struct StormOutcome {
-    /// Nanoseconds since the run's origin when the storm started.
-    started_ns: u64,
-    /// Nanoseconds since the run's origin when the last storm login (and quit) ended.
-    ended_ns: u64,
-    /// (chatd, own) CPU seconds when the storm started.
-    cpu_start: Option<(f64, f64)>,
-    /// (chatd, own) CPU seconds when it ended.
-    cpu_end: Option<(f64, f64)>,
-    /// Logins completed (`login_ok` received).
-    logins: u64,
-    /// Connect to `login_ok`, microseconds.
-    login_us: Histogram<u64>,
-    /// Failed logins (and failed quits after a login) by reason.
-    failed: BTreeMap<String, usize>,
-}
-
-impl StormOutcome {
-    /// The storm's figures: `latency` is the chat latency of the [quiet, storm] phases,
-    /// `before` the (chatd, own) CPU seconds at `t0`, the first send.
-    fn report(
-        self,
-        plan: StormPlan,
-        latency: [Latency; 2],
-        before: Option<(f64, f64)>,
-        t0: u64,
-    ) -> StormReport {
-        let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e9;
-        let diff = |a: Option<(f64, f64)>, b: Option<(f64, f64)>| {
-            a.zip(b).map(|((ca, oa), (cb, ob))| (cb - ca, ob - oa))
-        };
-        let quiet_cpu = diff(before, self.cpu_start);
-        let storm_cpu = diff(self.cpu_start, self.cpu_end);
-        let [quiet, storm] = latency;
-        StormReport {
-            max_logins: plan.logins,
-            concurrency: plan.concurrency,
-            quiet_secs: secs(t0, self.started_ns),
-            storm_secs: secs(self.started_ns, self.ended_ns),
-            quiet,
-            storm,
-            quiet_chatd_cpu_secs: quiet_cpu.map(|c| c.0),
-            storm_chatd_cpu_secs: storm_cpu.map(|c| c.0),
-            quiet_bench_cpu_secs: quiet_cpu.map(|c| c.1),
-            storm_bench_cpu_secs: storm_cpu.map(|c| c.1),
-            logins: self.logins,
-            login_latency: Latency::of(&self.login_us),
-            failed: self.failed,
-        }
-    }
-}
-
-/// Runs the storm until `stop` (or `plan.logins` logins): `plan.concurrency` workers, worker
-/// `w` logging in as storm user `first_user + w` over and over. Logins in flight when `stop`
-/// fires are finished and counted.
-async fn run_storm(
-    plan: StormPlan,
-    addr: std::net::SocketAddr,
-    connector: TlsConnector,
-    key: Arc<str>,
-    probe: Probe,
-    stop: CancellationToken,
-    run: Arc<Run>,
-) -> anyhow::Result<StormOutcome> {
-    let me = Probe::new(Some(std::process::id()));
-    let cpu_start = probe.cpu().zip(me.cpu());
-    let started_ns = run.now_ns();
-    let begun = Arc::new(AtomicUsize::new(0));
-    let mut workers = tokio::task::JoinSet::new();
-    for w in 0..plan.concurrency {
-        let (connector, key, stop, begun) = (
-            connector.clone(),
-            Arc::clone(&key),
-            stop.clone(),
-            Arc::clone(&begun),
-        );
-        let mut login_us = client::new_histogram()?;
-        workers.spawn(async move {
-            let user = control::user_name(plan.first_user + w);
-            let (mut done, mut failed) = (0u64, BTreeMap::new());
-            while !stop.is_cancelled() && begun.fetch_add(1, Ordering::AcqRel) < plan.logins {
-                let begin = Instant::now();
-                match client::login(addr, &connector, &user, control::PASSWORD, &key, plan.wire)
-                    .await
-                {
-                    Ok((tls, incoming)) => {
-                        let us = u64::try_from(begin.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        login_us.saturating_record(us.max(1));
-                        done += 1;
-                        if let Err(e) = client::quit(tls, incoming).await {
-                            count(&mut failed, reason("after login", &e, &user));
-                        }
-                    }
-                    Err(e) => count(&mut failed, reason("login", &e, &user)),
-                }
-            }
-            (done, login_us, failed)
-        });
-    }
-    let mut outcome = StormOutcome {
-        started_ns,
-        ended_ns: started_ns,
-        cpu_start,
-        cpu_end: None,
-        logins: 0,
-        login_us: client::new_histogram()?,
-        failed: BTreeMap::new(),
-    };
-    while let Some(joined) = workers.join_next().await {
-        match joined {
-            Ok((done, login_us, failed)) => {
-                outcome.logins += done;
-                outcome
-                    .login_us
-                    .add(&login_us)
-                    .context("merging login latency histograms")?;
-                for (why, n) in failed {
-                    *outcome.failed.entry(why).or_default() += n;
-                }
-            }
-            Err(e) => count(&mut outcome.failed, format!("storm worker: {e}")),
-        }
-    }
-    outcome.ended_ns = run.now_ns();
-    outcome.cpu_end = probe.cpu().zip(me.cpu());
-    Ok(outcome)
-}
-
-/// A failure's text with the user's name taken out, so failures count by reason.
-fn reason(stage: &str, e: &anyhow::Error, user: &str) -> String {
-    format!("{stage}: {e:#}").replace(user, "USER")
+    Ok([quiet_latency, Latency::of(&storm_latency)])
 }
 
 /// Idle: log everyone in, wait, and see what the connections cost the server.
-pub async fn idle(
-    args: &Args,
-    target: &Target,
-    keys: &Keys,
-) -> anyhow::Result<(Setup, IdleReport)> {
+pub async fn idle(args: &Args, target: &Target, keys: &Keys) -> anyhow::Result<IdleReport> {
     let run = Run::new(u64::MAX, 0, 0, args.client_count(), None, None);
     let (setup, clients, _receivers) = setup(args, target, &run, keys, 0, 0).await?;
     tokio::time::sleep(Duration::from_secs(args.idle_wait)).await;
-    let report = IdleReport {
+    let idle = Idle {
         wait_secs: args.idle_wait,
         rss_after_wait: Probe::new(target.pid).rss(),
         dropped: run.ended.load(Ordering::Acquire),
@@ -566,21 +471,7 @@ pub async fn idle(
         let _ = c.reader.await;
         drop(c.writer);
     }
-    Ok((setup, report))
-}
-
-/// What the connect-rate mode measured.
-pub struct ConnectReport {
-    /// Setups completed.
-    pub done: usize,
-    /// Setups that failed, by reason.
-    pub failed: BTreeMap<String, usize>,
-    /// Wall-clock seconds for all of them.
-    pub secs: f64,
-    /// chatd CPU seconds used meanwhile, when its pid is known.
-    pub chatd_cpu_secs: Option<f64>,
-    /// What each `hello` asked for (and the server's had to agree to).
-    pub wire: WireMode,
+    Ok(IdleReport::new(setup, idle))
 }
 
 /// `n` connection setups (TLS handshake and hello, no login), `concurrency` at a time, each
@@ -591,7 +482,7 @@ pub async fn connect_rate(
     concurrency: usize,
     wire: WireMode,
 ) -> anyhow::Result<ConnectReport> {
-    let connector = client::full_handshake_connector(target.fingerprint)?;
+    let connector = chatd_testkit::full_handshake_connector(target.fingerprint)?;
     let probe = Probe::new(target.pid);
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let cpu_before = probe.cpu();
@@ -606,9 +497,9 @@ pub async fn connect_rate(
             result
         });
     }
-    let mut report = ConnectReport {
+    let mut report = Connect {
         done: 0,
-        failed: BTreeMap::new(),
+        failed: Tally::new(),
         secs: 0.0,
         chatd_cpu_secs: None,
         wire,
@@ -622,9 +513,5 @@ pub async fn connect_rate(
     }
     report.secs = started.elapsed().as_secs_f64();
     report.chatd_cpu_secs = probe.cpu().zip(cpu_before).map(|(a, b)| a - b);
-    Ok(report)
-}
-
-fn count(map: &mut BTreeMap<String, usize>, key: String) {
-    *map.entry(key).or_default() += 1;
+    Ok(ConnectReport::new(report))
 }

@@ -1,5 +1,6 @@
 //! Shared machinery: building and locating the real binaries, running `chatd`, `chatctl` and
-//! `chat` as processes, and a raw TLS client that speaks the JSON-lines protocol directly.
+//! `chat` as processes, and a raw TLS client that speaks the JSON-lines protocol directly
+//! (connecting, `hello` and `login` through chatd-testkit, which chat-bench shares).
 //!
 //! Every wait has a generous deadline ([`TIMEOUT`]) and exists only so a broken build fails
 //! instead of hanging; nothing here asserts that anything was fast. Each test gets its own
@@ -15,15 +16,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use bytes::BytesMut;
 use chatd_proto::e2e::Envelope;
 use chatd_proto::e2e::{DeviceKey, SenderChain, seal};
-use chatd_proto::{Fingerprint, LineError, PROTOCOL_VERSION, Wire, WireCodec};
+use chatd_proto::frame::ClientFrame;
+use chatd_proto::{Fingerprint, LineError, Wire, WireCodec};
+use chatd_testkit::Tls;
 use futures_util::StreamExt;
 use serde_json::Value;
 use tempfile::TempDir;
-use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Chain, ReadHalf, WriteHalf};
 use tokio_util::codec::FramedRead;
 
 /// Deadline for anything we wait for. Generous: a slow CI machine must not fail a test.
@@ -944,55 +946,29 @@ pub fn exactly(want: &str) -> impl Fn(&str) -> bool + '_ {
 // Raw protocol client
 // ---------------------------------------------------------------------------------------------
 
-/// Accepts the server certificate only if its SHA-256 fingerprint is the expected one.
-#[derive(Debug)]
-struct FingerprintVerifier {
-    expected: Fingerprint,
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+/// The raw client's `hello`, asking for binary envelope frames if `binary`.
+fn e2e_hello(binary: bool) -> ClientFrame {
+    chatd_testkit::hello("e2e", binary)
 }
 
-impl rustls::client::danger::ServerCertVerifier for FingerprintVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if Fingerprint::of(end_entity.as_ref()) == self.expected {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+/// A raw client's own runtime.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
-type Tls = TlsStream<TcpStream>;
+/// TLS to `addr`, verifying its certificate against the fingerprint chatd printed.
+async fn connect_tls(addr: SocketAddr, fingerprint: &str) -> Tls {
+    let fingerprint = fingerprint.parse().expect("fingerprint");
+    let connector = chatd_testkit::connector(fingerprint).expect("TLS configuration");
+    match tokio::time::timeout(TIMEOUT, chatd_testkit::connect(addr, &connector)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => panic!("TLS connect to {addr} failed: {e}"),
+        Err(_) => panic!("TLS connect to {addr} timed out"),
+    }
+}
 
 /// How a connection ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -1074,10 +1050,13 @@ fn as_json(wire: Wire) -> Value {
     }
 }
 
+/// What a raw client reads from: the bytes login read past `login_ok`, then the stream.
+type Reader = FramedRead<Chain<std::io::Cursor<BytesMut>, ReadHalf<Tls>>, WireCodec>;
+
 /// A raw protocol client over TLS, driven synchronously by its own small runtime.
 pub struct Raw {
     rt: tokio::runtime::Runtime,
-    reader: FramedRead<ReadHalf<Tls>, WireCodec>,
+    reader: Reader,
     writer: WriteHalf<Tls>,
     /// Every frame received, for failure messages.
     seen: Vec<String>,
@@ -1102,38 +1081,16 @@ impl Raw {
     }
 
     pub fn connect_to(addr: SocketAddr, fingerprint: &str) -> Raw {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = Arc::new(FingerprintVerifier {
-            expected: fingerprint.parse().expect("fingerprint"),
-            algorithms: provider.signature_verification_algorithms,
-        });
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-        let tls = rt.block_on(async {
-            tokio::time::timeout(TIMEOUT, async {
-                let tcp = TcpStream::connect(addr).await?;
-                tcp.set_nodelay(true)?;
-                connector.connect(name, tcp).await
-            })
-            .await
-        });
-        let tls = match tls {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => panic!("TLS connect to {addr} failed: {e}"),
-            Err(_) => panic!("TLS connect to {addr} timed out"),
-        };
+        let rt = runtime();
+        let tls = rt.block_on(connect_tls(addr, fingerprint));
+        Raw::over(rt, tls, BytesMut::new())
+    }
+
+    /// A client reading `read` (what login read past `login_ok`), then the rest of `tls`.
+    fn over(rt: tokio::runtime::Runtime, tls: Tls, read: BytesMut) -> Raw {
         let local = tls.get_ref().0.local_addr().expect("local address");
         let (r, w) = tokio::io::split(tls);
+        let r = AsyncReadExt::chain(std::io::Cursor::new(read), r);
         Raw {
             rt,
             reader: FramedRead::new(r, WireCodec::new(1 << 20)),
@@ -1147,13 +1104,28 @@ impl Raw {
         }
     }
 
-    /// Connects, says hello and logs in; asserts `login_ok`.
+    /// Connects, says hello and logs in with [`test_key`] of `user`; asserts `login_ok`.
     pub fn login(server: &Server, user: &str, password: &str) -> Raw {
-        let mut raw = Raw::connect(server);
-        raw.hello();
-        let ok = raw.try_login(user, password);
-        assert_eq!(ok["type"], "login_ok", "login as {user}: {ok}");
+        let rt = runtime();
+        let mut tls = rt.block_on(connect_tls(server.addr, &server.fingerprint));
+        let key = test_key(user);
+        let login = chatd_testkit::login(user, password, &key_b64(&key));
+        let exchange = chatd_testkit::log_in(&mut tls, e2e_hello(false), login);
+        let read = match rt.block_on(async { tokio::time::timeout(TIMEOUT, exchange).await }) {
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) => panic!("login as {user}: {e}"),
+            Err(_) => panic!("login as {user} did not finish within {TIMEOUT:?}"),
+        };
+        let mut raw = Raw::over(rt, tls, read);
+        raw.key = Some(key);
+        raw.user = user.to_string();
         raw
+    }
+
+    /// Sends `frames` as protocol lines in one write.
+    fn send_frames(&mut self, frames: &[ClientFrame]) {
+        let bytes = chatd_testkit::encode(frames).expect("frames encode");
+        self.send_raw(&bytes);
     }
 
     /// Sends `bytes` as they are.
@@ -1276,15 +1248,13 @@ impl Raw {
 
     /// Sends `hello` (the current version) and returns the server's hello.
     pub fn hello(&mut self) -> Value {
-        self.send(serde_json::json!({"type":"hello","version":PROTOCOL_VERSION,"client":"e2e"}));
+        self.send_frames(&[e2e_hello(false)]);
         self.recv_type("hello")
     }
 
     /// Sends `hello` asking for binary envelope frames; returns the server's hello.
     pub fn hello_binary(&mut self) -> Value {
-        self.send(serde_json::json!({
-            "type":"hello","version":PROTOCOL_VERSION,"client":"e2e","binary":true
-        }));
+        self.send_frames(&[e2e_hello(true)]);
         self.recv_type("hello")
     }
 
@@ -1301,9 +1271,7 @@ impl Raw {
     pub fn try_login(&mut self, user: &str, password: &str) -> Value {
         let key = self.key.get_or_insert_with(|| test_key(user)).clone();
         self.user = user.to_string();
-        self.send(serde_json::json!({
-            "type": "login", "user": user, "password": password, "device_key": key_b64(&key)
-        }));
+        self.send_frames(&[chatd_testkit::login(user, password, &key_b64(&key))]);
         self.recv()
     }
 
