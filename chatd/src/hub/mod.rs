@@ -325,8 +325,8 @@ impl Hub {
         each: Vec<(EnvelopeLines, Notify)>,
     ) -> usize {
         // Joined before the lock is taken.
-        let run = route::joined(&each);
-        self.lock().route_run(conversation, each, run)
+        let batch = route::Batch::new(each);
+        self.lock().route_batch(conversation, batch)
     }
 
     /// A sender's envelopes to one conversation (see [`Hub::route_batch`]), with everything
@@ -338,8 +338,8 @@ impl Hub {
         conversation: &Conversation,
         each: Vec<(EnvelopeLines, Notify)>,
     ) -> Result<Sent, SendRefused> {
-        let run = route::joined(&each);
-        self.lock().route_envelopes(sender, conversation, each, run)
+        let batch = route::Batch::new(each);
+        self.lock().route_envelopes(sender, conversation, batch)
     }
 
     /// Routes a line for one device key: to its sessions, or stored when it is offline.

@@ -89,25 +89,19 @@ impl Tables {
         })
     }
 
-    /// Routes a run of envelopes (see `Hub::route_batch`); `run` joined `each` beforehand.
-    pub(super) fn route_run(
-        &mut self,
-        conversation: &Conversation,
-        each: Vec<(EnvelopeLines, Notify)>,
-        run: Option<EnvelopeRun>,
-    ) -> usize {
-        let Some(run) = run else {
-            return each.into_iter().next().map_or(0, |(lines, note)| {
-                self.route_line(conversation, &lines, Some(note))
-            });
-        };
-        self.route(conversation, &run, |inner, offline| {
-            for (lines, note) in &run.each {
-                inner
-                    .offline
-                    .store_for(&lines.json, offline.clone(), Some(note.clone()));
-            }
-        })
+    /// Routes a sender's envelopes (see `Hub::route_batch`), joined beforehand.
+    pub(super) fn route_batch(&mut self, conversation: &Conversation, batch: Batch) -> usize {
+        match batch {
+            Batch::Empty => 0,
+            Batch::One(lines, note) => self.route_line(conversation, &lines, Some(note)),
+            Batch::Run(run) => self.route(conversation, &run, |tables, offline| {
+                for (lines, note) in &run.each {
+                    tables
+                        .offline
+                        .store_for(&lines.json, offline.clone(), Some(note.clone()));
+                }
+            }),
+        }
     }
 
     /// Whether `sender` may send to `conversation` now.
@@ -140,11 +134,10 @@ impl Tables {
         &mut self,
         sender: &str,
         conversation: &Conversation,
-        each: Vec<(EnvelopeLines, Notify)>,
-        run: Option<EnvelopeRun>,
+        batch: Batch,
     ) -> Result<Sent, SendRefused> {
         self.may_send(sender, conversation)?;
-        let reached = self.route_run(conversation, each, run);
+        let reached = self.route_batch(conversation, batch);
         let away = conversation
             .peer_of(sender)
             .filter(|peer| *peer != sender)
@@ -171,7 +164,26 @@ impl Tables {
     }
 }
 
-/// Joins two or more envelopes into one queue entry; None for a single one.
-pub(super) fn joined(each: &[(EnvelopeLines, Notify)]) -> Option<EnvelopeRun> {
-    (each.len() >= 2).then(|| EnvelopeRun::new(each.to_vec()))
+/// A sender's envelopes to one conversation, ready to route: two or more are joined into one
+/// queue entry per wire form before the hub's lock is taken.
+pub(super) enum Batch {
+    /// Nothing to route.
+    Empty,
+    /// A single envelope, queued as it is.
+    One(EnvelopeLines, Notify),
+    /// A run, queued as one entry.
+    Run(EnvelopeRun),
+}
+
+impl Batch {
+    /// `each` (in order) as a batch.
+    pub(super) fn new(each: Vec<(EnvelopeLines, Notify)>) -> Batch {
+        if each.len() >= 2 {
+            return Batch::Run(EnvelopeRun::new(each));
+        }
+        match each.into_iter().next() {
+            Some((lines, note)) => Batch::One(lines, note),
+            None => Batch::Empty,
+        }
+    }
 }
