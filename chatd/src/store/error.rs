@@ -1,0 +1,50 @@
+//! What a storage failure is, and which ones are temporary.
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error (disk full, locked, corrupt, ...).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database was written by a newer chatd.
+    #[error("database schema version {found} is newer than this chatd understands ({known})")]
+    TooNew {
+        /// Version in the file.
+        found: i64,
+        /// Newest version this build knows.
+        known: i64,
+    },
+    /// The user already exists.
+    #[error("user {0} already exists")]
+    UserExists(String),
+    /// The blocking task died.
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+/// A temporary storage condition: nothing was written, and the same change may succeed later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The file system holding the state dir is full (SQLITE_FULL).
+    DiskFull,
+    /// Another process held the database locked past the busy timeout (SQLITE_BUSY/LOCKED).
+    Locked,
+}
+
+impl StoreError {
+    /// The temporary condition behind this error, if it is one (so callers can say so
+    /// instead of "internal error"). SQLite rolls back the failed statement: the database
+    /// stays as it was before the change.
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        let StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) = self else {
+            return None;
+        };
+        match e.code {
+            rusqlite::ErrorCode::DiskFull => Some(Unavailable::DiskFull),
+            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+                Some(Unavailable::Locked)
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The offline queues: one per device, ordered, capped, expiring.
+
+use rusqlite::{Connection, params};
+
+use super::error::StoreError;
+
+/// A device a stored line is for: (user, fingerprint).
+pub type DeviceTarget = (String, [u8; 32]);
+
+/// A line to store for devices that are offline.
+pub struct OfflineLine<'a> {
+    /// The serialized frame, newline included, exactly as it will be delivered.
+    pub line: &'a [u8],
+    /// (user, device fingerprint) of each offline recipient.
+    pub targets: &'a [DeviceTarget],
+}
+
+/// What storing one [`OfflineLine`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Users for whom it was stored (each once, in target order).
+    pub held: Vec<String>,
+    /// Users with a device whose queue was full: not stored for that device.
+    pub full: Vec<String>,
+}
+
+fn push_once(v: &mut Vec<String>, user: &str) {
+    if !v.iter().any(|u| u == user) {
+        v.push(user.to_string());
+    }
+}
+
+/// Stores `lines` in one transaction, each for its targets whose queue holds fewer than
+/// `cap` lines.
+pub fn store(
+    c: &Connection,
+    lines: &[OfflineLine<'_>],
+    cap: usize,
+    now_ms: i64,
+) -> Result<Vec<Stored>, StoreError> {
+    let tx = c.unchecked_transaction()?;
+    let mut out = Vec::with_capacity(lines.len());
+    {
+        let mut count = tx
+            .prepare_cached("SELECT COUNT(*) FROM offline_queue WHERE user = ?1 AND device = ?2")?;
+        let mut message =
+            tx.prepare_cached("INSERT INTO offline_messages (line, created_ms) VALUES (?1, ?2)")?;
+        let mut queue = tx.prepare_cached(
+            "INSERT INTO offline_queue (user, device, message) VALUES (?1, ?2, ?3)",
+        )?;
+        for l in lines {
+            let mut result = Stored::default();
+            let mut id = None;
+            for (user, device) in l.targets {
+                let n: i64 = count.query_row(params![user, &device[..]], |r| r.get(0))?;
+                if n.max(0) as usize >= cap {
+                    push_once(&mut result.full, user);
+                    continue;
+                }
+                let msg = match id {
+                    Some(m) => m,
+                    None => {
+                        message.execute(params![l.line, now_ms])?;
+                        let m = tx.last_insert_rowid();
+                        id = Some(m);
+                        m
+                    }
+                };
+                queue.execute(params![user, &device[..], msg])?;
+                push_once(&mut result.held, user);
+            }
+            out.push(result);
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Up to `limit` lines queued for `user`'s `device` after queue id `after`, oldest
+/// first, skipping lines stored before `not_before_ms` (expired).
+pub fn load(
+    c: &Connection,
+    user: &str,
+    device: &[u8; 32],
+    after: i64,
+    limit: usize,
+    not_before_ms: i64,
+) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT q.id, m.line FROM offline_queue q JOIN offline_messages m ON m.id = q.message
+         WHERE q.user = ?1 AND q.device = ?2 AND q.id > ?3 AND m.created_ms >= ?4
+         ORDER BY q.id LIMIT ?5",
+    )?;
+    let rows = stmt.query_map(
+        params![user, &device[..], after, not_before_ms, limit as i64],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Deletes what `user`'s `device` acknowledged (queue ids up to `upto`); returns how many.
+pub fn ack(c: &Connection, user: &str, device: &[u8; 32], upto: i64) -> Result<usize, StoreError> {
+    let tx = c.unchecked_transaction()?;
+    let n = tx.execute(
+        "DELETE FROM offline_queue WHERE user = ?1 AND device = ?2 AND id <= ?3",
+        params![user, &device[..], upto],
+    )?;
+    drop_orphans(&tx)?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Deletes lines stored before `before_ms` from every queue; returns how many lines.
+pub fn expire(c: &Connection, before_ms: i64) -> Result<usize, StoreError> {
+    Ok(c.execute(
+        "DELETE FROM offline_messages WHERE created_ms < ?1",
+        [before_ms],
+    )?)
+}
+
+/// Lines stored and queue entries, for status.
+pub fn counts(c: &Connection) -> Result<(u64, u64), StoreError> {
+    let lines: i64 = c.query_row("SELECT COUNT(*) FROM offline_messages", [], |r| r.get(0))?;
+    let queued: i64 = c.query_row("SELECT COUNT(*) FROM offline_queue", [], |r| r.get(0))?;
+    Ok((lines.max(0) as u64, queued.max(0) as u64))
+}
+
+/// Lines no queue refers to any more (all their devices acknowledged or were removed).
+pub(crate) fn drop_orphans(c: &Connection) -> Result<(), StoreError> {
+    c.execute(
+        "DELETE FROM offline_messages WHERE NOT EXISTS
+         (SELECT 1 FROM offline_queue q WHERE q.message = offline_messages.id)",
+        [],
+    )?;
+    Ok(())
+}
