@@ -22,14 +22,14 @@ mod route;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use chatd_proto::ErrorCode;
+use chatd_proto::frame::ServerFrame;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::hub::{NewSession, SessionId};
 use crate::shared::Shared;
 use crate::socket::Socket;
-use chatd_proto::ErrorCode;
-use chatd_proto::frame::ServerFrame;
 use connection::{Connection, Ending};
 use login::LoggedIn;
 
