@@ -398,7 +398,8 @@ fn loadavg() -> Option<f64> {
         .ok()
 }
 
-/// Raises the soft open-file limit to the hard one: 500 clients need more than 1024 at N > 1000.
+/// Raises the soft open-file limit to the hard one: each client is a descriptor, and a soft
+/// limit of 1024 would cap -n below that.
 fn raise_nofile_limit() -> Result<()> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
