@@ -8,9 +8,7 @@
 //! Every client counts what it gets, checks each sender's order (the sequence number opens
 //! the text) and records the latency (send times kept in memory, one monotonic clock).
 
-#[path = "../irc/conn.rs"]
 mod conn;
-#[path = "../irc/line.rs"]
 mod line;
 
 use std::net::SocketAddr;
