@@ -8,12 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use chatd_proto::Fingerprint;
 use hdrhistogram::Histogram;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, Notify, mpsc, watch};
@@ -55,86 +53,28 @@ pub enum Connector {
 
 impl Connector {
     /// TLS that accepts exactly the certificate in the PEM file `cert` (the server's
-    /// self-signed one) and nothing else.
+    /// self-signed one), pinned by its fingerprint as chat-bench and the tests pin chatd's.
     pub fn tls_pinned(cert: &Path) -> Result<Self> {
         let cert = CertificateDer::from_pem_file(cert)
             .with_context(|| format!("cannot read a certificate from {}", cert.display()))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = PinnedCert {
-            cert,
-            algs: provider.signature_verification_algorithms,
-        };
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .context("TLS configuration")?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
-        Ok(Self::Tls(TlsConnector::from(Arc::new(config))))
+        let tls = chatd_testkit::connector(Fingerprint::of(cert.as_ref()))
+            .context("TLS configuration")?;
+        Ok(Self::Tls(tls))
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<Box<dyn Stream>> {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("cannot connect to {addr}"))?;
-        // Senders write a message and wait for nothing: Nagle would hold it back.
-        tcp.set_nodelay(true).context("TCP_NODELAY")?;
         Ok(match self {
-            Self::Plain => Box::new(tcp),
-            Self::Tls(tls) => {
-                let name = ServerName::IpAddress(addr.ip().into());
-                Box::new(tls.connect(name, tcp).await.context("TLS handshake")?)
+            Self::Plain => {
+                let tcp = TcpStream::connect(addr)
+                    .await
+                    .with_context(|| format!("cannot connect to {addr}"))?;
+                // Senders write a message and wait for nothing: Nagle would hold it back.
+                tcp.set_nodelay(true).context("TCP_NODELAY")?;
+                Box::new(tcp)
             }
+            // Without Nagle too.
+            Self::Tls(tls) => Box::new(chatd_testkit::connect(addr, tls).await?),
         })
-    }
-}
-
-/// Trusts one certificate by its exact bytes: the bench's server has a self-signed
-/// certificate, which WebPKI verification refuses as an end entity.
-#[derive(Debug)]
-struct PinnedCert {
-    cert: CertificateDer<'static>,
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for PinnedCert {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.cert.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "the server's certificate is not the one given with --tls-cert".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
     }
 }
 
