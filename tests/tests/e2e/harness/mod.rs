@@ -1,0 +1,20 @@
+//! Shared machinery: building and locating the real binaries, running `chatd`, `chatctl` and
+//! `chat` as processes, and a raw TLS client that speaks the JSON-lines protocol directly
+//! (connecting, `hello` and `login` through chatd-testkit, which chat-bench shares).
+//!
+//! Every wait has a generous deadline ([`TIMEOUT`]) and exists only so a broken build fails
+//! instead of hanging; nothing here asserts that anything was fast. Each test gets its own
+//! temporary directories and port 0, so tests run in parallel safely.
+//!
+//! `process` builds and finds the binaries and captures a child's lines; `chatd` starts servers
+//! and runs chatctl; `chat` runs clients; `raw` is the protocol client and the fixed keys.
+
+mod chat;
+mod chatd;
+mod process;
+mod raw;
+
+pub use chat::*;
+pub use chatd::*;
+pub use process::*;
+pub use raw::*;
