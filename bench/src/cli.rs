@@ -155,8 +155,7 @@ pub struct Args {
     #[arg(long, default_value_t = 16)]
     pub login_concurrency: usize,
     /// Threads that read the receivers' streams, each an epoll loop over its share (senders
-    /// keep a tokio task). 0: every receiver is a tokio task, as before 2026-11-30. Default:
-    /// one per CPU.
+    /// keep a tokio task). 0: every receiver is a tokio task. Default: one per CPU.
     #[arg(long, value_name = "N")]
     pub receiver_threads: Option<usize>,
     /// Seconds spent, before the timed phase of a fan-out or login storm, measuring how late
