@@ -156,11 +156,6 @@ impl Hub {
         self.lock().sessions.set_away(user, text)
     }
 
-    /// `user`'s away message, if set.
-    pub fn away(&self, user: &str) -> Option<String> {
-        self.lock().sessions.away.get(user).cloned()
-    }
-
     /// True if `user` has at least one session.
     pub fn is_online(&self, user: &str) -> bool {
         self.lock().sessions.count(user) > 0
@@ -209,11 +204,6 @@ impl Hub {
         let mut tables = self.lock();
         tables.offline.changed();
         tables.directory.set(keys);
-    }
-
-    /// True when `user` has at least one registered, unrevoked device key.
-    pub fn has_devices(&self, user: &str) -> bool {
-        self.lock().directory.has_devices(user)
     }
 
     /// Forgets a revoked device key and tells everyone to encrypt nothing more to it.
