@@ -2,7 +2,8 @@
 //! replayed and misrouted input a server could hand a client.
 
 use super::*;
-use chatd_proto::frame::DeviceInfo;
+use chatd_proto::e2e::{Envelope, WrappedChain};
+use chatd_proto::frame::{DeviceInfo, RoomState};
 
 const PEMS: [&str; 3] = [
     include_str!("../../../proto/src/e2e/testdata/alice.pem"),
