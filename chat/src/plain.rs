@@ -264,7 +264,7 @@ mod tests {
                     data,
                     ts: ECHO_TS,
                 }],
-                ClientFrame::Chain { .. } => vec![],
+                ClientFrame::Chain { .. } | ClientFrame::Rekey { .. } => vec![],
                 ClientFrame::Command { name, .. } if name == "help" => {
                     vec![ServerFrame::Help { commands: vec![] }]
                 }

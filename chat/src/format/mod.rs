@@ -101,9 +101,11 @@ pub fn render(frame: &ServerFrame, stamp: &str) -> Vec<String> {
 pub fn render_bodies(frame: &ServerFrame) -> Vec<String> {
     let line = |body: String| body;
     match frame {
-        ServerFrame::Envelope { .. } | ServerFrame::Chain { .. } | ServerFrame::Device { .. } => {
-            Vec::new()
-        }
+        // The end-to-end layer says what these mean (events), not the frame itself.
+        ServerFrame::Envelope { .. }
+        | ServerFrame::Chain { .. }
+        | ServerFrame::Rekey { .. }
+        | ServerFrame::Device { .. } => Vec::new(),
         ServerFrame::Presence {
             user,
             event,
