@@ -16,6 +16,7 @@ use crate::joining::Joins;
 use crate::screen::{Screen, Verdict};
 use crate::secure::{Event, Secure};
 use crate::stdin::LineReader;
+use crate::text::sanitize;
 
 /// How long to wait for `bye` after sending `quit`.
 const QUIT_WAIT: Duration = Duration::from_secs(5);
@@ -252,9 +253,11 @@ fn lost(quitting: bool) -> u8 {
     }
 }
 
+/// Prints `lines`, one per line. Each piece from the network was sanitized where it was
+/// worded; this is the last guard that no control character reaches the terminal.
 fn print_lines(out: &mut impl Write, lines: &[String]) -> Result<()> {
     for line in lines {
-        writeln!(out, "{line}").context("cannot write to stdout")?;
+        writeln!(out, "{}", sanitize(line)).context("cannot write to stdout")?;
         out.flush().context("cannot write to stdout")?;
     }
     Ok(())
@@ -289,6 +292,8 @@ mod tests {
         devices: Vec<DeviceInfo>,
         /// Raw frames sent right after `login_ok`.
         after_login: Vec<Bytes>,
+        /// Rooms `/join` gets into (alice is added to the members); any other is refused.
+        joinable: Vec<RoomState>,
     }
 
     /// What the fake server got: a JSON frame, or a binary `send`'s envelope bytes.
@@ -299,6 +304,8 @@ mod tests {
     }
 
     const ECHO_TS: u64 = 1_764_300_000_000;
+    /// How long the fake server takes to answer `/join`.
+    const JOIN_ANSWER_DELAY: Duration = Duration::from_millis(300);
 
     /// Records what the client sent and answers like a tiny chatd, reading lines and
     /// binary frames as chatd does.
@@ -350,6 +357,23 @@ mod tests {
                 ClientFrame::Command { name, .. } if name == "help" => {
                     vec![ServerFrame::Help { commands: vec![] }]
                 }
+                ClientFrame::Command { name, args, .. } if name == "join" => {
+                    // Slow, so that the lines after `/join` are read before its answer.
+                    tokio::time::sleep(JOIN_ANSWER_DELAY).await;
+                    let room = args.trim_start_matches('#');
+                    match fake.joinable.iter().find(|r| r.name == room) {
+                        Some(r) => {
+                            let mut r = r.clone();
+                            r.members.push("alice".into());
+                            r.members.sort();
+                            vec![ServerFrame::Members { room: r }]
+                        }
+                        None => vec![ServerFrame::error(
+                            ErrorCode::Refused,
+                            format!("#{room} is invite-only; ask its owner to /invite you"),
+                        )],
+                    }
+                }
                 ClientFrame::Command { .. } => {
                     vec![ServerFrame::error(
                         ErrorCode::UnknownCommand,
@@ -360,7 +384,8 @@ mod tests {
                     reason: "quit".into(),
                 }],
                 ClientFrame::Quit => return,
-                ClientFrame::Ping { .. } | ClientFrame::BacklogAck { .. } => vec![],
+                ClientFrame::Ping { nonce } => vec![ServerFrame::Pong { nonce }],
+                ClientFrame::BacklogAck { .. } => vec![],
             };
             for reply in replies {
                 w.write_all(&encode(&reply).unwrap()).await.unwrap();
@@ -560,6 +585,7 @@ mod tests {
                 Bytes::from_static(&[BINARY_MARKER, b'E', 0, 0, 0, 2, 0, 0]),
                 binary_envelope(ECHO_TS, &live.envelope),
             ],
+            ..Fake::default()
         };
         let (code, out, seen) = session("", fake).await;
         assert_eq!(code, 0);
@@ -657,4 +683,7 @@ mod tests {
         .unwrap();
         assert_eq!(code, 1);
     }
+
+    /// `/join` then lines, and what a hostile server's text looks like on stdout.
+    mod join;
 }
