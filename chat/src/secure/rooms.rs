@@ -38,7 +38,17 @@ impl Secure {
         rooms: &[RoomState],
     ) -> Vec<Event> {
         let mut events = Vec::new();
-        self.default_room = default_room.to_string();
+        // A default room whose name only looks right gets no text: sealing to "" is refused.
+        self.default_room = match validate_room(default_room) {
+            Ok(()) => default_room.to_string(),
+            Err(_) => {
+                events.push(Event::Warning(Warning::BadName {
+                    frame: "login_ok",
+                    name: default_room.to_string(),
+                }));
+                String::new()
+            }
+        };
         self.rooms = rooms
             .iter()
             .filter(|r| match bad_room_state(r) {
@@ -54,7 +64,7 @@ impl Secure {
         // Back in the room we were talking in, if we are still in it. (Not in it any more:
         // plain text is refused until the user picks a room, rather than sent elsewhere.)
         if self.current_room.is_empty() {
-            self.current_room = default_room.to_string();
+            self.current_room = self.default_room.clone();
         }
         for d in devices {
             if validate_username(&d.user).is_err() {

@@ -238,3 +238,23 @@ fn login_refuses_invalid_names() {
     // Nothing is sealed to the key listed under the bad name.
     assert_eq!(sealed_to(&mut s, "lobby").unwrap(), Vec::<&str>::new());
 }
+
+#[test]
+fn a_look_alike_default_room_gets_no_text() {
+    let mut s = Secure::new("alice", key(0), Peers::in_memory(), 60_000, 4096);
+    let events = s.on_login(
+        &[info(0, "alice"), info(1, "bob")],
+        "lobby\u{200b}",
+        &[state("lobby\u{200b}", &["alice", "bob"], false)],
+    );
+    let bad = events
+        .iter()
+        .filter(|e| matches!(e, Event::Warning(Warning::BadName { .. })))
+        .count();
+    assert_eq!(bad, 2, "{events:?}");
+    assert_eq!(s.current_room(), "");
+    assert!(matches!(
+        sealed_to(&mut s, "lobby\u{200b}"),
+        Err(NotSent::NotInRoom { .. })
+    ));
+}

@@ -418,19 +418,24 @@ fn a_line_typed_right_after_join_goes_to_the_joined_room_or_nowhere() {
     );
     // Still in #ops, and lines typed now go there.
     alice.send("still ops");
-    bob.out.expect("still ops", exactly("[#ops] <alice> still ops"));
+    bob.out
+        .expect("still ops", exactly("[#ops] <alice> still ops"));
     // A lobby line marks the end: carol, in the lobby only, saw nothing before it.
     alice.send("/join lobby\nto the lobby");
     carol
         .out
         .expect("the lobby line", exactly("<alice> to the lobby"));
-    bob.out.expect("the lobby line", exactly("<alice> to the lobby"));
+    bob.out
+        .expect("the lobby line", exactly("<alice> to the lobby"));
     for c in [&mut alice, &mut bob, &mut carol] {
         c.send("/quit");
     }
     let exits = [alice.wait(), bob.wait(), carol.wait()];
     let seen = |i: usize, text: &str| exits[i].stdout.iter().any(|l| l.contains(text));
-    assert!(!seen(2, "for ops only") && !seen(2, "still ops"), "carol is not in #ops");
+    assert!(
+        !seen(2, "for ops only") && !seen(2, "still ops"),
+        "carol is not in #ops"
+    );
     for i in 0..3 {
         assert!(!seen(i, "never"), "{:?}", exits[i].stdout);
         assert!(!seen(i, "!! dropped"), "{:?}", exits[i].stdout);
