@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Chat, ClientHome, Raw, Server, exactly, loopback0};
+use crate::harness::{Chat, ChatExit, ClientHome, Raw, Server, exactly, loopback0};
 
 fn notice(raw: &mut Raw) -> String {
     raw.recv_type("notice")["text"]
@@ -431,13 +431,15 @@ fn a_line_typed_right_after_join_goes_to_the_joined_room_or_nowhere() {
         c.send("/quit");
     }
     let exits = [alice.wait(), bob.wait(), carol.wait()];
-    let seen = |i: usize, text: &str| exits[i].stdout.iter().any(|l| l.contains(text));
+    let seen = |exit: &ChatExit, text: &str| exit.stdout.iter().any(|l| l.contains(text));
+    let carol = &exits[2];
     assert!(
-        !seen(2, "for ops only") && !seen(2, "still ops"),
-        "carol is not in #ops"
+        !seen(carol, "for ops only") && !seen(carol, "still ops"),
+        "carol is not in #ops: {:?}",
+        carol.stdout
     );
-    for i in 0..3 {
-        assert!(!seen(i, "never"), "{:?}", exits[i].stdout);
-        assert!(!seen(i, "!! dropped"), "{:?}", exits[i].stdout);
+    for exit in &exits {
+        assert!(!seen(exit, "never"), "{:?}", exit.stdout);
+        assert!(!seen(exit, "!! dropped"), "{:?}", exit.stdout);
     }
 }
