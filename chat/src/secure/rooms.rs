@@ -184,6 +184,10 @@ impl Secure {
     /// someone else (or by a forged event), the current room stays, and text for it is
     /// refused until the user picks another, rather than sent to a room they did not pick.
     pub fn room_event(&mut self, room: &str, user: &str, joined: bool) {
+        // Nobody leaves the default room (the server refuses it): a claim otherwise is false.
+        if room == self.default_room {
+            return;
+        }
         if user == self.me && !joined {
             self.rooms.remove(room);
             self.asked.reported.remove(room);

@@ -213,6 +213,10 @@ fn a_removal_we_did_not_ask_for_does_not_redirect_our_text() {
     // A forged join of us to a room we are not in does nothing.
     s.room_event("secret", "alice", true);
     assert!(!s.in_room("secret"));
+    // Nor does a forged removal from the default room, which nobody can leave.
+    s.asking_to_part("lobby");
+    s.room_event("lobby", "alice", false);
+    assert_eq!(sealed_to(&mut s, "lobby").unwrap(), ["bob", "carol"]);
 }
 
 #[test]
