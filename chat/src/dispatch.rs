@@ -129,7 +129,7 @@ fn room_command(name: String, args: String, secure: &mut Secure) -> Step {
         ("kick", [_user]) => format!("{args} {current}"),
         ("join", [room, ..]) => {
             let room = room.strip_prefix('#').unwrap_or(room);
-            if words.len() == 1 && secure.switch_room(room) {
+            if secure.switch_room(room) {
                 return Step::Show(vec![Event::Notice(Notice::Switched {
                     room: room.to_string(),
                 })]);

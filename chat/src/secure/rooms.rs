@@ -128,7 +128,8 @@ impl Secure {
         let name = &room.name;
         let listed: BTreeSet<String> = room.members.iter().cloned().collect();
         let with_me = listed.contains(&self.me);
-        if with_me && self.asked.joining.remove(name) {
+        // (A room we are in already keeps its roster rules, whatever we asked.)
+        if with_me && !self.rooms.contains_key(name) && self.asked.joining.remove(name) {
             self.rooms.insert(name.clone(), listed);
             self.asked.reported.remove(name);
             self.current_room = name.clone();

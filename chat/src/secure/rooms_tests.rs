@@ -183,6 +183,14 @@ fn our_join_is_the_only_way_in() {
         s.room_state(&state("dev", &["alice", "bob"], false)),
         vec![]
     );
+    // Asking again for a room we are in does not open its roster to the answer.
+    s.asking_to_join("dev");
+    assert!(matches!(
+        warning(&s.room_state(&state("dev", &["alice", "bob", "carol"], false))),
+        Warning::UnannouncedMembers { .. }
+    ));
+    s.join_unanswered("dev");
+    assert_eq!(sealed_to(&mut s, "dev").unwrap(), ["bob"]);
     // A join refused (no members frame came) is forgotten.
     s.asking_to_join("secret");
     s.join_unanswered("secret");
