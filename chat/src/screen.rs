@@ -56,15 +56,14 @@ impl Screen {
                     _ => Verdict::Show,
                 }
             }
-            // Back online: the next message stored for them is news again.
+            // Back online: the offline set of their conversations changed, so the next
+            // `held` of each is news, whoever it names.
             ServerFrame::Presence {
                 user,
                 event: PresenceEvent::Join,
                 ..
             } => {
-                for offline in self.held.values_mut() {
-                    offline.remove(user);
-                }
+                self.held.retain(|_, offline| !offline.contains(user));
                 Verdict::Show
             }
             _ => Verdict::Show,
@@ -153,6 +152,16 @@ mod tests {
         assert_eq!(s.check(&back), Verdict::Show);
         assert_eq!(s.check(&held(&["bob"])), Verdict::Show);
         assert_eq!(s.check(&whisper), Verdict::Show);
+        // Carol comes back: the lobby's offline set is now bob alone, which is news.
+        assert_eq!(s.check(&held(&["bob", "carol"])), Verdict::Show);
+        let carol_back = ServerFrame::Presence {
+            user: "carol".into(),
+            event: PresenceEvent::Join,
+            reason: None,
+        };
+        assert_eq!(s.check(&carol_back), Verdict::Show);
+        assert_eq!(s.check(&held(&["bob"])), Verdict::Show);
+        assert_eq!(s.check(&whisper), Verdict::Quiet);
     }
 
     fn refused(s: &mut Screen, frame: &ServerFrame) -> (&'static str, String) {
