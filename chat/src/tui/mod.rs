@@ -390,7 +390,14 @@ impl Loop<'_> {
             tls,
         } = session;
         self.app.tls = tls;
-        self.app.online = logged_in.online.clone();
+        // Only names a user can have reach the online panel (presence and users frames
+        // are checked the same way, in `screen`).
+        self.app.online = logged_in
+            .online
+            .iter()
+            .filter(|u| chatd_proto::names::validate_username(u).is_ok())
+            .cloned()
+            .collect();
         self.app.online.sort_by_key(|u| u.to_lowercase());
         self.app.notice(
             format::logged_in(&logged_in.user, &logged_in.online)
