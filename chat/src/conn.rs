@@ -260,6 +260,8 @@ pub struct ServerInfo {
     pub max_text_bytes: usize,
     /// The server closes a connection silent this long (0: never).
     pub idle_timeout_secs: u64,
+    /// How long the server keeps lines stored for an offline device, in seconds.
+    pub offline_ttl_secs: u64,
 }
 
 impl ServerInfo {
@@ -332,6 +334,9 @@ pub struct Connection<S> {
     writer: WriteHalf<S>,
     /// The server's `hello` agreed to binary envelope frames.
     binary: bool,
+    /// Between `login_ok` and the last `backlog` marker: envelopes were stored while this
+    /// device was offline (only the server says so; see [`Delivered::stored`]).
+    replaying: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite> Connection<S> {
@@ -342,6 +347,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             reader: FramedRead::new(r, WireCodec::default()),
             writer: w,
             binary: false,
+            replaying: false,
         }
     }
 
@@ -385,6 +391,8 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     continue;
                 }
                 Some(Ok(Ok(Wire::Envelope { ts, data }))) => {
+                    // Only live envelopes come as binary frames: the stored ones are over.
+                    self.replaying = false;
                     return Ok(Some(Incoming::Envelope(Delivered::binary(ts, data))));
                 }
                 Some(Ok(Ok(Wire::Send(_)))) => {
@@ -394,9 +402,25 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                 Some(Ok(Ok(Wire::Line(line)))) => line,
             };
             match chatd_proto::frame::decode::<ServerFrame>(&line) {
-                Ok(frame) => return Ok(Some(frame.into())),
+                Ok(frame) => return Ok(Some(self.mark_stored(frame.into()))),
                 Err(e) => eprintln!("chat: ignoring an unreadable frame from the server: {e}"),
             }
+        }
+    }
+
+    /// Flags an envelope that came during the replay of stored lines; the last `backlog`
+    /// marker (`more: false`) ends the replay.
+    fn mark_stored(&mut self, incoming: Incoming) -> Incoming {
+        match incoming {
+            Incoming::Envelope(mut delivered) => {
+                delivered.stored = self.replaying;
+                Incoming::Envelope(delivered)
+            }
+            Incoming::Frame(ServerFrame::Backlog { upto, count, more }) => {
+                self.replaying = more;
+                Incoming::Frame(ServerFrame::Backlog { upto, count, more })
+            }
+            other => other,
         }
     }
 
@@ -418,6 +442,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     max_text_bytes,
                     idle_timeout_secs,
                     binary,
+                    offline_ttl_secs,
                 } => {
                     if version != PROTOCOL_VERSION {
                         bail!(
@@ -438,6 +463,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                         max_line_bytes,
                         max_text_bytes,
                         idle_timeout_secs,
+                        offline_ttl_secs: offline_ttl_secs.unwrap_or(DEFAULT_OFFLINE_TTL_SECS),
                     });
                 }
                 ServerFrame::Error { message, .. } => {
@@ -473,6 +499,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     room,
                     rooms,
                 } => {
+                    self.replaying = true;
                     return Ok(LoggedIn {
                         user,
                         session,
@@ -519,6 +546,9 @@ fn unexpected_or_bye(frame: ServerFrame) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+/// What an older server, whose `hello` does not say, keeps stored lines for (7 days).
+pub const DEFAULT_OFFLINE_TTL_SECS: u64 = 604_800;
 
 /// Longest line read from a server after hello: login_ok for a server with 40,000 device
 /// keys; it only bounds what a hostile server can make this client buffer.
@@ -602,6 +632,7 @@ mod tests {
             max_text_bytes: 100,
             idle_timeout_secs: 0,
             binary,
+            offline_ttl_secs: None,
         }
     }
 

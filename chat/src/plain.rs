@@ -244,6 +244,7 @@ mod tests {
                     max_text_bytes: 30,
                     idle_timeout_secs: 0,
                     binary: fake.binary,
+                    offline_ttl_secs: None,
                 }],
                 ClientFrame::Login { user, .. } => {
                     raw = fake.after_login.clone();
@@ -324,6 +325,7 @@ mod tests {
             max_line_bytes: 65536,
             max_text_bytes,
             idle_timeout_secs: 0,
+            offline_ttl_secs: 604_800,
         }
     }
 

@@ -77,6 +77,10 @@ pub struct Delivered {
     pub data: Result<Bytes, E2eError>,
     /// Server receive time, ms since the Unix epoch.
     pub ts: u64,
+    /// It came while the server replayed what was stored for this device (between
+    /// `login_ok` and the last `backlog` marker): its signed time may be as old as the
+    /// server's `offline_ttl_secs`.
+    pub stored: bool,
 }
 
 impl Delivered {
@@ -89,6 +93,7 @@ impl Delivered {
                 .map(Bytes::from)
                 .map_err(|_| E2eError::Malformed("base64")),
             ts,
+            stored: false,
         }
     }
 
@@ -98,6 +103,7 @@ impl Delivered {
             sent_by: SentBy::Header,
             data: Ok(data),
             ts,
+            stored: false,
         }
     }
 }
