@@ -20,6 +20,7 @@ mod keystore;
 mod peers;
 mod plain;
 mod secure;
+mod state;
 mod stdin;
 mod text;
 mod trust;
@@ -225,6 +226,20 @@ async fn run(cli: Cli) -> Result<u8> {
         );
     }
     let peers = peers::Peers::load(&peers_path(&settings.server)?)?;
+    // Beside a key given with --key (another device of the same account may share the data
+    // directory), else in the data directory's state/.
+    let state_path = match &settings.key {
+        Some(p) => {
+            let mut name = p.as_os_str().to_os_string();
+            name.push(".state");
+            PathBuf::from(name)
+        }
+        None => state::default_path(&settings.user, &settings.server.to_string())?,
+    };
+    let state_file = state::StateFile::new(&state_path, &loaded.key)?;
+    // Read now: a damaged file stops chat before it connects.
+    let saved = state_file.load()?;
+    drop(saved);
 
     let trust = match &cli.ca {
         Some(path) => Trust::CaFile(path.clone()),
@@ -274,6 +289,8 @@ async fn run(cli: Cli) -> Result<u8> {
         cli.max_clock_skew.saturating_mul(1000),
         info.max_text_bytes,
     );
+    secure.set_offline_ttl_secs(info.offline_ttl_secs);
+    secure.use_state(state_file)?;
     if tui {
         let session = tui::Session {
             conn,

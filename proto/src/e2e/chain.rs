@@ -436,7 +436,8 @@ impl ReceiverChain {
         })
     }
 
-    pub(crate) fn seen_id(&self, id: &[u8; 16]) -> bool {
+    /// Whether a message with this id was opened on this chain.
+    pub fn seen_id(&self, id: &[u8; 16]) -> bool {
         self.seen_ids.contains(id)
     }
 
