@@ -710,6 +710,83 @@ mod tests {
         assert!(bad.data.is_err());
     }
 
+    /// Envelopes between `login_ok` and the last `backlog` marker are flagged as stored; the
+    /// server's TTL comes from its hello (7 days from an older server that does not say).
+    #[tokio::test]
+    async fn stored_envelopes_are_flagged_until_the_last_backlog_marker() {
+        for (ttl, binary_ends_it) in [(Some(86_400), false), (None, true)] {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            let device = Fingerprint::of(b"BOB");
+            let envelope = move |ts| {
+                json(&ServerFrame::Envelope {
+                    from: "bob".into(),
+                    device,
+                    data: "AAAA".into(),
+                    ts,
+                })
+            };
+            tokio::spawn(fake_server_raw(server, move |got| match got {
+                Ok(ClientFrame::Hello { .. }) => vec![json(&ServerFrame::Hello {
+                    version: PROTOCOL_VERSION,
+                    server: "chatd/test".into(),
+                    max_line_bytes: 65536,
+                    max_text_bytes: 100,
+                    idle_timeout_secs: 0,
+                    binary: true,
+                    offline_ttl_secs: ttl,
+                })],
+                Ok(ClientFrame::Login { user, .. }) => {
+                    let mut out = vec![
+                        json(&ServerFrame::LoginOk {
+                            user,
+                            session: 1,
+                            device: Fingerprint::of(b"KEY"),
+                            online: vec![],
+                            devices: vec![],
+                            room: "lobby".into(),
+                            rooms: vec![],
+                        }),
+                        envelope(1),
+                        json(&ServerFrame::Backlog {
+                            upto: 1,
+                            count: 1,
+                            more: true,
+                        }),
+                        envelope(2),
+                    ];
+                    if binary_ends_it {
+                        out.push(binary_envelope(3, b"live"));
+                    } else {
+                        out.push(json(&ServerFrame::Backlog {
+                            upto: 2,
+                            count: 1,
+                            more: false,
+                        }));
+                    }
+                    out.push(envelope(4));
+                    out
+                }
+                _ => vec![],
+            }));
+            let mut c = Connection::new(client);
+            let info = c.hello().await.unwrap();
+            assert_eq!(info.offline_ttl_secs, ttl.unwrap_or(604_800));
+            c.login("alice", "pw", "S0VZ").await.unwrap();
+            let mut stored = Vec::new();
+            while stored.len() < 3 + usize::from(binary_ends_it) {
+                if let Some(Incoming::Envelope(d)) = c.recv().await.unwrap() {
+                    stored.push((d.ts, d.stored));
+                }
+            }
+            let mut expected = vec![(1, true), (2, true)];
+            if binary_ends_it {
+                expected.push((3, false));
+            }
+            expected.push((4, false));
+            assert_eq!(stored, expected);
+        }
+    }
+
     #[tokio::test]
     async fn bad_binary_frames_are_skipped_and_the_session_continues() {
         let (client, server) = tokio::io::duplex(1 << 16);
