@@ -408,19 +408,27 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
         }
     }
 
-    /// Flags an envelope that came during the replay of stored lines; the last `backlog`
-    /// marker (`more: false`) ends the replay.
+    /// Flags an envelope that came during the replay of stored lines. The last `backlog`
+    /// marker (`more: false`) ends the replay, and so does any frame that is never stored
+    /// (the server holds live lines back until the replay is over; with nothing stored there
+    /// is no marker); a `pong` or `error` may answer us meanwhile.
     fn mark_stored(&mut self, incoming: Incoming) -> Incoming {
         match incoming {
             Incoming::Envelope(mut delivered) => {
                 delivered.stored = self.replaying;
                 Incoming::Envelope(delivered)
             }
-            Incoming::Frame(ServerFrame::Backlog { upto, count, more }) => {
-                self.replaying = more;
-                Incoming::Frame(ServerFrame::Backlog { upto, count, more })
+            Incoming::Frame(frame) => {
+                match &frame {
+                    // A marker after the replay ended does not start another one.
+                    ServerFrame::Backlog { more, .. } => self.replaying &= *more,
+                    ServerFrame::Chain { .. }
+                    | ServerFrame::Pong { .. }
+                    | ServerFrame::Error { .. } => {}
+                    _ => self.replaying = false,
+                }
+                Incoming::Frame(frame)
             }
-            other => other,
         }
     }
 
@@ -710,21 +718,61 @@ mod tests {
         assert!(bad.data.is_err());
     }
 
-    /// Envelopes between `login_ok` and the last `backlog` marker are flagged as stored; the
-    /// server's TTL comes from its hello (7 days from an older server that does not say).
+    /// Envelopes between `login_ok` and the last `backlog` marker are flagged as stored; a
+    /// binary envelope or a frame that is never stored ends that stretch too. The server's
+    /// TTL comes from its hello (7 days from an older server that does not say).
     #[tokio::test]
-    async fn stored_envelopes_are_flagged_until_the_last_backlog_marker() {
-        for (ttl, binary_ends_it) in [(Some(86_400), false), (None, true)] {
+    async fn stored_envelopes_are_flagged_until_the_replay_ends() {
+        let device = Fingerprint::of(b"BOB");
+        let envelope = move |ts| {
+            json(&ServerFrame::Envelope {
+                from: "bob".into(),
+                device,
+                data: "AAAA".into(),
+                ts,
+            })
+        };
+        let backlog = |more| {
+            json(&ServerFrame::Backlog {
+                upto: 1,
+                count: 1,
+                more,
+            })
+        };
+        let pong = json(&ServerFrame::Pong { nonce: 1 });
+        let notice = json(&ServerFrame::Notice {
+            text: "message of the day".into(),
+        });
+        let cases = [
+            (
+                Some(86_400),
+                vec![
+                    envelope(1),
+                    backlog(true),
+                    pong.clone(),
+                    envelope(2),
+                    backlog(false),
+                    envelope(3),
+                ],
+                vec![(1, true), (2, true), (3, false)],
+            ),
+            (
+                None,
+                vec![
+                    envelope(1),
+                    binary_envelope(2, b"live"),
+                    envelope(3),
+                    backlog(true),
+                    envelope(4),
+                ],
+                vec![(1, true), (2, false), (3, false), (4, false)],
+            ),
+            // Nothing stored, so no marker: the first live frame ends it.
+            (None, vec![notice, envelope(1)], vec![(1, false)]),
+        ];
+        for (ttl, after_login, expected) in cases {
             let (client, server) = tokio::io::duplex(1 << 16);
-            let device = Fingerprint::of(b"BOB");
-            let envelope = move |ts| {
-                json(&ServerFrame::Envelope {
-                    from: "bob".into(),
-                    device,
-                    data: "AAAA".into(),
-                    ts,
-                })
-            };
+            let mut after_login = Some(after_login);
             tokio::spawn(fake_server_raw(server, move |got| match got {
                 Ok(ClientFrame::Hello { .. }) => vec![json(&ServerFrame::Hello {
                     version: PROTOCOL_VERSION,
@@ -736,34 +784,16 @@ mod tests {
                     offline_ttl_secs: ttl,
                 })],
                 Ok(ClientFrame::Login { user, .. }) => {
-                    let mut out = vec![
-                        json(&ServerFrame::LoginOk {
-                            user,
-                            session: 1,
-                            device: Fingerprint::of(b"KEY"),
-                            online: vec![],
-                            devices: vec![],
-                            room: "lobby".into(),
-                            rooms: vec![],
-                        }),
-                        envelope(1),
-                        json(&ServerFrame::Backlog {
-                            upto: 1,
-                            count: 1,
-                            more: true,
-                        }),
-                        envelope(2),
-                    ];
-                    if binary_ends_it {
-                        out.push(binary_envelope(3, b"live"));
-                    } else {
-                        out.push(json(&ServerFrame::Backlog {
-                            upto: 2,
-                            count: 1,
-                            more: false,
-                        }));
-                    }
-                    out.push(envelope(4));
+                    let mut out = vec![json(&ServerFrame::LoginOk {
+                        user,
+                        session: 1,
+                        device: Fingerprint::of(b"KEY"),
+                        online: vec![],
+                        devices: vec![],
+                        room: "lobby".into(),
+                        rooms: vec![],
+                    })];
+                    out.extend(after_login.take().unwrap_or_default());
                     out
                 }
                 _ => vec![],
@@ -772,18 +802,13 @@ mod tests {
             let info = c.hello().await.unwrap();
             assert_eq!(info.offline_ttl_secs, ttl.unwrap_or(604_800));
             c.login("alice", "pw", "S0VZ").await.unwrap();
-            let mut stored = Vec::new();
-            while stored.len() < 3 + usize::from(binary_ends_it) {
+            let mut got = Vec::new();
+            while got.len() < expected.len() {
                 if let Some(Incoming::Envelope(d)) = c.recv().await.unwrap() {
-                    stored.push((d.ts, d.stored));
+                    got.push((d.ts, d.stored));
                 }
             }
-            let mut expected = vec![(1, true), (2, true)];
-            if binary_ends_it {
-                expected.push((3, false));
-            }
-            expected.push((4, false));
-            assert_eq!(stored, expected);
+            assert_eq!(got, expected);
         }
     }
 
