@@ -89,7 +89,8 @@ struct Cli {
     #[arg(long)]
     key_passphrase_stdin: bool,
 
-    /// Drop messages whose sender clock differs from ours by more than this many seconds.
+    /// Drop live messages whose sender clock differs from ours by more than this many
+    /// seconds (messages stored while offline may be as old as the server keeps them).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     max_clock_skew: u64,
 }
