@@ -123,7 +123,10 @@ impl StateFile {
     }
 
     fn seal(&self, saved: &Saved) -> Result<Vec<u8>> {
-        let estimate = 64 + saved.chains.iter().map(|c| c.len() + 3).sum::<usize>();
+        // Room for all of it up front: a growing buffer would leave copies behind.
+        let estimate = 64
+            + saved.chains.iter().map(|c| c.len() + 3).sum::<usize>()
+            + saved.retired.iter().map(|r| r.len() + 3).sum::<usize>();
         let mut plain = Zeroizing::new(Vec::with_capacity(estimate));
         serde_json::to_writer(&mut *plain, saved).context("encoding the state file")?;
         let mut nonce = [0u8; NONCE_BYTES];
