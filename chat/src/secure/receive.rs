@@ -108,6 +108,7 @@ impl Secure {
                 out.extend(self.save_state());
                 out
             }
+            Opened::Echo(message) => vec![message],
             Opened::AlreadyShown => {
                 self.already_shown = self.already_shown.saturating_add(1);
                 Vec::new()
@@ -152,20 +153,17 @@ impl Secure {
         if device == self.device {
             // Our own message, echoed: show it only if this client sealed it just now.
             return match self.pending_own.remove(&h.message_id) {
-                Some(p) => Opened::Shown {
-                    missing: None,
-                    message: Event::Message(ChatMessage {
-                        from: self.me.clone(),
-                        to: p.conversation.peer_of(&self.me).map(str::to_string),
-                        room: self.shown_room(&p.conversation),
-                        text: p.body.text,
-                        action: p.body.action,
-                        ts,
-                        verified: true,
-                        late: false,
-                        server_ts: None,
-                    }),
-                },
+                Some(p) => Opened::Echo(Event::Message(ChatMessage {
+                    from: self.me.clone(),
+                    to: p.conversation.peer_of(&self.me).map(str::to_string),
+                    room: self.shown_room(&p.conversation),
+                    text: p.body.text,
+                    action: p.body.action,
+                    ts,
+                    verified: true,
+                    late: false,
+                    server_ts: None,
+                })),
                 None => warn(Refusal::NotSentHere),
             };
         }
@@ -240,6 +238,8 @@ enum Opened {
         missing: Option<Event>,
         message: Event,
     },
+    /// Our own message, echoed (no receiver chain changed).
+    Echo(Event),
     /// A stored message this device showed before.
     AlreadyShown,
     /// Dropped, with a warning.
