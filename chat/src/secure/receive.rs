@@ -211,7 +211,16 @@ impl Secure {
         });
         let body: Body = match serde_json::from_str(&opened.text) {
             Ok(b) => b,
-            Err(_) => return warn(Refusal::NotAMessage),
+            // Opened all the same: its index is used, and a gap before it was one.
+            Err(_) => {
+                return Opened::Shown {
+                    missing,
+                    message: Event::Warning(Warning::Dropped {
+                        from: from.to_string(),
+                        why: Refusal::NotAMessage,
+                    }),
+                };
+            }
         };
         let signed = opened.header.timestamp_ms;
         Opened::Shown {
@@ -233,7 +242,8 @@ impl Secure {
 
 /// What became of one envelope.
 enum Opened {
-    /// A message to show, after a warning about messages missing before it.
+    /// It opened (the receiver chain moved on): a message to show, or why its content is
+    /// refused, after a warning about messages missing before it.
     Shown {
         missing: Option<Event>,
         message: Event,
