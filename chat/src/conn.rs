@@ -260,6 +260,8 @@ pub struct ServerInfo {
     pub max_text_bytes: usize,
     /// The server closes a connection silent this long (0: never).
     pub idle_timeout_secs: u64,
+    /// How long the server keeps lines stored for an offline device, in seconds.
+    pub offline_ttl_secs: u64,
 }
 
 impl ServerInfo {
@@ -332,6 +334,9 @@ pub struct Connection<S> {
     writer: WriteHalf<S>,
     /// The server's `hello` agreed to binary envelope frames.
     binary: bool,
+    /// Between `login_ok` and the last `backlog` marker: envelopes were stored while this
+    /// device was offline (only the server says so; see [`Delivered::stored`]).
+    replaying: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite> Connection<S> {
@@ -342,6 +347,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             reader: FramedRead::new(r, WireCodec::default()),
             writer: w,
             binary: false,
+            replaying: false,
         }
     }
 
@@ -385,6 +391,8 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     continue;
                 }
                 Some(Ok(Ok(Wire::Envelope { ts, data }))) => {
+                    // Only live envelopes come as binary frames: the stored ones are over.
+                    self.replaying = false;
                     return Ok(Some(Incoming::Envelope(Delivered::binary(ts, data))));
                 }
                 Some(Ok(Ok(Wire::Send(_)))) => {
@@ -394,8 +402,32 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                 Some(Ok(Ok(Wire::Line(line)))) => line,
             };
             match chatd_proto::frame::decode::<ServerFrame>(&line) {
-                Ok(frame) => return Ok(Some(frame.into())),
+                Ok(frame) => return Ok(Some(self.mark_stored(frame.into()))),
                 Err(e) => eprintln!("chat: {}", ignored("an unreadable frame", &e)),
+            }
+        }
+    }
+
+    /// Flags an envelope that came during the replay of stored lines. The last `backlog`
+    /// marker (`more: false`) ends the replay, and so does any frame that is never stored
+    /// (the server holds live lines back until the replay is over; with nothing stored there
+    /// is no marker); a `pong` or `error` may answer us meanwhile.
+    fn mark_stored(&mut self, incoming: Incoming) -> Incoming {
+        match incoming {
+            Incoming::Envelope(mut delivered) => {
+                delivered.stored = self.replaying;
+                Incoming::Envelope(delivered)
+            }
+            Incoming::Frame(frame) => {
+                match &frame {
+                    // A marker after the replay ended does not start another one.
+                    ServerFrame::Backlog { more, .. } => self.replaying &= *more,
+                    ServerFrame::Chain { .. }
+                    | ServerFrame::Pong { .. }
+                    | ServerFrame::Error { .. } => {}
+                    _ => self.replaying = false,
+                }
+                Incoming::Frame(frame)
             }
         }
     }
@@ -418,6 +450,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     max_text_bytes,
                     idle_timeout_secs,
                     binary,
+                    offline_ttl_secs,
                 } => {
                     if version != PROTOCOL_VERSION {
                         bail!(
@@ -438,6 +471,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                         max_line_bytes,
                         max_text_bytes,
                         idle_timeout_secs,
+                        offline_ttl_secs: offline_ttl_secs.unwrap_or(DEFAULT_OFFLINE_TTL_SECS),
                     });
                 }
                 ServerFrame::Error { message, .. } => {
@@ -473,6 +507,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     room,
                     rooms,
                 } => {
+                    self.replaying = true;
                     return Ok(LoggedIn {
                         user,
                         session,
@@ -526,10 +561,15 @@ fn unexpected_or_bye(frame: ServerFrame) -> Result<()> {
     }
 }
 
+/// What an older server, whose `hello` does not say, keeps stored lines for (7 days).
+pub const DEFAULT_OFFLINE_TTL_SECS: u64 = 604_800;
+
 /// Longest line read from a server after hello: login_ok for a server with 40,000 device
 /// keys; it only bounds what a hostile server can make this client buffer.
 pub const MAX_SERVER_LINE: usize = 32 << 20;
 
+#[cfg(test)]
+mod stored_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,7 +621,7 @@ mod tests {
     /// A fake server on the other end of a pipe: answers each client frame from `script`
     /// with raw bytes (JSON lines, binary frames or junk). It reads like chatd, lines and
     /// binary frames; a binary `send` reaches the script as `Err(bytes)`.
-    async fn fake_server_raw(
+    pub(super) async fn fake_server_raw(
         stream: DuplexStream,
         mut script: impl FnMut(Result<ClientFrame, Bytes>) -> Vec<Bytes>,
     ) {
@@ -611,7 +651,7 @@ mod tests {
         .await
     }
 
-    fn json(frame: &ServerFrame) -> Bytes {
+    pub(super) fn json(frame: &ServerFrame) -> Bytes {
         encode(frame).unwrap()
     }
 
@@ -624,6 +664,7 @@ mod tests {
             max_text_bytes: 100,
             idle_timeout_secs: 0,
             binary,
+            offline_ttl_secs: None,
         }
     }
 

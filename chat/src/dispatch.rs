@@ -212,7 +212,7 @@ fn json_line(frame: &ClientFrame) -> Result<(Bytes, usize)> {
 /// warnings); other frames give nothing here.
 pub fn events(incoming: &Incoming, secure: &mut Secure) -> Vec<Event> {
     match incoming {
-        Incoming::Envelope(delivered) => vec![secure.on_envelope(delivered)],
+        Incoming::Envelope(delivered) => secure.on_delivered(delivered),
         Incoming::Frame(frame) => frame_events(frame, secure),
     }
 }
@@ -222,6 +222,8 @@ pub fn events(incoming: &Incoming, secure: &mut Secure) -> Vec<Event> {
 fn frame_events(frame: &ServerFrame, secure: &mut Secure) -> Vec<Event> {
     match frame {
         ServerFrame::Chain { from, device, data } => secure.on_chain(from, *device, data),
+        // Saved before the `backlog_ack` that `reply` makes of it is sent.
+        ServerFrame::Backlog { more, .. } => secure.backlog_end(*more),
         ServerFrame::Device {
             user,
             fingerprint,

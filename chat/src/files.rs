@@ -44,6 +44,16 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
 
 /// Reads a secret file, refusing one that group or others may read or write (like ssh does).
 pub fn read_private(path: &Path) -> Result<Option<String>> {
+    match read_private_bytes(path)? {
+        None => Ok(None),
+        Some(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display())),
+    }
+}
+
+/// [`read_private`] for a binary file.
+pub fn read_private_bytes(path: &Path) -> Result<Option<Vec<u8>>> {
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -58,7 +68,7 @@ pub fn read_private(path: &Path) -> Result<Option<String>> {
             path.display()
         );
     }
-    fs::read_to_string(path)
+    fs::read(path)
         .map(Some)
         .with_context(|| format!("cannot read {}", path.display()))
 }

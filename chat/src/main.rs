@@ -22,6 +22,7 @@ mod peers;
 mod plain;
 mod screen;
 mod secure;
+mod state;
 mod stdin;
 mod text;
 mod trust;
@@ -90,7 +91,8 @@ struct Cli {
     #[arg(long)]
     key_passphrase_stdin: bool,
 
-    /// Drop messages whose sender clock differs from ours by more than this many seconds.
+    /// Drop live messages whose sender clock differs from ours by more than this many
+    /// seconds (messages stored while offline may be as old as the server keeps them).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     max_clock_skew: u64,
 }
@@ -228,6 +230,20 @@ async fn run(cli: Cli) -> Result<u8> {
         );
     }
     let peers = peers::Peers::load(&peers_path(&settings.server)?)?;
+    // Beside a key given with --key (another device of the same account may share the data
+    // directory), else in the data directory's state/.
+    let state_path = match &settings.key {
+        Some(p) => {
+            let mut name = p.as_os_str().to_os_string();
+            name.push(".state");
+            PathBuf::from(name)
+        }
+        None => state::default_path(&settings.user, &settings.server.to_string())?,
+    };
+    let state_file = state::StateFile::new(&state_path, &loaded.key)?;
+    // Read now: a damaged file stops chat before it connects.
+    let saved = state_file.load()?;
+    drop(saved);
 
     let trust = match &cli.ca {
         Some(path) => Trust::CaFile(path.clone()),
@@ -277,6 +293,8 @@ async fn run(cli: Cli) -> Result<u8> {
         cli.max_clock_skew.saturating_mul(1000),
         info.max_text_bytes,
     );
+    secure.set_offline_ttl_secs(info.offline_ttl_secs);
+    secure.use_state(state_file)?;
     if tui {
         let session = tui::Session {
             conn,

@@ -333,6 +333,7 @@ mod tests {
                     max_text_bytes: 30,
                     idle_timeout_secs: 0,
                     binary: fake.binary,
+                    offline_ttl_secs: None,
                 }],
                 ClientFrame::Login { user, .. } => {
                     raw = fake.after_login.clone();
@@ -431,6 +432,7 @@ mod tests {
             max_line_bytes: 65536,
             max_text_bytes,
             idle_timeout_secs: 0,
+            offline_ttl_secs: 604_800,
         }
     }
 
@@ -562,6 +564,11 @@ mod tests {
             panic!("{:?}", stored.chains)
         };
         let from_bob = |frame: ServerFrame| encode(&frame).unwrap();
+        // The server's time agrees with the signed one: no mark on the line.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
         let fake = Fake {
             bye_on_quit: true,
             binary: true,
@@ -577,13 +584,13 @@ mod tests {
                     from: "bob".into(),
                     device: bob_key().fingerprint(),
                     data: BASE64.encode(&stored.envelope),
-                    ts: ECHO_TS,
+                    ts: now,
                 }),
                 // Junk in a well-formed frame, then frames that are not well formed.
-                binary_envelope(ECHO_TS, b"junk"),
+                binary_envelope(now, b"junk"),
                 Bytes::from_static(&[BINARY_MARKER, b'Z', 0, 0, 0, 1, b'\n']),
                 Bytes::from_static(&[BINARY_MARKER, b'E', 0, 0, 0, 2, 0, 0]),
-                binary_envelope(ECHO_TS, &live.envelope),
+                binary_envelope(now, &live.envelope),
             ],
             ..Fake::default()
         };

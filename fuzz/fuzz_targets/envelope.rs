@@ -1,7 +1,7 @@
 //! The end-to-end decoders chatd runs on client bytes: `Envelope` and `WrappedChain` (binary and
 //! base64, as in `send`/`chain` frames), the conversation name in an envelope header, and the
 //! device public key of a `login` (base64 SPKI DER, and PEM as the client stores it), and the
-//! textual key fingerprint.
+//! textual key fingerprint; and `chat`'s saved receiver chains (`ReceiverChain::import`).
 //! Every input is tried with every decoder. Properties: no panic; the binary encodings are
 //! canonical (encode(decode(b)) == b, base64 likewise); a parsed key re-parses to itself.
 #![no_main]
@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chatd_proto::Fingerprint;
 use chatd_proto::conversation::Conversation;
-use chatd_proto::e2e::{ALLOWED_KEY_BITS, DevicePublicKey, Envelope, WrappedChain};
+use chatd_proto::e2e::{ALLOWED_KEY_BITS, DevicePublicKey, Envelope, ReceiverChain, WrappedChain};
 use libfuzzer_sys::fuzz_target;
 
 fn check_envelope(env: &Envelope) {
@@ -55,6 +55,13 @@ fn binary(data: &[u8]) {
             chain.encode().ok().as_deref(),
             Some(data),
             "wrapped chain not canonical"
+        );
+    }
+    if let Ok(chain) = ReceiverChain::import(data) {
+        assert_eq!(
+            chain.export().ok().as_deref().map(Vec::as_slice),
+            Some(data),
+            "receiver chain state not canonical"
         );
     }
     if let Ok(key) = DevicePublicKey::from_spki_der(data) {

@@ -312,6 +312,10 @@ pub enum ServerFrame {
         /// sends live envelopes as binary frames and accepts binary `send` frames.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         binary: bool,
+        /// How long the server keeps a line stored for an offline device, in seconds (its
+        /// `offline_ttl_secs`); absent from an older server, which keeps them 604800 s.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offline_ttl_secs: Option<u64>,
     },
     /// Login succeeded.
     LoginOk {

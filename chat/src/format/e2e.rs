@@ -5,9 +5,36 @@
 
 use chatd_proto::e2e::E2eError;
 
+use chatd_proto::conversation::Conversation;
+
 use crate::peers::KeyStatus;
-use crate::secure::{NotSent, Notice, Refusal, Warning};
+use crate::secure::{ChatMessage, NotSent, Notice, Refusal, Warning};
 use crate::text::{escape, sanitize};
+
+/// What follows a message's text: ` (late)` when it came after a later one of its chain, and
+/// both times when the signed one and the server's disagree beyond the allowed skew.
+pub(super) fn message_marks(m: &ChatMessage) -> String {
+    let mut out = String::new();
+    if m.late {
+        out.push_str(" (late)");
+    }
+    if let Some(server) = m.server_ts {
+        out.push_str(&format!(
+            " (sent {}, the server says {})",
+            super::local_date_stamp(Some(m.ts)),
+            super::local_date_stamp(Some(server))
+        ));
+    }
+    out
+}
+
+fn messages(count: u32) -> String {
+    if count == 1 {
+        "1 message".to_string()
+    } else {
+        format!("{count} messages")
+    }
+}
 
 /// A notice's words (the line without its `-- `).
 pub fn notice(n: &Notice) -> String {
@@ -73,6 +100,10 @@ pub fn notice(n: &Notice) -> String {
             "waiting for the answer to /join #{}: what you type now goes there once joined",
             sanitize(room)
         ),
+        Notice::AlreadyShown { count } => format!(
+            "skipped {} delivered again by the server: already shown here before",
+            messages(*count)
+        ),
     }
 }
 
@@ -120,6 +151,31 @@ pub fn warning(w: &Warning) -> String {
             let from_s = sanitize(from);
             format!("dropped a message from {from_s}: {}", refusal(why, &from_s))
         }
+        Warning::Missing {
+            from,
+            conversation,
+            count,
+        } => {
+            let place = match Conversation::parse(conversation) {
+                Ok(Conversation::Room(room)) => format!(" in #{}", sanitize(&room)),
+                Ok(Conversation::Pair(..)) => " (whispers)".to_string(),
+                _ => String::new(),
+            };
+            let verb = if *count == 1 { "is" } else { "are" };
+            format!(
+                "{} from {}{place} {verb} missing (a later one arrived first)",
+                messages(*count),
+                sanitize(from)
+            )
+        }
+        Warning::ChainConflict { from } => format!(
+            "ignored a chain from {} that reuses the id of one already received (the server may be replaying or forging it)",
+            sanitize(from)
+        ),
+        Warning::StateNotSaved { error } => format!(
+            "cannot save the state file: {}; messages shown since may be shown again after a restart",
+            sanitize(error)
+        ),
         Warning::NotAFingerprint => {
             "a fingerprint is written SHA256: followed by 64 hex digits".to_string()
         }
@@ -603,6 +659,60 @@ mod tests {
         assert_eq!(
             not_sent(&NotSent::NoKey { user: evil }),
             "message not sent: b\u{fffd}[2Jo\u{fffd}b has no device key (no such user, or never logged in)"
+        );
+    }
+
+    #[test]
+    fn replay_loss_and_time_in_words() {
+        let missing = |conversation: &str, count| Warning::Missing {
+            from: "b\x1b[2Jb".into(),
+            conversation: conversation.into(),
+            count,
+        };
+        assert_eq!(
+            warning(&missing("#ops", 1)),
+            "1 message from b\u{fffd}[2Jb in #ops is missing (a later one arrived first)"
+        );
+        assert_eq!(
+            warning(&missing("alice,bob", 3)),
+            "3 messages from b\u{fffd}[2Jb (whispers) are missing (a later one arrived first)"
+        );
+        assert_eq!(
+            warning(&missing("all", 2)),
+            "2 messages from b\u{fffd}[2Jb are missing (a later one arrived first)"
+        );
+        assert!(
+            warning(&Warning::ChainConflict { from: bob() })
+                .starts_with("ignored a chain from bob that reuses the id")
+        );
+        let w = warning(&Warning::StateNotSaved {
+            error: "cannot write \n/x".into(),
+        });
+        assert!(!w.contains('\n'), "{w}");
+        assert_eq!(
+            notice(&Notice::AlreadyShown { count: 2 }),
+            "skipped 2 messages delivered again by the server: already shown here before"
+        );
+        let mut m = ChatMessage {
+            from: bob(),
+            to: None,
+            room: None,
+            text: "hi".into(),
+            action: false,
+            ts: 1_764_300_000_000,
+            verified: false,
+            late: false,
+            server_ts: None,
+        };
+        assert_eq!(message_marks(&m), "");
+        m.late = true;
+        assert_eq!(message_marks(&m), " (late)");
+        m.server_ts = Some(1_764_300_000_000 - 19 * 3600 * 1000);
+        let marks = message_marks(&m);
+        assert!(
+            marks.starts_with(" (late) (sent 2025-11-")
+                && marks.contains(", the server says 2025-11-2"),
+            "{marks}"
         );
     }
 }

@@ -20,12 +20,21 @@ pub use e2e::{not_sent, notice, warning};
 
 /// `HH:MM:SS` in local time for a server timestamp (ms since the epoch), or for now.
 pub fn local_stamp(ts_ms: Option<u64>) -> String {
+    local_time(ts_ms, "%H:%M:%S")
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in local time, like [`local_stamp`].
+pub fn local_date_stamp(ts_ms: Option<u64>) -> String {
+    local_time(ts_ms, "%Y-%m-%d %H:%M:%S")
+}
+
+fn local_time(ts_ms: Option<u64>, format: &str) -> String {
     let when = ts_ms
         .and_then(|ms| i64::try_from(ms).ok())
         .filter(|ms| *ms > 0)
         .and_then(|ms| Local.timestamp_millis_opt(ms).single())
         .unwrap_or_else(Local::now);
-    when.format("%H:%M:%S").to_string()
+    when.format(format).to_string()
 }
 
 /// The time a frame should be shown with: a message's own timestamp, else `None` (now).
@@ -51,12 +60,13 @@ pub fn message(m: &ChatMessage, me: &str, stamp: &str) -> String {
     format!("[{stamp}] {}", message_body(m, me))
 }
 
-/// [`message`] without its time stamp.
+/// [`message`] without its time stamp (with its marks: late, times that disagree).
 pub fn message_body(m: &ChatMessage, me: &str) -> String {
-    match &m.room {
+    let body = match &m.room {
         Some(room) => format!("[#{}] {}", sanitize(room), line_body(m, me)),
         None => line_body(m, me),
-    }
+    };
+    format!("{body}{}", e2e::message_marks(m))
 }
 
 fn line_body(m: &ChatMessage, me: &str) -> String {
@@ -391,6 +401,8 @@ mod tests {
             action,
             ts: 1,
             verified: false,
+            late: false,
+            server_ts: None,
         }
     }
 

@@ -93,6 +93,11 @@ pub enum Notice {
         /// The room asked for (without `#`).
         room: String,
     },
+    /// Stored messages delivered again that this device had shown already were skipped.
+    AlreadyShown {
+        /// How many.
+        count: u32,
+    },
 }
 
 /// Something wrong, or a key that needs the user's decision. Names are as they came.
@@ -154,6 +159,27 @@ pub enum Warning {
     },
     /// `/verify USER FINGERPRINT` with something that is not a fingerprint.
     NotAFingerprint,
+    /// Messages of a sender's chain never arrived before a later one (reported once per gap;
+    /// one that comes after all is marked late).
+    Missing {
+        /// The sender.
+        from: String,
+        /// The signed conversation (`all`, a pair, or a room name).
+        conversation: String,
+        /// How many indexes were skipped.
+        count: u32,
+    },
+    /// A chain under an id already held from that device, but not the same chain: ignored.
+    ChainConflict {
+        /// The sender the server named.
+        from: String,
+    },
+    /// The state file could not be written: messages shown since may be shown again after a
+    /// restart.
+    StateNotSaved {
+        /// The error with its causes (`{:#}`).
+        error: String,
+    },
     /// `/verify USER FINGERPRINT` matched none of their keys.
     NoSuchKey {
         /// Who was asked about.
@@ -295,8 +321,14 @@ pub struct ChatMessage {
     pub text: String,
     /// `/me` action.
     pub action: bool,
-    /// Server time, ms since the Unix epoch.
+    /// When it was sent, ms since the Unix epoch: the sender's signed time (for our own
+    /// echo, the server's).
     pub ts: u64,
     /// The sender's key was verified with `/verify`.
     pub verified: bool,
+    /// It arrived after a later message of the same chain (reported missing before).
+    pub late: bool,
+    /// The server's time for it, when it disagrees with the signed one by more than the
+    /// allowed clock skew.
+    pub server_ts: Option<u64>,
 }

@@ -1,6 +1,7 @@
 //! The end-to-end layer of one session: pins keys, seals what we send, opens what we get.
 //!
-//! Pure state over frames (no I/O besides the pin file), so every rule is unit-tested:
+//! Pure state over frames (no I/O besides the pin and state files), so every rule is
+//! unit-tested:
 //!
 //! - Every device key the server announces is checked against its fingerprint and pinned
 //!   ([`crate::peers`]); a new key for a known user stays *pending* (not used) until accepted.
@@ -9,8 +10,10 @@
 //!   offline, so a departed device cannot read what follows.
 //! - A received envelope is shown only if the server-named sender matches the signed header,
 //!   the signature verifies under that sender's pinned (usable) key, the conversation includes
-//!   us, and it is neither a replay nor outside the clock-skew window. Anything else becomes
-//!   a warning, never a message.
+//!   us, and it is neither a replay nor outside the clock-skew window (the offline TTL for a
+//!   stored one). Anything else becomes a warning, never a message.
+//! - Receiver chains survive restarts in the state file (replay.rs): a chain already held is
+//!   never replaced and a message is shown at most once.
 //!
 //! What it has to tell the user comes back as typed values (`event.rs`: [`Notice`],
 //! [`Warning`], [`NotSent`]) carrying the names and keys involved as they came; the renderer
@@ -27,10 +30,12 @@ use chatd_proto::{ClientFrame, Fingerprint};
 use serde::{Deserialize, Serialize};
 
 use crate::peers::{KeyStatus, Peers};
+use crate::state::StateFile;
 
 mod devices;
 mod event;
 mod receive;
+mod replay;
 mod rooms;
 mod send;
 
@@ -77,6 +82,10 @@ pub struct Delivered {
     pub data: Result<Bytes, E2eError>,
     /// Server receive time, ms since the Unix epoch.
     pub ts: u64,
+    /// It came while the server replayed what was stored for this device (between
+    /// `login_ok` and the last `backlog` marker): its signed time may be as old as the
+    /// server's `offline_ttl_secs`.
+    pub stored: bool,
 }
 
 impl Delivered {
@@ -89,6 +98,7 @@ impl Delivered {
                 .map(Bytes::from)
                 .map_err(|_| E2eError::Malformed("base64")),
             ts,
+            stored: false,
         }
     }
 
@@ -98,6 +108,7 @@ impl Delivered {
             sent_by: SentBy::Header,
             data: Ok(data),
             ts,
+            stored: false,
         }
     }
 }
@@ -145,6 +156,16 @@ pub struct Secure {
     pending_order: VecDeque<[u8; 16]>,
     max_skew_ms: u64,
     max_text_bytes: usize,
+    /// Where receiver chains are kept across restarts (None: in memory only).
+    state: Option<StateFile>,
+    /// Receiver chains dropped for the bound, oldest first (replay.rs).
+    retired: VecDeque<(Fingerprint, [u8; 16])>,
+    /// Stored messages skipped since the last backlog because they were shown before.
+    already_shown: u32,
+    /// The server's `offline_ttl_secs`, in ms.
+    offline_ttl_ms: u64,
+    /// A failure to write the state file was told and no write has succeeded since.
+    state_warned: bool,
 }
 
 /// What to send for one message, in order: the wrapped chains, then the envelope.
@@ -191,6 +212,11 @@ impl Secure {
             pending_order: VecDeque::new(),
             max_skew_ms,
             max_text_bytes,
+            state: None,
+            retired: VecDeque::new(),
+            already_shown: 0,
+            offline_ttl_ms: crate::conn::DEFAULT_OFFLINE_TTL_SECS.saturating_mul(1000),
+            state_warned: false,
         }
     }
 
@@ -298,5 +324,7 @@ fn pins_not_saved(e: &anyhow::Error) -> Warning {
     }
 }
 
+#[cfg(test)]
+mod replay_tests;
 #[cfg(test)]
 mod tests;

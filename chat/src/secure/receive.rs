@@ -1,8 +1,12 @@
 //! Opening: wrapped chains and envelopes are believed only after every check passes.
+//!
+//! A chain already held is never replaced (replay.rs keeps them across restarts), a message is
+//! shown at most once, a gap in a sender's chain is reported when a later index arrives, and
+//! the time shown is the signed one.
 
 use chatd_proto::Fingerprint;
 use chatd_proto::conversation::Conversation;
-use chatd_proto::e2e::{Envelope, WrappedChain, unwrap_chain};
+use chatd_proto::e2e::{E2eError, Envelope, WrappedChain, unwrap_chain};
 
 use super::{
     Body, CHAINS_PER_DEVICE, ChatMessage, Delivered, Event, Refusal, Secure, SentBy, Warning,
@@ -43,11 +47,22 @@ impl Secure {
         match unwrap_chain(&wrapped, sender, &self.key) {
             Ok(chain) => {
                 let slot = (device, chain.chain_id());
-                if self.receivers.insert(slot, chain).is_none() {
-                    self.receiver_order.push_back(slot);
-                    self.trim_receivers(device);
+                // Never replaced: a new copy would forget which messages were shown.
+                if let Some(held) = self.receivers.get(&slot) {
+                    if held.same_chain(&chain) {
+                        return Vec::new();
+                    }
+                    return vec![Event::Warning(Warning::ChainConflict {
+                        from: from.to_string(),
+                    })];
                 }
-                Vec::new()
+                if self.retired.contains(&slot) {
+                    return Vec::new();
+                }
+                self.receivers.insert(slot, chain);
+                self.receiver_order.push_back(slot);
+                self.trim_receivers(device);
+                self.save_state()
             }
             Err(error) => warn(Refusal::Check {
                 error,
@@ -56,7 +71,7 @@ impl Secure {
         }
     }
 
-    fn trim_receivers(&mut self, device: Fingerprint) {
+    pub(super) fn trim_receivers(&mut self, device: Fingerprint) {
         let of_device = self
             .receiver_order
             .iter()
@@ -66,13 +81,43 @@ impl Secure {
             if let Some(pos) = self.receiver_order.iter().position(|(d, _)| *d == device) {
                 if let Some(old) = self.receiver_order.remove(pos) {
                     self.receivers.remove(&old);
+                    self.retire(old);
                 }
             }
         }
     }
 
-    /// An envelope, from the sender the server names (JSON) or the header's (binary).
+    /// An envelope's outcome alone: the message or the warning, without a gap reported
+    /// before it (tests; an already shown stored message has none: use `on_delivered`).
+    #[cfg(test)]
     pub fn on_envelope(&mut self, delivered: &Delivered) -> Event {
+        self.on_delivered(delivered)
+            .into_iter()
+            .rfind(|e| !matches!(e, Event::Warning(Warning::StateNotSaved { .. })))
+            .expect("an envelope gives an event")
+    }
+
+    /// An envelope, from the sender the server names (JSON) or the header's (binary): the
+    /// message (after a warning about messages missing before it, if any) or why it was
+    /// dropped; nothing for a stored message already shown.
+    pub fn on_delivered(&mut self, delivered: &Delivered) -> Vec<Event> {
+        match self.open_delivered(delivered) {
+            Opened::Shown { missing, message } => {
+                let mut out = missing.into_iter().collect::<Vec<_>>();
+                out.push(message);
+                out.extend(self.save_state());
+                out
+            }
+            Opened::Echo(message) => vec![message],
+            Opened::AlreadyShown => {
+                self.already_shown = self.already_shown.saturating_add(1);
+                Vec::new()
+            }
+            Opened::Refused(event) => vec![event],
+        }
+    }
+
+    fn open_delivered(&mut self, delivered: &Delivered) -> Opened {
         let envelope = match &delivered.data {
             Ok(bytes) => Envelope::decode(bytes),
             Err(e) => Err(e.clone()),
@@ -84,7 +129,7 @@ impl Secure {
                     SentBy::Named { user, .. } => Some(user.clone()),
                     SentBy::Header => None,
                 };
-                return Event::Warning(Warning::Unreadable { from, error });
+                return Opened::Refused(Event::Warning(Warning::Unreadable { from, error }));
             }
         };
         let h = envelope.header();
@@ -94,10 +139,10 @@ impl Secure {
         };
         let ts = delivered.ts;
         let warn = |why: Refusal| {
-            Event::Warning(Warning::Dropped {
+            Opened::Refused(Event::Warning(Warning::Dropped {
                 from: from.to_string(),
                 why,
-            })
+            }))
         };
         // Only a JSON frame can disagree: a binary one's sender is the header's.
         if h.sender_user != from || h.sender_device != device {
@@ -108,7 +153,7 @@ impl Secure {
         if device == self.device {
             // Our own message, echoed: show it only if this client sealed it just now.
             return match self.pending_own.remove(&h.message_id) {
-                Some(p) => Event::Message(ChatMessage {
+                Some(p) => Opened::Echo(Event::Message(ChatMessage {
                     from: self.me.clone(),
                     to: p.conversation.peer_of(&self.me).map(str::to_string),
                     room: self.shown_room(&p.conversation),
@@ -116,7 +161,9 @@ impl Secure {
                     action: p.body.action,
                     ts,
                     verified: true,
-                }),
+                    late: false,
+                    server_ts: None,
+                })),
                 None => warn(Refusal::NotSentHere),
             };
         }
@@ -134,31 +181,77 @@ impl Secure {
         let Some(sender) = self.sender_key(from, &device).cloned() else {
             return warn(self.unusable_reason(from, &device));
         };
+        let now = now_ms();
+        let window = self.window(delivered.stored, now);
         let Some(chain) = self.receivers.get_mut(&(device, h.chain_id)) else {
             return warn(Refusal::NoChain);
         };
-        let opened =
-            match chatd_proto::e2e::open(&envelope, &sender, chain, now_ms(), self.max_skew_ms) {
-                Ok(o) => o,
-                Err(error) => {
-                    return warn(Refusal::Check {
-                        error,
-                        max_skew_ms: self.max_skew_ms,
-                    });
-                }
-            };
+        let expected = chain.next_index();
+        let late = chain.is_skipped(h.chain_index);
+        let opened = match chatd_proto::e2e::open_within(&envelope, &sender, chain, window) {
+            Ok(o) => o,
+            // The server delivers a stored line again when it was not acknowledged (this
+            // client stopped first): shown once already, so skipped without a word.
+            Err(E2eError::Replay) if delivered.stored && chain.seen_id(&h.message_id) => {
+                return Opened::AlreadyShown;
+            }
+            Err(error) => {
+                return warn(Refusal::Check {
+                    error,
+                    max_skew_ms: self.max_skew_ms,
+                });
+            }
+        };
+        let missing = (h.chain_index > expected).then(|| {
+            Event::Warning(Warning::Missing {
+                from: from.to_string(),
+                conversation: h.conversation.clone(),
+                count: h.chain_index - expected,
+            })
+        });
         let body: Body = match serde_json::from_str(&opened.text) {
             Ok(b) => b,
-            Err(_) => return warn(Refusal::NotAMessage),
+            // Opened all the same: its index is used, and a gap before it was one.
+            Err(_) => {
+                return Opened::Shown {
+                    missing,
+                    message: Event::Warning(Warning::Dropped {
+                        from: from.to_string(),
+                        why: Refusal::NotAMessage,
+                    }),
+                };
+            }
         };
-        Event::Message(ChatMessage {
-            from: from.to_string(),
-            to: conversation.peer_of(from).map(str::to_string),
-            room: self.shown_room(&conversation),
-            text: body.text,
-            action: body.action,
-            ts,
-            verified: status == KeyStatus::Verified,
-        })
+        let signed = opened.header.timestamp_ms;
+        Opened::Shown {
+            missing,
+            message: Event::Message(ChatMessage {
+                from: from.to_string(),
+                to: conversation.peer_of(from).map(str::to_string),
+                room: self.shown_room(&conversation),
+                text: body.text,
+                action: body.action,
+                ts: signed,
+                verified: status == KeyStatus::Verified,
+                late,
+                server_ts: (signed.abs_diff(ts) > self.max_skew_ms).then_some(ts),
+            }),
+        }
     }
+}
+
+/// What became of one envelope.
+enum Opened {
+    /// It opened (the receiver chain moved on): a message to show, or why its content is
+    /// refused, after a warning about messages missing before it.
+    Shown {
+        missing: Option<Event>,
+        message: Event,
+    },
+    /// Our own message, echoed (no receiver chain changed).
+    Echo(Event),
+    /// A stored message this device showed before.
+    AlreadyShown,
+    /// Dropped, with a warning.
+    Refused(Event),
 }

@@ -461,6 +461,8 @@ mod tests {
             action,
             ts: 1_764_300_000_000,
             verified: false,
+            late: false,
+            server_ts: None,
         };
         a.events(vec![
             Event::Message(m("bob", None, false)),

@@ -408,6 +408,8 @@ impl Loop<'_> {
             .secure
             .on_login(&logged_in.devices, &logged_in.room, &logged_in.rooms);
         self.app.events(events);
+        // The server may have been reconfigured while we were away.
+        self.secure.set_offline_ttl_secs(info.offline_ttl_secs);
         // The server's command list, for Tab completion.
         let help = ClientFrame::Command {
             name: "help".into(),

@@ -248,6 +248,8 @@ mod tests {
             action: false,
             ts: 1_764_300_000_000,
             verified: false,
+            late: false,
+            server_ts: None,
         })
     }
 

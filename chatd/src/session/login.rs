@@ -136,6 +136,7 @@ impl Login<'_> {
             max_text_bytes: limits.max_text_bytes.get(),
             idle_timeout_secs: limits.idle_timeout_secs.get(),
             binary,
+            offline_ttl_secs: Some(limits.offline_ttl_secs.get()),
         });
         ControlFlow::Continue(())
     }

@@ -12,9 +12,10 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
 
 use hkdf::Hkdf;
-use rsa::sha2::Sha256;
+use rsa::sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use super::wire::{Reader, Writer};
 use super::{E2eError, random_bytes};
 use crate::Fingerprint;
 
@@ -29,6 +30,21 @@ pub const DEFAULT_MAX_SKIP: u32 = 1000;
 pub const DEFAULT_MAX_STORED_SKIPPED: usize = 1000;
 /// How many message ids a receiver chain remembers for replay detection.
 const SEEN_IDS: usize = 4096;
+/// Version byte of an exported receiver chain ([`ReceiverChain::export`]).
+const EXPORT_VERSION: u8 = 1;
+/// Domain separation for a chain's origin digest.
+const ORIGIN_INFO: &[u8] = b"chatd e2e v1 chain origin";
+
+/// SHA-256 over the state a chain was received with: tells a re-sent copy of the same chain
+/// from a different one without keeping the old chain key.
+fn origin_digest(snapshot: &ChainSnapshot) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(ORIGIN_INFO);
+    h.update(snapshot.chain_id);
+    h.update(snapshot.index.to_be_bytes());
+    h.update(snapshot.chain_key);
+    h.finalize().into()
+}
 
 fn hkdf32(ikm: &[u8; 32], info: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
@@ -162,6 +178,8 @@ pub struct ReceiverChain {
     sender_device: Fingerprint,
     conversation: String,
     chain_id: [u8; 16],
+    /// Digest of the state it was received with ([`origin_digest`]).
+    origin: [u8; 32],
     next_index: u32,
     chain_key: Zeroizing<[u8; 32]>,
     skipped: BTreeMap<u32, MessageKey>,
@@ -184,6 +202,7 @@ impl ReceiverChain {
             sender_device,
             conversation,
             chain_id: snapshot.chain_id,
+            origin: origin_digest(snapshot),
             next_index: snapshot.index,
             chain_key: Zeroizing::new(snapshot.chain_key),
             skipped: BTreeMap::new(),
@@ -276,7 +295,149 @@ impl ReceiverChain {
         Ok(key)
     }
 
-    pub(crate) fn seen_id(&self, id: &[u8; 16]) -> bool {
+    /// Whether the skipped key for `index` is held: a message at that index would be a late
+    /// one (it arrived after a later index of the chain).
+    pub fn is_skipped(&self, index: u32) -> bool {
+        self.skipped.contains_key(&index)
+    }
+
+    /// True when `other` (just unwrapped) is this same chain sent again: the same sender,
+    /// conversation and id, and either the very state this one started from or a later state
+    /// of it (its key is this chain's current key ratcheted forward).
+    pub fn same_chain(&self, other: &ReceiverChain) -> bool {
+        if self.sender_user != other.sender_user
+            || self.sender_device != other.sender_device
+            || self.conversation != other.conversation
+            || self.chain_id != other.chain_id
+        {
+            return false;
+        }
+        if self.origin == other.origin {
+            return true;
+        }
+        let Some(ahead) = other.next_index.checked_sub(self.next_index) else {
+            return false;
+        };
+        if ahead > self.max_skip {
+            return false;
+        }
+        let mut ck = Zeroizing::new(*self.chain_key);
+        for _ in 0..ahead {
+            drop(ratchet(&mut ck));
+        }
+        *ck == *other.chain_key
+    }
+
+    /// The whole state as bytes, to be kept (encrypted) across restarts: who sends on it, its
+    /// id, origin digest, next index, chain key, limits, skipped keys and seen message ids.
+    ///
+    /// ```text
+    /// u8 version = 1 | u16+ sender user | [32] sender device | u16+ conversation | [16] chain id
+    /// | [32] origin | u32 next index | [32] chain key | u32 max skip | u32 max stored
+    /// | u32 n, n × (u32 index, [32] message key), ascending | u32 m, m × [16] message id, oldest first
+    /// ```
+    pub fn export(&self) -> Result<Zeroizing<Vec<u8>>, E2eError> {
+        let len = 1
+            + 2
+            + self.sender_user.len()
+            + 32
+            + 2
+            + self.conversation.len()
+            + 16
+            + 32
+            + 4
+            + 32
+            + 8
+            + 4
+            + self.skipped.len() * 36
+            + 4
+            + self.seen_order.len() * 16;
+        let mut w = Writer::with_capacity(len);
+        w.u8(EXPORT_VERSION);
+        w.bytes16(self.sender_user.as_bytes(), "sender user")?;
+        w.raw(self.sender_device.as_bytes());
+        w.bytes16(self.conversation.as_bytes(), "conversation")?;
+        w.raw(&self.chain_id);
+        w.raw(&self.origin);
+        w.u32(self.next_index);
+        w.raw(&*self.chain_key);
+        w.u32(self.max_skip);
+        w.u32(u32::try_from(self.max_stored).unwrap_or(u32::MAX));
+        w.u32(u32::try_from(self.skipped.len()).map_err(|_| E2eError::TooLong("skipped keys"))?);
+        for (index, key) in &self.skipped {
+            w.u32(*index);
+            w.raw(&key.0);
+        }
+        w.u32(u32::try_from(self.seen_order.len()).map_err(|_| E2eError::TooLong("seen ids"))?);
+        for id in &self.seen_order {
+            w.raw(id);
+        }
+        Ok(Zeroizing::new(w.into_vec()))
+    }
+
+    /// Reads what [`ReceiverChain::export`] wrote. Strict: anything out of place (unknown
+    /// version, trailing bytes, a skipped index not below the next index or out of order,
+    /// more seen ids than are kept, a repeated id) is [`E2eError::Malformed`].
+    pub fn import(bytes: &[u8]) -> Result<Self, E2eError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u8("chain state version")?;
+        if version != EXPORT_VERSION {
+            return Err(E2eError::UnsupportedVersion(version));
+        }
+        let sender_user = r.string("sender user")?;
+        let sender_device = Fingerprint::from_bytes(r.array("sender device")?);
+        let conversation = r.string("conversation")?;
+        let chain_id = r.array("chain id")?;
+        let origin = r.array("origin")?;
+        let next_index = r.u32("next index")?;
+        let chain_key = Zeroizing::new(r.array::<32>("chain key")?);
+        let max_skip = r.u32("max skip")?;
+        let max_stored = r.u32("max stored")? as usize;
+        let n = r.u32("skipped count")?;
+        let mut skipped = BTreeMap::new();
+        for _ in 0..n {
+            let index = r.u32("skipped index")?;
+            let key = MessageKey(r.array("skipped key")?);
+            if index >= next_index || skipped.last_key_value().is_some_and(|(i, _)| *i >= index) {
+                return Err(E2eError::Malformed("skipped index out of order"));
+            }
+            skipped.insert(index, key);
+        }
+        if skipped.len() > max_stored {
+            return Err(E2eError::Malformed("more skipped keys than kept"));
+        }
+        let m = r.u32("seen count")? as usize;
+        if m > SEEN_IDS {
+            return Err(E2eError::Malformed("more seen ids than kept"));
+        }
+        let mut seen_ids = HashSet::with_capacity(m);
+        let mut seen_order = VecDeque::with_capacity(m);
+        for _ in 0..m {
+            let id: [u8; 16] = r.array("seen id")?;
+            if !seen_ids.insert(id) {
+                return Err(E2eError::Malformed("seen id repeated"));
+            }
+            seen_order.push_back(id);
+        }
+        r.finish()?;
+        Ok(ReceiverChain {
+            sender_user,
+            sender_device,
+            conversation,
+            chain_id,
+            origin,
+            next_index,
+            chain_key,
+            skipped,
+            seen_ids,
+            seen_order,
+            max_skip,
+            max_stored,
+        })
+    }
+
+    /// Whether a message with this id was opened on this chain.
+    pub fn seen_id(&self, id: &[u8; 16]) -> bool {
         self.seen_ids.contains(id)
     }
 
@@ -399,6 +560,117 @@ mod tests {
             E2eError::ChainExhausted
         );
         assert!(!format!("{a:?}").contains(&hex(&a.snapshot().chain_key)));
+    }
+
+    #[test]
+    fn export_import_keeps_every_part_of_the_state() {
+        let mut sender = SenderChain::from_snapshot(&snapshot());
+        let keys: Vec<_> = (0..8)
+            .map(|_| sender.next_message_key().unwrap().1)
+            .collect();
+        let mut rx = receiver().with_limits(50, 20);
+        rx.message_key(0).unwrap();
+        rx.message_key(4).unwrap();
+        rx.remember_id([1; 16]);
+        rx.remember_id([2; 16]);
+        let bytes = rx.export().unwrap();
+        let mut back = ReceiverChain::import(&bytes).unwrap();
+        assert_eq!(back.export().unwrap(), bytes, "a round trip is exact");
+        assert_eq!(back.sender_user(), "alice");
+        assert_eq!(back.sender_device(), Fingerprint::of(b"x"));
+        assert_eq!(back.conversation(), "all");
+        assert_eq!(back.chain_id(), [7; 16]);
+        assert_eq!(back.next_index(), 5);
+        assert_eq!(back.skipped_len(), 3);
+        assert!(back.is_skipped(2) && !back.is_skipped(0) && !back.is_skipped(4));
+        assert!(back.seen_id(&[1; 16]) && back.seen_id(&[2; 16]) && !back.seen_id(&[3; 16]));
+        assert_eq!(back.max_skip, 50);
+        assert_eq!(back.max_stored, 20);
+        assert!(back.same_chain(&receiver()), "the origin survives");
+        // Used indexes stay used, skipped and later keys still open.
+        assert_eq!(back.message_key(0), Err(E2eError::Replay));
+        assert_eq!(back.message_key(4), Err(E2eError::Replay));
+        assert_eq!(back.message_key(2).unwrap(), keys[2]);
+        assert_eq!(back.message_key(7).unwrap(), keys[7]);
+    }
+
+    #[test]
+    fn import_is_strict() {
+        let mut rx = receiver();
+        rx.message_key(3).unwrap();
+        rx.remember_id([9; 16]);
+        let good = rx.export().unwrap().to_vec();
+        assert!(ReceiverChain::import(&good).is_ok());
+        let mut long = good.clone();
+        long.push(0);
+        assert_eq!(
+            ReceiverChain::import(&long).unwrap_err(),
+            E2eError::Malformed("trailing bytes")
+        );
+        for cut in 0..good.len() {
+            assert!(ReceiverChain::import(&good[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut version = good.clone();
+        version[0] = 2;
+        assert_eq!(
+            ReceiverChain::import(&version).unwrap_err(),
+            E2eError::UnsupportedVersion(2)
+        );
+        // The seen id written twice.
+        let mut twice = good[..good.len() - 20].to_vec();
+        twice.extend_from_slice(&2u32.to_be_bytes());
+        twice.extend_from_slice(&[9; 16]);
+        twice.extend_from_slice(&[9; 16]);
+        assert_eq!(
+            ReceiverChain::import(&twice).unwrap_err(),
+            E2eError::Malformed("seen id repeated")
+        );
+        // A skipped index at or past the next index.
+        let skipped_at = good.len() - 20 - 3 * 36;
+        let mut ahead = good.clone();
+        ahead[skipped_at..skipped_at + 4].copy_from_slice(&3u32.to_be_bytes());
+        assert_eq!(
+            ReceiverChain::import(&ahead).unwrap_err(),
+            E2eError::Malformed("skipped index out of order")
+        );
+        assert!(
+            !format!("{:?}", ReceiverChain::import(&good).unwrap()).contains(&hex(&[0x42; 32]))
+        );
+    }
+
+    #[test]
+    fn a_resent_chain_is_told_from_a_different_one() {
+        let mut rx = receiver();
+        rx.message_key(2).unwrap();
+        assert!(rx.same_chain(&receiver()), "the same wrap again");
+        let mut sender = SenderChain::from_snapshot(&snapshot());
+        for _ in 0..5 {
+            sender.next_message_key().unwrap();
+        }
+        let later = ReceiverChain::new(
+            "alice".into(),
+            Fingerprint::of(b"x"),
+            "all".into(),
+            &sender.snapshot(),
+        );
+        assert!(rx.same_chain(&later), "a later state of the same chain");
+        let other_key = ReceiverChain::new(
+            "alice".into(),
+            Fingerprint::of(b"x"),
+            "all".into(),
+            &ChainSnapshot {
+                chain_key: [0x43; 32],
+                ..snapshot()
+            },
+        );
+        assert!(!rx.same_chain(&other_key), "another key under the same id");
+        let elsewhere = ReceiverChain::new(
+            "alice".into(),
+            Fingerprint::of(b"x"),
+            "bob:carol".into(),
+            &snapshot(),
+        );
+        assert!(!rx.same_chain(&elsewhere), "another conversation");
     }
 
     #[test]

@@ -289,6 +289,18 @@ pub fn open(
     now_ms: u64,
     max_skew_ms: u64,
 ) -> Result<Opened, E2eError> {
+    let window = now_ms.saturating_sub(max_skew_ms)..=now_ms.saturating_add(max_skew_ms);
+    open_within(envelope, pinned_sender, chain, window)
+}
+
+/// [`open`] with the accepted timestamps given as a range (ms since the Unix epoch): a
+/// message stored while the receiver was offline may be older than a live one.
+pub fn open_within(
+    envelope: &Envelope,
+    pinned_sender: &DevicePublicKey,
+    chain: &mut ReceiverChain,
+    window: std::ops::RangeInclusive<u64>,
+) -> Result<Opened, E2eError> {
     let h = &envelope.header;
     let signed = Envelope::signed_bytes(h, &envelope.ciphertext)?;
     pinned_sender.verify(&signed, &envelope.signature)?;
@@ -302,7 +314,7 @@ pub fn open(
     {
         return Err(E2eError::UnknownChain);
     }
-    if now_ms.abs_diff(h.timestamp_ms) > max_skew_ms {
+    if !window.contains(&h.timestamp_ms) {
         return Err(E2eError::StaleTimestamp);
     }
     if chain.seen_id(&h.message_id) {
@@ -383,6 +395,21 @@ mod tests {
             open(&env, &alice().public(), &mut rx, NOW, SKEW),
             Err(E2eError::Replay)
         );
+    }
+
+    #[test]
+    fn open_within_takes_an_uneven_window() {
+        let (mut tx, mut rx) = pair();
+        let env = seal(alice(), "alice", "all", &mut tx, "x", NOW).unwrap();
+        let week = 7 * 24 * 3600 * 1000;
+        let later = NOW + week;
+        assert_eq!(
+            open_within(&env, &alice().public(), &mut rx, later - week + 1..=later),
+            Err(E2eError::StaleTimestamp)
+        );
+        assert_eq!(rx.next_index(), 0, "a refused envelope changes nothing");
+        let opened = open_within(&env, &alice().public(), &mut rx, later - week..=later).unwrap();
+        assert_eq!(opened.text, "x");
     }
 
     #[test]

@@ -66,6 +66,12 @@ impl DeviceKey {
         self.key.to_pkcs8_pem(LineEnding::LF).map_err(enc_err)
     }
 
+    /// Unencrypted PKCS#8 DER: secret, for deriving keys that are as protected as this one.
+    pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, E2eError> {
+        let der = self.key.to_pkcs8_der().map_err(enc_err)?;
+        Ok(Zeroizing::new(der.as_bytes().to_vec()))
+    }
+
     /// Reads an unencrypted PKCS#8 PEM private key.
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, E2eError> {
         Self::from_private(PrivateKey::from_pkcs8_pem(pem).map_err(enc_err)?)

@@ -26,7 +26,7 @@ pub use chain::{
 };
 pub use envelope::{
     Envelope, EnvelopeHeader, KIND_ENVELOPE, MAX_CIPHERTEXT_BYTES, MAX_SIGNATURE_BYTES, Opened,
-    max_envelope_bytes, open, seal,
+    max_envelope_bytes, open, open_within, seal,
 };
 pub use error::E2eError;
 pub use keys::{ALLOWED_KEY_BITS, DEFAULT_KEY_BITS, DeviceKey, DevicePublicKey};

@@ -10,6 +10,13 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// An empty buffer that holds `n` bytes without moving (so secrets are not left behind
+    /// in a freed, smaller allocation).
+    pub fn with_capacity(n: usize) -> Self {
+        Writer {
+            buf: Vec::with_capacity(n),
+        }
+    }
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }

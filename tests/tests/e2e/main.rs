@@ -23,6 +23,8 @@
 //! - `logs`: what chatd logs and never logs
 //! - `reload`: SIGHUP / `chatctl reload` with new limits, bad files and new certificates
 //! - `malicious`: a scripted hostile server against a real `chat`
+//! - `replay`: stored messages after a long absence (clock moved with faketime) and replays to a
+//!   restarted `chat`: each shown once
 //! - `secrecy`: end-to-end encryption through a real chatd (markers, multi-device)
 //! - `tui`: the full-screen `chat` in a real terminal (tmux; see `tmux` for the driver)
 
@@ -65,6 +67,8 @@ mod perms;
 mod protocol;
 #[cfg(test)]
 mod reload;
+#[cfg(test)]
+mod replay;
 #[cfg(test)]
 mod rooms;
 #[cfg(test)]

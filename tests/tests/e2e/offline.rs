@@ -205,6 +205,8 @@ fn stored_messages_expire_after_their_time_to_live() {
     let server = Server::with_limits(dir.path(), "offline_ttl_secs = 1");
     server.add_user("alice", "pw-a");
     server.add_user("bob", "pw-b");
+    // The hello announces it, so clients accept stored messages for exactly that long.
+    assert_eq!(Raw::connect(&server).hello()["offline_ttl_secs"], 1);
     register_device(&server, "bob", "pw-b");
     let mut alice = Raw::login(&server, "alice", "pw-a");
     let data = alice.whisper("bob", "soon stale");

@@ -62,6 +62,7 @@ fn hello_announces_limits_and_login_lists_who_is_online() {
             "max_line_bytes": 65536,
             "max_text_bytes": 16384,
             "idle_timeout_secs": 300,
+            "offline_ttl_secs": 604800,
         })
     );
     // A second hello is refused but not fatal.

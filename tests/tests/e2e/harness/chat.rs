@@ -23,6 +23,8 @@ use super::raw::test_key;
 pub struct ClientHome {
     dir: TempDir,
     device: Device,
+    /// chat runs with its clock moved by this much (libfaketime's `faketime -f`, e.g. `+6d`).
+    clock: Option<String>,
 }
 
 enum Device {
@@ -39,6 +41,7 @@ impl ClientHome {
         ClientHome {
             dir: tempfile::tempdir().expect("tempdir"),
             device: Device::UserKey,
+            clock: None,
         }
     }
 
@@ -56,6 +59,13 @@ impl ClientHome {
             device: Device::Generate,
             ..ClientHome::new()
         }
+    }
+
+    /// From now on chat runs from this home with its clock moved by `offset` (`+10m`, `+6d`:
+    /// libfaketime's syntax; the `faketime` command must be installed). Time is injected,
+    /// never waited for.
+    pub fn set_clock(&mut self, offset: &str) {
+        self.clock = Some(offset.to_string());
     }
 
     /// The `--key FILE` arguments for `user` (writing the key file once), if any.
@@ -221,7 +231,18 @@ impl Drop for Chat {
 
 /// `chat --server SERVER --user USER --password-stdin [extra]` with piped stdio in `home`.
 fn spawn_chat(server: &str, user: &str, home: &ClientHome, extra: &[&str]) -> Child {
-    let mut cmd = Command::new(&bins().chat);
+    let mut cmd = match &home.clock {
+        Some(offset) => {
+            let mut faked = Command::new("faketime");
+            // The monotonic clock stays true: only the wall clock is moved.
+            faked
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .args(["-f", offset])
+                .arg(&bins().chat);
+            faked
+        }
+        None => Command::new(&bins().chat),
+    };
     cmd.args(["--server", server, "--user", user, "--password-stdin"])
         .args(home.key_args(user))
         .args(extra)
