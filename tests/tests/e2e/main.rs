@@ -23,6 +23,8 @@
 //! - `logs`: what chatd logs and never logs
 //! - `reload`: SIGHUP / `chatctl reload` with new limits, bad files and new certificates
 //! - `malicious`: a scripted hostile server against a real `chat`
+//! - `proxy_attacks`, `proxy_roster`: the real chatd turned malicious by a proxy holding its
+//!   certificate and key, against real `chat` clients (issue 25)
 //! - `secrecy`: end-to-end encryption through a real chatd (markers, multi-device)
 //! - `tui`: the full-screen `chat` in a real terminal (tmux; see `tmux` for the driver)
 
@@ -63,6 +65,8 @@ mod offline;
 mod perms;
 #[cfg(test)]
 mod protocol;
+#[cfg(test)]
+mod proxy_attacks;
 #[cfg(test)]
 mod reload;
 #[cfg(test)]
