@@ -8,14 +8,15 @@
 //! attacker holds no sealed copy) and what the victim's `chat` printed. Tests that need the
 //! trust work of issue 25 to pass are ignored until it lands, each saying what must land.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chatd_proto::e2e::{SenderChain, seal, wrap_chain};
 use serde_json::json;
 
 use crate::harness::{
-    Chat, ClientHome, Dir, Frame, Mitm, Stage, attacker_key, exactly, expect_warning, now_ms,
-    test_key, times_shown,
+    Chat, ClientHome, Dir, Frame, Mitm, Stage, attacker_key, exactly, expect_warning, is_warning,
+    now_ms, test_key, times_shown,
 };
 
 /// Clients logged in through a fresh [`Mitm`], each in its own home, every one having pinned
@@ -268,5 +269,281 @@ fn an_envelope_replayed_live_is_dropped_as_a_replay() {
     bob.out
         .expect("the next message", exactly("<alice> AFTER-2"));
     assert_eq!(times_shown(&bob.out.all(), "TWICE-1"), 1);
+    no_sealed_copy(&s.m);
+}
+
+/// Injects a `notice` into `user`'s stream and waits for `chat` to print it: everything
+/// injected before it has been handled.
+fn sync(m: &Mitm, chat: &mut Chat, user: &str, mark: &str) {
+    m.proxy.inject(
+        user,
+        Dir::Down,
+        Frame::json(json!({"type":"notice","text":mark})),
+    );
+    chat.out.expect_contains(&format!("-- {mark}"));
+}
+
+/// The first `ty` frame from alice the proxy wrote to bob.
+fn first_to_bob(m: &Mitm, ty: &str) -> Frame {
+    m.proxy
+        .wait_for(&format!("a {ty} from alice to bob"), |r| {
+            r.dir == Dir::Down
+                && r.stage == Stage::Written
+                && r.user.as_deref() == Some("bob")
+                && r.frame.ty() == ty
+                && r.frame.json["from"] == "alice"
+        })
+        .frame
+}
+
+/// A line of `chat`'s output satisfying `pred`, printed already or within the deadline.
+fn saw(chat: &mut Chat, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    if let Some(l) = chat.out.all().into_iter().find(|l| pred(l)) {
+        return l;
+    }
+    chat.out.expect(what, pred)
+}
+
+#[test]
+#[ignore = "trust part 2: a chain already held is never replaced (chat)"]
+fn a_chain_resent_live_does_not_replay_its_messages() {
+    let s = Scene::new(&["alice", "bob"]);
+    let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
+    alice.send("ONCE-1");
+    bob.out.expect("the message", exactly("<alice> ONCE-1"));
+    let (chain, envelope) = (first_to_bob(&s.m, "chain"), first_to_bob(&s.m, "envelope"));
+    s.m.proxy.inject("bob", Dir::Down, chain);
+    s.m.proxy.inject("bob", Dir::Down, envelope);
+    sync(&s.m, &mut bob, "bob", "MARK-RESENT");
+    let out = bob.out.all();
+    assert_eq!(times_shown(&out, "ONCE-1"), 1, "{out:#?}");
+    saw(&mut bob, "a replay warning", |l| {
+        is_warning(l) && l.contains("alice") && l.contains("replay")
+    });
+    alice.send("TWO-2");
+    bob.out.expect("the next message", exactly("<alice> TWO-2"));
+    no_sealed_copy(&s.m);
+}
+
+#[test]
+#[ignore = "trust part 2: replay state survives a restart (chat's private state file)"]
+fn a_chain_resent_after_a_restart_does_not_replay_its_messages() {
+    let s = Scene::new(&["alice", "bob"]);
+    let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
+    alice.send("ONCE-1");
+    bob.out.expect("the message", exactly("<alice> ONCE-1"));
+    let (chain, envelope) = (first_to_bob(&s.m, "chain"), first_to_bob(&s.m, "envelope"));
+    bob.send("/quit");
+    assert!(bob.wait().status.success());
+
+    let mut bob = s.m.chat("bob", &s.homes[1]);
+    s.m.proxy.inject("bob", Dir::Down, chain);
+    s.m.proxy.inject("bob", Dir::Down, envelope);
+    sync(&s.m, &mut bob, "bob", "MARK-RESTARTED");
+    let out = bob.out.all();
+    assert_eq!(times_shown(&out, "ONCE-1"), 0, "{out:#?}");
+    alice.send("TWO-2");
+    bob.out.expect("the next message", exactly("<alice> TWO-2"));
+    no_sealed_copy(&s.m);
+}
+
+#[test]
+#[ignore = "trust part 2: each message shown at most once across restarts and re-deliveries"]
+fn a_chain_resent_as_a_stored_line_does_not_replay_its_messages() {
+    let s = Scene::new(&["alice", "bob"]);
+    let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
+    alice.send("ONCE-1");
+    bob.out.expect("the message", exactly("<alice> ONCE-1"));
+    let (mut chain, mut envelope) = (first_to_bob(&s.m, "chain"), first_to_bob(&s.m, "envelope"));
+    bob.send("/quit");
+    assert!(bob.wait().status.success());
+    alice.out.expect_contains("-- bob left");
+    alice.send("STORED-2");
+    alice.out.expect_contains("-- stored for bob (offline)");
+
+    // At bob's next login the old chain and message come first among the stored lines
+    // (stored lines are JSON, never binary frames).
+    (chain.binary, envelope.binary) = (false, false);
+    let armed = AtomicBool::new(true);
+    s.m.proxy.set_hook(move |c, dir, f| {
+        if dir == Dir::Down
+            && c.is("bob")
+            && f.ty() == "login_ok"
+            && armed.swap(false, Ordering::SeqCst)
+        {
+            return vec![f, chain.clone(), envelope.clone()];
+        }
+        vec![f]
+    });
+    let mut bob = s.m.chat("bob", &s.homes[1]);
+    bob.out
+        .expect_contains("-- end of what was stored while you were offline");
+    sync(&s.m, &mut bob, "bob", "MARK-STORED");
+    let out = bob.out.all();
+    assert_eq!(times_shown(&out, "ONCE-1"), 0, "{out:#?}");
+    assert_eq!(times_shown(&out, "STORED-2"), 1, "{out:#?}");
+    no_sealed_copy(&s.m);
+}
+
+#[test]
+#[ignore = "trust part 2: a gap in a sender's chain is reported (chat)"]
+fn a_dropped_envelope_is_reported_as_missing() {
+    let s = Scene::new(&["alice", "bob"]);
+    let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
+    let seen = AtomicUsize::new(0);
+    s.m.proxy.set_hook(move |c, dir, f| {
+        if is_down(c, dir, &f, "bob", "envelope", "alice")
+            && seen.fetch_add(1, Ordering::SeqCst) == 1
+        {
+            return Vec::new();
+        }
+        vec![f]
+    });
+    for text in ["KEPT-1", "DROPPED-2", "KEPT-3"] {
+        alice.send(text);
+        echoed(&mut alice, "alice", text);
+    }
+    bob.out
+        .expect("the last message", exactly("<alice> KEPT-3"));
+    saw(&mut bob, "a missing-message report", |l| {
+        l.contains("alice") && l.contains("missing")
+    });
+    assert_eq!(times_shown(&bob.out.all(), "DROPPED-2"), 0);
+    no_sealed_copy(&s.m);
+}
+
+#[test]
+#[ignore = "trust part 2: a message that arrives after a later one is marked late (chat)"]
+fn reordered_envelopes_are_marked_late() {
+    let s = Scene::new(&["alice", "bob"]);
+    let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
+    let held: Mutex<Option<Frame>> = Mutex::new(None);
+    let seen = AtomicUsize::new(0);
+    s.m.proxy.set_hook(move |c, dir, f| {
+        if is_down(c, dir, &f, "bob", "envelope", "alice") {
+            match seen.fetch_add(1, Ordering::SeqCst) {
+                0 => {
+                    *held.lock().unwrap() = Some(f);
+                    return Vec::new();
+                }
+                1 => {
+                    return [Some(f), held.lock().unwrap().take()]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                }
+                _ => {}
+            }
+        }
+        vec![f]
+    });
+    for text in ["FIRST-1", "SECOND-2"] {
+        alice.send(text);
+        echoed(&mut alice, "alice", text);
+    }
+    saw(&mut bob, "the first message, marked late", |l| {
+        l.contains("FIRST-1") && l.contains("late")
+    });
+    let out = bob.out.all();
+    assert_eq!(times_shown(&out, "SECOND-2"), 1, "{out:#?}");
+    no_sealed_copy(&s.m);
+}
+
+#[test]
+#[ignore = "trust part 2: the time shown is the signed one, marked when the server's differs (chat)"]
+fn a_timestamp_moved_by_the_server_does_not_move_the_message() {
+    use chrono::TimeZone;
+    let s = Scene::new(&["alice", "bob"]);
+    let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
+    let signed: Arc<Mutex<Option<u64>>> = Arc::default();
+    let signed2 = Arc::clone(&signed);
+    const MOVED_MS: u64 = 19 * 3600 * 1000;
+    s.m.proxy.set_hook(move |c, dir, mut f| {
+        if is_down(c, dir, &f, "bob", "envelope", "alice") {
+            let ts = f.envelope().unwrap().header().timestamp_ms;
+            *signed2.lock().unwrap() = Some(ts);
+            f.json["ts"] = json!(ts - MOVED_MS);
+        }
+        vec![f]
+    });
+    alice.send("MOVED-1");
+    let line = bob.out.expect_contains("MOVED-1");
+    let signed = signed
+        .lock()
+        .unwrap()
+        .expect("the envelope went through the hook");
+    let stamp = |ms: u64, fmt: &str| {
+        chrono::Local
+            .timestamp_millis_opt(i64::try_from(ms).unwrap())
+            .single()
+            .unwrap()
+            .format(fmt)
+            .to_string()
+    };
+    assert!(
+        line.starts_with(&format!("[{}]", stamp(signed, "%H:%M:%S"))),
+        "not shown at its signed time {}: {line}",
+        stamp(signed, "%H:%M:%S")
+    );
+    assert!(
+        line.contains(&stamp(signed - MOVED_MS, "%H:%M")),
+        "the server's different time is not marked: {line}"
+    );
+    no_sealed_copy(&s.m);
+}
+
+/// True if no line has a control character (an escape sequence, a bell) in it.
+fn clean(lines: &[String]) -> bool {
+    lines.iter().all(|l| !l.chars().any(char::is_control))
+}
+
+#[test]
+fn terminal_escapes_in_server_text_never_reach_the_terminal() {
+    let s = Scene::new(&["alice", "bob"]);
+    let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
+    alice.send("BEFORE-1");
+    bob.out.expect("a message", exactly("<alice> BEFORE-1"));
+    for frame in [
+        json!({"type":"error","code":"internal","message":"EVIL-ERROR\u{1b}[2J\u{7}"}),
+        json!({"type":"notice","text":"EVIL-NOTICE\u{1b}]0;pwned\u{7}"}),
+        json!({"type":"presence","user":"alice","event":"leave","reason":"EVIL-LEAVE\u{1b}[31m"}),
+        json!({"type":"bye","reason":"EVIL-BYE\u{1b}[H\r\n-- forged line"}),
+    ] {
+        s.m.proxy.inject("bob", Dir::Down, Frame::json(frame));
+    }
+    expect_warning(&mut bob, &[&["EVIL-ERROR"]]);
+    bob.out.expect_contains("EVIL-NOTICE");
+    bob.out.expect_contains("EVIL-LEAVE");
+    bob.out.expect_contains("EVIL-BYE");
+    let exit = bob.wait();
+    assert!(clean(&exit.stdout), "{:#?}", exit.stdout);
+    assert!(clean(&exit.stderr), "{:#?}", exit.stderr);
+    assert!(
+        !exit.stdout.iter().any(|l| l.starts_with("-- forged line")),
+        "{:#?}",
+        exit.stdout
+    );
+    no_sealed_copy(&s.m);
+}
+
+#[test]
+#[ignore = "trust part 2: chat sanitizes the error text of frames it cannot read"]
+fn terminal_escapes_in_an_unreadable_frame_never_reach_the_terminal() {
+    let s = Scene::new(&["alice", "bob"]);
+    let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
+    alice.send("BEFORE-1");
+    bob.out.expect("a message", exactly("<alice> BEFORE-1"));
+    for frame in [
+        json!({"type":"EVIL-TYPE\u{1b}[2J"}),
+        json!({"type":"notice","text":1,"EVIL\u{1b}[2J":true}),
+        json!({"type":"device","user":"alice","fingerprint":"SHA256:\u{1b}[2J","event":"online"}),
+    ] {
+        s.m.proxy.inject("bob", Dir::Down, Frame::json(frame));
+    }
+    sync(&s.m, &mut bob, "bob", "MARK-ESCAPES");
+    bob.send("/quit");
+    let exit = bob.wait();
+    assert!(clean(&exit.stdout), "{:#?}", exit.stdout);
+    assert!(clean(&exit.stderr), "{:#?}", exit.stderr);
     no_sealed_copy(&s.m);
 }
