@@ -68,6 +68,8 @@ mod protocol;
 #[cfg(test)]
 mod proxy_attacks;
 #[cfg(test)]
+mod proxy_roster;
+#[cfg(test)]
 mod reload;
 #[cfg(test)]
 mod rooms;

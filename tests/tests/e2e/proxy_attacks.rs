@@ -15,50 +15,9 @@ use chatd_proto::e2e::{SenderChain, seal, wrap_chain};
 use serde_json::json;
 
 use crate::harness::{
-    Chat, ClientHome, Dir, Frame, Mitm, Stage, attacker_key, exactly, expect_warning, is_warning,
-    now_ms, test_key, times_shown,
+    Chat, Dir, Frame, Mitm, Scene, Stage, attacker_key, exactly, expect_warning, is_warning,
+    no_sealed_copy, now_ms, saw, sync, test_key, times_shown,
 };
-
-/// Clients logged in through a fresh [`Mitm`], each in its own home, every one having pinned
-/// every other (so what follows is not about first contact).
-struct Scene {
-    m: Mitm,
-    homes: Vec<ClientHome>,
-}
-
-impl Scene {
-    fn new(users: &[&str]) -> Scene {
-        let m = Mitm::start();
-        m.users(users);
-        let homes = users.iter().map(|_| ClientHome::new()).collect();
-        Scene { m, homes }
-    }
-
-    /// Logs everyone in, in order, and waits until each has pinned the others.
-    fn login_all(&self, users: &[&str]) -> Vec<Chat> {
-        let mut chats: Vec<Chat> = Vec::new();
-        for (i, user) in users.iter().enumerate() {
-            let mut chat = self.m.chat(user, &self.homes[i]);
-            for earlier in &users[..i] {
-                pinned(&mut chat, earlier);
-            }
-            for (j, c) in chats.iter_mut().enumerate() {
-                assert!(j < i);
-                pinned(c, user);
-            }
-            chats.push(chat);
-        }
-        chats
-    }
-}
-
-/// Waits until `chat` has pinned `peer`'s key (the line may already have been printed).
-fn pinned(chat: &mut Chat, peer: &str) {
-    let needle = format!("pinned {peer}'s device key");
-    if !chat.out.all().iter().any(|l| l.contains(&needle)) {
-        chat.out.expect_contains(&needle);
-    }
-}
 
 /// `chat`'s own echo of what it said in the lobby: the server has routed it.
 fn echoed(chat: &mut Chat, user: &str, text: &str) {
@@ -69,12 +28,6 @@ fn echoed(chat: &mut Chat, user: &str, text: &str) {
 /// A frame for `to` from `from`, of type `ty`, as chatd sent it (read by the proxy).
 fn is_down(c: &crate::harness::Conn, dir: Dir, f: &Frame, to: &str, ty: &str, from: &str) -> bool {
     dir == Dir::Down && c.is(to) && f.ty() == ty && f.json["from"] == from
-}
-
-/// The attacker key holds no sealed copy, and the check was not empty.
-fn no_sealed_copy(m: &Mitm) {
-    let checked = m.proxy.assert_no_chain_to(&attacker_key().fingerprint());
-    assert!(checked > 0, "no chain was sent at all: nothing was checked");
 }
 
 #[test]
@@ -272,17 +225,6 @@ fn an_envelope_replayed_live_is_dropped_as_a_replay() {
     no_sealed_copy(&s.m);
 }
 
-/// Injects a `notice` into `user`'s stream and waits for `chat` to print it: everything
-/// injected before it has been handled.
-fn sync(m: &Mitm, chat: &mut Chat, user: &str, mark: &str) {
-    m.proxy.inject(
-        user,
-        Dir::Down,
-        Frame::json(json!({"type":"notice","text":mark})),
-    );
-    chat.out.expect_contains(&format!("-- {mark}"));
-}
-
 /// The first `ty` frame from alice the proxy wrote to bob.
 fn first_to_bob(m: &Mitm, ty: &str) -> Frame {
     m.proxy
@@ -294,14 +236,6 @@ fn first_to_bob(m: &Mitm, ty: &str) -> Frame {
                 && r.frame.json["from"] == "alice"
         })
         .frame
-}
-
-/// A line of `chat`'s output satisfying `pred`, printed already or within the deadline.
-fn saw(chat: &mut Chat, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    if let Some(l) = chat.out.all().into_iter().find(|l| pred(l)) {
-        return l;
-    }
-    chat.out.expect(what, pred)
 }
 
 #[test]
@@ -540,6 +474,8 @@ fn terminal_escapes_in_an_unreadable_frame_never_reach_the_terminal() {
     ] {
         s.m.proxy.inject("bob", Dir::Down, Frame::json(frame));
     }
+    s.m.proxy
+        .inject_raw("bob", Dir::Down, b"EVIL-LINE\x1b[2J is not JSON\n");
     sync(&s.m, &mut bob, "bob", "MARK-ESCAPES");
     bob.send("/quit");
     let exit = bob.wait();

@@ -374,17 +374,26 @@ impl Proxy {
         })
     }
 
-    /// The `chain` frames the honest clients wrote (as read by the proxy), decoded.
-    pub fn chains_sent(&self) -> Vec<(Option<String>, WrappedChain)> {
-        self.records()
-            .into_iter()
+    /// A position in the record, for [`Proxy::assert_no_chain_to_since`].
+    pub fn mark(&self) -> usize {
+        self.shared.records.lock().unwrap().len()
+    }
+
+    /// The `chain` frames the honest clients wrote (as read by the proxy) from record `from`
+    /// on, decoded, with the user who wrote each.
+    pub fn chains_sent_since(&self, from: usize) -> Vec<(Option<String>, WrappedChain)> {
+        let records = self.shared.records.lock().unwrap();
+        records
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
             .filter(|r| r.dir == Dir::Up && r.stage == Stage::Read && r.frame.ty() == "chain")
             .map(|r| {
                 let chain = r
                     .frame
                     .chain()
                     .unwrap_or_else(|| panic!("an honest client sent a bad chain: {:?}", r.frame));
-                (r.user, chain)
+                (r.user.clone(), chain)
             })
             .collect()
     }
@@ -393,7 +402,12 @@ impl Proxy {
     /// attacker's key never received a sealed copy of anything; returns how many chains were
     /// checked.
     pub fn assert_no_chain_to(&self, attacker: &Fingerprint) -> usize {
-        let chains = self.chains_sent();
+        self.assert_no_chain_to_since(attacker, 0)
+    }
+
+    /// [`Proxy::assert_no_chain_to`] for the chains written from record `from` on.
+    pub fn assert_no_chain_to_since(&self, attacker: &Fingerprint, from: usize) -> usize {
+        let chains = self.chains_sent_since(from);
         for (user, chain) in &chains {
             let h = chain.header();
             assert!(
@@ -668,4 +682,70 @@ pub fn times_shown(lines: &[String], text: &str) -> usize {
             b.contains(text) && !b.starts_with("!! ") && !b.starts_with("-- ")
         })
         .count()
+}
+
+/// Clients logged in through a fresh [`Mitm`], each in its own home, every one having pinned
+/// every other (so what follows is not about first contact).
+pub struct Scene {
+    pub m: Mitm,
+    pub homes: Vec<ClientHome>,
+}
+
+impl Scene {
+    pub fn new(users: &[&str]) -> Scene {
+        let m = Mitm::start();
+        m.users(users);
+        let homes = users.iter().map(|_| ClientHome::new()).collect();
+        Scene { m, homes }
+    }
+
+    /// Logs everyone in, in order, and waits until each has pinned the others.
+    pub fn login_all(&self, users: &[&str]) -> Vec<Chat> {
+        let mut chats: Vec<Chat> = Vec::new();
+        for (i, user) in users.iter().enumerate() {
+            let mut chat = self.m.chat(user, &self.homes[i]);
+            for earlier in &users[..i] {
+                pinned(&mut chat, earlier);
+            }
+            for (j, c) in chats.iter_mut().enumerate() {
+                assert!(j < i);
+                pinned(c, user);
+            }
+            chats.push(chat);
+        }
+        chats
+    }
+}
+
+/// Waits until `chat` has pinned `peer`'s key (the line may already have been printed).
+pub fn pinned(chat: &mut Chat, peer: &str) {
+    let needle = format!("pinned {peer}'s device key");
+    if !chat.out.all().iter().any(|l| l.contains(&needle)) {
+        chat.out.expect_contains(&needle);
+    }
+}
+
+/// The attacker key holds no sealed copy, and the check was not empty.
+pub fn no_sealed_copy(m: &Mitm) {
+    let checked = m.proxy.assert_no_chain_to(&attacker_key().fingerprint());
+    assert!(checked > 0, "no chain was sent at all: nothing was checked");
+}
+
+/// Injects a `notice` into `user`'s stream and waits for `chat` to print it: everything
+/// injected before it has been handled.
+pub fn sync(m: &Mitm, chat: &mut Chat, user: &str, mark: &str) {
+    m.proxy.inject(
+        user,
+        Dir::Down,
+        Frame::json(json!({"type":"notice","text":mark})),
+    );
+    chat.out.expect_contains(&format!("-- {mark}"));
+}
+
+/// A line of `chat`'s output satisfying `pred`, printed already or within the deadline.
+pub fn saw(chat: &mut Chat, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    if let Some(l) = chat.out.all().into_iter().find(|l| pred(l)) {
+        return l;
+    }
+    chat.out.expect(what, pred)
 }

@@ -1,0 +1,280 @@
+//! The malicious-server proxy (harness `proxy`) against who may read: ghost devices on one's
+//! own account and on others', ghost users in the default room, forged room rosters,
+//! look-alike names and a revoked key brought back. The attacker's goal is always a sealed
+//! copy for a key it holds; each test checks that no honest client wrapped a chain for it and
+//! that the victim was told. Tests that need the trust work of issue 25 are ignored until it
+//! lands, each saying what must land.
+
+use chatd_proto::e2e::{SenderChain, seal, wrap_chain};
+use serde_json::json;
+
+use crate::harness::{
+    Dir, Frame, Raw, Scene, Stage, attacker_key, device_entry, device_online, exactly,
+    expect_warning, is_warning, no_sealed_copy, now_ms, pinned, saw, sync, test_key, times_shown,
+};
+
+/// A hook that adds `entry` to the `devices` of the next `login_ok` sent to `user`.
+fn add_to_login_ok(
+    user: &'static str,
+    entry: serde_json::Value,
+) -> impl FnMut(&crate::harness::Conn, Dir, Frame) -> Vec<Frame> + Send + 'static {
+    let mut armed = true;
+    move |c, dir, mut f| {
+        if armed && dir == Dir::Down && c.is(user) && f.ty() == "login_ok" {
+            armed = false;
+            f.json["devices"]
+                .as_array_mut()
+                .unwrap()
+                .push(entry.clone());
+        }
+        vec![f]
+    }
+}
+
+#[test]
+#[ignore = "trust part 2: an unvouched device on your own account is a loud warning, never sealed to"]
+fn a_ghost_device_on_your_own_account_gets_nothing() {
+    let s = Scene::new(&["alice", "bob"]);
+    let mut alice = s.m.chat("alice", &s.homes[0]);
+    let (mallory, mallory2) = (attacker_key(), test_key("mallory-2"));
+    s.m.proxy
+        .set_hook(add_to_login_ok("bob", device_entry("bob", &mallory, true)));
+    let mut bob = s.m.chat("bob", &s.homes[1]);
+    pinned(&mut bob, "alice");
+    pinned(&mut alice, "bob");
+    saw(&mut bob, "a warning about the ghost device", |l| {
+        is_warning(l) && l.contains("account") && l.contains(&mallory.fingerprint().to_string())
+    });
+    // Later in the session, another one.
+    s.m.proxy
+        .inject("bob", Dir::Down, device_online("bob", &mallory2));
+    saw(&mut bob, "a warning about the second ghost device", |l| {
+        is_warning(l) && l.contains("account") && l.contains(&mallory2.fingerprint().to_string())
+    });
+    bob.send("LOBBY-1");
+    alice.out.expect("bob's line", exactly("<bob> LOBBY-1"));
+    bob.send("/w bob NOTE-2"); // a note to one's own devices
+    s.m.proxy.wait_for("bob's note to himself", |r| {
+        r.dir == Dir::Up
+            && r.stage == Stage::Read
+            && r.frame.ty() == "send"
+            && r.frame.envelope().unwrap().header().conversation == "bob,bob"
+    });
+    bob.send("/w alice WHISPER-3");
+    alice.out.expect("the whisper", exactly("*bob* WHISPER-3"));
+    no_sealed_copy(&s.m);
+    s.m.proxy.assert_no_chain_to(&mallory2.fingerprint());
+}
+
+#[test]
+fn a_ghost_device_for_a_user_already_known_gets_nothing() {
+    let s = Scene::new(&["alice", "bob"]);
+    let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
+    let (mallory, mallory2) = (attacker_key(), test_key("mallory-2"));
+    alice.send("/quit");
+    assert!(alice.wait().status.success());
+
+    // In alice's next session, the listing has one more device for bob.
+    s.m.proxy.set_hook(add_to_login_ok(
+        "alice",
+        device_entry("bob", &mallory, true),
+    ));
+    let mut alice = s.m.chat("alice", &s.homes[0]);
+    alice.send("LOBBY-1");
+    bob.out.expect("alice's line", exactly("<alice> LOBBY-1"));
+    alice.send("/w bob WHISPER-2");
+    bob.out.expect("the whisper", exactly("*alice* WHISPER-2"));
+    expect_warning(
+        &mut alice,
+        &[&["bob"], &[&mallory.fingerprint().to_string()]],
+    );
+
+    // And live: another device announced for bob.
+    s.m.proxy
+        .inject("alice", Dir::Down, device_online("bob", &mallory2));
+    alice.send("/w bob WHISPER-3");
+    bob.out.expect("the whisper", exactly("*alice* WHISPER-3"));
+    saw(&mut alice, "a warning about the second key", |l| {
+        is_warning(l) && l.contains("bob") && l.contains(&mallory2.fingerprint().to_string())
+    });
+    no_sealed_copy(&s.m);
+    s.m.proxy.assert_no_chain_to(&mallory2.fingerprint());
+}
+
+#[test]
+#[ignore = "trust part 2: a user first seen is shown (`X is new here ... #lobby`) before anything is sealed to them"]
+fn a_ghost_user_in_the_default_room_is_shown_before_anything_is_sealed_to_it() {
+    // A user the server lists is, to a client, a new member of the default room: first
+    // contact is trust on first use (docs/SECURITY.md). What the server cannot do is add a
+    // reader unseen: the newcomer is shown before the first line sealed to them.
+    let s = Scene::new(&["alice", "bob"]);
+    let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
+    let (mallory, mallory2) = (attacker_key(), test_key("mallory-2"));
+    alice.send("/quit");
+    assert!(alice.wait().status.success());
+
+    s.m.proxy.set_hook(add_to_login_ok(
+        "alice",
+        device_entry("eve", &mallory, false),
+    ));
+    let mut alice = s.m.chat("alice", &s.homes[0]);
+    saw(&mut alice, "eve shown as new in #lobby", |l| {
+        l.contains("eve") && l.contains("#lobby")
+    });
+    assert_eq!(s.m.proxy.assert_no_chain_to(&mallory.fingerprint()), 0);
+    alice.send("LOBBY-1");
+    bob.out.expect("alice's line", exactly("<alice> LOBBY-1"));
+
+    // Live, with no presence at all.
+    let mark = s.m.proxy.mark();
+    s.m.proxy
+        .inject("alice", Dir::Down, device_online("frank", &mallory2));
+    saw(&mut alice, "frank shown as new in #lobby", |l| {
+        l.contains("frank") && l.contains("#lobby")
+    });
+    assert_eq!(
+        s.m.proxy
+            .assert_no_chain_to_since(&mallory2.fingerprint(), mark),
+        0
+    );
+    alice.send("LOBBY-2");
+    bob.out.expect("alice's line", exactly("<alice> LOBBY-2"));
+}
+
+#[test]
+#[ignore = "trust part 2: only announced joins add room recipients; unsolicited members frames are refused (chat)"]
+fn an_unsolicited_members_frame_does_not_add_the_attacker_to_an_invite_only_room() {
+    let s = Scene::new(&["alice", "bob", "mallory"]);
+    // The attacker has an account (and so a key every client pins on first contact).
+    drop(Raw::login(&s.m.server, "mallory", "mallory-pw"));
+    let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
+    alice.send("/join ops private");
+    alice.out.expect_contains("-- now talking in #ops");
+    alice.send("/invite bob ops");
+    bob.out.expect_contains("ops");
+    bob.send("/join ops");
+    alice.out.expect("bob joins", exactly("-- bob joined #ops"));
+    bob.out.expect_contains("-- now talking in #ops");
+
+    s.m.proxy.inject(
+        "alice",
+        Dir::Down,
+        Frame::json(json!({"type":"members","room":{"name":"ops","topic":"",
+            "members":["alice","bob","mallory"],"invite_only":true,"owner":"alice"}})),
+    );
+    sync(&s.m, &mut alice, "alice", "MARK-MEMBERS");
+    alice.send("OPS-SECRET-1");
+    bob.out
+        .expect("alice's line", exactly("[#ops] <alice> OPS-SECRET-1"));
+    saw(&mut alice, "a warning about the forged roster", |l| {
+        is_warning(l) && l.contains("mallory") && l.contains("ops")
+    });
+    no_sealed_copy(&s.m);
+}
+
+#[test]
+#[ignore = "trust part 2: the current room changes only by the user's /join; room names validated (chat)"]
+fn a_members_frame_cannot_switch_the_room_to_a_look_alike_lobby() {
+    let s = Scene::new(&["alice", "bob"]);
+    let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
+    s.m.proxy.inject(
+        "alice",
+        Dir::Down,
+        Frame::json(
+            json!({"type":"members","room":{"name":"lobby\u{200b}","topic":"",
+            "members":["alice","bob"],"invite_only":false,"owner":"bob"}}),
+        ),
+    );
+    sync(&s.m, &mut alice, "alice", "MARK-MEMBERS");
+    alice.send("WHERE-1");
+    let sent = s.m.proxy.wait_sent("alice", "send");
+    assert_eq!(
+        sent.frame.envelope().unwrap().header().conversation,
+        "#lobby"
+    );
+    bob.out.expect("alice's line", exactly("<alice> WHERE-1"));
+    saw(&mut alice, "a warning about the room", |l| {
+        is_warning(l) && l.contains("lobby")
+    });
+    let chains = s.m.proxy.chains_sent_since(0);
+    assert!(
+        chains
+            .iter()
+            .all(|(_, c)| c.header().conversation == "#lobby"),
+        "a chain for another conversation than #lobby"
+    );
+    no_sealed_copy(&s.m);
+}
+
+#[test]
+#[ignore = "trust part 2: user names in server frames validated on receipt (chat)"]
+fn a_look_alike_user_name_is_refused() {
+    let s = Scene::new(&["alice", "bob"]);
+    let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
+    let mallory = attacker_key();
+    let fake = "bob\u{200b}";
+    let alice_pub = test_key("alice").public();
+    let mut chain = SenderChain::new().unwrap();
+    let wrapped = wrap_chain(&chain, &mallory, fake, "#lobby", &alice_pub).unwrap();
+    let forged = seal(
+        &mallory,
+        fake,
+        "#lobby",
+        &mut chain,
+        r#"{"text":"I-AM-BOB"}"#,
+        now_ms(),
+    )
+    .unwrap()
+    .to_base64()
+    .unwrap();
+    let fp = mallory.fingerprint().to_string();
+    for frame in [
+        json!({"type":"presence","user":fake,"event":"join"}),
+        device_online(fake, &mallory).json,
+        json!({"type":"chain","from":fake,"device":fp,"data":wrapped.to_base64().unwrap()}),
+        json!({"type":"envelope","from":fake,"device":fp,"data":forged,"ts":now_ms()}),
+    ] {
+        s.m.proxy.inject("alice", Dir::Down, Frame::json(frame));
+    }
+    sync(&s.m, &mut alice, "alice", "MARK-NAMES");
+    assert_eq!(times_shown(&alice.out.all(), "I-AM-BOB"), 0);
+    saw(&mut alice, "a warning about the name", |l| {
+        is_warning(l) && l.contains("bob")
+    });
+    alice.send("HELLO-1");
+    bob.out.expect("alice's line", exactly("<alice> HELLO-1"));
+    no_sealed_copy(&s.m);
+}
+
+#[test]
+#[ignore = "trust part 2: `device removed` marks a key revoked for good, whatever the server says later (chat)"]
+fn a_revoked_key_announced_again_gets_nothing() {
+    let s = Scene::new(&["alice", "bob"]);
+    let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
+    let bob_key = test_key("bob");
+    alice.send("/w bob BEFORE-1");
+    bob.out.expect("the whisper", exactly("*alice* BEFORE-1"));
+    s.m.server
+        .ctl(
+            &["key", "revoke", "bob", &bob_key.fingerprint().to_string()],
+            None,
+        )
+        .assert_ok();
+    bob.out.expect_contains("device key revoked");
+    drop(bob);
+    alice.out.expect_contains("bob left");
+    let mark = s.m.proxy.mark();
+
+    // The server brings the revoked key back, as if bob had logged in with it again.
+    s.m.proxy
+        .inject("alice", Dir::Down, device_online("bob", &bob_key));
+    alice.send("/w bob AFTER-2");
+    alice.send("LOBBY-3");
+    alice.out.expect("alice's line", exactly("<alice> LOBBY-3"));
+    saw(&mut alice, "a warning about bob's key", |l| {
+        is_warning(l) && l.contains("bob")
+    });
+    s.m.proxy
+        .assert_no_chain_to_since(&bob_key.fingerprint(), mark);
+    no_sealed_copy(&s.m);
+}
