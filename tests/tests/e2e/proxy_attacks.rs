@@ -15,8 +15,8 @@ use chatd_proto::e2e::{SenderChain, seal, wrap_chain};
 use serde_json::json;
 
 use crate::harness::{
-    Chat, Dir, Frame, Mitm, Scene, Stage, attacker_key, exactly, expect_warning, no_sealed_copy,
-    now_ms, saw, sync, test_key, times_shown,
+    Chat, Dir, Frame, Mitm, Scene, Stage, attacker_key, exactly, expect_warning, handled,
+    no_sealed_copy, now_ms, saw, sync, test_key, times_shown,
 };
 
 /// `chat`'s own echo of what it said in the lobby: the server has routed it.
@@ -248,7 +248,7 @@ fn a_chain_resent_live_does_not_replay_its_messages() {
     let (chain, envelope) = (first_to_bob(&s.m, "chain"), first_to_bob(&s.m, "envelope"));
     s.m.proxy.inject("bob", Dir::Down, chain);
     s.m.proxy.inject("bob", Dir::Down, envelope);
-    sync(&s.m, &mut bob, "bob", "MARK-RESENT");
+    sync(&s.m, &mut bob, "bob");
     // Shown once; whether the re-sent copy is warned about or skipped quietly is the
     // client's choice (docs/PROTOCOL.md: an identical re-delivery may be skipped quietly).
     let out = bob.out.all();
@@ -272,7 +272,7 @@ fn a_chain_resent_after_a_restart_does_not_replay_its_messages() {
     let mut bob = s.m.chat("bob", &s.homes[1]);
     s.m.proxy.inject("bob", Dir::Down, chain);
     s.m.proxy.inject("bob", Dir::Down, envelope);
-    sync(&s.m, &mut bob, "bob", "MARK-RESTARTED");
+    sync(&s.m, &mut bob, "bob");
     let out = bob.out.all();
     assert_eq!(times_shown(&out, "ONCE-1"), 0, "{out:#?}");
     alice.send("TWO-2");
@@ -290,9 +290,11 @@ fn a_chain_resent_as_a_stored_line_does_not_replay_its_messages() {
     let (mut chain, mut envelope) = (first_to_bob(&s.m, "chain"), first_to_bob(&s.m, "envelope"));
     bob.send("/quit");
     assert!(bob.wait().status.success());
-    alice.out.expect_contains("-- bob left");
+    handled(&s.m, &mut alice, "alice", "bob's leave", |f| {
+        f.ty() == "presence" && f.json["event"] == "leave"
+    });
     alice.send("STORED-2");
-    alice.out.expect_contains("-- stored for bob (offline)");
+    handled(&s.m, &mut alice, "alice", "held", |f| f.ty() == "held");
 
     // At bob's next login the old chain and message come first among the stored lines
     // (stored lines are JSON, never binary frames).
@@ -309,9 +311,9 @@ fn a_chain_resent_as_a_stored_line_does_not_replay_its_messages() {
         vec![f]
     });
     let mut bob = s.m.chat("bob", &s.homes[1]);
-    bob.out
-        .expect_contains("-- end of what was stored while you were offline");
-    sync(&s.m, &mut bob, "bob", "MARK-STORED");
+    handled(&s.m, &mut bob, "bob", "the last backlog marker", |f| {
+        f.ty() == "backlog" && f.json["more"] == false
+    });
     let out = bob.out.all();
     assert_eq!(times_shown(&out, "ONCE-1"), 0, "{out:#?}");
     assert_eq!(times_shown(&out, "STORED-2"), 1, "{out:#?}");
@@ -461,7 +463,7 @@ fn a_message_replayed_to_its_own_sender_in_a_later_session_is_not_shown() {
 
     let mut alice = s.m.chat("alice", &s.homes[0]);
     s.m.proxy.inject("alice", Dir::Down, echo.frame);
-    sync(&s.m, &mut alice, "alice", "MARK-OWN");
+    sync(&s.m, &mut alice, "alice");
     let out = alice.out.all();
     assert_eq!(times_shown(&out, "MINE-1"), 0, "{out:#?}");
     no_sealed_copy(&s.m);
@@ -517,7 +519,7 @@ fn terminal_escapes_in_an_unreadable_frame_never_reach_the_terminal() {
     }
     s.m.proxy
         .inject_raw("bob", Dir::Down, b"EVIL-LINE\x1b[2J is not JSON\n");
-    sync(&s.m, &mut bob, "bob", "MARK-ESCAPES");
+    sync(&s.m, &mut bob, "bob");
     bob.send("/quit");
     let exit = bob.wait();
     assert!(clean(&exit.stdout), "{:#?}", exit.stdout);

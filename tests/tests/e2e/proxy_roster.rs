@@ -10,7 +10,8 @@ use serde_json::json;
 
 use crate::harness::{
     Dir, Frame, Raw, Scene, Stage, attacker_key, device_entry, device_online, exactly,
-    expect_warning, is_warning, no_sealed_copy, now_ms, pinned, saw, sync, test_key, times_shown,
+    expect_warning, handled, is_warning, knows, no_sealed_copy, now_ms, saw, sync, test_key,
+    times_shown,
 };
 
 /// `SHA256:` and the first 16 hex digits of `key`'s fingerprint: enough to name it in a
@@ -46,17 +47,11 @@ fn a_ghost_device_on_your_own_account_gets_nothing() {
     s.m.proxy
         .set_hook(add_to_login_ok("bob", device_entry("bob", &mallory, true)));
     let mut bob = s.m.chat("bob", &s.homes[1]);
-    pinned(&mut bob, "alice");
-    pinned(&mut alice, "bob");
-    saw(&mut bob, "a warning about the ghost device", |l| {
-        is_warning(l) && l.contains("account") && l.contains(&short_fp(&mallory))
-    });
+    knows(&s.m, &mut alice, "alice", "bob");
     // Later in the session, another one.
     s.m.proxy
         .inject("bob", Dir::Down, device_online("bob", &mallory2));
-    saw(&mut bob, "a warning about the second ghost device", |l| {
-        is_warning(l) && l.contains("account") && l.contains(&short_fp(&mallory2))
-    });
+    sync(&s.m, &mut bob, "bob");
     bob.send("LOBBY-1");
     alice.out.expect("bob's line", exactly("<bob> LOBBY-1"));
     bob.send("/w bob NOTE-2"); // a note to one's own devices
@@ -70,6 +65,11 @@ fn a_ghost_device_on_your_own_account_gets_nothing() {
     alice.out.expect("the whisper", exactly("*bob* WHISPER-3"));
     no_sealed_copy(&s.m);
     s.m.proxy.assert_no_chain_to(&mallory2.fingerprint());
+    for key in [&mallory, &mallory2] {
+        saw(&mut bob, "a warning about the ghost device", |l| {
+            is_warning(l) && l.contains("account") && l.contains(&short_fp(key))
+        });
+    }
 }
 
 #[test]
@@ -152,13 +152,18 @@ fn an_unsolicited_members_frame_does_not_add_the_attacker_to_an_invite_only_room
     // The attacker has an account (and so a key every client pins on first contact).
     drop(Raw::login(&s.m.server, "mallory", "mallory-pw"));
     let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
+    let ops = |f: &Frame| f.ty() == "members" && f.json["room"]["name"] == "ops";
     alice.send("/join ops private");
-    alice.out.expect_contains("-- now talking in #ops");
+    handled(&s.m, &mut alice, "alice", "#ops", ops);
     alice.send("/invite bob ops");
-    bob.out.expect_contains("ops");
+    handled(&s.m, &mut bob, "bob", "the invitation", |f| {
+        f.ty() == "notice"
+    });
     bob.send("/join ops");
-    alice.out.expect("bob joins", exactly("-- bob joined #ops"));
-    bob.out.expect_contains("-- now talking in #ops");
+    handled(&s.m, &mut bob, "bob", "#ops", ops);
+    handled(&s.m, &mut alice, "alice", "bob's join", |f| {
+        f.ty() == "room" && f.json["user"] == "bob" && f.json["event"] == "join"
+    });
 
     s.m.proxy.inject(
         "alice",
@@ -166,14 +171,14 @@ fn an_unsolicited_members_frame_does_not_add_the_attacker_to_an_invite_only_room
         Frame::json(json!({"type":"members","room":{"name":"ops","topic":"",
             "members":["alice","bob","mallory"],"invite_only":true,"owner":"alice"}})),
     );
-    sync(&s.m, &mut alice, "alice", "MARK-MEMBERS");
+    sync(&s.m, &mut alice, "alice");
     alice.send("OPS-SECRET-1");
     bob.out
         .expect("alice's line", exactly("[#ops] <alice> OPS-SECRET-1"));
+    no_sealed_copy(&s.m);
     saw(&mut alice, "a warning about the forged roster", |l| {
         is_warning(l) && l.contains("mallory") && l.contains("ops")
     });
-    no_sealed_copy(&s.m);
 }
 
 #[test]
@@ -189,7 +194,7 @@ fn a_members_frame_cannot_switch_the_room_to_a_look_alike_lobby() {
             "members":["alice","bob"],"invite_only":false,"owner":"bob"}}),
         ),
     );
-    sync(&s.m, &mut alice, "alice", "MARK-MEMBERS");
+    sync(&s.m, &mut alice, "alice");
     alice.send("WHERE-1");
     let sent = s.m.proxy.wait_sent("alice", "send");
     assert_eq!(
@@ -240,7 +245,7 @@ fn a_look_alike_user_name_is_refused() {
     ] {
         s.m.proxy.inject("alice", Dir::Down, Frame::json(frame));
     }
-    sync(&s.m, &mut alice, "alice", "MARK-NAMES");
+    sync(&s.m, &mut alice, "alice");
     assert_eq!(times_shown(&alice.out.all(), "I-AM-BOB"), 0);
     saw(&mut alice, "a warning about the name", |l| {
         is_warning(l) && l.contains("bob")
@@ -266,7 +271,9 @@ fn a_revoked_key_announced_again_gets_nothing() {
         .assert_ok();
     bob.out.expect_contains("device key revoked");
     drop(bob);
-    alice.out.expect_contains("bob left");
+    handled(&s.m, &mut alice, "alice", "bob's key removed", |f| {
+        f.ty() == "device" && f.json["event"] == "removed"
+    });
     let mark = s.m.proxy.mark();
 
     // The server brings the revoked key back, as if bob had logged in with it again.

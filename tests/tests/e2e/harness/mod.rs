@@ -9,14 +9,16 @@
 //! `process` builds and finds the binaries and captures a child's lines; `chatd` starts servers
 //! and runs chatctl; `chat` runs clients; `raw` is the protocol client and the fixed keys;
 //! `proxy` is a malicious server made of the real one (chatd's own certificate and key, frames
-//! rewritten between chatd and real `chat` clients).
+//! rewritten between chatd and real `chat` clients); `attack` is what its tests share.
 
+mod attack;
 mod chat;
 mod chatd;
 mod process;
 mod proxy;
 mod raw;
 
+pub use attack::*;
 pub use chat::*;
 pub use chatd::*;
 pub use process::*;
