@@ -312,6 +312,7 @@ fn a_key_that_does_not_hash_to_its_fingerprint_is_ignored() {
         vec![f]
     });
     let mut alice = s.m.chat("alice", &s.homes[0]);
+    knows(&s.m, &mut bob, "bob", "alice");
     expect_warning(&mut alice, &[&["bob"], &["match"]]);
     // And live, for carol, whom alice has not met either.
     let mut forged = device_online("carol", &mallory);

@@ -156,10 +156,11 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    /// Records `frame` as written and hands its bytes to the writer.
+    /// Hands `frame`'s bytes to the writer, then records it as written: a test that saw the
+    /// record and injects a frame after it gets it written after it.
     fn write(&self, conn: &Conn, dir: Dir, frame: &Frame, to: &UnboundedSender<Out>) {
-        self.record(conn, dir, Stage::Written, frame);
         let _ = to.send(Out::Bytes(encode(dir, frame)));
+        self.record(conn, dir, Stage::Written, frame);
     }
 }
 
