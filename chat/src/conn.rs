@@ -381,7 +381,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     | LineError::UnknownBinary { .. }
                     | LineError::ShortBinary),
                 ))) => {
-                    eprintln!("chat: ignoring a frame from the server: {e}");
+                    eprintln!("chat: {}", ignored("a frame", &e));
                     continue;
                 }
                 Some(Ok(Ok(Wire::Envelope { ts, data }))) => {
@@ -395,7 +395,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             };
             match chatd_proto::frame::decode::<ServerFrame>(&line) {
                 Ok(frame) => return Ok(Some(frame.into())),
-                Err(e) => eprintln!("chat: ignoring an unreadable frame from the server: {e}"),
+                Err(e) => eprintln!("chat: {}", ignored("an unreadable frame", &e)),
             }
         }
     }
@@ -510,6 +510,12 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
     }
 }
 
+/// The note for a frame skipped as unreadable. The error may quote what the server sent
+/// (serde names an unknown type or field as it came), so it is sanitized.
+fn ignored(what: &str, error: &dyn fmt::Display) -> String {
+    sanitize(&format!("ignoring {what} from the server: {error}"))
+}
+
 /// During the handshake: `bye` ends it, `pong`/notices are skipped, anything else is odd but skipped.
 fn unexpected_or_bye(frame: ServerFrame) -> Result<()> {
     match frame {
@@ -534,6 +540,22 @@ mod tests {
     use chatd_proto::codec::{BINARY_ENVELOPE, BINARY_MARKER, binary_envelope, binary_send};
     use chatd_proto::frame::{decode, encode};
     use tokio::io::DuplexStream;
+
+    #[test]
+    fn an_unreadable_frame_is_reported_without_its_escapes() {
+        // serde quotes an unknown type as it came: ESC, OSC, BEL, bidi override.
+        let line = r#"{"type":"\u001b]0;pwned\u0007\u001b[2J\u202e"}"#;
+        let e = decode::<ServerFrame>(line).unwrap_err();
+        assert!(e.to_string().contains('\u{1b}'), "{e}");
+        let note = ignored("an unreadable frame", &e);
+        assert!(note.starts_with("ignoring an unreadable frame from the server: "));
+        assert!(!note.chars().any(char::is_control), "{note:?}");
+        assert!(!note.contains('\u{202e}'), "{note:?}");
+        assert!(
+            note.contains("\u{fffd}]0;pwned\u{fffd}\u{fffd}[2J\u{fffd}"),
+            "{note:?}"
+        );
+    }
 
     #[test]
     fn parses_server_addresses() {

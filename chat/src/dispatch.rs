@@ -42,6 +42,14 @@ pub enum Step {
         /// Frames for the server.
         frames: Vec<Outbound>,
     },
+    /// `/join ROOM` of a room this user is not in: send `frames`, then the `ping` that
+    /// [`crate::joining::Joins::start`] gives; lines typed until the answer wait.
+    Join {
+        /// The room (without `#`).
+        room: String,
+        /// The `join` command.
+        frames: Vec<Outbound>,
+    },
     /// Show these; nothing goes to the server.
     Show(Vec<Event>),
     /// Not sent; the reason, for the user.
@@ -108,33 +116,48 @@ pub fn line(line: &str, secure: &mut Secure) -> Step {
 
 /// A server command, with the current room filled in where the user left it out:
 /// `/part`, `/members`, `/topic [TEXT]`, `/kick USER`. `/join` of a room one is already in
-/// just switches to it, without asking the server.
+/// just switches to it, without asking the server; of another room, it is a [`Step::Join`].
+/// The rooms we ask to join or part are noted: only their answers may move us.
 fn room_command(name: String, args: String, secure: &mut Secure) -> Step {
     let current = format!("#{}", secure.current_room());
     let words: Vec<&str> = args.split_whitespace().collect();
+    let mut join = None;
     let args = match (name.as_str(), words.as_slice()) {
         ("part" | "members", []) => current,
         ("topic", [first, ..]) if first.starts_with('#') => args,
         ("topic", _) => format!("{current} {args}").trim_end().to_string(),
         ("kick", [_user]) => format!("{args} {current}"),
-        ("join", [room]) => {
+        ("join", [room, ..]) => {
             let room = room.strip_prefix('#').unwrap_or(room);
             if secure.switch_room(room) {
                 return Step::Show(vec![Event::Notice(Notice::Switched {
                     room: room.to_string(),
                 })]);
             }
+            // An invalid name is the server's to refuse (`bad_arguments`): nothing to wait for.
+            if chatd_proto::names::validate_room(room).is_ok() {
+                join = Some(room.to_string());
+            }
             args
         }
         _ => args,
     };
-    Step::Send {
-        events: Vec::new(),
-        frames: vec![Outbound::Frame(ClientFrame::Command {
-            name,
-            args,
-            room: Some(secure.current_room().to_string()),
-        })],
+    if name == "part" {
+        if let Some(room) = args.split_whitespace().next() {
+            secure.asking_to_part(room.strip_prefix('#').unwrap_or(room));
+        }
+    }
+    let frames = vec![Outbound::Frame(ClientFrame::Command {
+        name,
+        args,
+        room: Some(secure.current_room().to_string()),
+    })];
+    match join {
+        Some(room) => Step::Join { room, frames },
+        None => Step::Send {
+            events: Vec::new(),
+            frames,
+        },
     }
 }
 
@@ -222,16 +245,7 @@ fn frame_events(frame: &ServerFrame, secure: &mut Secure) -> Vec<Event> {
             secure.room_event(room, user, *event == RoomEvent::Join);
             Vec::new()
         }
-        ServerFrame::Members { room } => {
-            if secure.room_state(room) {
-                vec![Event::Notice(Notice::Joined {
-                    room: room.name.clone(),
-                    default_room: secure.default_room().to_string(),
-                })]
-            } else {
-                Vec::new()
-            }
-        }
+        ServerFrame::Members { room } => secure.room_state(room),
         _ => Vec::new(),
     }
 }

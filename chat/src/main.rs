@@ -16,9 +16,11 @@ mod dispatch;
 mod files;
 mod format;
 mod input;
+mod joining;
 mod keystore;
 mod peers;
 mod plain;
+mod screen;
 mod secure;
 mod stdin;
 mod text;
@@ -126,7 +128,8 @@ fn main() -> ExitCode {
         Ok(runtime) => match runtime.block_on(run(cli)) {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("chat: {e:#}");
+                // Errors can quote the server (TLS names, refusals): one clean line.
+                eprintln!("chat: {}", text::sanitize(&format!("{e:#}")));
                 if e.downcast_ref::<LoginFailed>().is_some() {
                     3
                 } else {

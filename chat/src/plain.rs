@@ -12,8 +12,11 @@ use tokio::time::Instant;
 use crate::conn::{Connection, Incoming, ServerInfo};
 use crate::dispatch::{self, Outbound, Sent, Step};
 use crate::format;
+use crate::joining::Joins;
+use crate::screen::{Screen, Verdict};
 use crate::secure::{Event, Secure};
 use crate::stdin::LineReader;
+use crate::text::sanitize;
 
 /// How long to wait for `bye` after sending `quit`.
 const QUIT_WAIT: Duration = Duration::from_secs(5);
@@ -36,6 +39,10 @@ where
     let me = secure.me().to_string();
     // Set once `quit` is sent: the deadline for the server's `bye`.
     let mut quitting: Option<Instant> = None;
+    // Stdin ended while lines wait for a join's answer: quit once they are handled.
+    let mut eof = false;
+    let mut joins = Joins::new();
+    let mut screen = Screen::new();
     // Pings keep the server's idle timeout from closing a quiet but live session.
     let mut keepalive = limits.keepalive().map(|every| {
         let mut i = tokio::time::interval_at(Instant::now() + every, every);
@@ -64,14 +71,24 @@ where
                     Ok(Some(incoming)) => incoming,
                     Ok(None) | Err(_) => return Ok(lost(quitting.is_some())),
                 };
+                let verdict = match &incoming {
+                    Incoming::Frame(frame) => screen.check(frame),
+                    Incoming::Envelope(_) => Verdict::Show,
+                };
+                if let Verdict::Refused(warning) = verdict {
+                    print_events(out, &[warning], &me)?;
+                    continue;
+                }
                 let events = dispatch::events(&incoming, secure);
                 print_events(out, &events, &me)?;
                 // An envelope is all events; only other frames render, answer or end.
                 let Incoming::Frame(frame) = incoming else {
                     continue;
                 };
-                let stamp = format::local_stamp(format::frame_time(&frame));
-                print_lines(out, &format::render(&frame, &stamp))?;
+                if verdict == Verdict::Show {
+                    let stamp = format::local_stamp(format::frame_time(&frame));
+                    print_lines(out, &format::render(&frame, &stamp))?;
+                }
                 if let Some(reply) = dispatch::reply(&frame) {
                     // Printed first: stored messages are deleted only once shown.
                     if conn.send(&reply).await.is_err() {
@@ -81,6 +98,21 @@ where
                 if let ServerFrame::Bye { .. } = frame {
                     return Ok(if quitting.is_some() { 0 } else { 1 });
                 }
+                if let Some(refused) = joins.answer(&frame, secure) {
+                    print_events(out, &[refused], &me)?;
+                }
+                // The join was answered: what was typed meanwhile goes now, in order.
+                while quitting.is_none() {
+                    let Some(line) = joins.next_line() else { break };
+                    match typed(&line, conn, secure, limits, &mut joins, out).await? {
+                        After::Go => {}
+                        After::Quit => quitting = Some(quit(conn).await),
+                        After::Lost => return Ok(lost(false)),
+                    }
+                }
+                if eof && quitting.is_none() && !joins.busy() {
+                    quitting = Some(quit(conn).await);
+                }
             }
             () = deadline => return Ok(0),
             () = ping => {
@@ -88,9 +120,13 @@ where
                     return Ok(lost(quitting.is_some()));
                 }
             }
-            line = input.next_line(), if quitting.is_none() => {
+            line = input.next_line(), if quitting.is_none() && !eof && !joins.full() => {
                 let line = match line {
                     Ok(Some(line)) => line,
+                    Ok(None) if joins.busy() => {
+                        eof = true;
+                        continue;
+                    }
                     Ok(None) => {
                         quitting = Some(quit(conn).await);
                         continue;
@@ -101,27 +137,74 @@ where
                         continue;
                     }
                 };
-                match dispatch::line(&line, secure) {
-                    Step::Nothing => {}
-                    Step::Refused(why) => eprintln!("chat: {why}"),
-                    Step::Quit => quitting = Some(quit(conn).await),
-                    Step::Show(events) => print_events(out, &events, &me)?,
-                    Step::Help(frame) => {
-                        print_lines(out, &format::client_help(&format::local_stamp(None)))?;
-                        if !send_frames(conn, limits, &[Outbound::Frame(frame)]).await? {
-                            return Ok(lost(false));
-                        }
-                    }
-                    Step::Send { events, frames } => {
-                        print_events(out, &events, &me)?;
-                        if !send_frames(conn, limits, &frames).await? {
-                            return Ok(lost(false));
-                        }
-                    }
+                if joins.busy() {
+                    // Said in the TUI; a script's lines need no running commentary.
+                    let _ = joins.hold(line);
+                    continue;
+                }
+                match typed(&line, conn, secure, limits, &mut joins, out).await? {
+                    After::Go => {}
+                    After::Quit => quitting = Some(quit(conn).await),
+                    After::Lost => return Ok(lost(false)),
                 }
             }
         }
     }
+}
+
+/// What the loop does after a typed line.
+enum After {
+    /// Go on.
+    Go,
+    /// `/quit`.
+    Quit,
+    /// The connection is gone.
+    Lost,
+}
+
+/// Handles one line the user typed (now, or held until a join's answer).
+async fn typed<S, W>(
+    line: &str,
+    conn: &mut Connection<S>,
+    secure: &mut Secure,
+    limits: &ServerInfo,
+    joins: &mut Joins,
+    out: &mut W,
+) -> Result<After>
+where
+    S: AsyncRead + AsyncWrite,
+    W: Write,
+{
+    let me = secure.me().to_string();
+    let frames = match dispatch::line(line, secure) {
+        Step::Nothing => return Ok(After::Go),
+        Step::Refused(why) => {
+            eprintln!("chat: {why}");
+            return Ok(After::Go);
+        }
+        Step::Quit => return Ok(After::Quit),
+        Step::Show(events) => {
+            print_events(out, &events, &me)?;
+            return Ok(After::Go);
+        }
+        Step::Help(frame) => {
+            print_lines(out, &format::client_help(&format::local_stamp(None)))?;
+            vec![Outbound::Frame(frame)]
+        }
+        Step::Send { events, frames } => {
+            print_events(out, &events, &me)?;
+            frames
+        }
+        Step::Join { room, mut frames } => {
+            frames.push(Outbound::Frame(joins.start(&room, secure)));
+            frames
+        }
+    };
+    Ok(if send_frames(conn, limits, &frames).await? {
+        After::Go
+    } else {
+        After::Lost
+    })
 }
 
 /// Sends `frames`; a line over the server's limit is not sent (and said so on stderr).
@@ -170,9 +253,11 @@ fn lost(quitting: bool) -> u8 {
     }
 }
 
+/// Prints `lines`, one per line. Each piece from the network was sanitized where it was
+/// worded; this is the last guard that no control character reaches the terminal.
 fn print_lines(out: &mut impl Write, lines: &[String]) -> Result<()> {
     for line in lines {
-        writeln!(out, "{line}").context("cannot write to stdout")?;
+        writeln!(out, "{}", sanitize(line)).context("cannot write to stdout")?;
         out.flush().context("cannot write to stdout")?;
     }
     Ok(())
@@ -207,6 +292,8 @@ mod tests {
         devices: Vec<DeviceInfo>,
         /// Raw frames sent right after `login_ok`.
         after_login: Vec<Bytes>,
+        /// Rooms `/join` gets into (alice is added to the members); any other is refused.
+        joinable: Vec<RoomState>,
     }
 
     /// What the fake server got: a JSON frame, or a binary `send`'s envelope bytes.
@@ -217,6 +304,8 @@ mod tests {
     }
 
     const ECHO_TS: u64 = 1_764_300_000_000;
+    /// How long the fake server takes to answer `/join`.
+    const JOIN_ANSWER_DELAY: Duration = Duration::from_millis(300);
 
     /// Records what the client sent and answers like a tiny chatd, reading lines and
     /// binary frames as chatd does.
@@ -264,9 +353,26 @@ mod tests {
                     data,
                     ts: ECHO_TS,
                 }],
-                ClientFrame::Chain { .. } => vec![],
+                ClientFrame::Chain { .. } | ClientFrame::Rekey { .. } => vec![],
                 ClientFrame::Command { name, .. } if name == "help" => {
                     vec![ServerFrame::Help { commands: vec![] }]
+                }
+                ClientFrame::Command { name, args, .. } if name == "join" => {
+                    // Slow, so that the lines after `/join` are read before its answer.
+                    tokio::time::sleep(JOIN_ANSWER_DELAY).await;
+                    let room = args.trim_start_matches('#');
+                    match fake.joinable.iter().find(|r| r.name == room) {
+                        Some(r) => {
+                            let mut r = r.clone();
+                            r.members.push("alice".into());
+                            r.members.sort();
+                            vec![ServerFrame::Members { room: r }]
+                        }
+                        None => vec![ServerFrame::error(
+                            ErrorCode::Refused,
+                            format!("#{room} is invite-only; ask its owner to /invite you"),
+                        )],
+                    }
                 }
                 ClientFrame::Command { .. } => {
                     vec![ServerFrame::error(
@@ -278,7 +384,8 @@ mod tests {
                     reason: "quit".into(),
                 }],
                 ClientFrame::Quit => return,
-                ClientFrame::Ping { .. } | ClientFrame::BacklogAck { .. } => vec![],
+                ClientFrame::Ping { nonce } => vec![ServerFrame::Pong { nonce }],
+                ClientFrame::BacklogAck { .. } => vec![],
             };
             for reply in replies {
                 w.write_all(&encode(&reply).unwrap()).await.unwrap();
@@ -478,6 +585,7 @@ mod tests {
                 Bytes::from_static(&[BINARY_MARKER, b'E', 0, 0, 0, 2, 0, 0]),
                 binary_envelope(ECHO_TS, &live.envelope),
             ],
+            ..Fake::default()
         };
         let (code, out, seen) = session("", fake).await;
         assert_eq!(code, 0);
@@ -575,4 +683,7 @@ mod tests {
         .unwrap();
         assert_eq!(code, 1);
     }
+
+    /// `/join` then lines, and what a hostile server's text looks like on stdout.
+    mod join;
 }

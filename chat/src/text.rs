@@ -18,9 +18,34 @@ pub fn sanitize(text: &str) -> String {
         .collect()
 }
 
+/// Shows a name exactly: every character that is not printable ASCII is written as
+/// `\u{...}`, so an invisible or look-alike character in a refused name can be seen.
+pub fn escape(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '\\' => "\\\\".to_string(),
+            c if c.is_ascii_graphic() || c == ' ' => c.to_string(),
+            c => format!("\\u{{{:x}}}", u32::from(c)),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_shows_every_invisible_character() {
+        assert_eq!(escape("bob\u{200b}"), "bob\\u{200b}");
+        assert_eq!(escape("#lobby\u{200d}"), "#lobby\\u{200d}");
+        assert_eq!(escape("\u{1b}[31mx\\"), "\\u{1b}[31mx\\\\");
+        assert_eq!(escape("аlice"), "\\u{430}lice");
+        assert!(
+            !escape("\u{202e}\u{7}\n")
+                .chars()
+                .any(|c| !c.is_ascii_graphic())
+        );
+    }
 
     #[test]
     fn controls_and_bidi_overrides_become_replacement_characters() {

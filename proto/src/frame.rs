@@ -60,6 +60,18 @@ pub enum ClientFrame {
         /// Base64 of the wrapped-chain bytes.
         data: String,
     },
+    /// Asks the device `device` to wrap its sender chain `chain` for this device again,
+    /// from index `index`: an envelope on that chain arrived without (usable) chain.
+    Rekey {
+        /// The sending device whose chain is missing.
+        device: Fingerprint,
+        /// The envelope's conversation.
+        conversation: String,
+        /// The chain id, 32 lowercase hex digits.
+        chain: String,
+        /// The first index that could not be opened.
+        index: u32,
+    },
     /// A slash command run by the server's command registry (`/whisper bob hi`).
     Command {
         /// Command name or alias, without the slash.
@@ -115,6 +127,18 @@ impl std::fmt::Debug for ClientFrame {
                 .debug_struct("Chain")
                 .field("data_bytes", &data.len())
                 .finish(),
+            ClientFrame::Rekey {
+                device,
+                conversation,
+                chain,
+                index,
+            } => f
+                .debug_struct("Rekey")
+                .field("device", device)
+                .field("conversation", conversation)
+                .field("chain", chain)
+                .field("index", index)
+                .finish(),
             ClientFrame::Command { name, args, room } => f
                 .debug_struct("Command")
                 .field("name", name)
@@ -138,6 +162,7 @@ impl ClientFrame {
             ClientFrame::Login { .. } => "login",
             ClientFrame::Send { .. } => "send",
             ClientFrame::Chain { .. } => "chain",
+            ClientFrame::Rekey { .. } => "rekey",
             ClientFrame::Command { .. } => "command",
             ClientFrame::BacklogAck { .. } => "backlog_ack",
             ClientFrame::Ping { .. } => "ping",
@@ -377,6 +402,20 @@ pub enum ServerFrame {
         device: Fingerprint,
         /// Base64 of the wrapped-chain bytes, exactly as sent.
         data: String,
+    },
+    /// `from`'s device `device` could not open an envelope of this device's chain `chain`
+    /// in `conversation` from `index` on, and asks for the chain again.
+    Rekey {
+        /// The asking user.
+        from: String,
+        /// The asking device's key fingerprint, as the server authenticated it.
+        device: Fingerprint,
+        /// The envelope's conversation.
+        conversation: String,
+        /// The chain id, 32 lowercase hex digits.
+        chain: String,
+        /// The first index that could not be opened.
+        index: u32,
     },
     /// A device key came online, went offline or was removed.
     Device {

@@ -7,7 +7,7 @@ use chatd_proto::e2e::E2eError;
 
 use crate::peers::KeyStatus;
 use crate::secure::{NotSent, Notice, Refusal, Warning};
-use crate::text::sanitize;
+use crate::text::{escape, sanitize};
 
 /// A notice's words (the line without its `-- `).
 pub fn notice(n: &Notice) -> String {
@@ -69,6 +69,10 @@ pub fn notice(n: &Notice) -> String {
             sanitize(room),
             sanitize(default_room)
         ),
+        Notice::JoinWaiting { room } => format!(
+            "waiting for the answer to /join #{}: what you type now goes there once joined",
+            sanitize(room)
+        ),
     }
 }
 
@@ -93,7 +97,9 @@ pub fn warning(w: &Warning) -> String {
                  until you accept it: compare it with /verify {user_s}, then /trust {user_s}"
             )
         }
-        Warning::PinsNotSaved { error } => format!("cannot save the pinned keys: {error}"),
+        Warning::PinsNotSaved { error } => {
+            format!("cannot save the pinned keys: {}", sanitize(error))
+        }
         Warning::NotEncryptedTo { user, fingerprint } => format!(
             "not encrypted to {}'s unaccepted device key {fingerprint} (/verify {0}, /trust {0})",
             sanitize(user)
@@ -107,6 +113,7 @@ pub fn warning(w: &Warning) -> String {
                 Some(user) => format!(" from {}", sanitize(user)),
                 None => String::new(),
             };
+            let error = sanitize(&error.to_string());
             format!("dropped a message{from}: it cannot be read ({error})")
         }
         Warning::Dropped { from, why } => {
@@ -122,13 +129,37 @@ pub fn warning(w: &Warning) -> String {
                 "{user_s} has no device key {fingerprint}: it does NOT match any key the server showed for {user_s}"
             )
         }
+        Warning::BadName { frame, name } => format!(
+            "ignored a {frame} frame from the server: it names \"{}\", which no user or room can be called \
+             (an invisible or look-alike character?)",
+            escape(name)
+        ),
+        Warning::RosterNotAsked { room } => format!(
+            "ignored a member list that puts you in or out of #{} without your /join or /part",
+            sanitize(room)
+        ),
+        Warning::UnannouncedMembers { room, users } => {
+            let users: Vec<String> = users.iter().map(|u| sanitize(u)).collect();
+            format!(
+                "the server lists {} in #{} without announcing a join: not added, nothing is encrypted to them",
+                users.join(", "),
+                sanitize(room)
+            )
+        }
+        Warning::JoinRefused { room, dropped } => {
+            let lines = if *dropped == 1 { "line" } else { "lines" };
+            format!(
+                "not in #{}: {dropped} {lines} typed after /join not sent",
+                sanitize(room)
+            )
+        }
     }
 }
 
 /// Why a chain or envelope from `from_s` (sanitized) was refused.
 fn refusal(r: &Refusal, from_s: &str) -> String {
     match r {
-        Refusal::Unreadable(e) => format!("it cannot be read ({e})"),
+        Refusal::Unreadable(e) => format!("it cannot be read ({})", sanitize(&e.to_string())),
         Refusal::SignedAs { signer } => format!(
             "it is signed as {} but the server says it is from {from_s}",
             sanitize(signer)
@@ -172,7 +203,7 @@ fn why(e: &E2eError, skew_ms: u64) -> String {
         E2eError::Replay => "it is a replay of a message already shown".into(),
         E2eError::TooFarAhead { .. } => "it skips too far ahead in its chain".into(),
         E2eError::Decrypt => "it does not decrypt (altered in transit)".into(),
-        other => format!("it cannot be read ({other})"),
+        other => format!("it cannot be read ({})", sanitize(&other.to_string())),
     }
 }
 
@@ -183,7 +214,9 @@ pub fn not_sent(e: &NotSent) -> String {
         NotSent::TooLong { bytes, max } => format!(
             "message not sent: it is {bytes} bytes encoded, the server accepts at most {max}"
         ),
-        NotSent::NotInRoom { room } => format!("message not sent: you are not in #{room}"),
+        NotSent::NotInRoom { room } => {
+            format!("message not sent: you are not in #{}", sanitize(room))
+        }
         NotSent::NoAcceptedKey { user } => format!(
             "message not sent: {} has no accepted device key (/verify {0})",
             sanitize(user)
@@ -195,6 +228,7 @@ pub fn not_sent(e: &NotSent) -> String {
         NotSent::Chain(e) => format!("cannot start a chain: {e}"),
         NotSent::NoChain => "internal error: no sending chain".to_string(),
         NotSent::Wrap { user, error } => {
+            let error = sanitize(&error.to_string());
             format!("cannot wrap a key for {}: {error}", sanitize(user))
         }
         NotSent::Seal(e) => format!("cannot seal: {e}"),

@@ -101,9 +101,11 @@ pub fn render(frame: &ServerFrame, stamp: &str) -> Vec<String> {
 pub fn render_bodies(frame: &ServerFrame) -> Vec<String> {
     let line = |body: String| body;
     match frame {
-        ServerFrame::Envelope { .. } | ServerFrame::Chain { .. } | ServerFrame::Device { .. } => {
-            Vec::new()
-        }
+        // The end-to-end layer says what these mean (events), not the frame itself.
+        ServerFrame::Envelope { .. }
+        | ServerFrame::Chain { .. }
+        | ServerFrame::Rekey { .. }
+        | ServerFrame::Device { .. } => Vec::new(),
         ServerFrame::Presence {
             user,
             event,
@@ -587,6 +589,79 @@ mod tests {
         assert_eq!(
             logged_in("alice", &["alice".into(), "b\u{1b}b".into()]),
             "-- logged in as alice; online: alice, b\u{fffd}b"
+        );
+    }
+
+    #[test]
+    fn server_text_with_escapes_and_bidi_is_sanitized_in_every_frame() {
+        // CSI, OSC with BEL, a C1 CSI, a newline, bidi override and isolate, zero-width space.
+        let evil = "x\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}1m\nfake\u{202e}\u{2066}\u{200b}y";
+        let frames = [
+            ServerFrame::error(chatd_proto::ErrorCode::Refused, evil),
+            ServerFrame::Bye {
+                reason: evil.into(),
+            },
+            ServerFrame::Notice { text: evil.into() },
+            ServerFrame::Topic {
+                room: "dev".into(),
+                topic: evil.into(),
+                by: "bob".into(),
+            },
+            ServerFrame::Presence {
+                user: "bob".into(),
+                event: PresenceEvent::Leave,
+                reason: Some(evil.into()),
+            },
+            ServerFrame::Hello {
+                version: 2,
+                server: evil.into(),
+                max_line_bytes: 1,
+                max_text_bytes: 1,
+                idle_timeout_secs: 0,
+                binary: false,
+            },
+        ];
+        for frame in &frames {
+            for line in render(frame, "12:00:00") {
+                assert!(!line.chars().any(char::is_control), "{line:?}");
+                assert!(!line.contains(['\u{202e}', '\u{2066}']), "{line:?}");
+                assert!(line.contains("x\u{fffd}[2J\u{fffd}]0;pwned"), "{line:?}");
+            }
+        }
+        // Errors of the end-to-end layer that carry text from a key the server sent.
+        let warnings = [
+            Warning::Unreadable {
+                from: Some("bob".into()),
+                error: chatd_proto::e2e::E2eError::KeyEncoding(evil.into()),
+            },
+            Warning::Dropped {
+                from: "bob".into(),
+                why: crate::secure::Refusal::Unreadable(chatd_proto::e2e::E2eError::Rsa(
+                    evil.into(),
+                )),
+            },
+            Warning::Dropped {
+                from: "bob".into(),
+                why: crate::secure::Refusal::Check {
+                    error: chatd_proto::e2e::E2eError::KeyEncoding(evil.into()),
+                    max_skew_ms: 1,
+                },
+            },
+        ];
+        for w in &warnings {
+            let line = event(&Event::Warning(w.clone()), "alice", "12:00:00");
+            assert!(!line.chars().any(char::is_control), "{line:?}");
+            assert!(!line.contains('\u{202e}'), "{line:?}");
+        }
+        // A refused name is shown escaped, so the invisible character is seen.
+        let bad = Warning::BadName {
+            frame: "members",
+            name: "lobby\u{200b}".into(),
+        };
+        assert!(
+            warning(&bad).contains("\"lobby\\u{200b}\""),
+            "{}",
+            warning(&bad)
         );
     }
 

@@ -88,6 +88,11 @@ pub enum Notice {
         /// Where `/join` goes back to.
         default_room: String,
     },
+    /// Lines typed after `/join` wait for its answer (said once per join).
+    JoinWaiting {
+        /// The room asked for (without `#`).
+        room: String,
+    },
 }
 
 /// Something wrong, or a key that needs the user's decision. Names are as they came.
@@ -155,6 +160,34 @@ pub enum Warning {
         user: String,
         /// The fingerprint given.
         fingerprint: Fingerprint,
+    },
+    /// A server frame names a user or room with a name no account or room can have (an
+    /// invisible or look-alike character, say): the whole frame was ignored.
+    BadName {
+        /// The frame's type.
+        frame: &'static str,
+        /// The name as it came.
+        name: String,
+    },
+    /// A `members` frame says we are in (or no longer in) a room without our asking: ignored.
+    RosterNotAsked {
+        /// The room (without `#`).
+        room: String,
+    },
+    /// A `members` frame lists members of a room we are in that no `room` join announced:
+    /// they were not added, and nothing is encrypted to them.
+    UnannouncedMembers {
+        /// The room (without `#`).
+        room: String,
+        /// Who (sorted).
+        users: Vec<String>,
+    },
+    /// The server did not let us into `room`: the lines typed after `/join` were not sent.
+    JoinRefused {
+        /// The room asked for (without `#`).
+        room: String,
+        /// How many lines were dropped.
+        dropped: usize,
     },
 }
 

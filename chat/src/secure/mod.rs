@@ -136,6 +136,8 @@ pub struct Secure {
     default_room: String,
     /// Where plain text goes.
     current_room: String,
+    /// Room requests not answered yet, and roster changes already reported.
+    asked: rooms::Asked,
     senders: HashMap<String, Outgoing>,
     receivers: HashMap<(Fingerprint, [u8; 16]), ReceiverChain>,
     receiver_order: VecDeque<(Fingerprint, [u8; 16])>,
@@ -181,6 +183,7 @@ impl Secure {
             rooms: HashMap::new(),
             default_room: String::new(),
             current_room: String::new(),
+            asked: rooms::Asked::default(),
             senders: HashMap::new(),
             receivers: HashMap::new(),
             receiver_order: VecDeque::new(),

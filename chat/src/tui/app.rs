@@ -168,7 +168,10 @@ impl App {
         self.line(Kind::Warning, format!("!! {}", text.into()));
     }
 
+    /// Sanitized here, the last step before the screen: warnings quote errors, and those
+    /// can quote the server.
     fn line(&mut self, kind: Kind, text: String) {
+        let text = sanitize(&text);
         self.push(Entry {
             at: Local::now(),
             kind,
@@ -480,6 +483,22 @@ mod tests {
                 (Kind::Action, false, "* bob hi"),
                 (Kind::Warning, false, "!! cannot save the pinned keys: bad"),
             ]
+        );
+    }
+
+    #[test]
+    fn every_line_is_sanitized_on_its_way_in() {
+        let mut a = app();
+        // An error that quotes the server (a TLS name, a refusal) with CSI, OSC and bidi.
+        a.warning("reconnecting failed: bad \u{1b}[2J\u{1b}]0;pwned\u{7}name\u{202e}x");
+        a.frame_lines(vec!["-- \u{9b}31m\u{2067}y".into()]);
+        for e in &a.entries {
+            assert!(!e.text.chars().any(char::is_control), "{:?}", e.text);
+            assert!(!e.text.contains(['\u{202e}', '\u{2067}']), "{:?}", e.text);
+        }
+        assert_eq!(
+            a.entries[0].text,
+            "!! reconnecting failed: bad \u{fffd}[2J\u{fffd}]0;pwned\u{fffd}name\u{fffd}x"
         );
     }
 }

@@ -38,6 +38,8 @@ use crate::conn::{
 };
 use crate::dispatch::{self, Outbound, Sent, Step};
 use crate::format;
+use crate::joining::Joins;
+use crate::screen::{Screen, Verdict};
 use crate::secure::Secure;
 use app::{Action, App, ConnState};
 use theme::Styles;
@@ -173,6 +175,8 @@ pub async fn run(
         conn: None,
         info: session.info.clone(),
         silent_help: false,
+        joins: Joins::new(),
+        screen: Screen::new(),
         attempt: None,
         next_attempt: None,
         backoff: BACKOFF_MIN,
@@ -190,6 +194,10 @@ struct Loop<'a> {
     info: ServerInfo,
     /// The `help` answer we asked for ourselves (for Tab completion) is not shown.
     silent_help: bool,
+    /// The `/join` waiting for its answer, and the lines typed meanwhile.
+    joins: Joins,
+    /// Frames refused for their names; repeated states said once.
+    screen: Screen,
     attempt: Option<JoinHandle<Result<Session>>>,
     next_attempt: Option<Instant>,
     backoff: Duration,
@@ -227,6 +235,9 @@ impl Loop<'_> {
                             if conn.send(&reply).await.is_err() {
                                 self.lost();
                             }
+                        }
+                        if self.held_lines().await {
+                            return Ok(self.quit().await);
                         }
                     }
                     None => self.lost(),
@@ -292,8 +303,33 @@ impl Loop<'_> {
             self.app.clear();
             return false;
         }
+        if self.joins.busy() {
+            if self.joins.full() {
+                self.app
+                    .warning("not kept: too many lines wait for the answer to /join");
+            } else if let Some(notice) = self.joins.hold(line.to_string()) {
+                self.app.events(vec![notice]);
+            }
+            return false;
+        }
+        self.line_now(line).await
+    }
+
+    /// Lines typed after `/join`, once it was answered; true to quit.
+    async fn held_lines(&mut self) -> bool {
+        while let Some(line) = self.joins.next_line() {
+            if self.line_now(&line).await {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Handles one typed line now; true to quit.
+    async fn line_now(&mut self, line: &str) -> bool {
         let step = dispatch::line(line, self.secure);
-        let frames = match step {
+        let mut join = None;
+        let mut frames = match step {
             Step::Nothing => return false,
             Step::Quit => return true,
             Step::Refused(why) => {
@@ -318,6 +354,10 @@ impl Loop<'_> {
                 self.app.events(events);
                 frames
             }
+            Step::Join { room, frames } => {
+                join = Some(room);
+                frames
+            }
         };
         let Some(conn) = self.conn.as_mut() else {
             // Not lost: the line goes back where it was, to be sent once reconnected.
@@ -327,6 +367,9 @@ impl Loop<'_> {
             );
             return false;
         };
+        if let Some(room) = join {
+            frames.push(Outbound::Frame(self.joins.start(&room, self.secure)));
+        }
         match dispatch::send(conn, &self.info, &frames).await {
             Ok(Sent::All) => {}
             Ok(Sent::TooLong) => self.app.warning(format!(
@@ -347,7 +390,14 @@ impl Loop<'_> {
             tls,
         } = session;
         self.app.tls = tls;
-        self.app.online = logged_in.online.clone();
+        // Only names a user can have reach the online panel (presence and users frames
+        // are checked the same way, in `screen`).
+        self.app.online = logged_in
+            .online
+            .iter()
+            .filter(|u| chatd_proto::names::validate_username(u).is_ok())
+            .cloned()
+            .collect();
         self.app.online.sort_by_key(|u| u.to_lowercase());
         self.app.notice(
             format::logged_in(&logged_in.user, &logged_in.online)
@@ -369,6 +419,7 @@ impl Loop<'_> {
             Ok(Sent::All)
         );
         self.info = info;
+        self.screen = Screen::new();
         self.conn = Some(conn);
         self.app.state = ConnState::Connected;
         self.next_attempt = None;
@@ -376,11 +427,25 @@ impl Loop<'_> {
     }
 
     fn frame(&mut self, incoming: Incoming) {
+        let verdict = match &incoming {
+            Incoming::Frame(frame) => self.screen.check(frame),
+            Incoming::Envelope(_) => Verdict::Show,
+        };
+        if let Verdict::Refused(warning) = verdict {
+            self.app.events(vec![warning]);
+            return;
+        }
         let events = dispatch::events(&incoming, self.secure);
         self.app.events(events);
         let Incoming::Frame(frame) = incoming else {
             return;
         };
+        if let Some(refused) = self.joins.answer(&frame, self.secure) {
+            self.app.events(vec![refused]);
+        }
+        if verdict == Verdict::Quiet {
+            return;
+        }
         match &frame {
             ServerFrame::Presence { user, event, .. } => {
                 self.app.presence(user, *event == PresenceEvent::Join);
@@ -409,6 +474,9 @@ impl Loop<'_> {
     /// The connection dropped (or the server said bye): schedule a reconnection.
     fn lost(&mut self) {
         self.conn = None;
+        if let Some(dropped) = self.joins.lost(self.secure) {
+            self.app.events(vec![dropped]);
+        }
         self.secure.disconnected();
         self.app.online.clear();
         self.app.notice(format!(

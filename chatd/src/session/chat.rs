@@ -9,7 +9,7 @@ use chatd_proto::frame::{ClientFrame, ServerFrame};
 use super::connection::{Connection, Ending, Incoming};
 use super::login::LoggedIn;
 use super::rate::Rate;
-use super::route::{EnvelopeData, Router};
+use super::route::{EnvelopeData, RekeyRequest, Router};
 use crate::commands::Ctx;
 use crate::hub::SessionId;
 use crate::shared::Shared;
@@ -64,7 +64,7 @@ async fn handle(
     };
     let limited = matches!(
         frame,
-        ClientFrame::Send { .. } | ClientFrame::Command { .. }
+        ClientFrame::Send { .. } | ClientFrame::Command { .. } | ClientFrame::Rekey { .. }
     );
     if limited && !rate.admit(conn, limits)? {
         return ControlFlow::Continue(());
@@ -72,6 +72,20 @@ async fn handle(
     match frame {
         ClientFrame::Send { data } => router.envelopes(conn, rate, EnvelopeData::Base64(data))?,
         ClientFrame::Chain { data } => router.chain(conn, data)?,
+        ClientFrame::Rekey {
+            device,
+            conversation,
+            chain,
+            index,
+        } => router.rekey(
+            conn,
+            RekeyRequest {
+                device,
+                conversation,
+                chain,
+                index,
+            },
+        )?,
         ClientFrame::Command { name, args, room } => {
             // Only a room the caller is in is handed on (to plugins).
             let room = room.filter(|r| shared.hub.is_member(r, &login.user));

@@ -6,11 +6,11 @@ use std::ops::ControlFlow;
 
 use base64::Engine;
 use bytes::Bytes;
-use chatd_proto::ErrorCode;
 use chatd_proto::codec::binary_envelope;
 use chatd_proto::conversation::Conversation;
 use chatd_proto::e2e::{Envelope, WrappedChain};
 use chatd_proto::frame::{self, ServerFrame};
+use chatd_proto::{ErrorCode, Fingerprint};
 
 use super::connection::{Connection, Ending};
 use super::login::LoggedIn;
@@ -265,6 +265,66 @@ impl Router<'_> {
                 // need it. Unknown: revoked meanwhile; the sender learns that from `device`.
                 if self.hub.route_to_device(&to, &line) == Routed::Unknown {
                     tracing::debug!(device = %to, "chain for a device that is not registered");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot serialize frame"),
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// A request for a chain again (`rekey`), as a client sent it.
+pub(super) struct RekeyRequest {
+    /// The device asked.
+    pub(super) device: Fingerprint,
+    /// The conversation of the envelope that could not be opened.
+    pub(super) conversation: String,
+    /// Its chain id, 32 lowercase hex digits.
+    pub(super) chain: String,
+    /// The first index that could not be opened.
+    pub(super) index: u32,
+}
+
+impl Router<'_> {
+    /// Routes a `rekey` to the device it names (stored if that device is offline, so its
+    /// user learns at the next login that a message of theirs could not be opened). The
+    /// asker must be in the conversation; the server cannot check more, and need not: the
+    /// asked client re-wraps only for a device it trusts and counts as a member.
+    pub(super) fn rekey(&self, conn: &mut Connection, req: RekeyRequest) -> ControlFlow<Ending> {
+        let login = self.login;
+        let hex_id = req.chain.len() == 32
+            && req
+                .chain
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex_id {
+            return conn.violation(
+                ErrorCode::BadFrame,
+                "rekey: chain must be 32 lowercase hex digits".into(),
+            );
+        }
+        let member = match Conversation::parse(&req.conversation) {
+            Ok(c) => c.includes(&login.user, |room| self.hub.is_member(room, &login.user)),
+            Err(e) => return conn.violation(ErrorCode::BadFrame, format!("rekey: {e}")),
+        };
+        if !member {
+            conn.error(
+                ErrorCode::NotInRoom,
+                format!("rekey: you are not in {}", req.conversation),
+            );
+            return ControlFlow::Continue(());
+        }
+        let frame = ServerFrame::Rekey {
+            from: login.user.clone(),
+            device: login.device,
+            conversation: req.conversation,
+            chain: req.chain,
+            index: req.index,
+        };
+        match frame::encode(&frame) {
+            Ok(line) => {
+                if self.hub.route_to_device(&req.device, &line) == Routed::Unknown {
+                    tracing::debug!(device = %req.device, "rekey for a device that is not registered");
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot serialize frame"),

@@ -1,6 +1,7 @@
 //! A malicious server: this test plays chatd towards a real `chat` and tries every trick the
 //! end-to-end layer must catch (docs/SECURITY.md, "A malicious or compromised server").
-//! Each one must end in a warning, never in a message shown as genuine.
+//! Each one must end in a warning, never in a message shown as genuine. A second test forges
+//! rosters, look-alike names and escape sequences.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -300,4 +301,141 @@ fn every_server_trick_is_caught_and_none_is_shown() {
         "the replay was shown again"
     );
     assert!(exit.status.success(), "{:?}", exit.stderr);
+}
+
+/// The devices a `chain` frame from chat is addressed to, until its `send`; and that send's
+/// conversation.
+fn chains_then_send(fake: &FakeServer) -> (Vec<Fingerprint>, String) {
+    let mut to = Vec::new();
+    loop {
+        let f = fake.recv();
+        match f["type"].as_str() {
+            Some("chain") => {
+                let w = WrappedChain::from_base64(f["data"].as_str().unwrap()).unwrap();
+                to.push(w.header().recipient_device);
+            }
+            Some("send") => {
+                let env = Envelope::from_base64(f["data"].as_str().unwrap()).unwrap();
+                return (to, env.header().conversation.clone());
+            }
+            _ => panic!("expected a chain or send, got {f}"),
+        }
+    }
+}
+
+/// Forged rosters, look-alike names and escape sequences against a real `chat` (issue 25):
+/// nothing moves bob into a room or adds a reader without his seeing it, and no server text
+/// reaches his terminal raw.
+#[test]
+fn forged_rosters_look_alike_names_and_escapes_are_refused() {
+    let fake = FakeServer::start();
+    let home = ClientHome::new();
+    let mut bob = Chat::spawn(
+        &fake.addr.to_string(),
+        "bob",
+        "bob-pw",
+        &home,
+        &["--accept-fingerprint", &fake.fingerprint.to_string()],
+    );
+    let (alice, carol, mallory) = (test_key("alice"), test_key("carol"), test_key("mallory"));
+    fake.recv_type("hello");
+    fake.send(
+        json!({"type":"hello","version":chatd_proto::PROTOCOL_VERSION,"server":"evil/1",
+        "max_line_bytes":65536,"max_text_bytes":16384}),
+    );
+    fake.recv_type("login");
+    let bob_key = test_key("bob");
+    let room = |name: &str, members: &[&str], invite_only: bool| json!({"name": name, "topic": "", "members": members, "invite_only": invite_only});
+    fake.send(json!({"type":"login_ok","user":"bob","session":1,
+        "device":bob_key.fingerprint().to_string(),"online":["alice","bob","carol"],
+        "devices":[device("alice", &alice), device("bob", &bob_key), device("carol", &carol)],
+        "room":"lobby",
+        "rooms":[room("lobby", &["alice", "bob", "carol"], false), room("ops", &["alice", "bob"], false)]}));
+    bob.out.expect_contains("-- logged in as bob");
+    bob.out.expect_contains("pinned carol's device key");
+
+    // 1. An invite-only room bob never asked to join, claiming him and carol: no switch.
+    fake.send(json!({"type":"members","room": room("secret", &["bob", "carol"], true)}));
+    bob.out.expect_contains(
+        "!! ignored a member list that puts you in or out of #secret without your /join or /part",
+    );
+    // 2. A room that looks like the lobby (a zero-width space), and mallory's key announced
+    //    as alice's look-alike: both refused whole, the invisible character shown.
+    fake.send(json!({"type":"members","room": room("lobby\u{200b}", &["bob", "carol"], false)}));
+    bob.out
+        .expect_contains("!! ignored a members frame from the server: it names \"lobby\\u{200b}\"");
+    fake.send(
+        json!({"type":"device","user":"alice\u{200b}","fingerprint":mallory.fingerprint().to_string(),
+        "key":key_b64(&mallory),"event":"online"}),
+    );
+    bob.out
+        .expect_contains("!! ignored a device frame from the server: it names \"alice\\u{200b}\"");
+    // 3. Carol slipped into #ops without a join event: not added, said once.
+    let forged_ops =
+        json!({"type":"members","room": room("ops", &["alice", "bob", "carol"], false)});
+    fake.send(forged_ops.clone());
+    fake.send(forged_ops);
+    bob.out.expect_contains(
+        "!! the server lists carol in #ops without announcing a join: not added, nothing is encrypted to them",
+    );
+    // 4. Escapes in an error, and in an unreadable frame's type (quoted in chat's own error).
+    let evil = "\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m\u{202e}";
+    fake.send(json!({"type":"error","code":"refused","message":format!("ERR-{evil}-END")}));
+    fake.send(json!({"type":format!("TYPE-{evil}")}));
+    bob.out.expect_contains("ERR-");
+
+    // Bob talks: to the lobby (everyone but mallory), then to #ops (alice only).
+    bob.send("in the lobby");
+    let (to, conversation) = chains_then_send(&fake);
+    assert_eq!(conversation, "#lobby");
+    assert!(!to.contains(&mallory.fingerprint()), "sealed to mallory");
+    bob.send("/join ops\nin ops");
+    bob.out.expect_contains("-- now talking in #ops");
+    let (to, conversation) = chains_then_send(&fake);
+    assert_eq!(
+        (to, conversation.as_str()),
+        (vec![alice.fingerprint()], "#ops")
+    );
+    // 5. A forged kick does not send bob's next line elsewhere: it is refused.
+    fake.send(json!({"type":"room","room":"ops","user":"bob","event":"kick","by":"alice"}));
+    bob.out
+        .expect_contains("-- bob was removed from #ops by alice");
+    bob.send("after the kick");
+    bob.err
+        .expect_contains("chat: message not sent: you are not in #ops");
+    // 6. A refused join: the line typed behind it is not sent.
+    bob.send("/join secret\nbehind the join");
+    let join = fake.recv_type("command");
+    assert_eq!(
+        (&join["name"], &join["args"]),
+        (&json!("join"), &json!("secret"))
+    );
+    let ping = fake.recv_type("ping");
+    fake.send(json!({"type":"error","code":"refused","message":"#secret is invite-only"}));
+    fake.send(json!({"type":"pong","nonce":ping["nonce"]}));
+    bob.out
+        .expect_contains("!! not in #secret: 1 line typed after /join not sent");
+    bob.send("/quit");
+    fake.recv_type("quit");
+    fake.send(json!({"type":"bye","reason":format!("BYE-{evil}")}));
+    let exit = bob.wait();
+    for line in exit.stdout.iter().chain(&exit.stderr) {
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(!line.contains('\u{202e}'), "{line:?}");
+    }
+    assert!(
+        exit.stderr.iter().any(|l| l.contains("TYPE-\u{fffd}[2J")),
+        "{:?}",
+        exit.stderr
+    );
+    assert!(exit.stdout.iter().any(|l| l.contains("BYE-\u{fffd}[2J")));
+    assert_eq!(
+        exit.stdout
+            .iter()
+            .filter(|l| l.contains("without announcing a join"))
+            .count(),
+        1,
+        "{:?}",
+        exit.stdout
+    );
 }

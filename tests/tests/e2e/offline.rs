@@ -319,3 +319,45 @@ fn chat_clients_deliver_to_a_user_who_was_offline() {
         "{status}"
     );
 }
+
+/// The `held` notice says who is offline once per change, not per message (issue 25: a
+/// 60-line script printed "stored for bob, carol (offline)" 60 times). (Changes through
+/// users coming back are unit-tested in chat/src/screen.rs.)
+#[test]
+fn the_stored_notice_is_said_once_per_change() {
+    let server = Server::start();
+    for (u, p) in [("alice", "pw-a"), ("bob", "pw-b"), ("carol", "pw-c")] {
+        server.add_user(u, p);
+    }
+    register_device(&server, "bob", "pw-b");
+    register_device(&server, "carol", "pw-c");
+    let home = ClientHome::new();
+    let mut alice = Chat::login(&server, "alice", "pw-a", &home);
+    alice.out.expect_contains("-- pinned carol's device key");
+    for i in 0..6 {
+        alice.send(&format!("line {i}"));
+        alice.send(&format!("/w bob whisper {i}"));
+    }
+    // Both notices (in either order); any later `held` can only repeat them. Every echo
+    // comes before the answer to /quit.
+    for _ in 0..2 {
+        alice.out.expect_contains("-- stored for ");
+    }
+    alice.send("/quit");
+    let exit = alice.wait();
+    let lines = |text: &str| exit.stdout.iter().filter(|l| l.contains(text)).count();
+    assert_eq!(lines("<alice> line "), 6, "{:?}", exit.stdout);
+    assert_eq!(lines("-> *bob* whisper "), 6, "{:?}", exit.stdout);
+    assert_eq!(
+        lines("-- stored for bob, carol (offline): delivered at the next login"),
+        1,
+        "{:?}",
+        exit.stdout
+    );
+    assert_eq!(
+        lines("-- stored for bob (offline): delivered at the next login"),
+        1,
+        "{:?}",
+        exit.stdout
+    );
+}

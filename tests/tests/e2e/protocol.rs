@@ -524,3 +524,44 @@ fn envelopes_must_name_their_session_and_a_conversation_it_is_in() {
         conn.sync(n as u64);
     }
 }
+
+/// A `rekey` reaches the asked device with the asker as the server authenticated it, or is
+/// stored for it while it is offline; malformed ones and ones from outside the conversation
+/// are refused.
+#[test]
+fn rekey_reaches_the_asked_device_live_or_stored() {
+    let (server, mut alice, mut bob) = alice_and_bob();
+    let alice_device = test_key("alice").fingerprint().to_string();
+    let bob_device = test_key("bob").fingerprint().to_string();
+    let chain = "0123456789abcdef0123456789abcdef";
+    let rekey = |conversation: &str, chain: &str| json!({"type":"rekey","device":alice_device,"conversation":conversation,"chain":chain,"index":7});
+    bob.send(rekey("alice,bob", chain));
+    let got = alice.recv_type("rekey");
+    assert_eq!(
+        got,
+        json!({"type":"rekey","from":"bob","device":bob_device,"conversation":"alice,bob","chain":chain,"index":7})
+    );
+    bob.send(rekey("#lobby", chain));
+    assert_eq!(alice.recv_type("rekey")["conversation"], "#lobby");
+
+    // Not bob's conversation: refused, not a violation.
+    server.add_user("carol", "pw-c");
+    bob.send(rekey("alice,carol", chain));
+    bob.expect_error("not_in_room");
+    // Not a chain id: a violation.
+    bob.send(rekey("alice,bob", "0123"));
+    bob.expect_error("bad_frame");
+    bob.send(rekey("alice,bob", &chain.to_uppercase()));
+    bob.expect_error("bad_frame");
+
+    // alice offline: stored, and delivered at her next login.
+    alice.send(json!({"type":"quit"}));
+    alice.expect_bye("quit");
+    assert_eq!(bob.recv_type("presence")["event"], "leave");
+    bob.send(rekey("alice,bob", chain));
+    bob.sync(1);
+    let mut alice = Raw::login(&server, "alice", "pw-a");
+    let stored = alice.recv_type("rekey");
+    assert_eq!(stored["from"], "bob", "{stored}");
+    assert_eq!(stored["index"], 7, "{stored}");
+}

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Chat, ClientHome, Raw, Server, exactly, loopback0};
+use crate::harness::{Chat, ChatExit, ClientHome, Raw, Server, exactly, loopback0};
 
 fn notice(raw: &mut Raw) -> String {
     raw.recv_type("notice")["text"]
@@ -377,4 +377,69 @@ fn chat_clients_talk_in_rooms_end_to_end() {
         !exits[1].stdout.iter().any(|l| l.contains("hello dev")),
         "carol is not in #dev"
     );
+}
+
+/// `/join ops` and a line typed right behind it, in line mode (issue 25): the line waits for
+/// the join's answer and reaches #ops only; after a refused join (invite-only room) the lines
+/// typed behind it are sent nowhere, and the user is told.
+#[test]
+fn a_line_typed_right_after_join_goes_to_the_joined_room_or_nowhere() {
+    let server = Server::start();
+    for (u, p) in [("alice", "pw-a"), ("bob", "pw-b"), ("carol", "pw-c")] {
+        server.add_user(u, p);
+    }
+    let homes = [ClientHome::new(), ClientHome::new(), ClientHome::new()];
+    let mut alice = Chat::login(&server, "alice", "pw-a", &homes[0]);
+    let mut bob = Chat::login(&server, "bob", "pw-b", &homes[1]);
+    let mut carol = Chat::login(&server, "carol", "pw-c", &homes[2]);
+    alice.out.expect_contains("-- pinned carol's device key");
+    bob.out.expect_contains("-- pinned carol's device key");
+    bob.send("/join ops");
+    bob.out.expect_contains("-- now talking in #ops");
+    bob.send("/join secret private");
+    bob.out.expect_contains("-- now talking in #secret");
+
+    // One write: both lines are in chat's stdin before the server can answer the join.
+    alice.send("/join ops\nfor ops only");
+    bob.out
+        .expect("the line, in #ops", exactly("[#ops] <alice> for ops only"));
+    alice
+        .out
+        .expect("own copy", exactly("[#ops] <alice> for ops only"));
+
+    alice.send("/join secret\nnever sent\n/me never either");
+    alice.out.expect(
+        "the refusal",
+        exactly("!! #secret is invite-only; ask its owner to /invite you"),
+    );
+    alice.out.expect(
+        "what was dropped",
+        exactly("!! not in #secret: 2 lines typed after /join not sent"),
+    );
+    // Still in #ops, and lines typed now go there.
+    alice.send("still ops");
+    bob.out
+        .expect("still ops", exactly("[#ops] <alice> still ops"));
+    // A lobby line marks the end: carol, in the lobby only, saw nothing before it.
+    alice.send("/join lobby\nto the lobby");
+    carol
+        .out
+        .expect("the lobby line", exactly("<alice> to the lobby"));
+    bob.out
+        .expect("the lobby line", exactly("<alice> to the lobby"));
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.send("/quit");
+    }
+    let exits = [alice.wait(), bob.wait(), carol.wait()];
+    let seen = |exit: &ChatExit, text: &str| exit.stdout.iter().any(|l| l.contains(text));
+    let carol = &exits[2];
+    assert!(
+        !seen(carol, "for ops only") && !seen(carol, "still ops"),
+        "carol is not in #ops: {:?}",
+        carol.stdout
+    );
+    for exit in &exits {
+        assert!(!seen(exit, "never"), "{:?}", exit.stdout);
+        assert!(!seen(exit, "!! dropped"), "{:?}", exit.stdout);
+    }
 }

@@ -167,6 +167,13 @@ impl Tmux {
         self.cmd(&["send-keys", "-t", TARGET, "-l", "--", text]);
     }
 
+    /// Pastes `text` as a terminal does (bracketed when the program asked for it; newlines
+    /// arrive as carriage returns), all in one write.
+    pub fn paste(&self, text: &str) {
+        self.cmd(&["set-buffer", "-b", "test-paste", "--", text]);
+        self.cmd(&["paste-buffer", "-p", "-d", "-b", "test-paste", "-t", TARGET]);
+    }
+
     /// A tmux format string about the pane, e.g. `#{pane_width}`.
     pub fn query(&self, format: &str) -> String {
         self.cmd(&["display-message", "-p", "-t", TARGET, format])

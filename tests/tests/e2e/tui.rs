@@ -118,6 +118,7 @@ fn status_connected(screen: &str, server: &Server, user: &str) -> bool {
 fn stamped_before(row: &str, at: usize) -> bool {
     let b = row.as_bytes();
     at >= 9
+        && at <= b.len()
         && b[at - 1] == b' '
         && b[at - 4] == b':'
         && b[at - 7] == b':'
@@ -541,4 +542,65 @@ fn screen_readers_read_the_contract_layout() {
     assert_eq!(p.left, 47);
     assert!(p.lists("alice") && p.lists("bob") && !p.lists("carol"));
     assert!(panel(&rows(&screen)[..3].join("\n").replace('┌', " ")).is_none());
+}
+
+/// `/join ROOM` and a line pasted right behind it (one event, so the line is typed before any
+/// answer can come): the line goes to the joined room, or, after a refused join, nowhere.
+#[test]
+fn lines_pasted_behind_join_wait_for_its_answer() {
+    if !tmux::available() {
+        return;
+    }
+    let server = Server::start();
+    for user in ["alice", "bob", "carol"] {
+        server.add_user(user, &format!("{user}-pw"));
+    }
+    let homes = [ClientHome::new(), ClientHome::new(), ClientHome::new()];
+    let alice = start_tui(&server, "alice", "alice-pw", &homes[0], 100, 30);
+    let mut bob = Chat::login(&server, "bob", "bob-pw", &homes[1]);
+    wait_pinned(&mut bob, "alice");
+    let mut carol = Chat::login(&server, "carol", "carol-pw", &homes[2]);
+    wait_pinned(&mut carol, "alice");
+    bob.send("/join ops");
+    bob.out.expect_contains("-- now talking in #ops");
+    bob.send("/join secret private");
+    bob.out.expect_contains("-- now talking in #secret");
+    // bob's line comes after his key: once alice shows it, she encrypts to him.
+    bob.send("/join lobby\nbob is here");
+    alice.wait_for("bob's message", |s| {
+        entry_count(s, "<bob> bob is here") == 1
+    });
+
+    alice.paste("/join ops\nfor ops only\n");
+    bob.out
+        .expect("the line, in #ops", exactly("[#ops] <alice> for ops only"));
+    alice.wait_for("the join and alice's own copy", |s| {
+        has_notice(s, &["now", "talking", "#ops"])
+            && entry_count(s, "[#ops] <alice> for ops only") == 1
+    });
+
+    alice.paste("/join secret\nnever sent\n");
+    alice.wait_for("the wait, the refusal and what was dropped", |s| {
+        has_notice(s, &["waiting", "/join", "#secret"])
+            && has_notice_or_warning(s, &["#secret", "invite-only"])
+            && has_notice_or_warning(s, &["not", "in", "#secret:", "1", "line", "not", "sent"])
+    });
+    type_line(&alice, "/join lobby");
+    type_line(&alice, "to the lobby");
+    carol
+        .out
+        .expect("the lobby line", exactly("<alice> to the lobby"));
+    bob.out
+        .expect("the lobby line", exactly("<alice> to the lobby"));
+    for (who, out) in [("bob", bob.out.all()), ("carol", carol.out.all())] {
+        assert!(
+            !out.iter().any(|l| l.contains("never sent")),
+            "{who} got the dropped line: {out:?}"
+        );
+    }
+    assert!(
+        !carol.out.all().iter().any(|l| l.contains("for ops only")),
+        "carol is not in #ops:\n{}",
+        carol.out.dump()
+    );
 }
