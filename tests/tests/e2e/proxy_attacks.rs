@@ -504,7 +504,6 @@ fn terminal_escapes_in_server_text_never_reach_the_terminal() {
 }
 
 #[test]
-#[ignore = "trust part 2: chat sanitizes the error text of frames it cannot read"]
 fn terminal_escapes_in_an_unreadable_frame_never_reach_the_terminal() {
     let s = Scene::new(&["alice", "bob"]);
     let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();

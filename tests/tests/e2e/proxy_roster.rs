@@ -1,6 +1,6 @@
 //! The malicious-server proxy (harness `proxy`) against who may read: ghost devices on one's
-//! own account and on others', ghost users in the default room, forged room rosters,
-//! look-alike names and a revoked key brought back. The attacker's goal is always a sealed
+//! own account and on others', ghost users in the default room, forged room rosters and
+//! joins, look-alike names and a revoked key brought back. The attacker's goal is always a sealed
 //! copy for a key it holds; each test checks that no honest client wrapped a chain for it and
 //! that the victim was told. Tests that need the trust work of issue 25 are ignored until it
 //! lands, each saying what must land.
@@ -9,7 +9,7 @@ use chatd_proto::e2e::{SenderChain, seal, wrap_chain};
 use serde_json::json;
 
 use crate::harness::{
-    Dir, Frame, Raw, Scene, Stage, attacker_key, device_entry, device_online, exactly,
+    Chat, Dir, Frame, Raw, Scene, Stage, attacker_key, device_entry, device_online, exactly,
     expect_warning, handled, is_warning, knows, no_sealed_copy, now_ms, saw, sync, test_key,
     times_shown,
 };
@@ -145,11 +145,9 @@ fn a_ghost_user_in_the_default_room_is_shown_before_anything_is_sealed_to_it() {
     bob.out.expect("alice's line", exactly("<alice> LOBBY-2"));
 }
 
-#[test]
-#[ignore = "trust part 2: only announced joins add room recipients; unsolicited members frames are refused (chat)"]
-fn an_unsolicited_members_frame_does_not_add_the_attacker_to_an_invite_only_room() {
-    let s = Scene::new(&["alice", "bob", "mallory"]);
-    // The attacker has an account (and so a key every client pins on first contact).
+/// alice owns the invite-only #ops and bob joined it on her invitation; the attacker has an
+/// account (and so a key every client pins on first contact, as a member of the default room).
+fn ops_room(s: &Scene) -> (Chat, Chat) {
     drop(Raw::login(&s.m.server, "mallory", "mallory-pw"));
     let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
     let ops = |f: &Frame| f.ty() == "members" && f.json["room"]["name"] == "ops";
@@ -164,7 +162,13 @@ fn an_unsolicited_members_frame_does_not_add_the_attacker_to_an_invite_only_room
     handled(&s.m, &mut alice, "alice", "bob's join", |f| {
         f.ty() == "room" && f.json["user"] == "bob" && f.json["event"] == "join"
     });
+    (alice, bob)
+}
 
+#[test]
+fn an_unsolicited_members_frame_does_not_add_the_attacker_to_an_invite_only_room() {
+    let s = Scene::new(&["alice", "bob", "mallory"]);
+    let (mut alice, mut bob) = ops_room(&s);
     s.m.proxy.inject(
         "alice",
         Dir::Down,
@@ -182,7 +186,27 @@ fn an_unsolicited_members_frame_does_not_add_the_attacker_to_an_invite_only_room
 }
 
 #[test]
-#[ignore = "trust part 2: the current room changes only by the user's /join; room names validated (chat)"]
+fn a_forged_join_is_shown_before_anything_is_sealed_to_the_joiner() {
+    // What a server can still do (docs/SECURITY.md): claim that someone joined. It cannot do
+    // it unseen: the join is shown (or refused) before a line is sealed to the joiner.
+    let s = Scene::new(&["alice", "bob", "mallory"]);
+    let (mut alice, mut bob) = ops_room(&s);
+    s.m.proxy.inject(
+        "alice",
+        Dir::Down,
+        Frame::json(json!({"type":"room","room":"ops","user":"mallory","event":"join"})),
+    );
+    sync(&s.m, &mut alice, "alice");
+    saw(&mut alice, "the claimed join, shown", |l| {
+        l.contains("mallory") && l.contains("#ops")
+    });
+    s.m.proxy.assert_no_chain_to(&attacker_key().fingerprint());
+    alice.send("OPS-AFTER-1");
+    bob.out
+        .expect("alice's line", exactly("[#ops] <alice> OPS-AFTER-1"));
+}
+
+#[test]
 fn a_members_frame_cannot_switch_the_room_to_a_look_alike_lobby() {
     let s = Scene::new(&["alice", "bob"]);
     let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
@@ -216,7 +240,6 @@ fn a_members_frame_cannot_switch_the_room_to_a_look_alike_lobby() {
 }
 
 #[test]
-#[ignore = "trust part 2: user names in server frames validated on receipt (chat)"]
 fn a_look_alike_user_name_is_refused() {
     let s = Scene::new(&["alice", "bob"]);
     let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
