@@ -1,9 +1,9 @@
 //! The malicious-server proxy (harness `proxy`) against who may read: ghost devices on one's
 //! own account and on others', ghost users in the default room, forged room rosters and
-//! joins, look-alike names and a revoked key brought back. The attacker's goal is always a sealed
-//! copy for a key it holds; each test checks that no honest client wrapped a chain for it and
-//! that the victim was told. Tests that need the trust work of issue 25 are ignored until it
-//! lands, each saying what must land.
+//! joins, look-alike names and a revoked key brought back. The attacker's goal is always a
+//! sealed copy for a key it holds; each test checks that no honest client wrapped a chain for
+//! it and that the victim was told. Tests that need the trust work of issue 25 are ignored
+//! until it lands, each saying what must land.
 
 use chatd_proto::e2e::{SenderChain, seal, wrap_chain};
 use serde_json::json;
