@@ -23,6 +23,8 @@
 //! - `logs`: what chatd logs and never logs
 //! - `reload`: SIGHUP / `chatctl reload` with new limits, bad files and new certificates
 //! - `malicious`: a scripted hostile server against a real `chat`
+//! - `proxy_attacks`, `proxy_roster`: the real chatd turned malicious by a proxy holding its
+//!   certificate and key, against real `chat` clients (issue 25)
 //! - `replay`: stored messages after a long absence (clock moved with faketime) and replays to a
 //!   restarted `chat`: each shown once
 //! - `secrecy`: end-to-end encryption through a real chatd (markers, multi-device)
@@ -65,6 +67,10 @@ mod offline;
 mod perms;
 #[cfg(test)]
 mod protocol;
+#[cfg(test)]
+mod proxy_attacks;
+#[cfg(test)]
+mod proxy_roster;
 #[cfg(test)]
 mod reload;
 #[cfg(test)]

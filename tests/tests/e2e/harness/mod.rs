@@ -7,14 +7,20 @@
 //! temporary directories and port 0, so tests run in parallel safely.
 //!
 //! `process` builds and finds the binaries and captures a child's lines; `chatd` starts servers
-//! and runs chatctl; `chat` runs clients; `raw` is the protocol client and the fixed keys.
+//! and runs chatctl; `chat` runs clients; `raw` is the protocol client and the fixed keys;
+//! `proxy` is a malicious server made of the real one (chatd's own certificate and key, frames
+//! rewritten between chatd and real `chat` clients); `attack` is what its tests share.
 
+mod attack;
 mod chat;
 mod chatd;
 mod process;
+mod proxy;
 mod raw;
 
+pub use attack::*;
 pub use chat::*;
 pub use chatd::*;
 pub use process::*;
+pub use proxy::*;
 pub use raw::*;
