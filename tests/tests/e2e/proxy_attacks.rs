@@ -239,7 +239,6 @@ fn first_to_bob(m: &Mitm, ty: &str) -> Frame {
 }
 
 #[test]
-#[ignore = "trust part 2: a chain already held is never replaced (chat)"]
 fn a_chain_resent_live_does_not_replay_its_messages() {
     let s = Scene::new(&["alice", "bob"]);
     let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
@@ -259,7 +258,6 @@ fn a_chain_resent_live_does_not_replay_its_messages() {
 }
 
 #[test]
-#[ignore = "trust part 2: replay state survives a restart (chat's private state file)"]
 fn a_chain_resent_after_a_restart_does_not_replay_its_messages() {
     let s = Scene::new(&["alice", "bob"]);
     let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
@@ -281,7 +279,6 @@ fn a_chain_resent_after_a_restart_does_not_replay_its_messages() {
 }
 
 #[test]
-#[ignore = "trust part 2: each message shown at most once across restarts and re-deliveries"]
 fn a_chain_resent_as_a_stored_line_does_not_replay_its_messages() {
     let s = Scene::new(&["alice", "bob"]);
     let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
@@ -321,7 +318,6 @@ fn a_chain_resent_as_a_stored_line_does_not_replay_its_messages() {
 }
 
 #[test]
-#[ignore = "trust part 2: a gap in a sender's chain is reported (chat)"]
 fn a_dropped_envelope_is_reported_as_missing() {
     let s = Scene::new(&["alice", "bob"]);
     let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
@@ -348,7 +344,6 @@ fn a_dropped_envelope_is_reported_as_missing() {
 }
 
 #[test]
-#[ignore = "trust part 2: a message that arrives after a later one is marked late (chat)"]
 fn reordered_envelopes_are_marked_late() {
     let s = Scene::new(&["alice", "bob"]);
     let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
@@ -387,7 +382,6 @@ fn reordered_envelopes_are_marked_late() {
 }
 
 #[test]
-#[ignore = "trust part 2: the time shown is the signed one, marked when the server's differs (chat)"]
 fn a_timestamp_moved_by_the_server_does_not_move_the_message() {
     use chrono::TimeZone;
     let s = Scene::new(&["alice", "bob"]);
