@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use chatd_proto::frame::{DeviceInfo, RoomState};
+use chatd_proto::frame::{DeviceInfo, FEATURE_VOUCH, RoomState};
 use chatd_proto::{
     ClientFrame, Fingerprint, LineError, PROTOCOL_VERSION, ServerFrame, Wire, WireCodec,
 };
@@ -260,6 +260,8 @@ pub struct ServerInfo {
     pub max_text_bytes: usize,
     /// The server closes a connection silent this long (0: never).
     pub idle_timeout_secs: u64,
+    /// The server takes and sends device vouches (its `hello` listed the `vouch` feature).
+    pub vouch: bool,
 }
 
 impl ServerInfo {
@@ -406,6 +408,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             version: PROTOCOL_VERSION,
             client: format!("chat/{}", env!("CARGO_PKG_VERSION")),
             binary: true,
+            features: vec![FEATURE_VOUCH.to_string()],
         })
         .await
         .context("sending hello")?;
@@ -418,6 +421,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     max_text_bytes,
                     idle_timeout_secs,
                     binary,
+                    features,
                 } => {
                     if version != PROTOCOL_VERSION {
                         bail!(
@@ -438,6 +442,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                         max_line_bytes,
                         max_text_bytes,
                         idle_timeout_secs,
+                        vouch: features.iter().any(|f| f == FEATURE_VOUCH),
                     });
                 }
                 ServerFrame::Error { message, .. } => {
@@ -602,6 +607,7 @@ mod tests {
             max_text_bytes: 100,
             idle_timeout_secs: 0,
             binary,
+            features: Vec::new(),
         }
     }
 
@@ -767,6 +773,7 @@ mod tests {
                 fingerprint: Fingerprint::of(format!("{i}").as_bytes()),
                 key: "K".repeat(400),
                 online: false,
+                vouches: Vec::new(),
             })
             .collect();
         tokio::spawn(fake_server(server, move |f| match f {

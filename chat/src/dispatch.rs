@@ -204,6 +204,7 @@ fn frame_events(frame: &ServerFrame, secure: &mut Secure) -> Vec<Event> {
             fingerprint,
             key,
             event,
+            ..
         } => match (event, key) {
             (DeviceEvent::Online, Some(key)) => secure.device_online(user, *fingerprint, key),
             (DeviceEvent::Online, None) => Vec::new(),

@@ -244,6 +244,7 @@ mod tests {
                     max_text_bytes: 30,
                     idle_timeout_secs: 0,
                     binary: fake.binary,
+                    features: Vec::new(),
                 }],
                 ClientFrame::Login { user, .. } => {
                     raw = fake.after_login.clone();
@@ -264,7 +265,7 @@ mod tests {
                     data,
                     ts: ECHO_TS,
                 }],
-                ClientFrame::Chain { .. } => vec![],
+                ClientFrame::Chain { .. } | ClientFrame::Vouch { .. } => vec![],
                 ClientFrame::Command { name, .. } if name == "help" => {
                     vec![ServerFrame::Help { commands: vec![] }]
                 }
@@ -324,6 +325,7 @@ mod tests {
             max_line_bytes: 65536,
             max_text_bytes,
             idle_timeout_secs: 0,
+            vouch: false,
         }
     }
 
@@ -436,6 +438,7 @@ mod tests {
             fingerprint: key.fingerprint(),
             key: BASE64.encode(key.public().to_spki_der()),
             online: true,
+            vouches: Vec::new(),
         }
     }
 

@@ -358,6 +358,7 @@ async fn binary_envelope_frames_over_tls() {
             max_text_bytes: 100,
             idle_timeout_secs: 0,
             binary: true,
+            features: Vec::new(),
         };
         w.write_all(&encode(&hello).unwrap()).await.unwrap();
         w.write_all(&binary_envelope(5, &sent)).await.unwrap();

@@ -101,9 +101,10 @@ pub fn render(frame: &ServerFrame, stamp: &str) -> Vec<String> {
 pub fn render_bodies(frame: &ServerFrame) -> Vec<String> {
     let line = |body: String| body;
     match frame {
-        ServerFrame::Envelope { .. } | ServerFrame::Chain { .. } | ServerFrame::Device { .. } => {
-            Vec::new()
-        }
+        ServerFrame::Envelope { .. }
+        | ServerFrame::Chain { .. }
+        | ServerFrame::Device { .. }
+        | ServerFrame::Vouch { .. } => Vec::new(),
         ServerFrame::Presence {
             user,
             event,

@@ -64,7 +64,7 @@ async fn handle(
     };
     let limited = matches!(
         frame,
-        ClientFrame::Send { .. } | ClientFrame::Command { .. }
+        ClientFrame::Send { .. } | ClientFrame::Command { .. } | ClientFrame::Vouch { .. }
     );
     if limited && !rate.admit(conn, limits)? {
         return ControlFlow::Continue(());
@@ -72,6 +72,9 @@ async fn handle(
     match frame {
         ClientFrame::Send { data } => router.envelopes(conn, rate, EnvelopeData::Base64(data))?,
         ClientFrame::Chain { data } => router.chain(conn, data)?,
+        ClientFrame::Vouch { data } => {
+            Box::pin(super::vouch::vouch(conn, shared, login, data)).await?
+        }
         ClientFrame::Command { name, args, room } => {
             // Only a room the caller is in is handed on (to plugins).
             let room = room.filter(|r| shared.hub.is_member(r, &login.user));
