@@ -240,6 +240,8 @@ pub fn client_help_bodies() -> Vec<String> {
         "  /verify USER [FINGERPRINT] - show USER's keys, or mark the one USER read out as verified"
             .to_string(),
         "  /trust USER - accept USER's new device keys".to_string(),
+        "  /devices - list your account's device keys; /devices approve CODE|FINGERPRINT approves a new one of yours, /devices revoke FINGERPRINT revokes one"
+            .to_string(),
         "  //text - send a message that starts with a slash".to_string(),
     ]
 }

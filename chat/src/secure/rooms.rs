@@ -25,10 +25,7 @@ impl Secure {
         if !self.rooms.contains_key(&self.current_room) {
             self.current_room = default_room.to_string();
         }
-        devices
-            .iter()
-            .flat_map(|d| self.device_known(&d.user, d.fingerprint, &d.key, d.online))
-            .collect()
+        self.devices_listed(devices)
     }
 
     /// The room every user is in.
