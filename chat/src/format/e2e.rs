@@ -25,7 +25,7 @@ pub fn notice(n: &Notice) -> String {
                 ("keys", "them")
             };
             format!(
-                "{user_s} is new here: {noun} {} (first seen; compare {verb} with /verify {user_s}); #{} is now also encrypted to them",
+                "pinned {user_s}'s device {noun} {} (first seen; compare {verb} with /verify {user_s}): {user_s} is new here, and #{} is now also encrypted to them",
                 keys.join(", "),
                 sanitize(room)
             )
@@ -325,7 +325,7 @@ mod tests {
                     room: "lobby".into(),
                 },
                 format!(
-                    "bob is new here: key {fp} (first seen; compare it with /verify bob); #lobby is now also encrypted to them"
+                    "pinned bob's device key {fp} (first seen; compare it with /verify bob): bob is new here, and #lobby is now also encrypted to them"
                 ),
             ),
             (
@@ -335,7 +335,7 @@ mod tests {
                     room: "lobby".into(),
                 },
                 format!(
-                    "bob is new here: keys {fp}, {fp} (first seen; compare them with /verify bob); #lobby is now also encrypted to them"
+                    "pinned bob's device keys {fp}, {fp} (first seen; compare them with /verify bob): bob is new here, and #lobby is now also encrypted to them"
                 ),
             ),
             (
