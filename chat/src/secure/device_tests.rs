@@ -581,3 +581,28 @@ fn what_a_pending_key_sent_survives_a_restart_and_is_shown_once_accepted() {
     let mut a = start();
     assert!(texts(&a.trust("bob")).is_empty());
 }
+
+#[test]
+fn what_is_held_is_bounded_in_frames_and_bytes() {
+    let mut a = alice();
+    a.device_online("bob", fp(BOB2), &info("bob", BOB2).key, &[]);
+    let full = Event::Warning(Warning::HeldFull { user: "bob".into() });
+    // Too big at once.
+    let events = a.receive_chain("bob", fp(BOB2), &"A".repeat((4 << 20) + 1));
+    assert_eq!(events.last(), Some(&full));
+    // Too many.
+    for i in 0..1000 {
+        let events = a.receive_chain("bob", fp(BOB2), "AAAA");
+        assert!(!events.contains(&full), "frame {i}");
+    }
+    assert_eq!(a.receive_chain("bob", fp(BOB2), "AAAA"), [full]);
+    // Released once the key is accepted (and refused: these are no chains); new frames from
+    // it are opened at once.
+    let events = a.trust("bob");
+    assert_eq!(warnings(&events).len(), 1000);
+    let events = a.receive_chain("bob", fp(BOB2), "AAAA");
+    assert!(
+        matches!(warnings(&events)[..], [Warning::KeyRejected { .. }]),
+        "{events:?}"
+    );
+}

@@ -19,6 +19,9 @@ use crate::peers::KeyStatus;
 
 /// Frames held at most, from all pending keys together.
 const MAX_HELD: usize = 1000;
+/// Bytes of held frames at most (base64), so a flood cannot fill the disk through the file,
+/// which is rewritten at each change.
+const MAX_HELD_BYTES: usize = 4 << 20;
 /// The version of the file this client writes.
 const VERSION: u32 = 1;
 
@@ -41,6 +44,15 @@ struct Held {
     kind: HeldKind,
     /// When it arrived (ms since the epoch): its timestamp is judged against that.
     held_at_ms: u64,
+}
+
+impl Held {
+    /// Roughly what it takes in memory and in the file.
+    fn size(&self) -> usize {
+        match &self.kind {
+            HeldKind::Chain { data } | HeldKind::Envelope { data, .. } => data.len(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -175,7 +187,9 @@ impl Secure {
             .warn_pending(&held.user, held.device)
             .into_iter()
             .collect();
-        if self.pending.held.len() >= MAX_HELD {
+        let bytes: usize = self.pending.held.iter().map(Held::size).sum();
+        if self.pending.held.len() >= MAX_HELD || bytes.saturating_add(held.size()) > MAX_HELD_BYTES
+        {
             events.push(Event::Warning(Warning::HeldFull { user: held.user }));
             return events;
         }
