@@ -319,6 +319,31 @@ mod tests {
         );
     }
 
+    #[test]
+    fn signed_bytes_vector() {
+        // The layout of E2E-ENVELOPE.md ("Device vouch"), pinned: user bob, voucher 01 x 32,
+        // vouched 02 x 32, timestamp 1764327600000, with and without the code MAC above.
+        let mut body = VouchBody {
+            user: "bob".into(),
+            voucher: Fingerprint::from_bytes([1; 32]),
+            vouched: Fingerprint::from_bytes([2; 32]),
+            timestamp_ms: 1_764_327_600_000,
+            code_mac: None,
+        };
+        let hex = |b: Vec<u8>| -> String { b.iter().map(|b| format!("{b:02x}")).collect() };
+        let head = format!(
+            "01560003626f62{}{}0000019aca1eaf80",
+            "01".repeat(32),
+            "02".repeat(32)
+        );
+        assert_eq!(hex(body.signed_bytes().unwrap()), format!("{head}00"));
+        body.code_mac = Some(code_mac(SECRET, "bob", &body.voucher, &body.vouched).unwrap());
+        assert_eq!(
+            hex(body.signed_bytes().unwrap()),
+            format!("{head}01fe443ff9dd5f3979c0cb70ff9b8223b0f8887ee84371236dd43fbe14bf1a3a9d")
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
