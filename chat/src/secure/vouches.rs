@@ -53,6 +53,11 @@ impl Secure {
                 signed_user: vouch.body().user.clone(),
             });
         }
+        // Only users already met have keys a vouch could make usable (a user met for the first
+        // time has every listed key trusted anyway), so nobody else's are kept.
+        if user != self.me && !self.peers.knows(user) {
+            return Vec::new();
+        }
         let kept = self.vouches.entry(user.to_string()).or_default();
         let (by, of) = (vouch.body().voucher, vouch.body().vouched);
         kept.retain(|v| !(v.body().voucher == by && v.body().vouched == of));
