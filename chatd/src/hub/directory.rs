@@ -22,15 +22,22 @@ pub(super) struct Known {
     key: Arc<str>,
     /// The stored vouches for this key (voucher, base64), oldest first, one per voucher.
     vouches: Vec<(Fingerprint, String)>,
-    /// This key's entry in `login_ok`, serialized once: offline, online, then the same two
-    /// with its vouches (for sessions that asked for them). None if it could not be (a
-    /// session that would list it is closed instead, see [`LoginSnapshot`]).
+    /// This key's entry in `login_ok`, serialized once: offline, online, then (only when it
+    /// has vouches) the same two with them, for sessions that asked. None if it could not be
+    /// (a session that would list it is closed instead, see [`LoginSnapshot`]).
     listed: Option<Listed>,
 }
 
-/// A device key's `login_ok` entry ([`DeviceInfo`]) as JSON: offline and online, without and
-/// with its vouches.
-type Listed = Arc<[Box<RawValue>; 4]>;
+/// A device key's `login_ok` entries ([`DeviceInfo`]) as JSON: offline and online, then with
+/// its vouches, if any (see [`entry`]).
+type Listed = Arc<[Box<RawValue>]>;
+
+/// The entry of `listed` for a key `online` or not, with its vouches if `vouch` (and it has any).
+fn entry(listed: &Listed, online: bool, vouch: bool) -> Option<&RawValue> {
+    let plain = usize::from(online);
+    let with_vouches = if vouch { listed.get(plain + 2) } else { None };
+    with_vouches.or_else(|| listed.get(plain)).map(|raw| &**raw)
+}
 
 impl Known {
     /// `user`'s key `key` (base64 SPKI DER), whose SHA-256 is `fingerprint`.
@@ -58,19 +65,17 @@ impl Known {
                 Vec::new()
             },
         };
-        let raw = |online, vouches| serde_json::value::to_raw_value(&info(online, vouches));
-        let listed = (|| {
-            Ok([
-                raw(false, false)?,
-                raw(true, false)?,
-                raw(false, true)?,
-                raw(true, true)?,
-            ])
-        })();
+        let mut forms = vec![(false, false), (true, false)];
+        if !self.vouches.is_empty() {
+            forms.extend([(false, true), (true, true)]);
+        }
+        let listed: Result<Vec<Box<RawValue>>, serde_json::Error> = forms
+            .into_iter()
+            .map(|(online, vouches)| serde_json::value::to_raw_value(&info(online, vouches)))
+            .collect();
         self.listed = match listed {
-            Ok(all) => Some(Arc::new(all)),
+            Ok(all) => Some(Arc::from(all)),
             Err(e) => {
-                let e: serde_json::Error = e;
                 tracing::error!(error = %e, %user, "cannot serialize a device key");
                 None
             }
@@ -164,7 +169,13 @@ impl LoginSnapshot {
     /// The `login_ok` line; None (logged) if it cannot be serialized.
     pub(super) fn line(mut self) -> Option<Bytes> {
         self.online.sort();
-        let Some(devices) = &self.devices else {
+        let devices: Option<Vec<&RawValue>> = self.devices.as_ref().and_then(|devices| {
+            devices
+                .iter()
+                .map(|(listed, online)| entry(listed, *online, self.vouch))
+                .collect()
+        });
+        let Some(devices) = devices else {
             tracing::error!(user = %self.user, "login_ok lacks a device key's entry");
             return None;
         };
@@ -173,12 +184,7 @@ impl LoginSnapshot {
             session: self.id,
             device: self.device,
             online: &self.online,
-            devices: devices
-                .iter()
-                .map(|(listed, online)| {
-                    &*listed[usize::from(*online) + 2 * usize::from(self.vouch)]
-                })
-                .collect(),
+            devices,
             room: &self.room,
             rooms: &self.rooms,
         })
