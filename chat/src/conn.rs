@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use chatd_proto::frame::{DeviceInfo, RoomState};
+use chatd_proto::frame::{DeviceInfo, FEATURE_VOUCH, RoomState};
 use chatd_proto::{
     ClientFrame, Fingerprint, LineError, PROTOCOL_VERSION, ServerFrame, Wire, WireCodec,
 };
@@ -262,6 +262,8 @@ pub struct ServerInfo {
     pub idle_timeout_secs: u64,
     /// How long the server keeps lines stored for an offline device, in seconds.
     pub offline_ttl_secs: u64,
+    /// The server takes and sends device vouches (its `hello` listed the `vouch` feature).
+    pub vouch: bool,
 }
 
 impl ServerInfo {
@@ -438,6 +440,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             version: PROTOCOL_VERSION,
             client: format!("chat/{}", env!("CARGO_PKG_VERSION")),
             binary: true,
+            features: vec![FEATURE_VOUCH.to_string()],
         })
         .await
         .context("sending hello")?;
@@ -451,6 +454,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     idle_timeout_secs,
                     binary,
                     offline_ttl_secs,
+                    features,
                 } => {
                     if version != PROTOCOL_VERSION {
                         bail!(
@@ -472,6 +476,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                         max_text_bytes,
                         idle_timeout_secs,
                         offline_ttl_secs: offline_ttl_secs.unwrap_or(DEFAULT_OFFLINE_TTL_SECS),
+                        vouch: features.iter().any(|f| f == FEATURE_VOUCH),
                     });
                 }
                 ServerFrame::Error { message, .. } => {
@@ -665,6 +670,7 @@ mod tests {
             idle_timeout_secs: 0,
             binary,
             offline_ttl_secs: None,
+            features: Vec::new(),
         }
     }
 
@@ -830,6 +836,7 @@ mod tests {
                 fingerprint: Fingerprint::of(format!("{i}").as_bytes()),
                 key: "K".repeat(400),
                 online: false,
+                vouches: Vec::new(),
             })
             .collect();
         tokio::spawn(fake_server(server, move |f| match f {

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::conn::{Connection, Incoming, ServerInfo};
 use crate::format;
-use crate::input::{self, Input};
+use crate::input::{self, Devices, Input};
 use crate::secure::{Body, Event, Notice, Secure};
 
 /// One frame for the server.
@@ -76,6 +76,7 @@ pub fn line(line: &str, secure: &mut Secure) -> Step {
             return Step::Show(secure.verify(&user, fingerprint.as_deref()));
         }
         Input::Trust { user } => return Step::Show(secure.trust(&user)),
+        Input::Devices(action) => return devices(action, secure),
         Input::Say { text } => (
             Conversation::Room(secure.current_room().to_string()),
             Body {
@@ -111,6 +112,22 @@ pub fn line(line: &str, secure: &mut Secure) -> Step {
                 .collect(),
         },
         Err(why) => Step::Refused(format::not_sent(&why)),
+    }
+}
+
+/// `/devices`, `/devices approve CODE|FP`, `/devices revoke FP`.
+fn devices(action: Devices, secure: &mut Secure) -> Step {
+    let (events, frame) = match action {
+        Devices::List => return Step::Show(secure.list_devices()),
+        Devices::Approve(given) => secure.approve_device(&given),
+        Devices::Revoke(given) => secure.revoke_device(&given),
+    };
+    match frame {
+        Some(frame) => Step::Send {
+            events,
+            frames: vec![Outbound::Frame(frame)],
+        },
+        None => Step::Show(events),
     }
 }
 
@@ -212,7 +229,7 @@ fn json_line(frame: &ClientFrame) -> Result<(Bytes, usize)> {
 /// warnings); other frames give nothing here.
 pub fn events(incoming: &Incoming, secure: &mut Secure) -> Vec<Event> {
     match incoming {
-        Incoming::Envelope(delivered) => secure.on_delivered(delivered),
+        Incoming::Envelope(delivered) => secure.receive_envelope(delivered),
         Incoming::Frame(frame) => frame_events(frame, secure),
     }
 }
@@ -221,7 +238,7 @@ pub fn events(incoming: &Incoming, secure: &mut Secure) -> Vec<Event> {
 /// [`Incoming::Envelope`]).
 fn frame_events(frame: &ServerFrame, secure: &mut Secure) -> Vec<Event> {
     match frame {
-        ServerFrame::Chain { from, device, data } => secure.on_chain(from, *device, data),
+        ServerFrame::Chain { from, device, data } => secure.receive_chain(from, *device, data),
         // Saved before the `backlog_ack` that `reply` makes of it is sent.
         ServerFrame::Backlog { more, .. } => secure.backlog_end(*more),
         ServerFrame::Device {
@@ -229,18 +246,19 @@ fn frame_events(frame: &ServerFrame, secure: &mut Secure) -> Vec<Event> {
             fingerprint,
             key,
             event,
+            vouches,
         } => match (event, key) {
-            (DeviceEvent::Online, Some(key)) => secure.device_online(user, *fingerprint, key),
+            (DeviceEvent::Online, Some(key)) => {
+                secure.device_online(user, *fingerprint, key, vouches)
+            }
             (DeviceEvent::Online, None) => Vec::new(),
             (DeviceEvent::Offline, _) => {
                 secure.device_offline(fingerprint);
                 Vec::new()
             }
-            (DeviceEvent::Removed, _) => {
-                secure.device_removed(fingerprint);
-                Vec::new()
-            }
+            (DeviceEvent::Removed, _) => secure.device_removed(user, fingerprint),
         },
+        ServerFrame::Vouch { user, data } => secure.on_vouch(user, data),
         ServerFrame::Room {
             room, user, event, ..
         } => {

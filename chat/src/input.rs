@@ -45,6 +45,8 @@ pub enum Input {
         /// Whose keys.
         user: String,
     },
+    /// `/devices ...`: this account's devices.
+    Devices(Devices),
     /// `/name args`: a command run by the server.
     Command {
         /// Command name without the slash.
@@ -54,6 +56,17 @@ pub enum Input {
     },
     /// A line that cannot be sent (e.g. a lone `/`); the string says why.
     Invalid(String),
+}
+
+/// What `/devices` was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Devices {
+    /// `/devices`: list this account's device keys.
+    List,
+    /// `/devices approve CODE|FINGERPRINT`: vouch for one of them.
+    Approve(String),
+    /// `/devices revoke FINGERPRINT`: ask the server to revoke one of them.
+    Revoke(String),
 }
 
 /// Parses one line (without its newline).
@@ -108,6 +121,15 @@ pub fn parse(line: &str) -> Input {
                 user: user.to_string(),
             },
             _ => Input::Invalid("usage: /trust USER".to_string()),
+        },
+        "devices" => match args.split_whitespace().collect::<Vec<_>>()[..] {
+            [] | ["list"] => Input::Devices(Devices::List),
+            ["approve", which] => Input::Devices(Devices::Approve(which.to_string())),
+            ["revoke", which] => Input::Devices(Devices::Revoke(which.to_string())),
+            _ => Input::Invalid(
+                "usage: /devices, /devices approve CODE|FINGERPRINT, /devices revoke FINGERPRINT"
+                    .to_string(),
+            ),
         },
         "help" => Input::Help {
             args: args.to_string(),
@@ -194,6 +216,18 @@ mod tests {
         assert!(matches!(parse("/verify a b c"), Input::Invalid(_)));
         assert_eq!(parse("/trust bob"), Input::Trust { user: "bob".into() });
         assert!(matches!(parse("/trust"), Input::Invalid(_)));
+        assert_eq!(parse("/devices"), Input::Devices(Devices::List));
+        assert_eq!(parse("/devices list"), Input::Devices(Devices::List));
+        assert_eq!(
+            parse("/devices approve 0123456789abcdef-ABCDEFGHJK"),
+            Input::Devices(Devices::Approve("0123456789abcdef-ABCDEFGHJK".into()))
+        );
+        assert_eq!(
+            parse("/devices  revoke SHA256:ab"),
+            Input::Devices(Devices::Revoke("SHA256:ab".into()))
+        );
+        assert!(matches!(parse("/devices approve"), Input::Invalid(_)));
+        assert!(matches!(parse("/devices drop x"), Input::Invalid(_)));
         assert!(matches!(parse("/"), Input::Invalid(_)));
         assert!(matches!(parse("/ x"), Input::Invalid(_)));
         // Only a leading slash makes a command.

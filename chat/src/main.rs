@@ -10,6 +10,7 @@
 //! errors (or when the server ends the session), 2 for usage errors (clap), 3 when the
 //! login is refused.
 
+mod approve;
 mod config;
 mod conn;
 mod dispatch;
@@ -95,6 +96,11 @@ struct Cli {
     /// seconds (messages stored while offline may be as old as the server keeps them).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     max_clock_skew: u64,
+
+    /// Log in, approve the new device of this account that shows CODE (as /devices approve
+    /// does), and exit: 0 once the server has the approval, 1 if CODE matches no device.
+    #[arg(long, value_name = "CODE")]
+    approve_device: Option<String>,
 }
 
 fn parse_bits(s: &str) -> Result<usize, String> {
@@ -191,7 +197,11 @@ async fn run(cli: Cli) -> Result<u8> {
     let settings = settings(&cli)?;
     let stdin_tty = std::io::stdin().is_terminal();
     // The full-screen interface needs a person at a terminal; scripts get the line mode.
-    let tui = !cli.plain && stdin_tty && std::io::stdout().is_terminal() && !cli.password_stdin;
+    let tui = !cli.plain
+        && stdin_tty
+        && std::io::stdout().is_terminal()
+        && !cli.password_stdin
+        && cli.approve_device.is_none();
     if !cli.password_stdin && !stdin_tty {
         bail!(
             "stdin is not a terminal, so there is nobody to ask for the password; use --password-stdin"
@@ -292,7 +302,9 @@ async fn run(cli: Cli) -> Result<u8> {
         peers,
         cli.max_clock_skew.saturating_mul(1000),
         info.max_text_bytes,
-    );
+    )
+    .with_pending_file(&pending_path(&settings.user, &settings.server)?)?;
+    secure.set_vouch_supported(info.vouch);
     secure.set_offline_ttl_secs(info.offline_ttl_secs);
     secure.use_state(state_file)?;
     if tui {
@@ -326,7 +338,21 @@ async fn run(cli: Cli) -> Result<u8> {
             .and_then(|()| out.flush())
             .context("cannot write to stdout")?;
     }
+    if let Some(code) = &cli.approve_device {
+        return approve::run(&mut conn, &mut secure, code, &mut out).await;
+    }
     plain::run(&mut conn, &mut secure, &info, &mut input, &mut out).await
+}
+
+/// `$XDG_DATA_HOME/chat/state/USER@HOST:PORT.pending.json`: what is held from keys not
+/// accepted yet, and this device's approval secret.
+fn pending_path(user: &str, server: &ServerAddr) -> Result<PathBuf> {
+    let dir = dirs::data_dir()
+        .context("cannot find a data directory for the client state (set HOME or XDG_DATA_HOME)")?;
+    Ok(dir
+        .join("chat")
+        .join("state")
+        .join(format!("{user}@{server}.pending.json")))
 }
 
 /// `$XDG_DATA_HOME/chat/peers/HOST:PORT.json`: the device keys pinned for one server.

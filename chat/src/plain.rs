@@ -334,6 +334,7 @@ mod tests {
                     idle_timeout_secs: 0,
                     binary: fake.binary,
                     offline_ttl_secs: None,
+                    features: Vec::new(),
                 }],
                 ClientFrame::Login { user, .. } => {
                     raw = fake.after_login.clone();
@@ -354,7 +355,9 @@ mod tests {
                     data,
                     ts: ECHO_TS,
                 }],
-                ClientFrame::Chain { .. } | ClientFrame::Rekey { .. } => vec![],
+                ClientFrame::Chain { .. }
+                | ClientFrame::Rekey { .. }
+                | ClientFrame::Vouch { .. } => vec![],
                 ClientFrame::Command { name, .. } if name == "help" => {
                     vec![ServerFrame::Help { commands: vec![] }]
                 }
@@ -433,6 +436,7 @@ mod tests {
             max_text_bytes,
             idle_timeout_secs: 0,
             offline_ttl_secs: 604_800,
+            vouch: false,
         }
     }
 
@@ -545,6 +549,7 @@ mod tests {
             fingerprint: key.fingerprint(),
             key: BASE64.encode(key.public().to_spki_der()),
             online: true,
+            vouches: Vec::new(),
         }
     }
 

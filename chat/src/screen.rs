@@ -227,6 +227,7 @@ mod tests {
             fingerprint: chatd_proto::Fingerprint::from_bytes([1; 32]),
             key: None,
             event: chatd_proto::frame::DeviceEvent::Offline,
+            vouches: Vec::new(),
         };
         assert_eq!(refused(&mut s, &device).0, "device");
         let whois = ServerFrame::Whois {

@@ -359,6 +359,7 @@ async fn binary_envelope_frames_over_tls() {
             idle_timeout_secs: 0,
             binary: true,
             offline_ttl_secs: None,
+            features: Vec::new(),
         };
         w.write_all(&encode(&hello).unwrap()).await.unwrap();
         w.write_all(&binary_envelope(5, &sent)).await.unwrap();

@@ -308,6 +308,7 @@ pub const BUILTIN_NAMES: &[&str] = &[
     "motd",
     "part",
     "ping",
+    "revoke",
     "rooms",
     "topic",
     "whois",

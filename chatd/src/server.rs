@@ -29,7 +29,7 @@ use crate::live::Live;
 use crate::peerlimit::PerIp;
 use crate::reload::{ConfigSource, LogLevelHook, Reloader};
 use crate::shared::Shared;
-use crate::store::{Store, StoreError, keys, rooms};
+use crate::store::{Store, StoreError, keys, rooms, vouches};
 use crate::systemd::Activated;
 use crate::throttle::LoginThrottle;
 use crate::tls::TlsError;
@@ -210,6 +210,20 @@ impl Server {
                 .into_iter()
                 .map(|(user, fp, spki)| (user, Fingerprint::from_bytes(fp), BASE64.encode(spki))),
         );
+        let vouches = store
+            .run_sync(vouches::all)
+            .map_err(|source| ServerError::Store {
+                path: db_path.clone(),
+                source,
+            })?;
+        hub.set_vouches(vouches.into_iter().map(|(user, vouched, voucher, data)| {
+            (
+                user,
+                Fingerprint::from_bytes(vouched),
+                Fingerprint::from_bytes(voucher),
+                BASE64.encode(data),
+            )
+        }));
         // The default room exists and every account is in it; empty rooms are gone.
         let default_room = config.rooms.default.clone();
         let rooms = store

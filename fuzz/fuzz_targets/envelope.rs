@@ -1,5 +1,5 @@
-//! The end-to-end decoders chatd runs on client bytes: `Envelope` and `WrappedChain` (binary and
-//! base64, as in `send`/`chain` frames), the conversation name in an envelope header, and the
+//! The end-to-end decoders chatd runs on client bytes: `Envelope`, `WrappedChain` and `Vouch`
+//! (binary and base64, as in `send`/`chain`/`vouch` frames), the conversation name in an envelope header, and the
 //! device public key of a `login` (base64 SPKI DER, and PEM as the client stores it), and the
 //! textual key fingerprint; and `chat`'s saved receiver chains (`ReceiverChain::import`).
 //! Every input is tried with every decoder. Properties: no panic; the binary encodings are
@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chatd_proto::Fingerprint;
 use chatd_proto::conversation::Conversation;
-use chatd_proto::e2e::{ALLOWED_KEY_BITS, DevicePublicKey, Envelope, ReceiverChain, WrappedChain};
+use chatd_proto::e2e::{ALLOWED_KEY_BITS, DevicePublicKey, Envelope, ReceiverChain, Vouch, WrappedChain};
 use libfuzzer_sys::fuzz_target;
 
 fn check_envelope(env: &Envelope) {
@@ -64,6 +64,13 @@ fn binary(data: &[u8]) {
             "receiver chain state not canonical"
         );
     }
+    if let Ok(vouch) = Vouch::decode(data) {
+        assert_eq!(
+            vouch.encode().ok().as_deref(),
+            Some(data),
+            "vouch not canonical"
+        );
+    }
     if let Ok(key) = DevicePublicKey::from_spki_der(data) {
         check_key(&key);
     }
@@ -102,6 +109,13 @@ fn text(text: &str) {
     if let Ok(chain) = WrappedChain::from_base64(text) {
         assert_eq!(
             chain.to_base64().ok().as_deref(),
+            Some(text.trim()),
+            "base64 not canonical"
+        );
+    }
+    if let Ok(vouch) = Vouch::from_base64(text) {
+        assert_eq!(
+            vouch.to_base64().ok().as_deref(),
             Some(text.trim()),
             "base64 not canonical"
         );

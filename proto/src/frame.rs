@@ -26,6 +26,9 @@ use crate::Fingerprint;
 /// The protocol version this crate speaks; a `hello` with another is refused.
 pub const PROTOCOL_VERSION: u32 = 2;
 
+/// The `hello` feature for device vouches: `vouch` frames and `devices[].vouches`.
+pub const FEATURE_VOUCH: &str = "vouch";
+
 /// A frame sent by a client.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -40,6 +43,10 @@ pub enum ClientFrame {
         /// Asks for binary envelope frames (codec.rs); used once the server's `hello` agrees.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         binary: bool,
+        /// Optional features asked for (e.g. [`FEATURE_VOUCH`]); the server's `hello` lists
+        /// those it supports.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     /// Password login; only valid after `hello` and before any other request.
     Login {
@@ -71,6 +78,11 @@ pub enum ClientFrame {
         chain: String,
         /// The first index that could not be opened.
         index: u32,
+    },
+    /// A signed device vouch (base64, proto/src/e2e/vouch.rs) for another device of this user.
+    Vouch {
+        /// Base64 of the vouch bytes.
+        data: String,
     },
     /// A slash command run by the server's command registry (`/whisper bob hi`).
     Command {
@@ -108,11 +120,13 @@ impl std::fmt::Debug for ClientFrame {
                 version,
                 client,
                 binary,
+                features,
             } => f
                 .debug_struct("Hello")
                 .field("version", version)
                 .field("client", client)
                 .field("binary", binary)
+                .field("features", features)
                 .finish(),
             ClientFrame::Login { user, .. } => f
                 .debug_struct("Login")
@@ -139,6 +153,10 @@ impl std::fmt::Debug for ClientFrame {
                 .field("chain", chain)
                 .field("index", index)
                 .finish(),
+            ClientFrame::Vouch { data } => f
+                .debug_struct("Vouch")
+                .field("data_bytes", &data.len())
+                .finish(),
             ClientFrame::Command { name, args, room } => f
                 .debug_struct("Command")
                 .field("name", name)
@@ -163,6 +181,7 @@ impl ClientFrame {
             ClientFrame::Send { .. } => "send",
             ClientFrame::Chain { .. } => "chain",
             ClientFrame::Rekey { .. } => "rekey",
+            ClientFrame::Vouch { .. } => "vouch",
             ClientFrame::Command { .. } => "command",
             ClientFrame::BacklogAck { .. } => "backlog_ack",
             ClientFrame::Ping { .. } => "ping",
@@ -218,6 +237,10 @@ pub struct DeviceInfo {
     /// A session with this key is logged in now.
     #[serde(default)]
     pub online: bool,
+    /// Base64 device vouches FOR this key, by other keys of the same user (only to a client
+    /// that asked for the `vouch` feature; omitted when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vouches: Vec<String>,
 }
 
 /// What happened to a device key.
@@ -316,6 +339,10 @@ pub enum ServerFrame {
         /// `offline_ttl_secs`); absent from an older server, which keeps them 604800 s.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         offline_ttl_secs: Option<u64>,
+        /// The features the client asked for that the server supports (absent from an old
+        /// server).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     /// Login succeeded.
     LoginOk {
@@ -432,6 +459,17 @@ pub enum ServerFrame {
         key: Option<String>,
         /// What happened.
         event: DeviceEvent,
+        /// With `online`, to a client that asked for the `vouch` feature: the stored vouches
+        /// for this key (base64; omitted when empty).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        vouches: Vec<String>,
+    },
+    /// A device vouch was stored (to clients that asked for the `vouch` feature).
+    Vouch {
+        /// The user both devices belong to, as the server checked it.
+        user: String,
+        /// Base64 of the vouch bytes, exactly as sent.
+        data: String,
     },
     /// A user joined or left.
     Presence {
@@ -612,6 +650,18 @@ mod tests {
             ClientFrame::Quit
         );
         assert!(decode::<ClientFrame>(r#"{"type":"nope"}"#).is_err());
+        let f: ClientFrame = decode(r#"{"type":"vouch","data":"AVY="}"#).unwrap();
+        assert_eq!(f.kind(), "vouch");
+        let f: ClientFrame =
+            decode(r#"{"type":"hello","version":2,"features":["vouch","later"]}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Hello { features, .. } if features == ["vouch", "later"]));
+        // An old client's hello has no features, and one without any writes none.
+        let f: ClientFrame = decode(r#"{"type":"hello","version":2}"#).unwrap();
+        assert!(
+            !String::from_utf8(encode(&f).unwrap().to_vec())
+                .unwrap()
+                .contains("features")
+        );
         assert!(decode::<ClientFrame>(r#"[1,2]"#).is_err());
     }
 

@@ -14,7 +14,9 @@
 pub mod login;
 pub mod tls;
 
-pub use login::{check_hello, encode, greet, hello, log_in, login, write_frames};
+pub use login::{
+    check_hello, encode, greet, hello, hello_with_features, log_in, login, write_frames,
+};
 pub use tls::{Tls, connect, connector, full_handshake_connector};
 
 use std::net::SocketAddr;

@@ -18,10 +18,16 @@ const READ: usize = 64 * 1024;
 /// A client's `hello`: this protocol version, `client` for chatd's logs, and a request for
 /// binary envelope frames if `binary`.
 pub fn hello(client: &str, binary: bool) -> ClientFrame {
+    hello_with_features(client, binary, &[])
+}
+
+/// [`hello`] asking for optional `features` too (e.g. `vouch`).
+pub fn hello_with_features(client: &str, binary: bool, features: &[&str]) -> ClientFrame {
     ClientFrame::Hello {
         version: PROTOCOL_VERSION,
         client: client.to_string(),
         binary,
+        features: features.iter().map(|f| f.to_string()).collect(),
     }
 }
 

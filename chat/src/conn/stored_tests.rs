@@ -71,6 +71,7 @@ async fn stored_envelopes_are_flagged_until_the_replay_ends() {
                 idle_timeout_secs: 0,
                 binary: true,
                 offline_ttl_secs: ttl,
+                features: Vec::new(),
             })],
             Ok(ClientFrame::Login { user, .. }) => {
                 let mut out = vec![json(&ServerFrame::LoginOk {

@@ -8,7 +8,7 @@ use chatd_proto::e2e::E2eError;
 use chatd_proto::conversation::Conversation;
 
 use crate::peers::KeyStatus;
-use crate::secure::{ChatMessage, NotSent, Notice, Refusal, Warning};
+use crate::secure::{ChatMessage, NotSent, Notice, Refusal, VouchRefusal, Warning};
 use crate::text::{escape, sanitize};
 
 /// What follows a message's text: ` (late)` when it came after a later one of its chain, and
@@ -39,11 +39,65 @@ fn messages(count: u32) -> String {
 /// A notice's words (the line without its `-- `).
 pub fn notice(n: &Notice) -> String {
     match n {
-        Notice::Pinned { user, fingerprint } => {
+        Notice::NewUser {
+            user,
+            fingerprints,
+            room,
+        } => {
+            let user_s = sanitize(user);
+            let keys: Vec<String> = fingerprints.iter().map(ToString::to_string).collect();
+            let (noun, verb) = if keys.len() == 1 {
+                ("key", "it")
+            } else {
+                ("keys", "them")
+            };
+            format!(
+                "pinned {user_s}'s device {noun} {} (first seen; compare {verb} with /verify {user_s}): {user_s} is new here, and #{} is now also encrypted to them",
+                keys.join(", "),
+                sanitize(room)
+            )
+        }
+        Notice::KeyVouched {
+            user,
+            fingerprint,
+            by,
+        } => {
             let user_s = sanitize(user);
             format!(
-                "pinned {user_s}'s device key {fingerprint} (first seen; compare it with /verify {user_s})"
+                "{user_s}'s new device key {fingerprint} was approved by {user_s}'s device {by}"
             )
+        }
+        Notice::NotApproved { code } => format!(
+            "this device is not approved yet: on one of your other devices type /devices approve {code} (or run chat --approve-device {code})"
+        ),
+        Notice::Approved { by } => {
+            format!("this device was approved by your device {by}")
+        }
+        Notice::DeviceApproved { fingerprint } => format!(
+            "approved your device {fingerprint}: it is used from now on, and your other devices and contacts are told"
+        ),
+        Notice::RevokeAsked { fingerprint } => {
+            format!("asking the server to revoke your device key {fingerprint}")
+        }
+        Notice::DevicesOf { me } => format!("device keys of your account {}:", sanitize(me)),
+        Notice::OwnDevice {
+            fingerprint,
+            status,
+            online,
+            this,
+        } => {
+            let this = if *this { " <- this device" } else { "" };
+            let online = if *online && this.is_empty() {
+                ", online"
+            } else {
+                ""
+            };
+            let status = match status {
+                KeyStatus::Verified | KeyStatus::Trusted | KeyStatus::Vouched => "approved",
+                KeyStatus::Pending => "NOT APPROVED (/devices approve or /devices revoke)",
+                KeyStatus::Revoked => "revoked",
+            };
+            format!("  {fingerprint} ({status}{online}){this}")
         }
         Notice::OwnKey {
             me,
@@ -71,7 +125,9 @@ pub fn notice(n: &Notice) -> String {
             let status = match status {
                 KeyStatus::Verified => "verified",
                 KeyStatus::Trusted => "trusted on first use, not verified",
+                KeyStatus::Vouched => "approved by another of their devices",
                 KeyStatus::Pending => "NOT ACCEPTED",
+                KeyStatus::Revoked => "REVOKED",
             };
             format!("  {fingerprint} ({status}{online})")
         }
@@ -114,27 +170,67 @@ pub fn warning(w: &Warning) -> String {
             "the server announced a device key for {} that does not match its fingerprint {fingerprint}; ignored",
             sanitize(user)
         ),
-        Warning::StillPending { user, fingerprint } => {
+        Warning::PendingKey { user, fingerprint } => {
             let user_s = sanitize(user);
             format!(
-                "{user_s}'s device key {fingerprint} is still not accepted: nothing is encrypted to it \
-                 or shown from it. Compare it with /verify {user_s}, then /trust {user_s}"
+                "{user_s} has a NEW device key {fingerprint} that none of {user_s}'s devices you trust approved. \
+                 Nothing is encrypted to it, and what it sends is held unread until you accept it: \
+                 compare it with /verify {user_s}, then /trust {user_s}"
             )
         }
-        Warning::NewKey { user, fingerprint } => {
-            let user_s = sanitize(user);
-            format!(
-                "{user_s} has a NEW device key {fingerprint}. Nothing is encrypted to it or shown from it \
-                 until you accept it: compare it with /verify {user_s}, then /trust {user_s}"
-            )
-        }
-        Warning::PinsNotSaved { error } => {
-            format!("cannot save the pinned keys: {}", sanitize(error))
-        }
-        Warning::NotEncryptedTo { user, fingerprint } => format!(
-            "not encrypted to {}'s unaccepted device key {fingerprint} (/verify {0}, /trust {0})",
+        Warning::UnapprovedOwnDevice { fingerprint } => format!(
+            "a device that none of your devices approved logged in to your account: {fingerprint}. \
+             Nothing is encrypted to it. If it is yours, /devices approve {fingerprint}; if not, \
+             change your password and /devices revoke {fingerprint}"
+        ),
+        Warning::RevokedKeyAnnounced { user, fingerprint } => format!(
+            "the server announced {}'s device key {fingerprint} again, which was revoked: it stays revoked and unused",
             sanitize(user)
         ),
+        Warning::VouchRefused { user, why } => {
+            let why = match why {
+                VouchRefusal::Unreadable(e) => format!("it cannot be read ({e})"),
+                VouchRefusal::OtherUser { signed_user } => {
+                    format!("it is signed for {}", sanitize(signed_user))
+                }
+                VouchRefusal::BadSignature(e) => format!(
+                    "its signature does not verify under the key pinned for its signer ({e})"
+                ),
+                VouchRefusal::WrongCode => {
+                    "it carries a code that is not the one this device shows".to_string()
+                }
+            };
+            format!("refused a device approval for {}: {why}", sanitize(user))
+        }
+        Warning::HeldFull { user } => format!(
+            "dropped a message from {}: too much is held from device keys not accepted yet",
+            sanitize(user)
+        ),
+        Warning::PendingNotSaved { error } => {
+            format!("cannot save the held messages and the approval code: {error}")
+        }
+        Warning::NoSuchDevice { given, ambiguous } => {
+            let given = sanitize(given);
+            if *ambiguous {
+                format!(
+                    "{given} matches more than one of your devices: give more of its fingerprint (/devices)"
+                )
+            } else {
+                format!(
+                    "{given} is not one of your devices (/devices lists them; give a code or at least 16 hex digits of a fingerprint)"
+                )
+            }
+        }
+        Warning::ThisDevice => "that is this device".to_string(),
+        Warning::TrustOwn => {
+            "your own devices are approved with /devices approve CODE (see /devices)".to_string()
+        }
+        Warning::ServerTooOld => {
+            "this server is too old to approve devices (it does not take device vouches)"
+                .to_string()
+        }
+        Warning::VouchNotMade { error } => format!("cannot sign the approval: {error}"),
+        Warning::PinsNotSaved { error } => format!("cannot save the pinned keys: {error}"),
         Warning::KeyRejected { from, why } => {
             let from_s = sanitize(from);
             format!("rejected a key from {from_s}: {}", refusal(why, &from_s))
@@ -232,6 +328,7 @@ fn refusal(r: &Refusal, from_s: &str) -> String {
             "it comes from the unaccepted device key {device} (/verify {0}, /trust {0})",
             sanitize(user)
         ),
+        Refusal::Revoked { device } => format!("its device key {device} was revoked"),
         Refusal::Unannounced { device } => {
             format!("its device key {device} is not one the server announced for them")
         }
@@ -310,11 +407,60 @@ mod tests {
         let fp = fp();
         let cases = [
             (
-                Notice::Pinned {
+                Notice::NewUser {
+                    user: bob(),
+                    fingerprints: vec![fp],
+                    room: "lobby".into(),
+                },
+                format!(
+                    "pinned bob's device key {fp} (first seen; compare it with /verify bob): bob is new here, and #lobby is now also encrypted to them"
+                ),
+            ),
+            (
+                Notice::NewUser {
+                    user: bob(),
+                    fingerprints: vec![fp, fp],
+                    room: "lobby".into(),
+                },
+                format!(
+                    "pinned bob's device keys {fp}, {fp} (first seen; compare them with /verify bob): bob is new here, and #lobby is now also encrypted to them"
+                ),
+            ),
+            (
+                Notice::KeyVouched {
                     user: bob(),
                     fingerprint: fp,
+                    by: fp,
                 },
-                format!("pinned bob's device key {fp} (first seen; compare it with /verify bob)"),
+                format!("bob's new device key {fp} was approved by bob's device {fp}"),
+            ),
+            (
+                Notice::NotApproved {
+                    code: "0123456789abcdef-ABCDEFGHJK".into(),
+                },
+                "this device is not approved yet: on one of your other devices type /devices approve 0123456789abcdef-ABCDEFGHJK (or run chat --approve-device 0123456789abcdef-ABCDEFGHJK)".into(),
+            ),
+            (
+                Notice::Approved { by: fp },
+                format!("this device was approved by your device {fp}"),
+            ),
+            (
+                Notice::OwnDevice {
+                    fingerprint: fp,
+                    status: KeyStatus::Pending,
+                    online: true,
+                    this: false,
+                },
+                format!("  {fp} (NOT APPROVED (/devices approve or /devices revoke), online)"),
+            ),
+            (
+                Notice::OwnDevice {
+                    fingerprint: fp,
+                    status: KeyStatus::Verified,
+                    online: true,
+                    this: true,
+                },
+                format!("  {fp} (approved) <- this device"),
             ),
             (
                 Notice::OwnKey {
@@ -407,37 +553,32 @@ mod tests {
                 ),
             ),
             (
-                Warning::StillPending {
+                Warning::PendingKey {
                     user: bob(),
                     fingerprint: fp,
                 },
                 format!(
-                    "bob's device key {fp} is still not accepted: nothing is encrypted to it or shown from it. Compare it with /verify bob, then /trust bob"
+                    "bob has a NEW device key {fp} that none of bob's devices you trust approved. Nothing is encrypted to it, and what it sends is held unread until you accept it: compare it with /verify bob, then /trust bob"
                 ),
             ),
             (
-                Warning::NewKey {
-                    user: bob(),
-                    fingerprint: fp,
-                },
+                Warning::UnapprovedOwnDevice { fingerprint: fp },
                 format!(
-                    "bob has a NEW device key {fp}. Nothing is encrypted to it or shown from it until you accept it: compare it with /verify bob, then /trust bob"
+                    "a device that none of your devices approved logged in to your account: {fp}. Nothing is encrypted to it. If it is yours, /devices approve {fp}; if not, change your password and /devices revoke {fp}"
                 ),
+            ),
+            (
+                Warning::VouchRefused {
+                    user: bob(),
+                    why: VouchRefusal::WrongCode,
+                },
+                "refused a device approval for bob: it carries a code that is not the one this device shows".into(),
             ),
             (
                 Warning::PinsNotSaved {
                     error: "writing peers.json: disk full".into(),
                 },
                 "cannot save the pinned keys: writing peers.json: disk full".into(),
-            ),
-            (
-                Warning::NotEncryptedTo {
-                    user: bob(),
-                    fingerprint: fp,
-                },
-                format!(
-                    "not encrypted to bob's unaccepted device key {fp} (/verify bob, /trust bob)"
-                ),
             ),
             (
                 Warning::Unreadable {

@@ -111,11 +111,11 @@ pub fn render(frame: &ServerFrame, stamp: &str) -> Vec<String> {
 pub fn render_bodies(frame: &ServerFrame) -> Vec<String> {
     let line = |body: String| body;
     match frame {
-        // The end-to-end layer says what these mean (events), not the frame itself.
         ServerFrame::Envelope { .. }
         | ServerFrame::Chain { .. }
+        | ServerFrame::Device { .. }
         | ServerFrame::Rekey { .. }
-        | ServerFrame::Device { .. } => Vec::new(),
+        | ServerFrame::Vouch { .. } => Vec::new(),
         ServerFrame::Presence {
             user,
             event,
@@ -251,6 +251,8 @@ pub fn client_help_bodies() -> Vec<String> {
         "  /verify USER [FINGERPRINT] - show USER's keys, or mark the one USER read out as verified"
             .to_string(),
         "  /trust USER - accept USER's new device keys".to_string(),
+        "  /devices - list your account's device keys; /devices approve CODE|FINGERPRINT approves a new one of yours, /devices revoke FINGERPRINT revokes one"
+            .to_string(),
         "  //text - send a message that starts with a slash".to_string(),
     ]
 }
@@ -631,6 +633,8 @@ mod tests {
                 max_text_bytes: 1,
                 idle_timeout_secs: 0,
                 binary: false,
+                offline_ttl_secs: None,
+                features: Vec::new(),
             },
         ];
         for frame in &frames {

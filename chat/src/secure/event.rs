@@ -22,12 +22,60 @@ pub enum Event {
 /// Information about keys and rooms. Names are as they came (unsanitized).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
-    /// The first key seen for `user` was pinned (trust on first use).
-    Pinned {
+    /// A user met for the first time: the keys listed for them were pinned (trust on first
+    /// use), before anything is sealed to them.
+    NewUser {
+        /// Who.
+        user: String,
+        /// Their keys as listed.
+        fingerprints: Vec<Fingerprint>,
+        /// The default room, now also encrypted to them.
+        room: String,
+    },
+    /// A new key of `user` was vouched for by `by`, one of theirs we already trust: used now.
+    KeyVouched {
         /// Its owner.
         user: String,
         /// The key.
         fingerprint: Fingerprint,
+        /// The device that vouched for it.
+        by: Fingerprint,
+    },
+    /// This device is not approved by the account's other devices yet: the code to approve it.
+    NotApproved {
+        /// `FIRST16HEX-SECRET`.
+        code: String,
+    },
+    /// One of our devices approved this one (with its code): we trust it in return.
+    Approved {
+        /// The device that approved this one.
+        by: Fingerprint,
+    },
+    /// `/devices approve`: our device `fingerprint` is approved here and a vouch was sent.
+    DeviceApproved {
+        /// The device approved.
+        fingerprint: Fingerprint,
+    },
+    /// `/devices revoke`: the server was asked to revoke our device `fingerprint`.
+    RevokeAsked {
+        /// The device.
+        fingerprint: Fingerprint,
+    },
+    /// `/devices`: the heading of the list of our account's keys.
+    DevicesOf {
+        /// The logged-in user.
+        me: String,
+    },
+    /// `/devices`: one of our account's keys.
+    OwnDevice {
+        /// The key.
+        fingerprint: Fingerprint,
+        /// How far it is trusted here.
+        status: KeyStatus,
+        /// A session with it is logged in now.
+        online: bool,
+        /// It is this device.
+        this: bool,
     },
     /// `/fingerprint`: this device's key.
     OwnKey {
@@ -110,31 +158,65 @@ pub enum Warning {
         /// The fingerprint announced with it.
         fingerprint: Fingerprint,
     },
-    /// A key pinned as pending earlier is still not accepted.
-    StillPending {
+    /// A key of another user that no trusted key of theirs vouched for, first met or first
+    /// mattering: nothing is sealed to it, what it sends is held. Said once per key.
+    PendingKey {
         /// Its owner.
         user: String,
         /// The key.
         fingerprint: Fingerprint,
     },
-    /// A new key for a user we already know: pinned as pending.
-    NewKey {
+    /// A key on our own account that none of our devices approved: never sealed to.
+    UnapprovedOwnDevice {
+        /// The key.
+        fingerprint: Fingerprint,
+    },
+    /// The server announced a key that was revoked: it stays revoked.
+    RevokedKeyAnnounced {
         /// Its owner.
         user: String,
         /// The key.
         fingerprint: Fingerprint,
+    },
+    /// A device vouch was refused.
+    VouchRefused {
+        /// The user the server named.
+        user: String,
+        /// Why.
+        why: VouchRefusal,
+    },
+    /// Too much is held from pending keys: this frame from `user` was dropped.
+    HeldFull {
+        /// The sender.
+        user: String,
+    },
+    /// The file of held frames and the link secret could not be written.
+    PendingNotSaved {
+        /// The error with its causes (`{:#}`).
+        error: String,
+    },
+    /// `/devices approve|revoke` named no device of ours, or several.
+    NoSuchDevice {
+        /// What was given.
+        given: String,
+        /// More than one device matched.
+        ambiguous: bool,
+    },
+    /// `/devices approve|revoke` named this device.
+    ThisDevice,
+    /// `/trust` of one's own name: own devices are approved with `/devices approve`.
+    TrustOwn,
+    /// `/devices approve` with a server that does not take device vouches.
+    ServerTooOld,
+    /// `/devices approve`: the vouch could not be made.
+    VouchNotMade {
+        /// What failed.
+        error: E2eError,
     },
     /// The pin file could not be written.
     PinsNotSaved {
         /// The error with its causes (`{:#}`), as text so that events stay comparable.
         error: String,
-    },
-    /// A message went out without being encrypted to this pending key.
-    NotEncryptedTo {
-        /// Its owner.
-        user: String,
-        /// The key.
-        fingerprint: Fingerprint,
     },
     /// A wrapped chain was refused.
     KeyRejected {
@@ -244,6 +326,11 @@ pub enum Refusal {
         /// The key.
         device: Fingerprint,
     },
+    /// From a key that was revoked.
+    Revoked {
+        /// The key.
+        device: Fingerprint,
+    },
     /// From a key the server did not announce for the sender.
     Unannounced {
         /// The key.
@@ -262,6 +349,22 @@ pub enum Refusal {
     },
     /// It opened, but its content is not a message body this client understands.
     NotAMessage,
+}
+
+/// Why a device vouch was not believed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VouchRefusal {
+    /// It does not parse.
+    Unreadable(E2eError),
+    /// It is signed for `signed_user`, not the user the server named.
+    OtherUser {
+        /// The user in the signed vouch.
+        signed_user: String,
+    },
+    /// The signature does not verify under the voucher key pinned for that user.
+    BadSignature(E2eError),
+    /// It vouches for this device with a code MAC that does not match this device's code.
+    WrongCode,
 }
 
 /// Why sealing a message sent nothing.

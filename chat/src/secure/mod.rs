@@ -4,7 +4,9 @@
 //! unit-tested:
 //!
 //! - Every device key the server announces is checked against its fingerprint and pinned
-//!   ([`crate::peers`]); a new key for a known user stays *pending* (not used) until accepted.
+//!   ([`crate::peers`], rules in `devices.rs`); a new key for a known user, and any key on our
+//!   own account, stays *pending* (not used; what it sends is held, `held.rs`) until a usable
+//!   key of the same user vouches for it (`vouches.rs`) or we accept it.
 //! - We keep one [`SenderChain`] per conversation, wrap it once for each trusted member
 //!   device that does not have it yet, and start a new chain when a device that had it goes
 //!   offline, so a departed device cannot read what follows.
@@ -25,7 +27,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use chatd_proto::conversation::Conversation;
-use chatd_proto::e2e::{DeviceKey, DevicePublicKey, E2eError, ReceiverChain, SenderChain};
+use chatd_proto::e2e::{DeviceKey, DevicePublicKey, E2eError, ReceiverChain, SenderChain, Vouch};
 use chatd_proto::{ClientFrame, Fingerprint};
 use serde::{Deserialize, Serialize};
 
@@ -34,12 +36,14 @@ use crate::state::StateFile;
 
 mod devices;
 mod event;
+mod held;
 mod receive;
 mod replay;
 mod rooms;
 mod send;
+mod vouches;
 
-pub use event::{ChatMessage, Event, NotSent, Notice, Refusal, Warning};
+pub use event::{ChatMessage, Event, NotSent, Notice, Refusal, VouchRefusal, Warning};
 
 /// Receiver chains kept per sending device (older ones are dropped first).
 const CHAINS_PER_DEVICE: usize = 8;
@@ -166,6 +170,14 @@ pub struct Secure {
     offline_ttl_ms: u64,
     /// A failure to write the state file was told and no write has succeeded since.
     state_warned: bool,
+    /// Device vouches seen, per user (checked when used: `vouches.rs`).
+    vouches: HashMap<String, Vec<Vouch>>,
+    /// Keys (and this device, for its approval code) already warned about in this session.
+    warned: HashSet<Fingerprint>,
+    /// The server takes device vouches (its `hello` listed the feature).
+    vouch_supported: bool,
+    /// Frames held from pending keys, and this device's link secret.
+    pending: held::Pending,
 }
 
 /// What to send for one message, in order: the wrapped chains, then the envelope.
@@ -217,7 +229,16 @@ impl Secure {
             already_shown: 0,
             offline_ttl_ms: crate::conn::DEFAULT_OFFLINE_TTL_SECS.saturating_mul(1000),
             state_warned: false,
+            vouches: HashMap::new(),
+            warned: HashSet::new(),
+            vouch_supported: false,
+            pending: held::Pending::default(),
         }
+    }
+
+    /// Whether the server takes device vouches (`/devices approve` needs it).
+    pub fn set_vouch_supported(&mut self, supported: bool) {
+        self.vouch_supported = supported;
     }
 
     /// The logged-in user.
@@ -282,11 +303,19 @@ impl Secure {
         let Ok(fp) = fp.parse::<Fingerprint>() else {
             return vec![Event::Warning(Warning::NotAFingerprint)];
         };
+        let was_pending = self.peers.status(user, &fp) == Some(KeyStatus::Pending);
         match self.peers.verify(user, &fp) {
-            Ok(true) => vec![Event::Notice(Notice::Verified {
-                user: user.to_string(),
-                fingerprint: fp,
-            })],
+            Ok(true) => {
+                let mut out = vec![Event::Notice(Notice::Verified {
+                    user: user.to_string(),
+                    fingerprint: fp,
+                })];
+                if was_pending {
+                    out.extend(self.release(user, fp));
+                    out.extend(self.settle(user));
+                }
+                out
+            }
             Ok(false) => vec![Event::Warning(Warning::NoSuchKey {
                 user: user.to_string(),
                 fingerprint: fp,
@@ -295,23 +324,30 @@ impl Secure {
         }
     }
 
-    /// `/trust USER`: accepts `user`'s pending keys.
+    /// `/trust USER`: accepts `user`'s pending keys (not our own: those take
+    /// `/devices approve`), and shows what they sent while pending.
     pub fn trust(&mut self, user: &str) -> Vec<Event> {
+        if user == self.me {
+            return vec![Event::Warning(Warning::TrustOwn)];
+        }
         match self.peers.trust_pending(user) {
             Ok(keys) if keys.is_empty() => {
                 vec![Event::Notice(Notice::NonePending {
                     user: user.to_string(),
                 })]
             }
-            Ok(keys) => keys
-                .iter()
-                .map(|fp| {
-                    Event::Notice(Notice::Accepted {
+            Ok(keys) => {
+                let mut out = Vec::new();
+                for fp in keys {
+                    out.push(Event::Notice(Notice::Accepted {
                         user: user.to_string(),
-                        fingerprint: *fp,
-                    })
-                })
-                .collect(),
+                        fingerprint: fp,
+                    }));
+                    out.extend(self.release(user, fp));
+                }
+                out.extend(self.settle(user));
+                out
+            }
             Err(e) => vec![Event::Warning(pins_not_saved(&e))],
         }
     }
@@ -324,6 +360,8 @@ fn pins_not_saved(e: &anyhow::Error) -> Warning {
     }
 }
 
+#[cfg(test)]
+mod device_tests;
 #[cfg(test)]
 mod replay_tests;
 #[cfg(test)]

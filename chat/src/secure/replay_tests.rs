@@ -29,6 +29,7 @@ fn info(i: usize) -> DeviceInfo {
         fingerprint: k.fingerprint(),
         key: BASE64.encode(k.public().to_spki_der()),
         online: true,
+        vouches: Vec::new(),
     }
 }
 

@@ -66,6 +66,7 @@ impl Secure {
         if self.current_room.is_empty() {
             self.current_room = self.default_room.clone();
         }
+        let mut valid = Vec::with_capacity(devices.len());
         for d in devices {
             if validate_username(&d.user).is_err() {
                 events.push(Event::Warning(Warning::BadName {
@@ -74,8 +75,9 @@ impl Secure {
                 }));
                 continue;
             }
-            events.extend(self.device_known(&d.user, d.fingerprint, &d.key, d.online));
+            valid.push(d.clone());
         }
+        events.extend(self.devices_listed(&valid));
         events
     }
 

@@ -8,8 +8,8 @@ use chatd_proto::conversation::Conversation;
 use chatd_proto::e2e::{SenderChain, seal, wrap_chain};
 
 use super::{
-    Body, Event, KnownDevice, MAX_PENDING_OWN, NotSent, Outgoing, PendingOwn, ROTATE_AT_INDEX,
-    Sealed, Secure, Warning, now_ms,
+    Body, KnownDevice, MAX_PENDING_OWN, NotSent, Outgoing, PendingOwn, ROTATE_AT_INDEX, Sealed,
+    Secure, now_ms,
 };
 use chatd_proto::Fingerprint;
 
@@ -32,6 +32,19 @@ impl Secure {
                 });
             }
         }
+        // A pending key is said once, the first time it matters, not at every message.
+        let unusable: Vec<(String, Fingerprint)> = self
+            .devices
+            .iter()
+            .filter(|(fp, d)| {
+                conversation.includes(&d.user, |r| self.member(r, &d.user))
+                    && self.usable(&d.user, fp).is_none()
+            })
+            .map(|(fp, d)| (d.user.clone(), *fp))
+            .collect();
+        for (user, fp) in unusable {
+            events.extend(self.warn_pending(&user, fp));
+        }
         let mut recipients: Vec<(Fingerprint, &KnownDevice)> = Vec::new();
         for (fp, d) in &self.devices {
             if !conversation.includes(&d.user, |r| self.member(r, &d.user)) {
@@ -39,11 +52,6 @@ impl Secure {
             }
             if self.usable(&d.user, fp).is_some() {
                 recipients.push((*fp, d));
-            } else {
-                events.push(Event::Warning(Warning::NotEncryptedTo {
-                    user: d.user.clone(),
-                    fingerprint: *fp,
-                }));
             }
         }
         if let Some(peer) = conversation.peer_of(&self.me) {

@@ -23,6 +23,7 @@ fn info(i: usize) -> DeviceInfo {
         fingerprint: k.fingerprint(),
         key: BASE64.encode(k.public().to_spki_der()),
         online: true,
+        vouches: Vec::new(),
     }
 }
 
@@ -173,7 +174,7 @@ fn whispers_are_for_the_pair_only() {
     let sealed = c[0].seal(&conv, say("later")).unwrap();
     assert_eq!(text_of(&route(0, &sealed, &mut c)[1][0]), Some("later"));
     // Once bob's only key is removed there is nobody to encrypt to.
-    c[0].device_removed(&key(1).fingerprint());
+    c[0].device_removed("bob", &key(1).fingerprint());
     let err = c[0].seal(&conv, say("never")).unwrap_err();
     assert_eq!(err, NotSent::NoKey { user: "bob".into() });
 }
@@ -291,16 +292,21 @@ fn a_swapped_key_is_announced_and_never_used() {
         user: "bob".into(),
         ..info(2)
     };
-    let events = c[0].device_online("bob", fake.fingerprint, &fake.key);
+    let events = c[0].device_online("bob", fake.fingerprint, &fake.key, &[]);
+    // Pending, and said when it first matters (here: the next message), once.
+    assert!(events.is_empty(), "{events:?}");
+    let sealed = c[0].seal(&Conversation::All, say("x")).unwrap();
     assert_eq!(
-        warning(&events[0]),
-        &Warning::NewKey {
+        sealed.events,
+        [Event::Warning(Warning::PendingKey {
             user: "bob".into(),
             fingerprint: fake.fingerprint
-        }
+        })]
     );
+    let sealed = c[0].seal(&Conversation::All, say("y")).unwrap();
+    assert!(sealed.events.is_empty(), "{:?}", sealed.events);
     // Without bob's real key, alice's whisper has no accepted key to go to.
-    c[0].device_removed(&key(1).fingerprint());
+    c[0].device_removed("bob", &key(1).fingerprint());
     let err = c[0]
         .seal(&Conversation::pair("alice", "bob"), say("x"))
         .unwrap_err();
@@ -329,7 +335,7 @@ fn a_swapped_key_is_announced_and_never_used() {
     let e = c[0].on_envelope(&json("bob", fake.fingerprint, &envelope_of(&sealed)));
     assert_eq!(dropped(&e), &unaccepted);
     // A key that does not hash to the announced fingerprint is ignored outright.
-    let events = c[0].device_online("bob", Fingerprint::from_bytes([9; 32]), &info(1).key);
+    let events = c[0].device_online("bob", Fingerprint::from_bytes([9; 32]), &info(1).key, &[]);
     assert!(
         matches!(warning(&events[0]), Warning::KeyMismatch { .. }),
         "{events:?}"
@@ -358,7 +364,7 @@ fn a_removed_device_cannot_read_after_rotation() {
     let seen = route(0, &sealed, &mut c);
     assert_eq!(text_of(&seen[2][0]), Some("while away"));
     // Carol's key is revoked; alice's next broadcast starts a new chain for bob only.
-    c[0].device_removed(&key(2).fingerprint());
+    c[0].device_removed("carol", &key(2).fingerprint());
     let sealed = c[0].seal(&Conversation::All, say("after")).unwrap();
     assert_eq!(sealed.chains.len(), 1, "a new chain, for bob only");
     let data = envelope_of(&sealed);

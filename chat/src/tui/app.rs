@@ -107,7 +107,7 @@ pub struct App {
 }
 
 /// Commands the client handles itself, for Tab completion.
-pub const CLIENT_COMMANDS: [&str; 9] = [
+pub const CLIENT_COMMANDS: [&str; 10] = [
     "quit",
     "help",
     "clear",
@@ -116,6 +116,7 @@ pub const CLIENT_COMMANDS: [&str; 9] = [
     "fingerprint",
     "verify",
     "trust",
+    "devices",
     "msg",
 ];
 

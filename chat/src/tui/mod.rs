@@ -404,6 +404,7 @@ impl Loop<'_> {
                 .trim_start_matches("-- ")
                 .to_string(),
         );
+        self.secure.set_vouch_supported(info.vouch);
         let events = self
             .secure
             .on_login(&logged_in.devices, &logged_in.room, &logged_in.rooms);

@@ -49,7 +49,7 @@ mod tests {
             names,
             [
                 "away", "help", "invite", "join", "kick", "list", "members", "motd", "part",
-                "ping", "rooms", "topic", "whois"
+                "ping", "revoke", "rooms", "topic", "whois"
             ]
         );
         assert_eq!(commands[5].aliases, ["who"]);

@@ -19,6 +19,7 @@ mod motd;
 mod part;
 mod ping;
 pub mod plugin;
+mod revoke;
 mod rooms;
 mod topic;
 mod whois;
@@ -57,6 +58,7 @@ pub fn builtin() -> Vec<Arc<dyn Command>> {
         Arc::new(motd::Motd),
         Arc::new(part::Part),
         Arc::new(ping::Ping),
+        Arc::new(revoke::Revoke),
         Arc::new(rooms::Rooms),
         Arc::new(topic::Topic),
         Arc::new(whois::Whois),
@@ -417,10 +419,36 @@ pub(crate) mod testing {
                     closer: Closer::default(),
                     replay: false,
                     binary: false,
+                    vouch: false,
                 })
                 .unwrap()
                 .0;
             (id, outbox)
+        }
+
+        /// Logs `user` in with device key `device`; returns its session id and closer.
+        pub fn login_device(
+            &self,
+            user: &str,
+            device: chatd_proto::Fingerprint,
+        ) -> (SessionId, Closer) {
+            let closer = Closer::default();
+            let id = self
+                .hub
+                .register(crate::hub::NewSession {
+                    user: user.to_string(),
+                    device,
+                    key: std::sync::Arc::from("key"),
+                    peer: "127.0.0.1:9".parse().unwrap(),
+                    outbox: Arc::new(Outbox::new(64)),
+                    closer: closer.clone(),
+                    replay: false,
+                    binary: false,
+                    vouch: false,
+                })
+                .unwrap()
+                .0;
+            (id, closer)
         }
 
         pub fn ctx<'a>(&'a self, session: SessionId, user: &'a str) -> Ctx<'a> {

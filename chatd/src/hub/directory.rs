@@ -18,36 +18,73 @@ use super::sessions::Sessions;
 /// A registered, unrevoked device key.
 pub(super) struct Known {
     fingerprint: Fingerprint,
-    /// This key's entry in `login_ok`, serialized once: offline, then online. None if it
-    /// could not be (a session that would list it is closed instead, see [`LoginSnapshot`]).
+    /// Base64 SPKI DER.
+    key: Arc<str>,
+    /// The stored vouches for this key (voucher, base64), oldest first, one per voucher.
+    vouches: Vec<(Fingerprint, String)>,
+    /// This key's entry in `login_ok`, serialized once: offline, online, then (only when it
+    /// has vouches) the same two with them, for sessions that asked. None if it could not be
+    /// (a session that would list it is closed instead, see [`LoginSnapshot`]).
     listed: Option<Listed>,
 }
 
-/// A device key's `login_ok` entry ([`DeviceInfo`]) as JSON, offline and online.
-type Listed = Arc<[Box<RawValue>; 2]>;
+/// A device key's `login_ok` entries ([`DeviceInfo`]) as JSON: offline and online, then with
+/// its vouches, if any (see [`entry`]).
+type Listed = Arc<[Box<RawValue>]>;
+
+/// The entry of `listed` for a key `online` or not, with its vouches if `vouch` (and it has any).
+fn entry(listed: &Listed, online: bool, vouch: bool) -> Option<&RawValue> {
+    let plain = usize::from(online);
+    let with_vouches = if vouch { listed.get(plain + 2) } else { None };
+    with_vouches.or_else(|| listed.get(plain)).map(|raw| &**raw)
+}
 
 impl Known {
     /// `user`'s key `key` (base64 SPKI DER), whose SHA-256 is `fingerprint`.
     fn new(user: &str, fingerprint: Fingerprint, key: &str) -> Known {
-        let info = |online| DeviceInfo {
-            user: user.to_string(),
+        let mut known = Known {
             fingerprint,
-            key: key.to_string(),
-            online,
+            key: Arc::from(key),
+            vouches: Vec::new(),
+            listed: None,
         };
-        let listed = serde_json::value::to_raw_value(&info(false))
-            .and_then(|offline| Ok([offline, serde_json::value::to_raw_value(&info(true))?]));
-        let listed = match listed {
-            Ok(both) => Some(Arc::new(both)),
+        known.relist(user);
+        known
+    }
+
+    /// Serializes the key's `login_ok` entries anew (after its vouches changed).
+    fn relist(&mut self, user: &str) {
+        let info = |online, vouches: bool| DeviceInfo {
+            user: user.to_string(),
+            fingerprint: self.fingerprint,
+            key: self.key.to_string(),
+            online,
+            vouches: if vouches {
+                self.vouches.iter().map(|(_, v)| v.clone()).collect()
+            } else {
+                Vec::new()
+            },
+        };
+        let mut forms = vec![(false, false), (true, false)];
+        if !self.vouches.is_empty() {
+            forms.extend([(false, true), (true, true)]);
+        }
+        let listed: Result<Vec<Box<RawValue>>, serde_json::Error> = forms
+            .into_iter()
+            .map(|(online, vouches)| serde_json::value::to_raw_value(&info(online, vouches)))
+            .collect();
+        self.listed = match listed {
+            Ok(all) => Some(Arc::from(all)),
             Err(e) => {
                 tracing::error!(error = %e, %user, "cannot serialize a device key");
                 None
             }
         };
-        Known {
-            fingerprint,
-            listed,
-        }
+    }
+
+    /// The stored vouches for this key, base64.
+    pub(super) fn vouches(&self) -> Vec<String> {
+        self.vouches.iter().map(|(_, v)| v.clone()).collect()
     }
 }
 
@@ -64,11 +101,23 @@ pub(super) fn device_line(
     key: Option<&str>,
     event: DeviceEvent,
 ) -> Option<Bytes> {
+    device_line_vouched(user, fingerprint, key, event, Vec::new())
+}
+
+/// A serialized `device` frame carrying the key's `vouches` (for sessions that asked).
+pub(super) fn device_line_vouched(
+    user: &str,
+    fingerprint: Fingerprint,
+    key: Option<&str>,
+    event: DeviceEvent,
+    vouches: Vec<String>,
+) -> Option<Bytes> {
     serialize(&ServerFrame::Device {
         user: user.to_string(),
         fingerprint,
         key: key.map(str::to_string),
         event,
+        vouches,
     })
 }
 
@@ -94,6 +143,8 @@ pub(super) struct LoginSnapshot {
     online: Vec<String>,
     /// Every device key's entry and whether it is online; None if one has no entry.
     devices: Option<Vec<(Listed, bool)>>,
+    /// The session asked for vouches: entries carry them.
+    vouch: bool,
     room: String,
     rooms: Vec<RoomState>,
 }
@@ -118,7 +169,13 @@ impl LoginSnapshot {
     /// The `login_ok` line; None (logged) if it cannot be serialized.
     pub(super) fn line(mut self) -> Option<Bytes> {
         self.online.sort();
-        let Some(devices) = &self.devices else {
+        let devices: Option<Vec<&RawValue>> = self.devices.as_ref().and_then(|devices| {
+            devices
+                .iter()
+                .map(|(listed, online)| entry(listed, *online, self.vouch))
+                .collect()
+        });
+        let Some(devices) = devices else {
             tracing::error!(user = %self.user, "login_ok lacks a device key's entry");
             return None;
         };
@@ -127,10 +184,7 @@ impl LoginSnapshot {
             session: self.id,
             device: self.device,
             online: &self.online,
-            devices: devices
-                .iter()
-                .map(|(listed, online)| &*listed[usize::from(*online)])
-                .collect(),
+            devices,
             room: &self.room,
             rooms: &self.rooms,
         })
@@ -167,14 +221,53 @@ impl Directory {
         self.known.get(user).is_some_and(|k| !k.is_empty())
     }
 
-    /// Forgets `user`'s key `device`; true if it was known.
+    /// Forgets `user`'s key `device`, and the vouches it made; true if it was known.
     pub(super) fn remove_device(&mut self, user: &str, device: &Fingerprint) -> bool {
         let Some(keys) = self.known.get_mut(user) else {
             return false;
         };
         let before = keys.len();
         keys.retain(|k| k.fingerprint != *device);
+        for k in keys.iter_mut() {
+            let had = k.vouches.len();
+            k.vouches.retain(|(by, _)| by != device);
+            if k.vouches.len() != had {
+                k.relist(user);
+            }
+        }
         keys.len() != before
+    }
+
+    /// `user`'s key `fingerprint`, if registered.
+    pub(super) fn get(&self, user: &str, fingerprint: &Fingerprint) -> Option<&Known> {
+        self.known
+            .get(user)?
+            .iter()
+            .find(|k| k.fingerprint == *fingerprint)
+    }
+
+    /// Records `user`'s vouch (base64 `data`) by `voucher` for `vouched`, replacing one by the
+    /// same voucher; false (nothing recorded) unless both keys are registered.
+    pub(super) fn add_vouch(
+        &mut self,
+        user: &str,
+        vouched: &Fingerprint,
+        voucher: &Fingerprint,
+        data: String,
+    ) -> bool {
+        let Some(keys) = self.known.get_mut(user) else {
+            return false;
+        };
+        if vouched == voucher || !keys.iter().any(|k| k.fingerprint == *voucher) {
+            return false;
+        }
+        let Some(known) = keys.iter_mut().find(|k| k.fingerprint == *vouched) else {
+            return false;
+        };
+        known.vouches.retain(|(by, _)| by != voucher);
+        known.vouches.push((*voucher, data));
+        known.relist(user);
+        true
     }
 
     /// Forgets every key of `user`; returns their fingerprints.
@@ -200,10 +293,12 @@ impl Directory {
         user: String,
         id: SessionId,
         device: Fingerprint,
+        vouch: bool,
         sessions: &Sessions,
         rooms: &Rooms,
     ) -> LoginSnapshot {
         LoginSnapshot {
+            vouch,
             online: sessions.by_user.keys().cloned().collect(),
             devices: self
                 .known

@@ -206,6 +206,40 @@ impl Hub {
         tables.directory.set(keys);
     }
 
+    /// Sets the stored vouches (at startup, after [`Hub::set_known`]): (user, vouched,
+    /// voucher, base64 vouch).
+    pub fn set_vouches(
+        &self,
+        vouches: impl IntoIterator<Item = (String, Fingerprint, Fingerprint, String)>,
+    ) {
+        let mut tables = self.lock();
+        for (user, vouched, voucher, data) in vouches {
+            tables.directory.add_vouch(&user, &vouched, &voucher, data);
+        }
+    }
+
+    /// The device key session `id` logged in with (None once it is gone).
+    pub fn session_device(&self, id: SessionId) -> Option<Fingerprint> {
+        self.lock().sessions.device_of(id)
+    }
+
+    /// True when `user` has the registered, unrevoked device key `device`.
+    pub fn has_device(&self, user: &str, device: &Fingerprint) -> bool {
+        self.lock().directory.get(user, device).is_some()
+    }
+
+    /// Records a vouch the store has (see `store::vouches::put`) and sends it to every
+    /// session that asked for vouches; false when either key is gone meanwhile.
+    pub fn add_vouch(
+        &self,
+        user: &str,
+        vouched: &Fingerprint,
+        voucher: &Fingerprint,
+        data: String,
+    ) -> bool {
+        self.lock().add_vouch(user, vouched, voucher, data)
+    }
+
     /// Forgets a revoked device key and tells everyone to encrypt nothing more to it.
     pub fn forget_device(&self, user: &str, device: &Fingerprint) {
         self.lock().forget_device(user, device);

@@ -5,7 +5,7 @@
 use chatd_proto::Fingerprint;
 use chatd_proto::frame::{DeviceEvent, PresenceEvent, ServerFrame};
 
-use super::directory::{LoginSnapshot, device_line};
+use super::directory::{LoginSnapshot, device_line, device_line_vouched};
 use super::outgoing::{Quiet, SessionId, concat_lines, serialize};
 use super::sessions::NewSession;
 use super::tables::Tables;
@@ -21,28 +21,53 @@ impl Tables {
         new: NewSession,
     ) -> (LoginSnapshot, u64) {
         self.offline.changed();
-        let (user, device, key) = (
+        let (user, device, key, vouch) = (
             new.user.clone(),
             new.device,
             std::sync::Arc::clone(&new.key),
+            new.vouch,
         );
         let first_of_device = self.sessions.insert(id, new);
         self.directory.add(&user, device, &key);
-        let join = (count == 0).then(|| {
-            serialize(&ServerFrame::Presence {
-                user: user.clone(),
-                event: PresenceEvent::Join,
-                reason: None,
+        let join = (count == 0)
+            .then(|| {
+                serialize(&ServerFrame::Presence {
+                    user: user.clone(),
+                    event: PresenceEvent::Join,
+                    reason: None,
+                })
             })
-        });
-        let online =
-            first_of_device.then(|| device_line(&user, device, Some(&key), DeviceEvent::Online));
-        if let Some(lines) = concat_lines([join.flatten(), online.flatten()]) {
-            self.sessions.deliver_all(&Quiet(lines), Some(id));
-        }
-        let snapshot = self
+            .flatten();
+        let online = first_of_device
+            .then(|| device_line(&user, device, Some(&key), DeviceEvent::Online))
+            .flatten();
+        // Sessions that asked for vouches get the key's vouches with it, when it has any.
+        let vouches = self
             .directory
-            .snapshot(user, id, device, &self.sessions, &self.rooms);
+            .get(&user, &device)
+            .map(|k| k.vouches())
+            .unwrap_or_default();
+        let vouched_online = (first_of_device && !vouches.is_empty())
+            .then(|| device_line_vouched(&user, device, Some(&key), DeviceEvent::Online, vouches))
+            .flatten();
+        match vouched_online {
+            Some(vouched_online) => {
+                let plain = concat_lines([join.clone(), online]);
+                let rich = concat_lines([join, Some(vouched_online)]);
+                if let (Some(plain), Some(rich)) = (plain, rich) {
+                    self.sessions
+                        .deliver_all_split(&Quiet(plain), &Quiet(rich), Some(id));
+                }
+            }
+            None => {
+                if let Some(lines) = concat_lines([join, online]) {
+                    self.sessions.deliver_all(&Quiet(lines), Some(id));
+                }
+            }
+        }
+        let snapshot =
+            self.directory
+                .snapshot(user, id, device, vouch, &self.sessions, &self.rooms);
         (snapshot, self.offline.seq)
     }
 
@@ -88,6 +113,30 @@ impl Tables {
         for device in self.directory.remove_user(user) {
             self.removed(user, device);
         }
+    }
+
+    /// Records `user`'s vouch by `voucher` for `vouched` (base64 `data`) and sends it to the
+    /// sessions that asked for vouches; false when either key is no longer registered.
+    pub(super) fn add_vouch(
+        &mut self,
+        user: &str,
+        vouched: &Fingerprint,
+        voucher: &Fingerprint,
+        data: String,
+    ) -> bool {
+        if !self
+            .directory
+            .add_vouch(user, vouched, voucher, data.clone())
+        {
+            return false;
+        }
+        if let Some(line) = serialize(&ServerFrame::Vouch {
+            user: user.to_string(),
+            data,
+        }) {
+            self.sessions.deliver_vouchers(&line);
+        }
+        true
     }
 
     /// Tells every session that `user`'s key `device` is gone.

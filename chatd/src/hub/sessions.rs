@@ -41,6 +41,8 @@ pub struct NewSession {
     pub replay: bool,
     /// Negotiated binary envelope frames.
     pub binary: bool,
+    /// Asked for the `vouch` feature: gets `vouch` frames and vouches in `device` frames.
+    pub vouch: bool,
 }
 
 /// What the hub keeps per session.
@@ -52,6 +54,8 @@ pub(super) struct Entry {
     mailbox: Mailbox,
     /// Negotiated binary envelope frames in its `hello`.
     binary: bool,
+    /// Asked for the `vouch` feature in its `hello`.
+    vouch: bool,
     /// While the session replays its stored lines: live lines wait here, in order.
     held: Option<Vec<Bytes>>,
     /// Quiet lines wait in its queue that no wake-up has covered yet.
@@ -192,6 +196,46 @@ impl Sessions {
         reached
     }
 
+    /// Queues `plain` for every session but `except`, or `vouched` for those that asked for
+    /// the `vouch` feature; returns how many took it.
+    pub(super) fn deliver_all_split(
+        &mut self,
+        plain: &impl Outgoing,
+        vouched: &impl Outgoing,
+        except: Option<SessionId>,
+    ) -> usize {
+        let policy = self.policy;
+        let pending = &mut self.quiet_pending;
+        let mut reached = 0;
+        for (id, entry) in &mut self.map {
+            if Some(*id) == except {
+                continue;
+            }
+            let took = if entry.vouch {
+                entry.deliver(*id, vouched, policy, pending)
+            } else {
+                entry.deliver(*id, plain, policy, pending)
+            };
+            if took {
+                reached += 1;
+            }
+        }
+        reached
+    }
+
+    /// Queues `line` for every session that asked for the `vouch` feature.
+    pub(super) fn deliver_vouchers(&mut self, line: &impl Outgoing) -> usize {
+        let policy = self.policy;
+        let pending = &mut self.quiet_pending;
+        let mut reached = 0;
+        for (id, entry) in &mut self.map {
+            if entry.vouch && entry.deliver(*id, line, policy, pending) {
+                reached += 1;
+            }
+        }
+        reached
+    }
+
     /// Queues `line` for every session of each of `users`, each once; returns how many took it.
     pub(super) fn deliver_users(&mut self, users: &[&str], line: &impl Outgoing) -> usize {
         self.sessions_of(users)
@@ -262,6 +306,11 @@ impl Sessions {
         self.by_user.get(user).map_or(0, Vec::len)
     }
 
+    /// The device key session `id` logged in with.
+    pub(super) fn device_of(&self, id: SessionId) -> Option<Fingerprint> {
+        self.map.get(&id).map(|e| e.device)
+    }
+
     /// True when some session uses device key `device`.
     pub(super) fn device_online(&self, device: &Fingerprint) -> bool {
         self.by_device.contains_key(device)
@@ -283,6 +332,7 @@ impl Sessions {
                 since: now_secs(),
                 mailbox: Mailbox::new(new.outbox, new.closer),
                 binary: new.binary,
+                vouch: new.vouch,
                 held: Some(Vec::new()),
                 quiet_waiting: false,
             },

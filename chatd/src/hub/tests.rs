@@ -61,6 +61,7 @@ fn new_session(user: &str, n: u8, tx: Arc<Outbox>, closer: Closer) -> NewSession
         closer,
         replay: false,
         binary: false,
+        vouch: false,
     }
 }
 
@@ -670,4 +671,67 @@ fn a_replaying_session_that_holds_too_much_is_closed() {
         closer.reason().as_deref(),
         Some("too slow: outbound queue full")
     );
+}
+
+#[test]
+fn vouches_go_only_to_sessions_that_asked_and_go_with_their_keys() {
+    let hub = Hub::new(4, 8);
+    let join_vouch = |user: &str, n: u8| {
+        let (tx, mut rx) = channel(8);
+        let new = NewSession {
+            vouch: true,
+            ..new_session(user, n, tx, Closer::default())
+        };
+        let (id, _) = hub.register(new).unwrap();
+        let login_ok = text(&rx.try_recv().unwrap());
+        (id, rx, login_ok)
+    };
+    let (_a, mut ra, _) = join_vouch("alice", 0);
+    let (_c, mut rc, _) = join(&hub, "carol", 8);
+    let (_b1, _rb1, _) = join_dev(&hub, "bob", 1, 8);
+    let (b2, _rb2, _) = join_dev(&hub, "bob", 2, 8);
+    drain(&mut ra);
+    drain(&mut rc);
+    let (d1, d2) = (device_of("bob", 1), device_of("bob", 2));
+
+    // Neither a self-vouch nor one across users nor one for an unknown key is recorded.
+    assert!(!hub.add_vouch("bob", &d1, &d1, "X".into()));
+    assert!(!hub.add_vouch("bob", &device_of("alice", 0), &d1, "X".into()));
+    assert!(!hub.add_vouch("bob", &device_of("bob", 9), &d1, "X".into()));
+    assert!(drain(&mut ra).is_empty());
+
+    assert!(hub.add_vouch("bob", &d2, &d1, "OLD".into()));
+    assert!(hub.add_vouch("bob", &d2, &d1, "VOUCH".into()));
+    let seen = drain(&mut ra);
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1], r#"{"type":"vouch","user":"bob","data":"VOUCH"}"#);
+    assert!(drain(&mut rc).is_empty(), "carol did not ask for vouches");
+
+    // A new session that asked sees the latest vouch in login_ok; an old client does not.
+    let (_a2, _ra2, login_ok) = join_vouch("alice", 1);
+    assert!(login_ok.contains(r#""vouches":["VOUCH"]"#), "{login_ok}");
+    assert!(!login_ok.contains("OLD"));
+    drain(&mut ra);
+    drain(&mut rc);
+    let (_c2, _rc2, _) = join_dev(&hub, "carol", 5, 8);
+    drain(&mut ra);
+
+    // bob's device 2 comes online again: its vouches travel with it, to those who asked.
+    hub.unregister(b2, "quit");
+    drain(&mut ra);
+    drain(&mut rc);
+    let (_b2, _rb2, _) = join_dev(&hub, "bob", 2, 8);
+    let seen = drain(&mut ra);
+    assert!(
+        seen[0].contains(r#""event":"online""#) && seen[0].contains(r#""vouches":["VOUCH"]"#),
+        "{seen:?}"
+    );
+    let seen = drain(&mut rc);
+    assert!(seen[0].contains(r#""event":"online""#) && !seen[0].contains("vouches"));
+
+    // Revoking the voucher takes its vouches with it.
+    hub.forget_device("bob", &d1);
+    let (_a3, _ra3, login_ok) = join_vouch("alice", 2);
+    assert!(!login_ok.contains("VOUCH"), "{login_ok}");
+    assert!(!hub.add_vouch("bob", &d2, &d1, "LATE".into()));
 }

@@ -64,7 +64,10 @@ async fn handle(
     };
     let limited = matches!(
         frame,
-        ClientFrame::Send { .. } | ClientFrame::Command { .. } | ClientFrame::Rekey { .. }
+        ClientFrame::Send { .. }
+            | ClientFrame::Command { .. }
+            | ClientFrame::Rekey { .. }
+            | ClientFrame::Vouch { .. }
     );
     if limited && !rate.admit(conn, limits)? {
         return ControlFlow::Continue(());
@@ -86,6 +89,9 @@ async fn handle(
                 index,
             },
         )?,
+        ClientFrame::Vouch { data } => {
+            Box::pin(super::vouch::vouch(conn, shared, login, data)).await?
+        }
         ClientFrame::Command { name, args, room } => {
             // Only a room the caller is in is handed on (to plugins).
             let room = room.filter(|r| shared.hub.is_member(r, &login.user));

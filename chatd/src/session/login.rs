@@ -7,7 +7,7 @@ use std::sync::Arc;
 use base64::Engine;
 use chatd_proto::Fingerprint;
 use chatd_proto::e2e::DevicePublicKey;
-use chatd_proto::frame::{ClientFrame, ServerFrame};
+use chatd_proto::frame::{ClientFrame, FEATURE_VOUCH, ServerFrame};
 use chatd_proto::{ErrorCode, PROTOCOL_VERSION};
 
 use super::connection::{Connection, Ending, Incoming};
@@ -25,6 +25,8 @@ pub(super) struct LoggedIn {
     pub(super) key: Arc<str>,
     /// The client asked for binary envelope frames in its `hello` (and was told yes).
     pub(super) binary: bool,
+    /// The client asked for the `vouch` feature in its `hello` (and was told yes).
+    pub(super) vouch: bool,
 }
 
 /// Where a connection is in `hello` then `login`.
@@ -33,6 +35,7 @@ struct Login<'a> {
     shared: &'a Shared,
     hello_done: bool,
     binary: bool,
+    vouch: bool,
     failures: u32,
 }
 
@@ -43,6 +46,7 @@ pub(super) async fn login(conn: &mut Connection, shared: &Shared) -> Result<Logg
         shared,
         hello_done: false,
         binary: false,
+        vouch: false,
         failures: 0,
     };
     loop {
@@ -67,7 +71,8 @@ impl Login<'_> {
                 version,
                 client,
                 binary,
-            } => self.hello(version, &client, binary),
+                features,
+            } => self.hello(version, &client, binary, &features),
             ClientFrame::Login {
                 user,
                 password,
@@ -110,6 +115,7 @@ impl Login<'_> {
         version: u32,
         client: &str,
         binary: bool,
+        features: &[String],
     ) -> ControlFlow<Result<LoggedIn, Ending>> {
         if self.hello_done {
             self.conn
@@ -128,6 +134,13 @@ impl Login<'_> {
         tracing::debug!(client = %shown.escape_debug(), "hello");
         self.hello_done = true;
         self.binary = binary;
+        // Of the features asked for, the ones this server has (unknown ones are ignored).
+        self.vouch = features.iter().any(|f| f == FEATURE_VOUCH);
+        let features = if self.vouch {
+            vec![FEATURE_VOUCH.to_string()]
+        } else {
+            Vec::new()
+        };
         let limits = &self.shared.config.limits;
         self.conn.send(&ServerFrame::Hello {
             version: PROTOCOL_VERSION,
@@ -137,6 +150,7 @@ impl Login<'_> {
             idle_timeout_secs: limits.idle_timeout_secs.get(),
             binary,
             offline_ttl_secs: Some(limits.offline_ttl_secs.get()),
+            features,
         });
         ControlFlow::Continue(())
     }
@@ -304,6 +318,7 @@ impl Login<'_> {
             device,
             key: Arc::from(key_b64),
             binary: self.binary,
+            vouch: self.vouch,
         })
     }
 }

@@ -18,6 +18,7 @@ mod login;
 mod rate;
 mod replay;
 mod route;
+mod vouch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -114,6 +115,7 @@ async fn enter(
         closer: conn.closer().clone(),
         replay: true,
         binary: login.binary,
+        vouch: login.vouch,
     });
     let (id, seq) = match registered {
         Ok(r) => r,

@@ -117,7 +117,7 @@ pub fn list(c: &Connection, user: Option<&str>) -> Result<Vec<KeyRow>, StoreErro
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Revokes a key and drops what was stored for it; false if `user` has no such key.
+/// Revokes a key and drops what was stored for it and the vouches by or for it; false if `user` has no such key.
 /// Revoking twice keeps the first time.
 pub fn revoke(c: &Connection, user: &str, fingerprint: &[u8; 32]) -> Result<bool, StoreError> {
     let tx = c.unchecked_transaction()?;
@@ -131,6 +131,7 @@ pub fn revoke(c: &Connection, user: &str, fingerprint: &[u8; 32]) -> Result<bool
         params![user, &fingerprint[..]],
     )?;
     super::offline::drop_orphans(&tx)?;
+    super::vouches::drop_key(&tx, user, fingerprint)?;
     tx.commit()?;
     Ok(n > 0)
 }

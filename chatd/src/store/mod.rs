@@ -1,5 +1,5 @@
-//! Persistent state in SQLite: accounts, their device public keys, and the sealed lines
-//! stored for devices that are offline.
+//! Persistent state in SQLite: accounts, their device public keys and the vouches between them,
+//! rooms, and the sealed lines stored for devices that are offline.
 //!
 //! WAL mode with `synchronous=FULL`, so a change is on disk before its caller is answered.
 //! The schema version is SQLite's `user_version`; [`MIGRATIONS`] brings any older file up to date.
@@ -18,6 +18,7 @@ pub mod rooms;
 mod tests;
 mod time;
 pub mod users;
+pub mod vouches;
 
 pub use error::{StoreError, Unavailable};
 pub use keys::{ActiveKey, KeyCheck, KeyRow};
@@ -83,6 +84,17 @@ const MIGRATIONS: &[&str] = &[
         room TEXT NOT NULL REFERENCES rooms(name) ON DELETE CASCADE,
         user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
         PRIMARY KEY (room, user)
+    ) STRICT;",
+    // 5: device vouches (one key of a user signs for another), the latest per pair.
+    "CREATE TABLE device_vouches (
+        user       TEXT NOT NULL,
+        vouched    BLOB NOT NULL,
+        voucher    BLOB NOT NULL,
+        data       BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (user, vouched, voucher),
+        FOREIGN KEY (user, vouched) REFERENCES device_keys(user, fingerprint) ON DELETE CASCADE,
+        FOREIGN KEY (user, voucher) REFERENCES device_keys(user, fingerprint) ON DELETE CASCADE
     ) STRICT;",
 ];
 

@@ -17,6 +17,7 @@ mod error;
 mod keys;
 #[cfg(test)]
 mod proptests;
+mod vouch;
 mod wire;
 mod wrap;
 
@@ -30,6 +31,7 @@ pub use envelope::{
 };
 pub use error::E2eError;
 pub use keys::{ALLOWED_KEY_BITS, DEFAULT_KEY_BITS, DeviceKey, DevicePublicKey};
+pub use vouch::{KIND_VOUCH, Vouch, VouchBody, code_mac};
 pub use wrap::{KIND_WRAPPED_CHAIN, WrappedChain, WrappedHeader, unwrap_chain, wrap_chain};
 
 /// Version byte that starts every envelope and wrapped chain.

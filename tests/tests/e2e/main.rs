@@ -9,6 +9,7 @@
 //! - `client`: the `chat` binary in plain mode
 //! - `commands`: server built-ins (away, whois, motd, ping, announce, disconnect) and plugins
 //! - `crash`: `kill -9` during a stream of writes loses nothing acknowledged
+//! - `devices`: devices vouched for by devices: chatd's checks, `/revoke`, the new-laptop story
 //! - `diskfull`: disk full (private tmpfs) and a locked database: clear errors, no corruption
 //! - `perms`: who may use the control socket (file mode, SO_PEERCRED, admin group)
 //! - `protocol`: raw JSON-lines frames over TLS
@@ -47,6 +48,8 @@ mod client;
 mod commands;
 #[cfg(test)]
 mod crash;
+#[cfg(test)]
+mod devices;
 #[cfg(test)]
 mod diskfull;
 #[cfg(test)]

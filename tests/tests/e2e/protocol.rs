@@ -146,7 +146,7 @@ fn commands_help_list_and_argument_errors() {
         names,
         [
             "away", "help", "invite", "join", "kick", "list", "members", "motd", "part", "ping",
-            "rooms", "topic", "whois"
+            "revoke", "rooms", "topic", "whois"
         ]
     );
     assert_eq!(help["commands"][5]["aliases"], json!(["who"]));

@@ -177,20 +177,19 @@ fn a_second_device_is_held_until_trusted_and_reads_its_own_users_messages() {
     wait_pinned(&mut alice, "bob");
     wait_pinned(&mut bob, "alice");
 
-    // alice logs in from a laptop: a new key for a user bob already knows.
+    // alice logs in from a laptop: new to her account, it shows a code to approve it with;
+    // her phone warns loudly about a device none of hers approved, and seals nothing to it.
     let mut laptop = Chat::login(&server, "alice", "alice-pw", &laptop_home);
-    bob.out
-        .expect_contains("alice has a NEW device key SHA256:");
-    // The phone had pinned nobody of its own user yet: first sight is trust on first use.
-    alice
-        .out
-        .expect_contains("pinned alice's device key SHA256:");
+    let code = crate::devices::approval_code(&mut laptop);
+    alice.out.expect_contains(
+        "!! a device that none of your devices approved logged in to your account: SHA256:",
+    );
 
-    // bob writes: the laptop is left out until bob accepts it, and bob is told so.
+    // bob writes: the laptop is left out until bob accepts it, and bob is told so, once.
     let held = marker("held");
     bob.send(&held);
     bob.out
-        .expect_contains("not encrypted to alice's unaccepted device key");
+        .expect_contains("alice has a NEW device key SHA256:");
     alice
         .out
         .expect("bob's message", exactly(&format!("<bob> {held}")));
@@ -207,7 +206,12 @@ fn a_second_device_is_held_until_trusted_and_reads_its_own_users_messages() {
         .out
         .expect("bob's message", exactly(&format!("<bob> {trusted}")));
 
-    // What the phone sends, the laptop reads too (and the other way round).
+    // The phone approves the laptop with its code; from then on what the phone sends, the
+    // laptop reads too.
+    alice.send(&format!("/devices approve {code}"));
+    laptop
+        .out
+        .expect_contains("-- this device was approved by your device SHA256:");
     let from_phone = marker("phone");
     alice.send(&format!("/w bob {from_phone}"));
     bob.out

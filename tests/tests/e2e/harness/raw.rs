@@ -323,6 +323,24 @@ impl Raw {
         }
     }
 
+    /// Connects and logs in as `user` with device key `key`, asking for `features` in
+    /// `hello`; returns the client, the server's `hello` and the `login_ok`.
+    pub fn login_device(
+        server: &Server,
+        user: &str,
+        password: &str,
+        key: DeviceKey,
+        features: &[&str],
+    ) -> (Raw, Value, Value) {
+        let mut raw = Raw::connect(server);
+        raw.send_frames(&[chatd_testkit::hello_with_features("e2e", false, features)]);
+        let hello = raw.recv_type("hello");
+        raw.key = Some(key);
+        let login_ok = raw.try_login(user, password);
+        assert_eq!(login_ok["type"], "login_ok", "{login_ok}");
+        (raw, hello, login_ok)
+    }
+
     /// Sends `hello` (the current version) and returns the server's hello.
     pub fn hello(&mut self) -> Value {
         self.send_frames(&[e2e_hello(false)]);
