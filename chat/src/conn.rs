@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use chatd_proto::frame::{DeviceInfo, FEATURE_VOUCH, RoomState};
+use chatd_proto::frame::{DeviceInfo, FEATURE_REKEY, FEATURE_VOUCH, RoomState};
 use chatd_proto::{
     ClientFrame, Fingerprint, LineError, PROTOCOL_VERSION, ServerFrame, Wire, WireCodec,
 };
@@ -264,6 +264,8 @@ pub struct ServerInfo {
     pub offline_ttl_secs: u64,
     /// The server takes and sends device vouches (its `hello` listed the `vouch` feature).
     pub vouch: bool,
+    /// The server routes `rekey` frames (its `hello` listed the `rekey` feature).
+    pub rekey: bool,
 }
 
 impl ServerInfo {
@@ -440,7 +442,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             version: PROTOCOL_VERSION,
             client: format!("chat/{}", env!("CARGO_PKG_VERSION")),
             binary: true,
-            features: vec![FEATURE_VOUCH.to_string()],
+            features: vec![FEATURE_VOUCH.to_string(), FEATURE_REKEY.to_string()],
         })
         .await
         .context("sending hello")?;
@@ -477,6 +479,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                         idle_timeout_secs,
                         offline_ttl_secs: offline_ttl_secs.unwrap_or(DEFAULT_OFFLINE_TTL_SECS),
                         vouch: features.iter().any(|f| f == FEATURE_VOUCH),
+                        rekey: features.iter().any(|f| f == FEATURE_REKEY),
                     });
                 }
                 ServerFrame::Error { message, .. } => {

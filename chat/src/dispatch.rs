@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::conn::{Connection, Incoming, ServerInfo};
 use crate::format;
 use crate::input::{self, Devices, Input};
-use crate::secure::{Body, Event, Notice, Secure};
+use crate::secure::{Body, Event, Notice, RekeyRequest, Secure};
 
 /// One frame for the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,6 +241,19 @@ fn frame_events(frame: &ServerFrame, secure: &mut Secure) -> Vec<Event> {
         ServerFrame::Chain { from, device, data } => secure.receive_chain(from, *device, data),
         // Saved before the `backlog_ack` that `reply` makes of it is sent.
         ServerFrame::Backlog { more, .. } => secure.backlog_end(*more),
+        ServerFrame::Rekey {
+            from,
+            device,
+            conversation,
+            chain,
+            index,
+        } => secure.on_rekey(RekeyRequest {
+            from: from.clone(),
+            device: *device,
+            conversation: conversation.clone(),
+            chain: chain.clone(),
+            index: *index,
+        }),
         ServerFrame::Device {
             user,
             fingerprint,

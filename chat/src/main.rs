@@ -305,6 +305,7 @@ async fn run(cli: Cli) -> Result<u8> {
     )
     .with_pending_file(&pending_path(&settings.user, &settings.server)?)?;
     secure.set_vouch_supported(info.vouch);
+    secure.enable_rekey(info.rekey);
     secure.set_offline_ttl_secs(info.offline_ttl_secs);
     secure.use_state(state_file)?;
     if tui {

@@ -81,6 +81,12 @@ where
                 }
                 let events = dispatch::events(&incoming, secure);
                 print_events(out, &events, &me)?;
+                // Chains asked for or given again by the end-to-end layer.
+                for frame in secure.take_frames() {
+                    if conn.send(&frame).await.is_err() {
+                        return Ok(lost(quitting.is_some()));
+                    }
+                }
                 // An envelope is all events; only other frames render, answer or end.
                 let Incoming::Frame(frame) = incoming else {
                     continue;
@@ -437,6 +443,7 @@ mod tests {
             idle_timeout_secs: 0,
             offline_ttl_secs: 604_800,
             vouch: false,
+            rekey: false,
         }
     }
 

@@ -29,6 +29,9 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// The `hello` feature for device vouches: `vouch` frames and `devices[].vouches`.
 pub const FEATURE_VOUCH: &str = "vouch";
 
+/// The `hello` feature for asking a device for its chain again: `rekey` frames both ways.
+pub const FEATURE_REKEY: &str = "rekey";
+
 /// A frame sent by a client.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

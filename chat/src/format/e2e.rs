@@ -152,6 +152,34 @@ pub fn notice(n: &Notice) -> String {
             sanitize(room),
             sanitize(default_room)
         ),
+        Notice::KeyGivenAgain {
+            user,
+            fingerprint,
+            conversation,
+        } => format!(
+            "{}'s device {fingerprint} could not open your messages in {}; it was sent your key again",
+            sanitize(user),
+            sanitize(conversation)
+        ),
+        Notice::KeyGone {
+            user,
+            fingerprint,
+            conversation,
+        } => format!(
+            "{}'s device {fingerprint} could not open a message you sent in {} before this client restarted; it cannot be sent again",
+            sanitize(user),
+            sanitize(conversation)
+        ),
+        Notice::AskedForKey {
+            user,
+            fingerprint,
+            conversation,
+        } => format!(
+            "a message from {} in {} came without its key; asked {}'s device {fingerprint} for it (it is shown when the key comes)",
+            sanitize(user),
+            sanitize(conversation),
+            sanitize(user)
+        ),
         Notice::JoinWaiting { room } => format!(
             "waiting for the answer to /join #{}: what you type now goes there once joined",
             sanitize(room)
@@ -182,6 +210,12 @@ pub fn warning(w: &Warning) -> String {
             "a device that none of your devices approved logged in to your account: {fingerprint}. \
              Nothing is encrypted to it. If it is yours, /devices approve {fingerprint}; if not, \
              change your password and /devices revoke {fingerprint}"
+        ),
+        Warning::OtherOwnDevice { fingerprint } => format!(
+            "your account has another device key, {fingerprint}, that has not approved this device. \
+             Nothing is encrypted to it. If it is your other device, approve this one there (the code \
+             above); if you have no other device, it is not yours: change your password and \
+             /devices revoke {fingerprint}"
         ),
         Warning::RevokedKeyAnnounced { user, fingerprint } => format!(
             "the server announced {}'s device key {fingerprint} again, which was revoked: it stays revoked and unused",

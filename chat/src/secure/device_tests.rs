@@ -273,7 +273,8 @@ fn a_ghost_on_my_own_account_is_never_sealed_to_and_warned_about_in_every_sessio
         assert_eq!(status(&a, "alice", GHOST), Some(KeyStatus::Pending));
     }
     // A device new to an account that already has a key cannot tell a ghost from a real
-    // older device: it asks to be approved, and seals nothing to the other key meanwhile.
+    // older device: it asks to be approved, warns about the other key (it is not ours if we
+    // have no other device), and seals nothing to it meanwhile.
     let mut fresh = client("alice", CAROL, Peers::in_memory());
     let events = fresh.on_login(
         &[info("alice", CAROL), info("alice", GHOST)],
@@ -281,7 +282,10 @@ fn a_ghost_on_my_own_account_is_never_sealed_to_and_warned_about_in_every_sessio
         &[lobby()],
     );
     assert!(
-        matches!(&events[..], [Event::Notice(Notice::NotApproved { .. })]),
+        matches!(&events[..], [
+            Event::Notice(Notice::NotApproved { .. }),
+            Event::Warning(Warning::OtherOwnDevice { fingerprint }),
+        ] if *fingerprint == fp(GHOST)),
         "{events:?}"
     );
     let note = fresh
@@ -389,9 +393,12 @@ fn a_new_device_shows_a_code_and_trusts_the_device_that_used_it() {
     assert!(code.starts_with(&hex_of_fp(BOB2)[..16]));
     assert_eq!(code.len(), 16 + 1 + 10);
     assert!(events.contains(&Event::Notice(Notice::NotApproved { code: code.clone() })));
-    assert!(
-        warnings(&events).is_empty(),
-        "no loud warning on a new device: {events:?}"
+    // Each other key of the account is named once, loudly: this device cannot tell its
+    // owner's other devices from keys that are not theirs.
+    assert_eq!(
+        warnings(&events).len(),
+        2,
+        "the other keys named: {events:?}"
     );
     assert_eq!(status(&b2, "bob", BOB), Some(KeyStatus::Pending));
     // The old device sees the new one as a device nobody approved, until it approves it.

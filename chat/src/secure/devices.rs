@@ -165,11 +165,11 @@ impl Secure {
     /// What our own account's keys need said: the code while this device is not approved,
     /// else once per key the loud warning about a device none of ours approved.
     pub(super) fn own_state(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
         if let Some(code) = self.approval_code() {
             if self.warned.insert(self.device) {
-                return vec![Event::Notice(Notice::NotApproved { code })];
+                events.push(Event::Notice(Notice::NotApproved { code }));
             }
-            return Vec::new();
         }
         let pending: Vec<Fingerprint> = self
             .devices
@@ -180,30 +180,34 @@ impl Secure {
             .map(|(fp, _)| *fp)
             .collect();
         let me = self.me.clone();
-        pending
-            .into_iter()
-            .filter_map(|fp| self.warn_pending(&me, fp))
-            .collect()
+        events.extend(
+            pending
+                .into_iter()
+                .filter_map(|fp| self.warn_pending(&me, fp)),
+        );
+        events
     }
 
     /// The warning for a pending key, the first time it matters in this session; None after
-    /// that, and for our own keys while this device itself waits for approval (its code
-    /// notice says it all).
+    /// that. Our own account's are loud: a key there that this device did not approve is
+    /// another device of ours or someone else's (while this device waits for approval itself,
+    /// it cannot tell which, and says so).
     pub(super) fn warn_pending(&mut self, user: &str, fingerprint: Fingerprint) -> Option<Event> {
-        if user == self.me && self.pending.link_secret.is_some() {
-            return None;
-        }
         if !self.warned.insert(fingerprint) {
             return None;
         }
-        Some(Event::Warning(if user == self.me {
-            Warning::UnapprovedOwnDevice { fingerprint }
-        } else {
-            Warning::PendingKey {
-                user: user.to_string(),
-                fingerprint,
-            }
-        }))
+        Some(Event::Warning(
+            if user == self.me && self.pending.link_secret.is_some() {
+                Warning::OtherOwnDevice { fingerprint }
+            } else if user == self.me {
+                Warning::UnapprovedOwnDevice { fingerprint }
+            } else {
+                Warning::PendingKey {
+                    user: user.to_string(),
+                    fingerprint,
+                }
+            },
+        ))
     }
 
     /// A device went offline: it still gets every message, stored by the server.

@@ -136,6 +136,36 @@ pub enum Notice {
         /// Where `/join` goes back to.
         default_room: String,
     },
+    /// `user`'s device could not open our messages in `conversation`; it was given our
+    /// chain again (said once per device and chain).
+    KeyGivenAgain {
+        /// The asking user.
+        user: String,
+        /// Their device.
+        fingerprint: Fingerprint,
+        /// Where.
+        conversation: String,
+    },
+    /// `user`'s device could not open a message of ours whose chain this client no longer
+    /// holds (it was restarted, or the chain is long replaced).
+    KeyGone {
+        /// The asking user.
+        user: String,
+        /// Their device.
+        fingerprint: Fingerprint,
+        /// Where.
+        conversation: String,
+    },
+    /// A message from `user` came before its chain; their device was asked for it, and the
+    /// message is shown when it comes (said once per chain).
+    AskedForKey {
+        /// The sender.
+        user: String,
+        /// The sending device.
+        fingerprint: Fingerprint,
+        /// Where.
+        conversation: String,
+    },
     /// Lines typed after `/join` wait for its answer (said once per join).
     JoinWaiting {
         /// The room asked for (without `#`).
@@ -168,6 +198,12 @@ pub enum Warning {
     },
     /// A key on our own account that none of our devices approved: never sealed to.
     UnapprovedOwnDevice {
+        /// The key.
+        fingerprint: Fingerprint,
+    },
+    /// This device is new (not approved yet) and the server lists another key on our account:
+    /// our other device, or one that is not ours. Never sealed to.
+    OtherOwnDevice {
         /// The key.
         fingerprint: Fingerprint,
     },

@@ -206,8 +206,9 @@ impl Secure {
         events
     }
 
-    /// `user`'s key `device` became usable: opens what it sent while pending, in order, each
-    /// timestamp judged against when it arrived.
+    /// `user`'s key `device` became usable: answers its held requests for our chains, and
+    /// opens what it sent while pending, in order, each timestamp judged against when it
+    /// arrived.
     pub(super) fn release(&mut self, user: &str, device: Fingerprint) -> Vec<Event> {
         let (mine, rest): (Vec<Held>, Vec<Held>) = self
             .pending
@@ -215,10 +216,12 @@ impl Secure {
             .drain(..)
             .partition(|h| h.user == user && h.device == device);
         self.pending.held = rest.into();
+        // Its requests for our chains, held until now, are answered first.
+        let mut events = self.answer_held_rekeys();
         if mine.is_empty() {
-            return Vec::new();
+            return events;
         }
-        let mut events = self.save_pending();
+        events.extend(self.save_pending());
         for held in mine {
             match held.kind {
                 HeldKind::Chain { data } => events.extend(self.on_chain(user, device, &data)),

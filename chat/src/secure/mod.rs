@@ -38,12 +38,14 @@ mod devices;
 mod event;
 mod held;
 mod receive;
+mod rekey;
 mod replay;
 mod rooms;
 mod send;
 mod vouches;
 
 pub use event::{ChatMessage, Event, NotSent, Notice, Refusal, VouchRefusal, Warning};
+pub use rekey::Request as RekeyRequest;
 
 /// Receiver chains kept per sending device (older ones are dropped first).
 const CHAINS_PER_DEVICE: usize = 8;
@@ -158,6 +160,8 @@ pub struct Secure {
     receiver_order: VecDeque<(Fingerprint, [u8; 16])>,
     pending_own: HashMap<[u8; 16], PendingOwn>,
     pending_order: VecDeque<[u8; 16]>,
+    /// Chains asked for and given again.
+    rekeys: rekey::Rekeys,
     max_skew_ms: u64,
     max_text_bytes: usize,
     /// Where receiver chains are kept across restarts (None: in memory only).
@@ -222,6 +226,7 @@ impl Secure {
             receiver_order: VecDeque::new(),
             pending_own: HashMap::new(),
             pending_order: VecDeque::new(),
+            rekeys: rekey::Rekeys::default(),
             max_skew_ms,
             max_text_bytes,
             state: None,
@@ -251,6 +256,7 @@ impl Secure {
     pub fn disconnected(&mut self) {
         self.devices.clear();
         self.senders.clear();
+        self.rekeys.retire_all();
         self.pending_own.clear();
         self.pending_order.clear();
     }

@@ -9,8 +9,8 @@ use chatd_proto::conversation::Conversation;
 use chatd_proto::e2e::{E2eError, Envelope, WrappedChain, unwrap_chain};
 
 use super::{
-    Body, CHAINS_PER_DEVICE, ChatMessage, Delivered, Event, Refusal, Secure, SentBy, Warning,
-    now_ms,
+    Body, CHAINS_PER_DEVICE, ChatMessage, Delivered, Event, Notice, Refusal, Secure, SentBy,
+    Warning, now_ms,
 };
 use crate::peers::KeyStatus;
 
@@ -62,7 +62,12 @@ impl Secure {
                 self.receivers.insert(slot, chain);
                 self.receiver_order.push_back(slot);
                 self.trim_receivers(device);
-                self.save_state()
+                let mut events = self.save_state();
+                // What came before it, asked for again, opens now.
+                for waiting in self.rekeys.arrived(&slot) {
+                    events.extend(self.on_delivered(&waiting));
+                }
+                events
             }
             Err(error) => warn(Refusal::Check {
                 error,
@@ -114,6 +119,7 @@ impl Secure {
                 Vec::new()
             }
             Opened::Refused(event) => vec![event],
+            Opened::Waiting(said) => said.into_iter().collect(),
         }
     }
 
@@ -183,7 +189,25 @@ impl Secure {
         };
         let now = now_ms();
         let window = self.window(delivered.stored, now);
-        let Some(chain) = self.receivers.get_mut(&(device, h.chain_id)) else {
+        let slot = (device, h.chain_id);
+        // No chain (never came, or the server dropped it): held, and the sending device is
+        // asked for it once; shown when it comes. A chain dropped for the bound is not taken
+        // again, so nothing waits for it.
+        if !self.receivers.contains_key(&slot)
+            && self.rekeys.enabled
+            && !self.retired.contains(&slot)
+        {
+            if !self.rekeys.wait_for(slot, delivered) {
+                return Opened::Waiting(None);
+            }
+            self.ask_for_chain(slot, &h.conversation, h.chain_index);
+            return Opened::Waiting(Some(Event::Notice(Notice::AskedForKey {
+                user: from.to_string(),
+                fingerprint: device,
+                conversation: h.conversation.clone(),
+            })));
+        }
+        let Some(chain) = self.receivers.get_mut(&slot) else {
             return warn(Refusal::NoChain);
         };
         let expected = chain.next_index();
@@ -252,6 +276,8 @@ enum Opened {
     Echo(Event),
     /// A stored message this device showed before.
     AlreadyShown,
+    /// Held until its chain comes (asked for); said once per chain.
+    Waiting(Option<Event>),
     /// Dropped, with a warning.
     Refused(Event),
 }

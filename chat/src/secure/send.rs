@@ -72,6 +72,7 @@ impl Secure {
             .is_none_or(|o| o.stale || o.chain.index() >= ROTATE_AT_INDEX);
         if rotate {
             let chain = SenderChain::new().map_err(NotSent::Chain)?;
+            self.rekeys.started(&name, &chain);
             self.senders.insert(
                 name.clone(),
                 Outgoing {

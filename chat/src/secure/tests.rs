@@ -415,3 +415,138 @@ fn verify_and_limits() {
             .is_ok()
     );
 }
+
+#[test]
+fn a_chain_asked_for_again_is_given_once_from_that_index_to_members_only() {
+    let mut c = trio();
+    let room = Conversation::Room("lobby".into());
+    let alice = key(0).fingerprint();
+    let first = c[0].seal(&room, say("one")).unwrap();
+    let second = c[0].seal(&room, say("two")).unwrap();
+    let chain = Envelope::decode(&second.envelope)
+        .unwrap()
+        .header()
+        .chain_id;
+    let ask = |from: usize, conversation: &str, chain: [u8; 16], index: u32| RekeyRequest {
+        from: NAMES[from].into(),
+        device: key(from).fingerprint(),
+        conversation: conversation.into(),
+        chain: rekey::chain_hex(&chain),
+        index,
+    };
+    // bob never got the chain (the server dropped it); he asks from index 1.
+    let events = c[0].on_rekey(ask(1, "#lobby", chain, 1));
+    assert!(
+        matches!(&events[..], [Event::Notice(Notice::KeyGivenAgain { user, .. })] if user == "bob"),
+        "{events:?}"
+    );
+    let frames = c[0].take_frames();
+    let [ClientFrame::Chain { data }] = &frames[..] else {
+        panic!("one chain frame: {frames:?}")
+    };
+    let to = WrappedChain::from_base64(data).unwrap();
+    assert_eq!(to.header().recipient_device, key(1).fingerprint());
+    assert_eq!(to.header().start_index, 1);
+    assert!(c[1].on_chain("alice", alice, data).is_empty());
+    let shown = c[1].on_envelope(&json("alice", alice, &second.envelope));
+    assert_eq!(text_of(&shown), Some("two"));
+    // Index 0 was not given: the chain starts after it.
+    let not = c[1].on_envelope(&json("alice", alice, &first.envelope));
+    assert!(text_of(&not).is_none(), "{not:?}");
+
+    // The same request again is not answered twice.
+    assert!(c[0].on_rekey(ask(1, "#lobby", chain, 1)).is_empty());
+    assert!(c[0].take_frames().is_empty());
+    // carol is not in alice and bob's whisper: nothing for her.
+    let pair = Conversation::pair("alice", "bob");
+    let whisper = c[0].seal(&pair, say("psst")).unwrap();
+    let wchain = Envelope::decode(&whisper.envelope)
+        .unwrap()
+        .header()
+        .chain_id;
+    assert!(c[0].on_rekey(ask(2, "alice,bob", wchain, 0)).is_empty());
+    assert!(c[0].take_frames().is_empty());
+    // A chain alice does not have (any more): said once, nothing sent.
+    let gone = c[0].on_rekey(ask(2, "#lobby", [9; 16], 0));
+    assert!(
+        matches!(&gone[..], [Event::Notice(Notice::KeyGone { user, .. })] if user == "carol"),
+        "{gone:?}"
+    );
+    assert!(c[0].on_rekey(ask(2, "#lobby", [9; 16], 3)).is_empty());
+    assert!(c[0].take_frames().is_empty());
+
+    // After a reconnection the replaced chain can still be given again.
+    c[0].disconnected();
+    let all: Vec<DeviceInfo> = (0..3).map(info).collect();
+    c[0].on_login(&all, "lobby", &[lobby()]);
+    c[0].on_rekey(ask(2, "#lobby", chain, 0));
+    let frames = c[0].take_frames();
+    let [ClientFrame::Chain { data }] = &frames[..] else {
+        panic!("one chain frame: {frames:?}")
+    };
+    assert!(c[2].on_chain("alice", alice, data).is_empty());
+    let shown = c[2].on_envelope(&json("alice", alice, &first.envelope));
+    assert_eq!(text_of(&shown), Some("one"));
+}
+
+#[test]
+fn a_message_without_its_chain_waits_asks_once_and_opens_when_the_chain_comes() {
+    let mut c = trio();
+    c[1].enable_rekey(true);
+    let room = Conversation::Room("lobby".into());
+    let alice = key(0).fingerprint();
+    // The server drops alice's chains; her messages reach bob without them.
+    let one = c[0].seal(&room, say("one")).unwrap();
+    let two = c[0].seal(&room, say("two")).unwrap();
+    let asked = c[1].on_delivered(&json("alice", alice, &one.envelope));
+    assert!(
+        matches!(&asked[..], [Event::Notice(Notice::AskedForKey { user, .. })] if user == "alice"),
+        "{asked:?}"
+    );
+    assert!(
+        c[1].on_delivered(&json("alice", alice, &two.envelope))
+            .is_empty()
+    );
+    let frames = c[1].take_frames();
+    let [
+        ClientFrame::Rekey {
+            device,
+            conversation,
+            chain,
+            index,
+        },
+    ] = &frames[..]
+    else {
+        panic!("one rekey: {frames:?}")
+    };
+    assert_eq!(
+        (*device, conversation.as_str(), *index),
+        (alice, "#lobby", 0)
+    );
+    // alice answers; the chain opens both, in order.
+    c[0].on_rekey(RekeyRequest {
+        from: "bob".into(),
+        device: key(1).fingerprint(),
+        conversation: conversation.clone(),
+        chain: chain.clone(),
+        index: *index,
+    });
+    let frames = c[0].take_frames();
+    let [ClientFrame::Chain { data }] = &frames[..] else {
+        panic!("one chain: {frames:?}")
+    };
+    let shown: Vec<_> = c[1]
+        .on_chain("alice", alice, data)
+        .iter()
+        .filter_map(|e| text_of(e).map(str::to_string))
+        .collect();
+    assert_eq!(shown, ["one", "two"]);
+    // Without the server's support nothing is asked: the old warning.
+    let mut c = trio();
+    let three = c[0].seal(&room, say("three")).unwrap();
+    assert_eq!(
+        dropped(&c[1].on_envelope(&json("alice", alice, &three.envelope))),
+        &Refusal::NoChain
+    );
+    assert!(c[1].take_frames().is_empty());
+}

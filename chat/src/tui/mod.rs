@@ -231,9 +231,16 @@ impl Loop<'_> {
                     Some(incoming) => {
                         let reply = incoming.frame().and_then(dispatch::reply);
                         self.frame(incoming);
-                        if let (Some(reply), Some(conn)) = (reply, self.conn.as_mut()) {
-                            if conn.send(&reply).await.is_err() {
-                                self.lost();
+                        // What the end-to-end layer owes first (chains asked for or given
+                        // again), then the acknowledgement.
+                        let mut owed = self.secure.take_frames();
+                        owed.extend(reply);
+                        if let Some(conn) = self.conn.as_mut() {
+                            for frame in &owed {
+                                if conn.send(frame).await.is_err() {
+                                    self.lost();
+                                    break;
+                                }
                             }
                         }
                         if self.held_lines().await {
@@ -405,6 +412,7 @@ impl Loop<'_> {
                 .to_string(),
         );
         self.secure.set_vouch_supported(info.vouch);
+        self.secure.enable_rekey(info.rekey);
         let events = self
             .secure
             .on_login(&logged_in.devices, &logged_in.room, &logged_in.rooms);

@@ -420,6 +420,7 @@ pub(crate) mod testing {
                     replay: false,
                     binary: false,
                     vouch: false,
+                    rekey: false,
                 })
                 .unwrap()
                 .0;
@@ -445,6 +446,7 @@ pub(crate) mod testing {
                     replay: false,
                     binary: false,
                     vouch: false,
+                    rekey: false,
                 })
                 .unwrap()
                 .0;

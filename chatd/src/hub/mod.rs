@@ -371,6 +371,12 @@ impl Hub {
         self.lock().route_to_device(device, line)
     }
 
+    /// Queues a `rekey` line for `device`'s sessions that asked for the feature, or stores
+    /// it while the device has no session.
+    pub fn route_rekey(&self, device: &Fingerprint, line: &Bytes) -> Routed {
+        self.lock().route_rekey(device, line)
+    }
+
     /// Queues `frame` for every session of `user`; returns how many.
     pub fn send_to_user(&self, user: &str, frame: &ServerFrame) -> usize {
         let Some(line) = serialize(frame) else {

@@ -146,6 +146,15 @@ impl Tables {
     }
 
     /// Routes a line for one device key (see `Hub::route_to_device`).
+    /// A `rekey` for `device`: to its sessions that can read one (an older client of that
+    /// key gets nothing), or stored while it has none.
+    pub(super) fn route_rekey(&mut self, device: &Fingerprint, line: &Bytes) -> Routed {
+        match self.sessions.deliver_device_rekey(device, line) {
+            Some(_) => Routed::Online,
+            None => self.route_to_device(device, line),
+        }
+    }
+
     pub(super) fn route_to_device(&mut self, device: &Fingerprint, line: &Bytes) -> Routed {
         if self.sessions.deliver_device(device, line) > 0 {
             return Routed::Online;

@@ -43,6 +43,8 @@ pub struct NewSession {
     pub binary: bool,
     /// Asked for the `vouch` feature: gets `vouch` frames and vouches in `device` frames.
     pub vouch: bool,
+    /// Asked for the `rekey` feature: gets `rekey` frames.
+    pub rekey: bool,
 }
 
 /// What the hub keeps per session.
@@ -56,6 +58,8 @@ pub(super) struct Entry {
     binary: bool,
     /// Asked for the `vouch` feature in its `hello`.
     vouch: bool,
+    /// Asked for the `rekey` feature in its `hello`.
+    rekey: bool,
     /// While the session replays its stored lines: live lines wait here, in order.
     held: Option<Vec<Bytes>>,
     /// Quiet lines wait in its queue that no wake-up has covered yet.
@@ -250,6 +254,26 @@ impl Sessions {
         ids.into_iter().filter(|id| self.deliver(*id, line)).count()
     }
 
+    /// Queues `line` for the sessions of device key `device` that asked for the `rekey`
+    /// feature; None when the device has no session at all.
+    pub(super) fn deliver_device_rekey(
+        &mut self,
+        device: &Fingerprint,
+        line: &impl Outgoing,
+    ) -> Option<usize> {
+        let ids = self.by_device.get(device).cloned()?;
+        let askers: Vec<SessionId> = ids
+            .into_iter()
+            .filter(|id| self.map.get(id).is_some_and(|e| e.rekey))
+            .collect();
+        Some(
+            askers
+                .into_iter()
+                .filter(|id| self.deliver(*id, line))
+                .count(),
+        )
+    }
+
     /// Every session of each of `users`, each once.
     fn sessions_of(&self, users: &[&str]) -> Vec<SessionId> {
         let mut ids: Vec<SessionId> = users
@@ -333,6 +357,7 @@ impl Sessions {
                 mailbox: Mailbox::new(new.outbox, new.closer),
                 binary: new.binary,
                 vouch: new.vouch,
+                rekey: new.rekey,
                 held: Some(Vec::new()),
                 quiet_waiting: false,
             },

@@ -62,6 +62,7 @@ fn new_session(user: &str, n: u8, tx: Arc<Outbox>, closer: Closer) -> NewSession
         replay: false,
         binary: false,
         vouch: false,
+        rekey: false,
     }
 }
 
@@ -680,6 +681,7 @@ fn vouches_go_only_to_sessions_that_asked_and_go_with_their_keys() {
         let (tx, mut rx) = channel(8);
         let new = NewSession {
             vouch: true,
+            rekey: false,
             ..new_session(user, n, tx, Closer::default())
         };
         let (id, _) = hub.register(new).unwrap();

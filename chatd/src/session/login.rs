@@ -7,7 +7,7 @@ use std::sync::Arc;
 use base64::Engine;
 use chatd_proto::Fingerprint;
 use chatd_proto::e2e::DevicePublicKey;
-use chatd_proto::frame::{ClientFrame, FEATURE_VOUCH, ServerFrame};
+use chatd_proto::frame::{ClientFrame, FEATURE_REKEY, FEATURE_VOUCH, ServerFrame};
 use chatd_proto::{ErrorCode, PROTOCOL_VERSION};
 
 use super::connection::{Connection, Ending, Incoming};
@@ -27,6 +27,8 @@ pub(super) struct LoggedIn {
     pub(super) binary: bool,
     /// The client asked for the `vouch` feature in its `hello` (and was told yes).
     pub(super) vouch: bool,
+    /// The client asked for the `rekey` feature in its `hello` (and was told yes).
+    pub(super) rekey: bool,
 }
 
 /// Where a connection is in `hello` then `login`.
@@ -36,6 +38,7 @@ struct Login<'a> {
     hello_done: bool,
     binary: bool,
     vouch: bool,
+    rekey: bool,
     failures: u32,
 }
 
@@ -47,6 +50,7 @@ pub(super) async fn login(conn: &mut Connection, shared: &Shared) -> Result<Logg
         hello_done: false,
         binary: false,
         vouch: false,
+        rekey: false,
         failures: 0,
     };
     loop {
@@ -136,11 +140,12 @@ impl Login<'_> {
         self.binary = binary;
         // Of the features asked for, the ones this server has (unknown ones are ignored).
         self.vouch = features.iter().any(|f| f == FEATURE_VOUCH);
-        let features = if self.vouch {
-            vec![FEATURE_VOUCH.to_string()]
-        } else {
-            Vec::new()
-        };
+        self.rekey = features.iter().any(|f| f == FEATURE_REKEY);
+        let features = [(self.vouch, FEATURE_VOUCH), (self.rekey, FEATURE_REKEY)]
+            .into_iter()
+            .filter(|(asked, _)| *asked)
+            .map(|(_, name)| name.to_string())
+            .collect();
         let limits = &self.shared.config.limits;
         self.conn.send(&ServerFrame::Hello {
             version: PROTOCOL_VERSION,
@@ -319,6 +324,7 @@ impl Login<'_> {
             key: Arc::from(key_b64),
             binary: self.binary,
             vouch: self.vouch,
+            rekey: self.rekey,
         })
     }
 }

@@ -116,6 +116,7 @@ async fn enter(
         replay: true,
         binary: login.binary,
         vouch: login.vouch,
+        rekey: login.rekey,
     });
     let (id, seq) = match registered {
         Ok(r) => r,

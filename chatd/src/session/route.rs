@@ -323,7 +323,7 @@ impl Router<'_> {
         };
         match frame::encode(&frame) {
             Ok(line) => {
-                if self.hub.route_to_device(&req.device, &line) == Routed::Unknown {
+                if self.hub.route_rekey(&req.device, &line) == Routed::Unknown {
                     tracing::debug!(device = %req.device, "rekey for a device that is not registered");
                 }
             }

@@ -28,6 +28,7 @@
 //!   certificate and key, against real `chat` clients (issue 25)
 //! - `replay`: stored messages after a long absence (clock moved with faketime) and replays to a
 //!   restarted `chat`: each shown once
+//! - `rekey`: a chain the server dropped is asked for again and its messages shown
 //! - `secrecy`: end-to-end encryption through a real chatd (markers, multi-device)
 //! - `tui`: the full-screen `chat` in a real terminal (tmux; see `tmux` for the driver)
 
@@ -74,6 +75,8 @@ mod protocol;
 mod proxy_attacks;
 #[cfg(test)]
 mod proxy_roster;
+#[cfg(test)]
+mod rekey;
 #[cfg(test)]
 mod reload;
 #[cfg(test)]

@@ -531,7 +531,22 @@ fn envelopes_must_name_their_session_and_a_conversation_it_is_in() {
 /// are refused.
 #[test]
 fn rekey_reaches_the_asked_device_live_or_stored() {
-    let (server, mut alice, mut bob) = alice_and_bob();
+    let server = Server::start();
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    let (mut alice, hello, _) = Raw::login_device(
+        &server,
+        "alice",
+        "pw-a",
+        test_key("alice"),
+        &["rekey", "later"],
+    );
+    assert_eq!(hello["features"], json!(["rekey"]));
+    // A client of the same key that did not ask (an older one) is never sent a rekey.
+    let (mut older, hello, _) = Raw::login_device(&server, "alice", "pw-a", test_key("alice"), &[]);
+    assert!(hello.get("features").is_none(), "{hello}");
+    let mut bob = Raw::login(&server, "bob", "pw-b");
+    alice.recv_type("presence");
     let alice_device = test_key("alice").fingerprint().to_string();
     let bob_device = test_key("bob").fingerprint().to_string();
     let chain = "0123456789abcdef0123456789abcdef";
@@ -555,13 +570,24 @@ fn rekey_reaches_the_asked_device_live_or_stored() {
     bob.send(rekey("alice,bob", &chain.to_uppercase()));
     bob.expect_error("bad_frame");
 
+    older.send(json!({"type":"ping","nonce":5}));
+    loop {
+        let frame = older.recv();
+        assert_ne!(frame["type"], "rekey", "{frame}");
+        if frame["type"] == "pong" {
+            break;
+        }
+    }
     // alice offline: stored, and delivered at her next login.
-    alice.send(json!({"type":"quit"}));
-    alice.expect_bye("quit");
+    for raw in [&mut alice, &mut older] {
+        raw.send(json!({"type":"quit"}));
+        raw.recv_type("bye");
+    }
     assert_eq!(bob.recv_type("presence")["event"], "leave");
     bob.send(rekey("alice,bob", chain));
     bob.sync(1);
-    let mut alice = Raw::login(&server, "alice", "pw-a");
+    let (mut alice, _, _) =
+        Raw::login_device(&server, "alice", "pw-a", test_key("alice"), &["rekey"]);
     let stored = alice.recv_type("rekey");
     assert_eq!(stored["from"], "bob", "{stored}");
     assert_eq!(stored["index"], 7, "{stored}");

@@ -5,8 +5,7 @@
 //! forged rosters and look-alike names are in `proxy_roster`.
 //!
 //! Every test checks that no honest client wrapped a chain for the attacker's key (so the
-//! attacker holds no sealed copy) and what the victim's `chat` printed. Tests that need the
-//! trust work of issue 25 to pass are ignored until it lands, each saying what must land.
+//! attacker holds no sealed copy) and what the victim's `chat` printed.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

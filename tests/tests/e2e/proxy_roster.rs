@@ -2,8 +2,7 @@
 //! own account and on others', ghost users in the default room, forged room rosters and
 //! joins, look-alike names and a revoked key brought back. The attacker's goal is always a
 //! sealed copy for a key it holds; each test checks that no honest client wrapped a chain for
-//! it and that the victim was told. Tests that need the trust work of issue 25 are ignored
-//! until it lands, each saying what must land.
+//! it and that the victim was told.
 
 use chatd_proto::e2e::{SenderChain, seal, wrap_chain};
 use serde_json::json;
@@ -39,7 +38,6 @@ fn add_to_login_ok(
 }
 
 #[test]
-#[ignore = "trust part 2: an unvouched device on your own account is a loud warning, never sealed to"]
 fn a_ghost_device_on_your_own_account_gets_nothing() {
     let s = Scene::new(&["alice", "bob"]);
     let mut alice = s.m.chat("alice", &s.homes[0]);
@@ -98,6 +96,7 @@ fn a_ghost_device_for_a_user_already_known_gets_nothing() {
     // And live: another device announced for bob.
     s.m.proxy
         .inject("alice", Dir::Down, device_online("bob", &mallory2));
+    sync(&s.m, &mut alice, "alice");
     alice.send("/w bob WHISPER-3");
     bob.out.expect("the whisper", exactly("*alice* WHISPER-3"));
     saw(&mut alice, "a warning about the second key", |l| {
@@ -108,7 +107,6 @@ fn a_ghost_device_for_a_user_already_known_gets_nothing() {
 }
 
 #[test]
-#[ignore = "trust part 2: a user first seen is shown (`X is new here ... #lobby`) before anything is sealed to them"]
 fn a_ghost_user_in_the_default_room_is_shown_before_anything_is_sealed_to_it() {
     // A user the server lists is, to a client, a new member of the default room: first
     // contact is trust on first use (docs/SECURITY.md). What the server cannot do is add a
@@ -279,7 +277,6 @@ fn a_look_alike_user_name_is_refused() {
 }
 
 #[test]
-#[ignore = "trust part 2: `device removed` marks a key revoked for good, whatever the server says later (chat)"]
 fn a_revoked_key_announced_again_gets_nothing() {
     let s = Scene::new(&["alice", "bob"]);
     let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
