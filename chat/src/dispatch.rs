@@ -58,6 +58,34 @@ pub enum Step {
 
 /// Interprets `line`; text is sealed here, so nothing readable ever reaches a frame.
 pub fn line(line: &str, secure: &mut Secure) -> Step {
+    let step = interpret(line, secure);
+    // Accepting a key (`/trust`, `/verify`, `/devices approve`) can answer requests for our
+    // chains held until then: those frames go first. (Other steps leave them owed; they go
+    // after the next frame from the server.)
+    let mut owed = || secure.take_frames().into_iter().map(Outbound::Frame);
+    match step {
+        Step::Show(events) => {
+            let frames: Vec<Outbound> = owed().collect();
+            if frames.is_empty() {
+                Step::Show(events)
+            } else {
+                Step::Send { events, frames }
+            }
+        }
+        Step::Send { events, frames } => Step::Send {
+            events,
+            frames: owed().chain(frames).collect(),
+        },
+        Step::Join { room, frames } => Step::Join {
+            room,
+            frames: owed().chain(frames).collect(),
+        },
+        other => other,
+    }
+}
+
+/// [`line`] before the frames the end-to-end layer owes are added.
+fn interpret(line: &str, secure: &mut Secure) -> Step {
     let me = secure.me().to_string();
     let (conversation, body) = match input::parse(line) {
         Input::Empty => return Step::Nothing,

@@ -3,7 +3,7 @@
 //! revoked keys, and what pending keys send held until they are accepted.
 
 use super::*;
-use chatd_proto::e2e::WrappedChain;
+use chatd_proto::e2e::{Envelope, WrappedChain};
 use chatd_proto::frame::{DeviceInfo, RoomState};
 
 const PEMS: [&str; 5] = [
@@ -612,4 +612,64 @@ fn what_is_held_is_bounded_in_frames_and_bytes() {
         matches!(warnings(&events)[..], [Warning::KeyRejected { .. }]),
         "{events:?}"
     );
+}
+
+#[test]
+fn a_chain_asked_for_by_a_pending_device_is_given_only_once_that_device_is_vouched_for() {
+    // alice knows bob's first device; bob's second one is new to her, hence pending.
+    let mut a = client("alice", ALICE, Peers::in_memory());
+    a.enable_rekey(true);
+    a.on_login(
+        &[info("alice", ALICE), info("bob", BOB)],
+        "lobby",
+        &[lobby()],
+    );
+    a.device_online("bob", fp(BOB2), &info("bob", BOB2).key, &[]);
+    assert_eq!(status(&a, "bob", BOB2), Some(KeyStatus::Pending));
+    let sealed = a
+        .seal(&Conversation::Room("lobby".into()), say("for bob"))
+        .unwrap();
+    assert!(!wrapped_for(&sealed).contains(&fp(BOB2)));
+    let chain = Envelope::decode(&sealed.envelope)
+        .unwrap()
+        .header()
+        .chain_id;
+    // bob's second device got the envelope without a chain and asks: held, nothing sent.
+    let ask = RekeyRequest {
+        from: "bob".into(),
+        device: fp(BOB2),
+        conversation: "#lobby".into(),
+        chain: rekey::chain_hex(&chain),
+        index: 0,
+    };
+    assert!(a.on_rekey(ask.clone()).is_empty());
+    assert!(a.take_frames().is_empty(), "nothing for a pending key");
+    // A ghost claiming to be bob asks the same: never answered, not even later.
+    let ghost = RekeyRequest {
+        device: fp(GHOST),
+        ..ask
+    };
+    assert!(a.on_rekey(ghost).is_empty());
+    // bob's first device vouches for the second: the held request is answered now.
+    let events = a.on_vouch("bob", &vouch(BOB, "bob", BOB2, None));
+    assert!(
+        events.iter().any(
+            |e| matches!(e, Event::Notice(Notice::KeyGivenAgain { user, .. }) if user == "bob")
+        ),
+        "{events:?}"
+    );
+    let frames = a.take_frames();
+    let to: Vec<Fingerprint> = frames
+        .iter()
+        .map(|f| match f {
+            ClientFrame::Chain { data } => {
+                WrappedChain::from_base64(data)
+                    .unwrap()
+                    .header()
+                    .recipient_device
+            }
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(to, [fp(BOB2)]);
 }

@@ -62,7 +62,7 @@ fn a_flipped_bit_in_an_envelope_is_dropped_with_a_warning() {
 }
 
 #[test]
-fn a_flipped_bit_in_a_chain_is_rejected_and_its_messages_dropped() {
+fn a_flipped_bit_in_a_chain_is_rejected_and_its_messages_never_shown() {
     let s = Scene::new(&["alice", "bob"]);
     let [mut alice, mut bob] = s.login_all(&["alice", "bob"]).try_into().ok().unwrap();
     s.m.proxy.set_hook(move |c, dir, mut f| {
@@ -76,8 +76,15 @@ fn a_flipped_bit_in_a_chain_is_rejected_and_its_messages_dropped() {
     });
     alice.send("UNKEYED-1");
     expect_warning(&mut bob, &[&["alice"], &["rejected"]]);
-    expect_warning(&mut bob, &[&["alice"], &["dropped"]]);
+    // bob asks alice for the chain again; every copy is flipped too, and rejected.
+    saw(&mut bob, "the chain asked for", |l| {
+        l.contains("alice") && l.contains("without its key")
+    });
     echoed(&mut alice, "alice", "UNKEYED-1");
+    saw(&mut alice, "alice told", |l| {
+        l.contains("bob") && l.contains("could not open")
+    });
+    expect_warning(&mut bob, &[&["alice"], &["rejected"]]);
     assert_eq!(times_shown(&bob.out.all(), "UNKEYED-1"), 0);
     no_sealed_copy(&s.m);
 }

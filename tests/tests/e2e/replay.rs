@@ -205,7 +205,7 @@ impl FakeServer {
         self.recv_type("login");
         let bob_key = test_key("bob");
         self.send(json!({"type":"login_ok","user":"bob","session":1,
-            "device":bob_key.fingerprint().to_string(),"online":["bob"],
+            "device":bob_key.fingerprint().to_string(),"online":["bob"],"room":"lobby",
             "devices":[device("alice", alice), device("bob", &bob_key)]}));
         bob
     }
