@@ -3,115 +3,18 @@
 //! Each one must end in a warning, never in a message shown as genuine. A second test forges
 //! rosters, look-alike names and escape sequences.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use chatd_proto::Fingerprint;
 use chatd_proto::e2e::{
     DeviceKey, DevicePublicKey, Envelope, ReceiverChain, SenderChain, WrappedChain, open, seal,
     unwrap_chain, wrap_chain,
 };
-use chatd_proto::{Fingerprint, LineCodec};
-use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
-use crate::harness::{Chat, ClientHome, TIMEOUT, exactly, key_b64, now_ms, test_key};
-
-/// One TLS connection accepted by a scripted "server"; lines in and out over channels.
-struct FakeServer {
-    addr: SocketAddr,
-    fingerprint: Fingerprint,
-    to_client: tokio::sync::mpsc::UnboundedSender<String>,
-    from_client: mpsc::Receiver<Value>,
-}
-
-impl FakeServer {
-    fn start() -> FakeServer {
-        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-        let cert = ck.cert.der().clone();
-        let fingerprint = Fingerprint::of(cert.as_ref());
-        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der());
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key.into())
-        .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (to_client, mut outgoing) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let (incoming, from_client) = mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                // chat's first handshake only learns the fingerprint (and aborts); it then
-                // reconnects with the pin.
-                let tls = loop {
-                    let (tcp, _) = listener.accept().await.unwrap();
-                    if let Ok(tls) = acceptor.accept(tcp).await {
-                        break tls;
-                    }
-                };
-                let (r, mut w) = tokio::io::split(tls);
-                let mut lines = tokio_util::codec::FramedRead::new(r, LineCodec::new(1 << 20));
-                loop {
-                    tokio::select! {
-                        line = lines.next() => match line {
-                            Some(Ok(Ok(line))) => {
-                                let v: Value = serde_json::from_str(&line).unwrap();
-                                if incoming.send(v).is_err() {
-                                    return;
-                                }
-                            }
-                            _ => return,
-                        },
-                        out = outgoing.recv() => match out {
-                            Some(line) => {
-                                w.write_all(format!("{line}\n").as_bytes()).await.unwrap();
-                                w.flush().await.unwrap();
-                            }
-                            None => return,
-                        },
-                    }
-                }
-            });
-        });
-        FakeServer {
-            addr,
-            fingerprint,
-            to_client,
-            from_client,
-        }
-    }
-
-    fn send(&self, frame: Value) {
-        self.to_client.send(frame.to_string()).unwrap();
-    }
-
-    fn recv(&self) -> Value {
-        self.from_client
-            .recv_timeout(TIMEOUT)
-            .expect("no frame from chat")
-    }
-
-    fn recv_type(&self, ty: &str) -> Value {
-        let f = self.recv();
-        assert_eq!(f["type"], ty, "{f}");
-        f
-    }
-}
+use crate::harness::{Chat, ClientHome, FakeServer, exactly, key_b64, now_ms, test_key};
 
 /// What `chat` seals: a JSON body (docs/PROTOCOL.md, "End-to-end messages").
 fn body(text: &str) -> String {

@@ -3,19 +3,13 @@
 //! exactly once, also across restarts; a scripted server replaying stored lines and chains to
 //! a restarted `chat` gets nothing shown twice (docs/PROTOCOL.md, "End-to-end messages").
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
-use std::sync::mpsc;
 
 use chatd_proto::e2e::{ChainSnapshot, DeviceKey, SenderChain, seal, wrap_chain};
-use chatd_proto::{Fingerprint, LineCodec};
-use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
 use crate::harness::{
-    Chat, ClientHome, Server, TIMEOUT, exactly, key_b64, loopback0, now_ms, test_key,
+    Chat, ClientHome, FakeServer, Server, exactly, key_b64, loopback0, now_ms, test_key,
 };
 
 /// How often `line` (a message's text, so unique per test) appears in `out`.
@@ -93,100 +87,8 @@ fn stored_for_ten_minutes_or_six_days_is_shown_once_also_after_a_restart() {
     }
 }
 
-/// A scripted server that takes one `chat` connection after another (a client restarted
-/// reconnects to it); lines in and out over channels.
-struct FakeServer {
-    addr: SocketAddr,
-    fingerprint: Fingerprint,
-    to_client: tokio::sync::mpsc::UnboundedSender<String>,
-    from_client: mpsc::Receiver<Value>,
-}
-
+/// What the replay test has the scripted server do.
 impl FakeServer {
-    fn start() -> FakeServer {
-        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-        let cert = ck.cert.der().clone();
-        let fingerprint = Fingerprint::of(cert.as_ref());
-        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der());
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key.into())
-        .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (to_client, mut outgoing) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let (incoming, from_client) = mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else {
-                        return;
-                    };
-                    // A handshake that only learns the fingerprint fails here: next one.
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        continue;
-                    };
-                    let (r, mut w) = tokio::io::split(tls);
-                    let mut lines = tokio_util::codec::FramedRead::new(r, LineCodec::new(1 << 20));
-                    loop {
-                        tokio::select! {
-                            line = lines.next() => match line {
-                                Some(Ok(Ok(line))) => {
-                                    let v: Value = serde_json::from_str(&line).unwrap();
-                                    if incoming.send(v).is_err() {
-                                        return;
-                                    }
-                                }
-                                // This client is gone: wait for the next.
-                                _ => break,
-                            },
-                            out = outgoing.recv() => match out {
-                                Some(line) => {
-                                    let line = format!("{line}\n");
-                                    if w.write_all(line.as_bytes()).await.is_err() {
-                                        break;
-                                    }
-                                    let _ = w.flush().await;
-                                }
-                                None => return,
-                            },
-                        }
-                    }
-                }
-            });
-        });
-        FakeServer {
-            addr,
-            fingerprint,
-            to_client,
-            from_client,
-        }
-    }
-
-    fn send(&self, frame: Value) {
-        self.to_client.send(frame.to_string()).unwrap();
-    }
-
-    fn recv_type(&self, ty: &str) -> Value {
-        let f = self
-            .from_client
-            .recv_timeout(TIMEOUT)
-            .expect("no frame from chat");
-        assert_eq!(f["type"], ty, "{f}");
-        f
-    }
-
     /// `chat` for bob against this server, through hello and login.
     fn login_bob(&self, home: &ClientHome, alice: &DeviceKey) -> Chat {
         let bob = Chat::spawn(

@@ -14,6 +14,7 @@
 mod attack;
 mod chat;
 mod chatd;
+mod fake;
 mod process;
 mod proxy;
 mod raw;
@@ -21,6 +22,7 @@ mod raw;
 pub use attack::*;
 pub use chat::*;
 pub use chatd::*;
+pub use fake::*;
 pub use process::*;
 pub use proxy::*;
 pub use raw::*;
