@@ -2,17 +2,11 @@
 //! devices approved with a code, ghosts on one's own account and others', refused vouches,
 //! revoked keys, and what pending keys send held until they are accepted.
 
+use super::fixtures::{device_info, fixed_key, room_state};
 use super::*;
 use chatd_proto::e2e::{Envelope, WrappedChain};
 use chatd_proto::frame::{DeviceInfo, RoomState};
 
-const PEMS: [&str; 5] = [
-    include_str!("../../../proto/src/e2e/testdata/alice.pem"),
-    include_str!("../../../proto/src/e2e/testdata/bob.pem"),
-    include_str!("../../../proto/src/e2e/testdata/carol.pem"),
-    include_str!("testdata/dave.pem"),
-    include_str!("testdata/erin.pem"),
-];
 /// Key indexes: alice's, bob's first and second device, carol's, and a ghost's.
 const ALICE: usize = 0;
 const BOB: usize = 1;
@@ -21,7 +15,7 @@ const BOB2: usize = 3;
 const GHOST: usize = 4;
 
 fn key(i: usize) -> DeviceKey {
-    DeviceKey::from_pkcs8_pem(PEMS[i]).unwrap()
+    fixed_key(i)
 }
 
 fn fp(i: usize) -> Fingerprint {
@@ -29,23 +23,11 @@ fn fp(i: usize) -> Fingerprint {
 }
 
 fn info(user: &str, i: usize) -> DeviceInfo {
-    DeviceInfo {
-        user: user.into(),
-        fingerprint: fp(i),
-        key: BASE64.encode(key(i).public().to_spki_der()),
-        online: true,
-        vouches: Vec::new(),
-    }
+    device_info(user, i)
 }
 
 fn lobby() -> RoomState {
-    RoomState {
-        name: "lobby".into(),
-        topic: String::new(),
-        members: vec!["alice".into(), "bob".into(), "carol".into()],
-        invite_only: false,
-        owner: None,
-    }
+    room_state("lobby", &["alice", "bob", "carol"])
 }
 
 fn client(user: &str, i: usize, peers: Peers) -> Secure {

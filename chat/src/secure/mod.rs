@@ -369,6 +369,8 @@ fn pins_not_saved(e: &anyhow::Error) -> Warning {
 #[cfg(test)]
 mod device_tests;
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod replay_tests;
 #[cfg(test)]
 mod tests;

@@ -7,40 +7,24 @@ use std::path::{Path, PathBuf};
 use chatd_proto::e2e::{ChainSnapshot, seal, wrap_chain};
 use chatd_proto::frame::{DeviceInfo, RoomState};
 
+use super::fixtures::{device_info, fixed_key, room_state};
 use super::*;
 use crate::state::StateFile;
 
-const PEMS: [&str; 2] = [
-    include_str!("../../../proto/src/e2e/testdata/alice.pem"),
-    include_str!("../../../proto/src/e2e/testdata/bob.pem"),
-];
 const NAMES: [&str; 2] = ["alice", "bob"];
 const SKEW: u64 = 60_000;
 const DAY: u64 = 24 * 3600 * 1000;
 
 fn key(i: usize) -> DeviceKey {
-    DeviceKey::from_pkcs8_pem(PEMS[i]).unwrap()
+    fixed_key(i)
 }
 
 fn info(i: usize) -> DeviceInfo {
-    let k = key(i);
-    DeviceInfo {
-        user: NAMES[i].into(),
-        fingerprint: k.fingerprint(),
-        key: BASE64.encode(k.public().to_spki_der()),
-        online: true,
-        vouches: Vec::new(),
-    }
+    device_info(NAMES[i], i)
 }
 
 fn lobby() -> RoomState {
-    RoomState {
-        name: "lobby".into(),
-        topic: String::new(),
-        members: NAMES.iter().map(|n| n.to_string()).collect(),
-        invite_only: false,
-        owner: None,
-    }
+    room_state("lobby", &NAMES)
 }
 
 /// Bob logged in, keeping his state in `state` (None: in memory).

@@ -2,8 +2,7 @@
 //! members, forged removals, and names that only look right.
 
 use super::*;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use crate::secure::fixtures::{device_info, fixed_key};
 use chatd_proto::ClientFrame;
 use chatd_proto::Fingerprint;
 use chatd_proto::e2e::{DeviceKey, WrappedChain};
@@ -11,26 +10,14 @@ use chatd_proto::e2e::{DeviceKey, WrappedChain};
 use crate::peers::Peers;
 use crate::secure::{Body, NotSent};
 
-const PEMS: [&str; 3] = [
-    include_str!("../../../proto/src/e2e/testdata/alice.pem"),
-    include_str!("../../../proto/src/e2e/testdata/bob.pem"),
-    include_str!("../../../proto/src/e2e/testdata/carol.pem"),
-];
 const NAMES: [&str; 3] = ["alice", "bob", "carol"];
 
 fn key(i: usize) -> DeviceKey {
-    DeviceKey::from_pkcs8_pem(PEMS[i]).unwrap()
+    fixed_key(i)
 }
 
 fn info(i: usize, user: &str) -> DeviceInfo {
-    let k = key(i);
-    DeviceInfo {
-        user: user.into(),
-        fingerprint: k.fingerprint(),
-        key: BASE64.encode(k.public().to_spki_der()),
-        online: true,
-        vouches: Vec::new(),
-    }
+    device_info(user, i)
 }
 
 fn state(name: &str, members: &[&str], invite_only: bool) -> RoomState {

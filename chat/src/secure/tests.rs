@@ -1,41 +1,24 @@
 //! Unit tests of the end-to-end layer: honest routing, and every kind of forged, altered,
 //! replayed and misrouted input a server could hand a client.
 
+use super::fixtures::{device_info, fixed_key, room_state};
 use super::*;
 use chatd_proto::e2e::{Envelope, WrappedChain};
 use chatd_proto::frame::{DeviceInfo, RoomState};
 
-const PEMS: [&str; 3] = [
-    include_str!("../../../proto/src/e2e/testdata/alice.pem"),
-    include_str!("../../../proto/src/e2e/testdata/bob.pem"),
-    include_str!("../../../proto/src/e2e/testdata/carol.pem"),
-];
 const NAMES: [&str; 3] = ["alice", "bob", "carol"];
 
 fn key(i: usize) -> DeviceKey {
-    DeviceKey::from_pkcs8_pem(PEMS[i]).unwrap()
+    fixed_key(i)
 }
 
 fn info(i: usize) -> DeviceInfo {
-    let k = key(i);
-    DeviceInfo {
-        user: NAMES[i].into(),
-        fingerprint: k.fingerprint(),
-        key: BASE64.encode(k.public().to_spki_der()),
-        online: true,
-        vouches: Vec::new(),
-    }
+    device_info(NAMES[i], i)
 }
 
 /// The default room with all three in it.
 fn lobby() -> RoomState {
-    RoomState {
-        name: "lobby".into(),
-        topic: String::new(),
-        members: NAMES.iter().map(|n| n.to_string()).collect(),
-        invite_only: false,
-        owner: None,
-    }
+    room_state("lobby", &NAMES)
 }
 
 /// Three logged-in clients that have seen each other come online.
