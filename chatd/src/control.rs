@@ -467,7 +467,7 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
                         .hub
                         .close_device(&user, &fingerprint, "device key revoked");
                     shared.hub.forget_device(&user, &fingerprint);
-                    tracing::info!(%user, device = %fingerprint, sessions = n, "device key revoked");
+                    tracing::info!(user = ?user, device = %fingerprint, sessions = n, "device key revoked");
                     done(format!(
                         "key {fingerprint} of {user} revoked ({n} session(s) ended)"
                     ))

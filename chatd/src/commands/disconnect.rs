@@ -46,7 +46,7 @@ impl Command for Disconnect {
                 return Err(CommandError::usage(self));
             }
             let n = ctx.hub.close_user(user, &kick_reason(reason));
-            tracing::info!(by = ctx.user, %user, sessions = n, "kicked");
+            tracing::info!(by = ctx.user, user = ?user, sessions = n, "kicked");
             let text = if n == 0 {
                 format!("{user} is not online")
             } else {

@@ -93,7 +93,7 @@ impl Command for Join {
                         .await
                         .map_err(store_failed)?;
                     ctx.hub.room_created(&room, Some(ctx.user), private);
-                    tracing::info!(user = ctx.user, %room, private, "room created");
+                    tracing::info!(user = ctx.user, room = ?room, private, "room created");
                 }
             }
             limit(ctx)?;

@@ -38,7 +38,7 @@ impl Command for Kick {
                 .run(move |c| rooms::part(c, &rm, &u, &keep))
                 .await
                 .map_err(store_failed)?;
-            tracing::info!(by = ctx.user, %user, %room, "kicked from room");
+            tracing::info!(by = ctx.user, user = ?user, room = ?room, "kicked from room");
             ctx.hub.room_parted(&room, user, Some(ctx.user));
             Ok(None)
         })

@@ -266,7 +266,7 @@ impl Command for Plugin {
                 why,
             };
             let Ok(_permit) = Arc::clone(&self.running).try_acquire_owned() else {
-                tracing::warn!(plugin = %self.name, user = ctx.user, "plugin busy");
+                tracing::warn!(plugin = ?self.name, user = ctx.user, "plugin busy");
                 return Err(fail(format!(
                     "is busy ({} running); try again in a moment",
                     self.max_concurrent
@@ -276,11 +276,11 @@ impl Command for Plugin {
             let reply = match self.call(ctx, args).await {
                 Ok(reply) => reply,
                 Err(f) => {
-                    tracing::warn!(plugin = %self.name, user = ctx.user, error = %f.log, "plugin failed");
+                    tracing::warn!(plugin = ?self.name, user = ctx.user, error = ?f.log, "plugin failed");
                     return Err(fail(f.caller));
                 }
             };
-            tracing::info!(plugin = %self.name, user = ctx.user, ms = started.elapsed().as_millis() as u64, "plugin ran");
+            tracing::info!(plugin = ?self.name, user = ctx.user, ms = started.elapsed().as_millis() as u64, "plugin ran");
             let notice = |text: String| ServerFrame::Notice { text };
             match (reply.to, ctx.room) {
                 (ReplyTo::Room, Some(room)) if self.allow_room_reply => {
@@ -290,7 +290,7 @@ impl Command for Plugin {
                     Ok(None)
                 }
                 (ReplyTo::Room, _) => {
-                    tracing::info!(plugin = %self.name, "reply for the room shown to the caller only (allow_room_reply is off, or no room)");
+                    tracing::info!(plugin = ?self.name, "reply for the room shown to the caller only (allow_room_reply is off, or no room)");
                     Ok(Some(notice(reply.text)))
                 }
                 (ReplyTo::Caller, _) => Ok(Some(notice(reply.text))),

@@ -76,7 +76,7 @@ impl Known {
         self.listed = match listed {
             Ok(all) => Some(Arc::from(all)),
             Err(e) => {
-                tracing::error!(error = %e, %user, "cannot serialize a device key");
+                tracing::error!(error = %e, user = ?user, "cannot serialize a device key");
                 None
             }
         };
@@ -176,7 +176,7 @@ impl LoginSnapshot {
                 .collect()
         });
         let Some(devices) = devices else {
-            tracing::error!(user = %self.user, "login_ok lacks a device key's entry");
+            tracing::error!(user = ?self.user, "login_ok lacks a device key's entry");
             return None;
         };
         serialize(&LoginOkLine {

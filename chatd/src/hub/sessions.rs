@@ -92,7 +92,7 @@ impl Entry {
         }
         if let Some(held) = self.held.as_mut() {
             if held.len().saturating_add(line.frames()) > policy.held_max {
-                tracing::warn!(session = id, user = %self.user, "too much arrived during replay; disconnecting slow client");
+                tracing::warn!(session = id, user = ?self.user, "too much arrived during replay; disconnecting slow client");
                 self.mailbox.too_slow();
                 return false;
             }
@@ -126,7 +126,7 @@ impl Entry {
     /// Logs a slow client the mailbox closed; always false (the line was not queued).
     fn refused(&self, id: SessionId, refused: Refused) -> bool {
         if refused == Refused::TooSlow {
-            tracing::warn!(session = id, user = %self.user, "outbound queue full; disconnecting slow client");
+            tracing::warn!(session = id, user = ?self.user, "outbound queue full; disconnecting slow client");
         }
         false
     }

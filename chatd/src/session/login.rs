@@ -135,7 +135,7 @@ impl Login<'_> {
         }
         // Escaped like the login name: an unauthenticated peer must not forge log lines.
         let shown: String = client.chars().take(64).collect();
-        tracing::debug!(client = %shown.escape_debug(), "hello");
+        tracing::debug!(client = ?shown, "hello");
         self.hello_done = true;
         self.binary = binary;
         // Of the features asked for, the ones this server has (unknown ones are ignored).
@@ -202,7 +202,7 @@ impl Login<'_> {
                 Throttled::Account(d) => ("for this account", d),
             };
             let secs = left.as_secs().max(1);
-            tracing::warn!(peer = %self.conn.peer(), user = %shown.escape_debug(), wait_secs = secs, "login throttled {whom}");
+            tracing::warn!(peer = %self.conn.peer(), user = ?shown, wait_secs = secs, "login throttled {whom}");
             self.conn.error(
                 ErrorCode::RateLimited,
                 format!("too many failed logins {whom}; try again in {secs} s"),
@@ -254,7 +254,7 @@ impl Login<'_> {
                     Some(c) if c.locked => "account locked",
                     Some(_) => "wrong password",
                 };
-                tracing::warn!(peer = %self.conn.peer(), user = %shown.escape_debug(), why, "login failed");
+                tracing::warn!(peer = %self.conn.peer(), user = ?shown, why, "login failed");
                 self.conn
                     .error(ErrorCode::InvalidCredentials, "invalid credentials");
                 None
@@ -285,10 +285,10 @@ impl Login<'_> {
         match check {
             Ok(KeyCheck::Known) => {}
             Ok(KeyCheck::Registered) => {
-                tracing::info!(%user, %device, bits, "registered a new device key");
+                tracing::info!(user = ?user, %device, bits, "registered a new device key");
             }
             Ok(KeyCheck::Revoked) => {
-                tracing::warn!(peer = %self.conn.peer(), %user, %device, "login with a revoked device key");
+                tracing::warn!(peer = %self.conn.peer(), user = ?user, %device, "login with a revoked device key");
                 self.failures += 1;
                 self.conn.error(
                     ErrorCode::KeyRevoked,
@@ -297,7 +297,7 @@ impl Login<'_> {
                 return None;
             }
             Ok(KeyCheck::TooMany) => {
-                tracing::warn!(%user, %device, max, "device key refused: too many devices");
+                tracing::warn!(user = ?user, %device, max, "device key refused: too many devices");
                 self.conn.error(
                     ErrorCode::TooManyDevices,
                     format!("{user} already has {max} device keys; an administrator must revoke one (chatctl key revoke)"),

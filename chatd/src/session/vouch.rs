@@ -73,7 +73,7 @@ pub(super) async fn vouch(
                 .hub
                 .add_vouch(&login.user, &vouch.body().vouched, &login.device, data)
             {
-                tracing::info!(vouched = %vouch.body().vouched, "device vouch stored");
+                tracing::info!(vouched = ?vouch.body().vouched, "device vouch stored");
             }
         }
         // Revoked between the check and the write.

@@ -67,7 +67,7 @@ pub fn check_and_register(
                 // Disk full or locked: a known key needs no write to log in, and a stale
                 // last-seen time is not worth refusing one.
                 Err(e) if e.unavailable().is_some() => {
-                    tracing::warn!(error = %e, %user, "cannot update a device key's last-seen time");
+                    tracing::warn!(error = %e, user = ?user, "cannot update a device key's last-seen time");
                 }
                 Err(e) => return Err(e),
             }

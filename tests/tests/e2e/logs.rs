@@ -79,6 +79,41 @@ fn log_never_shows_secrets_and_cannot_be_forged() {
         !text.contains(&"n".repeat(41)),
         "the login name is truncated"
     );
-    assert!(text.contains("user=mallory\\nFORGED-LOGIN"), "{text}");
-    assert!(text.contains("client=evil\\nFORGED-HELLO"), "{text}");
+    assert!(text.contains("user=\"mallory\\nFORGED-LOGIN"), "{text}");
+    assert!(text.contains("client=\"evil\\nFORGED-HELLO"), "{text}");
+}
+
+/// A login name built to look like more fields stays inside one quoted `user=` field.
+#[test]
+fn crafted_login_name_cannot_add_log_fields() {
+    const CRAFTED: &str = "x peer=1.2.3.4 why=ok\nFORGED";
+    let mut server = Server::start();
+    server.add_user("alice", "alice-pw");
+    let mut raw = Raw::connect(&server);
+    raw.hello();
+    assert_eq!(
+        raw.try_login(CRAFTED, "guess")["code"],
+        "invalid_credentials"
+    );
+    assert_eq!(server.stop_sigterm().code(), Some(0));
+
+    let log = server.log.all();
+    let failed: Vec<&String> = log.iter().filter(|l| l.contains("login failed")).collect();
+    assert_eq!(failed.len(), 1, "one line for the one failure: {log:#?}");
+    let line = failed[0];
+    // The whole name, escaped, between the quotes of one field; the real fields follow it.
+    assert!(
+        line.contains(r#"user="x peer=1.2.3.4 why=ok\nFORGED" why="unknown user""#),
+        "{line}"
+    );
+    assert_eq!(line.matches(" why=").count(), 2, "{line}");
+    assert_eq!(
+        line.matches("why=\"").count(),
+        1,
+        "only the real why= is a field: {line}"
+    );
+    assert!(
+        log.iter().all(|l| !l.starts_with("FORGED")),
+        "the newline did not start a line: {log:#?}"
+    );
 }

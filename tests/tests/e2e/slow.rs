@@ -68,7 +68,7 @@ impl WireLog {
         self.read += lines.len();
         for line in &lines {
             let frame = if is_event(line) {
-                if line.contains(VERDICT) && line.contains("user=slow") {
+                if line.contains(VERDICT) && line.contains("user=\"slow\"") {
                     assert!(self.verdict.is_none(), "a second verdict: {line}");
                     self.verdict = Some(self.taken.len());
                 }
@@ -231,7 +231,7 @@ fn a_client_that_stops_reading_is_dropped_at_the_queue_edge_and_nobody_else_lose
     }
     // Logged by slow's own task just after it left the hub; the lines read while waiting for
     // pongs may already have passed it, so look at the whole log.
-    let ended = format!("user=\"slow\"}}: session ended session=3 reason={REASON}");
+    let ended = format!("user=\"slow\"}}: session ended session=3 reason=\"{REASON}\"");
     let deadline = std::time::Instant::now() + crate::harness::TIMEOUT;
     while !server.log.since(0).iter().any(|l| l.contains(&ended)) {
         assert!(
