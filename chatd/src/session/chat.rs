@@ -68,6 +68,8 @@ async fn handle(
             | ClientFrame::Command { .. }
             | ClientFrame::Rekey { .. }
             | ClientFrame::Vouch { .. }
+            | ClientFrame::BacklogAck { .. }
+            | ClientFrame::Ping { .. }
     );
     if limited && !rate.admit(conn, limits)? {
         return ControlFlow::Continue(());

@@ -305,5 +305,8 @@ fn the_rate_limit_cuts_a_pipelined_run_where_it_runs_out() {
     }
     assert_eq!(envelopes(&mut bob, 6), sent[..6]);
     bob.sync(1);
-    alice.sync(2);
+    // A ping counts against the same empty bucket; its refusal, as the very next frame, shows
+    // that nothing else was queued for alice.
+    alice.send(json!({"type": "ping", "nonce": 2}));
+    assert_eq!(alice.recv()["code"], "rate_limited");
 }

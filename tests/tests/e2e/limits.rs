@@ -55,6 +55,33 @@ fn message_rate_limit_drops_over_the_burst_and_closes_a_flood() {
     server.log.expect_contains("closing a flooding session");
 }
 
+#[test]
+fn pings_and_backlog_acks_count_against_the_message_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_limits(
+        dir.path(),
+        "messages_per_sec = 1\nmessage_burst = 3\nmax_rate_violations = 3",
+    );
+    server.add_user("alice", "pw");
+    let mut alice = Raw::login(&server, "alice", "pw");
+    // Two pings and an acknowledgement use up the burst of three...
+    for nonce in [1, 2] {
+        alice.send(json!({"type": "ping", "nonce": nonce}));
+        assert_eq!(alice.recv_type("pong")["nonce"], nonce);
+    }
+    alice.send(json!({"type": "backlog_ack", "upto": 0}));
+    // ...so the next frame, a command, is dropped with the usual error.
+    alice.send(list());
+    alice.expect_error("rate_limited");
+    // A ping is dropped the same way, not answered.
+    alice.send(json!({"type": "ping", "nonce": 3}));
+    alice.expect_error("rate_limited");
+    // And a flood of them ends the session like any other flood.
+    alice.send(json!({"type": "backlog_ack", "upto": 0}));
+    alice.expect_bye("too many messages: rate limit exceeded repeatedly");
+    alice.expect_closed();
+}
+
 /// What the server does with a fresh TCP connection: closes it at once (refused) or waits
 /// for a TLS ClientHello (accepted).
 fn tcp_fate(server: &Server) -> &'static str {
