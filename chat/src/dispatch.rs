@@ -319,3 +319,51 @@ pub fn reply(frame: &ServerFrame) -> Option<ClientFrame> {
         _ => None,
     }
 }
+
+/// What chat says, after the server's `bye`, when an administrator ended the session.
+pub const ENDED_ON_PURPOSE: &str = "an administrator ended this session; chat does not reconnect on its own: run chat again to come back";
+
+/// Whether a `bye` reason means an administrator ended the session on purpose (a kick, a
+/// locked or deleted account, a revoked device key): reconnecting at once would undo it.
+pub fn ended_on_purpose(reason: &str) -> bool {
+    const REASONS: [&str; 4] = [
+        "kicked by administrator",
+        "account locked",
+        "account deleted",
+        "device key revoked",
+    ];
+    REASONS.iter().any(|r| {
+        reason
+            .strip_prefix(r)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ended_on_purpose;
+
+    #[test]
+    fn only_an_administrators_reasons_end_for_good() {
+        for reason in [
+            "kicked by administrator",
+            "kicked by administrator: spamming #ops",
+            "account locked",
+            "account deleted",
+            "device key revoked",
+        ] {
+            assert!(ended_on_purpose(reason), "{reason}");
+        }
+        for reason in [
+            "server shutting down",
+            "too slow: outbound queue full",
+            "too many messages: rate limit exceeded repeatedly",
+            "idle timeout",
+            "kicked by administratorx",
+            "Account locked",
+            "",
+        ] {
+            assert!(!ended_on_purpose(reason), "{reason}");
+        }
+    }
+}

@@ -101,7 +101,12 @@ where
                         return Ok(lost(quitting.is_some()));
                     }
                 }
-                if let ServerFrame::Bye { .. } = frame {
+                if let ServerFrame::Bye { reason } = &frame {
+                    if quitting.is_none() && dispatch::ended_on_purpose(reason) {
+                        let stamp = format::local_stamp(format::frame_time(&frame));
+                        let why = format!("[{stamp}] -- {}", dispatch::ENDED_ON_PURPOSE);
+                        print_lines(out, &[why])?;
+                    }
                     return Ok(if quitting.is_some() { 0 } else { 1 });
                 }
                 if let Some(refused) = joins.answer(&frame, secure) {
@@ -682,7 +687,10 @@ mod tests {
         assert_eq!(code, 1);
         assert_eq!(
             strip_stamps(&out),
-            vec!["-- server closed the connection: kicked by administrator: x"]
+            vec![
+                "-- server closed the connection: kicked by administrator: x",
+                "-- an administrator ended this session; chat does not reconnect on its own: run chat again to come back",
+            ]
         );
 
         // The connection simply drops.

@@ -181,6 +181,7 @@ pub async fn run(
         next_attempt: None,
         backoff: BACKOFF_MIN,
         last_ping: Instant::now(),
+        ended: false,
     };
     ui_loop.logged_in(session).await;
     ui_loop.run(&mut terminal, &styles).await
@@ -202,6 +203,8 @@ struct Loop<'a> {
     next_attempt: Option<Instant>,
     backoff: Duration,
     last_ping: Instant,
+    /// The server's `bye` said an administrator ended the session: no reconnecting.
+    ended: bool,
 }
 
 impl Loop<'_> {
@@ -451,6 +454,9 @@ impl Loop<'_> {
         let Incoming::Frame(frame) = incoming else {
             return;
         };
+        if let ServerFrame::Bye { reason } = &frame {
+            self.ended |= dispatch::ended_on_purpose(reason);
+        }
         if let Some(refused) = self.joins.answer(&frame, self.secure) {
             self.app.events(vec![refused]);
         }
@@ -490,6 +496,13 @@ impl Loop<'_> {
         }
         self.secure.disconnected();
         self.app.online.clear();
+        if self.ended {
+            self.next_attempt = None;
+            self.app.state = ConnState::Disconnected;
+            self.app
+                .warning(format!("{}; /quit to leave", dispatch::ENDED_ON_PURPOSE));
+            return;
+        }
         self.app.notice(format!(
             "connection lost; reconnecting in {}s",
             self.backoff.as_secs()

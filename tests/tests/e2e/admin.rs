@@ -318,6 +318,10 @@ fn kick_with_reason_reaches_the_user_and_the_others() {
         "the kick reason",
         exactly("-- server closed the connection: kicked by administrator: spam"),
     );
+    bob.out.expect(
+        "how to come back",
+        exactly("-- an administrator ended this session; chat does not reconnect on its own: run chat again to come back"),
+    );
     let exit = bob.wait();
     assert_eq!(exit.status.code(), Some(1), "a kicked client exits 1");
     alice.out.expect(

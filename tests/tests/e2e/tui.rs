@@ -495,6 +495,57 @@ fn reconnects_after_the_server_restarts_and_keeps_the_input() {
     );
 }
 
+#[test]
+fn a_kick_sticks_chat_says_why_and_does_not_log_in_again() {
+    if !tmux::available() {
+        return;
+    }
+    let server = Server::start();
+    server.add_user("alice", "alice-pw");
+    let home = ClientHome::new();
+    // Wide enough for the explanation on one line.
+    let alice = start_tui(&server, "alice", "alice-pw", &home, 180, 30);
+    let sessions = || {
+        let who = server.ctl(&["--json", "who"], None).json();
+        who["sessions"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(sessions(), 1);
+
+    server
+        .ctl(&["kick", "alice", "--reason", "spam"], None)
+        .assert_ok();
+    alice.wait_for_joined("why, and how to come back", |s| {
+        s.contains("kicked by administrator: spam")
+            && s.contains("does not reconnect on its own: run chat again to come back")
+    });
+    // chat's first reconnection try comes 1 s after a loss (then 2 s, 4 s, ...): polled over
+    // four times that, alice's session never comes back.
+    for _ in 0..16 {
+        assert_eq!(sessions(), 0, "chat logged in again after a kick");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let screen = alice.capture();
+    assert!(
+        has_word(status_row(&screen), "disconnected")
+            && !status_row(&screen).contains("reconnecting"),
+        "the status bar should say disconnected:\n{}",
+        frame(&screen)
+    );
+    assert_eq!(
+        server
+            .log
+            .all()
+            .iter()
+            .filter(|l| l.contains("logged in"))
+            .count(),
+        1,
+        "one login only"
+    );
+    alice.type_text("/quit");
+    alice.send_keys(&["Enter"]);
+    alice.wait_exit();
+}
+
 /// The screen readers above, on a made-up screen in the contract's layout.
 #[test]
 fn screen_readers_read_the_contract_layout() {
