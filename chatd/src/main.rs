@@ -101,19 +101,34 @@ fn init_logging(level: &str) -> chatd::reload::LogLevelHook {
     })
 }
 
-/// Waits for SIGTERM or SIGINT, reloading on every SIGHUP meanwhile.
-async fn wait_for_signal(shared: &chatd::shared::Shared) -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok("SIGTERM"),
-            _ = int.recv() => return Ok("SIGINT"),
-            _ = hup.recv() => {
-                // The outcome is logged; a refused reload keeps the old configuration.
-                let _ = shared.reload("SIGHUP");
+/// The signals chatd handles, caught from the start: one that comes while chatd is still
+/// starting (binding, opening the database) waits here instead of killing it.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT, reloading on every SIGHUP meanwhile.
+    async fn wait(mut self, shared: &chatd::shared::Shared) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                _ = self.hup.recv() => {
+                    // The outcome is logged; a refused reload keeps the old configuration.
+                    let _ = shared.reload("SIGHUP");
+                }
             }
         }
     }
@@ -133,6 +148,7 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
         return Ok(());
     }
     let log_level = init_logging(&config.log.level);
+    let signals = Signals::install()?;
     let reload_args = args.clone();
     let options = chatd::server::BindOptions {
         activated,
@@ -152,7 +168,7 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
     let token = server.shutdown_token();
     let shared = server.shared();
     let serving = tokio::spawn(server.run());
-    let signal = wait_for_signal(&shared).await?;
+    let signal = signals.wait(&shared).await;
     tracing::info!("{signal} received");
     token.cancel();
     serving.await.context("server task failed")?;
