@@ -201,12 +201,17 @@ mod tests {
             }))
         );
         assert!(!joins.busy());
-        assert_eq!(secure.current_room(), "ops");
+        // What is typed next was meant for #dev too: refused, not sent to #ops.
+        assert_eq!(secure.current_room(), "dev");
+        assert!(matches!(
+            crate::dispatch::line("late", &mut secure),
+            crate::dispatch::Step::Refused(_)
+        ));
         // Refused means forgotten: a late members frame for it does not put us there.
         let late = members("dev", &["alice", "mallory"]);
         deliver(&late, &mut joins, &mut secure);
         assert!(!secure.in_room("dev"));
-        assert_eq!(secure.current_room(), "ops");
+        assert_eq!(secure.current_room(), "dev");
     }
 
     #[test]

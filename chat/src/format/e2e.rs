@@ -335,7 +335,7 @@ pub fn warning(w: &Warning) -> String {
         Warning::JoinRefused { room, dropped } => {
             let lines = if *dropped == 1 { "line" } else { "lines" };
             format!(
-                "not in #{}: {dropped} {lines} typed after /join not sent",
+                "not in #{}: {dropped} {lines} typed after /join not sent (text is not sent until you /join a room you are in)",
                 sanitize(room)
             )
         }

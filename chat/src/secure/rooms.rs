@@ -106,9 +106,12 @@ impl Secure {
         self.asked.joining.insert(room.to_string());
     }
 
-    /// The `/join room` we sent was answered without a `members` frame (refused).
+    /// The `/join room` we sent was answered without a `members` frame (refused). The user
+    /// meant what follows for that room: it stays the current room, where text is refused,
+    /// until the user picks another, however late a script's next lines are read.
     pub fn join_unanswered(&mut self, room: &str) {
         self.asked.joining.remove(room);
+        self.current_room = room.to_string();
     }
 
     /// We sent `/part room`: its `room` part event moves us back to the default room.

@@ -179,14 +179,16 @@ fn our_join_is_the_only_way_in() {
     ));
     s.join_unanswered("dev");
     assert_eq!(sealed_to(&mut s, "dev").unwrap(), ["bob"]);
-    // A join refused (no members frame came) is forgotten.
+    // A join refused (no members frame came) is forgotten; the room stays the current one,
+    // where text is refused, until the user picks another.
     s.asking_to_join("secret");
     s.join_unanswered("secret");
     assert!(matches!(
         warning(&s.room_state(&state("secret", &["alice", "carol"], true))),
         Warning::RosterNotAsked { .. }
     ));
-    assert_eq!(s.current_room(), "dev");
+    assert_eq!(s.current_room(), "secret");
+    assert!(!s.in_room("secret"));
 }
 
 #[test]

@@ -80,7 +80,7 @@ async fn lines_after_join_wait_for_the_answer_and_go_to_the_joined_room() {
             "[#ops] <alice> for ops",
             "[#ops] * alice waves",
             "!! #secret is invite-only; ask its owner to /invite you",
-            "!! not in #secret: 3 lines typed after /join not sent",
+            "!! not in #secret: 3 lines typed after /join not sent (text is not sent until you /join a room you are in)",
             "-- server closed the connection: quit",
         ]
     );
