@@ -101,6 +101,24 @@ fn init_logging(level: &str) -> chatd::reload::LogLevelHook {
     })
 }
 
+/// The signals chatd handles. They are blocked from the first instruction of `main` (before
+/// any thread exists, so every thread inherits the mask) until [`Signals::install`] has put
+/// tokio's handlers in place; one that comes earlier stays pending and is delivered then: a
+/// SIGHUP becomes a reload once chatd is serving, a SIGTERM or SIGINT a clean stop.
+const HANDLED: [nix::sys::signal::Signal; 3] = [
+    nix::sys::signal::Signal::SIGHUP,
+    nix::sys::signal::Signal::SIGTERM,
+    nix::sys::signal::Signal::SIGINT,
+];
+
+fn handled_set() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for sig in HANDLED {
+        set.add(sig);
+    }
+    set
+}
+
 /// The signals chatd handles, caught from the start: one that comes while chatd is still
 /// starting (binding, opening the database) waits here instead of killing it.
 struct Signals {
@@ -110,13 +128,23 @@ struct Signals {
 }
 
 impl Signals {
+    /// Installs the handlers, then unblocks the signals on this thread (the runtime's
+    /// `block_on` thread; the worker threads keep them blocked, so the kernel delivers them
+    /// here), which delivers any that came while they were blocked.
     fn install() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
-        Ok(Signals {
+        let signals = Signals {
             term: signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?,
             hup: signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?,
-        })
+        };
+        nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+            Some(&handled_set()),
+            None,
+        )
+        .context("cannot unblock SIGHUP, SIGTERM and SIGINT")?;
+        Ok(signals)
     }
 
     /// Waits for SIGTERM or SIGINT, reloading on every SIGHUP meanwhile.
@@ -176,6 +204,17 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
 }
 
 fn main() -> ExitCode {
+    // First of all: a SIGHUP or SIGTERM sent right after exec waits (blocked, pending) for
+    // the handlers instead of killing chatd (see [`HANDLED`]). Child processes (plugins) do
+    // not inherit the mask: the standard library clears it in every child it spawns.
+    if let Err(e) = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&handled_set()),
+        None,
+    ) {
+        eprintln!("chatd: cannot block SIGHUP, SIGTERM and SIGINT: {e}");
+        return ExitCode::FAILURE;
+    }
     // A build step (packaging/build-debs), not a user-facing option.
     if let Some(code) =
         chatd_proto::docgen::generate_if_asked(<Args as clap::CommandFactory>::command, "8")

@@ -198,13 +198,17 @@ fn plugins_get_json_and_every_failure_is_clear() {
     let p = dir.path();
     let seen = p.join("request.json");
     let env_seen = p.join("env.txt");
+    let mask_seen = p.join("sigblk.txt");
     let mut config = String::new();
     config += &plugin(
         "echo",
         &script(
             p,
             "echo.sh",
-            &format!("cat > {seen:?}\nenv > {env_seen:?}\nprintf '%s' '{{\"text\":\"got it\"}}'"),
+            &format!(
+                "cat > {seen:?}\nenv > {env_seen:?}\ngrep SigBlk /proc/$$/status > {mask_seen:?}\n\
+                 printf '%s' '{{\"text\":\"got it\"}}'"
+            ),
         ),
         "",
     );
@@ -252,6 +256,10 @@ fn plugins_get_json_and_every_failure_is_clear() {
     let env = std::fs::read_to_string(&env_seen).unwrap();
     assert!(env.contains("CHATD_PLUGIN=echo"), "{env}");
     assert!(!env.contains("HOME=") && !env.contains("RUST_LOG"), "{env}");
+    // chatd's threads block SIGHUP, SIGTERM and SIGINT until its handlers exist; a plugin
+    // inherits no blocked signal.
+    let mask = std::fs::read_to_string(&mask_seen).unwrap();
+    assert_eq!(mask.trim(), "SigBlk:\t0000000000000000", "{mask:?}");
 
     let failures = [
         ("slow", "/slow: timed out after 300 ms"),

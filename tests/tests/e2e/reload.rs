@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chatd_proto::Fingerprint;
 use nix::sys::signal::Signal;
 
-use crate::harness::{Raw, Server, write_config};
+use crate::harness::{Mode, Raw, Server, write_config};
 
 /// A fresh self-signed certificate for 127.0.0.1 in `dir`; returns its `[tls]` table and
 /// fingerprint.
@@ -164,4 +164,90 @@ fn reload_changes_the_log_level() {
         .take_while(|l| !l.contains("configuration reloaded"))
         .any(|l| l.contains("DEBUG"));
     assert!(!before_reload, "{}", server.log.dump());
+}
+
+/// A wrapper (`bash -c SCRIPT bash CHATD ARGS...`) that execs chatd while a background shell
+/// sends it `signal` as early as a test can time it, then repeatedly over the next ~100 ms.
+/// "As early": once the process is chatd (`/proc/PID/exe`) and has a second thread, i.e. the
+/// moment the tokio runtime starts, before the configuration is read, logging is set up and
+/// the handlers exist. (chatd blocks the signals a little earlier still, first thing in
+/// `main`; but signals sent before `main` runs, while the loader maps the binary, kill any
+/// process, and nothing visible from outside marks `main`'s first instruction.) The wait and
+/// the first signals use bash builtins only, so they come microseconds apart. The shell execs
+/// chatd only once the sender runs (its first signal, caught by a trap, is the sign; exec
+/// resets the trap to the default action).
+fn signalling_wrapper(signal: &str) -> Vec<std::ffi::OsString> {
+    let script = format!(
+        r#"ready=
+trap ready=1 {signal}
+pid=$$
+(
+  exec >/dev/null 2>&1
+  kill -{signal} $pid
+  for ((n = 0; n < 1000000; n++)); do
+    [[ /proc/$pid/exe -ef $1 ]] || continue
+    tasks=(/proc/$pid/task/*)
+    (( ${{#tasks[@]}} > 1 )) && break
+  done
+  for ((i = 0; i < 200; i++)); do kill -{signal} $pid || exit 0; done
+  for ((i = 0; i < 20; i++)); do kill -{signal} $pid || exit 0; sleep 0.005; done
+) &
+until [[ $ready ]]; do :; done
+trap : {signal}
+exec "$@""#
+    );
+    ["bash", "-c", &script, "bash"].map(Into::into).to_vec()
+}
+
+/// How many times each early-signal test starts chatd: the window the test can hit is short
+/// (a few ms), and several starts make hitting it very likely whatever the machine's load.
+const EARLY_SIGNAL_STARTS: usize = 5;
+
+fn start_signalled(dir: &Path, signal: &str) -> Server {
+    let (file, control) = write_config(dir, "");
+    Server::try_start_wrapped(
+        Mode::Config {
+            file: &file,
+            control: &control,
+        },
+        &[],
+        &signalling_wrapper(signal),
+    )
+    .unwrap_or_else(|f| {
+        panic!(
+            "chatd died instead of starting ({}):\n{}",
+            f.status, f.stderr
+        )
+    })
+}
+
+#[test]
+fn sighup_at_the_earliest_moment_is_a_reload_once_started() {
+    let dir = tempfile::tempdir().unwrap();
+    for start in 0..EARLY_SIGNAL_STARTS {
+        let mut server = start_signalled(dir.path(), "HUP");
+        let line = server.log.expect_contains("configuration reloaded");
+        assert!(line.contains("SIGHUP"), "{line}");
+        if start == 0 {
+            server.add_user("alice", "pw");
+        }
+        Raw::login(&server, "alice", "pw").sync(1);
+        assert!(server.stop_sigterm().success(), "{}", server.log.dump());
+    }
+}
+
+#[test]
+fn sigterm_at_the_earliest_moment_is_a_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..EARLY_SIGNAL_STARTS {
+        let mut server = start_signalled(dir.path(), "TERM");
+        let status = server.wait_exit();
+        assert_eq!(status.code(), Some(0), "{status}: {}", server.log.dump());
+        let log = server.log.all();
+        assert!(
+            log.iter().any(|l| l.contains("SIGTERM received")),
+            "{log:?}"
+        );
+        assert!(log.iter().any(|l| l.contains("stopped")), "{log:?}");
+    }
 }

@@ -240,6 +240,14 @@ impl Server {
         status
     }
 
+    /// Waits for chatd to exit on its own; its full log is then in `self.log`.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("chatd already stopped");
+        let status = wait_child(&mut child, "chatd");
+        self.log.wait_eof();
+        status
+    }
+
     /// Runs chatctl against this server.
     pub fn ctl(&self, args: &[&str], stdin: Option<&str>) -> CtlOutput {
         ctl_at(&self.control, args, stdin)
