@@ -467,10 +467,33 @@ impl Config {
         if self.server.state_dir.as_os_str().is_empty() {
             return Err(invalid("server.state_dir must not be empty".into()));
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+        check_log_level(&self.log.level)
             .map_err(|e| invalid(format!("log.level {:?}: {e}", self.log.level)))?;
         Ok(())
     }
+}
+
+/// The levels a `log.level` directive may name.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// A `log.level` is a tracing filter, but one that names no level at all is refused: a bare
+/// word such as `verbose` would parse as "everything from the target `verbose`", i.e. no log
+/// at all from chatd.
+fn check_log_level(level: &str) -> Result<(), String> {
+    tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let names_a_level = match directive.rsplit_once('=') {
+            Some((_, lvl)) => LOG_LEVELS.contains(&lvl.trim().to_ascii_lowercase().as_str()),
+            None => LOG_LEVELS.contains(&directive.to_ascii_lowercase().as_str()),
+        };
+        if !names_a_level {
+            return Err(format!(
+                "{directive:?} is not a level; use one of {} or TARGET=LEVEL (e.g. chatd=debug)",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -569,5 +592,22 @@ mod tests {
         assert!(err.contains("commands.disabled"), "{err}");
         let err = parse("[log]\nlevel = \"=bad=\"\n").unwrap_err().to_string();
         assert!(err.contains("log.level"), "{err}");
+    }
+
+    #[test]
+    fn log_level_must_name_a_level() {
+        for ok in ["info", "WARN", "off", "chatd=debug", "info,chatd=trace"] {
+            assert!(check_log_level(ok).is_ok(), "{ok}");
+        }
+        for bad in ["verbose", "chatd", "info,verbose", "chatd=loud"] {
+            assert!(check_log_level(bad).is_err(), "{bad}");
+        }
+        let err = parse("[log]\nlevel = \"verbose\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("log.level \"verbose\"") && err.contains("is not a level"),
+            "{err}"
+        );
     }
 }

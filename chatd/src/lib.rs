@@ -11,9 +11,11 @@
 //! hub/            who is online, routing, rooms, device keys (one lock, four tables)
 //! store           SQLite on the blocking pool
 //! mailbox  writer  a session's queue + closer (the slow-consumer rule); its writer task
+//! check           --check-config: what start-up would refuse or run without
 //! outbox  config  live  tls  socket  password  throttle  ratelimit  peerlimit  systemd
 //! ```
 
+pub mod check;
 pub mod commands;
 pub mod config;
 pub mod control;

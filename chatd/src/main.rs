@@ -168,6 +168,12 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
     let config = load_config(&args)?;
     if args.check_config {
+        // What start-up would refuse is an error (exit 1); what it would run without, a
+        // warning (exit 0).
+        chatd::check::identity(&config)?;
+        for warning in chatd::check::warnings(&config) {
+            eprintln!("chatd: warning: {warning}");
+        }
         if args.dev {
             println!("--dev configuration is valid (no config file is read with --dev)");
         } else {
@@ -175,6 +181,7 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
         }
         return Ok(());
     }
+    let plugin_problems = chatd::check::plugin_problems(&config);
     let log_level = init_logging(&config.log.level);
     let signals = Signals::install()?;
     let reload_args = args.clone();
@@ -193,6 +200,9 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
     );
     tracing::info!("certificate fingerprint {}", server.fingerprint());
     tracing::info!("control socket at {}", server.control_path().display());
+    for problem in plugin_problems {
+        tracing::warn!("{problem}");
+    }
     let token = server.shutdown_token();
     let shared = server.shared();
     let serving = tokio::spawn(server.run());

@@ -78,23 +78,56 @@ pub fn load_identity(
             (c, k, generated)
         }
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-        .map_err(|e| pem_error(&cert_path, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem_error(&cert_path, e))?;
-    let leaf = certs.first().ok_or_else(|| TlsError::Pem {
-        path: cert_path.clone(),
-        message: "no certificate found".into(),
-    })?;
-    let fingerprint = Fingerprint::of(leaf);
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| pem_error(&key_path, e))?;
-    let config = server_config(certs, key)?;
+    let (config, fingerprint) = load_pair(&cert_path, &key_path)?;
     Ok(Identity {
         config,
         fingerprint,
         cert_path,
         generated,
     })
+}
+
+/// What [`load_identity`] would do, changing nothing: loads and checks the configured
+/// certificate and key (readable, parseable, the key matching the certificate), or the ones
+/// chatd made in `state_dir`. Returns the certificate's fingerprint, or None when there is
+/// none yet (chatd makes one on first start).
+pub fn check_identity(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    state_dir: &Path,
+) -> Result<Option<Fingerprint>, TlsError> {
+    let (cert_path, key_path) = match (cert, key) {
+        (Some(c), Some(k)) => (credential(c)?, credential(k)?),
+        _ => {
+            let c = state_dir.join("cert.pem");
+            let k = state_dir.join("key.pem");
+            if !(c.exists() && k.exists()) {
+                return Ok(None);
+            }
+            (c, k)
+        }
+    };
+    load_pair(&cert_path, &key_path).map(|(_, fingerprint)| Some(fingerprint))
+}
+
+/// The rustls config for a PEM certificate chain and key, and the leaf's fingerprint.
+fn load_pair(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(Arc<ServerConfig>, Fingerprint), TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|e| pem_error(cert_path, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_error(cert_path, e))?;
+    let leaf = certs.first().ok_or_else(|| TlsError::Pem {
+        path: cert_path.to_path_buf(),
+        message: "no certificate found".into(),
+    })?;
+    let fingerprint = Fingerprint::of(leaf);
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| pem_error(key_path, e))?;
+    // rustls checks that the key is the certificate's (KeyMismatch otherwise).
+    let config = server_config(certs, key)?;
+    Ok((config, fingerprint))
 }
 
 /// `%d/NAME` is the credential NAME that systemd's `LoadCredential=` put in

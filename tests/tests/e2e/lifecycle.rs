@@ -235,8 +235,177 @@ fn check_config_accepts_valid_files() {
     let (code, out, err) = check_config(&file);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.ends_with("configuration is valid"), "{out}");
-    // Checking starts nothing: no state dir, no socket.
+    // Checking starts nothing: no state dir, no socket, no certificate.
+    assert!(!dir.path().join("state").exists());
+    assert!(!err.contains("error"), "{err}");
+}
+
+/// The name of a group that exists here (the test's own).
+fn own_group() -> String {
+    nix::unistd::Group::from_gid(nix::unistd::getgid())
+        .unwrap()
+        .expect("the test's group has a name")
+        .name
+}
+
+/// A config file in `dir` whose admin group exists, with `tables` after `[server]`.
+fn checked_config(dir: &Path, tables: &str) -> std::path::PathBuf {
+    let file = dir.join("chatd.toml");
+    write(
+        &file,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = {:?}\nadmin_group = {:?}\n{tables}",
+            dir.join("state"),
+            own_group()
+        ),
+    );
+    file
+}
+
+/// A fresh self-signed certificate and key as PEM text.
+fn pem_pair() -> (String, String) {
+    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    (c.cert.pem(), c.signing_key.serialize_pem())
+}
+
+#[test]
+fn check_config_refuses_a_missing_unreadable_or_mismatched_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let (cert, key) = (p.join("cert.pem"), p.join("key.pem"));
+    let tls = format!("[tls]\ncert = {cert:?}\nkey = {key:?}\n");
+    let file = checked_config(p, &tls);
+
+    // Missing files: refused, naming the file (start-up would fail the same way).
+    let (code, out, err) = check_config(&file);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("chatd: error: ") && err.contains("cert.pem"),
+        "{err}"
+    );
+    assert!(!out.contains("valid"), "{out}");
+
+    // Not PEM.
+    write(&cert, "not a certificate");
+    write(&key, "not a key");
+    let (code, _, err) = check_config(&file);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cert.pem") && err.contains("no certificate"),
+        "{err}"
+    );
+
+    // A key that is not the certificate's.
+    let (cert_a, _) = pem_pair();
+    let (_, key_b) = pem_pair();
+    write(&cert, &cert_a);
+    write(&key, &key_b);
+    let (code, _, err) = check_config(&file);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("unusable certificate or key"), "{err}");
+    assert!(!p.join("state").exists(), "checking created the state dir");
+    let (status, _, start_err) = run_chatd(&[OsStr::new("--config"), file.as_os_str()]);
+    assert_eq!(status.code(), Some(1), "start-up accepted it: {start_err}");
+
+    // An unreadable key (mode 000; root reads anything, so only as another user).
+    let (cert_a, key_a) = pem_pair();
+    write(&cert, &cert_a);
+    write(&key, &key_a);
+    let (code, out, err) = check_config(&file);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.ends_with("configuration is valid"), "{out}");
     assert!(err.is_empty(), "{err}");
+    if !nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o000))
+            .unwrap();
+        let (code, _, err) = check_config(&file);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("key.pem"), "{err}");
+    }
+}
+
+#[test]
+fn a_log_level_that_names_no_level_is_refused_by_check_and_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = checked_config(dir.path(), "[log]\nlevel = \"verbose\"\n");
+    let (code, out, err) = check_config(&file);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("log.level \"verbose\"") && err.contains("is not a level"),
+        "{err}"
+    );
+    // Start-up refuses it too, instead of running with no log at all.
+    let (status, _, err) = run_chatd(&[OsStr::new("--config"), file.as_os_str()]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("is not a level"), "{err}");
+
+    let file = checked_config(dir.path(), "[log]\nlevel = \"warn,chatd=debug\"\n");
+    let (code, _, err) = check_config(&file);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn check_config_warns_of_plugins_that_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let plain = p.join("plain.sh");
+    write(&plain, "#!/bin/sh\necho '{}'\n");
+    let good = p.join("good.sh");
+    write(&good, "#!/bin/sh\necho '{}'\n");
+    std::fs::set_permissions(&good, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut tables = String::new();
+    for (name, exec) in [
+        ("gone", p.join("no-such-program")),
+        ("plain", plain),
+        ("dir", p.to_path_buf()),
+        ("good", good),
+    ] {
+        tables += &format!("[[plugins]]\nname = {name:?}\nexec = {exec:?}\n");
+    }
+    let file = checked_config(p, &tables);
+    let (code, out, err) = check_config(&file);
+    // Start-up runs with them (their calls fail), so: warnings, exit 0.
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.ends_with("configuration is valid"), "{out}");
+    let warnings: Vec<&str> = err.lines().collect();
+    assert_eq!(warnings.len(), 3, "{err}");
+    assert!(
+        warnings[0].starts_with("chatd: warning: plugin \"gone\": ")
+            && warnings[0].contains("no-such-program")
+            && warnings[0].ends_with("/gone would fail"),
+        "{err}"
+    );
+    assert!(
+        warnings[1].contains("plugin \"plain\"") && warnings[1].contains("is not executable"),
+        "{err}"
+    );
+    assert!(
+        warnings[2].contains("plugin \"dir\"") && warnings[2].contains("is not a file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_warns_of_a_missing_admin_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = checked_config(dir.path(), "");
+    let (code, _, err) = check_config(&file);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+
+    let file = dir.path().join("nogroup.toml");
+    write(
+        &file,
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_group = \"chatd-test-no-such-group\"\n",
+    );
+    let (code, out, err) = check_config(&file);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.ends_with("configuration is valid"), "{out}");
+    assert_eq!(
+        err,
+        "chatd: warning: server.admin_group: group \"chatd-test-no-such-group\" does not \
+         exist; only root and chatd's own user will be able to use chatctl"
+    );
 }
 
 #[test]
