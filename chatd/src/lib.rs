@@ -12,6 +12,7 @@
 //! store           SQLite on the blocking pool
 //! mailbox  writer  a session's queue + closer (the slow-consumer rule); its writer task
 //! check           --check-config: what start-up would refuse or run without
+//! journal         journald priorities; an event's error in its message text
 //! outbox  config  live  tls  socket  password  throttle  ratelimit  peerlimit  systemd
 //! ```
 
@@ -20,6 +21,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod hub;
+pub mod journal;
 pub mod live;
 pub mod mailbox;
 pub mod offline;

@@ -75,14 +75,14 @@ fn init_logging(level: &str) -> chatd::reload::LogLevelHook {
     let registry = tracing_subscriber::registry().with(filter);
     // Started by systemd: native journal entries, so fields (USER, PEER, ...) stay fields.
     let journal = if chatd::systemd::stderr_is_journal() {
-        tracing_journald::layer()
+        chatd::journal::layer()
             .map_err(|e| eprintln!("chatd: cannot log to the journal ({e}); logging to stderr"))
             .ok()
     } else {
         None
     };
     match journal {
-        Some(journal) => registry.with(journal.with_field_prefix(None)).init(),
+        Some(journal) => registry.with(journal).init(),
         None => registry
             .with(
                 tracing_subscriber::fmt::layer()
