@@ -18,7 +18,11 @@ struct Args {
     /// Configuration file (not used with --dev).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH, conflicts_with = "dev")]
     config: PathBuf,
-    /// Validate the configuration and exit.
+    /// Check the configuration as start-up would, then exit without starting.
+    ///
+    /// Errors (exit status 1): the file itself, the TLS certificate and key (readable,
+    /// parseable, belonging together), the log level. Warnings on stderr (exit status 0):
+    /// plugin programs that cannot run, an admin group that does not exist.
     #[arg(long)]
     check_config: bool,
     /// Override the state directory.
