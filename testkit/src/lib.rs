@@ -17,7 +17,7 @@ pub mod tls;
 pub use login::{
     check_hello, encode, greet, hello, hello_with_features, log_in, login, write_frames,
 };
-pub use tls::{Tls, connect, connector, full_handshake_connector};
+pub use tls::{Tls, connect, connect_from, connector, full_handshake_connector, tcp_from};
 
 use std::net::SocketAddr;
 

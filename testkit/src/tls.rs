@@ -2,12 +2,12 @@
 //! name check, since the certificate is chatd's own self-signed one and its SHA-256
 //! fingerprint is what chatd prints at startup.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use chatd_proto::Fingerprint;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -96,7 +96,17 @@ fn connector_with(fingerprint: Fingerprint, resume: bool) -> Result<TlsConnector
 /// TCP (no Nagle: a client's frames are small and each one waits for an answer) and a TLS
 /// handshake with the pinned certificate. No deadline: callers set their own.
 pub async fn connect(addr: SocketAddr, connector: &TlsConnector) -> Result<Tls, Error> {
-    let tcp = TcpStream::connect(addr)
+    connect_from(addr, None, connector).await
+}
+
+/// [`connect`] from the local address `source` (e.g. 127.0.0.7, so that tests can stand for
+/// several attackers on loopback), or from any address if `None`.
+pub async fn connect_from(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    connector: &TlsConnector,
+) -> Result<Tls, Error> {
+    let tcp = tcp_from(addr, source)
         .await
         .map_err(|error| Error::Connect { addr, error })?;
     tcp.set_nodelay(true)?;
@@ -104,6 +114,20 @@ pub async fn connect(addr: SocketAddr, connector: &TlsConnector) -> Result<Tls, 
         .connect(ServerName::IpAddress(addr.ip().into()), tcp)
         .await
         .map_err(Error::Handshake)
+}
+
+/// A TCP connection to `addr`, bound first to `source` if given.
+pub async fn tcp_from(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if ip.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
 }
 
 #[cfg(test)]

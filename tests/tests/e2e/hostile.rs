@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{Raw, Server, TIMEOUT};
+use crate::harness::{Raw, RssWatch, Server, TIMEOUT, attacker, figure, mb, rss_kib, settle};
 
 /// A normal client still gets through: log in, ping, pong.
 fn still_serving(server: &Server, user: &str) {
@@ -104,10 +104,27 @@ fn a_thousand_silent_connections_do_not_stop_anyone_and_time_out() {
     );
     server.add_user("alice", "pw");
     server.add_user("bob", "pw");
-    // Half-open: TCP connected, nothing ever sent.
+    let watch = RssWatch::start(&server);
+    // Half-open: TCP connected, nothing ever sent; ten attackers, a hundred each.
     let mut silent: Vec<TcpStream> = (0..1000)
-        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .map(|i| {
+            let from = attacker(1 + (i % 10) as u8);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let tcp = rt
+                .block_on(chatd_testkit::tcp_from(server.addr, Some(from)))
+                .unwrap()
+                .into_std()
+                .unwrap();
+            tcp.set_nonblocking(false).unwrap();
+            tcp
+        })
         .collect();
+    // An eleventh finishes TLS and says hello: still answered.
+    let mut probe = Raw::connect_from(&server, attacker(11));
+    assert_eq!(probe.hello()["type"], "hello");
     let mut alice = Raw::login(&server, "alice", "pw");
     let mut bob = Raw::login(&server, "bob", "pw");
     alice.recv_type("presence");
@@ -127,8 +144,23 @@ fn a_thousand_silent_connections_do_not_stop_anyone_and_time_out() {
         }
     }
     drop(silent);
+    drop(probe);
     alice.send(json!({"type": "ping", "nonce": 1}));
     assert_eq!(alice.recv_type("pong")["nonce"], 1);
+    let test = "silent_connections";
+    let baseline = watch.baseline;
+    figure(
+        test,
+        "RSS peak growth (MB)",
+        format!("{:.1}", watch.finish()),
+    );
+    let (rss, took) = settle(&server, baseline, 0.10, Duration::from_secs(2));
+    figure(
+        test,
+        "RSS after (MB)",
+        format!("{:.1} (baseline {:.1}, {took:?})", mb(rss), mb(baseline)),
+    );
+    assert!(rss_kib(&server) > 0);
 }
 
 #[test]

@@ -9,8 +9,10 @@
 //! `process` builds and finds the binaries and captures a child's lines; `chatd` starts servers
 //! and runs chatctl; `chat` runs clients; `raw` is the protocol client and the fixed keys;
 //! `proxy` is a malicious server made of the real one (chatd's own certificate and key, frames
-//! rewritten between chatd and real `chat` clients); `attack` is what its tests share.
+//! rewritten between chatd and real `chat` clients); `attack` is what its tests share; `abuse` is what the hostile-client tests share (attackers'
+//! source addresses, chatd's RSS, printed figures).
 
+mod abuse;
 mod attack;
 mod chat;
 mod chatd;
@@ -19,6 +21,7 @@ mod process;
 mod proxy;
 mod raw;
 
+pub use abuse::*;
 pub use attack::*;
 pub use chat::*;
 pub use chatd::*;

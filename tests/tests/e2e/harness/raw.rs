@@ -1,7 +1,7 @@
 //! The raw protocol client: TLS and login through chatd-testkit, then frames sent and read
 //! directly; fixed device keys so tests need not generate RSA keys.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, OnceLock};
 
 use base64::Engine;
@@ -38,9 +38,15 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// TLS to `addr`, verifying its certificate against the fingerprint chatd printed.
 async fn connect_tls(addr: SocketAddr, fingerprint: &str) -> Tls {
+    connect_tls_from(addr, None, fingerprint).await
+}
+
+/// [`connect_tls`] from the local address `source` (one of 127.0.0.0/8: one attacker each).
+async fn connect_tls_from(addr: SocketAddr, source: Option<IpAddr>, fingerprint: &str) -> Tls {
     let fingerprint = fingerprint.parse().expect("fingerprint");
     let connector = chatd_testkit::connector(fingerprint).expect("TLS configuration");
-    match tokio::time::timeout(TIMEOUT, chatd_testkit::connect(addr, &connector)).await {
+    let connect = chatd_testkit::connect_from(addr, source, &connector);
+    match tokio::time::timeout(TIMEOUT, connect).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => panic!("TLS connect to {addr} failed: {e}"),
         Err(_) => panic!("TLS connect to {addr} timed out"),
@@ -181,10 +187,26 @@ impl Raw {
         }
     }
 
+    /// [`Raw::connect`] from the local address `source` (e.g. [`attacker`]`(7)`).
+    pub fn connect_from(server: &Server, source: IpAddr) -> Raw {
+        let rt = runtime();
+        let tls = rt.block_on(connect_tls_from(
+            server.addr,
+            Some(source),
+            &server.fingerprint,
+        ));
+        Raw::over(rt, tls, BytesMut::new())
+    }
+
     /// Connects, says hello and logs in with [`test_key`] of `user`; asserts `login_ok`.
     pub fn login(server: &Server, user: &str, password: &str) -> Raw {
+        Raw::login_from(server, None, user, password)
+    }
+
+    /// [`Raw::login`] from the local address `source`, or any if `None`.
+    pub fn login_from(server: &Server, source: Option<IpAddr>, user: &str, password: &str) -> Raw {
         let rt = runtime();
-        let mut tls = rt.block_on(connect_tls(server.addr, &server.fingerprint));
+        let mut tls = rt.block_on(connect_tls_from(server.addr, source, &server.fingerprint));
         let key = test_key(user);
         let login = chatd_testkit::login(user, password, &key_b64(&key));
         let exchange = chatd_testkit::log_in(&mut tls, e2e_hello(false), login);
