@@ -19,6 +19,7 @@ mod format;
 mod input;
 mod joining;
 mod keystore;
+mod manual;
 mod peers;
 mod plain;
 mod screen;
@@ -122,9 +123,11 @@ fn parse_user(s: &str) -> Result<String, String> {
 
 fn main() -> ExitCode {
     // A build step (packaging/build-debs), not a user-facing option.
-    if let Some(code) =
-        chatd_proto::docgen::generate_if_asked(<Cli as clap::CommandFactory>::command, "1")
-    {
+    if let Some(code) = chatd_proto::docgen::generate_if_asked(
+        <Cli as clap::CommandFactory>::command,
+        "1",
+        manual::manual,
+    ) {
         return code;
     }
     let cli = Cli::parse();

@@ -7,6 +7,7 @@
 //! `error` response), 2 for command-line usage errors (from clap).
 
 mod client;
+mod manual;
 mod output;
 mod password;
 
@@ -135,9 +136,11 @@ enum KeyCommand {
 
 fn main() -> ExitCode {
     // A build step (packaging/build-debs), not a user-facing option.
-    if let Some(code) =
-        chatd_proto::docgen::generate_if_asked(<Cli as clap::CommandFactory>::command, "8")
-    {
+    if let Some(code) = chatd_proto::docgen::generate_if_asked(
+        <Cli as clap::CommandFactory>::command,
+        "8",
+        manual::manual,
+    ) {
         return code;
     }
     // Usage errors exit 2 from inside parse().

@@ -1,5 +1,7 @@
 //! The chatd binary: command line, logging, signals.
 
+mod manual;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -230,9 +232,11 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     // A build step (packaging/build-debs), not a user-facing option.
-    if let Some(code) =
-        chatd_proto::docgen::generate_if_asked(<Args as clap::CommandFactory>::command, "8")
-    {
+    if let Some(code) = chatd_proto::docgen::generate_if_asked(
+        <Args as clap::CommandFactory>::command,
+        "8",
+        manual::manual,
+    ) {
         return code;
     }
     let args = Args::parse();

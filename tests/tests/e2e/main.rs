@@ -22,6 +22,7 @@
 //! - `slow`: a client that stops reading is dropped at the outbound queue's edge; nobody else loses a message
 //! - `tofu`: chat's certificate pinning
 //! - `logs`: what chatd logs and never logs
+//! - `manpages`: the generated man pages: complete, rendered without warnings, no dangling references
 //! - `reload`: SIGHUP / `chatctl reload` with new limits, bad files and new certificates
 //! - `malicious`: a scripted hostile server against a real `chat`
 //! - `proxy_attacks`, `proxy_roster`: the real chatd turned malicious by a proxy holding its
@@ -65,6 +66,8 @@ mod limits;
 mod logs;
 #[cfg(test)]
 mod malicious;
+#[cfg(test)]
+mod manpages;
 #[cfg(test)]
 mod offline;
 #[cfg(test)]

@@ -1,0 +1,118 @@
+//! What chat(1) says beyond `--help`: its slash commands (the same list `/help` shows),
+//! keys, files, config keys and exit status.
+
+use chatd_proto::docgen::{Manual, Section};
+
+/// chat(1)'s own sections.
+pub fn manual() -> Manual {
+    let mut commands = Section::new("COMMANDS").para(
+        "Lines typed are sealed end to end and sent to the current room. A line starting with \
+         a slash is a command: these are the client's own, and /help also lists the server's \
+         (/list, /rooms, /whois, /away, ...), which may differ per server.",
+    );
+    // `/help`'s own lines, so the page cannot drift from it.
+    for line in crate::format::client_help_bodies().iter().skip(1) {
+        let line = line.trim();
+        match line.split_once(" - ") {
+            Some((cmd, what)) => commands = commands.term(cmd, what),
+            None => commands = commands.para(line),
+        }
+    }
+    commands = commands.term("/clear", "Clear the message view (full-screen interface).");
+    let keys = Section::new("KEYS")
+        .para("In the full-screen interface:")
+        .term("PageUp, PageDown, mouse wheel", "Scroll the message view.")
+        .term("Ctrl-End", "Jump to the newest line.")
+        .term("F2", "Show or hide the online list.")
+        .term("Tab", "Complete a command or user name.")
+        .term("Up, Down", "Recall earlier input.")
+        .term(
+            "Ctrl-A, Ctrl-E, Ctrl-W, Ctrl-U, Ctrl-K",
+            "Edit the input line as in emacs and readline.",
+        )
+        .term("Ctrl-C", "Quit.");
+    let config = Section::new("CONFIGURATION")
+        .para(
+            "$XDG_CONFIG_HOME/chat/config.toml (usually ~/.config/chat/config.toml), optional; \
+             command-line options win. Unknown keys are errors.",
+        )
+        .term("server = \"HOST:PORT\"", "The server to connect to.")
+        .term("user = \"NAME\"", "The user to log in as.")
+        .term("key = \"FILE\"", "This device's key file.")
+        .term("[ui] theme = \"dark\"", "Colors: dark or light.")
+        .term(
+            "[ui] time_format = \"%H:%M:%S\"",
+            "strftime format of time stamps.",
+        )
+        .term(
+            "[ui] paste_max_lines = 5",
+            "Pasting more lines than this at once is refused.",
+        )
+        .term("[ui] scrollback = 5000", "Lines kept in the message view.")
+        .term("[ui] history = 500", "Input lines kept for Up and Down.");
+    let files = Section::new("FILES")
+        .term(
+            "$XDG_DATA_HOME/chat/keys/USER@HOST:PORT.pem",
+            "This device's private key (0600), made at the first login.",
+        )
+        .term(
+            "$XDG_DATA_HOME/chat/known_servers",
+            "Pinned server certificate fingerprints.",
+        )
+        .term(
+            "$XDG_DATA_HOME/chat/peers/HOST:PORT.json",
+            "Other users' device keys pinned for that server, and their verified state.",
+        )
+        .term(
+            "$XDG_DATA_HOME/chat/state/USER@HOST:PORT",
+            "Encrypted receiver state (message chains, what was already shown), and \
+             USER@HOST:PORT.pending.json, what is held from keys not yet accepted.",
+        );
+    let environment = Section::new("ENVIRONMENT").term(
+        "XDG_CONFIG_HOME, XDG_DATA_HOME, HOME",
+        "Where the config file and the data files above live.",
+    );
+    let exit = Section::new("EXIT STATUS")
+        .term("0", "After /quit or the end of input.")
+        .term(
+            "1",
+            "Connection, TLS, trust and other errors, or the server ended the session.",
+        )
+        .term("2", "Command-line usage error.")
+        .term("3", "The login was refused.");
+    let see_also = Section::new("SEE ALSO").para("chatd(8), chatctl(8).");
+    Manual {
+        sections: vec![commands, keys, config, files, environment, exit, see_also],
+        pages: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chatd_proto::docgen::Item;
+
+    use crate::config::{ClientConfig, UiConfig};
+
+    /// Every config key the page names is one chat accepts, at the default the page gives.
+    #[test]
+    fn the_configuration_section_names_real_keys_and_defaults() {
+        let manual = super::manual();
+        let section = manual
+            .sections
+            .iter()
+            .find(|s| s.title == "CONFIGURATION")
+            .expect("a CONFIGURATION section");
+        let (mut top, mut ui) = (String::new(), String::from("[ui]\n"));
+        for item in &section.items {
+            if let Item::Term(term, _) = item {
+                match term.strip_prefix("[ui] ") {
+                    Some(key) => ui.push_str(&format!("{key}\n")),
+                    None => top.push_str(&format!("{term}\n")),
+                }
+            }
+        }
+        let parsed: ClientConfig = toml::from_str(&format!("{top}{ui}")).expect("keys parse");
+        assert_eq!(parsed.ui, UiConfig::default());
+        assert!(parsed.server.is_some() && parsed.user.is_some() && parsed.key.is_some());
+    }
+}
