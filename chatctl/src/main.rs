@@ -1,7 +1,9 @@
 //! `chatctl`: administer a running chatd over its Unix control socket.
 //!
 //! Each invocation sends one `ControlRequest` and prints the `ControlResponse`, either
-//! for people (tables, `key: value` lines) or, with `--json`, as the raw response line.
+//! for people (tables, `key: value` lines; times in UTC) or, with `--json`, as the raw
+//! response line. With `--json` a failure chatctl finds itself (a bad name, no connection)
+//! is an error object on stdout too.
 //!
 //! Exit status: 0 on success, 1 on any failure (bad user name, no connection, an
 //! `error` response), 2 for command-line usage errors (from clap).
@@ -37,7 +39,9 @@ struct Cli {
     )]
     socket: PathBuf,
 
-    /// Print the server's response object as JSON (one line) instead of text.
+    /// Print the server's response object as JSON (one line) instead of text; a failure
+    /// chatctl finds itself is an error object too (code invalid_argument or
+    /// connection_failed).
     #[arg(long, global = true)]
     json: bool,
 
@@ -145,30 +149,44 @@ fn main() -> ExitCode {
     }
     // Usage errors exit 2 from inside parse().
     let cli = Cli::parse();
-    match run(&cli) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("chatctl: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    // Everything checkable locally (names, password) is settled before connecting.
+    let request = match build_request(&cli.command) {
+        Ok(request) => request,
+        Err(e) => return local_error(&cli, "invalid_argument", &e),
+    };
+    let reply = match Client::connect(&cli.socket).and_then(|mut c| c.request(&request)) {
+        Ok(reply) => reply,
+        Err(e) => return local_error(&cli, "connection_failed", &e),
+    };
+    show(&cli, &reply)
 }
 
-fn run(cli: &Cli) -> Result<ExitCode> {
-    // Everything checkable locally (names, password) is settled before connecting.
-    let request = build_request(&cli.command)?;
-    let reply = Client::connect(&cli.socket)?.request(&request)?;
+/// An error chatctl found itself: on stderr, and with `--json` also as an error object on
+/// stdout shaped like chatd's (`code` is `invalid_argument` or `connection_failed`), so a
+/// script reading stdout sees every failure the same way.
+fn local_error(cli: &Cli, code: &str, e: &anyhow::Error) -> ExitCode {
+    let message = format!("{e:#}");
+    eprintln!("chatctl: {message}");
+    if cli.json {
+        let object = serde_json::json!({"type": "error", "code": code, "message": message});
+        println!("{object}");
+    }
+    ExitCode::FAILURE
+}
+
+/// Prints chatd's answer; an `error` answer fails.
+fn show(cli: &Cli, reply: &client::Reply) -> ExitCode {
     if cli.json {
         println!("{}", reply.line);
     }
     if let ControlResponse::Error { message, .. } = &reply.response {
         eprintln!("chatctl: {message}");
-        return Ok(ExitCode::FAILURE);
+        return ExitCode::FAILURE;
     }
     if !cli.json {
         print!("{}", output::render(&reply.response));
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 /// Turns the command line into a request, validating names and reading any password.

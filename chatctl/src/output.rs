@@ -63,7 +63,7 @@ pub fn users(users: &[UserInfo]) -> String {
         })
         .collect();
     table(
-        &["USER", "ADMIN", "LOCKED", "SESSIONS", "CREATED"],
+        &["USER", "ADMIN", "LOCKED", "SESSIONS", "CREATED (UTC)"],
         &rows,
         "(no users)",
     )
@@ -87,7 +87,7 @@ pub fn sessions(sessions: &[SessionInfo]) -> String {
         })
         .collect();
     table(
-        &["ID", "USER", "PEER", "SINCE", "DEVICE"],
+        &["ID", "USER", "PEER", "SINCE (UTC)", "DEVICE"],
         &rows,
         "(no sessions)",
     )
@@ -120,8 +120,8 @@ pub fn keys(keys: &[KeyInfo]) -> String {
             "FINGERPRINT",
             "BITS",
             "SESSIONS",
-            "CREATED",
-            "LAST SEEN",
+            "CREATED (UTC)",
+            "LAST SEEN (UTC)",
             "STATUS",
         ],
         &rows,
@@ -342,7 +342,7 @@ stored offline:          7 message(s), 9 delivery(ies) waiting
         assert_eq!(
             users(&list),
             "\
-USER         ADMIN  LOCKED  SESSIONS  CREATED
+USER         ADMIN  LOCKED  SESSIONS  CREATED (UTC)
 alice        yes    no      2         1970-01-01 00:00:00
 bartholomew  no     yes     0         2025-11-28 03:20:00
 "
@@ -370,7 +370,7 @@ bartholomew  no     yes     0         2025-11-28 03:20:00
         assert_eq!(
             sessions(&list),
             "\
-ID     USER   PEER            SINCE                DEVICE
+ID     USER   PEER            SINCE (UTC)          DEVICE
 3      alice  127.0.0.1:5000  2025-11-28 03:20:00  SHA256:e3b0c44298fc1c14…
 12345  bo     [::1]:40000     1970-01-01 00:00:00  SHA256:862edee86ce2a24b…
 "
@@ -413,7 +413,7 @@ ID     USER   PEER            SINCE                DEVICE
         assert_eq!(
             text,
             "\
-USER         FINGERPRINT                                                              BITS  SESSIONS  CREATED              LAST SEEN            STATUS
+USER         FINGERPRINT                                                              BITS  SESSIONS  CREATED (UTC)        LAST SEEN (UTC)      STATUS
 alice        SHA256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  3072  2         1970-01-01 00:00:00  2025-11-28 03:20:00  active
 bartholomew  SHA256:862edee86ce2a24b7937aeaa8280f87e6aec6fec84fdda270b8a5adf41dbe988  4096  0         2000-02-29 00:00:00  2024-12-31 23:59:59  revoked 2025-11-28 03:20:00
 "
@@ -425,15 +425,15 @@ bartholomew  SHA256:862edee86ce2a24b7937aeaa8280f87e6aec6fec84fdda270b8a5adf41db
     fn empty_tables_say_so() {
         assert_eq!(
             users(&[]),
-            "USER  ADMIN  LOCKED  SESSIONS  CREATED\n(no users)\n"
+            "USER  ADMIN  LOCKED  SESSIONS  CREATED (UTC)\n(no users)\n"
         );
         assert_eq!(
             sessions(&[]),
-            "ID  USER  PEER  SINCE  DEVICE\n(no sessions)\n"
+            "ID  USER  PEER  SINCE (UTC)  DEVICE\n(no sessions)\n"
         );
         assert_eq!(
             keys(&[]),
-            "USER  FINGERPRINT  BITS  SESSIONS  CREATED  LAST SEEN  STATUS\n(no device keys)\n"
+            "USER  FINGERPRINT  BITS  SESSIONS  CREATED (UTC)  LAST SEEN (UTC)  STATUS\n(no device keys)\n"
         );
     }
 

@@ -229,9 +229,16 @@ async fn handle_connection(mut stream: UnixStream, shared: Arc<Shared>, kernel_c
     };
     if !kernel_checked && !authorized(cred.uid(), cred.gid(), cred.pid(), shared.admin_gid) {
         tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "control socket: permission denied");
+        // Say who may, so the admin who reads it knows what to change (not why this peer is
+        // not among them: the peer learns nothing it could not read from the group file).
+        let group = &shared.config.get().server.admin_group;
+        let message = format!(
+            "permission denied: the control socket is for root, chatd's own user and \
+             members of the group {group:?} (sudo usermod -aG {group} USER, then log in again)"
+        );
         let _ = write_response(
             &mut stream,
-            &error(ControlErrorCode::PermissionDenied, "permission denied"),
+            &error(ControlErrorCode::PermissionDenied, message),
         )
         .await;
         return;

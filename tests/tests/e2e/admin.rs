@@ -78,7 +78,7 @@ fn user_list_as_table_and_json() {
     out.assert_ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{}", out.stdout);
-    assert_eq!(lines[0], "USER   ADMIN  LOCKED  SESSIONS  CREATED");
+    assert_eq!(lines[0], "USER   ADMIN  LOCKED  SESSIONS  CREATED (UTC)");
     let rows: Vec<Vec<&str>> = lines[1..]
         .iter()
         .map(|l| l.split_whitespace().collect())
@@ -245,7 +245,7 @@ fn who_lists_every_session() {
     empty.assert_ok();
     assert_eq!(
         empty.stdout,
-        "ID  USER  PEER  SINCE  DEVICE\n(no sessions)\n"
+        "ID  USER  PEER  SINCE (UTC)  DEVICE\n(no sessions)\n"
     );
 
     server.add_user("alice", "pw-a");
@@ -502,4 +502,38 @@ fn the_control_socket_itself_refuses_bad_names() {
             .any(|l| l.starts_with("INFO forged line")),
         "a control request forged a log line"
     );
+}
+
+#[test]
+fn with_json_every_failure_is_an_error_object_on_stdout() {
+    let server = Server::start();
+    // One chatd found: its own error object, as before.
+    let out = server.ctl(&["--json", "user", "del", "nobody"], None);
+    out.assert_code(1);
+    assert_eq!(error_object(&out.stdout)["code"], "no_such_user");
+    // One chatctl found before asking: a bad name...
+    let out = server.ctl(&["--json", "user", "lock", "Alice!"], None);
+    let err = out.assert_code(1);
+    let object = error_object(&out.stdout);
+    assert_eq!(object["type"], "error");
+    assert_eq!(object["code"], "invalid_argument");
+    assert!(err.contains(object["message"].as_str().unwrap()), "{err}");
+    // ...and no chatd to ask.
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("no.sock");
+    let out = ctl_at(&gone, &["--json", "status"], None);
+    out.assert_code(1);
+    let object = error_object(&out.stdout);
+    assert_eq!(object["code"], "connection_failed");
+    assert!(
+        object["message"]
+            .as_str()
+            .unwrap()
+            .contains("is chatd running?")
+    );
+}
+
+/// The one JSON line chatctl printed on stdout.
+fn error_object(stdout: &str) -> Value {
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout:?}"))
 }

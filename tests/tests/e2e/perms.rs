@@ -90,7 +90,12 @@ fn control_socket_refuses_local_users_outside_the_admin_group() {
     // Mode loosened by mistake: chatd's own check (SO_PEERCRED) still says no, and logs it.
     std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o666)).unwrap();
     let out = ctl_as_nobody(STRANGER_GID, &[], &control, &add, Some("pw\n"));
-    assert_eq!(out.assert_code(1), "chatctl: permission denied\n");
+    let err = out.assert_code(1);
+    assert!(
+        err.starts_with("chatctl: permission denied: the control socket is for root, ")
+            && err.contains("usermod -aG"),
+        "the refusal says who may: {err}"
+    );
     let out = ctl_as_nobody(STRANGER_GID, &[], &control, &["--json", "status"], None);
     out.assert_code(1);
     assert!(
