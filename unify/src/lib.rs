@@ -1,0 +1,2 @@
+//! Intentionally empty: this crate exists for its Cargo.toml (see there), which pins the
+//! features of dependencies chatd, chatctl and chat share.
