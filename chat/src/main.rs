@@ -140,7 +140,7 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => {
                 // Errors can quote the server (TLS names, refusals): one clean line.
-                eprintln!("chat: {}", text::sanitize(&format!("{e:#}")));
+                eprintln!("chat: {}", text::sanitize_lines(&format!("{e:#}")));
                 if e.downcast_ref::<LoginFailed>().is_some() {
                     3
                 } else {

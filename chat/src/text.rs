@@ -18,6 +18,12 @@ pub fn sanitize(text: &str) -> String {
         .collect()
 }
 
+/// [`sanitize`] for text of several lines (an error that explains itself over a few): each
+/// line sanitized, the line breaks kept.
+pub fn sanitize_lines(text: &str) -> String {
+    text.lines().map(sanitize).collect::<Vec<_>>().join("\n")
+}
+
 /// Shows a name exactly: every character that is not printable ASCII is written as
 /// `\u{...}`, so an invisible or look-alike character in a refused name can be seen.
 pub fn escape(name: &str) -> String {
@@ -53,5 +59,11 @@ mod tests {
         assert_eq!(sanitize("a\nb\u{1b}[2J"), "a\u{fffd}b\u{fffd}[2J");
         assert_eq!(sanitize("x\u{202e}y\u{2066}z"), "x\u{fffd}y\u{fffd}z");
         assert_eq!(sanitize("plain ünïcödé ✓"), "plain ünïcödé ✓");
+    }
+
+    #[test]
+    fn several_lines_keep_their_breaks_and_nothing_else() {
+        assert_eq!(sanitize_lines("a\nb\u{1b}[2J\r\nc"), "a\nb\u{fffd}[2J\nc");
+        assert_eq!(sanitize_lines("one"), "one");
     }
 }

@@ -138,6 +138,14 @@ fn changed_certificate_is_refused_with_a_warning() {
             "{err}"
         );
         assert!(err.contains("line 1 of"), "{err}");
+        // Its lines are lines, not glued together with replacement characters.
+        assert!(!err.contains('\u{fffd}'), "{err}");
+        assert!(
+            exit.stderr
+                .iter()
+                .any(|l| l.trim_start().starts_with("pinned fingerprint:")),
+            "{err}"
+        );
         assert_eq!(known(&home), pinned, "the pin is untouched");
     };
     refused(&[]);
