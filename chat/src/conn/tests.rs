@@ -95,6 +95,7 @@ fn hello_binary(binary: bool) -> ServerFrame {
         binary,
         offline_ttl_secs: None,
         features: Vec::new(),
+        challenge: None,
     }
 }
 
@@ -219,6 +220,7 @@ async fn hello_and_login() {
             user,
             password,
             device_key,
+            ..
         } if password == "pw" => {
             assert_eq!(device_key, "S0VZ");
             vec![ServerFrame::LoginOk {
