@@ -362,8 +362,13 @@ impl Server {
 
 async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     // At most max_connections at once; a full server closes its oldest unfinished connection
-    // to make room (slots.rs), or with none, leaves new ones in the kernel backlog.
-    let slots = Slots::new(shared.config.limits.max_connections.get());
+    // (once evict_unfinished_after_ms old) to make room (slots.rs), or with none, leaves new
+    // ones in the kernel backlog.
+    let limits = &shared.config.limits;
+    let slots = Slots::new(
+        limits.max_connections.get(),
+        limits.evict_unfinished_after(),
+    );
     let per_ip = PerIp::new(shared.config.limits.max_connections_per_ip.get());
     loop {
         let (stream, peer) = tokio::select! {

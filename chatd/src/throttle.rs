@@ -135,11 +135,15 @@ impl LoginThrottle {
         }
     }
 
-    /// A successful login clears both records.
-    pub fn succeeded(&self, ip: IpAddr, user: &str) {
+    /// A successful login clears the address's record, and the account's if `user` is given.
+    /// A login proven by a device key passes None: it skipped the account's wait, which
+    /// goes on slowing the guesses at the account from elsewhere.
+    pub fn succeeded(&self, ip: IpAddr, user: Option<&str>) {
         let mut s = self.state();
         s.by_ip.remove(&address_key(ip));
-        s.by_user.remove(user);
+        if let Some(user) = user {
+            s.by_user.remove(user);
+        }
     }
 }
 
@@ -199,7 +203,13 @@ mod tests {
         for _ in 0..5 {
             t.failed(A, Some("alice"), now);
         }
-        t.succeeded(A, "alice");
+        t.succeeded(A, None);
+        assert_eq!(
+            t.check(A, Some("alice"), now),
+            Some(Throttled::Account(Duration::from_secs(2))),
+            "a proven login keeps the account's wait"
+        );
+        t.succeeded(A, Some("alice"));
         assert_eq!(t.check(A, Some("alice"), now), None);
         for _ in 0..5 {
             t.failed(B, Some("bob"), now);

@@ -292,7 +292,8 @@ impl Login<'_> {
         let matches = crate::password::verify_in(lane, password, hash).await;
         match creds {
             Some(c) if matches && !c.locked => {
-                self.shared.throttle.succeeded(ip, &user);
+                let account = (!proven).then_some(user.as_str());
+                self.shared.throttle.succeeded(ip, account);
                 if proven {
                     tracing::debug!(device = %key.fingerprint(), "login proven by its device key");
                 }
