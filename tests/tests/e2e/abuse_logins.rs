@@ -511,3 +511,52 @@ fn a_flood_of_password_hashes_does_not_starve_a_proven_login() {
         "RSS {after} KiB vs baseline {baseline} KiB"
     );
 }
+
+#[test]
+fn chat_waits_for_a_server_full_of_sessions_and_says_so() {
+    const T: &str = "logins_full_of_sessions";
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_limits(
+        dir.path(),
+        "max_connections = 1\nevict_unfinished_after_ms = 0",
+    );
+    server.add_user("alice", "pw");
+    server.add_user("bob", "pw");
+    // The only slot holds a logged-in session, which is never closed to make room.
+    let mut bob = Raw::login(&server, "bob", "pw");
+    let start = Instant::now();
+    let home = ClientHome::new();
+    let mut chat = Chat::spawn(
+        &server.server_arg(),
+        "alice",
+        "pw",
+        &home,
+        &["--accept-fingerprint", &server.fingerprint],
+    );
+    let said = chat.err.expect_contains("chat: waiting for ");
+    let waited_before_saying = start.elapsed();
+    assert!(said.contains("(TLS handshake, up to 30 s)"), "{said}");
+    std::thread::sleep(Duration::from_secs(1));
+    // bob is still there: the full server closed nobody for chat.
+    bob.sync(1);
+    bob.send(json!({"type": "quit"}));
+    chat.out.expect_contains("-- logged in as alice; online: ");
+    let logged_in = start.elapsed();
+    figure(
+        T,
+        "chat said what it waits for after",
+        format!("{waited_before_saying:?}: {said}"),
+    );
+    figure(
+        T,
+        "chat logged in once the session ended, after",
+        format!("{logged_in:?}"),
+    );
+    let said_again = chat
+        .err
+        .all()
+        .iter()
+        .filter(|l| l.contains("waiting for"))
+        .count();
+    assert_eq!(said_again, 1, "said once, not on every tick");
+}
