@@ -203,6 +203,7 @@ impl Login<'_> {
             }
         }
     }
+
     /// Whether `proof` signs this connection's challenge for `user` and this server with `key`,
     /// and `key` is one of `user`'s registered, unrevoked device keys. Anything else (no
     /// challenge asked for, no proof, a bad one, an unknown key) is an ordinary login.
@@ -211,7 +212,7 @@ impl Login<'_> {
             return false;
         };
         let Ok(signature) = base64::engine::general_purpose::STANDARD.decode(proof.trim()) else {
-            tracing::info!(peer = %self.conn.peer(), "login proof is not base64");
+            tracing::debug!(peer = %self.conn.peer(), "login proof is not base64");
             return false;
         };
         // The certificate in force now: a reload between the handshake and this login makes
@@ -223,7 +224,7 @@ impl Login<'_> {
             server: &server,
         };
         if signed.verify(key, &signature).is_err() {
-            tracing::info!(peer = %self.conn.peer(), device = %key.fingerprint(), "login proof does not verify");
+            tracing::debug!(peer = %self.conn.peer(), device = %key.fingerprint(), "login proof does not verify");
             return false;
         }
         self.shared.hub.has_device(user, &key.fingerprint())
