@@ -5,8 +5,13 @@
 //! live envelopes as binary frames and takes our `send`s as binary frames too. Both kinds of
 //! envelope reach the rest of the client as one [`Incoming::Envelope`].
 //!
+//! When the connection knows the device key and the server's certificate
+//! ([`Connection::with_proof`]), `hello` asks for `keyproof` and `login` signs the server's
+//! challenge, so guesses at the account from elsewhere cannot hold this device's login up.
+//!
 //! Nothing here prints to stdout, so any UI (plain lines now, a TUI later) can use it;
-//! trust warnings go to stderr and questions go through [`AskTrust`].
+//! trust warnings, and what a slow connect waits for, go to stderr and questions go through
+//! [`AskTrust`].
 
 use std::fmt;
 use std::future::Future;
@@ -15,7 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use chatd_proto::frame::{DeviceInfo, FEATURE_REKEY, FEATURE_VOUCH, RoomState};
+use base64::Engine;
+use chatd_proto::e2e::{CHALLENGE_BYTES, DeviceKey, LoginChallenge};
+use chatd_proto::frame::{DeviceInfo, FEATURE_KEYPROOF, FEATURE_REKEY, FEATURE_VOUCH, RoomState};
 use chatd_proto::{
     ClientFrame, Fingerprint, LineError, PROTOCOL_VERSION, ServerFrame, Wire, WireCodec,
 };
@@ -32,8 +39,12 @@ use crate::secure::Delivered;
 use crate::text::sanitize;
 use crate::trust::{self, Decision, KnownServers, PinningVerifier};
 
-/// How long the TCP connect and the TLS handshake may each take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the TCP connect and the TLS handshake may each take. Long enough to get through a
+/// full server: it answers once a slot is free (or made free by closing a connection that never
+/// finished its handshake), and a full listen backlog drops our SYNs, retried after 1, 3, 7, 15 s.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// After this long, say once what the connect waits for.
+const SLOW_NOTICE: Duration = Duration::from_secs(2);
 /// How long to wait for the server's answer to `hello` or `login`.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -137,10 +148,21 @@ impl AskTrust for NoAsk {
 /// Opens a TLS connection to `addr`, applying `trust` (which may pin or ask and reconnect).
 ///
 /// `asker` is `None` when nobody can be asked (no terminal, or stdin carries the password).
+/// A slow connect says on stderr what it waits for.
 pub async fn connect_tls<A: AskTrust>(
     addr: &ServerAddr,
     trust: &Trust,
+    asker: Option<&mut A>,
+) -> Result<TlsStream<TcpStream>> {
+    connect_tls_with(addr, trust, asker, true).await
+}
+
+/// [`connect_tls`]; `announce` false keeps stderr quiet (a full-screen UI is running).
+pub async fn connect_tls_with<A: AskTrust>(
+    addr: &ServerAddr,
+    trust: &Trust,
     mut asker: Option<&mut A>,
+    announce: bool,
 ) -> Result<TlsStream<TcpStream>> {
     let server_name = ServerName::try_from(addr.host.clone())
         .with_context(|| format!("bad server name {:?}", addr.host))?;
@@ -149,7 +171,7 @@ pub async fn connect_tls<A: AskTrust>(
             let roots = trust::load_ca_file(path)?;
             let verifier = trust::webpki_verifier(roots)?
                 .ok_or_else(|| anyhow!("no certificates in {}", path.display()))?;
-            handshake(addr, server_name, trust::client_config(verifier)?).await
+            handshake(addr, server_name, trust::client_config(verifier)?, announce).await
         }
         Trust::Pinning {
             roots,
@@ -165,7 +187,7 @@ pub async fn connect_tls<A: AskTrust>(
                 let verifier =
                     Arc::new(PinningVerifier::new(ca.clone(), pin.map(|p| p.fingerprint)));
                 let config = trust::client_config(verifier.clone())?;
-                let err = match handshake(addr, server_name.clone(), config).await {
+                let err = match handshake(addr, server_name.clone(), config, announce).await {
                     Ok(stream) => return Ok(stream),
                     Err(e) => e,
                 };
@@ -228,20 +250,53 @@ async fn handshake(
     addr: &ServerAddr,
     server_name: ServerName<'static>,
     config: rustls::ClientConfig,
+    announce: bool,
 ) -> Result<TlsStream<TcpStream>> {
-    let tcp = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        TcpStream::connect((addr.host.as_str(), addr.port)),
-    )
-    .await
-    .map_err(|_| anyhow!("cannot connect to {addr}: timed out"))?
-    .with_context(|| format!("cannot connect to {addr}"))?;
+    let secs = CONNECT_TIMEOUT.as_secs();
+    let connect = TcpStream::connect((addr.host.as_str(), addr.port));
+    let tcp = waiting(addr, "TCP connect", announce, connect)
+        .await
+        .map_err(|_| {
+            anyhow!("cannot connect to {addr}: no answer in {secs} s (the server may be down, full or unreachable)")
+        })?
+        .with_context(|| format!("cannot connect to {addr}"))?;
     let _ = tcp.set_nodelay(true);
     let connector = TlsConnector::from(Arc::new(config));
-    tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name, tcp))
+    let tls = connector.connect(server_name, tcp);
+    waiting(addr, "TLS handshake", announce, tls)
         .await
-        .map_err(|_| anyhow!("TLS handshake with {addr} timed out"))?
+        .map_err(|_| {
+            anyhow!("TLS handshake with {addr} timed out after {secs} s (the server may be full or overloaded; try again later)")
+        })?
         .with_context(|| format!("TLS handshake with {addr} failed"))
+}
+
+/// `step` under [`CONNECT_TIMEOUT`]; once it has taken [`SLOW_NOTICE`], says (if `announce`)
+/// what it is waiting for, once.
+async fn waiting<T>(
+    addr: &ServerAddr,
+    what: &str,
+    announce: bool,
+    step: impl Future<Output = T>,
+) -> Result<T, tokio::time::error::Elapsed> {
+    let step = tokio::time::timeout(CONNECT_TIMEOUT, step);
+    tokio::pin!(step);
+    tokio::select! {
+        done = &mut step => return done,
+        _ = tokio::time::sleep(SLOW_NOTICE) => {}
+    }
+    if announce {
+        let secs = CONNECT_TIMEOUT.as_secs();
+        eprintln!("chat: waiting for {addr} ({what}, up to {secs} s)…");
+    }
+    step.await
+}
+
+/// Fingerprint of the certificate `stream`'s server presented (its leaf), which a login proof
+/// names.
+pub fn server_fingerprint(stream: &TlsStream<TcpStream>) -> Option<Fingerprint> {
+    let certs = stream.get_ref().1.peer_certificates()?;
+    certs.first().map(|leaf| Fingerprint::of(leaf.as_ref()))
 }
 
 /// The server refused the login; main exits with status 3.
@@ -341,6 +396,10 @@ pub struct Connection<S> {
     /// Between `login_ok` and the last `backlog` marker: envelopes were stored while this
     /// device was offline (only the server says so; see [`Delivered::stored`]).
     replaying: bool,
+    /// The device key and the server's certificate fingerprint, to sign a login proof.
+    prover: Option<(DeviceKey, Fingerprint)>,
+    /// The challenge of the server's `hello`, when it offered `keyproof`.
+    challenge: Option<[u8; CHALLENGE_BYTES]>,
 }
 
 impl<S: AsyncRead + AsyncWrite> Connection<S> {
@@ -352,7 +411,16 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             writer: w,
             binary: false,
             replaying: false,
+            prover: None,
+            challenge: None,
         }
+    }
+
+    /// Signs a login proof with `key` for the server whose certificate is `server` (see
+    /// [`server_fingerprint`]) when the server offers it.
+    pub fn with_proof(mut self, key: DeviceKey, server: Option<Fingerprint>) -> Self {
+        self.prover = server.map(|server| (key, server));
+        self
     }
 
     /// True once `hello` negotiated binary envelope frames: `send` frames then go binary.
@@ -438,11 +506,15 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
 
     /// Sends `hello` (asking for binary envelope frames) and waits for the server's `hello`.
     pub async fn hello(&mut self) -> Result<ServerInfo> {
+        let mut asked = vec![FEATURE_VOUCH.to_string(), FEATURE_REKEY.to_string()];
+        if self.prover.is_some() {
+            asked.push(FEATURE_KEYPROOF.to_string());
+        }
         self.send(&ClientFrame::Hello {
             version: PROTOCOL_VERSION,
             client: format!("chat/{}", env!("CARGO_PKG_VERSION")),
             binary: true,
-            features: vec![FEATURE_VOUCH.to_string(), FEATURE_REKEY.to_string()],
+            features: asked,
         })
         .await
         .context("sending hello")?;
@@ -457,6 +529,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     binary,
                     offline_ttl_secs,
                     features,
+                    challenge,
                 } => {
                     if version != PROTOCOL_VERSION {
                         bail!(
@@ -472,6 +545,15 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     *self.reader.decoder_mut() = WireCodec::new(max);
                     // An old server leaves the field out: JSON frames only.
                     self.binary = binary;
+                    // Anything but 32 bytes of base64 is no challenge: an ordinary login.
+                    self.challenge = challenge
+                        .filter(|_| features.iter().any(|f| f == FEATURE_KEYPROOF))
+                        .and_then(|c| {
+                            base64::engine::general_purpose::STANDARD
+                                .decode(c.trim())
+                                .ok()
+                        })
+                        .and_then(|c| c.try_into().ok());
                     return Ok(ServerInfo {
                         server: sanitize(&server),
                         max_line_bytes,
@@ -497,10 +579,12 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
         password: &str,
         device_key: &str,
     ) -> Result<LoggedIn> {
+        let proof = self.proof(user);
         self.send(&ClientFrame::Login {
             user: user.to_string(),
             password: password.to_string(),
             device_key: device_key.to_string(),
+            proof,
         })
         .await
         .context("sending login")?;
@@ -530,6 +614,25 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     return Err(LoginFailed(sanitize(&message)).into());
                 }
                 other => unexpected_or_bye(other)?,
+            }
+        }
+    }
+
+    /// The `login` proof for `user`: the device key's signature over the server's challenge;
+    /// None when there is no challenge or no key (the login is then an ordinary one).
+    fn proof(&self, user: &str) -> Option<String> {
+        let (key, server) = self.prover.as_ref()?;
+        let challenge = self.challenge.as_ref()?;
+        let signed = LoginChallenge {
+            challenge,
+            user,
+            server,
+        };
+        match signed.sign(key) {
+            Ok(sig) => Some(base64::engine::general_purpose::STANDARD.encode(sig)),
+            Err(e) => {
+                eprintln!("chat: cannot sign the login proof ({e}); logging in without it");
+                None
             }
         }
     }

@@ -274,7 +274,8 @@ async fn run(cli: Cli) -> Result<u8> {
     };
     let tls = tui::tls_version(&stream);
 
-    let mut conn = Connection::new(stream);
+    let server_fp = conn::server_fingerprint(&stream);
+    let mut conn = Connection::new(stream).with_proof(loaded.key.clone(), server_fp);
     let info = conn.hello().await?;
     let password = match stdin_password {
         Some(p) => p,
@@ -299,6 +300,8 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Err(e) => return Err(e),
     };
+    // Kept for the full-screen client's reconnects, which sign a login proof again.
+    let key = loaded.key.clone();
     let mut secure = secure::Secure::new(
         &logged_in.user,
         loaded.key,
@@ -324,6 +327,7 @@ async fn run(cli: Cli) -> Result<u8> {
             user: settings.user.clone(),
             password,
             device_key: public,
+            key,
         };
         return tui::run(session, secure, again, settings.ui).await;
     }

@@ -346,6 +346,7 @@ mod tests {
                     binary: fake.binary,
                     offline_ttl_secs: None,
                     features: Vec::new(),
+                    challenge: None,
                 }],
                 ClientFrame::Login { user, .. } => {
                     raw = fake.after_login.clone();

@@ -360,6 +360,7 @@ async fn binary_envelope_frames_over_tls() {
             binary: true,
             offline_ttl_secs: None,
             features: Vec::new(),
+            challenge: None,
         };
         w.write_all(&encode(&hello).unwrap()).await.unwrap();
         w.write_all(&binary_envelope(5, &sent)).await.unwrap();

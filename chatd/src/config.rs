@@ -200,8 +200,13 @@ pub struct Limits {
     pub handshake_timeout_secs: NonZeroU64,
     /// Seconds allowed from connect to a successful login.
     pub login_timeout_secs: NonZeroU64,
-    /// Connections served at once; more wait in the kernel backlog.
+    /// Connections served at once. When all are taken, a new one closes the oldest that has
+    /// not logged in yet, once that one is `evict_unfinished_after_ms` old; with only
+    /// logged-in sessions, new ones wait in the kernel backlog.
     pub max_connections: NonZeroUsize,
+    /// Milliseconds a connection that has not logged in is sure to keep its slot on a full
+    /// server (0: none); past it, it may be closed to make room for a new one.
+    pub evict_unfinished_after_ms: u64,
     /// Connections from one source address at once; more are closed before the TLS handshake.
     pub max_connections_per_ip: NonZeroUsize,
     /// Sessions one user may have at once.
@@ -245,6 +250,7 @@ impl Default for Limits {
             handshake_timeout_secs: nz_u64(10),
             login_timeout_secs: nz_u64(30),
             max_connections: nz_usize(1024),
+            evict_unfinished_after_ms: 2000,
             max_connections_per_ip: nz_usize(64),
             max_sessions_per_user: nz_usize(16),
             max_devices_per_user: nz_usize(16),
@@ -265,6 +271,10 @@ impl Limits {
     /// TLS handshake deadline.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs.get())
+    }
+    /// [`Limits::evict_unfinished_after_ms`] as a duration.
+    pub fn evict_unfinished_after(&self) -> Duration {
+        Duration::from_millis(self.evict_unfinished_after_ms)
     }
     /// Login deadline.
     pub fn login_timeout(&self) -> Duration {

@@ -13,7 +13,7 @@
 //! mailbox  writer  a session's queue + closer (the slow-consumer rule); its writer task
 //! check           --check-config: what start-up would refuse or run without
 //! journal         journald priorities; an event's error in its message text
-//! outbox  config  live  tls  socket  password  throttle  ratelimit  peerlimit  systemd
+//! outbox  config  live  tls  socket  password  throttle  ratelimit  peerlimit  slots  systemd
 //! ```
 
 pub mod check;
@@ -33,6 +33,7 @@ pub mod reload;
 pub mod server;
 pub mod session;
 pub mod shared;
+pub mod slots;
 pub mod socket;
 pub mod store;
 pub mod systemd;

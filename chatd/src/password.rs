@@ -1,9 +1,9 @@
 //! Password hashing and checking with argon2id (PHC strings), on dedicated low-priority
 //! threads.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -32,43 +32,119 @@ pub const HASH_NICE: i32 = 10;
 /// A hash to compute on a hashing thread, with that thread's argon2 memory.
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
+/// Which queue a hash waits in when every hashing thread is busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Logins proven by a registered device key, and the administrator's own hashes: taken
+    /// first, so a flood of guesses cannot hold up the real user's login.
+    First,
+    /// Every other login.
+    Rest,
+}
+
+/// After this many `First` jobs in a row while `Rest` jobs wait, one `Rest` job runs: a
+/// stream of proven logins slows the others without stopping them.
+const FIRST_RUN: u32 = 8;
+
+/// The two queues the hashing threads take from.
+#[derive(Default)]
+struct Queues {
+    first: VecDeque<Job>,
+    rest: VecDeque<Job>,
+    /// `First` jobs taken in a row while `rest` was not empty.
+    run: u32,
+}
+
+impl Queues {
+    fn push(&mut self, lane: Lane, job: Job) {
+        match lane {
+            Lane::First => self.first.push_back(job),
+            Lane::Rest => self.rest.push_back(job),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Job> {
+        if self.rest.is_empty() || self.run < FIRST_RUN {
+            if let Some(job) = self.first.pop_front() {
+                self.run = if self.rest.is_empty() {
+                    0
+                } else {
+                    self.run + 1
+                };
+                return Some(job);
+            }
+        }
+        self.run = 0;
+        self.rest.pop_front().or_else(|| self.first.pop_front())
+    }
+}
+
+/// The queues and the condition variable the idle hashing threads wait on.
+#[derive(Default)]
+struct Hashers {
+    queues: Mutex<Queues>,
+    ready: Condvar,
+}
+
+impl Hashers {
+    fn queues(&self) -> MutexGuard<'_, Queues> {
+        // Each update is one push or pop: a poisoned lock still holds valid queues.
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn submit(&self, lane: Lane, job: Job) {
+        self.queues().push(lane, job);
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> Job {
+        let mut queues = self.queues();
+        loop {
+            if let Some(job) = queues.pop() {
+                return job;
+            }
+            queues = self
+                .ready
+                .wait(queues)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
 /// Dedicated hashing threads, one per core, each with its own argon2 working memory.
 ///
 /// argon2 needs 19 MiB per hash. Allocating it per call let glibc's allocator keep
 /// ~15 MiB per login or `user add` (measured: 8 MiB -> 630 MiB RSS after 40 hashes),
 /// which a stream of wrong passwords could grow without bound. Each thread reuses its
 /// buffer, so the memory is fixed (threads x 19 MiB), and the threads cap how many hashes
-/// run at once; the rest wait in the queue. The threads run at [`HASH_NICE`], which the
-/// blocking pool cannot (a thread may lower its own priority but never raise it back).
-static HASHERS: LazyLock<Option<Sender<Job>>> = LazyLock::new(|| {
+/// run at once; the rest wait in two queues ([`Lane`]). The threads run at [`HASH_NICE`],
+/// which the blocking pool cannot (a thread may lower its own priority but never raise it
+/// back).
+static HASHERS: LazyLock<Option<Arc<Hashers>>> = LazyLock::new(|| {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let (tx, rx) = std::sync::mpsc::channel::<Job>();
-    let rx = Arc::new(Mutex::new(rx));
+    let hashers = Arc::new(Hashers::default());
     let mut started = 0;
     for i in 0..threads {
-        let rx = Arc::clone(&rx);
+        let hashers = Arc::clone(&hashers);
         let spawned = std::thread::Builder::new()
             .name(format!("argon2-{i}"))
-            .spawn(move || hashing_thread(&rx));
+            .spawn(move || hashing_thread(&hashers));
         match spawned {
             Ok(_) => started += 1,
             Err(e) => tracing::error!(error = %e, "cannot start a password hashing thread"),
         }
     }
-    (started > 0).then_some(tx)
+    (started > 0).then_some(hashers)
 });
 
-fn hashing_thread(jobs: &Mutex<Receiver<Job>>) {
+fn hashing_thread(hashers: &Hashers) {
     // On Linux the nice value is per thread, and no pid means the calling thread.
     if let Err(e) = rustix::process::setpriority_process(None, HASH_NICE) {
         tracing::warn!(error = %e, "cannot lower the priority of a hashing thread");
     }
     let mut memory = Vec::new();
     loop {
-        let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        let Ok(job) = job else {
-            return;
-        };
+        let job = hashers.take();
         // A panicking hash fails that one call (its reply is dropped), not the thread.
         if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory))).is_err() {
             memory = Vec::new();
@@ -78,17 +154,17 @@ fn hashing_thread(jobs: &Mutex<Receiver<Job>>) {
 
 /// Runs `f` on a hashing thread with its argon2 buffer of at least `blocks` blocks.
 async fn with_memory<T: Send + 'static>(
+    lane: Lane,
     blocks: usize,
     f: impl FnOnce(&mut [Block]) -> T + Send + 'static,
 ) -> Result<T, PasswordError> {
-    let Some(jobs) = HASHERS.as_ref() else {
+    let Some(hashers) = HASHERS.as_ref() else {
         return Err(PasswordError::Task(
             "no password hashing thread could start".into(),
         ));
     };
     let (done, result) = tokio::sync::oneshot::channel();
-    jobs.send(job(blocks, f, done))
-        .map_err(|e| PasswordError::Task(e.to_string()))?;
+    hashers.submit(lane, job(blocks, f, done));
     result
         .await
         .map_err(|_| PasswordError::Task("the hashing thread failed".into()))
@@ -122,7 +198,7 @@ pub async fn hash(password: String) -> Result<String, PasswordError> {
     getrandom::fill(&mut salt).map_err(|e| PasswordError::Hash(e.to_string()))?;
     let params = Params::default();
     let blocks = params.block_count();
-    with_memory(blocks, move |mem| {
+    with_memory(Lane::First, blocks, move |mem| {
         let hash_err = |e: &dyn std::fmt::Display| PasswordError::Hash(e.to_string());
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
@@ -147,6 +223,11 @@ pub const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2F
 
 /// True if `password` matches `phc`. Any malformed hash counts as a mismatch.
 pub async fn verify(password: String, phc: String) -> bool {
+    verify_in(Lane::Rest, password, phc).await
+}
+
+/// [`verify`], waiting in `lane` when every hashing thread is busy.
+pub async fn verify_in(lane: Lane, password: String, phc: String) -> bool {
     if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
         return false;
     }
@@ -167,7 +248,7 @@ pub async fn verify(password: String, phc: String) -> bool {
         return false;
     };
     let blocks = params.block_count();
-    with_memory(blocks, move |mem| {
+    with_memory(lane, blocks, move |mem| {
         let argon = Argon2::new(algorithm, version, params);
         let mut out = vec![0u8; expected.len()];
         argon
@@ -230,10 +311,12 @@ mod tests {
         for h in hashes {
             assert!(h.await.unwrap().unwrap().starts_with("$argon2id$"));
         }
-        let nice = with_memory(1, |_| rustix::process::getpriority_process(None))
-            .await
-            .unwrap()
-            .unwrap();
+        let nice = with_memory(Lane::Rest, 1, |_| {
+            rustix::process::getpriority_process(None)
+        })
+        .await
+        .unwrap()
+        .unwrap();
         // HASH_NICE, or more when the test itself already ran at a lower priority.
         assert!(nice >= HASH_NICE, "hashing thread at nice {nice}");
     }
@@ -252,5 +335,35 @@ mod tests {
         let (done, mut result) = tokio::sync::oneshot::channel();
         job(4, |mem| mem.len(), done)(&mut memory);
         assert_eq!(result.try_recv(), Ok(4));
+    }
+
+    #[test]
+    fn proven_logins_go_first_and_the_rest_still_move() {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut queues = Queues::default();
+        let tagged = |tag: &'static str| -> Job {
+            let order = Arc::clone(&order);
+            Box::new(move |_| order.lock().unwrap().push(tag))
+        };
+        for _ in 0..3 {
+            queues.push(Lane::Rest, tagged("rest"));
+        }
+        for _ in 0..(FIRST_RUN + 2) {
+            queues.push(Lane::First, tagged("first"));
+        }
+        let mut memory = Vec::new();
+        while let Some(job) = queues.pop() {
+            job(&mut memory);
+        }
+        let order = order.lock().unwrap().clone();
+        let first_run = FIRST_RUN as usize;
+        // Queued after three guesses, the proven logins still run first ...
+        assert!(
+            order[..first_run].iter().all(|t| *t == "first"),
+            "{order:?}"
+        );
+        // ... but a steady stream of them lets a guess through now and then.
+        assert_eq!(order[first_run], "rest", "{order:?}");
+        assert_eq!(order.len(), first_run + 2 + 3);
     }
 }

@@ -196,6 +196,7 @@ fn keep_fixed(
     // Sized once at start: the accept loop's permits, the per-address table, the hub and
     // the login throttle.
     fixed!(limits.max_connections);
+    fixed!(limits.evict_unfinished_after_ms);
     fixed!(limits.max_connections_per_ip);
     fixed!(limits.max_sessions_per_user);
     fixed!(limits.login_free_failures);

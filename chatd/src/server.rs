@@ -16,7 +16,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chatd_proto::Fingerprint;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -29,6 +29,7 @@ use crate::live::Live;
 use crate::peerlimit::PerIp;
 use crate::reload::{ConfigSource, LogLevelHook, Reloader};
 use crate::shared::Shared;
+use crate::slots::Slots;
 use crate::store::{Store, StoreError, keys, rooms, vouches};
 use crate::systemd::Activated;
 use crate::throttle::LoginThrottle;
@@ -360,17 +361,16 @@ impl Server {
 }
 
 async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
-    // Permits cap concurrent connections; past the cap, new ones wait in the kernel backlog.
-    let permits = Arc::new(Semaphore::new(shared.config.limits.max_connections.get()));
+    // At most max_connections at once; a full server closes its oldest unfinished connection
+    // (once evict_unfinished_after_ms old) to make room (slots.rs), or with none, leaves new
+    // ones in the kernel backlog.
+    let limits = &shared.config.limits;
+    let slots = Slots::new(
+        limits.max_connections.get(),
+        limits.evict_unfinished_after(),
+    );
     let per_ip = PerIp::new(shared.config.limits.max_connections_per_ip.get());
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = shared.shutdown.cancelled() => return,
-        };
         let (stream, peer) = tokio::select! {
             res = listener.accept() => match res {
                 Ok(conn) => conn,
@@ -389,13 +389,20 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             drop(stream);
             continue;
         };
+        let claim = tokio::select! {
+            claim = slots.claim() => match claim {
+                Some(claim) => claim,
+                None => return,
+            },
+            _ = shared.shutdown.cancelled() => return,
+        };
         let _ = stream.set_nodelay(true);
         let shared2 = Arc::clone(shared);
         shared.tracker.spawn(
             async move {
-                crate::session::serve(stream, peer, shared2).await;
+                crate::session::serve(stream, peer, shared2, &claim).await;
                 drop(slot);
-                drop(permit);
+                drop(claim);
             }
             .in_current_span(),
         );

@@ -3,13 +3,18 @@
 //!
 //! An address that keeps failing waits up to `address_max`; an account that keeps failing
 //! (from anywhere) up to the much shorter `account_max`, so an attacker guessing from many
-//! addresses is slowed while the real user is delayed at most that long.
+//! addresses is slowed while the real user is delayed at most that long. A login proven by a
+//! device key the account registered skips the account's wait (session/login.rs), so the
+//! account wait only slows unknown devices. Addresses count by [`address_key`] (an IPv6 /64
+//! is one address).
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::peerlimit::address_key;
 
 /// Entries untouched this long are forgotten (their failure count starts again from zero).
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
@@ -107,7 +112,7 @@ impl LoginThrottle {
     /// junk names cannot fill the map).
     pub fn check(&self, ip: IpAddr, user: Option<&str>, now: Instant) -> Option<Throttled> {
         let mut s = self.state();
-        if let Some(left) = remaining(&mut s.by_ip, &ip, now) {
+        if let Some(left) = remaining(&mut s.by_ip, &address_key(ip), now) {
             return Some(Throttled::Address(left));
         }
         let user = user?.to_string();
@@ -117,18 +122,28 @@ impl LoginThrottle {
     /// A failed login from `ip` as `user` (known account or not: the same either way).
     pub fn failed(&self, ip: IpAddr, user: Option<&str>, now: Instant) {
         let mut s = self.state();
-        fail(&mut s.by_ip, ip, self.free, self.address_max, now);
+        fail(
+            &mut s.by_ip,
+            address_key(ip),
+            self.free,
+            self.address_max,
+            now,
+        );
         if let Some(user) = user {
             let max = self.account_max;
             fail(&mut s.by_user, user.to_string(), self.free, max, now);
         }
     }
 
-    /// A successful login clears both records.
-    pub fn succeeded(&self, ip: IpAddr, user: &str) {
+    /// A successful login clears the address's record, and the account's if `user` is given.
+    /// A login proven by a device key passes None: it skipped the account's wait, which
+    /// goes on slowing the guesses at the account from elsewhere.
+    pub fn succeeded(&self, ip: IpAddr, user: Option<&str>) {
         let mut s = self.state();
-        s.by_ip.remove(&ip);
-        s.by_user.remove(user);
+        s.by_ip.remove(&address_key(ip));
+        if let Some(user) = user {
+            s.by_user.remove(user);
+        }
     }
 }
 
@@ -188,7 +203,13 @@ mod tests {
         for _ in 0..5 {
             t.failed(A, Some("alice"), now);
         }
-        t.succeeded(A, "alice");
+        t.succeeded(A, None);
+        assert_eq!(
+            t.check(A, Some("alice"), now),
+            Some(Throttled::Account(Duration::from_secs(2))),
+            "a proven login keeps the account's wait"
+        );
+        t.succeeded(A, Some("alice"));
         assert_eq!(t.check(A, Some("alice"), now), None);
         for _ in 0..5 {
             t.failed(B, Some("bob"), now);
@@ -198,5 +219,31 @@ mod tests {
         // Forgotten: the count starts again, with its free failures.
         t.failed(B, Some("bob"), much_later);
         assert_eq!(t.check(B, Some("bob"), much_later), None);
+    }
+
+    #[test]
+    fn one_ipv6_64_is_one_address() {
+        let t = throttle();
+        let now = Instant::now();
+        // Guesses from three addresses of one /64 (a host may use any of 2^64) ...
+        for i in 1..=3u16 {
+            let ip = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 7, 0, 0, i, 1));
+            t.failed(ip, None, now);
+        }
+        let same = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 7, 9, 9, 9, 9));
+        t.failed(same, None, now);
+        // ... are counted together; the next /64 is another address.
+        assert_eq!(
+            t.check(same, None, now),
+            Some(Throttled::Address(Duration::from_secs(1)))
+        );
+        let next = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 8, 0, 0, 0, 1));
+        assert_eq!(t.check(next, None, now), None);
+        // An IPv4-mapped address is its IPv4 address.
+        for _ in 0..6 {
+            t.failed(A, None, now);
+        }
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert!(t.check(mapped, None, now).is_some());
     }
 }

@@ -32,6 +32,11 @@ pub const FEATURE_VOUCH: &str = "vouch";
 /// The `hello` feature for asking a device for its chain again: `rekey` frames both ways.
 pub const FEATURE_REKEY: &str = "rekey";
 
+/// The `hello` feature for login proofs: the server's `hello` carries a `challenge` and `login`
+/// may carry a `proof` signed by the device key (e2e::LoginChallenge), which lets a device the
+/// account already registered skip the per-account login wait.
+pub const FEATURE_KEYPROOF: &str = "keyproof";
+
 /// A frame sent by a client.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -59,6 +64,10 @@ pub enum ClientFrame {
         password: String,
         /// This device's RSA public key: base64 of its SPKI DER. Registered on first use.
         device_key: String,
+        /// With [`FEATURE_KEYPROOF`]: base64 of the device key's RSA-PSS signature over the
+        /// server's `hello` challenge (e2e::LoginChallenge).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<String>,
     },
     /// An end-to-end envelope (base64), routed by its header's conversation.
     Send {
@@ -131,10 +140,11 @@ impl std::fmt::Debug for ClientFrame {
                 .field("binary", binary)
                 .field("features", features)
                 .finish(),
-            ClientFrame::Login { user, .. } => f
+            ClientFrame::Login { user, proof, .. } => f
                 .debug_struct("Login")
                 .field("user", user)
                 .field("password", &"<redacted>")
+                .field("proof", &proof.is_some())
                 .finish(),
             ClientFrame::Send { data } => f
                 .debug_struct("Send")
@@ -346,6 +356,10 @@ pub enum ServerFrame {
         /// server).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         features: Vec<String>,
+        /// With [`FEATURE_KEYPROOF`]: base64 of 32 random bytes, new for each connection, for
+        /// the client's `login` `proof`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        challenge: Option<String>,
     },
     /// Login succeeded.
     LoginOk {
@@ -635,8 +649,14 @@ mod tests {
                 user: "a".into(),
                 password: "p".into(),
                 device_key: "AAAA".into(),
+                proof: None,
             }
         );
+        let f: ClientFrame = decode(
+            r#"{"type":"login","user":"a","password":"p","device_key":"AAAA","proof":"AQI="}"#,
+        )
+        .unwrap();
+        assert!(matches!(f, ClientFrame::Login { proof: Some(p), .. } if p == "AQI="));
         // The old plaintext frame is gone: text only travels sealed.
         assert!(decode::<ClientFrame>(r#"{"type":"say","text":"hi"}"#).is_err());
         let f: ClientFrame = decode(r#"{"type":"command","name":"list"}"#).unwrap();
@@ -674,7 +694,9 @@ mod tests {
             user: "alice".into(),
             password: "hunter2".into(),
             device_key: "AAAA".into(),
+            proof: Some("cHJvb2Y=".into()),
         };
+        assert!(!format!("{f:?}").contains("cHJvb2Y="));
         assert!(!format!("{f:?}").contains("hunter2"));
         let f = ClientFrame::Send {
             data: "c2VjcmV0".into(),

@@ -37,6 +37,7 @@ pub fn login(user: &str, password: &str, device_key: &str) -> ClientFrame {
         user: user.into(),
         password: password.into(),
         device_key: device_key.into(),
+        proof: None,
     }
 }
 

@@ -72,6 +72,7 @@ async fn stored_envelopes_are_flagged_until_the_replay_ends() {
                 binary: true,
                 offline_ttl_secs: ttl,
                 features: Vec::new(),
+                challenge: None,
             })],
             Ok(ClientFrame::Login { user, .. }) => {
                 let mut out = vec![json(&ServerFrame::LoginOk {

@@ -95,6 +95,7 @@ fn hello_binary(binary: bool) -> ServerFrame {
         binary,
         offline_ttl_secs: None,
         features: Vec::new(),
+        challenge: None,
     }
 }
 
@@ -219,6 +220,7 @@ async fn hello_and_login() {
             user,
             password,
             device_key,
+            ..
         } if password == "pw" => {
             assert_eq!(device_key, "S0VZ");
             vec![ServerFrame::LoginOk {
@@ -248,6 +250,68 @@ async fn hello_and_login() {
     assert_eq!(ok.device, Fingerprint::of(b"KEY"));
     assert_eq!(ok.session, 7);
     assert_eq!(ok.online, vec!["alice", "bob"]);
+}
+
+/// Offered a challenge, the client signs it for the server's certificate; not offered one
+/// (an older server), it logs in without a proof.
+#[tokio::test]
+async fn a_login_proof_is_sent_when_the_server_offers_one() {
+    let key = DeviceKey::from_pkcs8_pem(include_str!("../../../proto/src/e2e/testdata/alice.pem"))
+        .unwrap();
+    let server_fp = Fingerprint::of(b"the server's certificate");
+    let challenge = [7u8; CHALLENGE_BYTES];
+    for offered in [true, false] {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let public = key.public();
+        tokio::spawn(fake_server(server, move |f| match f {
+            ClientFrame::Hello { features, .. } => {
+                assert!(features.iter().any(|f| f == FEATURE_KEYPROOF));
+                let mut hello = server_hello();
+                if let ServerFrame::Hello {
+                    features,
+                    challenge: c,
+                    ..
+                } = &mut hello
+                {
+                    if offered {
+                        features.push(FEATURE_KEYPROOF.into());
+                        *c = Some(base64::engine::general_purpose::STANDARD.encode(challenge));
+                    }
+                }
+                vec![hello]
+            }
+            ClientFrame::Login { user, proof, .. } => {
+                match proof {
+                    Some(proof) => {
+                        assert!(offered, "a proof with no challenge");
+                        let sig = base64::engine::general_purpose::STANDARD
+                            .decode(proof)
+                            .unwrap();
+                        let signed = LoginChallenge {
+                            challenge: &challenge,
+                            user: &user,
+                            server: &server_fp,
+                        };
+                        signed.verify(&public, &sig).unwrap();
+                    }
+                    None => assert!(!offered, "no proof though the server offered it"),
+                }
+                vec![ServerFrame::LoginOk {
+                    user,
+                    session: 1,
+                    device: public.fingerprint(),
+                    online: vec![],
+                    devices: vec![],
+                    room: "lobby".into(),
+                    rooms: vec![],
+                }]
+            }
+            other => panic!("{other:?}"),
+        }));
+        let mut c = Connection::new(client).with_proof(key.clone(), Some(server_fp));
+        c.hello().await.unwrap();
+        c.login("alice", "pw", "S0VZ").await.unwrap();
+    }
 }
 
 /// A server with a thousand registered devices sends a login_ok of ~0.5 MB.

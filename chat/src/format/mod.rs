@@ -635,6 +635,7 @@ mod tests {
                 binary: false,
                 offline_ttl_secs: None,
                 features: Vec::new(),
+                challenge: None,
             },
         ];
         for frame in &frames {

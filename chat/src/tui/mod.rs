@@ -14,6 +14,7 @@ use std::io::Stdout;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use chatd_proto::e2e::DeviceKey;
 use chatd_proto::{ClientFrame, ServerFrame, frame::PresenceEvent};
 use crossterm::event::{
     DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
@@ -77,6 +78,8 @@ pub struct Reconnect {
     pub password: Zeroizing<String>,
     /// This device's public key, base64 SPKI DER.
     pub device_key: String,
+    /// This device's key, to sign login proofs.
+    pub key: DeviceKey,
 }
 
 /// The TLS version of a connected stream, as people write it.
@@ -91,9 +94,10 @@ pub fn tls_version(stream: &TlsStream<TcpStream>) -> String {
 
 /// Connects and logs in again (no questions: the certificate must match the pin).
 async fn reconnect(again: &Reconnect) -> Result<Session> {
-    let stream = conn::connect_tls::<NoAsk>(&again.addr, &again.trust, None).await?;
+    let stream = conn::connect_tls_with::<NoAsk>(&again.addr, &again.trust, None, false).await?;
     let tls = tls_version(&stream);
-    let mut conn = Connection::new(stream);
+    let server_fp = conn::server_fingerprint(&stream);
+    let mut conn = Connection::new(stream).with_proof(again.key.clone(), server_fp);
     let info = conn.hello().await?;
     let logged_in = conn
         .login(&again.user, &again.password, &again.device_key)
@@ -535,6 +539,7 @@ impl Loop<'_> {
                 user: self.again.user.clone(),
                 password: self.again.password.clone(),
                 device_key: self.again.device_key.clone(),
+                key: self.again.key.clone(),
             };
             self.attempt = Some(tokio::spawn(async move { reconnect(&again).await }));
         }

@@ -1,17 +1,23 @@
-//! The login state machine: `hello` (protocol version, binary frames), then `login` with a
-//! password checked by argon2id behind the login throttle, and the device key recorded.
+//! The login state machine: `hello` (protocol version, binary frames, a login challenge), then
+//! `login` with a password checked by argon2id behind the login throttle, and the device key
+//! recorded. A `login` whose proof (a signature over the challenge) verifies under a device key
+//! the account already registered skips the per-account wait and is hashed first, so guesses
+//! at the account from elsewhere cannot keep its owner out.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use base64::Engine;
 use chatd_proto::Fingerprint;
-use chatd_proto::e2e::DevicePublicKey;
-use chatd_proto::frame::{ClientFrame, FEATURE_REKEY, FEATURE_VOUCH, ServerFrame};
+use chatd_proto::e2e::{CHALLENGE_BYTES, DevicePublicKey, LoginChallenge};
+use chatd_proto::frame::{
+    ClientFrame, FEATURE_KEYPROOF, FEATURE_REKEY, FEATURE_VOUCH, ServerFrame,
+};
 use chatd_proto::{ErrorCode, PROTOCOL_VERSION};
 
 use super::connection::{Connection, Ending, Incoming};
 use crate::commands::Role;
+use crate::password::Lane;
 use crate::shared::Shared;
 use crate::store::{KeyCheck, keys, users};
 use crate::throttle::Throttled;
@@ -39,6 +45,9 @@ struct Login<'a> {
     binary: bool,
     vouch: bool,
     rekey: bool,
+    /// The random bytes of our `hello` when the client asked for `keyproof`; one per
+    /// connection, so a proof cannot be replayed on another.
+    challenge: Option<[u8; CHALLENGE_BYTES]>,
     failures: u32,
 }
 
@@ -51,6 +60,7 @@ pub(super) async fn login(conn: &mut Connection, shared: &Shared) -> Result<Logg
         binary: false,
         vouch: false,
         rekey: false,
+        challenge: None,
         failures: 0,
     };
     loop {
@@ -81,12 +91,16 @@ impl Login<'_> {
                 user,
                 password,
                 device_key,
+                proof,
             } => {
                 if !self.hello_done {
                     return self.violation("send hello first".into());
                 }
                 let login = match self.parse_device_key(&device_key) {
-                    Some(key) => self.check_login(user, password, key).await,
+                    Some(key) => {
+                        let proven = self.proven(&user, &key, proof.as_deref());
+                        self.check_login(user, password, key, proven).await
+                    }
                     None => None,
                 };
                 if let Some(login) = login {
@@ -141,11 +155,19 @@ impl Login<'_> {
         // Of the features asked for, the ones this server has (unknown ones are ignored).
         self.vouch = features.iter().any(|f| f == FEATURE_VOUCH);
         self.rekey = features.iter().any(|f| f == FEATURE_REKEY);
-        let features = [(self.vouch, FEATURE_VOUCH), (self.rekey, FEATURE_REKEY)]
-            .into_iter()
-            .filter(|(asked, _)| *asked)
-            .map(|(_, name)| name.to_string())
-            .collect();
+        let keyproof = features.iter().any(|f| f == FEATURE_KEYPROOF);
+        let mut challenge = [0u8; CHALLENGE_BYTES];
+        // Without randomness there is no challenge: the client logs in as an old one would.
+        self.challenge = (keyproof && getrandom::fill(&mut challenge).is_ok()).then_some(challenge);
+        let features = [
+            (self.vouch, FEATURE_VOUCH),
+            (self.rekey, FEATURE_REKEY),
+            (self.challenge.is_some(), FEATURE_KEYPROOF),
+        ]
+        .into_iter()
+        .filter(|(asked, _)| *asked)
+        .map(|(_, name)| name.to_string())
+        .collect();
         let limits = &self.shared.config.limits;
         self.conn.send(&ServerFrame::Hello {
             version: PROTOCOL_VERSION,
@@ -156,6 +178,9 @@ impl Login<'_> {
             binary,
             offline_ttl_secs: Some(limits.offline_ttl_secs.get()),
             features,
+            challenge: self
+                .challenge
+                .map(|c| base64::engine::general_purpose::STANDARD.encode(c)),
         });
         ControlFlow::Continue(())
     }
@@ -178,18 +203,47 @@ impl Login<'_> {
             }
         }
     }
+
+    /// Whether `proof` signs this connection's challenge for `user` and this server with `key`,
+    /// and `key` is one of `user`'s registered, unrevoked device keys. Anything else (no
+    /// challenge asked for, no proof, a bad one, an unknown key) is an ordinary login.
+    fn proven(&self, user: &str, key: &DevicePublicKey, proof: Option<&str>) -> bool {
+        let (Some(challenge), Some(proof)) = (self.challenge.as_ref(), proof) else {
+            return false;
+        };
+        let Ok(signature) = base64::engine::general_purpose::STANDARD.decode(proof.trim()) else {
+            tracing::debug!(peer = %self.conn.peer(), "login proof is not base64");
+            return false;
+        };
+        // The certificate in force now: a reload between the handshake and this login makes
+        // the proof fail, and the login is an ordinary one.
+        let server = self.shared.identity.fingerprint;
+        let signed = LoginChallenge {
+            challenge,
+            user,
+            server: &server,
+        };
+        if signed.verify(key, &signature).is_err() {
+            tracing::debug!(peer = %self.conn.peer(), device = %key.fingerprint(), "login proof does not verify");
+            return false;
+        }
+        self.shared.hub.has_device(user, &key.fingerprint())
+    }
+
     /// Verifies a password; unknown, locked and wrong all look the same to the client.
-    /// Then registers the device key (or refuses a revoked one, or one too many).
+    /// Then registers the device key (or refuses a revoked one, or one too many). A `proven`
+    /// login skips the account's wait (not the address's) and is hashed first.
     async fn check_login(
         &mut self,
         user: String,
         password: String,
         key: DevicePublicKey,
+        proven: bool,
     ) -> Option<LoggedIn> {
         let valid_name = chatd_proto::names::validate_username(&user).is_ok();
         let shown: String = user.chars().take(40).collect();
         let ip = self.conn.peer().ip();
-        let account = valid_name.then_some(user.as_str());
+        let account = (valid_name && !proven).then_some(user.as_str());
         // Before any password work: a throttled guesser costs no argon2 time.
         if let Some(wait) = self
             .shared
@@ -235,10 +289,15 @@ impl Login<'_> {
             || crate::password::DUMMY_HASH.to_string(),
             |c| c.password_hash.clone(),
         );
-        let matches = crate::password::verify(password, hash).await;
+        let lane = if proven { Lane::First } else { Lane::Rest };
+        let matches = crate::password::verify_in(lane, password, hash).await;
         match creds {
             Some(c) if matches && !c.locked => {
-                self.shared.throttle.succeeded(ip, &user);
+                let account = (!proven).then_some(user.as_str());
+                self.shared.throttle.succeeded(ip, account);
+                if proven {
+                    tracing::debug!(device = %key.fingerprint(), "login proven by its device key");
+                }
                 let role = if c.admin { Role::Admin } else { Role::User };
                 self.register_key(user, role, key).await
             }

@@ -30,12 +30,14 @@ use tracing::Instrument;
 
 use crate::hub::{NewSession, SessionId};
 use crate::shared::Shared;
+use crate::slots::Claim;
 use crate::socket::Socket;
 use connection::{Connection, Ending};
 use login::LoggedIn;
 
-/// Serves one accepted TCP connection to the end.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one accepted TCP connection to the end. Until it has logged in, the connection
+/// closes when `claim` is evicted to make room on a full server.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, claim: &Claim) {
     let span = tracing::info_span!("session", %peer, user = tracing::field::Empty);
     async move {
         let acceptor = shared.acceptor();
@@ -57,7 +59,12 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             },
             // A peer that never finishes TLS must not hold up shutdown.
             _ = shared.shutdown.cancelled() => return,
+            _ = claim.evicted().cancelled() => {
+                tracing::debug!("closed during the TLS handshake to make room");
+                return;
+            }
         };
+        claim.handshake_done();
         let (r, w) = tokio::io::split(tls);
         let mut conn = Connection::new(
             r,
@@ -66,7 +73,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             Arc::clone(&shared.config),
             shared.shutdown.clone(),
         );
-        let (session, ending) = match Box::pin(enter(&mut conn, &shared)).await {
+        let (session, ending) = match Box::pin(enter(&mut conn, &shared, claim)).await {
             Ok((id, seq, login)) => (
                 Some(id),
                 logged_in(&mut conn, &shared, id, seq, &login).await,
@@ -84,15 +91,25 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 async fn enter(
     conn: &mut Connection,
     shared: &Shared,
+    claim: &Claim,
 ) -> Result<(SessionId, u64, LoggedIn), Ending> {
     let login_timeout = shared.config.limits.login_timeout();
-    let login = match tokio::time::timeout(login_timeout, login::login(conn, shared)).await {
-        Ok(login) => login?,
-        Err(_) => {
-            tracing::info!("login timed out");
-            return Err(Ending::both("login timed out"));
+    let evicted = claim.evicted().clone();
+    let login = tokio::select! {
+        login = tokio::time::timeout(login_timeout, login::login(conn, shared)) => match login {
+            Ok(login) => login?,
+            Err(_) => {
+                tracing::info!("login timed out");
+                return Err(Ending::both("login timed out"));
+            }
+        },
+        // Only when every slot is taken and none is still in its TLS handshake.
+        _ = evicted.cancelled() => {
+            tracing::info!("closed before login to make room: the server is full");
+            return Err(Ending::both("the server is full; log in again"));
         }
     };
+    claim.logged_in();
     // Everyone is in the default room at login (so login_ok lists it).
     let lobby = shared.hub.default_room();
     let (who, room) = (login.user.clone(), lobby.clone());

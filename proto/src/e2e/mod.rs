@@ -15,6 +15,7 @@ mod chain;
 mod envelope;
 mod error;
 mod keys;
+mod login;
 #[cfg(test)]
 mod proptests;
 mod vouch;
@@ -31,6 +32,7 @@ pub use envelope::{
 };
 pub use error::E2eError;
 pub use keys::{ALLOWED_KEY_BITS, DEFAULT_KEY_BITS, DeviceKey, DevicePublicKey};
+pub use login::{CHALLENGE_BYTES, KIND_LOGIN, LoginChallenge};
 pub use vouch::{KIND_VOUCH, Vouch, VouchBody, code_mac};
 pub use wrap::{KIND_WRAPPED_CHAIN, WrappedChain, WrappedHeader, unwrap_chain, wrap_chain};
 

@@ -3,6 +3,8 @@
 //! The binaries are built once per run (see [`harness::bins`]); every test starts its own
 //! chatd on 127.0.0.1:0 in its own temporary directory, so tests run in parallel.
 //!
+//! - `abuse_logins`: guesses at an account from many addresses against a device that proves
+//!   itself; unfinished handshakes at the connection cap against the real `chat` (issue 26)
 //! - `activation`: systemd: socket activation (LISTEN_FDS), LoadCredential, sd_notify
 //! - `admin`: chatctl against a running chatd
 //! - `binary`: binary envelope frames beside JSON lines: negotiation, mixed rooms, edges
@@ -38,6 +40,8 @@
 #[cfg(test)]
 mod harness;
 
+#[cfg(test)]
+mod abuse_logins;
 #[cfg(test)]
 mod activation;
 #[cfg(test)]

@@ -198,6 +198,14 @@ impl Raw {
         Raw::over(rt, tls, BytesMut::new())
     }
 
+    /// [`Raw::connect_to`] from the local address `source`: for attacker threads, which cannot
+    /// share a [`Server`].
+    pub fn connect_to_from(addr: SocketAddr, source: IpAddr, fingerprint: &str) -> Raw {
+        let rt = runtime();
+        let tls = rt.block_on(connect_tls_from(addr, Some(source), fingerprint));
+        Raw::over(rt, tls, BytesMut::new())
+    }
+
     /// Connects, says hello and logs in with [`test_key`] of `user`; asserts `login_ok`.
     pub fn login(server: &Server, user: &str, password: &str) -> Raw {
         Raw::login_from(server, None, user, password)
