@@ -565,7 +565,11 @@ async fn ban(shared: &Shared, user: String, reason: &str, secs: u64) -> ControlR
             format!("a ban lasts 1 second to {} days", MAX_BAN_SECS / 86_400),
         );
     }
-    let until = crate::store::now_secs().saturating_add(secs as i64);
+    // From the next whole second: the stored end is in seconds, and a ban never lasts less
+    // than asked.
+    let until = crate::store::now_secs()
+        .saturating_add(1)
+        .saturating_add(secs as i64);
     let name = user.clone();
     match shared
         .store

@@ -3,6 +3,7 @@
 //! The binaries are built once per run (see [`harness::bins`]); every test starts its own
 //! chatd on 127.0.0.1:0 in its own temporary directory, so tests run in parallel.
 //!
+//! - `abuse_logs`: refused logins summarised in the log; `chatctl kick --ban` (issue 26)
 //! - `activation`: systemd: socket activation (LISTEN_FDS), LoadCredential, sd_notify
 //! - `admin`: chatctl against a running chatd
 //! - `binary`: binary envelope frames beside JSON lines: negotiation, mixed rooms, edges
@@ -37,6 +38,8 @@
 #[cfg(test)]
 mod harness;
 
+#[cfg(test)]
+mod abuse_logs;
 #[cfg(test)]
 mod activation;
 #[cfg(test)]
