@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{
     ClientHome, Raw, RssWatch, Server, TIMEOUT, attacker, figure, loopback0, run_chat, test_key,
-    unstamped,
+    unstamped, write_config,
 };
 
 /// `more=N` of a summary line written by chatd's stderr formatter.
@@ -149,6 +149,89 @@ fn refused_logins_are_summarised_with_a_count() {
         }
     }
     assert!(peak < 50.0, "RSS grew by {peak:.1} MB");
+}
+
+/// `n` refused logins from attacker 2 on one connection (names varied).
+fn refuse(server: &Server, n: usize) {
+    let mut raw = Raw::connect_from(server, attacker(2));
+    raw.key = Some(test_key("attacker"));
+    raw.hello();
+    for i in 0..n {
+        let reply = raw.try_login(&format!("guess{i}"), "wrong");
+        assert!(reply["type"] == "error", "{reply}");
+    }
+}
+
+/// The refused-login lines written (not summaries) and the count in summaries, in `lines`.
+fn refusal_lines(lines: &[String]) -> (usize, u64) {
+    let refusal = |l: &&String| {
+        l.contains(" WARN ") && (l.contains("login failed") || l.contains("login throttled"))
+    };
+    let (summaries, written): (Vec<&String>, Vec<&String>) = lines
+        .iter()
+        .filter(refusal)
+        .partition(|l| l.contains("more like this"));
+    (written.len(), summaries.iter().map(|l| more_field(l)).sum())
+}
+
+/// `[log] repeat_burst` and `repeat_window_secs` at their edges: exactly `repeat_burst` lines
+/// of a kind per window, the rest counted; a reload to `repeat_window_secs = 0` writes every
+/// line.
+#[test]
+fn repeat_settings_apply_at_their_edge_and_on_reload() {
+    const N: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = "[limits]\nmax_login_failures = 1000\nlogin_free_failures = 1\n";
+    let mut server = Server::with_config(
+        dir.path(),
+        &format!("{limits}[log]\nrepeat_window_secs = 2\nrepeat_burst = 3\n"),
+    );
+    let before = server.log.all().len();
+    let started = Instant::now();
+    refuse(&server, N);
+    let attack = started.elapsed();
+    let deadline = Instant::now() + TIMEOUT;
+    let (written, counted) = loop {
+        let (written, counted) = refusal_lines(&server.log.since(before));
+        if written as u64 + counted >= N as u64 || Instant::now() > deadline {
+            break (written, counted);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    figure("logs-edge", "burst 3: lines written of 40", written);
+    figure("logs-edge", "burst 3: counted in summaries", counted);
+    assert_eq!(written as u64 + counted, N as u64);
+    // At least the burst of the throttled kind, and at most the burst per 2 s window the
+    // attack (usually well under 2 s) reached into.
+    let log = server.log.since(before);
+    let throttled = log
+        .iter()
+        .filter(|l| l.contains("login throttled") && !l.contains("more like this"))
+        .count();
+    let windows = attack.as_secs() as usize / 2 + 2;
+    assert!(
+        (3..=3 * windows).contains(&throttled),
+        "{throttled} in {attack:?}: {log:#?}"
+    );
+
+    // Summaries off, live.
+    write_config(
+        dir.path(),
+        &format!("{limits}[log]\nrepeat_window_secs = 0\nrepeat_burst = 3\n"),
+    );
+    let out = server.ctl(&["reload"], None);
+    out.assert_ok();
+    assert!(
+        out.stdout.contains("log.repeat_window_secs"),
+        "{}",
+        out.stdout
+    );
+    let before = server.log.all().len();
+    refuse(&server, N);
+    assert_eq!(server.stop_sigterm().code(), Some(0));
+    let (written, counted) = refusal_lines(&server.log.since(before));
+    figure("logs-edge", "window 0: lines written of 40", written);
+    assert_eq!((written, counted), (N, 0));
 }
 
 /// `kick --ban`: the session ends with a `bye` a client will not reconnect after; a login
