@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    ClientHome, Raw, RssWatch, Server, TIMEOUT, attacker, figure, loopback0, run_chat, test_key,
-    unstamped, write_config,
+    ClientHome, Raw, RssWatch, Server, TIMEOUT, attacker, figure, loopback0, mb, run_chat, settle,
+    test_key, unstamped, write_config,
 };
 
 /// `more=N` of a summary line written by chatd's stderr formatter.
@@ -15,6 +15,14 @@ fn more_field(line: &str) -> u64 {
         .find_map(|w| w.strip_prefix("more="))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no more= in {line:?}"))
+}
+
+/// One wrong password from attacker `n`'s address, to make an argon2 thread hash.
+fn warm_up((addr, fingerprint): (std::net::SocketAddr, String), n: u8) {
+    let mut raw = Raw::connect_to_from(addr, &fingerprint, attacker(n));
+    raw.key = Some(test_key("attacker"));
+    raw.hello();
+    raw.try_login("alice", "wrong");
 }
 
 /// 3000 refused logins from one address, with login names that vary and try to forge
@@ -32,7 +40,18 @@ fn refused_logins_are_summarised_with_a_count() {
         &format!("max_login_failures = {}", PER_CONNECTION + 1),
     );
     server.add_user("alice", "alice-pw");
+    // Every argon2 thread holds its 19 MiB once it has hashed: let each hash before the
+    // baseline (wrong passwords at once, from addresses the attack does not use).
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let warm: Vec<_> = (0..2 * threads)
+        .map(|i| {
+            let server = (server.addr, server.fingerprint.clone());
+            std::thread::spawn(move || warm_up(server, 100 + i as u8))
+        })
+        .collect();
+    warm.into_iter().for_each(|t| t.join().unwrap());
     let watch = RssWatch::start(&server);
+    let baseline = watch.baseline;
     let before = server.log.all().len();
     let key = test_key("attacker");
     let started = Instant::now();
@@ -96,6 +115,7 @@ fn refused_logins_are_summarised_with_a_count() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    let (after, took) = settle(&server, baseline, 0.10, Duration::from_secs(30));
     assert_eq!(server.stop_sigterm().code(), Some(0));
     let lines = server.log.since(before);
     let warn: Vec<&String> = lines.iter().filter(|l| l.contains(" WARN ")).collect();
@@ -118,6 +138,16 @@ fn refused_logins_are_summarised_with_a_count() {
         "logs",
         "RSS growth during the attack MB",
         format!("{peak:.1}"),
+    );
+    figure(
+        "logs",
+        "RSS after the attack vs baseline MB",
+        format!(
+            "{:.1} vs {:.1} (after {:.1} s)",
+            mb(after),
+            mb(baseline),
+            took.as_secs_f64()
+        ),
     );
     for s in &summaries {
         figure("logs", "summary", s.trim());
@@ -149,6 +179,12 @@ fn refused_logins_are_summarised_with_a_count() {
         }
     }
     assert!(peak < 50.0, "RSS grew by {peak:.1} MB");
+    assert!(
+        after as f64 <= baseline as f64 * 1.10,
+        "RSS {} MB, baseline {} MB",
+        mb(after),
+        mb(baseline)
+    );
 }
 
 /// `n` refused logins from attacker 2 on one connection (names varied).

@@ -189,12 +189,14 @@ impl Raw {
 
     /// [`Raw::connect`] from the local address `source` (e.g. [`attacker`]`(7)`).
     pub fn connect_from(server: &Server, source: IpAddr) -> Raw {
+        Raw::connect_to_from(server.addr, &server.fingerprint, source)
+    }
+
+    /// [`Raw::connect_to`] from the local address `source` (for threads, which cannot share
+    /// a [`Server`]).
+    pub fn connect_to_from(addr: SocketAddr, fingerprint: &str, source: IpAddr) -> Raw {
         let rt = runtime();
-        let tls = rt.block_on(connect_tls_from(
-            server.addr,
-            Some(source),
-            &server.fingerprint,
-        ));
+        let tls = rt.block_on(connect_tls_from(addr, Some(source), fingerprint));
         Raw::over(rt, tls, BytesMut::new())
     }
 
