@@ -584,19 +584,23 @@ async fn ban(shared: &Shared, user: String, reason: &str, secs: u64) -> ControlR
         "banned until {} UTC",
         chatd_proto::time::format_utc(until.max(0) as u64)
     );
-    // "kicked by administrator" first, so clients know not to reconnect (PROTOCOL.md).
-    let kicked = crate::commands::kick_reason(reason);
-    let bye = if reason.trim().is_empty() {
-        format!("{kicked}: {ends}")
-    } else {
-        format!("{kicked} ({ends})")
-    };
-    let n = shared.hub.close_user(&user, &bye);
+    let n = shared.hub.close_user(&user, &ban_bye(reason, &ends));
     ControlResponse::Done {
         message: format!(
             "kicked {user} ({n} session(s)); logins refused for {} ({ends})",
             chatd_proto::time::format_uptime(secs)
         ),
+    }
+}
+
+/// The `bye` of a ban: "kicked by administrator" first, so clients know not to reconnect
+/// (PROTOCOL.md), then the reason if any, then the ban's end.
+fn ban_bye(reason: &str, ends: &str) -> String {
+    let kicked = crate::commands::kick_reason(reason);
+    if kicked == crate::commands::kick_reason("") {
+        format!("{kicked}: {ends}")
+    } else {
+        format!("{kicked} ({ends})")
     }
 }
 
@@ -624,6 +628,28 @@ async fn set_locked(shared: &Shared, user: String, locked: bool) -> ControlRespo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bans_bye_starts_as_a_kick_whatever_the_reason() {
+        let ends = "banned until 2026-12-06 08:00:00 UTC";
+        for (reason, bye) in [
+            (
+                "",
+                "kicked by administrator: banned until 2026-12-06 08:00:00 UTC",
+            ),
+            // Nothing left once control characters are dropped: as if none was given.
+            (
+                " \u{7}\n",
+                "kicked by administrator: banned until 2026-12-06 08:00:00 UTC",
+            ),
+            (
+                "spam",
+                "kicked by administrator: spam (banned until 2026-12-06 08:00:00 UTC)",
+            ),
+        ] {
+            assert_eq!(ban_bye(reason, ends), bye, "{reason:?}");
+        }
+    }
 
     #[test]
     fn reads_supplementary_groups() {
