@@ -348,6 +348,9 @@ mod tests {
         for reason in [
             "kicked by administrator",
             "kicked by administrator: spamming #ops",
+            // chatctl kick --ban: the ban's end follows.
+            "kicked by administrator: banned until 2026-12-06 08:00:00 UTC",
+            "kicked by administrator: spam (banned until 2026-12-06 08:00:00 UTC)",
             "account locked",
             "account deleted",
             "device key revoked",

@@ -19,7 +19,7 @@ use std::str::FromStr;
 
 use anyhow::{Result, bail};
 use chatd_proto::Fingerprint;
-use chatd_proto::control::{ControlRequest, ControlResponse};
+use chatd_proto::control::{ControlRequest, ControlResponse, MAX_BAN_SECS};
 use chatd_proto::names::validate_username;
 use clap::{Parser, Subcommand};
 
@@ -59,13 +59,25 @@ enum Command {
     Key(KeyCommand),
     /// List sessions online, with each session's device key.
     Who,
-    /// End every session of a user.
+    /// End every session of a user (`chat` does not reconnect on its own); with --ban, also
+    /// refuse the account's logins for a while.
     Kick {
         /// User whose sessions to end.
         user: String,
         /// Reason shown to the user and to others.
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+        /// Refuse the account's logins for DURATION: a number and a unit, s, m, h or d
+        /// (`30m`, `2h`, `1d`, `1h30m`). The ban is stored (a restart keeps it), ends by
+        /// itself, and `chatctl unban USER` lifts it early; a login meanwhile is refused with
+        /// the time left. Works for a user who is not online too.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        ban: Option<u64>,
+    },
+    /// Lift a ban (`kick --ban`) before it ends.
+    Unban {
+        /// Account.
+        user: String,
     },
     /// Show server version, uptime, listener, certificate fingerprint and counts.
     Status,
@@ -245,12 +257,17 @@ fn build_request(command: &Command) -> Result<ControlRequest> {
             }
         },
         Command::Who => ControlRequest::Who,
-        Command::Kick { user, reason } => {
+        Command::Kick { user, reason, ban } => {
             check_name(user)?;
             ControlRequest::Kick {
                 user: user.clone(),
                 reason: reason.clone(),
+                ban_secs: *ban,
             }
+        }
+        Command::Unban { user } => {
+            check_name(user)?;
+            ControlRequest::Unban { user: user.clone() }
         }
         Command::Status => ControlRequest::Status,
         Command::Say { text } => ControlRequest::Say {
@@ -258,6 +275,45 @@ fn build_request(command: &Command) -> Result<ControlRequest> {
         },
         Command::Reload => ControlRequest::Reload,
     })
+}
+
+/// A ban's length in seconds: numbers each with a unit, s, m, h or d (`30m`, `2h`, `1d`,
+/// `1h30m`); at least a second and at most [`MAX_BAN_SECS`].
+fn parse_duration(text: &str) -> Result<u64, String> {
+    const FORM: &str = "a duration is a number and a unit, s, m, h or d (30m, 2h, 1d, 1h30m)";
+    let mut total: u64 = 0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(FORM.into());
+    }
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (number, tail) = rest.split_at(digits);
+        let mut units = tail.chars();
+        let unit = match units.next() {
+            Some('s') => 1,
+            Some('m') => 60,
+            Some('h') => 3_600,
+            Some('d') => 86_400,
+            _ => return Err(FORM.into()),
+        };
+        let n: u64 = number.parse().map_err(|_| FORM.to_string())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|secs| total.checked_add(secs))
+            .ok_or_else(|| format!("{text:?} is too long"))?;
+        rest = units.as_str();
+    }
+    if total == 0 {
+        return Err("a ban must last at least 1 second".into());
+    }
+    if total > MAX_BAN_SECS {
+        return Err(format!(
+            "{text:?} is too long: a ban lasts at most {} days",
+            MAX_BAN_SECS / 86_400
+        ));
+    }
+    Ok(total)
 }
 
 /// Applies chatd's own user-name rule, so a bad name fails here with the rule spelled out.
@@ -306,8 +362,23 @@ mod tests {
             build_request(&cli.command).unwrap(),
             ControlRequest::Kick {
                 user: "bob".into(),
-                reason: Some("spam".into())
+                reason: Some("spam".into()),
+                ban_secs: None,
             }
+        );
+        let cli = Cli::try_parse_from(["chatctl", "kick", "--ban", "2h", "bob"]).unwrap();
+        assert_eq!(
+            build_request(&cli.command).unwrap(),
+            ControlRequest::Kick {
+                user: "bob".into(),
+                reason: None,
+                ban_secs: Some(7_200),
+            }
+        );
+        let cli = Cli::try_parse_from(["chatctl", "unban", "bob"]).unwrap();
+        assert_eq!(
+            build_request(&cli.command).unwrap(),
+            ControlRequest::Unban { user: "bob".into() }
         );
         let cli = Cli::try_parse_from(["chatctl", "say", "back", "in 5"]).unwrap();
         assert_eq!(
@@ -323,6 +394,41 @@ mod tests {
         );
         let err = Cli::try_parse_from(["chatctl", "user", "frobnicate"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn ban_durations_parse_or_say_the_form() {
+        for (text, secs) in [
+            ("2s", 2),
+            ("30m", 1_800),
+            ("2h", 7_200),
+            ("1d", 86_400),
+            ("1h30m", 5_400),
+            ("3650d", MAX_BAN_SECS),
+        ] {
+            assert_eq!(parse_duration(text), Ok(secs), "{text}");
+        }
+        for bad in ["", "30", "m", "2w", "1.5h", "-1h", "2h x", "h2"] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(
+                err.starts_with("a duration is a number and a unit"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert_eq!(
+            parse_duration("0m").unwrap_err(),
+            "a ban must last at least 1 second"
+        );
+        assert!(
+            parse_duration("3651d")
+                .unwrap_err()
+                .contains("at most 3650 days")
+        );
+        assert!(parse_duration("99999999999999999999d").is_err());
+        // On the command line, a usage error (exit status 2).
+        let err = Cli::try_parse_from(["chatctl", "kick", "--ban", "0s", "bob"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("at least 1 second"), "{err}");
     }
 
     const FP: &str = "SHA256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";

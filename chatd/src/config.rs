@@ -353,12 +353,18 @@ impl Default for CommandsConfig {
 pub struct LogConfig {
     /// A tracing filter (`info`, `chatd=debug`, ...); `RUST_LOG` overrides it.
     pub level: String,
+    /// Seconds over which repeated INFO/WARN lines of one kind are summarised (0: never).
+    pub repeat_window_secs: u64,
+    /// Lines of one kind written per window before the rest are only counted.
+    pub repeat_burst: u32,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            repeat_window_secs: 10,
+            repeat_burst: 5,
         }
     }
 }

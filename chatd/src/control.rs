@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatd_proto::control::{
-    ControlErrorCode, ControlRequest, ControlResponse, KeyInfo, MAX_CONTROL_LINE, StatusInfo,
-    UserInfo,
+    ControlErrorCode, ControlRequest, ControlResponse, KeyInfo, MAX_BAN_SECS, MAX_CONTROL_LINE,
+    StatusInfo, UserInfo,
 };
 use chatd_proto::{Fingerprint, LineCodec, LineError, frame};
 use futures_util::StreamExt;
@@ -415,6 +415,7 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
         ControlRequest::UserLock { user } => set_locked(shared, user, true).await,
         ControlRequest::UserUnlock { user } => set_locked(shared, user, false).await,
         ControlRequest::UserList => {
+            let now = crate::store::now_secs();
             let rows = match shared.store.run(users::list).await {
                 Ok(rows) => rows,
                 Err(e) => return store_error(e),
@@ -428,6 +429,9 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
                         admin: r.admin,
                         locked: r.locked,
                         created: r.created_at,
+                        banned_until: users::ban_left(r.banned_until, now)
+                            .and(r.banned_until)
+                            .map(|t| t.max(0) as u64),
                     })
                     .collect(),
             }
@@ -435,7 +439,11 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
         ControlRequest::Who => ControlResponse::Sessions {
             sessions: shared.hub.sessions(),
         },
-        ControlRequest::Kick { user, reason } => {
+        ControlRequest::Kick {
+            user,
+            reason,
+            ban_secs: None,
+        } => {
             let reason = crate::commands::kick_reason(reason.as_deref().unwrap_or(""));
             match shared.hub.close_user(&user, &reason) {
                 0 => error(
@@ -443,6 +451,31 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
                     format!("{user} is not online"),
                 ),
                 n => done(format!("kicked {user} ({n} session(s))")),
+            }
+        }
+        ControlRequest::Kick {
+            user,
+            reason,
+            ban_secs: Some(secs),
+        } => ban(shared, user, reason.as_deref().unwrap_or(""), secs).await,
+        ControlRequest::Unban { user } => {
+            let name = user.clone();
+            let now = crate::store::now_secs();
+            let lifted = shared
+                .store
+                .run(move |c| {
+                    let Some(creds) = users::credentials(c, &name)? else {
+                        return Ok(None);
+                    };
+                    users::set_ban(c, &name, None)?;
+                    Ok(Some(creds.ban_left(now).is_some()))
+                })
+                .await;
+            match lifted {
+                Ok(Some(true)) => done(format!("{user} unbanned: logins are allowed again")),
+                Ok(Some(false)) => done(format!("{user} was not banned")),
+                Ok(None) => no_such_user(&user),
+                Err(e) => store_error(e),
             }
         }
         ControlRequest::Say { text } => {
@@ -530,6 +563,54 @@ async fn key_list(shared: &Shared, user: Option<String>) -> ControlResponse {
     }
 }
 
+/// `kick --ban`: stores the ban first (so the sessions it ends cannot log in again), then
+/// ends the account's sessions with a `bye` that says until when.
+async fn ban(shared: &Shared, user: String, reason: &str, secs: u64) -> ControlResponse {
+    if !(1..=MAX_BAN_SECS).contains(&secs) {
+        return error(
+            ControlErrorCode::InvalidArgument,
+            format!("a ban lasts 1 second to {} days", MAX_BAN_SECS / 86_400),
+        );
+    }
+    // From the next whole second: the stored end is in seconds, and a ban never lasts less
+    // than asked.
+    let until = crate::store::now_secs()
+        .saturating_add(1)
+        .saturating_add(secs as i64);
+    let name = user.clone();
+    match shared
+        .store
+        .run(move |c| users::set_ban(c, &name, Some(until)))
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return no_such_user(&user),
+        Err(e) => return store_error(e),
+    }
+    let ends = format!(
+        "banned until {} UTC",
+        chatd_proto::time::format_utc(until.max(0) as u64)
+    );
+    let n = shared.hub.close_user(&user, &ban_bye(reason, &ends));
+    ControlResponse::Done {
+        message: format!(
+            "kicked {user} ({n} session(s)); logins refused for {} ({ends})",
+            chatd_proto::time::format_uptime(secs)
+        ),
+    }
+}
+
+/// The `bye` of a ban: "kicked by administrator" first, so clients know not to reconnect
+/// (PROTOCOL.md), then the reason if any, then the ban's end.
+fn ban_bye(reason: &str, ends: &str) -> String {
+    let kicked = crate::commands::kick_reason(reason);
+    if kicked == crate::commands::kick_reason("") {
+        format!("{kicked}: {ends}")
+    } else {
+        format!("{kicked} ({ends})")
+    }
+}
+
 async fn set_locked(shared: &Shared, user: String, locked: bool) -> ControlResponse {
     let name = user.clone();
     match shared
@@ -554,6 +635,28 @@ async fn set_locked(shared: &Shared, user: String, locked: bool) -> ControlRespo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bans_bye_starts_as_a_kick_whatever_the_reason() {
+        let ends = "banned until 2026-12-06 08:00:00 UTC";
+        for (reason, bye) in [
+            (
+                "",
+                "kicked by administrator: banned until 2026-12-06 08:00:00 UTC",
+            ),
+            // Nothing left once control characters are dropped: as if none was given.
+            (
+                " \u{7}\n",
+                "kicked by administrator: banned until 2026-12-06 08:00:00 UTC",
+            ),
+            (
+                "spam",
+                "kicked by administrator: spam (banned until 2026-12-06 08:00:00 UTC)",
+            ),
+        ] {
+            assert_eq!(ban_bye(reason, ends), bye, "{reason:?}");
+        }
+    }
 
     #[test]
     fn reads_supplementary_groups() {

@@ -13,6 +13,7 @@
 //! mailbox  writer  a session's queue + closer (the slow-consumer rule); its writer task
 //! check           --check-config: what start-up would refuse or run without
 //! journal         journald priorities; an event's error in its message text
+//! repeats         repeated log lines summarised with a count (a tracing layer)
 //! outbox  config  live  tls  socket  password  throttle  ratelimit  peerlimit  slots  systemd
 //! ```
 
@@ -30,6 +31,7 @@ pub mod password;
 pub mod peerlimit;
 pub mod ratelimit;
 pub mod reload;
+pub mod repeats;
 pub mod server;
 pub mod session;
 pub mod shared;

@@ -70,15 +70,20 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
 
 /// Logs to the journal when systemd connected stderr to it, else to stderr; returns what a
 /// reload calls to change `log.level`.
-fn init_logging(level: &str) -> chatd::reload::LogLevelHook {
+fn init_logging(config: &chatd::config::LogConfig) -> chatd::reload::LogLevelHook {
     use std::io::IsTerminal;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, reload};
     let from_env = EnvFilter::try_from_default_env().ok();
     let overridden = from_env.is_some();
-    let (filter, handle) = reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new(level)));
-    let registry = tracing_subscriber::registry().with(filter);
+    let (filter, handle) =
+        reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new(&config.level)));
+    chatd::repeats::REPEATS.configure(config.repeat_window_secs, config.repeat_burst);
+    // Repeated lines are vetoed before any output sees them (see repeats.rs).
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(chatd::repeats::layer());
     // Started by systemd: native journal entries, so fields (USER, PEER, ...) stay fields.
     let journal = if chatd::systemd::stderr_is_journal() {
         chatd::journal::layer()
@@ -188,7 +193,7 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
         return Ok(());
     }
     let plugin_problems = chatd::check::plugin_problems(&config);
-    let log_level = init_logging(&config.log.level);
+    let log_level = init_logging(&config.log);
     let signals = Signals::install()?;
     let reload_args = args.clone();
     let options = chatd::server::BindOptions {
@@ -212,10 +217,12 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
     let token = server.shutdown_token();
     let shared = server.shared();
     let serving = tokio::spawn(server.run());
+    let flusher = tokio::spawn(chatd::repeats::run_flusher());
     let signal = signals.wait(&shared).await;
     tracing::info!("{signal} received");
     token.cancel();
     serving.await.context("server task failed")?;
+    flusher.abort();
     Ok(())
 }
 

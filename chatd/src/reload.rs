@@ -166,6 +166,7 @@ pub fn reload(parts: Reloadable<'_>) -> Result<ReloadOutcome, ReloadError> {
     }
     parts.registry.replace(registry);
     parts.identity.replace(identity);
+    crate::repeats::REPEATS.configure(new.log.repeat_window_secs, new.log.repeat_burst);
     parts.config.replace(new);
     Ok(outcome)
 }
@@ -246,6 +247,8 @@ fn live_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     live!(commands.aliases);
     // New calls run the new programs and limits; a call in progress finishes with the old.
     live!(plugins);
+    live!(log.repeat_window_secs);
+    live!(log.repeat_burst);
     changed
 }
 

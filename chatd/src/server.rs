@@ -356,6 +356,8 @@ impl Server {
         if let Err(e) = shared.store.checkpoint() {
             tracing::warn!(error = %e, "final database checkpoint failed");
         }
+        // Lines counted and not yet reported are, whatever their window, before the last.
+        crate::repeats::REPEATS.flush(std::time::Instant::now(), true);
         tracing::info!("stopped");
     }
 }

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::fingerprint::Fingerprint;
 
+/// The longest ban `kick` takes (`ban_secs`): 3650 days.
+pub const MAX_BAN_SECS: u64 = 3_650 * 86_400;
+
 /// Longest control line either side accepts.
 pub const MAX_CONTROL_LINE: usize = 64 * 1024;
 
@@ -59,13 +62,22 @@ pub enum ControlRequest {
     UserList,
     /// List sessions online.
     Who,
-    /// End every session of a user.
+    /// End every session of a user; with `ban_secs`, also refuse the account's logins for
+    /// that long (stored: a restart keeps it).
     Kick {
         /// Account whose sessions to end.
         user: String,
         /// Shown to the user and to others.
         #[serde(default)]
         reason: Option<String>,
+        /// Refuse logins for this many seconds (at least 1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ban_secs: Option<u64>,
+    },
+    /// Lift a ban (`kick` with `ban_secs`) before it expires.
+    Unban {
+        /// Account.
+        user: String,
     },
     /// A notice to everyone online.
     Say {
@@ -99,6 +111,7 @@ impl ControlRequest {
             | ControlRequest::UserLock { user }
             | ControlRequest::UserUnlock { user }
             | ControlRequest::Kick { user, .. }
+            | ControlRequest::Unban { user }
             | ControlRequest::KeyRevoke { user, .. } => Some(user),
             ControlRequest::KeyList { user } => user.as_deref(),
             ControlRequest::Status
@@ -126,11 +139,17 @@ impl std::fmt::Debug for ControlRequest {
             ControlRequest::UserDel { user } => write!(f, "UserDel({user:?})"),
             ControlRequest::UserLock { user } => write!(f, "UserLock({user:?})"),
             ControlRequest::UserUnlock { user } => write!(f, "UserUnlock({user:?})"),
-            ControlRequest::Kick { user, reason } => f
+            ControlRequest::Kick {
+                user,
+                reason,
+                ban_secs,
+            } => f
                 .debug_struct("Kick")
                 .field("user", user)
                 .field("reason", reason)
+                .field("ban_secs", ban_secs)
                 .finish(),
+            ControlRequest::Unban { user } => write!(f, "Unban({user:?})"),
             ControlRequest::KeyList { user } => write!(f, "KeyList({user:?})"),
             ControlRequest::Say { text } => f
                 .debug_struct("Say")
@@ -247,6 +266,10 @@ pub struct UserInfo {
     pub created: u64,
     /// Sessions online now.
     pub sessions: usize,
+    /// Logins refused until then (`kick` with `ban_secs`), seconds since the Unix epoch;
+    /// absent when there is no ban in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub banned_until: Option<u64>,
 }
 
 /// One registered device key.

@@ -28,6 +28,7 @@ pub mod fingerprint;
 pub mod frame;
 pub mod names;
 pub mod plugin;
+pub mod time;
 
 pub use codec::{LineCodec, LineError, Wire, WireCodec};
 pub use fingerprint::Fingerprint;

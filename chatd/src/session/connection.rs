@@ -269,7 +269,7 @@ impl Connection {
     pub(super) async fn finish(self, hub: &Hub, session: Option<SessionId>, ending: Ending) {
         if let Some(id) = session {
             hub.unregister(id, &ending.presence);
-            tracing::info!(session = id, reason = ?ending.presence, "session ended");
+            tracing::info!(target: crate::repeats::AUDIT, session = id, reason = ?ending.presence, "session ended");
         }
         if let Some(reason) = ending.bye {
             // Never waits: a full queue means the client is not reading anyway.

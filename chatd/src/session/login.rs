@@ -298,6 +298,10 @@ impl Login<'_> {
                 if proven {
                     tracing::debug!(device = %key.fingerprint(), "login proven by its device key");
                 }
+                if let Some(left) = c.ban_left(crate::store::now_secs()) {
+                    self.banned(&shown, left, c.banned_until.unwrap_or_default());
+                    return None;
+                }
                 let role = if c.admin { Role::Admin } else { Role::User };
                 self.register_key(user, role, key).await
             }
@@ -319,6 +323,21 @@ impl Login<'_> {
                 None
             }
         }
+    }
+
+    /// Refuses a login with the right password to a banned account (`chatctl kick --ban`),
+    /// saying until when: the password was right, so the time left reveals nothing.
+    fn banned(&mut self, shown: &str, left: u64, until: i64) {
+        self.failures += 1;
+        tracing::warn!(peer = %self.conn.peer(), user = ?shown, left_secs = left, "login refused: account banned");
+        self.conn.error(
+            ErrorCode::Refused,
+            format!(
+                "this account is banned by an administrator until {} UTC ({} left)",
+                chatd_proto::time::format_utc(until.max(0) as u64),
+                chatd_proto::time::format_uptime(left)
+            ),
+        );
     }
 
     /// Records the device key for a user whose password was right.

@@ -143,7 +143,7 @@ async fn enter(
         }
     };
     tracing::Span::current().record("user", login.user.as_str());
-    tracing::info!(session = id, device = %login.device, "logged in");
+    tracing::info!(target: crate::repeats::AUDIT, session = id, device = %login.device, "logged in");
     Ok((id, seq, login))
 }
 

@@ -17,6 +17,7 @@ pub mod rooms;
 #[cfg(test)]
 mod tests;
 mod time;
+pub use time::now_secs;
 pub mod users;
 pub mod vouches;
 
@@ -96,6 +97,8 @@ const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (user, vouched) REFERENCES device_keys(user, fingerprint) ON DELETE CASCADE,
         FOREIGN KEY (user, voucher) REFERENCES device_keys(user, fingerprint) ON DELETE CASCADE
     ) STRICT;",
+    // 6: a ban (`chatctl kick --ban`): logins refused until then, seconds since the epoch.
+    "ALTER TABLE users ADD COLUMN banned_until INTEGER;",
 ];
 
 /// A handle to the database; cheap to clone.

@@ -68,6 +68,15 @@ fn users_crud() {
         assert!(users::set_locked(c, "alice", true)?);
         let cred = users::credentials(c, "alice")?.unwrap();
         assert!(cred.locked && cred.password_hash == "h1");
+        assert_eq!(cred.banned_until, None);
+        assert!(users::set_ban(c, "alice", Some(1_000))?);
+        let cred = users::credentials(c, "alice")?.unwrap();
+        assert_eq!(cred.ban_left(400), Some(600));
+        assert_eq!(cred.ban_left(1_000), None, "a ban ends by itself");
+        assert_eq!(users::list(c)?[0].banned_until, Some(1_000));
+        assert!(users::set_ban(c, "alice", None)?);
+        assert_eq!(users::credentials(c, "alice")?.unwrap().ban_left(400), None);
+        assert!(!users::set_ban(c, "bob", Some(1_000))?);
         assert!(users::set_password(c, "alice", "h3")?);
         assert!(!users::set_password(c, "bob", "h3")?);
         assert_eq!(users::list(c)?.len(), 1);

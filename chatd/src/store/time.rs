@@ -1,6 +1,7 @@
 //! The clock the store records times with.
 
-pub(super) fn now_secs() -> i64 {
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

@@ -14,6 +14,22 @@ pub struct Credentials {
     pub locked: bool,
     /// Has the admin role.
     pub admin: bool,
+    /// Logins refused until then (seconds since the epoch), if ever banned.
+    pub banned_until: Option<i64>,
+}
+
+impl Credentials {
+    /// Seconds of the ban left at `now`, if one is in force.
+    pub fn ban_left(&self, now: i64) -> Option<u64> {
+        ban_left(self.banned_until, now)
+    }
+}
+
+/// Seconds of a ban ending at `until` left at `now`, if any.
+pub fn ban_left(until: Option<i64>, now: i64) -> Option<u64> {
+    until
+        .filter(|&t| t > now)
+        .map(|t| t.saturating_sub(now) as u64)
 }
 
 /// One account, as listed.
@@ -27,6 +43,8 @@ pub struct UserRow {
     pub locked: bool,
     /// Seconds since the epoch.
     pub created_at: u64,
+    /// Logins refused until then (seconds since the epoch), if ever banned.
+    pub banned_until: Option<i64>,
 }
 
 /// Creates an account.
@@ -74,16 +92,26 @@ pub fn set_locked(c: &Connection, name: &str, locked: bool) -> Result<bool, Stor
     )? > 0)
 }
 
+/// Bans (until `until`, seconds since the epoch) or, with None, unbans; false if no such
+/// account.
+pub fn set_ban(c: &Connection, name: &str, until: Option<i64>) -> Result<bool, StoreError> {
+    Ok(c.execute(
+        "UPDATE users SET banned_until = ?2, updated_at = ?3 WHERE name = ?1",
+        params![name, until, now_secs()],
+    )? > 0)
+}
+
 /// What login needs, or None for an unknown user.
 pub fn credentials(c: &Connection, name: &str) -> Result<Option<Credentials>, StoreError> {
     Ok(c.query_row(
-        "SELECT password_hash, locked, admin FROM users WHERE name = ?1",
+        "SELECT password_hash, locked, admin, banned_until FROM users WHERE name = ?1",
         [name],
         |r| {
             Ok(Credentials {
                 password_hash: r.get(0)?,
                 locked: r.get(1)?,
                 admin: r.get(2)?,
+                banned_until: r.get(3)?,
             })
         },
     )
@@ -101,13 +129,15 @@ pub fn exists(c: &Connection, name: &str) -> Result<bool, StoreError> {
 
 /// Every account, sorted by name.
 pub fn list(c: &Connection) -> Result<Vec<UserRow>, StoreError> {
-    let mut stmt = c.prepare("SELECT name, admin, locked, created_at FROM users ORDER BY name")?;
+    let mut stmt =
+        c.prepare("SELECT name, admin, locked, created_at, banned_until FROM users ORDER BY name")?;
     let rows = stmt.query_map([], |r| {
         Ok(UserRow {
             name: r.get(0)?,
             admin: r.get(1)?,
             locked: r.get(2)?,
             created_at: r.get::<_, i64>(3)?.max(0) as u64,
+            banned_until: r.get(4)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

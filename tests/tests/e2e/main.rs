@@ -5,6 +5,7 @@
 //!
 //! - `abuse_logins`: guesses at an account from many addresses against a device that proves
 //!   itself; unfinished handshakes at the connection cap against the real `chat` (issue 26)
+//! - `abuse_logs`: refused logins summarised in the log; `chatctl kick --ban` (issue 26)
 //! - `activation`: systemd: socket activation (LISTEN_FDS), LoadCredential, sd_notify
 //! - `admin`: chatctl against a running chatd
 //! - `binary`: binary envelope frames beside JSON lines: negotiation, mixed rooms, edges
@@ -42,6 +43,8 @@ mod harness;
 
 #[cfg(test)]
 mod abuse_logins;
+#[cfg(test)]
+mod abuse_logs;
 #[cfg(test)]
 mod activation;
 #[cfg(test)]

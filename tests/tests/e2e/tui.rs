@@ -546,6 +546,43 @@ fn a_kick_sticks_chat_says_why_and_does_not_log_in_again() {
     alice.wait_exit();
 }
 
+#[test]
+fn a_ban_ends_the_session_says_until_when_and_chat_does_not_log_in_again() {
+    if !tmux::available() {
+        return;
+    }
+    let server = Server::start();
+    server.add_user("alice", "alice-pw");
+    let home = ClientHome::new();
+    let alice = start_tui(&server, "alice", "alice-pw", &home, 180, 30);
+    server
+        .ctl(&["kick", "--ban", "1h", "alice"], None)
+        .assert_ok();
+    alice.wait_for_joined("the ban's end, and no reconnecting", |s| {
+        s.contains("kicked by administrator: banned until ")
+            && s.contains("does not reconnect on its own")
+    });
+    // chat's first reconnection try would come 1 s after the loss: none within 3 s.
+    for _ in 0..12 {
+        let who = server.ctl(&["--json", "who"], None).json();
+        assert_eq!(
+            who["sessions"].as_array().map_or(0, Vec::len),
+            0,
+            "chat logged in again after a ban"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let screen = alice.capture();
+    assert!(
+        has_word(status_row(&screen), "disconnected"),
+        "the status bar should say disconnected:\n{}",
+        frame(&screen)
+    );
+    alice.type_text("/quit");
+    alice.send_keys(&["Enter"]);
+    alice.wait_exit();
+}
+
 /// The screen readers above, on a made-up screen in the contract's layout.
 #[test]
 fn screen_readers_read_the_contract_layout() {

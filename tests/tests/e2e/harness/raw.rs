@@ -189,13 +189,7 @@ impl Raw {
 
     /// [`Raw::connect`] from the local address `source` (e.g. [`attacker`]`(7)`).
     pub fn connect_from(server: &Server, source: IpAddr) -> Raw {
-        let rt = runtime();
-        let tls = rt.block_on(connect_tls_from(
-            server.addr,
-            Some(source),
-            &server.fingerprint,
-        ));
-        Raw::over(rt, tls, BytesMut::new())
+        Raw::connect_to_from(server.addr, source, &server.fingerprint)
     }
 
     /// [`Raw::connect_to`] from the local address `source`: for attacker threads, which cannot
