@@ -212,6 +212,24 @@ pub struct Limits {
     pub messages_per_sec: NonZeroU32,
     /// Messages and commands one session may send at once before the rate applies.
     pub message_burst: NonZeroU32,
+    /// Messages and commands all sessions of one account may send per second, together.
+    pub account_messages_per_sec: NonZeroU32,
+    /// Messages and commands all sessions of one account may send at once, together.
+    pub account_message_burst: NonZeroU32,
+    /// Wrapped chains (`chain` frames) one session may send per second, on average.
+    pub chains_per_sec: NonZeroU32,
+    /// Chains one session may send at once: a client sends one per member device when it
+    /// starts a conversation's chain, so this is sized for the largest room.
+    pub chain_burst: NonZeroU32,
+    /// Chains all sessions of one account may send per second, together.
+    pub account_chains_per_sec: NonZeroU32,
+    /// Chains all sessions of one account may send at once, together.
+    pub account_chain_burst: NonZeroU32,
+    /// Chains one account may send to one device key per second (a client sends a device
+    /// one per conversation it starts, and one per chain it is asked for again).
+    pub device_chains_per_sec: NonZeroU32,
+    /// Chains one account may send to one device key at once.
+    pub device_chain_burst: NonZeroU32,
     /// Frames dropped for the rate limit in a row before the session is closed.
     pub max_rate_violations: NonZeroU32,
     /// Frames queued for one slow reader before it is disconnected.
@@ -224,6 +242,13 @@ pub struct Limits {
     /// Messages and keys stored for one offline device at most; past it, new ones are not
     /// stored for that device and the sender is told.
     pub offline_queue_max: NonZeroUsize,
+    /// Messages and keys one sender may have stored for one offline device at most (a share
+    /// of `offline_queue_max`, so one sender cannot fill another user's queue); past it,
+    /// that sender's new ones are not stored for that device and it is told.
+    pub offline_queue_per_sender: NonZeroUsize,
+    /// Lines waiting for the offline writer at most (read at start); past it, lines for
+    /// offline devices are refused and their senders told to retry.
+    pub offline_jobs_max: NonZeroUsize,
     /// Seconds a message stored for an offline device is kept.
     pub offline_ttl_secs: NonZeroU64,
     /// Seconds a database write waits for a lock another process holds before it is refused
@@ -250,11 +275,21 @@ impl Default for Limits {
             max_devices_per_user: nz_usize(16),
             messages_per_sec: nz_u32(10),
             message_burst: nz_u32(30),
+            account_messages_per_sec: nz_u32(30),
+            account_message_burst: nz_u32(90),
+            chains_per_sec: nz_u32(100),
+            chain_burst: nz_u32(2000),
+            account_chains_per_sec: nz_u32(200),
+            account_chain_burst: nz_u32(4000),
+            device_chains_per_sec: nz_u32(1),
+            device_chain_burst: nz_u32(100),
             max_rate_violations: nz_u32(20),
             outbound_queue: nz_usize(1024),
             presence_delay_ms: 25,
             shutdown_grace_secs: nz_u64(5),
             offline_queue_max: nz_usize(1000),
+            offline_queue_per_sender: nz_usize(200),
+            offline_jobs_max: nz_usize(1024),
             offline_ttl_secs: nz_u64(7 * 24 * 3600),
             db_busy_timeout_secs: nz_u64(5),
         }

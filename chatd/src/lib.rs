@@ -13,9 +13,11 @@
 //! mailbox  writer  a session's queue + closer (the slow-consumer rule); its writer task
 //! check           --check-config: what start-up would refuse or run without
 //! journal         journald priorities; an event's error in its message text
+//! budget          what all sessions of one account may send together
 //! outbox  config  live  tls  socket  password  throttle  ratelimit  peerlimit  systemd
 //! ```
 
+pub mod budget;
 pub mod check;
 pub mod commands;
 pub mod config;

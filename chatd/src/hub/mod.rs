@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::mailbox::Closer;
 pub use directory::Whois;
-pub use outgoing::{EnvelopeLines, Notify, OfflineJob, Outgoing, SessionId};
+pub use outgoing::{EnvelopeLines, Notify, OfflineJob, Outgoing, Sender, SessionId};
 pub use rooms::Room;
 pub use route::{Routed, SendRefused, Sent};
 pub use sessions::{HubError, NewSession};
@@ -336,7 +336,7 @@ impl Hub {
         line: &impl Outgoing,
         notify: Option<Notify>,
     ) -> usize {
-        self.lock().route_line(conversation, line, notify)
+        self.lock().route_line(conversation, line, None, notify)
     }
 
     /// Routes a sender's run of envelopes to one conversation, in order, as
@@ -350,7 +350,7 @@ impl Hub {
     ) -> usize {
         // Joined before the lock is taken.
         let batch = route::Batch::new(each);
-        self.lock().route_batch(conversation, batch)
+        self.lock().route_batch(conversation, batch, None)
     }
 
     /// A sender's envelopes to one conversation (see [`Hub::route_batch`]), with everything
@@ -366,15 +366,26 @@ impl Hub {
         self.lock().route_envelopes(sender, conversation, batch)
     }
 
-    /// Routes a line for one device key: to its sessions, or stored when it is offline.
-    pub fn route_to_device(&self, device: &Fingerprint, line: &Bytes) -> Routed {
-        self.lock().route_to_device(device, line)
+    /// Routes a line for one device key: to its sessions, or stored when it is offline
+    /// (`sender`, if any, is told when it is not).
+    pub fn route_to_device(
+        &self,
+        device: &Fingerprint,
+        line: &Bytes,
+        sender: Option<&Sender>,
+    ) -> Routed {
+        self.lock().route_to_device(device, line, sender)
     }
 
     /// Queues a `rekey` line for `device`'s sessions that asked for the feature, or stores
     /// it while the device has no session.
-    pub fn route_rekey(&self, device: &Fingerprint, line: &Bytes) -> Routed {
-        self.lock().route_rekey(device, line)
+    pub fn route_rekey(
+        &self,
+        device: &Fingerprint,
+        line: &Bytes,
+        sender: Option<&Sender>,
+    ) -> Routed {
+        self.lock().route_rekey(device, line, sender)
     }
 
     /// Queues `frame` for every session of `user`; returns how many.
@@ -412,8 +423,9 @@ impl Hub {
 
     // The offline writer.
 
-    /// Connects the offline writer; lines for offline devices go to `tx` from now on.
-    pub fn attach_offline(&self, tx: mpsc::UnboundedSender<OfflineJob>) {
+    /// Connects the offline writer; lines for offline devices go to `tx` from now on (never
+    /// awaited: when it is full, a line is refused and its sender told).
+    pub fn attach_offline(&self, tx: mpsc::Sender<OfflineJob>) {
         self.lock().offline.tx = Some(tx);
     }
 

@@ -19,8 +19,20 @@ pub struct OfflineJob {
     pub line: Bytes,
     /// (user, device) of each offline recipient.
     pub targets: Vec<(String, Fingerprint)>,
+    /// Who sent it (None: the server): its share of each queue is counted, and it is told
+    /// when the line is refused.
+    pub sender: Option<Sender>,
     /// Who to tell once it is stored.
     pub notify: Option<Notify>,
+}
+
+/// The sender of a line for offline devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    /// Its account: `offline_queue_per_sender` counts per account.
+    pub user: String,
+    /// The sending session, told when the line is not stored.
+    pub session: SessionId,
 }
 
 /// The sender of an envelope, to be told (`held`) once it is stored.

@@ -140,7 +140,7 @@ fn presence_only_on_first_and_last_session() {
 
 /// alice online with JSON envelopes, bob with binary ones, carol's device offline;
 /// returns the offline jobs and the two queues.
-fn json_binary_and_offline(hub: &Hub) -> (mpsc::UnboundedReceiver<OfflineJob>, Rx, Rx) {
+fn json_binary_and_offline(hub: &Hub) -> (mpsc::Receiver<OfflineJob>, Rx, Rx) {
     let jobs = with_writer(hub);
     hub.set_known([(
         "carol".to_string(),
@@ -383,12 +383,12 @@ fn session_cap_and_targeted_send() {
     // Both alice sessions use device 0: the device is routed to both, once each.
     let line = Bytes::from_static(b"x\n");
     assert_eq!(
-        hub.route_to_device(&device_of("alice", 0), &line),
+        hub.route_to_device(&device_of("alice", 0), &line, None),
         Routed::Online
     );
     assert!(r1.try_recv().is_ok() && r2.try_recv().is_ok());
     assert_eq!(
-        hub.route_to_device(&device_of("bob", 0), &line),
+        hub.route_to_device(&device_of("bob", 0), &line, None),
         Routed::Unknown
     );
     assert_eq!(
@@ -404,8 +404,8 @@ fn session_cap_and_targeted_send() {
 }
 
 /// A hub with an offline writer channel; returns the job receiver.
-fn with_writer(hub: &Hub) -> mpsc::UnboundedReceiver<OfflineJob> {
-    let (tx, rx) = mpsc::unbounded_channel();
+fn with_writer(hub: &Hub) -> mpsc::Receiver<OfflineJob> {
+    let (tx, rx) = mpsc::channel(64);
     hub.attach_offline(tx);
     rx
 }
@@ -450,12 +450,12 @@ fn offline_members_get_jobs_in_order_and_login_lists_every_device() {
     assert_eq!(job.targets[0], ("bob".to_string(), device_of("bob", 1)));
     // A chain for an offline device is stored too; an unknown device is not.
     assert_eq!(
-        hub.route_to_device(&device_of("carol", 1), &line),
+        hub.route_to_device(&device_of("carol", 1), &line, None),
         Routed::Stored
     );
     assert_eq!(jobs.try_recv().unwrap().seq, 3);
     assert_eq!(
-        hub.route_to_device(&device_of("dave", 1), &line),
+        hub.route_to_device(&device_of("dave", 1), &line, None),
         Routed::Unknown
     );
     assert!(jobs.try_recv().is_err());
@@ -525,7 +525,7 @@ fn a_device_whose_sessions_are_closing_gets_lines_stored() {
     let job = jobs.try_recv().unwrap();
     assert_eq!(job.targets, [("bob".to_string(), device_of("bob", 0))]);
     assert_eq!(
-        hub.route_to_device(&device_of("bob", 0), &Bytes::from_static(b"c\n")),
+        hub.route_to_device(&device_of("bob", 0), &Bytes::from_static(b"c\n"), None),
         Routed::Stored
     );
     // The same for a message to everyone, whatever the last scan said.
@@ -736,4 +736,88 @@ fn vouches_go_only_to_sessions_that_asked_and_go_with_their_keys() {
     let (_a3, _ra3, login_ok) = join_vouch("alice", 2);
     assert!(!login_ok.contains("VOUCH"), "{login_ok}");
     assert!(!hub.add_vouch("bob", &d2, &d1, "LATE".into()));
+}
+
+#[test]
+fn a_full_writer_queue_refuses_the_line_tells_its_sender_and_numbers_nothing() {
+    let hub = Hub::new(4, 8);
+    let (tx, mut jobs) = mpsc::channel(2);
+    hub.attach_offline(tx);
+    hub.set_known([("bob".to_string(), device_of("bob", 1), "k".to_string())]);
+    let (a, mut ra, _) = join(&hub, "alice", 8);
+    let _ = drain(&mut ra);
+    let sender = Sender {
+        user: "alice".into(),
+        session: a,
+    };
+    let line = Bytes::from_static(b"chain\n");
+    let bob = device_of("bob", 1);
+    assert_eq!(
+        hub.route_to_device(&bob, &line, Some(&sender)),
+        Routed::Stored
+    );
+    assert_eq!(
+        hub.route_to_device(&bob, &line, Some(&sender)),
+        Routed::Stored
+    );
+    // Two jobs wait: the third is refused at once, never awaited, and alice hears of it.
+    assert_eq!(
+        hub.route_to_device(&bob, &line, Some(&sender)),
+        Routed::Refused
+    );
+    assert_eq!(hub.offline_seq(), 2);
+    let told = drain(&mut ra);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].contains("offline_queue_full") && told[0].contains("busy"),
+        "{told:?}"
+    );
+    // Once the writer takes one, there is room again; the numbers go on without a gap.
+    let first = jobs.try_recv().unwrap();
+    assert_eq!((first.seq, first.sender), (1, Some(sender.clone())));
+    assert_eq!(
+        hub.route_to_device(&bob, &line, Some(&sender)),
+        Routed::Stored
+    );
+    assert_eq!(jobs.try_recv().unwrap().seq, 2);
+    assert_eq!(jobs.try_recv().unwrap().seq, 3);
+}
+
+#[test]
+fn a_chain_finds_its_device_by_index_after_keys_come_and_go() {
+    let hub = Hub::new(4, 8);
+    let mut jobs = with_writer(&hub);
+    let shared = device_of("shared", 1);
+    hub.set_known([
+        ("bob".to_string(), shared, "k".to_string()),
+        ("carol".to_string(), shared, "k".to_string()),
+        ("carol".to_string(), device_of("carol", 2), "k".to_string()),
+    ]);
+    let line = Bytes::from_static(b"chain\n");
+    assert_eq!(hub.route_to_device(&shared, &line, None), Routed::Stored);
+    let users: Vec<String> = jobs
+        .try_recv()
+        .unwrap()
+        .targets
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+    assert_eq!(users, ["bob", "carol"]);
+    hub.forget_device("bob", &shared);
+    assert_eq!(hub.route_to_device(&shared, &line, None), Routed::Stored);
+    let users: Vec<String> = jobs
+        .try_recv()
+        .unwrap()
+        .targets
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+    assert_eq!(users, ["carol"]);
+    hub.forget_user("carol");
+    assert_eq!(hub.route_to_device(&shared, &line, None), Routed::Unknown);
+    assert_eq!(
+        hub.route_to_device(&device_of("carol", 2), &line, None),
+        Routed::Unknown
+    );
+    assert!(jobs.try_recv().is_err());
 }

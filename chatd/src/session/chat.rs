@@ -1,4 +1,4 @@
-//! The logged-in session's loop: each frame the client sends, under the rate limit, routed
+//! The logged-in session's loop: each frame the client sends, under its budgets, routed
 //! ([`super::route`]), dispatched to a slash command, or answered.
 
 use std::ops::ControlFlow;
@@ -22,7 +22,8 @@ pub(super) async fn run(
     id: SessionId,
     login: &LoggedIn,
 ) -> Ending {
-    let mut rate = Rate::new(&shared.config.limits);
+    let limits = &shared.config.limits;
+    let mut rate = Rate::new(limits, shared.budgets.of(&login.user, limits));
     loop {
         let incoming = match conn.next_frame().await {
             Ok(incoming) => incoming,
@@ -76,7 +77,7 @@ async fn handle(
     }
     match frame {
         ClientFrame::Send { data } => router.envelopes(conn, rate, EnvelopeData::Base64(data))?,
-        ClientFrame::Chain { data } => router.chain(conn, data)?,
+        ClientFrame::Chain { data } => router.chain(conn, rate, data)?,
         ClientFrame::Rekey {
             device,
             conversation,
