@@ -42,8 +42,10 @@ pub struct AccountBudget {
 
 impl AccountBudget {
     /// Full buckets for `limits`. An account may always send what one of its sessions may:
-    /// raising a session's limit (a bench, a bot) raises its account's with it.
-    pub fn new(limits: &Limits, now: Instant) -> AccountBudget {
+    /// raising a session's limit (a bench, a bot) raises its account's with it. Its chain
+    /// burst is at least twice `devices` (two sessions each starting a chain in a room
+    /// everyone is in).
+    pub fn new(limits: &Limits, devices: u32, now: Instant) -> AccountBudget {
         let at_least = |account: std::num::NonZeroU32, session: std::num::NonZeroU32| {
             account.get().max(session.get())
         };
@@ -55,7 +57,8 @@ impl AccountBudget {
             ),
             chains: TokenBucket::new(
                 at_least(limits.account_chains_per_sec, limits.chains_per_sec),
-                at_least(limits.account_chain_burst, limits.chain_burst),
+                at_least(limits.account_chain_burst, limits.chain_burst)
+                    .max(devices.saturating_mul(2)),
                 now,
             ),
             devices: HashMap::new(),
@@ -122,9 +125,10 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    /// `user`'s budget, shared with their other sessions; made from `limits` if they have
-    /// none (a reload's new limits apply to budgets made after it).
-    pub fn of(&self, user: &str, limits: &Limits) -> Arc<Mutex<AccountBudget>> {
+    /// `user`'s budget, shared with their other sessions; made from `limits` (and the
+    /// number of registered `devices`) if they have none (a reload's new limits apply to
+    /// budgets made after it).
+    pub fn of(&self, user: &str, limits: &Limits, devices: u32) -> Arc<Mutex<AccountBudget>> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(budget) = map.budgets.get(user) {
             return Arc::clone(budget);
@@ -138,7 +142,7 @@ impl Accounts {
             });
             map.prune_at = (map.budgets.len() * 2).max(64);
         }
-        let budget = Arc::new(Mutex::new(AccountBudget::new(limits, now)));
+        let budget = Arc::new(Mutex::new(AccountBudget::new(limits, devices, now)));
         map.budgets.insert(user.to_string(), Arc::clone(&budget));
         budget
     }
@@ -182,10 +186,10 @@ mod tests {
     fn sessions_of_one_account_share_its_budget() {
         let accounts = Accounts::default();
         let (a, b) = (
-            accounts.of("alice", &limits()),
-            accounts.of("alice", &limits()),
+            accounts.of("alice", &limits(), 0),
+            accounts.of("alice", &limits(), 0),
         );
-        let other = accounts.of("bob", &limits());
+        let other = accounts.of("bob", &limits(), 0);
         let now = Instant::now();
         // Exactly the burst, whichever session takes it.
         assert!(a.lock().unwrap().message(now).is_ok());
@@ -197,7 +201,11 @@ mod tests {
         // Logging in again after the last session ended buys nothing: the budget is kept.
         drop((a, b));
         assert_eq!(
-            accounts.of("alice", &limits()).lock().unwrap().message(now),
+            accounts
+                .of("alice", &limits(), 0)
+                .lock()
+                .unwrap()
+                .message(now),
             Err(Over::Messages)
         );
     }
@@ -206,12 +214,12 @@ mod tests {
     fn full_budgets_nobody_holds_are_forgotten() {
         let accounts = Accounts::default();
         let now = Instant::now();
-        let spent = accounts.of("spent", &limits());
+        let spent = accounts.of("spent", &limits(), 0);
         spent.lock().unwrap().message(now).unwrap();
         drop(spent);
-        let held = accounts.of("held", &limits());
+        let held = accounts.of("held", &limits(), 0);
         for i in 0..200 {
-            drop(accounts.of(&format!("idle{i}"), &limits()));
+            drop(accounts.of(&format!("idle{i}"), &limits(), 0));
         }
         // Idle ones went at each doubling; the spent one (refilling) and the held one stay.
         assert!(accounts.len() < 100, "{}", accounts.len());
@@ -222,7 +230,7 @@ mod tests {
 
     #[test]
     fn chains_per_device_then_per_account() {
-        let mut budget = AccountBudget::new(&limits(), Instant::now());
+        let mut budget = AccountBudget::new(&limits(), 0, Instant::now());
         let now = Instant::now();
         let (d1, d2, d3) = (
             Fingerprint::from_bytes([1; 32]),
@@ -248,7 +256,7 @@ mod tests {
     fn the_device_map_stays_bounded() {
         let mut l = limits();
         l.account_chain_burst = NonZeroU32::new(100_000).unwrap();
-        let mut budget = AccountBudget::new(&l, Instant::now());
+        let mut budget = AccountBudget::new(&l, 0, Instant::now());
         let now = Instant::now();
         for i in 0..(MAX_DEVICES as u32 + 10) {
             let mut fp = [0u8; 32];
@@ -259,10 +267,21 @@ mod tests {
     }
 
     #[test]
+    fn the_chain_burst_covers_every_registered_device_twice() {
+        let mut budget = AccountBudget::new(&limits(), 10, Instant::now());
+        let now = Instant::now();
+        for i in 0..20u8 {
+            assert!(budget.chain(&Fingerprint::from_bytes([i; 32]), now).is_ok());
+        }
+        let last = Fingerprint::from_bytes([99; 32]);
+        assert_eq!(budget.chain(&last, now), Err(Over::Chains));
+    }
+
+    #[test]
     fn an_account_may_send_at_least_what_one_session_may() {
         let mut l = limits();
         l.message_burst = NonZeroU32::new(10).unwrap();
-        let mut budget = AccountBudget::new(&l, Instant::now());
+        let mut budget = AccountBudget::new(&l, 0, Instant::now());
         let now = Instant::now();
         for _ in 0..10 {
             assert!(budget.message(now).is_ok());

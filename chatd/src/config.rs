@@ -174,6 +174,9 @@ pub struct TlsConfig {
 /// Longest `limits.presence_delay_ms`: a second is noticeable in a conversation.
 const MAX_PRESENCE_DELAY_MS: u64 = 1000;
 
+/// Most lines `offline_jobs_max` may let wait for the offline writer (each up to a line long).
+const MAX_OFFLINE_JOBS: usize = 1_000_000;
+
 /// `[limits]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -474,6 +477,13 @@ impl Config {
                  presence would lag behind the conversation"
             )));
         }
+        let jobs = self.limits.offline_jobs_max.get();
+        if jobs > MAX_OFFLINE_JOBS {
+            return Err(invalid(format!(
+                "limits.offline_jobs_max ({jobs}) is more than {MAX_OFFLINE_JOBS}: the queue \
+                 would hold that many lines in memory"
+            )));
+        }
         if chatd_proto::names::validate_room(&self.rooms.default).is_err() {
             return Err(invalid(format!(
                 "rooms.default: {:?} is not a room name (1-32 of a-z, 0-9, _ and -, no #)",
@@ -611,6 +621,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("limits.presence_delay_ms (1001)"), "{err}");
+        assert!(parse("[limits]\noffline_jobs_max = 1000000\n").is_ok());
+        let err = parse("[limits]\noffline_jobs_max = 1000001\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.offline_jobs_max (1000001)"), "{err}");
     }
 
     #[test]

@@ -301,6 +301,11 @@ impl Directory {
         fingerprints
     }
 
+    /// Distinct registered device keys.
+    pub(super) fn device_count(&self) -> usize {
+        self.owners.len()
+    }
+
     /// Every user with a registered key of that fingerprint (normally one), in name order.
     pub(super) fn owners_of(&self, device: &Fingerprint) -> Vec<(String, Fingerprint)> {
         let mut users: Vec<&String> = self.owners.get(device).into_iter().flatten().collect();

@@ -223,6 +223,12 @@ impl Hub {
         self.lock().sessions.device_of(id)
     }
 
+    /// How many distinct device keys are registered (a client starting a chain in a room
+    /// everyone is in wraps it for each).
+    pub fn device_count(&self) -> usize {
+        self.lock().directory.device_count()
+    }
+
     /// True when `user` has the registered, unrevoked device key `device`.
     pub fn has_device(&self, user: &str, device: &Fingerprint) -> bool {
         self.lock().directory.get(user, device).is_some()

@@ -23,7 +23,11 @@ pub(super) async fn run(
     login: &LoggedIn,
 ) -> Ending {
     let limits = &shared.config.limits;
-    let mut rate = Rate::new(limits, shared.budgets.of(&login.user, limits));
+    // A chain burst always covers one chain per registered device: what a client sends when
+    // it starts a chain in a room everyone is in.
+    let devices = u32::try_from(shared.hub.device_count()).unwrap_or(u32::MAX);
+    let account = shared.budgets.of(&login.user, limits, devices);
+    let mut rate = Rate::new(limits, account, devices);
     loop {
         let incoming = match conn.next_frame().await {
             Ok(incoming) => incoming,

@@ -35,8 +35,9 @@ pub(super) struct Rate {
 }
 
 impl Rate {
-    /// Full session buckets for `limits`, drawing on `account` too.
-    pub(super) fn new(limits: &Limits, account: Arc<Mutex<AccountBudget>>) -> Self {
+    /// Full session buckets for `limits`, drawing on `account` too; the chain burst is at
+    /// least `devices` (one chain for every registered device key).
+    pub(super) fn new(limits: &Limits, account: Arc<Mutex<AccountBudget>>, devices: u32) -> Self {
         let now = Instant::now();
         Rate {
             messages: TokenBucket::new(
@@ -44,7 +45,11 @@ impl Rate {
                 limits.message_burst.get(),
                 now,
             ),
-            chains: TokenBucket::new(limits.chains_per_sec.get(), limits.chain_burst.get(), now),
+            chains: TokenBucket::new(
+                limits.chains_per_sec.get(),
+                limits.chain_burst.get().max(devices),
+                now,
+            ),
             account,
             violations: 0,
         }
@@ -148,12 +153,13 @@ fn refusal_text(limits: &Limits, why: Refusal) -> String {
             limits.account_messages_per_sec, limits.account_message_burst
         ),
         Refusal::Chains => format!(
-            "slow down: chain not sent; the limit is {} chains per second (bursts of {})",
+            "slow down: chain not sent; the limit is {} chains per second (bursts of {}, or \
+             one per registered device)",
             limits.chains_per_sec, limits.chain_burst
         ),
         Refusal::Account(Over::Chains) => format!(
             "slow down: chain not sent; your sessions together may send {} chains per second \
-             (bursts of {})",
+             (bursts of {}, or two per registered device)",
             limits.account_chains_per_sec, limits.account_chain_burst
         ),
         Refusal::Account(Over::Device) => format!(

@@ -148,7 +148,7 @@ fn chain_and_message_budgets_hold_at_their_edges_per_session_account_and_device(
     a1.send_raw(to_carol.repeat(2).as_bytes());
     let why = a1.expect_error("rate_limited");
     assert!(
-        why.contains("the limit is 1 chains per second (bursts of 4)"),
+        why.contains("the limit is 1 chains per second (bursts of 4,"),
         "{why}"
     );
     // The account's burst of six: alice's other session has two left.
