@@ -247,8 +247,9 @@ pub struct Limits {
     pub offline_queue_max: NonZeroUsize,
     /// Messages and keys one sender may have stored for one offline device at most (a share
     /// of `offline_queue_max`, so one sender cannot fill another user's queue); past it,
-    /// that sender's new ones are not stored for that device and it is told.
-    pub offline_queue_per_sender: NonZeroUsize,
+    /// that sender's new ones are not stored for that device and it is told. Unset: half
+    /// of `offline_queue_max` (see [`Limits::offline_share`]).
+    pub offline_queue_per_sender: Option<NonZeroUsize>,
     /// Lines waiting for the offline writer at most (read at start); past it, lines for
     /// offline devices are refused and their senders told to retry.
     pub offline_jobs_max: NonZeroUsize,
@@ -291,7 +292,7 @@ impl Default for Limits {
             presence_delay_ms: 25,
             shutdown_grace_secs: nz_u64(5),
             offline_queue_max: nz_usize(1000),
-            offline_queue_per_sender: nz_usize(200),
+            offline_queue_per_sender: None,
             offline_jobs_max: nz_usize(1024),
             offline_ttl_secs: nz_u64(7 * 24 * 3600),
             db_busy_timeout_secs: nz_u64(5),
@@ -319,6 +320,15 @@ impl Limits {
     /// Shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs.get())
+    }
+
+    /// Lines one sender may have in one device's offline queue: `offline_queue_per_sender`,
+    /// or half of `offline_queue_max` when unset; never more than `offline_queue_max`.
+    pub fn offline_share(&self) -> usize {
+        let max = self.offline_queue_max.get();
+        self.offline_queue_per_sender
+            .map_or(max / 2, NonZeroUsize::get)
+            .clamp(1, max)
     }
 
     /// How long a write waits for another process's database lock.
@@ -622,6 +632,14 @@ mod tests {
             .to_string();
         assert!(err.contains("limits.presence_delay_ms (1001)"), "{err}");
         assert!(parse("[limits]\noffline_jobs_max = 1000000\n").is_ok());
+        // The share of an offline queue: half of it unless set, never more than all of it.
+        let share = |t: &str| parse(t).unwrap().limits.offline_share();
+        assert_eq!(share(""), 500);
+        assert_eq!(share("[limits]\noffline_queue_max = 1\n"), 1);
+        assert_eq!(share("[limits]\noffline_queue_max = 3\n"), 1);
+        assert_eq!(share("[limits]\noffline_queue_per_sender = 7\n"), 7);
+        let big = "[limits]\noffline_queue_max = 5\noffline_queue_per_sender = 9\n";
+        assert_eq!(share(big), 5);
         let err = parse("[limits]\noffline_jobs_max = 1000001\n")
             .unwrap_err()
             .to_string();

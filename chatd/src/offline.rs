@@ -97,10 +97,7 @@ async fn store_jobs(shared: &Writer, jobs: Vec<OfflineJob>) {
     let limits = &shared.config.limits;
     let caps = Caps {
         total: limits.offline_queue_max.get(),
-        per_sender: limits
-            .offline_queue_per_sender
-            .get()
-            .min(limits.offline_queue_max.get()),
+        per_sender: limits.offline_share(),
     };
     let mut told: Vec<Told> = Vec::with_capacity(jobs.len());
     let mut owned: Vec<(Bytes, Vec<DeviceTarget>, Option<String>)> = Vec::with_capacity(jobs.len());

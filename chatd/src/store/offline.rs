@@ -69,6 +69,12 @@ pub fn store(
             let mut result = Stored::default();
             let mut id = None;
             for (user, device) in l.targets {
+                // The total first: a full queue is full for everyone, whoever filled it.
+                let n: i64 = count.query_row(params![user, &device[..]], |r| r.get(0))?;
+                if n.max(0) as usize >= caps.total {
+                    push_once(&mut result.full, user);
+                    continue;
+                }
                 if let Some(sender) = l.sender {
                     let n: i64 =
                         count_sender.query_row(params![user, &device[..], sender], |r| r.get(0))?;
@@ -76,11 +82,6 @@ pub fn store(
                         push_once(&mut result.over_share, user);
                         continue;
                     }
-                }
-                let n: i64 = count.query_row(params![user, &device[..]], |r| r.get(0))?;
-                if n.max(0) as usize >= caps.total {
-                    push_once(&mut result.full, user);
-                    continue;
                 }
                 let msg = match id {
                     Some(m) => m,
