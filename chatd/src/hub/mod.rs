@@ -19,6 +19,8 @@
 
 mod directory;
 mod offline;
+#[cfg(test)]
+mod offline_tests;
 mod outgoing;
 mod presence;
 mod rooms;

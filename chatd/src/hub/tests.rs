@@ -17,7 +17,7 @@ use super::*;
 use crate::outbox::Outbox;
 
 /// The writer's side of an [`Outbox`], a line at a time, never waiting.
-struct Rx {
+pub(super) struct Rx {
     q: Arc<Outbox>,
     pending: std::collections::VecDeque<Bytes>,
 }
@@ -47,7 +47,7 @@ fn peer() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 1))
 }
 
-fn device_of(user: &str, n: u8) -> Fingerprint {
+pub(super) fn device_of(user: &str, n: u8) -> Fingerprint {
     Fingerprint::of(format!("{user}{n}").as_bytes())
 }
 
@@ -77,12 +77,12 @@ fn join_dev(hub: &Hub, user: &str, n: u8, cap: usize) -> (SessionId, Rx, Closer)
     (id, rx, closer)
 }
 
-fn join(hub: &Hub, user: &str, cap: usize) -> (SessionId, Rx, Closer) {
+pub(super) fn join(hub: &Hub, user: &str, cap: usize) -> (SessionId, Rx, Closer) {
     join_dev(hub, user, 0, cap)
 }
 
 /// The lines queued for a session, as its client reads them.
-fn drain(rx: &mut Rx) -> Vec<String> {
+pub(super) fn drain(rx: &mut Rx) -> Vec<String> {
     drain_entries(rx)
         .iter()
         .flat_map(|e| e.lines().map(str::to_string).collect::<Vec<_>>())
@@ -404,7 +404,7 @@ fn session_cap_and_targeted_send() {
 }
 
 /// A hub with an offline writer channel; returns the job receiver.
-fn with_writer(hub: &Hub) -> mpsc::Receiver<OfflineJob> {
+pub(super) fn with_writer(hub: &Hub) -> mpsc::Receiver<OfflineJob> {
     let (tx, rx) = mpsc::channel(64);
     hub.attach_offline(tx);
     rx
@@ -736,88 +736,4 @@ fn vouches_go_only_to_sessions_that_asked_and_go_with_their_keys() {
     let (_a3, _ra3, login_ok) = join_vouch("alice", 2);
     assert!(!login_ok.contains("VOUCH"), "{login_ok}");
     assert!(!hub.add_vouch("bob", &d2, &d1, "LATE".into()));
-}
-
-#[test]
-fn a_full_writer_queue_refuses_the_line_tells_its_sender_and_numbers_nothing() {
-    let hub = Hub::new(4, 8);
-    let (tx, mut jobs) = mpsc::channel(2);
-    hub.attach_offline(tx);
-    hub.set_known([("bob".to_string(), device_of("bob", 1), "k".to_string())]);
-    let (a, mut ra, _) = join(&hub, "alice", 8);
-    let _ = drain(&mut ra);
-    let sender = Sender {
-        user: "alice".into(),
-        session: a,
-    };
-    let line = Bytes::from_static(b"chain\n");
-    let bob = device_of("bob", 1);
-    assert_eq!(
-        hub.route_to_device(&bob, &line, Some(&sender)),
-        Routed::Stored
-    );
-    assert_eq!(
-        hub.route_to_device(&bob, &line, Some(&sender)),
-        Routed::Stored
-    );
-    // Two jobs wait: the third is refused at once, never awaited, and alice hears of it.
-    assert_eq!(
-        hub.route_to_device(&bob, &line, Some(&sender)),
-        Routed::Refused
-    );
-    assert_eq!(hub.offline_seq(), 2);
-    let told = drain(&mut ra);
-    assert_eq!(told.len(), 1, "{told:?}");
-    assert!(
-        told[0].contains("offline_queue_full") && told[0].contains("busy"),
-        "{told:?}"
-    );
-    // Once the writer takes one, there is room again; the numbers go on without a gap.
-    let first = jobs.try_recv().unwrap();
-    assert_eq!((first.seq, first.sender), (1, Some(sender.clone())));
-    assert_eq!(
-        hub.route_to_device(&bob, &line, Some(&sender)),
-        Routed::Stored
-    );
-    assert_eq!(jobs.try_recv().unwrap().seq, 2);
-    assert_eq!(jobs.try_recv().unwrap().seq, 3);
-}
-
-#[test]
-fn a_chain_finds_its_device_by_index_after_keys_come_and_go() {
-    let hub = Hub::new(4, 8);
-    let mut jobs = with_writer(&hub);
-    let shared = device_of("shared", 1);
-    hub.set_known([
-        ("bob".to_string(), shared, "k".to_string()),
-        ("carol".to_string(), shared, "k".to_string()),
-        ("carol".to_string(), device_of("carol", 2), "k".to_string()),
-    ]);
-    let line = Bytes::from_static(b"chain\n");
-    assert_eq!(hub.route_to_device(&shared, &line, None), Routed::Stored);
-    let users: Vec<String> = jobs
-        .try_recv()
-        .unwrap()
-        .targets
-        .into_iter()
-        .map(|(u, _)| u)
-        .collect();
-    assert_eq!(users, ["bob", "carol"]);
-    hub.forget_device("bob", &shared);
-    assert_eq!(hub.route_to_device(&shared, &line, None), Routed::Stored);
-    let users: Vec<String> = jobs
-        .try_recv()
-        .unwrap()
-        .targets
-        .into_iter()
-        .map(|(u, _)| u)
-        .collect();
-    assert_eq!(users, ["carol"]);
-    hub.forget_user("carol");
-    assert_eq!(hub.route_to_device(&shared, &line, None), Routed::Unknown);
-    assert_eq!(
-        hub.route_to_device(&device_of("carol", 2), &line, None),
-        Routed::Unknown
-    );
-    assert!(jobs.try_recv().is_err());
 }
