@@ -104,8 +104,8 @@ async fn store_jobs(shared: &Writer, jobs: Vec<OfflineJob>) {
     for job in jobs {
         let targets = job
             .targets
-            .into_iter()
-            .map(|(user, fp)| (user, *fp.as_bytes()))
+            .iter()
+            .map(|(user, fp)| (user.clone(), *fp.as_bytes()))
             .collect();
         owned.push((
             job.line,

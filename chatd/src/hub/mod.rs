@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::mailbox::Closer;
 pub use directory::Whois;
-pub use outgoing::{EnvelopeLines, Notify, OfflineJob, Outgoing, Sender, SessionId};
+pub use outgoing::{EnvelopeLines, Notify, OfflineJob, Outgoing, Sender, SessionId, Targets};
 pub use rooms::Room;
 pub use route::{Routed, SendRefused, Sent};
 pub use sessions::{HubError, NewSession};

@@ -9,7 +9,7 @@ use chatd_proto::Fingerprint;
 use tokio::sync::mpsc;
 
 use super::directory::Directory;
-use super::outgoing::{Notify, OfflineJob, Sender};
+use super::outgoing::{Notify, OfflineJob, Sender, Targets};
 use super::sessions::Sessions;
 
 /// The way to the offline writer, the number of the last job handed to it, and which
@@ -21,7 +21,7 @@ pub(super) struct OfflineQueue {
     pub(super) seq: u64,
     /// Registered devices with no session, as of the last change to sessions or keys; only
     /// trusted after a delivery that every session accepted (then none is closing).
-    everyone: Option<Vec<(String, Fingerprint)>>,
+    everyone: Option<Targets>,
     /// Lines refused since the writer's queue was last found with room.
     busy: u64,
 }
@@ -34,7 +34,7 @@ pub(super) enum Handed {
     /// Handed to the writer.
     Queued,
     /// The writer's queue is full: not stored for these targets.
-    Busy(Vec<(String, Fingerprint)>),
+    Busy(Targets),
     /// The writer is gone (shutting down): not stored.
     Stopped,
 }
@@ -71,21 +71,22 @@ impl OfflineQueue {
         reached: usize,
         directory: &Directory,
         sessions: &Sessions,
-    ) -> Vec<(String, Fingerprint)> {
+    ) -> Targets {
         if reached != sessions.len() {
             // Some session is closing or full: its device may need the line stored.
-            return offline_devices(directory, sessions, directory.known.keys());
+            return offline_devices(directory, sessions, directory.known.keys()).into();
         }
-        self.everyone
-            .get_or_insert_with(|| offline_devices(directory, sessions, directory.known.keys()))
-            .clone()
+        let everyone = self.everyone.get_or_insert_with(|| {
+            offline_devices(directory, sessions, directory.known.keys()).into()
+        });
+        Targets::clone(everyone)
     }
 
     /// Numbers and hands a line to the offline writer, unless its queue is full.
     pub(super) fn store_for(
         &mut self,
         line: &Bytes,
-        targets: Vec<(String, Fingerprint)>,
+        targets: Targets,
         sender: Option<&Sender>,
         notify: Option<Notify>,
     ) -> Handed {

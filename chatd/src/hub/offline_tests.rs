@@ -2,6 +2,7 @@
 //! told to the sender; and chains finding their device through the fingerprint index.
 
 use bytes::Bytes;
+use chatd_proto::conversation::Conversation;
 use tokio::sync::mpsc;
 
 use super::tests::{device_of, drain, join, with_writer};
@@ -68,8 +69,8 @@ fn a_chain_finds_its_device_by_index_after_keys_come_and_go() {
         .try_recv()
         .unwrap()
         .targets
-        .into_iter()
-        .map(|(u, _)| u)
+        .iter()
+        .map(|(u, _)| u.clone())
         .collect();
     assert_eq!(users, ["bob", "carol"]);
     hub.forget_device("bob", &shared);
@@ -78,8 +79,8 @@ fn a_chain_finds_its_device_by_index_after_keys_come_and_go() {
         .try_recv()
         .unwrap()
         .targets
-        .into_iter()
-        .map(|(u, _)| u)
+        .iter()
+        .map(|(u, _)| u.clone())
         .collect();
     assert_eq!(users, ["carol"]);
     hub.forget_user("carol");
@@ -89,4 +90,21 @@ fn a_chain_finds_its_device_by_index_after_keys_come_and_go() {
         Routed::Unknown
     );
     assert!(jobs.try_recv().is_err());
+}
+
+#[test]
+fn jobs_for_the_same_offline_devices_share_one_list_of_them() {
+    let hub = Hub::new(4, 8);
+    let mut jobs = with_writer(&hub);
+    hub.set_known((0..50u8).map(|n| (format!("u{n}"), device_of("u", n), "k".to_string())));
+    let (_a, mut ra, _) = join(&hub, "alice", 8);
+    let _ = drain(&mut ra);
+    for _ in 0..3 {
+        hub.route_conversation(&Conversation::All, &Bytes::from_static(b"x\n"), None);
+    }
+    let all: Vec<OfflineJob> = (0..3).map(|_| jobs.try_recv().unwrap()).collect();
+    assert_eq!(all[0].targets.len(), 50);
+    // One copy of the 50 devices, however many lines wait for the writer.
+    assert!(std::sync::Arc::ptr_eq(&all[0].targets, &all[1].targets));
+    assert!(std::sync::Arc::ptr_eq(&all[1].targets, &all[2].targets));
 }

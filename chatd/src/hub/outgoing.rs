@@ -10,6 +10,11 @@ use serde::Serialize;
 /// Identifies a session while the server runs.
 pub type SessionId = u64;
 
+/// (user, device) of offline recipients, shared: the jobs of a run of messages to one room
+/// (and the hub's cache of who is offline) hold one copy, so a full writer queue costs
+/// little more than its lines.
+pub type Targets = std::sync::Arc<[(String, Fingerprint)]>;
+
 /// A line to store for devices that are offline, numbered in routing order.
 #[derive(Debug)]
 pub struct OfflineJob {
@@ -18,7 +23,7 @@ pub struct OfflineJob {
     /// The serialized frame.
     pub line: Bytes,
     /// (user, device) of each offline recipient.
-    pub targets: Vec<(String, Fingerprint)>,
+    pub targets: Targets,
     /// Who sent it (None: the server): its share of each queue is counted, and it is told
     /// when the line is refused.
     pub sender: Option<Sender>,

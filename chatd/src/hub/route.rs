@@ -8,7 +8,7 @@ use chatd_proto::frame::ServerFrame;
 use chatd_proto::{ErrorCode, Fingerprint};
 
 use super::offline::{Handed, offline_devices};
-use super::outgoing::{EnvelopeLines, EnvelopeRun, Notify, Outgoing, Sender, serialize};
+use super::outgoing::{EnvelopeLines, EnvelopeRun, Notify, Outgoing, Sender, Targets, serialize};
 use super::tables::Tables;
 
 /// Where `Hub::route_to_device` put a line.
@@ -49,7 +49,7 @@ impl Tables {
         &mut self,
         conversation: &Conversation,
         line: &impl Outgoing,
-        store: impl FnOnce(&mut Tables, Vec<(String, Fingerprint)>),
+        store: impl FnOnce(&mut Tables, Targets),
     ) -> usize {
         let (reached, offline) = match conversation {
             Conversation::All => {
@@ -60,15 +60,17 @@ impl Tables {
                 let members = if a == b { vec![a] } else { vec![a, b] };
                 let reached = self.sessions.deliver_users(&[a.as_str(), b.as_str()], line);
                 let offline = offline_devices(&self.directory, &self.sessions, members.into_iter());
-                (reached, offline)
+                (reached, offline.into())
             }
             Conversation::Room(room) => {
                 let reached = self.rooms.deliver(room, line, &mut self.sessions);
                 let offline = match self.rooms.map.get(room) {
                     // Everyone with a device key has joined the default room at login.
                     Some(_) if *room == self.rooms.default => self.everyone_offline(reached),
-                    Some(r) => offline_devices(&self.directory, &self.sessions, r.members.iter()),
-                    None => Vec::new(),
+                    Some(r) => {
+                        offline_devices(&self.directory, &self.sessions, r.members.iter()).into()
+                    }
+                    None => Targets::from([]),
                 };
                 (reached, offline)
             }
@@ -82,7 +84,7 @@ impl Tables {
     fn store(
         &mut self,
         line: &Bytes,
-        targets: Vec<(String, Fingerprint)>,
+        targets: Targets,
         sender: Option<&Sender>,
         notify: Option<Notify>,
     ) -> Handed {
@@ -131,7 +133,12 @@ impl Tables {
             Batch::One(lines, note) => self.route_line(conversation, &lines, sender, Some(note)),
             Batch::Run(run) => self.route(conversation, &run, |tables, offline| {
                 for (lines, note) in &run.each {
-                    tables.store(&lines.json, offline.clone(), sender, Some(note.clone()));
+                    tables.store(
+                        &lines.json,
+                        Targets::clone(&offline),
+                        sender,
+                        Some(note.clone()),
+                    );
                 }
             }),
         }
@@ -157,7 +164,7 @@ impl Tables {
 
     /// Every registered device without a reachable session (see
     /// [`super::offline::OfflineQueue::everyone_offline`]).
-    fn everyone_offline(&mut self, reached: usize) -> Vec<(String, Fingerprint)> {
+    fn everyone_offline(&mut self, reached: usize) -> Targets {
         self.offline
             .everyone_offline(reached, &self.directory, &self.sessions)
     }
@@ -213,7 +220,7 @@ impl Tables {
         if owners.is_empty() {
             return Routed::Unknown;
         }
-        match self.store(line, owners, sender, None) {
+        match self.store(line, owners.into(), sender, None) {
             Handed::Queued => Routed::Stored,
             Handed::Busy(_) => Routed::Refused,
             Handed::NoTargets | Handed::Stopped => Routed::Unknown,

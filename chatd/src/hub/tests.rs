@@ -523,7 +523,7 @@ fn a_device_whose_sessions_are_closing_gets_lines_stored() {
         1
     );
     let job = jobs.try_recv().unwrap();
-    assert_eq!(job.targets, [("bob".to_string(), device_of("bob", 0))]);
+    assert_eq!(*job.targets, [("bob".to_string(), device_of("bob", 0))]);
     assert_eq!(
         hub.route_to_device(&device_of("bob", 0), &Bytes::from_static(b"c\n"), None),
         Routed::Stored
@@ -532,7 +532,7 @@ fn a_device_whose_sessions_are_closing_gets_lines_stored() {
     jobs.try_recv().unwrap();
     hub.route_conversation(&Conversation::All, &Bytes::from_static(b"a\n"), None);
     let job = jobs.try_recv().unwrap();
-    assert_eq!(job.targets, [("bob".to_string(), device_of("bob", 0))]);
+    assert_eq!(*job.targets, [("bob".to_string(), device_of("bob", 0))]);
 }
 
 #[test]
