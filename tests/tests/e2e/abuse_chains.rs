@@ -1,7 +1,7 @@
 //! Hostile senders of wrapped chains (issue 26, item 1): the chain budgets at their edges (per
 //! session, per account, per recipient device), junk chains at an online user and at an
-//! offline one, a big flood with chatd's memory, log and logins watched, and the real `chat`
-//! staying inside the defaults in normal use.
+//! offline one, a big flood with chatd's memory, log and logins watched, the real `chat`
+//! staying inside the defaults in normal use, and the offline writer's bounded queue.
 //!
 //! Attackers log in from their own loopback addresses ([`attacker`]) and write chains in
 //! bulk without waiting, reconnecting whenever chatd closes them; each test prints its
@@ -716,4 +716,74 @@ fn the_real_chat_stays_inside_the_chain_budgets_at_login_and_on_join() {
         lines,
     );
     figure(t, "refusals alice saw", 0);
+}
+
+#[test]
+fn a_writer_queue_of_one_refuses_what_does_not_fit_and_loses_nothing_acknowledged() {
+    let t = "offline_writer_queue";
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_limits(
+        dir.path(),
+        "offline_jobs_max = 1\nmessages_per_sec = 100000\nmessage_burst = 100000\n\
+         account_messages_per_sec = 100000\naccount_message_burst = 100000",
+    );
+    for (u, p) in [("alice", "pw-a"), ("bob", "pw-b")] {
+        server.add_user(u, p);
+    }
+    let mut bob = Raw::login(&server, "bob", "pw-b");
+    bob.send(json!({"type":"quit"}));
+    let _ = bob.recv_until_closed();
+    let mut alice = Raw::login(&server, "alice", "pw-a");
+    let _ = until_pong(&mut alice, 1);
+    // 300 whispers to offline bob in one write: the writer takes one line at a time.
+    let n = 300;
+    let sealed: Vec<String> = (0..n)
+        .map(|i| alice.seal("alice,bob", &format!("w{i}")))
+        .collect();
+    let lines: String = sealed
+        .iter()
+        .map(|d| format!("{}\n", json!({"type":"send","data":d})))
+        .collect();
+    alice.send_raw(lines.as_bytes());
+    // Each is echoed, then either held (stored) or refused with a reason.
+    let (mut echoes, mut held, mut busy) = (0, Vec::new(), 0);
+    while echoes < n || held.len() + busy < n {
+        let f = alice.recv();
+        match f["type"].as_str() {
+            Some("envelope") => echoes += 1,
+            Some("held") => held.push(f["message"].as_str().unwrap_or_default().to_string()),
+            Some("error") => {
+                assert_eq!(f["code"], "offline_queue_full", "{f}");
+                let why = f["message"].as_str().unwrap_or_default();
+                assert!(why.contains("the server is busy storing"), "{why}");
+                busy += 1;
+            }
+            _ => panic!("unexpected {f}"),
+        }
+    }
+    // bob gets exactly the acknowledged ones, in order.
+    let mut bob = Raw::login(&server, "bob", "pw-b");
+    let mut got = Vec::new();
+    while got.len() < held.len() {
+        let f = bob.recv();
+        if f["type"] == "envelope" {
+            got.push(f["data"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    let mut extra = until_pong(&mut bob, 3);
+    extra.retain(|f| f["type"] == "envelope");
+    figure(t, "whispers to an offline user in one write", n);
+    figure(t, "held (stored, acknowledged)", held.len());
+    figure(
+        t,
+        "refused: the writer's queue (offline_jobs_max = 1) was full",
+        busy,
+    );
+    figure(t, "delivered at the next login", got.len() + extra.len());
+    assert!(
+        extra.is_empty(),
+        "more delivered than acknowledged: {extra:?}"
+    );
+    let order: Vec<&String> = sealed.iter().filter(|d| got.contains(d)).collect();
+    assert_eq!(order, got.iter().collect::<Vec<_>>(), "out of order");
 }

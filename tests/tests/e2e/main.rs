@@ -4,7 +4,8 @@
 //! chatd on 127.0.0.1:0 in its own temporary directory, so tests run in parallel.
 //!
 //! - `abuse_chains`: chain budgets at their edges; junk chains at online and offline users; a
-//!   chain flood against chatd's memory, log and logins; the real `chat` inside the budgets
+//!   chain flood against chatd's memory, log and logins; the real `chat` inside the budgets;
+//!   a full offline-writer queue refusing, losing nothing acknowledged
 //! - `activation`: systemd: socket activation (LISTEN_FDS), LoadCredential, sd_notify
 //! - `admin`: chatctl against a running chatd
 //! - `binary`: binary envelope frames beside JSON lines: negotiation, mixed rooms, edges
