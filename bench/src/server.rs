@@ -243,7 +243,9 @@ fn config_text(state: &Path, control: &Path, sizes: &Sizes) -> String {
          # Bench clients send no keepalive; logging 19,000 in takes longer than the default 300 s.\n\
          idle_timeout_secs = 86400\n\
          # The senders are the load: no rate limit in the way.\n\
-         messages_per_sec = 1000000000\nmessage_burst = 1000000000\n\n\
+         messages_per_sec = 1000000000\nmessage_burst = 1000000000\n\
+         chains_per_sec = 1000000000\nchain_burst = 1000000000\n\
+         device_chains_per_sec = 1000000000\ndevice_chain_burst = 1000000000\n\n\
          [log]\nlevel = \"info\"\n",
         sizes.clients + 64,
         state = state.display().to_string(),

@@ -174,6 +174,9 @@ pub struct TlsConfig {
 /// Longest `limits.presence_delay_ms`: a second is noticeable in a conversation.
 const MAX_PRESENCE_DELAY_MS: u64 = 1000;
 
+/// Most lines `offline_jobs_max` may let wait for the offline writer (each up to a line long).
+const MAX_OFFLINE_JOBS: usize = 1_000_000;
+
 /// `[limits]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -217,6 +220,24 @@ pub struct Limits {
     pub messages_per_sec: NonZeroU32,
     /// Messages and commands one session may send at once before the rate applies.
     pub message_burst: NonZeroU32,
+    /// Messages and commands all sessions of one account may send per second, together.
+    pub account_messages_per_sec: NonZeroU32,
+    /// Messages and commands all sessions of one account may send at once, together.
+    pub account_message_burst: NonZeroU32,
+    /// Wrapped chains (`chain` frames) one session may send per second, on average.
+    pub chains_per_sec: NonZeroU32,
+    /// Chains one session may send at once: a client sends one per member device when it
+    /// starts a conversation's chain, so this is sized for the largest room.
+    pub chain_burst: NonZeroU32,
+    /// Chains all sessions of one account may send per second, together.
+    pub account_chains_per_sec: NonZeroU32,
+    /// Chains all sessions of one account may send at once, together.
+    pub account_chain_burst: NonZeroU32,
+    /// Chains one account may send to one device key per second (a client sends a device
+    /// one per conversation it starts, and one per chain it is asked for again).
+    pub device_chains_per_sec: NonZeroU32,
+    /// Chains one account may send to one device key at once.
+    pub device_chain_burst: NonZeroU32,
     /// Frames dropped for the rate limit in a row before the session is closed.
     pub max_rate_violations: NonZeroU32,
     /// Frames queued for one slow reader before it is disconnected.
@@ -229,6 +250,14 @@ pub struct Limits {
     /// Messages and keys stored for one offline device at most; past it, new ones are not
     /// stored for that device and the sender is told.
     pub offline_queue_max: NonZeroUsize,
+    /// Messages and keys one sender may have stored for one offline device at most (a share
+    /// of `offline_queue_max`, so one sender cannot fill another user's queue); past it,
+    /// that sender's new ones are not stored for that device and it is told. Unset: half
+    /// of `offline_queue_max` (see [`Limits::offline_share`]).
+    pub offline_queue_per_sender: Option<NonZeroUsize>,
+    /// Lines waiting for the offline writer at most (read at start); past it, lines for
+    /// offline devices are refused and their senders told to retry.
+    pub offline_jobs_max: NonZeroUsize,
     /// Seconds a message stored for an offline device is kept.
     pub offline_ttl_secs: NonZeroU64,
     /// Seconds a database write waits for a lock another process holds before it is refused
@@ -256,11 +285,21 @@ impl Default for Limits {
             max_devices_per_user: nz_usize(16),
             messages_per_sec: nz_u32(10),
             message_burst: nz_u32(30),
+            account_messages_per_sec: nz_u32(30),
+            account_message_burst: nz_u32(90),
+            chains_per_sec: nz_u32(100),
+            chain_burst: nz_u32(2000),
+            account_chains_per_sec: nz_u32(200),
+            account_chain_burst: nz_u32(4000),
+            device_chains_per_sec: nz_u32(1),
+            device_chain_burst: nz_u32(100),
             max_rate_violations: nz_u32(20),
             outbound_queue: nz_usize(1024),
             presence_delay_ms: 25,
             shutdown_grace_secs: nz_u64(5),
             offline_queue_max: nz_usize(1000),
+            offline_queue_per_sender: None,
+            offline_jobs_max: nz_usize(1024),
             offline_ttl_secs: nz_u64(7 * 24 * 3600),
             db_busy_timeout_secs: nz_u64(5),
         }
@@ -291,6 +330,15 @@ impl Limits {
     /// Shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs.get())
+    }
+
+    /// Lines one sender may have in one device's offline queue: `offline_queue_per_sender`,
+    /// or half of `offline_queue_max` when unset; never more than `offline_queue_max`.
+    pub fn offline_share(&self) -> usize {
+        let max = self.offline_queue_max.get();
+        self.offline_queue_per_sender
+            .map_or(max / 2, NonZeroUsize::get)
+            .clamp(1, max)
     }
 
     /// How long a write waits for another process's database lock.
@@ -455,6 +503,13 @@ impl Config {
                  presence would lag behind the conversation"
             )));
         }
+        let jobs = self.limits.offline_jobs_max.get();
+        if jobs > MAX_OFFLINE_JOBS {
+            return Err(invalid(format!(
+                "limits.offline_jobs_max ({jobs}) is more than {MAX_OFFLINE_JOBS}: the queue \
+                 would hold that many lines in memory"
+            )));
+        }
         if chatd_proto::names::validate_room(&self.rooms.default).is_err() {
             return Err(invalid(format!(
                 "rooms.default: {:?} is not a room name (1-32 of a-z, 0-9, _ and -, no #)",
@@ -592,6 +647,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("limits.presence_delay_ms (1001)"), "{err}");
+        assert!(parse("[limits]\noffline_jobs_max = 1000000\n").is_ok());
+        // The share of an offline queue: half of it unless set, never more than all of it.
+        let share = |t: &str| parse(t).unwrap().limits.offline_share();
+        assert_eq!(share(""), 500);
+        assert_eq!(share("[limits]\noffline_queue_max = 1\n"), 1);
+        assert_eq!(share("[limits]\noffline_queue_max = 3\n"), 1);
+        assert_eq!(share("[limits]\noffline_queue_per_sender = 7\n"), 7);
+        let big = "[limits]\noffline_queue_max = 5\noffline_queue_per_sender = 9\n";
+        assert_eq!(share(big), 5);
+        let err = parse("[limits]\noffline_jobs_max = 1000001\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.offline_jobs_max (1000001)"), "{err}");
     }
 
     #[test]

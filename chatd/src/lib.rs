@@ -14,9 +14,11 @@
 //! check           --check-config: what start-up would refuse or run without
 //! journal         journald priorities; an event's error in its message text
 //! repeats         repeated log lines summarised with a count (a tracing layer)
+//! budget          what all sessions of one account may send together
 //! outbox  config  live  tls  socket  password  throttle  ratelimit  peerlimit  slots  systemd
 //! ```
 
+pub mod budget;
 pub mod check;
 pub mod commands;
 pub mod config;

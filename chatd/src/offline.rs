@@ -6,6 +6,12 @@
 //! line routed before its registration is in the database. Jobs that arrive together are
 //! stored in one transaction. A sender hears `held` only after the commit: that frame is the
 //! durable acknowledgement.
+//!
+//! The job channel is bounded (`offline_jobs_max`): the hub never waits on it under its lock,
+//! it refuses a line that does not fit and tells the sender (hub/offline.rs), so a flood of
+//! lines for offline devices costs a bounded amount of memory. Each stored line counts
+//! against its sender's share of each device's queue (`offline_queue_per_sender`) as well as
+//! the queue's total (`offline_queue_max`); a sender over either is told.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +22,9 @@ use chatd_proto::frame::ServerFrame;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::hub::{Hub, Notify, OfflineJob};
+use crate::hub::{Hub, Notify, OfflineJob, Sender};
 use crate::live::Live;
-use crate::store::{DeviceTarget, OfflineLine, Store, Stored, offline};
+use crate::store::{Caps, DeviceTarget, OfflineLine, Store, Stored, offline};
 
 /// Jobs stored per transaction at most.
 const BATCH: usize = 256;
@@ -33,14 +39,17 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A new channel pair for the hub and the writer, and the committed-job watch.
-pub fn channels() -> (
-    mpsc::UnboundedSender<OfflineJob>,
-    mpsc::UnboundedReceiver<OfflineJob>,
+/// A new channel pair for the hub and the writer, holding `max` jobs, and the
+/// committed-job watch.
+pub fn channels(
+    max: usize,
+) -> (
+    mpsc::Sender<OfflineJob>,
+    mpsc::Receiver<OfflineJob>,
     watch::Sender<u64>,
     watch::Receiver<u64>,
 ) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(max.max(1));
     let (done_tx, done_rx) = watch::channel(0);
     (tx, rx, done_tx, done_rx)
 }
@@ -58,7 +67,7 @@ pub struct Writer {
 /// Stores jobs until the hub lets go of the sending side (shutdown), then returns.
 pub async fn run(
     shared: Writer,
-    mut rx: mpsc::UnboundedReceiver<OfflineJob>,
+    mut rx: mpsc::Receiver<OfflineJob>,
     committed: watch::Sender<u64>,
 ) {
     purge(&shared).await;
@@ -80,45 +89,77 @@ pub async fn run(
     }
 }
 
+/// Who to tell what became of a job: its sender's session (refusals), and the envelope's
+/// `held` note.
+type Told = (Option<Sender>, Option<Notify>);
+
 async fn store_jobs(shared: &Writer, jobs: Vec<OfflineJob>) {
-    let cap = shared.config.limits.offline_queue_max.get();
-    let mut notify: Vec<Option<Notify>> = Vec::with_capacity(jobs.len());
-    let mut owned: Vec<(Bytes, Vec<DeviceTarget>)> = Vec::with_capacity(jobs.len());
+    let limits = &shared.config.limits;
+    let caps = Caps {
+        total: limits.offline_queue_max.get(),
+        per_sender: limits.offline_share(),
+    };
+    let mut told: Vec<Told> = Vec::with_capacity(jobs.len());
+    let mut owned: Vec<(Bytes, Vec<DeviceTarget>, Option<String>)> = Vec::with_capacity(jobs.len());
     for job in jobs {
-        notify.push(job.notify);
         let targets = job
             .targets
-            .into_iter()
-            .map(|(user, fp)| (user, *fp.as_bytes()))
+            .iter()
+            .map(|(user, fp)| (user.clone(), *fp.as_bytes()))
             .collect();
-        owned.push((job.line, targets));
+        owned.push((
+            job.line,
+            targets,
+            job.sender.as_ref().map(|s| s.user.clone()),
+        ));
+        told.push((job.sender, job.notify));
     }
     let result = shared
         .store
         .run(move |c| {
             let lines: Vec<OfflineLine<'_>> = owned
                 .iter()
-                .map(|(line, targets)| OfflineLine { line, targets })
+                .map(|(line, targets, sender)| OfflineLine {
+                    line,
+                    targets,
+                    sender: sender.as_deref(),
+                })
                 .collect();
-            offline::store(c, &lines, cap, now_ms())
+            offline::store(c, &lines, caps, now_ms())
         })
         .await;
     match result {
         Ok(stored) => {
-            for (note, st) in notify.into_iter().zip(stored) {
-                if !st.full.is_empty() {
-                    tracing::warn!(users = ?st.full, cap, "offline queue full; a line was not stored");
-                }
-                if let Some(note) = note {
-                    tell_sender(shared, note, st, cap);
-                }
+            let (mut full, mut over_share) = (0usize, 0usize);
+            for ((sender, note), st) in told.into_iter().zip(stored) {
+                full += usize::from(!st.full.is_empty());
+                over_share += usize::from(!st.over_share.is_empty());
+                tell_sender(shared, sender, note, st, caps);
+            }
+            // One line per batch, not per line: a flood must not flood the log.
+            if full > 0 {
+                tracing::warn!(
+                    lines = full,
+                    cap = caps.total,
+                    "offline queue full; lines were not stored"
+                );
+            }
+            if over_share > 0 {
+                tracing::info!(
+                    lines = over_share,
+                    share = caps.per_sender,
+                    "a sender's share of an offline queue is used up; lines were not stored"
+                );
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot store lines for offline devices; they are lost");
-            for note in notify.into_iter().flatten() {
+            let sessions = told
+                .into_iter()
+                .filter_map(|(sender, note)| note.map(|n| n.session).or(sender.map(|s| s.session)));
+            for session in sessions {
                 shared.hub.send_to(
-                    note.session,
+                    session,
                     &ServerFrame::error(
                         ErrorCode::Internal,
                         "the server could not store your message for members who are offline \
@@ -130,26 +171,58 @@ async fn store_jobs(shared: &Writer, jobs: Vec<OfflineJob>) {
     }
 }
 
-fn tell_sender(shared: &Writer, note: Notify, st: Stored, cap: usize) {
-    if !st.held.is_empty() {
+/// Tells the sender what became of its line: `held` for an envelope stored for someone,
+/// and an error for each kind of refusal.
+fn tell_sender(
+    shared: &Writer,
+    sender: Option<Sender>,
+    note: Option<Notify>,
+    st: Stored,
+    caps: Caps,
+) {
+    let Some(session) = note
+        .as_ref()
+        .map(|n| n.session)
+        .or(sender.map(|s| s.session))
+    else {
+        return;
+    };
+    if let Some(note) = note {
+        if !st.held.is_empty() {
+            shared.hub.send_to(
+                session,
+                &ServerFrame::Held {
+                    message: note.message,
+                    conversation: note.conversation,
+                    users: st.held,
+                },
+            );
+        }
+    }
+    if !st.over_share.is_empty() {
         shared.hub.send_to(
-            note.session,
-            &ServerFrame::Held {
-                message: note.message,
-                conversation: note.conversation,
-                users: st.held,
-            },
+            session,
+            &ServerFrame::error(
+                ErrorCode::OfflineQueueFull,
+                format!(
+                    "not stored for {}: {} of your messages already wait in their offline \
+                     queue, the most one sender may have there; they will not receive this one",
+                    st.over_share.join(", "),
+                    caps.per_sender
+                ),
+            ),
         );
     }
     if !st.full.is_empty() {
         shared.hub.send_to(
-            note.session,
+            session,
             &ServerFrame::error(
                 ErrorCode::OfflineQueueFull,
                 format!(
-                    "not stored for {}: their offline queue is full ({cap} messages); \
+                    "not stored for {}: their offline queue is full ({} messages); \
                      they will not receive this message",
-                    st.full.join(", ")
+                    st.full.join(", "),
+                    caps.total
                 ),
             ),
         );

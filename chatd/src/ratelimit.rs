@@ -26,15 +26,26 @@ impl TokenBucket {
 
     /// Takes one token if there is one; false means "over the limit, drop the frame".
     pub fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
+        if self.peek(now) {
             self.tokens -= 1.0;
             true
         } else {
             false
         }
+    }
+
+    /// True when a token is there to take (refilling up to `now`, taking nothing).
+    pub fn peek(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.tokens >= 1.0
+    }
+
+    /// True when the bucket is full again (nothing taken that has not been refilled).
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.peek(now);
+        self.tokens >= self.burst
     }
 }
 

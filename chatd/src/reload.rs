@@ -207,6 +207,8 @@ fn keep_fixed(
     fixed!(limits.db_busy_timeout_secs);
     // The hub's flusher of quiet notices is started with it (or not at all, for 0).
     fixed!(limits.presence_delay_ms);
+    // The offline writer's job channel is made with it.
+    fixed!(limits.offline_jobs_max);
     // Every account is in it and the database says so.
     fixed!(rooms.default);
 }
@@ -233,10 +235,20 @@ fn live_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     live!(limits.max_devices_per_user);
     live!(limits.messages_per_sec);
     live!(limits.message_burst);
+    // Budgets made after the reload (a new session; an account with none) use them.
+    live!(limits.account_messages_per_sec);
+    live!(limits.account_message_burst);
+    live!(limits.chains_per_sec);
+    live!(limits.chain_burst);
+    live!(limits.account_chains_per_sec);
+    live!(limits.account_chain_burst);
+    live!(limits.device_chains_per_sec);
+    live!(limits.device_chain_burst);
     live!(limits.max_rate_violations);
     live!(limits.outbound_queue);
     live!(limits.shutdown_grace_secs);
     live!(limits.offline_queue_max);
+    live!(limits.offline_queue_per_sender);
     live!(limits.offline_ttl_secs);
     live!(server.motd);
     live!(rooms.users_can_create);

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::budget::Accounts;
 use crate::commands::{Registry, RegistryError};
 use crate::config::Config;
 use crate::control::{ControlError, ControlListener};
@@ -81,7 +82,7 @@ pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
     control: ControlListener,
-    offline: (mpsc::UnboundedReceiver<OfflineJob>, watch::Sender<u64>),
+    offline: (mpsc::Receiver<OfflineJob>, watch::Sender<u64>),
     _lock: Flock<File>,
 }
 
@@ -250,10 +251,12 @@ impl Server {
             }),
             &default_room,
         );
-        let (job_tx, job_rx, committed_tx, committed_rx) = crate::offline::channels();
+        let (job_tx, job_rx, committed_tx, committed_rx) =
+            crate::offline::channels(config.limits.offline_jobs_max.get());
         hub.attach_offline(job_tx);
         let shared = Arc::new(Shared {
             throttle,
+            budgets: Accounts::default(),
             hub: Arc::new(hub),
             offline_committed: committed_rx,
             config: Arc::new(Live::new(config)),

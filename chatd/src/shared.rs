@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::budget::Accounts;
 use crate::commands::Registry;
 use crate::config::Config;
 use crate::hub::Hub;
@@ -49,6 +50,8 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Failed-login backoff per address and account.
     pub throttle: LoginThrottle,
+    /// What all sessions of one account may send together.
+    pub budgets: Accounts,
     /// The last offline job the offline writer committed (see [`crate::offline`]).
     pub offline_committed: watch::Receiver<u64>,
 }

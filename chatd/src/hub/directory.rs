@@ -2,7 +2,7 @@
 //! serialized once; the `login_ok` line built from a snapshot; `/whois`; forgetting revoked
 //! keys and deleted accounts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -88,10 +88,13 @@ impl Known {
     }
 }
 
-/// Every registered device key, by user (in registration order).
+/// Every registered device key, by user (in registration order), and by fingerprint.
 #[derive(Default)]
 pub(super) struct Directory {
     pub(super) known: BTreeMap<String, Vec<Known>>,
+    /// The users holding each registered key (normally one): a chain routed to a device
+    /// finds its owners here, not by scanning every key under the hub's lock.
+    owners: HashMap<Fingerprint, Vec<String>>,
 }
 
 /// A serialized `device` frame.
@@ -202,9 +205,9 @@ impl Directory {
     /// Sets the registered device keys (at startup): (user, fingerprint, base64 SPKI DER).
     pub(super) fn set(&mut self, keys: impl IntoIterator<Item = (String, Fingerprint, String)>) {
         self.known.clear();
+        self.owners.clear();
         for (user, fingerprint, key) in keys {
-            let known = Known::new(&user, fingerprint, &key);
-            self.known.entry(user).or_default().push(known);
+            self.add(&user, fingerprint, &key);
         }
     }
 
@@ -213,6 +216,20 @@ impl Directory {
         let keys = self.known.entry(user.to_string()).or_default();
         if !keys.iter().any(|k| k.fingerprint == fingerprint) {
             keys.push(Known::new(user, fingerprint, key));
+            self.owners
+                .entry(fingerprint)
+                .or_default()
+                .push(user.to_string());
+        }
+    }
+
+    /// Drops `user` from the owners of `fingerprint`.
+    fn disown(&mut self, user: &str, fingerprint: &Fingerprint) {
+        if let Some(users) = self.owners.get_mut(fingerprint) {
+            users.retain(|u| u != user);
+            if users.is_empty() {
+                self.owners.remove(fingerprint);
+            }
         }
     }
 
@@ -235,7 +252,11 @@ impl Directory {
                 k.relist(user);
             }
         }
-        keys.len() != before
+        let removed = keys.len() != before;
+        if removed {
+            self.disown(user, device);
+        }
+        removed
     }
 
     /// `user`'s key `fingerprint`, if registered.
@@ -273,16 +294,23 @@ impl Directory {
     /// Forgets every key of `user`; returns their fingerprints.
     pub(super) fn remove_user(&mut self, user: &str) -> Vec<Fingerprint> {
         let keys = self.known.remove(user).unwrap_or_default();
-        keys.into_iter().map(|k| k.fingerprint).collect()
+        let fingerprints: Vec<Fingerprint> = keys.into_iter().map(|k| k.fingerprint).collect();
+        for fp in &fingerprints {
+            self.disown(user, fp);
+        }
+        fingerprints
     }
 
-    /// Every user with a registered key of that fingerprint (normally one).
+    /// Distinct registered device keys.
+    pub(super) fn device_count(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// Every user with a registered key of that fingerprint (normally one), in name order.
     pub(super) fn owners_of(&self, device: &Fingerprint) -> Vec<(String, Fingerprint)> {
-        self.known
-            .iter()
-            .filter(|(_, keys)| keys.iter().any(|k| k.fingerprint == *device))
-            .map(|(user, _)| (user.clone(), *device))
-            .collect()
+        let mut users: Vec<&String> = self.owners.get(device).into_iter().flatten().collect();
+        users.sort();
+        users.into_iter().map(|u| (u.clone(), *device)).collect()
     }
 
     /// What `login_ok` tells session `id` of `user`, copied under the hub's lock and

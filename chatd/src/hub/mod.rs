@@ -19,6 +19,8 @@
 
 mod directory;
 mod offline;
+#[cfg(test)]
+mod offline_tests;
 mod outgoing;
 mod presence;
 mod rooms;
@@ -42,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::mailbox::Closer;
 pub use directory::Whois;
-pub use outgoing::{EnvelopeLines, Notify, OfflineJob, Outgoing, SessionId};
+pub use outgoing::{EnvelopeLines, Notify, OfflineJob, Outgoing, Sender, SessionId, Targets};
 pub use rooms::Room;
 pub use route::{Routed, SendRefused, Sent};
 pub use sessions::{HubError, NewSession};
@@ -223,6 +225,12 @@ impl Hub {
         self.lock().sessions.device_of(id)
     }
 
+    /// How many distinct device keys are registered (a client starting a chain in a room
+    /// everyone is in wraps it for each).
+    pub fn device_count(&self) -> usize {
+        self.lock().directory.device_count()
+    }
+
     /// True when `user` has the registered, unrevoked device key `device`.
     pub fn has_device(&self, user: &str, device: &Fingerprint) -> bool {
         self.lock().directory.get(user, device).is_some()
@@ -336,7 +344,7 @@ impl Hub {
         line: &impl Outgoing,
         notify: Option<Notify>,
     ) -> usize {
-        self.lock().route_line(conversation, line, notify)
+        self.lock().route_line(conversation, line, None, notify)
     }
 
     /// Routes a sender's run of envelopes to one conversation, in order, as
@@ -350,7 +358,7 @@ impl Hub {
     ) -> usize {
         // Joined before the lock is taken.
         let batch = route::Batch::new(each);
-        self.lock().route_batch(conversation, batch)
+        self.lock().route_batch(conversation, batch, None)
     }
 
     /// A sender's envelopes to one conversation (see [`Hub::route_batch`]), with everything
@@ -366,15 +374,26 @@ impl Hub {
         self.lock().route_envelopes(sender, conversation, batch)
     }
 
-    /// Routes a line for one device key: to its sessions, or stored when it is offline.
-    pub fn route_to_device(&self, device: &Fingerprint, line: &Bytes) -> Routed {
-        self.lock().route_to_device(device, line)
+    /// Routes a line for one device key: to its sessions, or stored when it is offline
+    /// (`sender`, if any, is told when it is not).
+    pub fn route_to_device(
+        &self,
+        device: &Fingerprint,
+        line: &Bytes,
+        sender: Option<&Sender>,
+    ) -> Routed {
+        self.lock().route_to_device(device, line, sender)
     }
 
     /// Queues a `rekey` line for `device`'s sessions that asked for the feature, or stores
     /// it while the device has no session.
-    pub fn route_rekey(&self, device: &Fingerprint, line: &Bytes) -> Routed {
-        self.lock().route_rekey(device, line)
+    pub fn route_rekey(
+        &self,
+        device: &Fingerprint,
+        line: &Bytes,
+        sender: Option<&Sender>,
+    ) -> Routed {
+        self.lock().route_rekey(device, line, sender)
     }
 
     /// Queues `frame` for every session of `user`; returns how many.
@@ -412,8 +431,9 @@ impl Hub {
 
     // The offline writer.
 
-    /// Connects the offline writer; lines for offline devices go to `tx` from now on.
-    pub fn attach_offline(&self, tx: mpsc::UnboundedSender<OfflineJob>) {
+    /// Connects the offline writer; lines for offline devices go to `tx` from now on (never
+    /// awaited: when it is full, a line is refused and its sender told).
+    pub fn attach_offline(&self, tx: mpsc::Sender<OfflineJob>) {
         self.lock().offline.tx = Some(tx);
     }
 

@@ -10,6 +10,11 @@ use serde::Serialize;
 /// Identifies a session while the server runs.
 pub type SessionId = u64;
 
+/// (user, device) of offline recipients, shared: the jobs of a run of messages to one room
+/// (and the hub's cache of who is offline) hold one copy, so a full writer queue costs
+/// little more than its lines.
+pub type Targets = std::sync::Arc<[(String, Fingerprint)]>;
+
 /// A line to store for devices that are offline, numbered in routing order.
 #[derive(Debug)]
 pub struct OfflineJob {
@@ -18,9 +23,21 @@ pub struct OfflineJob {
     /// The serialized frame.
     pub line: Bytes,
     /// (user, device) of each offline recipient.
-    pub targets: Vec<(String, Fingerprint)>,
+    pub targets: Targets,
+    /// Who sent it (None: the server): its share of each queue is counted, and it is told
+    /// when the line is refused.
+    pub sender: Option<Sender>,
     /// Who to tell once it is stored.
     pub notify: Option<Notify>,
+}
+
+/// The sender of a line for offline devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    /// Its account: `offline_queue_per_sender` counts per account.
+    pub user: String,
+    /// The sending session, told when the line is not stored.
+    pub session: SessionId,
 }
 
 /// The sender of an envelope, to be told (`held`) once it is stored.

@@ -3,11 +3,12 @@
 //! one lock; chains to one device.
 
 use bytes::Bytes;
-use chatd_proto::Fingerprint;
 use chatd_proto::conversation::Conversation;
+use chatd_proto::frame::ServerFrame;
+use chatd_proto::{ErrorCode, Fingerprint};
 
-use super::offline::offline_devices;
-use super::outgoing::{EnvelopeLines, EnvelopeRun, Notify, Outgoing};
+use super::offline::{Handed, offline_devices};
+use super::outgoing::{EnvelopeLines, EnvelopeRun, Notify, Outgoing, Sender, Targets, serialize};
 use super::tables::Tables;
 
 /// Where `Hub::route_to_device` put a line.
@@ -17,6 +18,8 @@ pub enum Routed {
     Online,
     /// Handed to the offline writer.
     Stored,
+    /// Not stored: the offline writer is behind (its sender was told).
+    Refused,
     /// No registered device has that key.
     Unknown,
 }
@@ -46,7 +49,7 @@ impl Tables {
         &mut self,
         conversation: &Conversation,
         line: &impl Outgoing,
-        store: impl FnOnce(&mut Tables, Vec<(String, Fingerprint)>),
+        store: impl FnOnce(&mut Tables, Targets),
     ) -> usize {
         let (reached, offline) = match conversation {
             Conversation::All => {
@@ -57,15 +60,17 @@ impl Tables {
                 let members = if a == b { vec![a] } else { vec![a, b] };
                 let reached = self.sessions.deliver_users(&[a.as_str(), b.as_str()], line);
                 let offline = offline_devices(&self.directory, &self.sessions, members.into_iter());
-                (reached, offline)
+                (reached, offline.into())
             }
             Conversation::Room(room) => {
                 let reached = self.rooms.deliver(room, line, &mut self.sessions);
                 let offline = match self.rooms.map.get(room) {
                     // Everyone with a device key has joined the default room at login.
                     Some(_) if *room == self.rooms.default => self.everyone_offline(reached),
-                    Some(r) => offline_devices(&self.directory, &self.sessions, r.members.iter()),
-                    None => Vec::new(),
+                    Some(r) => {
+                        offline_devices(&self.directory, &self.sessions, r.members.iter()).into()
+                    }
+                    None => Targets::from([]),
                 };
                 (reached, offline)
             }
@@ -74,31 +79,66 @@ impl Tables {
         reached
     }
 
+    /// Hands a line to the offline writer for `targets`; when its queue is full, tells
+    /// `sender` (if any) that the line was not stored. What became of the line.
+    fn store(
+        &mut self,
+        line: &Bytes,
+        targets: Targets,
+        sender: Option<&Sender>,
+        notify: Option<Notify>,
+    ) -> Handed {
+        let handed = self.offline.store_for(line, targets, sender, notify);
+        if let (Handed::Busy(targets), Some(sender)) = (&handed, sender) {
+            let mut users: Vec<&str> = targets.iter().map(|(u, _)| u.as_str()).collect();
+            users.dedup();
+            let frame = ServerFrame::error(
+                ErrorCode::OfflineQueueFull,
+                format!(
+                    "not stored for {}: the server is busy storing messages for offline \
+                     devices; they will not receive this (send it again in a moment)",
+                    users.join(", ")
+                ),
+            );
+            if let Some(line) = serialize(&frame) {
+                self.sessions.deliver(sender.session, &line);
+            }
+        }
+        handed
+    }
+
     /// Routes a conversation's line (see `Hub::route_conversation`).
     pub(super) fn route_line(
         &mut self,
         conversation: &Conversation,
         line: &impl Outgoing,
+        sender: Option<&Sender>,
         notify: Option<Notify>,
     ) -> usize {
         // Stored as JSON: any client can take that form, whatever it negotiates next time.
         self.route(conversation, line, |inner, offline| {
-            inner
-                .offline
-                .store_for(line.for_session(false), offline, notify);
+            inner.store(line.for_session(false), offline, sender, notify);
         })
     }
 
     /// Routes a sender's envelopes (see `Hub::route_batch`), joined beforehand.
-    pub(super) fn route_batch(&mut self, conversation: &Conversation, batch: Batch) -> usize {
+    pub(super) fn route_batch(
+        &mut self,
+        conversation: &Conversation,
+        batch: Batch,
+        sender: Option<&Sender>,
+    ) -> usize {
         match batch {
             Batch::Empty => 0,
-            Batch::One(lines, note) => self.route_line(conversation, &lines, Some(note)),
+            Batch::One(lines, note) => self.route_line(conversation, &lines, sender, Some(note)),
             Batch::Run(run) => self.route(conversation, &run, |tables, offline| {
                 for (lines, note) in &run.each {
-                    tables
-                        .offline
-                        .store_for(&lines.json, offline.clone(), Some(note.clone()));
+                    tables.store(
+                        &lines.json,
+                        Targets::clone(&offline),
+                        sender,
+                        Some(note.clone()),
+                    );
                 }
             }),
         }
@@ -124,7 +164,7 @@ impl Tables {
 
     /// Every registered device without a reachable session (see
     /// [`super::offline::OfflineQueue::everyone_offline`]).
-    fn everyone_offline(&mut self, reached: usize) -> Vec<(String, Fingerprint)> {
+    fn everyone_offline(&mut self, reached: usize) -> Targets {
         self.offline
             .everyone_offline(reached, &self.directory, &self.sessions)
     }
@@ -137,7 +177,12 @@ impl Tables {
         batch: Batch,
     ) -> Result<Sent, SendRefused> {
         self.may_send(sender, conversation)?;
-        let reached = self.route_batch(conversation, batch);
+        // The session to tell is the one `held` would go to.
+        let from = batch.session().map(|session| Sender {
+            user: sender.to_string(),
+            session,
+        });
+        let reached = self.route_batch(conversation, batch, from.as_ref());
         let away = conversation
             .peer_of(sender)
             .filter(|peer| *peer != sender)
@@ -145,17 +190,27 @@ impl Tables {
         Ok(Sent { reached, away })
     }
 
-    /// Routes a line for one device key (see `Hub::route_to_device`).
     /// A `rekey` for `device`: to its sessions that can read one (an older client of that
     /// key gets nothing), or stored while it has none.
-    pub(super) fn route_rekey(&mut self, device: &Fingerprint, line: &Bytes) -> Routed {
+    pub(super) fn route_rekey(
+        &mut self,
+        device: &Fingerprint,
+        line: &Bytes,
+        sender: Option<&Sender>,
+    ) -> Routed {
         match self.sessions.deliver_device_rekey(device, line) {
             Some(_) => Routed::Online,
-            None => self.route_to_device(device, line),
+            None => self.route_to_device(device, line, sender),
         }
     }
 
-    pub(super) fn route_to_device(&mut self, device: &Fingerprint, line: &Bytes) -> Routed {
+    /// Routes a line for one device key (see `Hub::route_to_device`).
+    pub(super) fn route_to_device(
+        &mut self,
+        device: &Fingerprint,
+        line: &Bytes,
+        sender: Option<&Sender>,
+    ) -> Routed {
         if self.sessions.deliver_device(device, line) > 0 {
             return Routed::Online;
         }
@@ -165,10 +220,10 @@ impl Tables {
         if owners.is_empty() {
             return Routed::Unknown;
         }
-        if self.offline.store_for(line, owners, None) {
-            Routed::Stored
-        } else {
-            Routed::Unknown
+        match self.store(line, owners.into(), sender, None) {
+            Handed::Queued => Routed::Stored,
+            Handed::Busy(_) => Routed::Refused,
+            Handed::NoTargets | Handed::Stopped => Routed::Unknown,
         }
     }
 }
@@ -185,6 +240,15 @@ pub(super) enum Batch {
 }
 
 impl Batch {
+    /// The sending session (every envelope of a batch comes from one).
+    fn session(&self) -> Option<u64> {
+        match self {
+            Batch::Empty => None,
+            Batch::One(_, note) => Some(note.session),
+            Batch::Run(run) => run.each.first().map(|(_, note)| note.session),
+        }
+    }
+
     /// `each` (in order) as a batch.
     pub(super) fn new(each: Vec<(EnvelopeLines, Notify)>) -> Batch {
         if each.len() >= 2 {

@@ -17,7 +17,7 @@ use super::*;
 use crate::outbox::Outbox;
 
 /// The writer's side of an [`Outbox`], a line at a time, never waiting.
-struct Rx {
+pub(super) struct Rx {
     q: Arc<Outbox>,
     pending: std::collections::VecDeque<Bytes>,
 }
@@ -47,7 +47,7 @@ fn peer() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 1))
 }
 
-fn device_of(user: &str, n: u8) -> Fingerprint {
+pub(super) fn device_of(user: &str, n: u8) -> Fingerprint {
     Fingerprint::of(format!("{user}{n}").as_bytes())
 }
 
@@ -77,12 +77,12 @@ fn join_dev(hub: &Hub, user: &str, n: u8, cap: usize) -> (SessionId, Rx, Closer)
     (id, rx, closer)
 }
 
-fn join(hub: &Hub, user: &str, cap: usize) -> (SessionId, Rx, Closer) {
+pub(super) fn join(hub: &Hub, user: &str, cap: usize) -> (SessionId, Rx, Closer) {
     join_dev(hub, user, 0, cap)
 }
 
 /// The lines queued for a session, as its client reads them.
-fn drain(rx: &mut Rx) -> Vec<String> {
+pub(super) fn drain(rx: &mut Rx) -> Vec<String> {
     drain_entries(rx)
         .iter()
         .flat_map(|e| e.lines().map(str::to_string).collect::<Vec<_>>())
@@ -140,7 +140,7 @@ fn presence_only_on_first_and_last_session() {
 
 /// alice online with JSON envelopes, bob with binary ones, carol's device offline;
 /// returns the offline jobs and the two queues.
-fn json_binary_and_offline(hub: &Hub) -> (mpsc::UnboundedReceiver<OfflineJob>, Rx, Rx) {
+fn json_binary_and_offline(hub: &Hub) -> (mpsc::Receiver<OfflineJob>, Rx, Rx) {
     let jobs = with_writer(hub);
     hub.set_known([(
         "carol".to_string(),
@@ -383,12 +383,12 @@ fn session_cap_and_targeted_send() {
     // Both alice sessions use device 0: the device is routed to both, once each.
     let line = Bytes::from_static(b"x\n");
     assert_eq!(
-        hub.route_to_device(&device_of("alice", 0), &line),
+        hub.route_to_device(&device_of("alice", 0), &line, None),
         Routed::Online
     );
     assert!(r1.try_recv().is_ok() && r2.try_recv().is_ok());
     assert_eq!(
-        hub.route_to_device(&device_of("bob", 0), &line),
+        hub.route_to_device(&device_of("bob", 0), &line, None),
         Routed::Unknown
     );
     assert_eq!(
@@ -404,8 +404,8 @@ fn session_cap_and_targeted_send() {
 }
 
 /// A hub with an offline writer channel; returns the job receiver.
-fn with_writer(hub: &Hub) -> mpsc::UnboundedReceiver<OfflineJob> {
-    let (tx, rx) = mpsc::unbounded_channel();
+pub(super) fn with_writer(hub: &Hub) -> mpsc::Receiver<OfflineJob> {
+    let (tx, rx) = mpsc::channel(64);
     hub.attach_offline(tx);
     rx
 }
@@ -450,12 +450,12 @@ fn offline_members_get_jobs_in_order_and_login_lists_every_device() {
     assert_eq!(job.targets[0], ("bob".to_string(), device_of("bob", 1)));
     // A chain for an offline device is stored too; an unknown device is not.
     assert_eq!(
-        hub.route_to_device(&device_of("carol", 1), &line),
+        hub.route_to_device(&device_of("carol", 1), &line, None),
         Routed::Stored
     );
     assert_eq!(jobs.try_recv().unwrap().seq, 3);
     assert_eq!(
-        hub.route_to_device(&device_of("dave", 1), &line),
+        hub.route_to_device(&device_of("dave", 1), &line, None),
         Routed::Unknown
     );
     assert!(jobs.try_recv().is_err());
@@ -523,16 +523,16 @@ fn a_device_whose_sessions_are_closing_gets_lines_stored() {
         1
     );
     let job = jobs.try_recv().unwrap();
-    assert_eq!(job.targets, [("bob".to_string(), device_of("bob", 0))]);
+    assert_eq!(*job.targets, [("bob".to_string(), device_of("bob", 0))]);
     assert_eq!(
-        hub.route_to_device(&device_of("bob", 0), &Bytes::from_static(b"c\n")),
+        hub.route_to_device(&device_of("bob", 0), &Bytes::from_static(b"c\n"), None),
         Routed::Stored
     );
     // The same for a message to everyone, whatever the last scan said.
     jobs.try_recv().unwrap();
     hub.route_conversation(&Conversation::All, &Bytes::from_static(b"a\n"), None);
     let job = jobs.try_recv().unwrap();
-    assert_eq!(job.targets, [("bob".to_string(), device_of("bob", 0))]);
+    assert_eq!(*job.targets, [("bob".to_string(), device_of("bob", 0))]);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The logged-in session's loop: each frame the client sends, under the rate limit, routed
+//! The logged-in session's loop: each frame the client sends, under its budgets, routed
 //! ([`super::route`]), dispatched to a slash command, or answered.
 
 use std::ops::ControlFlow;
@@ -22,7 +22,12 @@ pub(super) async fn run(
     id: SessionId,
     login: &LoggedIn,
 ) -> Ending {
-    let mut rate = Rate::new(&shared.config.limits);
+    let limits = &shared.config.limits;
+    // A chain burst always covers one chain per registered device: what a client sends when
+    // it starts a chain in a room everyone is in.
+    let devices = u32::try_from(shared.hub.device_count()).unwrap_or(u32::MAX);
+    let account = shared.budgets.of(&login.user, limits, devices);
+    let mut rate = Rate::new(limits, account, devices);
     loop {
         let incoming = match conn.next_frame().await {
             Ok(incoming) => incoming,
@@ -76,7 +81,7 @@ async fn handle(
     }
     match frame {
         ClientFrame::Send { data } => router.envelopes(conn, rate, EnvelopeData::Base64(data))?,
-        ClientFrame::Chain { data } => router.chain(conn, data)?,
+        ClientFrame::Chain { data } => router.chain(conn, rate, data)?,
         ClientFrame::Rekey {
             device,
             conversation,

@@ -17,7 +17,7 @@ use super::login::LoggedIn;
 use super::rate::Rate;
 use crate::commands::Role;
 use crate::config::Limits;
-use crate::hub::{EnvelopeLines, Hub, Notify, Routed, SendRefused, SessionId};
+use crate::hub::{EnvelopeLines, Hub, Notify, Routed, SendRefused, Sender, SessionId};
 
 /// Bytes of AEAD tag in every envelope's ciphertext.
 const AEAD_TAG_BYTES: usize = 16;
@@ -236,8 +236,22 @@ impl Router<'_> {
         Ok((conversation, lines, note))
     }
 
-    /// Routes a wrapped sender chain to the device its header names.
-    pub(super) fn chain(&self, conn: &mut Connection, data: String) -> ControlFlow<Ending> {
+    /// Who this session is, as a sender of lines that may be stored for offline devices.
+    fn sender(&self) -> Sender {
+        Sender {
+            user: self.login.user.clone(),
+            session: self.id,
+        }
+    }
+
+    /// Routes a wrapped sender chain to the device its header names, within the chain
+    /// budgets (per session, per account, per recipient device).
+    pub(super) fn chain(
+        &self,
+        conn: &mut Connection,
+        rate: &mut Rate,
+        data: String,
+    ) -> ControlFlow<Ending> {
         let login = self.login;
         let wrapped = match WrappedChain::from_base64(&data) {
             Ok(w) => w,
@@ -254,6 +268,9 @@ impl Router<'_> {
             return conn.violation(ErrorCode::BadEnvelope, e.to_string());
         }
         let to = h.recipient_device;
+        if !rate.admit_chain(conn, self.limits, &to)? {
+            return ControlFlow::Continue(());
+        }
         let frame = ServerFrame::Chain {
             from: login.user.clone(),
             device: login.device,
@@ -263,7 +280,8 @@ impl Router<'_> {
             Ok(line) => {
                 // Offline devices get it at their next login, before the envelopes that
                 // need it. Unknown: revoked meanwhile; the sender learns that from `device`.
-                if self.hub.route_to_device(&to, &line) == Routed::Unknown {
+                // Refused for lack of room: the hub or the offline writer tells the sender.
+                if self.hub.route_to_device(&to, &line, Some(&self.sender())) == Routed::Unknown {
                     tracing::debug!(device = %to, "chain for a device that is not registered");
                 }
             }
@@ -323,7 +341,11 @@ impl Router<'_> {
         };
         match frame::encode(&frame) {
             Ok(line) => {
-                if self.hub.route_rekey(&req.device, &line) == Routed::Unknown {
+                if self
+                    .hub
+                    .route_rekey(&req.device, &line, Some(&self.sender()))
+                    == Routed::Unknown
+                {
                     tracing::debug!(device = %req.device, "rekey for a device that is not registered");
                 }
             }

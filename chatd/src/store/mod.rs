@@ -23,7 +23,7 @@ pub mod vouches;
 
 pub use error::{StoreError, Unavailable};
 pub use keys::{ActiveKey, KeyCheck, KeyRow};
-pub use offline::{DeviceTarget, OfflineLine, Stored};
+pub use offline::{Caps, DeviceTarget, OfflineLine, Stored};
 pub use rooms::RoomRow;
 pub use users::{Credentials, UserRow};
 
@@ -99,6 +99,10 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;",
     // 6: a ban (`chatctl kick --ban`): logins refused until then, seconds since the epoch.
     "ALTER TABLE users ADD COLUMN banned_until INTEGER;",
+    // 7: who sent each stored line (NULL: the server, or stored before this), so one sender's
+    // share of a device's queue can be counted (`offline_queue_per_sender`).
+    "ALTER TABLE offline_queue ADD COLUMN sender TEXT;
+    CREATE INDEX offline_queue_by_sender ON offline_queue(user, device, sender);",
 ];
 
 /// A handle to the database; cheap to clone.

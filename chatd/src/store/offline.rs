@@ -13,6 +13,8 @@ pub struct OfflineLine<'a> {
     pub line: &'a [u8],
     /// (user, device fingerprint) of each offline recipient.
     pub targets: &'a [DeviceTarget],
+    /// The sending account, whose share of each queue is capped (None: the server).
+    pub sender: Option<&'a str>,
 }
 
 /// What storing one [`OfflineLine`] did.
@@ -22,6 +24,9 @@ pub struct Stored {
     pub held: Vec<String>,
     /// Users with a device whose queue was full: not stored for that device.
     pub full: Vec<String>,
+    /// Users with a device whose queue holds the sender's whole share: not stored for that
+    /// device.
+    pub over_share: Vec<String>,
 }
 
 fn push_once(v: &mut Vec<String>, user: &str) {
@@ -30,12 +35,21 @@ fn push_once(v: &mut Vec<String>, user: &str) {
     }
 }
 
+/// How many lines each offline queue may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// Lines one device's queue holds at most.
+    pub total: usize,
+    /// Lines of one sender one device's queue holds at most.
+    pub per_sender: usize,
+}
+
 /// Stores `lines` in one transaction, each for its targets whose queue holds fewer than
-/// `cap` lines.
+/// `caps.total` lines, and fewer than `caps.per_sender` of the line's sender.
 pub fn store(
     c: &Connection,
     lines: &[OfflineLine<'_>],
-    cap: usize,
+    caps: Caps,
     now_ms: i64,
 ) -> Result<Vec<Stored>, StoreError> {
     let tx = c.unchecked_transaction()?;
@@ -43,19 +57,31 @@ pub fn store(
     {
         let mut count = tx
             .prepare_cached("SELECT COUNT(*) FROM offline_queue WHERE user = ?1 AND device = ?2")?;
+        let mut count_sender = tx.prepare_cached(
+            "SELECT COUNT(*) FROM offline_queue WHERE user = ?1 AND device = ?2 AND sender = ?3",
+        )?;
         let mut message =
             tx.prepare_cached("INSERT INTO offline_messages (line, created_ms) VALUES (?1, ?2)")?;
         let mut queue = tx.prepare_cached(
-            "INSERT INTO offline_queue (user, device, message) VALUES (?1, ?2, ?3)",
+            "INSERT INTO offline_queue (user, device, message, sender) VALUES (?1, ?2, ?3, ?4)",
         )?;
         for l in lines {
             let mut result = Stored::default();
             let mut id = None;
             for (user, device) in l.targets {
+                // The total first: a full queue is full for everyone, whoever filled it.
                 let n: i64 = count.query_row(params![user, &device[..]], |r| r.get(0))?;
-                if n.max(0) as usize >= cap {
+                if n.max(0) as usize >= caps.total {
                     push_once(&mut result.full, user);
                     continue;
+                }
+                if let Some(sender) = l.sender {
+                    let n: i64 =
+                        count_sender.query_row(params![user, &device[..], sender], |r| r.get(0))?;
+                    if n.max(0) as usize >= caps.per_sender {
+                        push_once(&mut result.over_share, user);
+                        continue;
+                    }
                 }
                 let msg = match id {
                     Some(m) => m,
@@ -66,7 +92,7 @@ pub fn store(
                         m
                     }
                 };
-                queue.execute(params![user, &device[..], msg])?;
+                queue.execute(params![user, &device[..], msg, l.sender])?;
                 push_once(&mut result.held, user);
             }
             out.push(result);

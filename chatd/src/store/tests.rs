@@ -121,6 +121,47 @@ fn refuses_newer_schema() {
     ));
 }
 
+fn caps(total: usize, per_sender: usize) -> offline::Caps {
+    offline::Caps { total, per_sender }
+}
+
+#[test]
+fn one_sender_has_a_share_of_each_queue_and_others_still_get_in() {
+    let s = Store::open_in_memory().unwrap();
+    s.run_sync(|c| {
+        for u in ["alice", "bob", "mallory", "carol"] {
+            users::add(c, u, "h", false)?;
+        }
+        let b = [2u8; 32];
+        keys::check_and_register(c, "bob", &b, b"b", 2048, 4)?;
+        let bob = [("bob".to_string(), b)];
+        let line = |sender| OfflineLine {
+            line: b"x\n",
+            targets: &bob,
+            sender,
+        };
+        // Share 2 of 4: mallory's third line is refused for her share, not for the total.
+        let flood: Vec<_> = (0..3).map(|_| line(Some("mallory"))).collect();
+        let out = offline::store(c, &flood, caps(4, 2), 1)?;
+        assert_eq!(out[1].held, ["bob"]);
+        assert_eq!(out[2].over_share, ["bob"]);
+        assert!(out[2].full.is_empty() && out[2].held.is_empty());
+        // Another sender still gets in, up to the total; the server's own lines have no share.
+        let out = offline::store(
+            c,
+            &[line(Some("alice")), line(None), line(Some("carol"))],
+            caps(4, 2),
+            1,
+        )?;
+        assert_eq!(out[0].held, ["bob"]);
+        assert_eq!(out[1].held, ["bob"]);
+        assert_eq!(out[2].full, ["bob"]);
+        assert!(out[2].over_share.is_empty());
+        Ok(())
+    })
+    .unwrap();
+}
+
 #[test]
 fn offline_queues_store_once_cap_order_ack_expire_and_cascade() {
     let s = Store::open_in_memory().unwrap();
@@ -140,17 +181,19 @@ fn offline_queues_store_once_cap_order_ack_expire_and_cascade() {
             .map(|l| OfflineLine {
                 line: l.as_bytes(),
                 targets: &both,
+                sender: None,
             })
             .collect();
         // Cap 3 per device: the fourth line is refused for both of bob's devices.
-        let out = offline::store(c, &batch, 3, 1_000)?;
+        let out = offline::store(c, &batch, caps(3, 3), 1_000)?;
         assert_eq!(out[0].held, ["bob"]);
         assert!(out[2].full.is_empty());
         assert_eq!(
             out[3],
             Stored {
                 held: vec![],
-                full: vec!["bob".into()]
+                full: vec!["bob".into()],
+                over_share: vec![],
             }
         );
         // A line for two devices is stored once.
@@ -160,8 +203,9 @@ fn offline_queues_store_once_cap_order_ack_expire_and_cascade() {
             &[OfflineLine {
                 line: b"late\n",
                 targets: &alice,
+                sender: None,
             }],
-            3,
+            caps(3, 3),
             5_000,
         )?;
         let got = offline::load(c, "bob", &b1, 0, 2, 0)?;
@@ -188,8 +232,9 @@ fn offline_queues_store_once_cap_order_ack_expire_and_cascade() {
             &[OfflineLine {
                 line: b"x\n",
                 targets: &alice,
+                sender: None,
             }],
-            3,
+            caps(3, 3),
             7_000,
         )?;
         users::delete(c, "alice")?;

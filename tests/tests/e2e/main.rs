@@ -3,6 +3,9 @@
 //! The binaries are built once per run (see [`harness::bins`]); every test starts its own
 //! chatd on 127.0.0.1:0 in its own temporary directory, so tests run in parallel.
 //!
+//! - `abuse_chains`: chain budgets at their edges; junk chains at online and offline users; a
+//!   chain flood against chatd's memory, log and logins; the real `chat` inside the budgets;
+//!   a full offline-writer queue refusing, losing nothing acknowledged
 //! - `abuse_logins`: guesses at an account from many addresses against a device that proves
 //!   itself; unfinished handshakes at the connection cap against the real `chat` (issue 26)
 //! - `abuse_logs`: refused logins summarised in the log; `chatctl kick --ban` (issue 26)
@@ -41,6 +44,8 @@
 #[cfg(test)]
 mod harness;
 
+#[cfg(test)]
+mod abuse_chains;
 #[cfg(test)]
 mod abuse_logins;
 #[cfg(test)]

@@ -181,7 +181,11 @@ fn exactly_one_batch_ends_with_a_final_marker() {
 #[test]
 fn the_per_device_cap_refuses_more_and_tells_the_sender() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::with_limits(dir.path(), "offline_queue_max = 3");
+    // The whole queue may be one sender's: the total is what this is about.
+    let server = Server::with_limits(
+        dir.path(),
+        "offline_queue_max = 3\noffline_queue_per_sender = 3",
+    );
     server.add_user("alice", "pw-a");
     server.add_user("bob", "pw-b");
     register_device(&server, "bob", "pw-b");
