@@ -10,6 +10,7 @@
 //! offline  commands/  the offline writer task; the command registry, one file per command
 //! hub/            who is online, routing, rooms, device keys (one lock, four tables)
 //! store           SQLite on the blocking pool
+//! stored_lines    stored lines being replayed, one copy for every session
 //! mailbox  writer  a session's queue + closer (the slow-consumer rule); its writer task
 //! check           --check-config: what start-up would refuse or run without
 //! journal         journald priorities; an event's error in its message text
@@ -35,6 +36,7 @@ pub mod session;
 pub mod shared;
 pub mod socket;
 pub mod store;
+pub mod stored_lines;
 pub mod systemd;
 pub mod throttle;
 pub mod tls;

@@ -255,6 +255,7 @@ impl Server {
             throttle,
             hub: Arc::new(hub),
             offline_committed: committed_rx,
+            stored_lines: Default::default(),
             config: Arc::new(Live::new(config)),
             identity: Live::new(identity),
             store,

@@ -20,6 +20,7 @@ use crate::hub::Hub;
 use crate::live::Live;
 use crate::reload::{Reloadable, Reloader};
 use crate::store::Store;
+use crate::stored_lines::StoredLines;
 use crate::throttle::LoginThrottle;
 use crate::tls::Identity;
 
@@ -51,6 +52,8 @@ pub struct Shared {
     pub throttle: LoginThrottle,
     /// The last offline job the offline writer committed (see [`crate::offline`]).
     pub offline_committed: watch::Receiver<u64>,
+    /// Stored lines replaying sessions hold, shared between them.
+    pub stored_lines: Arc<StoredLines>,
 }
 
 impl Shared {
