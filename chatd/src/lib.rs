@@ -14,6 +14,7 @@
 //! mailbox  writer  a session's queue + closer (the slow-consumer rule); its writer task
 //! check           --check-config: what start-up would refuse or run without
 //! journal         journald priorities; an event's error in its message text
+//! memory          freed memory given back to the system after a burst (malloc_trim)
 //! outbox  config  live  tls  socket  password  throttle  ratelimit  peerlimit  systemd
 //! ```
 
@@ -25,6 +26,7 @@ pub mod hub;
 pub mod journal;
 pub mod live;
 pub mod mailbox;
+pub mod memory;
 pub mod offline;
 pub mod outbox;
 pub mod password;

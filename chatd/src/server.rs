@@ -330,6 +330,7 @@ impl Server {
                 shared.hub.flush_quiet(delay, shared.shutdown.clone()).await;
             })
         });
+        let trim = tokio::spawn(crate::memory::trim_loop(shared.shutdown.clone()));
         accept_loop(&listener, &shared).await;
         drop(listener);
         crate::systemd::stopping();
@@ -347,6 +348,7 @@ impl Server {
         }
         let _ = control_task.await; // drops the listener, which removes the socket file
         let _ = keepalive.await;
+        let _ = trim.await;
         if let Some(quiet) = quiet {
             let _ = quiet.await;
         }
