@@ -17,10 +17,20 @@ const SWEEP_AT_LEAST: usize = 256;
 
 #[derive(Default)]
 struct Table {
-    lines: HashMap<i64, Weak<[u8]>>,
+    lines: HashMap<i64, Weak<Vec<u8>>>,
     /// Sweep dead entries when the table reaches this size (twice the live ones at the last
     /// sweep), so sweeping costs O(1) per insert.
     sweep_at: usize,
+}
+
+/// A shared line's bytes. In an `Arc<Vec<u8>>`, not an `Arc<[u8]>`: a `Weak` keeps the
+/// `Arc`'s allocation alive, and the table's `Weak`s must not keep the bytes.
+struct Line(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Line {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// Stored messages some session holds, by message id.
@@ -43,7 +53,7 @@ impl StoredLines {
     /// The bytes of stored message `message` if a session still holds them.
     pub fn get(&self, message: i64) -> Option<Bytes> {
         let line = self.lock().lines.get(&message)?.upgrade()?;
-        Some(Bytes::from_owner(line))
+        Some(Bytes::from_owner(Line(line)))
     }
 
     /// Shares `line`, just read as stored message `message`: the bytes another session
@@ -51,15 +61,15 @@ impl StoredLines {
     pub fn share(&self, message: i64, line: Vec<u8>) -> Bytes {
         let mut t = self.lock();
         if let Some(held) = t.lines.get(&message).and_then(Weak::upgrade) {
-            return Bytes::from_owner(held);
+            return Bytes::from_owner(Line(held));
         }
-        let line: Arc<[u8]> = line.into();
+        let line = Arc::new(line);
         t.lines.insert(message, Arc::downgrade(&line));
         if t.lines.len() >= t.sweep_at {
             t.lines.retain(|_, w| w.strong_count() > 0);
             t.sweep_at = t.lines.len().saturating_mul(2).max(SWEEP_AT_LEAST);
         }
-        Bytes::from_owner(line)
+        Bytes::from_owner(Line(line))
     }
 
     /// Entries in the table, live or not yet swept.

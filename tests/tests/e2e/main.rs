@@ -3,6 +3,8 @@
 //! The binaries are built once per run (see [`harness::bins`]); every test starts its own
 //! chatd on 127.0.0.1:0 in its own temporary directory, so tests run in parallel.
 //!
+//! - `abuse_memory`: sessions replaying a backlog without reading: memory bounded by the
+//!   outbound queue's bytes, one copy of each stored line, RSS back after; the byte limit's edge
 //! - `activation`: systemd: socket activation (LISTEN_FDS), LoadCredential, sd_notify
 //! - `admin`: chatctl against a running chatd
 //! - `binary`: binary envelope frames beside JSON lines: negotiation, mixed rooms, edges
@@ -37,6 +39,8 @@
 #[cfg(test)]
 mod harness;
 
+#[cfg(test)]
+mod abuse_memory;
 #[cfg(test)]
 mod activation;
 #[cfg(test)]
