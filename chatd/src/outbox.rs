@@ -69,7 +69,7 @@ pub struct Outbox {
     /// a single waker slot does (two atomic operations, where a `Notify` locks its waiter list
     /// on both sides for every message a quiet session gets).
     ready: AtomicWaker,
-    /// Wakes [`Outbox::send`] and [`Outbox::wait_space`] when the writer took lines.
+    /// Wakes [`Outbox::send`] and [`Outbox::wait_room`] when the writer took lines.
     space: Notify,
     cap: usize,
     /// Most bytes queued and in flight together (see the module doc).
