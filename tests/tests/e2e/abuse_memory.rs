@@ -145,6 +145,18 @@ fn sixteen_sessions_replaying_a_backlog_without_reading_cost_one_queue_and_memor
         mb(after),
         mb(baseline)
     );
+    // And once chatd has had a quiet check (memory::CHECK_EVERY) to give freed memory back.
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(took));
+    let later = rss_kib(&server);
+    figure(
+        T,
+        "RSS 6 s after they closed (MB)",
+        format!(
+            "{:.1} ({:.2} of baseline)",
+            mb(later),
+            later as f64 / baseline as f64
+        ),
+    );
 
     // Nothing was lost: a normal login reads every stored line, in order, once.
     let (mut bob, got, last) = read_replay(&server);
