@@ -171,6 +171,10 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
 }
 
+/// Default `limits.outbound_queue_bytes`: 4 MiB, 64 lines of the longest default size, or
+/// about 5,000 ordinary room messages.
+const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Longest `limits.presence_delay_ms`: a second is noticeable in a conversation.
 const MAX_PRESENCE_DELAY_MS: u64 = 1000;
 
@@ -242,6 +246,10 @@ pub struct Limits {
     pub max_rate_violations: NonZeroU32,
     /// Frames queued for one slow reader before it is disconnected.
     pub outbound_queue: NonZeroUsize,
+    /// Bytes queued for one slow reader (with what its writer is still writing) before it is
+    /// disconnected; a value under twice `max_line_bytes` counts as that (see
+    /// [`Limits::queue_bytes`]).
+    pub outbound_queue_bytes: NonZeroUsize,
     /// Milliseconds a login's or logout's presence and device notices may wait to share a
     /// write with other lines (0: sent at once).
     pub presence_delay_ms: u64,
@@ -295,6 +303,7 @@ impl Default for Limits {
             device_chain_burst: nz_u32(100),
             max_rate_violations: nz_u32(20),
             outbound_queue: nz_usize(1024),
+            outbound_queue_bytes: nz_usize(DEFAULT_OUTBOUND_QUEUE_BYTES),
             presence_delay_ms: 25,
             shutdown_grace_secs: nz_u64(5),
             offline_queue_max: nz_usize(1000),
@@ -307,6 +316,14 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The byte limit of a session's outbound queue in force: `outbound_queue_bytes`, but at
+    /// least twice `max_line_bytes`, so that a line of the longest size can queue while
+    /// another is still being written (raising `max_line_bytes` alone keeps working).
+    pub fn queue_bytes(&self) -> usize {
+        self.outbound_queue_bytes
+            .get()
+            .max(self.max_line_bytes.get().saturating_mul(2))
+    }
     /// TLS handshake deadline.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs.get())
@@ -642,6 +659,15 @@ mod tests {
         assert!(parse("[limits]\nmax_line_bytes = 16777216\n").is_ok());
         assert!(parse("[limits]\nmax_line_bytes = 16777217\n").is_err());
         assert!(parse("[limits]\npresence_delay_ms = 0\n").is_ok());
+        // The queue's byte limit never goes under two of the longest lines.
+        let c = parse("[limits]\nmax_line_bytes = 16777216\n").unwrap();
+        assert_eq!(c.limits.queue_bytes(), 32 * 1024 * 1024);
+        let c = parse("[limits]\noutbound_queue_bytes = 131072\n").unwrap();
+        assert_eq!(c.limits.queue_bytes(), 131072, "exactly two default lines");
+        let c = parse("[limits]\noutbound_queue_bytes = 131071\n").unwrap();
+        assert_eq!(c.limits.queue_bytes(), 131072, "raised to two lines");
+        assert_eq!(Limits::default().queue_bytes(), 4 * 1024 * 1024);
+        assert!(parse("[limits]\noutbound_queue_bytes = 0\n").is_err());
         assert!(parse("[limits]\npresence_delay_ms = 1000\n").is_ok());
         let err = parse("[limits]\npresence_delay_ms = 1001\n")
             .unwrap_err()

@@ -10,11 +10,13 @@
 //! offline  commands/  the offline writer task; the command registry, one file per command
 //! hub/            who is online, routing, rooms, device keys (one lock, four tables)
 //! store           SQLite on the blocking pool
+//! stored_lines    stored lines being replayed, one copy for every session
 //! mailbox  writer  a session's queue + closer (the slow-consumer rule); its writer task
 //! check           --check-config: what start-up would refuse or run without
 //! journal         journald priorities; an event's error in its message text
 //! repeats         repeated log lines summarised with a count (a tracing layer)
 //! budget          what all sessions of one account may send together
+//! memory          freed memory given back to the system after a burst (malloc_trim)
 //! outbox  config  live  tls  socket  password  throttle  ratelimit  peerlimit  slots  systemd
 //! ```
 
@@ -27,6 +29,7 @@ pub mod hub;
 pub mod journal;
 pub mod live;
 pub mod mailbox;
+pub mod memory;
 pub mod offline;
 pub mod outbox;
 pub mod password;
@@ -40,6 +43,7 @@ pub mod shared;
 pub mod slots;
 pub mod socket;
 pub mod store;
+pub mod stored_lines;
 pub mod systemd;
 pub mod throttle;
 pub mod tls;

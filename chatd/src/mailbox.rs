@@ -108,6 +108,14 @@ impl Mailbox {
             .map_err(|e| self.refused(e))
     }
 
+    /// Queues `entry` (`frames` frames) if there is room now: Ok(false), nothing queued and
+    /// the session left open, when the queue is full. A closed queue closes the session.
+    pub fn offer(&self, entry: Bytes, frames: usize) -> Result<bool, Refused> {
+        self.outbox
+            .push_if_room(entry, frames)
+            .map_err(|e| self.refused(e))
+    }
+
     /// Closes the session as too slow: lines for it piled up elsewhere (while it replayed).
     pub fn too_slow(&self) {
         self.closer.close(TOO_SLOW);

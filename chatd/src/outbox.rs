@@ -7,10 +7,14 @@
 //! (a semaphore permit, a linked block list, a lock-free slot per line) cost a third of
 //! chatd's CPU in the fan-out benchmark (docs/PERFORMANCE.md, "Why it is fast").
 //!
-//! The queue is bounded (`[limits] outbound_queue` frames) and a push never waits: a full
-//! queue is the caller's signal that the client is too slow. An entry may hold several frames
-//! (a run of envelopes routed together, see crate::hub) and counts as that many. Only the session's own replay
-//! of stored lines waits for room, with [`Outbox::send`].
+//! The queue is bounded in frames (`[limits] outbound_queue`) and in bytes
+//! (`outbound_queue_bytes`), and a push never waits: a full queue is the caller's signal that
+//! the client is too slow. An entry may hold several frames (a run of envelopes routed
+//! together, see crate::hub) and counts as that many. The byte count also covers the batch the
+//! writer took and is still writing (until its next take), so a client that stops reading pins
+//! at most the byte limit plus one entry, not a full queue behind a full batch; counting it
+//! costs the push one addition and the take nothing more than it did. Only the session's own
+//! replay of stored lines waits for room, with [`Outbox::send`] and [`Outbox::wait_room`].
 //!
 //! While the queue is empty it keeps at most a few slots (128 bytes), so an idle connection
 //! costs next to nothing here, and a message now and then allocates nothing.
@@ -42,6 +46,11 @@ struct State {
     lines: Vec<Bytes>,
     /// Frames in `lines` (an entry holds one or more).
     frames: usize,
+    /// Bytes in `lines`.
+    bytes: usize,
+    /// Bytes the writer took at its last take and may still be writing: freed when it comes
+    /// back for more (it takes only once the previous batch is written).
+    in_flight: usize,
     /// No more lines are taken in: [`Outbox::finish`] was called or the writer is gone.
     closed: bool,
     /// Lines were queued quietly ([`Outbox::push_quiet`]) and nobody has woken the writer
@@ -60,19 +69,28 @@ pub struct Outbox {
     /// a single waker slot does (two atomic operations, where a `Notify` locks its waiter list
     /// on both sides for every message a quiet session gets).
     ready: AtomicWaker,
-    /// Wakes [`Outbox::send`] and [`Outbox::wait_space`] when the writer took lines.
+    /// Wakes [`Outbox::send`] and [`Outbox::wait_room`] when the writer took lines.
     space: Notify,
     cap: usize,
+    /// Most bytes queued and in flight together (see the module doc).
+    cap_bytes: usize,
 }
 
 impl Outbox {
-    /// An empty queue that holds at most `cap` lines (at least 1).
+    /// An empty queue that holds at most `cap` frames (at least 1), however many bytes.
     pub fn new(cap: usize) -> Self {
+        Self::with_bytes(cap, usize::MAX)
+    }
+
+    /// An empty queue that holds at most `cap` frames and `cap_bytes` bytes (counting what the
+    /// writer is still writing); an empty queue takes any one entry, however large.
+    pub fn with_bytes(cap: usize, cap_bytes: usize) -> Self {
         Outbox {
             state: Mutex::new(State::default()),
             ready: AtomicWaker::new(),
             space: Notify::new(),
             cap: cap.max(1),
+            cap_bytes,
         }
     }
 
@@ -87,7 +105,7 @@ impl Outbox {
     }
 
     /// Queues `entry`, which holds `frames` frames, unless that would take the queue past its
-    /// limit or it is closed; never waits. An empty queue takes any entry, so an entry larger
+    /// limits or it is closed; never waits. An empty queue takes any entry, so an entry larger
     /// than the limit is not refused forever.
     pub fn push_frames(&self, entry: Bytes, frames: usize) -> Result<(), PushError> {
         let mut s = self.enqueue(entry, frames)?;
@@ -122,13 +140,28 @@ impl Outbox {
         if s.closed {
             return Err(PushError::Closed);
         }
-        if s.frames > 0 && s.frames.saturating_add(frames) > self.cap {
+        let bytes = s.bytes.saturating_add(entry.len());
+        if s.frames > 0
+            && (s.frames.saturating_add(frames) > self.cap
+                || bytes.saturating_add(s.in_flight) > self.cap_bytes)
+        {
             s.space_wanted = true;
             return Err(PushError::Full);
         }
         s.lines.push(entry);
         s.frames = s.frames.saturating_add(frames);
+        s.bytes = bytes;
         Ok(s)
+    }
+
+    /// Queues `entry` (`frames` frames) if it fits now: Ok(false), and nothing queued, when the
+    /// queue is full. For lines that may wait elsewhere (held during a replay).
+    pub fn push_if_room(&self, entry: Bytes, frames: usize) -> Result<bool, PushError> {
+        match self.push_frames(entry, frames) {
+            Ok(()) => Ok(true),
+            Err(PushError::Full) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Wakes the writer for lines queued quietly, if any still wait.
@@ -163,8 +196,15 @@ impl Outbox {
         }
     }
 
-    /// Waits until at least one line can be pushed; fails once the queue is closed.
-    pub async fn wait_space(&self) -> Result<(), PushError> {
+    /// Bytes queued and in flight (see the module doc).
+    pub fn bytes(&self) -> usize {
+        let s = self.lock();
+        s.bytes.saturating_add(s.in_flight)
+    }
+
+    /// Waits until the queue has room for a frame of `bytes` bytes (an empty queue always
+    /// has: `usize::MAX` waits for the writer's next take); fails once the queue is closed.
+    pub async fn wait_room(&self, bytes: usize) -> Result<(), PushError> {
         loop {
             let space = self.space.notified();
             tokio::pin!(space);
@@ -174,7 +214,8 @@ impl Outbox {
                 if s.closed {
                     return Err(PushError::Closed);
                 }
-                if s.frames < self.cap {
+                let total = s.bytes.saturating_add(s.in_flight).saturating_add(bytes);
+                if s.frames == 0 || (s.frames < self.cap && total <= self.cap_bytes) {
                     return Ok(());
                 }
                 s.space_wanted = true;
@@ -196,6 +237,8 @@ impl Outbox {
             let mut s = self.lock();
             s.closed = true;
             s.frames = 0;
+            s.bytes = 0;
+            s.in_flight = 0;
             std::mem::take(&mut s.lines)
         };
         drop(dropped);
@@ -215,6 +258,8 @@ impl Outbox {
                 // allocation instead of growing a new one each time.
                 std::mem::swap(&mut s.lines, batch);
                 s.frames = 0;
+                // The previous batch is written: what is taken now is what may be pending.
+                s.in_flight = std::mem::take(&mut s.bytes);
                 s.unwoken = false;
                 let wanted = std::mem::take(&mut s.space_wanted);
                 drop(s);
@@ -225,6 +270,11 @@ impl Outbox {
             }
             if s.closed {
                 return Poll::Ready(false);
+            }
+            // Everything taken before is written; a sender waiting on those bytes may go on.
+            s.in_flight = 0;
+            if std::mem::take(&mut s.space_wanted) {
+                self.space.notify_waiters();
             }
             // About to sleep: the writer's emptied buffer goes back to the queue, kept only
             // while small. A paced room (a message now and then to each member) would
@@ -247,6 +297,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
     use std::sync::Arc;
 
     fn line(s: &'static str) -> Bytes {
@@ -284,6 +335,51 @@ mod tests {
         q.push_frames(line("abcdefgh"), 8).unwrap();
         assert_eq!(q.free(), 0);
         assert_eq!(q.push(line("i")), Err(PushError::Full));
+    }
+
+    #[tokio::test]
+    async fn bytes_count_until_the_writer_comes_back_and_an_empty_queue_takes_any() {
+        // 10 bytes at most, frames plenty.
+        let q = Outbox::with_bytes(100, 10);
+        q.push(line("aaaa")).unwrap();
+        q.push(line("bbbb")).unwrap();
+        assert_eq!(q.push(line("ccc")), Err(PushError::Full), "8 + 3 > 10");
+        q.push(line("cc")).unwrap();
+        assert_eq!(q.bytes(), 10, "exactly at the limit");
+        let mut batch = Vec::new();
+        assert!(q.take(&mut batch).await);
+        // Taken but maybe not written: still counted, yet the empty queue takes one entry.
+        assert_eq!(q.bytes(), 10);
+        q.push(line("dddddddddddd")).unwrap();
+        assert_eq!(q.push(line("e")), Err(PushError::Full));
+        assert_eq!(q.push_if_room(line("e"), 1), Ok(false));
+        // The writer comes back for more: the first batch is written, the second in flight.
+        batch.clear();
+        assert!(q.take(&mut batch).await);
+        assert_eq!(q.bytes(), 12);
+        q.push(line("e")).unwrap();
+        batch.clear();
+        assert!(q.take(&mut batch).await);
+        // Nothing queued when the writer looks again: nothing in flight either.
+        batch.clear();
+        assert!(q.take(&mut batch).now_or_never().is_none());
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn room_for_a_page_waits_for_the_writer() {
+        let q = Arc::new(Outbox::with_bytes(100, 10));
+        q.push(line("aaaaaa")).unwrap();
+        assert_eq!(q.wait_room(4).now_or_never(), Some(Ok(())));
+        let waiter = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move { q.wait_room(5).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "6 + 5 > 10");
+        let mut batch = Vec::new();
+        assert!(q.take(&mut batch).await);
+        assert_eq!(waiter.await.unwrap(), Ok(()), "an empty queue has room");
     }
 
     #[tokio::test]
@@ -373,7 +469,7 @@ mod tests {
         tokio::task::yield_now().await;
         q.abandon();
         assert_eq!(blocked.await.unwrap(), Err(PushError::Closed));
-        assert_eq!(q.wait_space().await, Err(PushError::Closed));
+        assert_eq!(q.wait_room(0).await, Err(PushError::Closed));
         assert_eq!(q.free(), 0);
     }
 
@@ -383,7 +479,7 @@ mod tests {
         q.push(line("a")).unwrap();
         let waiter = {
             let q = Arc::clone(&q);
-            tokio::spawn(async move { q.wait_space().await })
+            tokio::spawn(async move { q.wait_room(0).await })
         };
         let sender = {
             let q = Arc::clone(&q);

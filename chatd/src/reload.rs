@@ -246,6 +246,7 @@ fn live_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     live!(limits.device_chain_burst);
     live!(limits.max_rate_violations);
     live!(limits.outbound_queue);
+    live!(limits.outbound_queue_bytes);
     live!(limits.shutdown_grace_secs);
     live!(limits.offline_queue_max);
     live!(limits.offline_queue_per_sender);

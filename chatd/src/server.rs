@@ -259,6 +259,7 @@ impl Server {
             budgets: Accounts::default(),
             hub: Arc::new(hub),
             offline_committed: committed_rx,
+            stored_lines: Default::default(),
             config: Arc::new(Live::new(config)),
             identity: Live::new(identity),
             store,
@@ -333,6 +334,7 @@ impl Server {
                 shared.hub.flush_quiet(delay, shared.shutdown.clone()).await;
             })
         });
+        let trim = tokio::spawn(crate::memory::trim_loop(shared.shutdown.clone()));
         accept_loop(&listener, &shared).await;
         drop(listener);
         crate::systemd::stopping();
@@ -350,6 +352,7 @@ impl Server {
         }
         let _ = control_task.await; // drops the listener, which removes the socket file
         let _ = keepalive.await;
+        let _ = trim.await;
         if let Some(quiet) = quiet {
             let _ = quiet.await;
         }

@@ -21,6 +21,7 @@ use crate::hub::Hub;
 use crate::live::Live;
 use crate::reload::{Reloadable, Reloader};
 use crate::store::Store;
+use crate::stored_lines::StoredLines;
 use crate::throttle::LoginThrottle;
 use crate::tls::Identity;
 
@@ -54,6 +55,8 @@ pub struct Shared {
     pub budgets: Accounts,
     /// The last offline job the offline writer committed (see [`crate::offline`]).
     pub offline_committed: watch::Receiver<u64>,
+    /// Stored lines replaying sessions hold, shared between them.
+    pub stored_lines: Arc<StoredLines>,
 }
 
 impl Shared {

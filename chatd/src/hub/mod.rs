@@ -137,13 +137,13 @@ impl Hub {
         Ok((id, offline_seq))
     }
 
-    /// Ends session `id`'s replay: moves the live lines it held into its queue, as many as
-    /// `room` (its queue's free slots). True when nothing is held any more and new lines go
-    /// straight to the queue; false means call again once the queue has drained a little.
-    pub fn end_replay(&self, id: SessionId, room: usize) -> bool {
-        // Under the hub lock nobody else queues for this session, and `room` slots were
-        // free, so these cannot fail for lack of room.
-        self.lock().sessions.end_replay(id, room)
+    /// Ends session `id`'s replay: moves the live lines it held into its queue while it has
+    /// room. True when nothing is held any more and new lines go straight to the queue; false
+    /// means call again once the writer took what is queued.
+    pub fn end_replay(&self, id: SessionId) -> bool {
+        // Under the hub lock nobody else queues for this session: a line that does not fit
+        // stays held, in order, rather than closing the session.
+        self.lock().sessions.end_replay(id)
     }
 
     /// Removes a session; tells everyone when its device key or its user goes offline.

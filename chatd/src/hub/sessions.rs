@@ -131,20 +131,25 @@ impl Entry {
         false
     }
 
-    /// Moves up to `limit` of the held lines into the queue; true when none is held any more
-    /// and new lines go straight to the queue.
-    fn move_held(&mut self, id: SessionId, limit: usize) -> bool {
+    /// Moves the held lines into the queue while it has room (in frames and bytes); true when
+    /// none is held any more and new lines go straight to the queue.
+    fn move_held(&mut self, id: SessionId) -> bool {
         let Some(lines) = self.held.as_mut() else {
             return true;
         };
-        let n = limit.min(lines.len());
-        let moving: Vec<Bytes> = lines.drain(..n).collect();
-        for line in moving {
-            if !self.push(id, line, 1) {
-                return false;
+        let mut moved = 0;
+        for line in lines.iter() {
+            match self.mailbox.offer(line.clone(), 1) {
+                Ok(true) => moved += 1,
+                Ok(false) => break,
+                Err(refused) => {
+                    self.refused(id, refused);
+                    return false;
+                }
             }
         }
-        if self.held.as_ref().is_some_and(Vec::is_empty) {
+        lines.drain(..moved);
+        if lines.is_empty() {
             self.held = None;
             return true;
         }
@@ -379,17 +384,18 @@ impl Sessions {
                 false
             }
         };
-        if queued && !replay {
-            entry.move_held(id, usize::MAX);
+        if queued && !replay && !entry.move_held(id) {
+            // Nobody ends a replay for it: what did not fit cannot wait.
+            entry.mailbox.too_slow();
         }
     }
 
-    /// Moves up to `room` held lines of session `id` into its queue; true when nothing is
-    /// held any more (see `Hub::end_replay`).
-    pub(super) fn end_replay(&mut self, id: SessionId, room: usize) -> bool {
+    /// Moves held lines of session `id` into its queue while it has room; true when nothing
+    /// is held any more (see `Hub::end_replay`).
+    pub(super) fn end_replay(&mut self, id: SessionId) -> bool {
         self.map
             .get_mut(&id)
-            .is_none_or(|entry| entry.move_held(id, room))
+            .is_none_or(|entry| entry.move_held(id))
     }
 
     /// Removes session `id`: its user and device key, and whether it was the last session

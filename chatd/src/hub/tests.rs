@@ -224,7 +224,7 @@ fn a_run_is_one_entry_per_session_held_one_by_one_and_stored_one_by_one() {
     assert!(jobs.try_recv().is_err());
     // dave's held frames go to his queue one by one once his replay ends.
     assert!(rd.try_recv().is_err(), "held during replay");
-    assert!(hub.end_replay(d, 8));
+    assert!(hub.end_replay(d));
     assert_eq!(
         drain_entries(&mut rd),
         [
@@ -466,7 +466,8 @@ fn offline_members_get_jobs_in_order_and_login_lists_every_device() {
     let _ = drain(&mut ra);
     // bob logs in: login_ok lists all three devices with their state; the offline event
     // and the removal reach alice.
-    let (tx, mut rb) = channel(8);
+    // A queue of one frame: a held line that does not fit waits for the writer's take.
+    let (tx, mut rb) = channel(1);
     let mut new = new_session("bob", 1, tx, Closer::default());
     new.replay = true;
     let (b, seq) = hub.register(new).unwrap();
@@ -489,11 +490,15 @@ fn offline_members_get_jobs_in_order_and_login_lists_every_device() {
     assert!(jobs.try_recv().is_err(), "bob is online: nothing stored");
     assert!(rb.try_recv().is_err(), "held during replay");
     assert!(
-        !hub.end_replay(b, 1),
+        !hub.end_replay(b),
         "one slot: one line moves, one stays held"
     );
+    assert!(
+        !hub.end_replay(b),
+        "still full: nothing moves, nobody is closed"
+    );
     assert_eq!(text(&rb.try_recv().unwrap()), "live1\n");
-    assert!(hub.end_replay(b, 8));
+    assert!(hub.end_replay(b));
     assert_eq!(text(&rb.try_recv().unwrap()), "live2\n");
     hub.route_conversation(&pair, &Bytes::from_static(b"live3\n"), None);
     assert_eq!(text(&rb.try_recv().unwrap()), "live3\n");

@@ -98,7 +98,10 @@ impl Connection {
             WireCodec::new(limits.max_line_bytes.get()),
             FIRST_READ_CAPACITY,
         );
-        let outbox = Arc::new(Outbox::new(limits.outbound_queue.get()));
+        let outbox = Arc::new(Outbox::with_bytes(
+            limits.outbound_queue.get(),
+            limits.queue_bytes(),
+        ));
         let writer = tokio::spawn(crate::writer::write_loop(
             w,
             Arc::clone(&outbox),

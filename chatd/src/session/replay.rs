@@ -1,5 +1,10 @@
 //! Replay at login: the lines stored for this device while it was offline, in batches each
 //! ended by a `backlog` marker, then the live lines the hub held meanwhile.
+//!
+//! Stored lines are paged from the database as the client reads: a page (bounded in lines and
+//! bytes) is read only once the outbound queue has room for it, so a session that does not
+//! read holds at most its queue's byte limit plus one page. Lines are shared through
+//! [`StoredLines`]: sessions replaying the same messages (an account's devices) hold one copy.
 
 use bytes::Bytes;
 use chatd_proto::ErrorCode;
@@ -9,10 +14,14 @@ use chatd_proto::frame::{self, ServerFrame};
 use crate::hub::SessionId;
 use crate::outbox::Outbox;
 use crate::shared::Shared;
-use crate::store::offline;
+use crate::store::offline::{self, PageLine, PageSize};
 
-/// Stored lines per `backlog` batch.
+/// Stored lines per `backlog` batch, at most.
 const REPLAY_BATCH: usize = 256;
+
+/// Bytes of stored lines per batch: a batch ends with the line that reaches them (so a line
+/// of any length makes a batch of its own).
+pub(crate) const REPLAY_PAGE_BYTES: usize = 256 * 1024;
 
 /// Sends what was stored for this device while it was offline, in batches each ended by a
 /// `backlog` marker, then lets the live lines the hub held meanwhile through. False when the
@@ -33,16 +42,37 @@ pub(super) async fn replay(
     let ttl_ms = shared.config.limits.offline_ttl_secs.get() as i64 * 1000;
     let not_before = crate::offline::now_ms().saturating_sub(ttl_ms);
     let fp = *device.as_bytes();
+    let size = PageSize {
+        lines: REPLAY_BATCH,
+        bytes: REPLAY_PAGE_BYTES,
+    };
     let mut after = 0i64;
     let mut total = 0usize;
     loop {
+        // Read the next page only once the queue can take it: a client that does not read
+        // costs its queue, not its whole backlog.
+        if outbox.wait_room(REPLAY_PAGE_BYTES).await.is_err() {
+            return false;
+        }
         let who = user.to_string();
-        let rows = shared
+        let lines = std::sync::Arc::clone(&shared.stored_lines);
+        let page = shared
             .store
-            .run(move |c| offline::load(c, &who, &fp, after, REPLAY_BATCH + 1, not_before))
+            .run(move |c| {
+                let (rows, more) =
+                    offline::load_page(c, &who, &fp, after, size, not_before, |m| lines.get(m))?;
+                let rows: Vec<(i64, Bytes)> = rows
+                    .into_iter()
+                    .map(|(qid, message, line)| match line {
+                        PageLine::Reused(b) => (qid, b),
+                        PageLine::Read(v) => (qid, lines.share(message, v)),
+                    })
+                    .collect();
+                Ok((rows, more))
+            })
             .await;
-        let rows = match rows {
-            Ok(rows) => rows,
+        let (rows, more) = match page {
+            Ok(page) => page,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read stored lines; they stay for the next login");
                 let text =
@@ -53,15 +83,13 @@ pub(super) async fn replay(
                 break;
             }
         };
-        // One more row than a batch was asked for: it says whether another batch follows.
-        let more = rows.len() > REPLAY_BATCH;
-        let count = rows.len().min(REPLAY_BATCH);
+        let count = rows.len();
         if count == 0 {
             break;
         }
-        for (qid, line) in rows.into_iter().take(REPLAY_BATCH) {
+        for (qid, line) in rows {
             after = qid;
-            if outbox.send(Bytes::from(line)).await.is_err() {
+            if outbox.send(line).await.is_err() {
                 return false;
             }
         }
@@ -83,9 +111,9 @@ pub(super) async fn replay(
     if total > 0 {
         tracing::info!(lines = total, "delivered stored lines");
     }
-    while !shared.hub.end_replay(id, outbox.free()) {
-        // The queue is full of the backlog: wait until the writer frees a slot.
-        if outbox.wait_space().await.is_err() {
+    while !shared.hub.end_replay(id) {
+        // The queue is full of the backlog: wait until the writer took it.
+        if outbox.wait_room(usize::MAX).await.is_err() {
             return false;
         }
     }

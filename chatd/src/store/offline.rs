@@ -124,6 +124,67 @@ pub fn load(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// How much [`load_page`] reads at most.
+#[derive(Debug, Clone, Copy)]
+pub struct PageSize {
+    /// Lines.
+    pub lines: usize,
+    /// Bytes of lines; a page holds at least one line however long.
+    pub bytes: usize,
+}
+
+/// A stored line of a page: the caller's copy of it, or its bytes read from the database.
+#[derive(Debug)]
+pub enum PageLine<T> {
+    /// [`load_page`]'s `reuse` had it; the database's copy was not read.
+    Reused(T),
+    /// Read from the database.
+    Read(Vec<u8>),
+}
+
+/// A line of a page: (queue id, message id, line).
+pub type PageRow<T> = (i64, i64, PageLine<T>);
+
+/// One page of the lines queued for `user`'s `device` after queue id `after`, oldest first,
+/// skipping expired ones (stored before `not_before_ms`): (queue id, message id, line) each,
+/// and whether more follow. A line whose message `reuse` returns is not read from the
+/// database, so sessions replaying the same messages can share one copy.
+#[allow(clippy::too_many_arguments)]
+pub fn load_page<T>(
+    c: &Connection,
+    user: &str,
+    device: &[u8; 32],
+    after: i64,
+    size: PageSize,
+    not_before_ms: i64,
+    mut reuse: impl FnMut(i64) -> Option<T>,
+) -> Result<(Vec<PageRow<T>>, bool), StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT q.id, m.id, length(m.line), m.line FROM offline_queue q
+         JOIN offline_messages m ON m.id = q.message
+         WHERE q.user = ?1 AND q.device = ?2 AND q.id > ?3 AND m.created_ms >= ?4
+         ORDER BY q.id",
+    )?;
+    let mut rows = stmt.query(params![user, &device[..], after, not_before_ms])?;
+    let (mut page, mut bytes) = (Vec::new(), 0usize);
+    while let Some(row) = rows.next()? {
+        if page.len() >= size.lines.max(1) || (!page.is_empty() && bytes >= size.bytes) {
+            // A row past the page: more follow (its line is not read).
+            return Ok((page, true));
+        }
+        let (queue_id, message): (i64, i64) = (row.get(0)?, row.get(1)?);
+        let len: i64 = row.get(2)?;
+        bytes = bytes.saturating_add(usize::try_from(len).unwrap_or(0));
+        let line = match reuse(message) {
+            Some(t) => PageLine::Reused(t),
+            // Only now is the line itself read.
+            None => PageLine::Read(row.get(3)?),
+        };
+        page.push((queue_id, message, line));
+    }
+    Ok((page, false))
+}
+
 /// Deletes what `user`'s `device` acknowledged (queue ids up to `upto`); returns how many.
 pub fn ack(c: &Connection, user: &str, device: &[u8; 32], upto: i64) -> Result<usize, StoreError> {
     let tx = c.unchecked_transaction()?;

@@ -243,3 +243,63 @@ fn offline_queues_store_once_cap_order_ack_expire_and_cascade() {
     })
     .unwrap();
 }
+
+#[test]
+fn a_page_of_stored_lines_is_bounded_in_lines_and_bytes_and_reuses_known_lines() {
+    use offline::{PageLine, PageSize};
+    let s = Store::open_in_memory().unwrap();
+    s.run_sync(|c| {
+        users::add(c, "bob", "h", false)?;
+        let b = [2u8; 32];
+        keys::check_and_register(c, "bob", &b, b"b", 2048, 4)?;
+        let bob = [("bob".to_string(), b)];
+        let lines: Vec<Vec<u8>> = (0..5u8).map(|i| vec![b'a' + i; 100]).collect();
+        let offline: Vec<OfflineLine<'_>> = lines
+            .iter()
+            .map(|l| OfflineLine {
+                line: l,
+                targets: &bob,
+                sender: None,
+            })
+            .collect();
+        offline::store(c, &offline, caps(10, 10), 1_000)?;
+        let none = |_| None::<()>;
+        // 250 bytes: the line that reaches them ends the page.
+        let size = PageSize {
+            lines: 10,
+            bytes: 250,
+        };
+        let (page, more) = offline::load_page(c, "bob", &b, 0, size, 0, none)?;
+        assert_eq!((page.len(), more), (3, true));
+        // A count limit; and a line longer than the byte limit still makes a page.
+        let size = PageSize {
+            lines: 2,
+            bytes: 10,
+        };
+        let (page, more) = offline::load_page(c, "bob", &b, page[2].0, size, 0, none)?;
+        assert_eq!((page.len(), more), (1, true));
+        let (last, more) = offline::load_page(c, "bob", &b, page[0].0, size, 0, none)?;
+        assert_eq!((last.len(), more), (1, false));
+        assert!(matches!(&last[0].2, PageLine::Read(l) if l == &lines[4]));
+        // A line the caller has already is not read again.
+        let mut asked = Vec::new();
+        let size = PageSize {
+            lines: 10,
+            bytes: 1 << 20,
+        };
+        let (page, more) = offline::load_page(c, "bob", &b, 0, size, 0, |m| {
+            asked.push(m);
+            (m % 2 == 0).then_some(m)
+        })?;
+        assert_eq!((page.len(), more), (5, false));
+        for (_, message, line) in &page {
+            match line {
+                PageLine::Reused(m) => assert_eq!(m, message),
+                PageLine::Read(l) => assert_eq!(l.len(), 100),
+            }
+        }
+        assert_eq!(asked.len(), 5);
+        Ok(())
+    })
+    .unwrap();
+}

@@ -425,7 +425,9 @@ fn junk_chains_at_an_offline_user_leave_room_for_everyone_else() {
     // The per-device chain budget is opened wide: the share of the queue must hold by itself.
     let server = Server::with_limits(
         dir.path(),
-        "device_chains_per_sec = 100000\ndevice_chain_burst = 100000",
+        // The writer's queue holds the whole burst, so only the share refuses (a loaded host
+        // could otherwise fill it first: that refusal is abuse_chains' offline_writer_queue).
+        "device_chains_per_sec = 100000\ndevice_chain_burst = 100000\noffline_jobs_max = 4096",
     );
     for (u, p) in [("alice", "pw-a"), ("carol", "pw-c")] {
         server.add_user(u, p);

@@ -9,6 +9,8 @@
 //! - `abuse_logins`: guesses at an account from many addresses against a device that proves
 //!   itself; unfinished handshakes at the connection cap against the real `chat` (issue 26)
 //! - `abuse_logs`: refused logins summarised in the log; `chatctl kick --ban` (issue 26)
+//! - `abuse_memory`: sessions replaying a backlog without reading: memory bounded by the
+//!   outbound queue's bytes, one copy of each stored line, RSS back after; the byte limit's edge
 //! - `activation`: systemd: socket activation (LISTEN_FDS), LoadCredential, sd_notify
 //! - `admin`: chatctl against a running chatd
 //! - `binary`: binary envelope frames beside JSON lines: negotiation, mixed rooms, edges
@@ -50,6 +52,8 @@ mod abuse_chains;
 mod abuse_logins;
 #[cfg(test)]
 mod abuse_logs;
+#[cfg(test)]
+mod abuse_memory;
 #[cfg(test)]
 mod activation;
 #[cfg(test)]
