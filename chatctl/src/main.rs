@@ -90,6 +90,9 @@ enum Command {
     /// Make chatd re-read its configuration file and TLS certificate and key (like
     /// `systemctl reload chatd`); connections stay up, an invalid file is refused.
     Reload,
+    /// Print chatd's metrics as OpenMetrics text (what `[metrics] listen` serves, which need
+    /// not be on), e.g. for node_exporter's textfile collector.
+    Metrics,
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +277,7 @@ fn build_request(command: &Command) -> Result<ControlRequest> {
             text: text.join(" "),
         },
         Command::Reload => ControlRequest::Reload,
+        Command::Metrics => ControlRequest::Metrics,
     })
 }
 

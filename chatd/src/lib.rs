@@ -25,6 +25,7 @@ pub mod hub;
 pub mod journal;
 pub mod live;
 pub mod mailbox;
+pub mod metrics;
 pub mod offline;
 pub mod outbox;
 pub mod password;

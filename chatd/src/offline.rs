@@ -93,6 +93,7 @@ async fn store_jobs(shared: &Writer, jobs: Vec<OfflineJob>) {
             .collect();
         owned.push((job.line, targets));
     }
+    let started = std::time::Instant::now();
     let result = shared
         .store
         .run(move |c| {
@@ -105,6 +106,8 @@ async fn store_jobs(shared: &Writer, jobs: Vec<OfflineJob>) {
         .await;
     match result {
         Ok(stored) => {
+            let lines = stored.iter().filter(|st| !st.held.is_empty()).count();
+            crate::metrics::get().offline_committed(lines, started.elapsed());
             for (note, st) in notify.into_iter().zip(stored) {
                 if !st.full.is_empty() {
                     tracing::warn!(users = ?st.full, cap, "offline queue full; a line was not stored");
@@ -162,7 +165,10 @@ async fn purge(shared: &Writer) {
     let before = now_ms().saturating_sub(ttl_ms);
     match shared.store.run(move |c| offline::expire(c, before)).await {
         Ok(0) => {}
-        Ok(n) => tracing::info!(lines = n, "expired stored offline messages"),
+        Ok(n) => {
+            crate::metrics::get().offline_expired(n);
+            tracing::info!(lines = n, "expired stored offline messages");
+        }
         Err(e) => tracing::warn!(error = %e, "cannot purge expired offline messages"),
     }
 }

@@ -137,7 +137,10 @@ impl Tables {
         batch: Batch,
     ) -> Result<Sent, SendRefused> {
         self.may_send(sender, conversation)?;
+        let envelopes = batch.len();
         let reached = self.route_batch(conversation, batch);
+        // Once per batch: two atomic adds, whatever the fan-out.
+        crate::metrics::get().routed(envelopes, reached);
         let away = conversation
             .peer_of(sender)
             .filter(|peer| *peer != sender)
@@ -185,6 +188,15 @@ pub(super) enum Batch {
 }
 
 impl Batch {
+    /// Envelopes in the batch.
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Batch::Empty => 0,
+            Batch::One(..) => 1,
+            Batch::Run(run) => run.each.len(),
+        }
+    }
+
     /// `each` (in order) as a batch.
     pub(super) fn new(each: Vec<(EnvelopeLines, Notify)>) -> Batch {
         if each.len() >= 2 {

@@ -51,6 +51,7 @@ impl Rate {
             return ControlFlow::Continue(true);
         }
         self.violations += 1;
+        crate::metrics::get().rate_limited();
         let peer: SocketAddr = conn.peer();
         if self.violations == 1 {
             // Once per episode: the log must not become the flood.
