@@ -14,6 +14,7 @@
 //! check           --check-config: what start-up would refuse or run without
 //! journal         journald priorities; an event's error in its message text
 //! repeats         repeated log lines summarised with a count (a tracing layer)
+//! metrics         counters for OpenMetrics (`[metrics] listen`, `chatctl metrics`); imports nothing above
 //! outbox  config  live  tls  socket  password  throttle  ratelimit  peerlimit  slots  systemd
 //! ```
 

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Raw, Server, TIMEOUT};
+use std::ffi::OsStr;
+
+use crate::harness::{Mode, Raw, Server, TIMEOUT, run_chatd, write_config};
 
 /// Names and text that must never show in the metrics.
 const ALICE: &str = "quokka";
@@ -245,6 +247,27 @@ fn a_scrape_after_a_workload_counts_exactly_and_names_nobody() {
         sample(&out.stdout, "chatd_slow_consumer_disconnects_total"),
         1.0
     );
+    // --prometheus: the format node_exporter's textfile collector reads.
+    let prom = server.ctl(&["metrics", "--prometheus"], None);
+    prom.assert_ok();
+    assert!(
+        prom.stdout.contains("# TYPE chatd_logins_total counter\n"),
+        "{}",
+        prom.stdout
+    );
+    assert!(
+        prom.stdout.contains("# TYPE chatd_build_info gauge\n"),
+        "{}",
+        prom.stdout
+    );
+    assert!(!prom.stdout.contains("# EOF") && !prom.stdout.contains("# UNIT"));
+    assert_eq!(
+        sample(
+            &prom.stdout,
+            "chatd_logins_total{result=\"bad_credentials\"}"
+        ),
+        1.0
+    );
     let json = server.ctl(&["--json", "metrics"], None);
     json.assert_ok();
     let reply: Value = serde_json::from_str(json.stdout.trim()).unwrap();
@@ -264,4 +287,44 @@ fn chatctl_metrics_works_without_the_listener() {
         out.stdout
     );
     assert!(out.stdout.ends_with("# EOF\n"), "{}", out.stdout);
+}
+
+#[test]
+fn check_config_refuses_a_bad_metrics_listen_and_a_busy_port_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |metrics: &str| {
+        let (file, _) = write_config(dir.path(), &format!("[metrics]\n{metrics}\n"));
+        let (status, out, err) = run_chatd(&[
+            OsStr::new("--check-config"),
+            OsStr::new("--config"),
+            file.as_os_str(),
+        ]);
+        (status.code(), out, err)
+    };
+    let (code, _, err) = check("listen = \"localhost:9464\"");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("listen"), "{err}");
+    let (code, _, err) = check("listen = \"127.0.0.1\"");
+    assert_eq!(code, Some(1), "{err}");
+    let (code, out, err) = check("listen = \"127.0.0.1:9464\"");
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    // A port already taken: chatd does not start, and says which address.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let (file, control) = write_config(dir.path(), &format!("[metrics]\nlisten = \"{busy}\"\n"));
+    let failure = Server::try_start(Mode::Config {
+        file: &file,
+        control: &control,
+    })
+    .err()
+    .expect("chatd started on a busy metrics port");
+    assert!(!failure.status.success());
+    assert!(
+        failure
+            .stderr
+            .contains(&format!("cannot listen for metrics on {busy}")),
+        "{}",
+        failure.stderr
+    );
 }
