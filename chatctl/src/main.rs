@@ -12,6 +12,7 @@ mod client;
 mod manual;
 mod output;
 mod password;
+mod textfile;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,6 +91,14 @@ enum Command {
     /// Make chatd re-read its configuration file and TLS certificate and key (like
     /// `systemctl reload chatd`); connections stay up, an invalid file is refused.
     Reload,
+    /// Print chatd's metrics as OpenMetrics text: what `[metrics] listen` serves, which need
+    /// not be on.
+    Metrics {
+        /// Print the Prometheus text format (0.0.4) instead, which node_exporter's textfile
+        /// collector reads.
+        #[arg(long)]
+        prometheus: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,7 +205,12 @@ fn show(cli: &Cli, reply: &client::Reply) -> ExitCode {
         return ExitCode::FAILURE;
     }
     if !cli.json {
-        print!("{}", output::render(&reply.response));
+        match (&cli.command, &reply.response) {
+            (Command::Metrics { prometheus: true }, ControlResponse::Metrics { text }) => {
+                print!("{}", textfile::prometheus(text));
+            }
+            (_, response) => print!("{}", output::render(response)),
+        }
     }
     ExitCode::SUCCESS
 }
@@ -274,6 +288,7 @@ fn build_request(command: &Command) -> Result<ControlRequest> {
             text: text.join(" "),
         },
         Command::Reload => ControlRequest::Reload,
+        Command::Metrics { .. } => ControlRequest::Metrics,
     })
 }
 

@@ -25,6 +25,8 @@ pub fn render(response: &ControlResponse) -> String {
         ControlResponse::Users { users: list } => users(list),
         ControlResponse::Sessions { sessions: list } => sessions(list),
         ControlResponse::Keys { keys: list } => keys(list),
+        // Already text, and what a textfile collector reads: printed as it is.
+        ControlResponse::Metrics { text } => text.clone(),
         ControlResponse::Error { message, .. } => format!("{message}\n"),
     }
 }

@@ -20,9 +20,16 @@ pub fn identity(config: &Config) -> Result<Option<Fingerprint>, TlsError> {
 }
 
 /// What start-up accepts but runs without, one sentence each: plugins whose program is
-/// missing or not executable (their calls would fail), a missing admin group.
+/// missing or not executable (their calls would fail), a missing admin group, a metrics
+/// listener reachable from other hosts.
 pub fn warnings(config: &Config) -> Vec<String> {
     let mut out = plugin_problems(config);
+    if let Some(addr) = config.metrics.listen.filter(|a| !a.ip().is_loopback()) {
+        out.push(format!(
+            "metrics.listen: {addr} is reachable from other hosts and has no authentication; \
+             keep it behind a firewall or use 127.0.0.1"
+        ));
+    }
     match nix::unistd::Group::from_name(&config.server.admin_group) {
         Ok(Some(_)) => {}
         Ok(None) => out.push(format!(
@@ -62,4 +69,24 @@ pub fn plugin_problems(config: &Config) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_metrics_listener_beyond_loopback_is_a_warning() {
+        let mut config = Config::default();
+        config.server.admin_group = "root".into();
+        assert!(warnings(&config).is_empty(), "{:?}", warnings(&config));
+        config.metrics.listen = Some(([127, 0, 0, 1], 9464).into());
+        assert!(warnings(&config).is_empty(), "{:?}", warnings(&config));
+        config.metrics.listen = Some(([0, 0, 0, 0], 9464).into());
+        let found = warnings(&config);
+        assert!(
+            found.len() == 1 && found[0].starts_with("metrics.listen: 0.0.0.0:9464"),
+            "{found:?}"
+        );
+    }
 }

@@ -61,6 +61,16 @@ pub struct Config {
     pub rooms: RoomsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The OpenMetrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where to serve `GET /metrics` (OpenMetrics text); None: no listener.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[server]`
@@ -552,6 +562,19 @@ impl Config {
                 )));
             }
         }
+        if let Some(addr) = self.metrics.listen {
+            // Port 0 picks a free port for each; otherwise one port cannot serve both.
+            let server = self.server.listen;
+            let same_ip = addr.ip() == server.ip()
+                || addr.ip().is_unspecified()
+                || server.ip().is_unspecified();
+            if addr.port() != 0 && addr.port() == server.port() && same_ip {
+                return Err(invalid(format!(
+                    "metrics.listen ({addr}) would take server.listen's port ({})",
+                    self.server.listen
+                )));
+            }
+        }
         if self.server.state_dir.as_os_str().is_empty() {
             return Err(invalid("server.state_dir must not be empty".into()));
         }
@@ -702,6 +725,24 @@ mod tests {
         assert!(err.contains("commands.disabled"), "{err}");
         let err = parse("[log]\nlevel = \"=bad=\"\n").unwrap_err().to_string();
         assert!(err.contains("log.level"), "{err}");
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_checked() {
+        assert_eq!(parse("").unwrap().metrics.listen, None);
+        let on = parse("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(
+            on.metrics.listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+        let e = parse("[metrics]\nlisten = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = parse("[metrics]\nlisten = \"127.0.0.1:8443\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics.listen"), "{e}");
     }
 
     #[test]

@@ -494,6 +494,9 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
             tracing::info!(sessions = n, "announcement sent from the control socket");
             done(format!("announced to {n} session(s)"))
         }
+        ControlRequest::Metrics => ControlResponse::Metrics {
+            text: crate::metrics::get().encode(),
+        },
         ControlRequest::Reload => match shared.reload("chatctl reload") {
             Ok(summary) => done(summary),
             Err(reason) => error(ControlErrorCode::ReloadFailed, reason),

@@ -17,6 +17,7 @@
 //! repeats         repeated log lines summarised with a count (a tracing layer)
 //! budget          what all sessions of one account may send together
 //! memory          freed memory given back to the system after a burst (malloc_trim)
+//! metrics         counters for OpenMetrics (`[metrics] listen`, `chatctl metrics`); imports nothing above
 //! outbox  config  live  tls  socket  password  throttle  ratelimit  peerlimit  slots  systemd
 //! ```
 
@@ -30,6 +31,7 @@ pub mod journal;
 pub mod live;
 pub mod mailbox;
 pub mod memory;
+pub mod metrics;
 pub mod offline;
 pub mod outbox;
 pub mod password;

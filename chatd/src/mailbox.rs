@@ -118,6 +118,9 @@ impl Mailbox {
 
     /// Closes the session as too slow: lines for it piled up elsewhere (while it replayed).
     pub fn too_slow(&self) {
+        if !self.closer.is_closed() {
+            crate::metrics::get().slow_consumer();
+        }
         self.closer.close(TOO_SLOW);
     }
 

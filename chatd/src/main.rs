@@ -210,6 +210,9 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
         server.listen_addr()
     );
     tracing::info!("certificate fingerprint {}", server.fingerprint());
+    if let Some(addr) = server.metrics_addr() {
+        tracing::info!("metrics at http://{addr}/metrics");
+    }
     tracing::info!("control socket at {}", server.control_path().display());
     for problem in plugin_problems {
         tracing::warn!("{problem}");

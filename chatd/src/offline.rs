@@ -114,6 +114,7 @@ async fn store_jobs(shared: &Writer, jobs: Vec<OfflineJob>) {
         ));
         told.push((job.sender, job.notify));
     }
+    let started = std::time::Instant::now();
     let result = shared
         .store
         .run(move |c| {
@@ -130,6 +131,8 @@ async fn store_jobs(shared: &Writer, jobs: Vec<OfflineJob>) {
         .await;
     match result {
         Ok(stored) => {
+            let lines = stored.iter().filter(|st| !st.held.is_empty()).count();
+            crate::metrics::get().offline_committed(lines, started.elapsed());
             let (mut full, mut over_share) = (0usize, 0usize);
             for ((sender, note), st) in told.into_iter().zip(stored) {
                 full += usize::from(!st.full.is_empty());
@@ -235,7 +238,10 @@ async fn purge(shared: &Writer) {
     let before = now_ms().saturating_sub(ttl_ms);
     match shared.store.run(move |c| offline::expire(c, before)).await {
         Ok(0) => {}
-        Ok(n) => tracing::info!(lines = n, "expired stored offline messages"),
+        Ok(n) => {
+            crate::metrics::get().offline_expired(n);
+            tracing::info!(lines = n, "expired stored offline messages");
+        }
         Err(e) => tracing::warn!(error = %e, "cannot purge expired offline messages"),
     }
 }

@@ -56,6 +56,12 @@ struct Queues {
 }
 
 impl Queues {
+    /// Publishes the queues' depths (`chatd_password_hash_queue`), under their lock so the
+    /// last figure set is the current one.
+    fn report(&self) {
+        crate::metrics::get().hash_queue(self.first.len(), self.rest.len());
+    }
+
     fn push(&mut self, lane: Lane, job: Job) {
         match lane {
             Lane::First => self.first.push_back(job),
@@ -93,7 +99,10 @@ impl Hashers {
     }
 
     fn submit(&self, lane: Lane, job: Job) {
-        self.queues().push(lane, job);
+        let mut queues = self.queues();
+        queues.push(lane, job);
+        queues.report();
+        drop(queues);
         self.ready.notify_one();
     }
 
@@ -101,6 +110,7 @@ impl Hashers {
         let mut queues = self.queues();
         loop {
             if let Some(job) = queues.pop() {
+                queues.report();
                 return job;
             }
             queues = self

@@ -211,6 +211,8 @@ fn keep_fixed(
     fixed!(limits.offline_jobs_max);
     // Every account is in it and the database says so.
     fixed!(rooms.default);
+    // Its listener is bound once, at start-up, like server.listen.
+    fixed!(metrics.listen);
 }
 
 /// Settings that take effect now and differ.
@@ -279,7 +281,7 @@ mod tests {
         let old = parse("[server]\nlisten = \"127.0.0.1:1\"\n[limits]\nmax_connections = 5\n");
         let mut new = parse(
             "[server]\nlisten = \"127.0.0.1:2\"\n[limits]\nmax_connections = 6\nmax_text_bytes = 100\n\
-             presence_delay_ms = 0\n",
+             presence_delay_ms = 0\n[metrics]\nlisten = \"127.0.0.1:9464\"\n",
         );
         let mut restart = Vec::new();
         keep_fixed(&old, &mut new, true, &mut restart);
@@ -288,9 +290,11 @@ mod tests {
             [
                 "server.listen",
                 "limits.max_connections",
-                "limits.presence_delay_ms"
+                "limits.presence_delay_ms",
+                "metrics.listen"
             ]
         );
+        assert_eq!(new.metrics.listen, None);
         assert_eq!(new.server.listen, old.server.listen);
         assert_eq!(new.limits.max_connections, old.limits.max_connections);
         assert_eq!(new.limits.presence_delay_ms, 25);

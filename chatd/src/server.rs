@@ -72,6 +72,14 @@ pub enum ServerError {
     /// The control socket could not be bound.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// The metrics port could not be bound.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Metrics {
+        /// Address (`metrics.listen`).
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// The `[commands]` section is inconsistent.
     #[error("commands: {0}")]
     Registry(#[from] RegistryError),
@@ -82,6 +90,8 @@ pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
     control: ControlListener,
+    /// The OpenMetrics listener, when `metrics.listen` is set.
+    metrics: Option<TcpListener>,
     offline: (mpsc::Receiver<OfflineJob>, watch::Sender<u64>),
     _lock: Flock<File>,
 }
@@ -176,6 +186,14 @@ impl Server {
             Some(l) => ControlListener::activated(l, &config.server.control_socket, admin_gid)?,
             None => ControlListener::bind(&config.server.control_socket, admin_gid)?,
         };
+        let metrics = match config.metrics.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Metrics { addr, source })?,
+            ),
+            None => None,
+        };
         // Told only once chatd is really starting, so a refused start prints just its error.
         match &group {
             Ok(Some(_)) => {}
@@ -251,6 +269,7 @@ impl Server {
             }),
             &default_room,
         );
+        crate::metrics::init();
         let (job_tx, job_rx, committed_tx, committed_rx) =
             crate::offline::channels(config.limits.offline_jobs_max.get());
         hub.attach_offline(job_tx);
@@ -275,6 +294,7 @@ impl Server {
             shared,
             listener,
             control,
+            metrics,
             offline: (job_rx, committed_tx),
             _lock: lock,
         })
@@ -283,6 +303,11 @@ impl Server {
     /// The bound TLS address.
     pub fn listen_addr(&self) -> SocketAddr {
         self.shared.listen_addr
+    }
+
+    /// The bound metrics address, when `metrics.listen` is set (port 0 resolved).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The control socket path.
@@ -311,9 +336,16 @@ impl Server {
             shared,
             listener,
             control,
+            metrics,
             offline: (job_rx, committed_tx),
             _lock,
         } = self;
+        let metrics_task = metrics.map(|listener| {
+            tokio::spawn(crate::metrics::http::serve(
+                listener,
+                shared.shutdown.clone(),
+            ))
+        });
         let control_task = tokio::spawn(control.run(Arc::clone(&shared)));
         let writer = crate::offline::Writer {
             hub: Arc::clone(&shared.hub),
@@ -353,6 +385,9 @@ impl Server {
         let _ = control_task.await; // drops the listener, which removes the socket file
         let _ = keepalive.await;
         let _ = trim.await;
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
         if let Some(quiet) = quiet {
             let _ = quiet.await;
         }

@@ -99,6 +99,9 @@ pub enum ControlRequest {
     },
     /// Re-read the configuration file and the TLS certificate and key (like SIGHUP).
     Reload,
+    /// The metrics as OpenMetrics text, as `[metrics] listen` serves them (which need not be
+    /// on).
+    Metrics,
 }
 
 impl ControlRequest {
@@ -118,7 +121,8 @@ impl ControlRequest {
             | ControlRequest::UserList
             | ControlRequest::Who
             | ControlRequest::Say { .. }
-            | ControlRequest::Reload => None,
+            | ControlRequest::Reload
+            | ControlRequest::Metrics => None,
         }
     }
 }
@@ -164,6 +168,7 @@ impl std::fmt::Debug for ControlRequest {
             ControlRequest::UserList => f.write_str("UserList"),
             ControlRequest::Who => f.write_str("Who"),
             ControlRequest::Reload => f.write_str("Reload"),
+            ControlRequest::Metrics => f.write_str("Metrics"),
         }
     }
 }
@@ -193,6 +198,11 @@ pub enum ControlResponse {
     Keys {
         /// Matching keys, by user then registration time.
         keys: Vec<KeyInfo>,
+    },
+    /// Answer to `metrics`.
+    Metrics {
+        /// OpenMetrics text, ending in `# EOF`.
+        text: String,
     },
     /// The request failed.
     Error {

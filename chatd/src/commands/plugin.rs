@@ -266,6 +266,7 @@ impl Command for Plugin {
                 why,
             };
             let Ok(_permit) = Arc::clone(&self.running).try_acquire_owned() else {
+                crate::metrics::get().plugin_call(&self.name, "busy", None);
                 tracing::warn!(plugin = ?self.name, user = ctx.user, "plugin busy");
                 return Err(fail(format!(
                     "is busy ({} running); try again in a moment",
@@ -273,7 +274,10 @@ impl Command for Plugin {
                 )));
             };
             let started = std::time::Instant::now();
-            let reply = match self.call(ctx, args).await {
+            let called = self.call(ctx, args).await;
+            let result = if called.is_ok() { "ok" } else { "error" };
+            crate::metrics::get().plugin_call(&self.name, result, Some(started.elapsed()));
+            let reply = match called {
                 Ok(reply) => reply,
                 Err(f) => {
                     tracing::warn!(plugin = ?self.name, user = ctx.user, error = ?f.log, "plugin failed");

@@ -182,7 +182,10 @@ impl Tables {
             user: sender.to_string(),
             session,
         });
+        let envelopes = batch.len();
         let reached = self.route_batch(conversation, batch, from.as_ref());
+        // Once per batch: two atomic adds, whatever the fan-out.
+        crate::metrics::get().routed(envelopes, reached);
         let away = conversation
             .peer_of(sender)
             .filter(|peer| *peer != sender)
@@ -246,6 +249,15 @@ impl Batch {
             Batch::Empty => None,
             Batch::One(_, note) => Some(note.session),
             Batch::Run(run) => run.each.first().map(|(_, note)| note.session),
+        }
+    }
+
+    /// Envelopes in the batch.
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Batch::Empty => 0,
+            Batch::One(..) => 1,
+            Batch::Run(run) => run.each.len(),
         }
     }
 

@@ -17,6 +17,7 @@ use chatd_proto::{ErrorCode, PROTOCOL_VERSION};
 
 use super::connection::{Connection, Ending, Incoming};
 use crate::commands::Role;
+use crate::metrics::LoginResult;
 use crate::password::Lane;
 use crate::shared::Shared;
 use crate::store::{KeyCheck, keys, users};
@@ -96,13 +97,15 @@ impl Login<'_> {
                 if !self.hello_done {
                     return self.violation("send hello first".into());
                 }
-                let login = match self.parse_device_key(&device_key) {
+                let started = std::time::Instant::now();
+                let (login, result) = match self.parse_device_key(&device_key) {
                     Some(key) => {
                         let proven = self.proven(&user, &key, proof.as_deref());
                         self.check_login(user, password, key, proven).await
                     }
-                    None => None,
+                    None => (None, LoginResult::BadDeviceKey),
                 };
+                crate::metrics::get().login(result, started);
                 if let Some(login) = login {
                     return ControlFlow::Break(Ok(login));
                 }
@@ -239,7 +242,7 @@ impl Login<'_> {
         password: String,
         key: DevicePublicKey,
         proven: bool,
-    ) -> Option<LoggedIn> {
+    ) -> (Option<LoggedIn>, LoginResult) {
         let valid_name = chatd_proto::names::validate_username(&user).is_ok();
         let shown: String = user.chars().take(40).collect();
         let ip = self.conn.peer().ip();
@@ -261,7 +264,7 @@ impl Login<'_> {
                 ErrorCode::RateLimited,
                 format!("too many failed logins {whom}; try again in {secs} s"),
             );
-            return None;
+            return (None, LoginResult::Throttled);
         }
         let creds = if valid_name {
             let name = user.clone();
@@ -278,7 +281,7 @@ impl Login<'_> {
                         ErrorCode::Internal,
                         "the server could not check your login; try again later",
                     );
-                    return None;
+                    return (None, LoginResult::Error);
                 }
             }
         } else {
@@ -300,7 +303,7 @@ impl Login<'_> {
                 }
                 if let Some(left) = c.ban_left(crate::store::now_secs()) {
                     self.banned(&shown, left, c.banned_until.unwrap_or_default());
-                    return None;
+                    return (None, LoginResult::Refused);
                 }
                 let role = if c.admin { Role::Admin } else { Role::User };
                 self.register_key(user, role, key).await
@@ -320,7 +323,7 @@ impl Login<'_> {
                 tracing::warn!(peer = %self.conn.peer(), user = ?shown, why, "login failed");
                 self.conn
                     .error(ErrorCode::InvalidCredentials, "invalid credentials");
-                None
+                (None, LoginResult::BadCredentials)
             }
         }
     }
@@ -346,7 +349,7 @@ impl Login<'_> {
         user: String,
         role: Role,
         key: DevicePublicKey,
-    ) -> Option<LoggedIn> {
+    ) -> (Option<LoggedIn>, LoginResult) {
         let device = key.fingerprint();
         let max = self.shared.config.limits.max_devices_per_user.get();
         let (name, fp, der, bits) = (
@@ -372,7 +375,7 @@ impl Login<'_> {
                     ErrorCode::KeyRevoked,
                     format!("device key {device} was revoked by an administrator; this device needs a new key"),
                 );
-                return None;
+                return (None, LoginResult::BadDeviceKey);
             }
             Ok(KeyCheck::TooMany) => {
                 tracing::warn!(user = ?user, %device, max, "device key refused: too many devices");
@@ -380,7 +383,7 @@ impl Login<'_> {
                     ErrorCode::TooManyDevices,
                     format!("{user} already has {max} device keys; an administrator must revoke one (chatctl key revoke)"),
                 );
-                return None;
+                return (None, LoginResult::BadDeviceKey);
             }
             Err(e) => {
                 tracing::error!(error = %e, "login: cannot record the device key");
@@ -390,12 +393,12 @@ impl Login<'_> {
                     "the server could not record your device key; try again later"
                 };
                 self.conn.error(ErrorCode::Internal, message);
-                return None;
+                return (None, LoginResult::Error);
             }
         }
         // Re-encoded from the parsed key, so every peer gets the canonical DER.
         let key_b64 = base64::engine::general_purpose::STANDARD.encode(key.to_spki_der());
-        Some(LoggedIn {
+        let logged_in = LoggedIn {
             user,
             role,
             device,
@@ -403,6 +406,7 @@ impl Login<'_> {
             binary: self.binary,
             vouch: self.vouch,
             rekey: self.rekey,
-        })
+        };
+        (Some(logged_in), LoginResult::Ok)
     }
 }

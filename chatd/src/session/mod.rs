@@ -74,10 +74,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, cla
             shared.shutdown.clone(),
         );
         let (session, ending) = match Box::pin(enter(&mut conn, &shared, claim)).await {
-            Ok((id, seq, login)) => (
-                Some(id),
-                logged_in(&mut conn, &shared, id, seq, &login).await,
-            ),
+            Ok((id, seq, login)) => {
+                let _online = crate::metrics::get().session_online(login.binary);
+                (
+                    Some(id),
+                    logged_in(&mut conn, &shared, id, seq, &login).await,
+                )
+            }
             Err(ending) => (None, ending),
         };
         Box::pin(conn.finish(&shared.hub, session, ending)).await;

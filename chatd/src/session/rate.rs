@@ -124,6 +124,7 @@ impl Rate {
         why: Refusal,
     ) -> ControlFlow<Ending, bool> {
         self.violations += 1;
+        crate::metrics::get().rate_limited();
         let peer: SocketAddr = conn.peer();
         if self.violations == 1 {
             // Once per episode: the log must not become the flood.

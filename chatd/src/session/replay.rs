@@ -109,6 +109,7 @@ pub(super) async fn replay(
         }
     }
     if total > 0 {
+        crate::metrics::get().offline_delivered(total);
         tracing::info!(lines = total, "delivered stored lines");
     }
     while !shared.hub.end_replay(id) {

@@ -141,14 +141,20 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock cannot leave SQLite inconsistent (transactions
             // roll back), so a poisoned lock is safe to reuse.
             let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
             f(&guard)
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+        if let Err(e) = &result {
+            if let Some(why) = e.unavailable() {
+                crate::metrics::get().storage_unavailable(why == Unavailable::DiskFull);
+            }
+        }
+        result
     }
 
     /// Runs `f` synchronously (for startup and tests).

@@ -552,14 +552,16 @@ fn a_chain_flood_costs_bounded_memory_and_log_and_logins_stay_fast() {
     settle(&server, rss_kib(&server), 0.0, Duration::from_millis(500));
     let log_from = server.log.all().len();
     let watch = RssWatch::start(&server);
-    let total = 50_000;
+    // A fixed number of chains, not a time: a loaded host writes them more slowly, and the
+    // deadline is only there so a broken build fails instead of hanging.
+    let total = 20_000;
     let started = Instant::now();
     let attack = Attack::start(
         &server,
         lines,
         per_batch as u64,
         total,
-        Duration::from_secs(15),
+        Duration::from_secs(120),
     );
     // During the flood: a real login, a whisper to bob (online) and one to carol (offline).
     std::thread::sleep(Duration::from_secs(2));
@@ -629,7 +631,10 @@ fn a_chain_flood_costs_bounded_memory_and_log_and_logins_stay_fast() {
         format!("{:.1} after {:.1} s", mb(after), took.as_secs_f64()),
     );
     figure(t, "WARN lines logged", warns);
-    assert!(written >= 20_000, "the flood was too small: {written}");
+    assert!(
+        written >= total,
+        "the flood stopped early: {written} of {total}"
+    );
     assert!(growth <= 50.0, "RSS grew by {growth:.1} MB");
     assert!(login < Duration::from_secs(2), "login took {login:?}");
     assert!(

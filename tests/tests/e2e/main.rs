@@ -32,6 +32,7 @@
 //! - `logs`: what chatd logs and never logs
 //! - `manpages`: the generated man pages: complete, rendered without warnings, no dangling references
 //! - `reload`: SIGHUP / `chatctl reload` with new limits, bad files and new certificates
+//! - `metrics`: the OpenMetrics endpoint and `chatctl metrics` after a scripted workload
 //! - `malicious`: a scripted hostile server against a real `chat`
 //! - `proxy_attacks`, `proxy_roster`: the real chatd turned malicious by a proxy holding its
 //!   certificate and key, against real `chat` clients (issue 25)
@@ -84,6 +85,8 @@ mod logs;
 mod malicious;
 #[cfg(test)]
 mod manpages;
+#[cfg(test)]
+mod metrics;
 #[cfg(test)]
 mod offline;
 #[cfg(test)]
