@@ -96,11 +96,15 @@ pub fn entry_rows(e: &Entry, r: &Render<'_>) -> Vec<Line<'static>> {
         }
         None => {
             spans.push((first.to_string(), base));
-            // `-- `, `!! `: the mark and its space.
-            first
-                .split_once(' ')
-                .map(|(mark, _)| format!("{mark} "))
-                .unwrap_or_default()
+            match (e.kind, first.find("* ")) {
+                // Our whisper, `-> *bob* `: up to the closing star.
+                (Kind::Whisper, Some(end)) => first[..end + 2].to_string(),
+                // `-- `, `!! `: the mark and its space.
+                _ => first
+                    .split_once(' ')
+                    .map(|(mark, _)| format!("{mark} "))
+                    .unwrap_or_default(),
+            }
         }
     };
     let width = r.width.max(1);
@@ -290,6 +294,18 @@ mod tests {
                 "            brown fox",
                 "            second line"
             ]
+        );
+        let mut ours = entry("-> *bob* see you tomorrow", Kind::Whisper, at);
+        (ours.from, ours.own) = (Some("alice".into()), true);
+        let wider = Render { width: 30, ..r };
+        assert_eq!(
+            texts(&entry_rows(&ours, &wider)),
+            ["09:05 -> *bob* see you", "               tomorrow"]
+        );
+        // Too long a head for the width: the indent falls back to the stamp.
+        assert_eq!(
+            texts(&entry_rows(&ours, &r)),
+            ["09:05 -> *bob* see you", "      tomorrow"]
         );
         let w = entry("!! certificate changed:\nold A\nnew B", Kind::Warning, at);
         assert_eq!(
