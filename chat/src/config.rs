@@ -38,6 +38,8 @@ pub struct UiConfig {
     pub scrollback: usize,
     /// Input lines kept for Up/Down.
     pub history: usize,
+    /// Capture the mouse (the wheel scrolls; selecting text needs Shift). Alt-m toggles it.
+    pub mouse: bool,
 }
 
 impl Default for UiConfig {
@@ -48,6 +50,7 @@ impl Default for UiConfig {
             paste_max_lines: 5,
             scrollback: 5000,
             history: 500,
+            mouse: true,
         }
     }
 }
@@ -126,13 +129,15 @@ mod tests {
     fn full_file_parses() {
         let c = ClientConfig::parse(
             "server = \"chat.example.org:8443\"\nuser = \"alice\"\nkey = \"/k.pem\"\n\
-             [ui]\ntheme = \"mono\"\ntime_format = \"%H:%M\"\npaste_max_lines = 1\n",
+             [ui]\ntheme = \"mono\"\ntime_format = \"%H:%M\"\npaste_max_lines = 1\n\
+             mouse = false\n",
         )
         .unwrap();
         assert_eq!(c.server.as_deref(), Some("chat.example.org:8443"));
         assert_eq!(c.ui.theme, Theme::Mono);
         assert_eq!(c.ui.time_format, "%H:%M");
         assert_eq!(c.ui.paste_max_lines, 1);
+        assert!(!c.ui.mouse);
         assert_eq!(c.ui.scrollback, 5000);
     }
 
@@ -147,6 +152,7 @@ mod tests {
             "[ui]\npaste_max_lines = 1001",
             "[ui]\nscrollback = 99",
             "[ui]\ncolour = 1",
+            "[ui]\nmouse = \"off\"",
         ] {
             assert!(ClientConfig::parse(bad).is_err(), "{bad}");
         }

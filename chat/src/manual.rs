@@ -24,6 +24,11 @@ pub fn manual() -> Manual {
         .term("PageUp, PageDown, mouse wheel", "Scroll the message view.")
         .term("Ctrl-End", "Jump to the newest line.")
         .term("F2", "Show or hide the online list.")
+        .term(
+            "Alt-m",
+            "Turn mouse capture off (the terminal selects and copies text as usual) or back \
+             on (the wheel scrolls; with most terminals Shift+drag still selects).",
+        )
         .term("Tab", "Complete a command or user name.")
         .term("Up, Down", "Recall earlier input.")
         .term(
@@ -39,7 +44,11 @@ pub fn manual() -> Manual {
         .term("server = \"HOST:PORT\"", "The server to connect to.")
         .term("user = \"NAME\"", "The user to log in as.")
         .term("key = \"FILE\"", "This device's key file.")
-        .term("[ui] theme = \"dark\"", "Colors: dark or light.")
+        .term(
+            "[ui] theme = \"dark\"",
+            "Colors: dark, light (for a light terminal background) or mono (no colors). \
+             dark and light use the 256-color palette.",
+        )
         .term(
             "[ui] time_format = \"%H:%M:%S\"",
             "strftime format of time stamps.",
@@ -49,7 +58,12 @@ pub fn manual() -> Manual {
             "Pasting more lines than this at once is refused.",
         )
         .term("[ui] scrollback = 5000", "Lines kept in the message view.")
-        .term("[ui] history = 500", "Input lines kept for Up and Down.");
+        .term("[ui] history = 500", "Input lines kept for Up and Down.")
+        .term(
+            "[ui] mouse = true",
+            "Capture the mouse at start (the wheel scrolls); false leaves it to the \
+             terminal. Alt-m toggles it while running.",
+        );
     let files = Section::new("FILES")
         .term(
             "$XDG_DATA_HOME/chat/keys/USER@HOST:PORT.pem",

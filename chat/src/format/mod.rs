@@ -12,7 +12,7 @@ use chatd_proto::frame::{
 use chrono::{Local, TimeZone};
 
 use crate::secure::{ChatMessage, Event};
-use crate::text::sanitize;
+use crate::text::{sanitize, sanitize_lines};
 
 mod e2e;
 
@@ -62,15 +62,26 @@ pub fn message(m: &ChatMessage, me: &str, stamp: &str) -> String {
 
 /// [`message`] without its time stamp (with its marks: late, times that disagree).
 pub fn message_body(m: &ChatMessage, me: &str) -> String {
+    body_marked(m, me, sanitize)
+}
+
+/// [`message_body`] keeping the text's line breaks, for the full-screen view (which draws
+/// each later line indented under the first, so none can pass for a line of its own).
+pub fn message_lines(m: &ChatMessage, me: &str) -> String {
+    body_marked(m, me, sanitize_lines)
+}
+
+fn body_marked(m: &ChatMessage, me: &str, clean: fn(&str) -> String) -> String {
     let body = match &m.room {
-        Some(room) => format!("[#{}] {}", sanitize(room), line_body(m, me)),
-        None => line_body(m, me),
+        Some(room) => format!("[#{}] {}", sanitize(room), body_with(m, me, clean)),
+        None => body_with(m, me, clean),
     };
     format!("{body}{}", e2e::message_marks(m))
 }
 
-fn line_body(m: &ChatMessage, me: &str) -> String {
-    let (from_s, text_s) = (sanitize(&m.from), sanitize(&m.text));
+/// The body with the text cleaned by `clean`.
+fn body_with(m: &ChatMessage, me: &str, clean: fn(&str) -> String) -> String {
+    let (from_s, text_s) = (sanitize(&m.from), clean(&m.text));
     if m.action {
         match &m.to {
             Some(to) if m.from == me => format!("-> *{}* * {from_s} {text_s}", sanitize(to)),

@@ -9,7 +9,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent
 use crate::config::UiConfig;
 use crate::format;
 use crate::secure::{ChatMessage, Event};
-use crate::text::sanitize;
+use crate::text::{sanitize, sanitize_lines};
 use crate::tui::complete::Completer;
 use crate::tui::editor::Editor;
 
@@ -39,7 +39,8 @@ pub struct Entry {
     pub from: Option<String>,
     /// Sent by us.
     pub own: bool,
-    /// The text as shown, sender included (`<bob> hi`, `-- bob joined`), sanitized.
+    /// The text as shown, sender included (`<bob> hi`, `-- bob joined`), sanitized; it may
+    /// hold line breaks (each later line is drawn as a row of its own, indented).
     pub text: String,
 }
 
@@ -104,6 +105,8 @@ pub struct App {
     pub target: Option<(String, Option<bool>)>,
     /// Where plain text goes (a room, without `#`; empty before login).
     pub room: String,
+    /// Mouse capture is wanted (the event loop turns the terminal's mouse mode to match).
+    pub mouse: bool,
 }
 
 /// Commands the client handles itself, for Tab completion.
@@ -123,6 +126,7 @@ pub const CLIENT_COMMANDS: [&str; 10] = [
 impl App {
     /// A fresh interface for `user` on `server`.
     pub fn new(server: &str, user: &str, ui: UiConfig) -> App {
+        let mouse = ui.mouse;
         App {
             entries: VecDeque::new(),
             scroll: 0,
@@ -142,6 +146,7 @@ impl App {
             page: 10,
             target: None,
             room: String::new(),
+            mouse,
         }
     }
 
@@ -170,9 +175,9 @@ impl App {
     }
 
     /// Sanitized here, the last step before the screen: warnings quote errors, and those
-    /// can quote the server.
+    /// can quote the server. Line breaks stay (an error may explain itself over a few lines).
     fn line(&mut self, kind: Kind, text: String) {
-        let text = sanitize(&text);
+        let text = sanitize_lines(&text);
         self.push(Entry {
             at: Local::now(),
             kind,
@@ -220,7 +225,7 @@ impl App {
             kind,
             from: Some(sanitize(&m.from)),
             own: m.from == self.user,
-            text: format::message_body(m, &self.user),
+            text: format::message_lines(m, &self.user),
         });
     }
 
@@ -290,11 +295,22 @@ impl App {
             KeyCode::End if ctrl => self.scroll_down(usize::MAX),
             KeyCode::Home if ctrl => self.scroll_up(usize::MAX),
             KeyCode::F(2) => self.show_panel = !self.show_panel,
+            KeyCode::Char('m') if key.modifiers == KeyModifiers::ALT => self.toggle_mouse(),
             _ => {
                 self.editor.handle_key(key);
             }
         }
         Action::None
+    }
+
+    /// Alt-m: mouse capture off (the terminal selects text) or on (the wheel scrolls).
+    pub fn toggle_mouse(&mut self) {
+        self.mouse = !self.mouse;
+        self.notice(if self.mouse {
+            "mouse on: the wheel scrolls, Shift+drag selects text (Alt-m turns it off)"
+        } else {
+            "mouse off: the terminal selects text, PageUp/PageDown scroll (Alt-m turns it on)"
+        });
     }
 
     /// A mouse event: the wheel scrolls.
@@ -415,6 +431,59 @@ mod tests {
         assert_eq!((a.scroll, a.unread), (0, 0));
         a.mouse(MouseEventKind::ScrollUp);
         assert_eq!(a.scroll, 3);
+    }
+
+    #[test]
+    fn alt_m_toggles_the_mouse_and_says_so() {
+        let mut a = App::new(
+            "h:1",
+            "alice",
+            UiConfig {
+                mouse: false,
+                ..UiConfig::default()
+            },
+        );
+        assert!(!a.mouse);
+        a.key(&KeyEvent::new(KeyCode::Char('m'), KeyModifiers::ALT));
+        assert!(a.mouse);
+        assert!(
+            a.entries
+                .back()
+                .is_some_and(|e| e.text.starts_with("-- mouse on"))
+        );
+        a.key(&KeyEvent::new(KeyCode::Char('m'), KeyModifiers::ALT));
+        assert!(!a.mouse);
+        assert!(
+            a.entries
+                .back()
+                .is_some_and(|e| e.text.starts_with("-- mouse off"))
+        );
+        // A plain m is typed.
+        a.key(&key(KeyCode::Char('m')));
+        assert_eq!((a.mouse, a.editor.text()), (false, "m"));
+    }
+
+    #[test]
+    fn multi_line_texts_keep_their_breaks_and_nothing_else() {
+        let mut a = app();
+        a.warning("certificate changed\r\n  pinned: A\n  now:\u{1b}[2J B");
+        let m = ChatMessage {
+            from: "bob".into(),
+            to: None,
+            room: None,
+            text: "one\ntwo\u{7}".into(),
+            action: false,
+            ts: 1_764_300_000_000,
+            verified: false,
+            late: false,
+            server_ts: None,
+        };
+        a.events(vec![Event::Message(m)]);
+        assert_eq!(
+            a.entries[0].text,
+            "!! certificate changed\n  pinned: A\n  now:\u{fffd}[2J B"
+        );
+        assert_eq!(a.entries[1].text, "<bob> one\ntwo\u{fffd}");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 pub mod app;
 pub mod complete;
 pub mod editor;
+pub mod render;
+pub mod status;
 pub mod theme;
 pub mod view;
 
@@ -114,18 +116,30 @@ async fn reconnect(again: &Reconnect) -> Result<Session> {
 struct TerminalGuard;
 
 impl TerminalGuard {
-    fn enter() -> Result<TerminalGuard> {
+    /// Raw mode, the alternate screen, bracketed paste, and mouse capture if `mouse`.
+    fn enter(mouse: bool) -> Result<TerminalGuard> {
         enable_raw_mode().context("cannot switch the terminal to raw mode")?;
         let guard = TerminalGuard;
         execute!(
             std::io::stdout(),
             EnterAlternateScreen,
-            EnableBracketedPaste,
-            EnableMouseCapture
+            EnableBracketedPaste
         )
         .context("cannot set up the terminal")?;
+        set_mouse(mouse)?;
         Ok(guard)
     }
+}
+
+/// Turns the terminal's mouse reporting on (the wheel scrolls; Shift selects) or off (the
+/// terminal's own selection works).
+fn set_mouse(on: bool) -> Result<()> {
+    if on {
+        execute!(std::io::stdout(), EnableMouseCapture)
+    } else {
+        execute!(std::io::stdout(), DisableMouseCapture)
+    }
+    .context("cannot set the terminal's mouse mode")
 }
 
 /// Restores cooked mode and the main screen; safe to call twice.
@@ -168,12 +182,14 @@ pub async fn run(
         restore_terminal();
         previous(info);
     }));
-    let _guard = TerminalGuard::enter()?;
+    let mouse = app.mouse;
+    let _guard = TerminalGuard::enter(mouse)?;
     let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))
         .context("cannot draw on the terminal")?;
     terminal.clear().context("cannot draw on the terminal")?;
     let mut ui_loop = Loop {
         app,
+        mouse,
         secure: &mut secure,
         again,
         conn: None,
@@ -193,6 +209,8 @@ pub async fn run(
 
 struct Loop<'a> {
     app: App,
+    /// Whether the terminal captures the mouse now (`app.mouse` is what is wanted).
+    mouse: bool,
     secure: &'a mut Secure,
     again: Reconnect,
     conn: Option<Conn>,
@@ -288,7 +306,12 @@ impl Loop<'_> {
     ) -> Result<Option<u8>> {
         match ev {
             TermEvent::Key(key) => match self.app.key(&key) {
-                Action::None => {}
+                Action::None => {
+                    if self.app.mouse != self.mouse {
+                        set_mouse(self.app.mouse)?;
+                        self.mouse = self.app.mouse;
+                    }
+                }
                 Action::Quit => return Ok(Some(self.quit().await)),
                 Action::Redraw => terminal.clear().context("cannot draw on the terminal")?,
                 Action::Line(line) => {
@@ -359,7 +382,8 @@ impl Loop<'_> {
                 self.app.frame_lines(vec![
                     "  /clear - clear the message view".into(),
                     "  keys: PageUp/PageDown or the wheel scroll, Ctrl-End jumps to the newest, \
-                     F2 shows/hides the online list, Tab completes, Up/Down recall, Ctrl-C quits"
+                     F2 shows/hides the online list, Alt-m turns mouse capture off/on, \
+                     Tab completes, Up/Down recall, Ctrl-C quits"
                         .into(),
                 ]);
                 vec![Outbound::Frame(frame)]

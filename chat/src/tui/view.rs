@@ -5,10 +5,11 @@ use ratatui::layout::{Constraint, Direction, Layout, Position, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
-use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
-use crate::tui::app::{App, ConnState, Entry, Kind};
+use crate::tui::app::{App, ConnState};
+use crate::tui::render::{self, Render};
+use crate::tui::status::{self, Status};
 use crate::tui::theme::Styles;
 
 /// Terminals narrower than this get no side panel.
@@ -47,66 +48,6 @@ pub fn draw(f: &mut Frame<'_>, app: &mut App, styles: &Styles) {
     draw_input(f, app, input);
 }
 
-fn entry_spans(e: &Entry, app: &App, styles: &Styles) -> Vec<(String, Style)> {
-    let mut spans = vec![(
-        format!("{} ", e.at.format(&app.ui.time_format)),
-        styles.stamp(),
-    )];
-    let base = match e.kind {
-        Kind::Notice => styles.notice(),
-        Kind::Warning => styles.warning(),
-        Kind::Whisper => styles.whisper(),
-        Kind::Message | Kind::Action if e.own => styles.own(),
-        Kind::Message | Kind::Action => Style::default(),
-    };
-    // The sender's name in its own color, the rest in the line's style.
-    match e
-        .from
-        .as_deref()
-        .and_then(|n| e.text.find(n).map(|i| (n, i)))
-    {
-        Some((name, i)) if e.kind != Kind::Notice && e.kind != Kind::Warning => {
-            let (before, rest) = e.text.split_at(i);
-            let (name_part, after) = rest.split_at(name.len());
-            spans.push((before.to_string(), base));
-            spans.push((name_part.to_string(), styles.name(name)));
-            spans.push((after.to_string(), base));
-        }
-        _ => spans.push((e.text.clone(), base)),
-    }
-    spans
-}
-
-/// Breaks styled text into rows of at most `width` columns (by grapheme, never splitting one).
-fn wrap(spans: Vec<(String, Style)>, width: usize) -> Vec<Line<'static>> {
-    let width = width.max(1);
-    let mut rows: Vec<Line<'static>> = Vec::new();
-    let mut row: Vec<Span<'static>> = Vec::new();
-    let mut used = 0;
-    for (text, style) in spans {
-        let mut piece = String::new();
-        for g in text.graphemes(true) {
-            let w = g.width();
-            if used + w > width && used > 0 {
-                if !piece.is_empty() {
-                    row.push(Span::styled(std::mem::take(&mut piece), style));
-                }
-                rows.push(Line::from(std::mem::take(&mut row)));
-                used = 0;
-            }
-            piece.push_str(g);
-            used += w;
-        }
-        if !piece.is_empty() {
-            row.push(Span::styled(piece, style));
-        }
-    }
-    if !row.is_empty() || rows.is_empty() {
-        rows.push(Line::from(row));
-    }
-    rows
-}
-
 fn draw_messages(f: &mut Frame<'_>, app: &mut App, styles: &Styles, area: Rect) {
     let height = usize::from(area.height);
     app.page = height.saturating_sub(1).max(1);
@@ -117,18 +58,12 @@ fn draw_messages(f: &mut Frame<'_>, app: &mut App, styles: &Styles, area: Rect) 
         height
     };
     let end = app.entries.len().saturating_sub(app.scroll);
-    // Newest first until the view is full, then turned the right way round.
-    let mut rows: Vec<Line<'static>> = Vec::new();
-    for e in app.entries.range(..end).rev() {
-        if rows.len() >= room {
-            break;
-        }
-        let mut wrapped = wrap(entry_spans(e, app, styles), usize::from(area.width));
-        wrapped.reverse();
-        rows.extend(wrapped);
-    }
-    rows.truncate(room);
-    rows.reverse();
+    let render = Render {
+        width: usize::from(area.width),
+        time_format: &app.ui.time_format,
+        styles,
+    };
+    let rows = render::last_rows(app.entries.range(..end), &render, room);
     // Short histories sit at the bottom, next to the input, like every chat client.
     let mut lines: Vec<Line<'static>> = vec![Line::default(); room.saturating_sub(rows.len())];
     lines.extend(rows);
@@ -165,41 +100,33 @@ fn draw_panel(f: &mut Frame<'_>, app: &App, styles: &Styles, area: Rect) {
 }
 
 fn draw_status(f: &mut Frame<'_>, app: &App, styles: &Styles, area: Rect) {
-    let bar = styles.status();
-    let sep = Span::styled(" │ ", bar);
     let state = match &app.state {
-        ConnState::Connected => Span::styled("connected", bar.patch(styles.good())),
-        ConnState::Reconnecting(secs) => {
-            Span::styled(format!("reconnecting in {secs}s"), bar.patch(styles.bad()))
-        }
-        ConnState::Disconnected => Span::styled("disconnected", bar.patch(styles.bad())),
+        ConnState::Connected => ("connected".to_string(), styles.good()),
+        ConnState::Reconnecting(secs) => (format!("reconnecting in {secs}s"), styles.bad()),
+        ConnState::Disconnected => ("disconnected".to_string(), styles.bad()),
     };
-    let mut spans = vec![
-        Span::styled(format!(" {}@{}", app.user, app.server), bar),
-        sep.clone(),
+    let place = match &app.target {
+        Some((name, Some(true))) => Some((format!("to {name}: verified"), styles.good())),
+        Some((name, Some(false))) => Some((format!("to {name}: unverified"), styles.bad())),
+        Some((name, None)) => Some((format!("to {name}: no key"), styles.bad())),
+        None if !app.room.is_empty() => Some((format!("in #{}", app.room), Style::default())),
+        None => None,
+    };
+    let info = Status {
+        user: app.user.clone(),
+        server: app.server.clone(),
         state,
-        sep.clone(),
-        Span::styled(app.tls.clone(), bar),
-        sep.clone(),
-        Span::styled(format!("key {}", app.key_short), bar),
-    ];
-    if app.target.is_none() && !app.room.is_empty() {
-        spans.push(sep.clone());
-        spans.push(Span::styled(format!("in #{}", app.room), bar));
-    }
-    if let Some((name, verified)) = &app.target {
-        spans.push(sep.clone());
-        spans.push(match verified {
-            Some(true) => Span::styled(format!("to {name}: verified"), bar.patch(styles.good())),
-            Some(false) => Span::styled(format!("to {name}: unverified"), bar.patch(styles.bad())),
-            None => Span::styled(format!("to {name}: no key"), bar.patch(styles.bad())),
-        });
-    }
-    if app.unread > 0 {
-        spans.push(sep);
-        spans.push(Span::styled(format!("{} unread", app.unread), bar));
-    }
-    f.render_widget(Paragraph::new(Line::from(spans)).style(bar), area);
+        tls: app.tls.clone(),
+        key: if app.key_short.is_empty() {
+            String::new()
+        } else {
+            format!("key {}", app.key_short)
+        },
+        place,
+        unread: app.unread,
+    };
+    let line = status::bar(&info, styles, usize::from(area.width));
+    f.render_widget(Paragraph::new(line).style(styles.status()), area);
 }
 
 fn draw_input(f: &mut Frame<'_>, app: &mut App, area: Rect) {
@@ -215,136 +142,5 @@ fn draw_input(f: &mut Frame<'_>, app: &mut App, area: Rect) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{Theme, UiConfig};
-    use crate::secure::{ChatMessage, Event};
-    use ratatui::Terminal;
-    use ratatui::backend::TestBackend;
-    use ratatui::buffer::Buffer;
-
-    fn app() -> App {
-        let mut a = App::new(
-            "h:8443",
-            "alice",
-            UiConfig {
-                time_format: "%H:%M".into(),
-                ..UiConfig::default()
-            },
-        );
-        a.tls = "TLSv1.3".into();
-        a.key_short = "SHA256:0123abcd".into();
-        a.presence("alice", true);
-        a.presence("bob", true);
-        a
-    }
-
-    fn msg(from: &str, text: &str) -> Event {
-        Event::Message(ChatMessage {
-            from: from.into(),
-            to: None,
-            room: None,
-            text: text.into(),
-            action: false,
-            ts: 1_764_300_000_000,
-            verified: false,
-            late: false,
-            server_ts: None,
-        })
-    }
-
-    fn screen(app: &mut App, w: u16, h: u16) -> (Vec<String>, Buffer) {
-        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-        let styles = Styles::new(Theme::Dark);
-        t.draw(|f| draw(f, app, &styles)).unwrap();
-        let buf = t.backend().buffer().clone();
-        let rows = (0..h)
-            .map(|y| {
-                (0..w)
-                    .map(|x| buf[(x, y)].symbol().to_string())
-                    .collect::<String>()
-            })
-            .collect();
-        (rows, buf)
-    }
-
-    #[test]
-    fn layout_has_messages_panel_status_and_input() {
-        let mut a = app();
-        a.events(vec![msg("bob", "hello")]);
-        a.editor.insert_str("draft");
-        let (rows, _) = screen(&mut a, 70, 8);
-        // Newest message right above the status bar, stamp first.
-        assert!(rows[5].contains("<bob> hello"), "{rows:#?}");
-        assert!(rows[0].ends_with("┌ online 2 ──────┐"), "{rows:#?}");
-        assert!(rows[1].contains("│alice"), "{rows:#?}");
-        assert!(rows[2].contains("│bob"), "{rows:#?}");
-        assert!(rows[6].starts_with(" alice@h:8443 │ connected │ TLSv1.3 │ key SHA256:0123abcd"));
-        assert_eq!(rows[7].trim_end(), "> draft");
-    }
-
-    #[test]
-    fn narrow_terminals_hide_the_panel_and_long_lines_wrap() {
-        let mut a = app();
-        a.events(vec![msg("bob", &"x".repeat(60))]);
-        let (rows, _) = screen(&mut a, 40, 6);
-        assert!(rows.iter().all(|r| !r.contains("online")), "{rows:#?}");
-        // "HH:MM <bob> " is 12 columns: 28 x's on the first row, 32 on the second.
-        assert!(rows[2].ends_with(&"x".repeat(28)), "{rows:#?}");
-        assert_eq!(rows[3].trim_end(), "x".repeat(32));
-    }
-
-    #[test]
-    fn wide_characters_are_never_split_across_rows() {
-        let rows = wrap(vec![("ab漢字漢".to_string(), Style::default())], 5);
-        let text: Vec<String> = rows
-            .iter()
-            .map(|l| l.spans.iter().map(|s| s.content.to_string()).collect())
-            .collect();
-        assert_eq!(text, ["ab漢", "字漢"]);
-    }
-
-    #[test]
-    fn scrolled_up_shows_the_unread_marker_and_older_lines() {
-        let mut a = app();
-        for i in 0..10 {
-            a.notice(format!("line {i}"));
-        }
-        a.scroll_up(4);
-        a.notice("fresh");
-        let (rows, _) = screen(&mut a, 100, 6);
-        assert!(rows[3].contains("1 new below"), "{rows:#?}");
-        assert!(rows[2].contains("-- line 5"), "{rows:#?}");
-        assert!(rows.iter().all(|r| !r.contains("fresh")));
-        assert!(rows[4].contains("1 unread"));
-    }
-
-    #[test]
-    fn names_keep_their_color_and_warnings_stand_out() {
-        let mut a = app();
-        a.events(vec![msg("bob", "one")]);
-        a.warning("bad key");
-        a.events(vec![msg("bob", "two")]);
-        let (rows, buf) = screen(&mut a, 50, 6);
-        let styles = Styles::new(Theme::Dark);
-        let col = |row: usize, needle: &str| {
-            let x = rows[row].find(needle).unwrap();
-            // Columns equal byte offsets here: the rows are ASCII up to the needle.
-            buf[(u16::try_from(x).unwrap(), u16::try_from(row).unwrap())].fg
-        };
-        assert_eq!(col(1, "bob"), styles.name("bob").fg.unwrap());
-        assert_eq!(col(3, "bob"), styles.name("bob").fg.unwrap());
-        assert_eq!(col(2, "!!"), styles.warning().fg.unwrap());
-    }
-
-    #[test]
-    fn whisper_target_shows_its_verification() {
-        let mut a = app();
-        a.target = Some(("bob".into(), Some(false)));
-        let (rows, _) = screen(&mut a, 100, 4);
-        assert!(rows[2].contains("to bob: unverified"), "{rows:#?}");
-        a.target = Some(("bob".into(), Some(true)));
-        let (rows, _) = screen(&mut a, 100, 4);
-        assert!(rows[2].contains("to bob: verified"), "{rows:#?}");
-    }
-}
+#[path = "view_tests.rs"]
+mod tests;

@@ -41,6 +41,8 @@
 //! - `rekey`: a chain the server dropped is asked for again and its messages shown
 //! - `secrecy`: end-to-end encryption through a real chatd (markers, multi-device)
 //! - `tui`: the full-screen `chat` in a real terminal (tmux; see `tmux` for the driver)
+//! - `tui_view`: its drawing in tmux: word wrap with an indent at 60 columns, mouse capture on
+//!   and off (`[ui] mouse`, Alt-m)
 
 // `cfg(test)` is always set in a test target; it marks every module as test code for
 // clippy, whose `allow-unwrap-in-tests` & co. (clippy.toml) otherwise cover only `#[test]` fns.
@@ -115,3 +117,5 @@ mod tmux;
 mod tofu;
 #[cfg(test)]
 mod tui;
+#[cfg(test)]
+mod tui_view;
