@@ -56,6 +56,7 @@ fn entry_spans(e: &Entry, app: &App, styles: &Styles) -> Vec<(String, Style)> {
         Kind::Notice => styles.notice(),
         Kind::Warning => styles.warning(),
         Kind::Whisper => styles.whisper(),
+        _ if e.highlight => styles.highlight(),
         Kind::Message | Kind::Action if e.own => styles.own(),
         Kind::Message | Kind::Action => Style::default(),
     };
@@ -110,16 +111,19 @@ fn wrap(spans: Vec<(String, Style)>, width: usize) -> Vec<Line<'static>> {
 fn draw_messages(f: &mut Frame<'_>, app: &mut App, styles: &Styles, area: Rect) {
     let height = usize::from(area.height);
     app.page = height.saturating_sub(1).max(1);
-    let marker = app.unread > 0 || app.scroll > 0;
+    let buffer = app.buffers.current();
+    let shown = buffer.shown();
+    let (scroll, unread) = (buffer.scroll, buffer.unread);
+    let marker = unread > 0 || scroll > 0;
     let room = if marker {
         height.saturating_sub(1)
     } else {
         height
     };
-    let end = app.entries.len().saturating_sub(app.scroll);
+    let end = shown.len().saturating_sub(scroll);
     // Newest first until the view is full, then turned the right way round.
     let mut rows: Vec<Line<'static>> = Vec::new();
-    for e in app.entries.range(..end).rev() {
+    for e in shown[..end].iter().rev() {
         if rows.len() >= room {
             break;
         }
@@ -133,8 +137,8 @@ fn draw_messages(f: &mut Frame<'_>, app: &mut App, styles: &Styles, area: Rect) 
     let mut lines: Vec<Line<'static>> = vec![Line::default(); room.saturating_sub(rows.len())];
     lines.extend(rows);
     if marker {
-        let text = if app.unread > 0 {
-            format!(" {} new below (PageDown, Ctrl-End) ", app.unread)
+        let text = if unread > 0 {
+            format!(" {unread} new below (PageDown, Ctrl-End) ")
         } else {
             " scrolled up (PageDown, Ctrl-End) ".to_string()
         };
@@ -145,22 +149,29 @@ fn draw_messages(f: &mut Frame<'_>, app: &mut App, styles: &Styles, area: Rect) 
 
 fn draw_panel(f: &mut Frame<'_>, app: &App, styles: &Styles, area: Rect) {
     let inner = usize::from(area.height.saturating_sub(2));
+    // Away users are dimmed and marked in words, which the mono theme keeps.
     let mut lines: Vec<Line<'static>> = app
-        .online
+        .members
         .iter()
         .take(inner)
-        .map(|u| Line::from(Span::styled(u.clone(), styles.name(u))))
+        .map(|u| {
+            if app.away.contains(u) {
+                Line::from(Span::styled(format!("{u} (away)"), styles.away()))
+            } else {
+                Line::from(Span::styled(u.clone(), styles.name(u)))
+            }
+        })
         .collect();
-    if app.online.len() > inner && inner > 0 {
+    if app.members.len() > inner && inner > 0 {
         lines.truncate(inner - 1);
         lines.push(Line::from(format!(
             "+{} more",
-            app.online.len() - (inner - 1)
+            app.members.len() - (inner - 1)
         )));
     }
     let block = Block::default()
         .borders(Borders::ALL)
-        .title(format!(" online {} ", app.online.len()));
+        .title(format!(" {} ", app.members_title()));
     f.render_widget(Paragraph::new(lines).block(block), area);
 }
 
@@ -183,10 +194,15 @@ fn draw_status(f: &mut Frame<'_>, app: &App, styles: &Styles, area: Rect) {
         sep.clone(),
         Span::styled(format!("key {}", app.key_short), bar),
     ];
-    if app.target.is_none() && !app.room.is_empty() {
+    if app.target.is_none() {
         spans.push(sep.clone());
-        spans.push(Span::styled(format!("in #{}", app.room), bar));
+        let b = app.buffers.current();
+        spans.push(Span::styled(
+            format!("{}:{}", app.buffers.current_number(), b.kind.name()),
+            bar,
+        ));
     }
+    spans.extend(activity_spans(app, styles, &sep));
     if let Some((name, verified)) = &app.target {
         spans.push(sep.clone());
         spans.push(match verified {
@@ -195,11 +211,35 @@ fn draw_status(f: &mut Frame<'_>, app: &App, styles: &Styles, area: Rect) {
             None => Span::styled(format!("to {name}: no key"), bar.patch(styles.bad())),
         });
     }
-    if app.unread > 0 {
+    let unread = app.buffers.current().unread;
+    if unread > 0 {
         spans.push(sep);
-        spans.push(Span::styled(format!("{} unread", app.unread), bar));
+        spans.push(Span::styled(format!("{unread} unread"), bar));
     }
     f.render_widget(Paragraph::new(Line::from(spans)).style(bar), area);
+}
+
+/// The activity bar, weechat-like: `act: 3:#ops(2) 4:bob(1)*`, a `*` (in the highlight
+/// style) where a line named this user; and the search being shown.
+fn activity_spans(app: &App, styles: &Styles, sep: &Span<'static>) -> Vec<Span<'static>> {
+    let bar = styles.status();
+    let mut spans = Vec::new();
+    let active = app.buffers.activity();
+    if !active.is_empty() {
+        spans.push(sep.clone());
+        spans.push(Span::styled("act:", bar));
+        for (n, name, count, highlights) in active {
+            spans.push(Span::styled(format!(" {n}:{name}({count})"), bar));
+            if highlights > 0 {
+                spans.push(Span::styled("*", bar.patch(styles.highlight())));
+            }
+        }
+    }
+    if let Some(note) = app.search_note() {
+        spans.push(sep.clone());
+        spans.push(Span::styled(note, bar));
+    }
+    spans
 }
 
 fn draw_input(f: &mut Frame<'_>, app: &mut App, area: Rect) {
@@ -236,6 +276,8 @@ mod tests {
         a.key_short = "SHA256:0123abcd".into();
         a.presence("alice", true);
         a.presence("bob", true);
+        // The event loop does this before each draw.
+        a.update_members(|_| None);
         a
     }
 
