@@ -514,11 +514,6 @@ impl Loop<'_> {
             .cloned()
             .collect();
         self.app.online.sort_by_key(|u| u.to_lowercase());
-        self.app.notice(
-            format::logged_in(&logged_in.user, &logged_in.online)
-                .trim_start_matches("-- ")
-                .to_string(),
-        );
         self.secure.set_vouch_supported(info.vouch);
         self.secure.enable_rekey(info.rekey);
         let events = self
@@ -538,6 +533,11 @@ impl Loop<'_> {
         for room in self.secure.rooms() {
             self.app.buffers.open(BufKind::Room(room));
         }
+        self.app.notice(
+            format::logged_in(&logged_in.user, &logged_in.online)
+                .trim_start_matches("-- ")
+                .to_string(),
+        );
         self.app.events(events);
         // The server may have been reconfigured while we were away.
         self.secure.set_offline_ttl_secs(info.offline_ttl_secs);

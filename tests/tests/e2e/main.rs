@@ -41,6 +41,7 @@
 //! - `rekey`: a chain the server dropped is asked for again and its messages shown
 //! - `secrecy`: end-to-end encryption through a real chatd (markers, multi-device)
 //! - `tui`: the full-screen `chat` in a real terminal (tmux; see `tmux` for the driver)
+//! - `tui_buffers`: its buffers per room and whisper, activity bar, highlights, nick list
 
 // `cfg(test)` is always set in a test target; it marks every module as test code for
 // clippy, whose `allow-unwrap-in-tests` & co. (clippy.toml) otherwise cover only `#[test]` fns.
@@ -115,3 +116,5 @@ mod tmux;
 mod tofu;
 #[cfg(test)]
 mod tui;
+#[cfg(test)]
+mod tui_buffers;
