@@ -189,7 +189,7 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::UiConfig;
+    use crate::config::{Bell, UiConfig};
     use crate::secure::{ChatMessage, Event};
     use crate::tui::buffers::Target;
 
@@ -302,6 +302,74 @@ mod tests {
         a.buffers.switch_to(BufKind::Whisper("carol".into()));
         a.update_members(ops);
         assert_eq!(a.members, ["alice", "carol"]);
+    }
+
+    /// Draws `a` on a `w` x `h` TestBackend in `theme`: the rows and the buffer.
+    fn draw(
+        a: &mut App,
+        theme: crate::config::Theme,
+        w: u16,
+        h: u16,
+    ) -> (Vec<String>, ratatui::buffer::Buffer) {
+        let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(w, h)).unwrap();
+        let styles = crate::tui::theme::Styles::new(theme);
+        t.draw(|f| crate::tui::view::draw(f, a, &styles)).unwrap();
+        let buf = t.backend().buffer().clone();
+        let rows = (0..h)
+            .map(|y| (0..w).map(|x| buf[(x, y)].symbol().to_string()).collect())
+            .collect();
+        (rows, buf)
+    }
+
+    #[test]
+    fn the_bar_marks_activity_and_highlights_in_both_themes() {
+        use crate::config::Theme;
+        for theme in [Theme::Dark, Theme::Light] {
+            let styles = crate::tui::theme::Styles::new(theme);
+            let mut a = app();
+            a.online = vec!["alice".into(), "bob".into()];
+            a.away.insert("bob".into());
+            a.events(vec![
+                msg("bob", Some("ops"), None, "alice: look"),
+                msg("bob", None, Some("alice"), "psst"),
+            ]);
+            a.update_members(|_| None);
+            let (rows, buf) = draw(&mut a, theme, 160, 8);
+            let status = &rows[6];
+            assert!(
+                status.contains("2:#lobby │ act: 3:#ops(1)* 4:bob(1)"),
+                "{rows:#?}"
+            );
+            let star = status.find("(1)*").unwrap() + 3;
+            let x = u16::try_from(status[..star].chars().count()).unwrap();
+            assert_eq!(buf[(x, 6)].bg, styles.highlight().bg.unwrap(), "{theme:?}");
+            assert!(rows[2].contains("│bob (away)"), "{rows:#?}");
+            // In #ops the line naming alice is drawn in the highlight style.
+            a.buffers.switch(3);
+            a.update_members(|_| Some(vec!["alice".into(), "bob".into()]));
+            let (rows, buf) = draw(&mut a, theme, 60, 8);
+            let y = rows.iter().position(|r| r.contains("alice: look")).unwrap();
+            let x = u16::try_from(rows[y].find("alice: look").unwrap()).unwrap();
+            let y = u16::try_from(y).unwrap();
+            assert_eq!(buf[(x, y)].bg, styles.highlight().bg.unwrap(), "{theme:?}");
+            assert!(rows[0].contains("#ops 2"), "{rows:#?}");
+        }
+    }
+
+    #[test]
+    fn the_bell_follows_the_config() {
+        for (bell, highlight, other) in [
+            (Bell::Off, false, false),
+            (Bell::Highlight, true, false),
+            (Bell::All, true, true),
+        ] {
+            let mut a = app();
+            a.ui.bell = bell;
+            a.events(vec![msg("bob", None, None, "hi alice")]);
+            assert_eq!(a.take_bell(), highlight, "{bell:?}");
+            a.events(vec![msg("bob", None, None, "hi all")]);
+            assert_eq!(a.take_bell(), other, "{bell:?}");
+        }
     }
 
     #[test]
