@@ -94,8 +94,6 @@ pub struct Buffer {
     pub activity: usize,
     /// Of those, lines that highlight this user.
     pub highlights: usize,
-    /// Lines that arrived while another buffer was shown (notices too), for the bar.
-    pub unseen: usize,
     /// `/search TEXT`: only lines containing it (case-insensitively) are shown.
     pub search: Option<String>,
 }
@@ -109,7 +107,6 @@ impl Buffer {
             unread: 0,
             activity: 0,
             highlights: 0,
-            unseen: 0,
             search: None,
         }
     }
@@ -217,7 +214,6 @@ impl Buffers {
         if let Some(b) = self.list.get_mut(i) {
             b.activity = 0;
             b.highlights = 0;
-            b.unseen = 0;
             self.current = i;
         }
     }
@@ -333,12 +329,9 @@ impl Buffers {
                 b.scroll += 1;
                 b.unread += 1;
             }
-        } else {
-            b.unseen += 1;
-            if matches!(entry.kind, Kind::Message | Kind::Action | Kind::Whisper) && !entry.own {
-                b.activity += 1;
-                b.highlights += usize::from(entry.highlight);
-            }
+        } else if matches!(entry.kind, Kind::Message | Kind::Action | Kind::Whisper) && !entry.own {
+            b.activity += 1;
+            b.highlights += usize::from(entry.highlight);
         }
         b.entries.push_back(entry);
         while b.entries.len() > scrollback {
