@@ -40,6 +40,15 @@ pub struct UiConfig {
     pub history: usize,
     /// Capture the mouse (the wheel scrolls; selecting text needs Shift). Alt-m toggles it.
     pub mouse: bool,
+    /// Words that highlight a line like one's own name does (whole words, any case).
+    pub highlight_words: Vec<String>,
+    /// When to ring the terminal bell.
+    pub bell: Bell,
+    /// Highlights kept for `/mentions`.
+    pub mentions_max: usize,
+    /// Seconds between asks for the online list (who is away) for the nick list; 0: only
+    /// at login.
+    pub away_refresh_secs: u64,
 }
 
 impl Default for UiConfig {
@@ -51,9 +60,31 @@ impl Default for UiConfig {
             scrollback: 5000,
             history: 500,
             mouse: true,
+            highlight_words: Vec::new(),
+            bell: Bell::Highlight,
+            mentions_max: 100,
+            away_refresh_secs: 60,
         }
     }
 }
+
+/// When the full-screen interface rings the terminal bell (BEL; tmux and most terminals
+/// turn it into an urgency hint or a flag on the window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bell {
+    /// Never.
+    Off,
+    /// For a line that names the user or one of `highlight_words`.
+    Highlight,
+    /// For every message from someone else.
+    All,
+}
+
+/// Most `[ui] highlight_words`.
+pub const HIGHLIGHT_WORDS_MAX: usize = 32;
+/// Longest highlight word, in characters.
+pub const HIGHLIGHT_WORD_MAX_CHARS: usize = 64;
 
 /// Color theme of the full-screen interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -112,6 +143,23 @@ impl ClientConfig {
         if ui.history > 100_000 {
             bail!("ui.history must be at most 100000");
         }
+        if ui.highlight_words.len() > HIGHLIGHT_WORDS_MAX {
+            bail!("ui.highlight_words may list at most {HIGHLIGHT_WORDS_MAX} words");
+        }
+        for w in &ui.highlight_words {
+            let n = w.chars().count();
+            if n == 0 || n > HIGHLIGHT_WORD_MAX_CHARS || w.chars().any(char::is_whitespace) {
+                bail!(
+                    "ui.highlight_words: {w:?} must be one word of 1 to {HIGHLIGHT_WORD_MAX_CHARS} characters, without spaces"
+                );
+            }
+        }
+        if ui.mentions_max == 0 || ui.mentions_max > 10_000 {
+            bail!("ui.mentions_max must be between 1 and 10000");
+        }
+        if ui.away_refresh_secs != 0 && !(10..=3600).contains(&ui.away_refresh_secs) {
+            bail!("ui.away_refresh_secs must be 0 (only at login) or between 10 and 3600");
+        }
         Ok(config)
     }
 }
@@ -142,6 +190,32 @@ mod tests {
     }
 
     #[test]
+    fn buffer_keys_parse_at_their_edges() {
+        let c = ClientConfig::parse(
+            "[ui]\nbell = \"all\"\nhighlight_words = [\"deploy\", \"Ops\"]\n\
+             mentions_max = 10000\naway_refresh_secs = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.ui.bell, Bell::All);
+        assert_eq!(c.ui.highlight_words, ["deploy", "Ops"]);
+        assert_eq!(c.ui.mentions_max, 10_000);
+        assert_eq!(c.ui.away_refresh_secs, 0);
+        for ok in [
+            "[ui]\nmentions_max = 1\naway_refresh_secs = 10",
+            "[ui]\naway_refresh_secs = 3600\nbell = \"off\"",
+        ] {
+            assert!(ClientConfig::parse(ok).is_ok(), "{ok}");
+        }
+        let words = |n: usize, len: usize| {
+            let list: Vec<String> = (0..n).map(|_| format!("\"{}\"", "w".repeat(len))).collect();
+            format!("[ui]\nhighlight_words = [{}]", list.join(", "))
+        };
+        assert!(ClientConfig::parse(&words(32, 64)).is_ok());
+        assert!(ClientConfig::parse(&words(33, 1)).is_err());
+        assert!(ClientConfig::parse(&words(1, 65)).is_err());
+    }
+
+    #[test]
     fn mistakes_are_reported() {
         for bad in [
             "sever = \"x\"",
@@ -153,6 +227,13 @@ mod tests {
             "[ui]\nscrollback = 99",
             "[ui]\ncolour = 1",
             "[ui]\nmouse = \"off\"",
+            "[ui]\nbell = \"sometimes\"",
+            "[ui]\nhighlight_words = [\"\"]",
+            "[ui]\nhighlight_words = [\"two words\"]",
+            "[ui]\nmentions_max = 0",
+            "[ui]\nmentions_max = 10001",
+            "[ui]\naway_refresh_secs = 9",
+            "[ui]\naway_refresh_secs = 3601",
         ] {
             assert!(ClientConfig::parse(bad).is_err(), "{bad}");
         }

@@ -19,11 +19,28 @@ pub fn manual() -> Manual {
         }
     }
     commands = commands.term("/clear", "Clear the message view (full-screen interface).");
+    // The buffer commands' `/help` lines (full-screen only), likewise.
+    for line in crate::tui::window::HELP {
+        if let Some((cmd, what)) = line.trim().split_once(" - ") {
+            commands = commands.term(cmd, what);
+        }
+    }
     let keys = Section::new("KEYS")
         .para("In the full-screen interface:")
         .term("PageUp, PageDown, mouse wheel", "Scroll the message view.")
         .term("Ctrl-End", "Jump to the newest line.")
-        .term("F2", "Show or hide the online list.")
+        .term(
+            "Alt-1 ... Alt-9, Alt-0",
+            "Show buffer 1 to 10: the server's, then one per room and whisper partner.",
+        )
+        .term(
+            "Alt-Left, Alt-Right",
+            "Show the previous or the next buffer.",
+        )
+        .term(
+            "F2",
+            "Show or hide the nick list (the people of the buffer shown).",
+        )
         .term(
             "Alt-m",
             "Turn mouse capture off (the terminal selects and copies text as usual) or back \
@@ -63,6 +80,23 @@ pub fn manual() -> Manual {
             "[ui] mouse = true",
             "Capture the mouse at start (the wheel scrolls); false leaves it to the \
              terminal. Alt-m toggles it while running.",
+        )
+        .term(
+            "[ui] highlight_words = []",
+            "Words that highlight a line as your name does (whole words, any case; at most 32).",
+        )
+        .term(
+            "[ui] bell = \"highlight\"",
+            "Ring the terminal bell (BEL) for a highlight, for every message (all) or never \
+             (off); tmux and most terminals turn it into an urgency hint.",
+        )
+        .term(
+            "[ui] mentions_max = 100",
+            "Highlights kept for /mentions (1 to 10000).",
+        )
+        .term(
+            "[ui] away_refresh_secs = 60",
+            "How often the nick list asks the server who is away (0: only at login; else 10 to 3600).",
         );
     let files = Section::new("FILES")
         .term(

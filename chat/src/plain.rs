@@ -187,6 +187,10 @@ where
     W: Write,
 {
     let me = secure.me().to_string();
+    if let Some(why) = crate::tui::window::full_screen_only(line) {
+        eprintln!("chat: {why}");
+        return Ok(After::Go);
+    }
     let frames = match dispatch::line(line, secure) {
         Step::Nothing => return Ok(After::Go),
         Step::Refused(why) => {

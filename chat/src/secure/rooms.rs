@@ -86,6 +86,32 @@ impl Secure {
         &self.current_room
     }
 
+    /// The room everyone is in (without `#`; empty before login).
+    pub fn default_room(&self) -> &str {
+        &self.default_room
+    }
+
+    /// The rooms this user is in, other than the default one (sorted).
+    pub fn rooms(&self) -> Vec<String> {
+        let mut rooms: Vec<String> = self
+            .rooms
+            .keys()
+            .filter(|r| **r != self.default_room)
+            .cloned()
+            .collect();
+        rooms.sort();
+        rooms
+    }
+
+    /// The members of `room` this client accepted (announced ones), sorted; None if this
+    /// user is not in it. The default room's are all users, so None for it too.
+    pub fn room_members(&self, room: &str) -> Option<Vec<String>> {
+        if room == self.default_room {
+            return None;
+        }
+        self.rooms.get(room).map(|m| m.iter().cloned().collect())
+    }
+
     /// Whether this user is in `room` (as far as this client accepted).
     pub fn in_room(&self, room: &str) -> bool {
         self.rooms.contains_key(room)
@@ -99,6 +125,16 @@ impl Secure {
         } else {
             false
         }
+    }
+
+    /// The user is looking at `room`'s buffer: plain text goes there now. False (and
+    /// nothing changes) if this user is not in it.
+    pub fn talk_in(&mut self, room: &str) -> bool {
+        if room == self.default_room && !room.is_empty() {
+            self.current_room = room.to_string();
+            return true;
+        }
+        self.switch_room(room)
     }
 
     /// We sent `/join room`: its `members` answer may put us in it.

@@ -1,48 +1,21 @@
 //! The state of the full-screen interface and what keys do to it. No I/O here: the event
 //! loop (`tui::run`) feeds keys and server events in and carries out the returned actions.
 
-use std::collections::VecDeque;
+use std::collections::BTreeSet;
 
-use chrono::{DateTime, Local, TimeZone};
+use chrono::{Local, TimeZone};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind};
 
-use crate::config::UiConfig;
+use crate::config::{Bell, UiConfig};
 use crate::format;
+use crate::secure::Notice;
 use crate::secure::{ChatMessage, Event};
 use crate::text::{sanitize, sanitize_lines};
+use crate::tui::buffers::{BufKind, Buffers, Target, highlights};
 use crate::tui::complete::Completer;
 use crate::tui::editor::Editor;
 
-/// What kind of line an entry is; decides its style.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A room message (`<bob> hi`).
-    Message,
-    /// A `/me` action.
-    Action,
-    /// A whisper to or from us.
-    Whisper,
-    /// Information (`-- ...`).
-    Notice,
-    /// Needs attention (`!! ...`).
-    Warning,
-}
-
-/// One line of the message view.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// When (a message's server time, else when it was shown).
-    pub at: DateTime<Local>,
-    /// Its kind.
-    pub kind: Kind,
-    /// The sender, for messages, actions and whispers (colored by name).
-    pub from: Option<String>,
-    /// Sent by us.
-    pub own: bool,
-    /// The text as shown, sender included (`<bob> hi`, `-- bob joined`), sanitized; it may
-    /// hold line breaks (each later line is drawn as a row of its own, indented).
-    pub text: String,
-}
+pub use crate::tui::buffers::{Entry, Kind};
 
 /// Connection state shown in the status bar.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,14 +43,18 @@ pub enum Action {
 
 /// The interface's state.
 pub struct App {
-    /// Lines of the message view, oldest first.
-    pub entries: VecDeque<Entry>,
-    /// How many entries the view is scrolled up from the newest (0: following).
-    pub scroll: usize,
-    /// Entries that arrived while scrolled up.
-    pub unread: usize,
+    /// The buffers (server, rooms, whispers), each with its lines and scroll position.
+    pub buffers: Buffers,
     /// Users online.
     pub online: Vec<String>,
+    /// Who is in the buffer shown (the nick list), sorted.
+    pub members: Vec<String>,
+    /// Users the last online list said are away.
+    pub away: BTreeSet<String>,
+    /// The room everyone is in (its messages carry no room name); empty before login.
+    pub default_room: String,
+    /// A bell is due (written to the terminal after the next draw).
+    pub bell: bool,
     /// The side panel is wanted (it still hides on narrow terminals).
     pub show_panel: bool,
     /// The input line.
@@ -110,7 +87,7 @@ pub struct App {
 }
 
 /// Commands the client handles itself, for Tab completion.
-pub const CLIENT_COMMANDS: [&str; 10] = [
+pub const CLIENT_COMMANDS: [&str; 14] = [
     "quit",
     "help",
     "clear",
@@ -121,6 +98,10 @@ pub const CLIENT_COMMANDS: [&str; 10] = [
     "trust",
     "devices",
     "msg",
+    "window",
+    "close",
+    "mentions",
+    "search",
 ];
 
 impl App {
@@ -128,10 +109,12 @@ impl App {
     pub fn new(server: &str, user: &str, ui: UiConfig) -> App {
         let mouse = ui.mouse;
         App {
-            entries: VecDeque::new(),
-            scroll: 0,
-            unread: 0,
+            buffers: Buffers::new(ui.scrollback, ui.mentions_max),
             online: Vec::new(),
+            members: Vec::new(),
+            away: BTreeSet::new(),
+            default_room: String::new(),
+            bell: false,
             show_panel: true,
             editor: Editor::new(ui.history),
             input_scroll: 0,
@@ -150,20 +133,11 @@ impl App {
         }
     }
 
-    /// Appends an entry, dropping the oldest beyond the scrollback limit.
-    pub fn push(&mut self, entry: Entry) {
-        self.entries.push_back(entry);
-        if self.scroll > 0 {
-            // Keep the view where the reader left it.
-            self.scroll += 1;
-            self.unread += 1;
-        }
-        while self.entries.len() > self.ui.scrollback {
-            self.entries.pop_front();
-        }
-        self.scroll = self.scroll.min(self.entries.len().saturating_sub(1));
+    /// Appends an entry where `target` says; each buffer drops its oldest beyond the
+    /// scrollback limit.
+    pub fn push_to(&mut self, target: &Target, entry: Entry) {
+        self.buffers.push(target, entry);
     }
-
     /// A `-- text` line, now.
     pub fn notice(&mut self, text: impl Into<String>) {
         self.line(Kind::Notice, format!("-- {}", text.into()));
@@ -177,25 +151,39 @@ impl App {
     /// Sanitized here, the last step before the screen: warnings quote errors, and those
     /// can quote the server. Line breaks stay (an error may explain itself over a few lines).
     fn line(&mut self, kind: Kind, text: String) {
-        let text = sanitize_lines(&text);
-        self.push(Entry {
-            at: Local::now(),
-            kind,
-            from: None,
-            own: false,
-            text,
-        });
+        self.line_to(&Target::Current, kind, text);
     }
 
-    /// Lines rendered by [`format::render_bodies`] (frames other than messages).
+    fn line_to(&mut self, target: &Target, kind: Kind, text: String) {
+        let text = sanitize_lines(&text);
+        self.push_to(
+            target,
+            Entry {
+                at: Local::now(),
+                kind,
+                from: None,
+                own: false,
+                text,
+                highlight: false,
+            },
+        );
+    }
+
+    /// Lines rendered by [`format::render_bodies`] (frames other than messages), for the
+    /// buffer shown.
     pub fn frame_lines(&mut self, lines: Vec<String>) {
+        self.frame_lines_to(&Target::Current, lines);
+    }
+
+    /// [`App::frame_lines`] for the buffer `target` names.
+    pub fn frame_lines_to(&mut self, target: &Target, lines: Vec<String>) {
         for text in lines {
             let kind = if text.starts_with("!! ") {
                 Kind::Warning
             } else {
                 Kind::Notice
             };
-            self.line(kind, text);
+            self.line_to(target, kind, text);
         }
     }
 
@@ -204,7 +192,13 @@ impl App {
         for e in events {
             match e {
                 Event::Message(m) => self.message(&m),
-                Event::Notice(n) => self.notice(format::notice(&n)),
+                Event::Notice(n) => {
+                    // Our own /join: its room's buffer opens and is shown.
+                    if let Notice::Joined { room, .. } | Notice::Switched { room } = &n {
+                        self.buffers.switch_to(BufKind::Room(room.clone()));
+                    }
+                    self.notice(format::notice(&n));
+                }
                 Event::Warning(w) => self.warning(format::warning(&w)),
             }
         }
@@ -220,13 +214,46 @@ impl App {
             (None, true) => Kind::Action,
             (None, false) => Kind::Message,
         };
-        self.push(Entry {
+        let own = m.from == self.user;
+        let target = match (&m.to, &m.room) {
+            // Our own copy names the peer in `to`; theirs names us.
+            (Some(to), _) if own => Target::Whisper(to.clone()),
+            (Some(_), _) => Target::Whisper(m.from.clone()),
+            (None, Some(room)) => Target::Room(room.clone()),
+            (None, None) if !self.default_room.is_empty() => {
+                Target::Room(self.default_room.clone())
+            }
+            (None, None) => Target::Current,
+        };
+        let highlight = !own && highlights(&m.text, &self.user, &self.ui.highlight_words);
+        self.bell |= !own
+            && match self.ui.bell {
+                Bell::Off => false,
+                Bell::Highlight => highlight,
+                Bell::All => true,
+            };
+        let entry = Entry {
             at,
             kind,
             from: Some(sanitize(&m.from)),
-            own: m.from == self.user,
+            own,
             text: format::message_lines(m, &self.user),
-        });
+            highlight,
+        };
+        // A whisper we send from another buffer is echoed there too, as irssi does, so
+        // what was typed is seen where it was typed.
+        if own && kind == Kind::Whisper {
+            let here = &self.buffers.current().kind;
+            if !matches!(here, BufKind::Whisper(p) if Some(p) == m.to.as_ref()) {
+                self.buffers.push(&Target::Current, entry.clone());
+            }
+        }
+        self.push_to(&target, entry);
+    }
+
+    /// A bell is due; reading it clears it.
+    pub fn take_bell(&mut self) -> bool {
+        std::mem::take(&mut self.bell)
     }
 
     /// The online list changed: `user` joined (`true`) or left.
@@ -240,11 +267,12 @@ impl App {
         }
     }
 
-    /// The user typed `/clear`.
+    /// The user typed `/clear`: the buffer shown is emptied.
     pub fn clear(&mut self) {
-        self.entries.clear();
-        self.scroll = 0;
-        self.unread = 0;
+        let b = self.buffers.current_mut();
+        b.entries.clear();
+        b.scroll = 0;
+        b.unread = 0;
     }
 
     /// The whisper target of the line being typed (`/whisper NAME ...`, `/w NAME`, `/msg NAME`).
@@ -262,13 +290,16 @@ impl App {
 
     /// Scrolls the view up (older) by `n` entries.
     pub fn scroll_up(&mut self, n: usize) {
-        self.scroll = (self.scroll + n).min(self.entries.len().saturating_sub(1));
+        let b = self.buffers.current_mut();
+        let shown = b.shown().len();
+        b.scroll = b.scroll.saturating_add(n).min(shown.saturating_sub(1));
     }
 
     /// Scrolls the view down (newer) by `n` entries; at the bottom the unread count resets.
     pub fn scroll_down(&mut self, n: usize) {
-        self.scroll = self.scroll.saturating_sub(n);
-        self.unread = self.unread.min(self.scroll);
+        let b = self.buffers.current_mut();
+        b.scroll = b.scroll.saturating_sub(n);
+        b.unread = b.unread.min(b.scroll);
     }
 
     /// A key press.
@@ -277,6 +308,7 @@ impl App {
             return Action::None;
         }
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        let alt = key.modifiers.contains(KeyModifiers::ALT);
         if key.code != KeyCode::Tab {
             self.completer.reset();
         }
@@ -288,6 +320,13 @@ impl App {
                 }
             }
             KeyCode::Char('l') if ctrl => return Action::Redraw,
+            // Alt-1 ... Alt-9: buffer N; Alt-0: buffer 10, as in irssi.
+            KeyCode::Char(c @ '0'..='9') if alt => {
+                let n = c.to_digit(10).map_or(0, |d| if d == 0 { 10 } else { d });
+                self.buffers.switch(usize::try_from(n).unwrap_or(0));
+            }
+            KeyCode::Left if alt => self.buffers.prev(),
+            KeyCode::Right if alt => self.buffers.next(),
             KeyCode::Enter => return Action::Line(self.editor.submit()),
             KeyCode::Tab => self.complete(),
             KeyCode::PageUp => self.scroll_up(self.page.max(1)),
@@ -324,6 +363,12 @@ impl App {
 
     fn complete(&mut self) {
         let mut users = self.online.clone();
+        users.extend(
+            self.members
+                .iter()
+                .filter(|m| !self.online.contains(m))
+                .cloned(),
+        );
         users.retain(|u| u != &self.user);
         if let Some((text, cursor)) = self.completer.complete(
             self.editor.text(),
@@ -423,14 +468,15 @@ mod tests {
         }
         a.page = 5;
         a.key(&key(KeyCode::PageUp));
-        assert_eq!(a.scroll, 5);
+        assert_eq!(a.buffers.current().scroll, 5);
         a.notice("new");
         a.notice("newer");
-        assert_eq!((a.scroll, a.unread), (7, 2));
+        let at = |a: &App| (a.buffers.current().scroll, a.buffers.current().unread);
+        assert_eq!(at(&a), (7, 2));
         a.key(&KeyEvent::new(KeyCode::End, KeyModifiers::CONTROL));
-        assert_eq!((a.scroll, a.unread), (0, 0));
+        assert_eq!(at(&a), (0, 0));
         a.mouse(MouseEventKind::ScrollUp);
-        assert_eq!(a.scroll, 3);
+        assert_eq!(a.buffers.current().scroll, 3);
     }
 
     #[test]
@@ -447,14 +493,18 @@ mod tests {
         a.key(&KeyEvent::new(KeyCode::Char('m'), KeyModifiers::ALT));
         assert!(a.mouse);
         assert!(
-            a.entries
+            a.buffers
+                .current()
+                .entries
                 .back()
                 .is_some_and(|e| e.text.starts_with("-- mouse on"))
         );
         a.key(&KeyEvent::new(KeyCode::Char('m'), KeyModifiers::ALT));
         assert!(!a.mouse);
         assert!(
-            a.entries
+            a.buffers
+                .current()
+                .entries
                 .back()
                 .is_some_and(|e| e.text.starts_with("-- mouse off"))
         );
@@ -480,10 +530,13 @@ mod tests {
         };
         a.events(vec![Event::Message(m)]);
         assert_eq!(
-            a.entries[0].text,
+            a.buffers.current().entries[0].text,
             "!! certificate changed\n  pinned: A\n  now:\u{fffd}[2J B"
         );
-        assert_eq!(a.entries[1].text, "<bob> one\ntwo\u{fffd}");
+        assert_eq!(
+            a.buffers.current().entries[1].text,
+            "<bob> one\ntwo\u{fffd}"
+        );
     }
 
     #[test]
@@ -499,8 +552,9 @@ mod tests {
         for i in 0..150 {
             a.notice(format!("{i}"));
         }
-        assert_eq!(a.entries.len(), 100);
-        assert_eq!(a.entries.front().map(|e| e.text.as_str()), Some("-- 50"));
+        let entries = &a.buffers.current().entries;
+        assert_eq!(entries.len(), 100);
+        assert_eq!(entries.front().map(|e| e.text.as_str()), Some("-- 50"));
     }
 
     #[test]
@@ -514,7 +568,9 @@ mod tests {
         let many = "x\n".repeat(6);
         assert!(a.paste(&many).is_empty());
         assert!(
-            a.entries
+            a.buffers
+                .current()
+                .entries
                 .back()
                 .is_some_and(|e| e.kind == Kind::Warning && e.text.contains("6 lines"))
         );
@@ -543,6 +599,8 @@ mod tests {
             }),
         ]);
         let got: Vec<(Kind, bool, &str)> = a
+            .buffers
+            .current()
             .entries
             .iter()
             .map(|e| (e.kind, e.own, e.text.as_str()))
@@ -564,12 +622,12 @@ mod tests {
         // An error that quotes the server (a TLS name, a refusal) with CSI, OSC and bidi.
         a.warning("reconnecting failed: bad \u{1b}[2J\u{1b}]0;pwned\u{7}name\u{202e}x");
         a.frame_lines(vec!["-- \u{9b}31m\u{2067}y".into()]);
-        for e in &a.entries {
+        for e in &a.buffers.current().entries {
             assert!(!e.text.chars().any(char::is_control), "{:?}", e.text);
             assert!(!e.text.contains(['\u{202e}', '\u{2067}']), "{:?}", e.text);
         }
         assert_eq!(
-            a.entries[0].text,
+            a.buffers.current().entries[0].text,
             "!! reconnecting failed: bad \u{fffd}[2J\u{fffd}]0;pwned\u{fffd}name\u{fffd}x"
         );
     }

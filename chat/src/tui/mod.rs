@@ -5,12 +5,14 @@
 //! frames, and reconnecting with backoff when the connection drops.
 
 pub mod app;
+pub mod buffers;
 pub mod complete;
 pub mod editor;
 pub mod render;
 pub mod status;
 pub mod theme;
 pub mod view;
+pub mod window;
 
 use std::io::Stdout;
 use std::time::Duration;
@@ -41,11 +43,14 @@ use crate::conn::{
 };
 use crate::dispatch::{self, Outbound, Sent, Step};
 use crate::format;
+use crate::input::{self, Input};
 use crate::joining::Joins;
 use crate::screen::{Screen, Verdict};
 use crate::secure::Secure;
 use app::{Action, App, ConnState};
+use buffers::BufKind;
 use theme::Styles;
+use window::Local;
 
 type Conn = Connection<TlsStream<TcpStream>>;
 
@@ -195,6 +200,8 @@ pub async fn run(
         conn: None,
         info: session.info.clone(),
         silent_help: false,
+        silent_lists: 0,
+        last_list: Instant::now(),
         joins: Joins::new(),
         screen: Screen::new(),
         attempt: None,
@@ -217,6 +224,11 @@ struct Loop<'a> {
     info: ServerInfo,
     /// The `help` answer we asked for ourselves (for Tab completion) is not shown.
     silent_help: bool,
+    /// `users` answers we asked for ourselves (who is away, for the nick list) still to
+    /// come; they are not shown.
+    silent_lists: u32,
+    /// When the online list was last asked for.
+    last_list: Instant,
     /// The `/join` waiting for its answer, and the lines typed meanwhile.
     joins: Joins,
     /// Frames refused for their names; repeated states said once.
@@ -242,6 +254,9 @@ impl Loop<'_> {
             terminal
                 .draw(|f| view::draw(f, &mut self.app, styles))
                 .context("cannot draw on the terminal")?;
+            if self.app.take_bell() {
+                ring(terminal)?;
+            }
             tokio::select! {
                 ev = events.next() => match ev {
                     Some(Ok(ev)) => {
@@ -281,6 +296,10 @@ impl Loop<'_> {
                 _ = tick.tick() => {
                     self.maybe_attempt();
                     self.keepalive().await;
+                    let every = self.app.ui.away_refresh_secs;
+                    if every > 0 && self.last_list.elapsed() >= Duration::from_secs(every) {
+                        self.ask_list().await;
+                    }
                 }
             }
         }
@@ -288,6 +307,8 @@ impl Loop<'_> {
 
     fn update_status(&mut self) {
         self.app.room = self.secure.current_room().to_string();
+        let secure = &*self.secure;
+        self.app.update_members(|room| secure.room_members(room));
         self.app.target = self
             .app
             .whisper_target()
@@ -340,6 +361,15 @@ impl Loop<'_> {
             self.app.clear();
             return false;
         }
+        match self.app.local_command(line) {
+            Local::Done => return false,
+            Local::Part(room) => return self.close_room(&room).await,
+            Local::NotMine => {}
+        }
+        let Some(line) = self.for_buffer(line) else {
+            return false;
+        };
+        let line = line.as_str();
         if self.joins.busy() {
             if self.joins.full() {
                 self.app
@@ -350,6 +380,75 @@ impl Loop<'_> {
             return false;
         }
         self.line_now(line).await
+    }
+
+    /// What `line`, typed in the buffer shown, means: in a room's buffer that room is
+    /// where text goes (unless a `/join` is waiting: its answer decides); in a whisper
+    /// buffer text is a whisper to the partner; in the server buffer text is refused.
+    /// None: refused (the user was told).
+    fn for_buffer(&mut self, line: &str) -> Option<String> {
+        let text = matches!(input::parse(line), Input::Say { .. } | Input::Action { .. });
+        match self.app.buffers.current().kind.clone() {
+            BufKind::Server if text => {
+                self.app.warning(
+                    "not sent: the server buffer is no conversation; show a room's buffer                      (Alt-2, /window N) or whisper with /w USER TEXT",
+                );
+                None
+            }
+            BufKind::Whisper(peer) => match input::parse(line) {
+                Input::Say { text } => Some(format!("/w {peer} {text}")),
+                Input::Action { .. } => {
+                    self.app
+                        .warning("not sent: /me is for rooms; whispers are plain text");
+                    None
+                }
+                _ => Some(line.to_string()),
+            },
+            BufKind::Room(room) if !self.joins.busy() => {
+                if !self.secure.talk_in(&room) && text {
+                    self.app.warning(format!(
+                        "not sent: you are not in #{room} (any more); /join {room} to come back,                          or /close this buffer"
+                    ));
+                    return None;
+                }
+                Some(line.to_string())
+            }
+            _ => Some(line.to_string()),
+        }
+    }
+
+    /// `/close` of a room's buffer: part the room (if still in it), then close the buffer.
+    async fn close_room(&mut self, room: &str) -> bool {
+        if !self.secure.in_room(room) {
+            self.app.buffers.close_room(room);
+            return false;
+        }
+        if self.conn.is_none() || self.joins.busy() {
+            self.app.warning(format!(
+                "#{room} not left: not connected or a /join is waiting; /close again later"
+            ));
+            return false;
+        }
+        let quit = self.line_now(&format!("/part #{room}")).await;
+        self.app.buffers.close_room(room);
+        quit
+    }
+
+    /// Asks for the online list (who is away) without showing the answer.
+    async fn ask_list(&mut self) {
+        self.last_list = Instant::now();
+        let list = ClientFrame::Command {
+            name: "list".into(),
+            args: String::new(),
+            room: None,
+        };
+        if let Some(conn) = self.conn.as_mut() {
+            match dispatch::send(conn, &self.info, &[Outbound::Frame(list)]).await {
+                Ok(Sent::All) => self.silent_lists += 1,
+                Ok(Sent::TooLong) => {}
+                Ok(Sent::Lost) | Err(_) => self.lost(),
+            }
+        }
     }
 
     /// Lines typed after `/join`, once it was answered; true to quit.
@@ -379,6 +478,8 @@ impl Loop<'_> {
             }
             Step::Help(frame) => {
                 self.app.frame_lines(format::client_help_bodies());
+                self.app
+                    .frame_lines(window::HELP.iter().map(|l| (*l).to_string()).collect());
                 self.app.frame_lines(vec![
                     "  /clear - clear the message view".into(),
                     "  keys: PageUp/PageDown or the wheel scroll, Ctrl-End jumps to the newest, \
@@ -437,16 +538,30 @@ impl Loop<'_> {
             .cloned()
             .collect();
         self.app.online.sort_by_key(|u| u.to_lowercase());
-        self.app.notice(
-            format::logged_in(&logged_in.user, &logged_in.online)
-                .trim_start_matches("-- ")
-                .to_string(),
-        );
         self.secure.set_vouch_supported(info.vouch);
         self.secure.enable_rekey(info.rekey);
         let events = self
             .secure
             .on_login(&logged_in.devices, &logged_in.room, &logged_in.rooms);
+        // A buffer per room this user is in; the first login shows the default room's.
+        self.app.default_room = self.secure.default_room().to_string();
+        let first = self.app.buffers.all().len() == 1;
+        if !self.app.default_room.is_empty() {
+            let lobby = BufKind::Room(self.app.default_room.clone());
+            if first {
+                self.app.buffers.switch_to(lobby);
+            } else {
+                self.app.buffers.open(lobby);
+            }
+        }
+        for room in self.secure.rooms() {
+            self.app.buffers.open(BufKind::Room(room));
+        }
+        self.app.notice(
+            format::logged_in(&logged_in.user, &logged_in.online)
+                .trim_start_matches("-- ")
+                .to_string(),
+        );
         self.app.events(events);
         // The server may have been reconfigured while we were away.
         self.secure.set_offline_ttl_secs(info.offline_ttl_secs);
@@ -463,6 +578,8 @@ impl Loop<'_> {
         self.info = info;
         self.screen = Screen::new();
         self.conn = Some(conn);
+        self.silent_lists = 0;
+        self.ask_list().await;
         self.app.state = ConnState::Connected;
         self.next_attempt = None;
         self.backoff = BACKOFF_MIN;
@@ -498,6 +615,15 @@ impl Loop<'_> {
             ServerFrame::Users { users } => {
                 self.app.online = users.iter().map(|u| u.user.clone()).collect();
                 self.app.online.sort_by_key(|u| u.to_lowercase());
+                self.app.away = users
+                    .iter()
+                    .filter(|u| u.away.is_some())
+                    .map(|u| u.user.clone())
+                    .collect();
+                if self.silent_lists > 0 {
+                    self.silent_lists -= 1;
+                    return;
+                }
             }
             ServerFrame::Help { commands } => {
                 for c in commands {
@@ -513,7 +639,10 @@ impl Loop<'_> {
             }
             _ => {}
         }
-        self.app.frame_lines(format::render_bodies(&frame));
+        self.app.frame_lines_to(
+            &buffers::frame_target(&frame),
+            format::render_bodies(&frame),
+        );
     }
 
     /// The connection dropped (or the server said bye): schedule a reconnection.
@@ -608,6 +737,16 @@ impl Loop<'_> {
         }
         0
     }
+}
+
+/// Rings the terminal bell (BEL): terminals flash or beep, and tmux and most window
+/// managers turn it into an urgency hint on the window.
+fn ring(terminal: &mut Terminal<CrosstermBackend<Stdout>>) -> Result<()> {
+    use std::io::Write;
+    let out = terminal.backend_mut();
+    out.write_all(b"\x07")
+        .and_then(|()| out.flush())
+        .context("cannot ring the terminal bell")
 }
 
 /// The next frame, or None when the connection is gone. Only polled with a connection.

@@ -69,6 +69,7 @@ pub fn entry_rows(e: &Entry, r: &Render<'_>) -> Vec<Line<'static>> {
         Kind::Notice => r.styles.notice(),
         Kind::Warning => r.styles.warning(),
         Kind::Whisper => r.styles.whisper(),
+        _ if e.highlight => r.styles.highlight(),
         Kind::Message | Kind::Action if e.own => r.styles.own(),
         Kind::Message | Kind::Action => Style::default(),
     };
@@ -271,6 +272,7 @@ mod tests {
             from: (kind == Kind::Message).then(|| "bob".to_string()),
             own: false,
             text: text.to_string(),
+            highlight: false,
         }
     }
 

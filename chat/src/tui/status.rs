@@ -3,8 +3,8 @@
 //!
 //! What goes first is what a user needs least while chatting: the TLS version, then the
 //! key's short form (both also shown by `/fingerprint`), then the server (the user name
-//! stays), then the user, then the unread count, then the connection state. The room goes
-//! last: it says where a typed line will go.
+//! stays), then the user, then the activity bar and the unread count, then the connection
+//! state. The buffer shown (`3:#ops`) goes last: it says where a typed line will go.
 
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
@@ -28,8 +28,11 @@ pub struct Status {
     pub tls: String,
     /// `key SHA256:...` short form.
     pub key: String,
-    /// `in #room` or `to bob: verified`, if any.
+    /// The buffer shown (`3:#ops`) or `to bob: verified`, if any.
     pub place: Option<(String, Style)>,
+    /// The activity bar (`act: 3:#ops(2)*`) and the search shown, as styled pieces of one
+    /// part; empty: none.
+    pub activity: Vec<(String, Style)>,
     /// Lines that arrived while scrolled up.
     pub unread: usize,
 }
@@ -56,35 +59,50 @@ const LEVELS: [Level; 7] = [
     Level::PlaceOnly,
 ];
 
+/// One part of the bar: styled pieces drawn side by side.
+type Part = Vec<(String, Style)>;
+
 /// The bar's parts at `level`.
-fn parts(s: &Status, bar: Style, level: Level) -> Vec<(String, Style)> {
+fn parts(s: &Status, bar: Style, level: Level) -> Vec<Part> {
     let mut parts = Vec::new();
     if level < Level::NoServer {
-        parts.push((format!("{}@{}", s.user, s.server), bar));
+        parts.push(vec![(format!("{}@{}", s.user, s.server), bar)]);
     } else if level < Level::NoUser {
-        parts.push((s.user.clone(), bar));
+        parts.push(vec![(s.user.clone(), bar)]);
     }
     if level < Level::PlaceOnly {
-        parts.push((s.state.0.clone(), bar.patch(s.state.1)));
+        parts.push(vec![(s.state.0.clone(), bar.patch(s.state.1))]);
     }
     if level < Level::NoTls && !s.tls.is_empty() {
-        parts.push((s.tls.clone(), bar));
+        parts.push(vec![(s.tls.clone(), bar)]);
     }
     if level < Level::NoKey && !s.key.is_empty() {
-        parts.push((s.key.clone(), bar));
+        parts.push(vec![(s.key.clone(), bar)]);
     }
     if let Some((text, style)) = &s.place {
-        parts.push((text.clone(), bar.patch(*style)));
+        parts.push(vec![(text.clone(), bar.patch(*style))]);
+    }
+    if level < Level::NoUnread && !s.activity.is_empty() {
+        parts.push(
+            s.activity
+                .iter()
+                .map(|(t, style)| (t.clone(), bar.patch(*style)))
+                .collect(),
+        );
     }
     if level < Level::NoUnread && s.unread > 0 {
-        parts.push((format!("{} unread", s.unread), bar));
+        parts.push(vec![(format!("{} unread", s.unread), bar)]);
     }
     parts
 }
 
-fn width_of(parts: &[(String, Style)]) -> usize {
+fn width_of(parts: &[Part]) -> usize {
     // A leading blank, the parts and the separators between them.
-    1 + parts.iter().map(|(t, _)| t.width()).sum::<usize>()
+    1 + parts
+        .iter()
+        .flatten()
+        .map(|(t, _)| t.width())
+        .sum::<usize>()
         + SEP.width() * parts.len().saturating_sub(1)
 }
 
@@ -98,11 +116,13 @@ pub fn bar(s: &Status, styles: &Styles, width: usize) -> Line<'static> {
         .find(|p| width_of(p) <= width)
         .unwrap_or_else(|| parts(s, bar, Level::PlaceOnly));
     let mut spans = vec![Span::styled(" ", bar)];
-    for (i, (text, style)) in chosen.into_iter().enumerate() {
+    for (i, part) in chosen.into_iter().enumerate() {
         if i > 0 {
             spans.push(Span::styled(SEP, bar));
         }
-        spans.push(Span::styled(cut(&text, width.saturating_sub(1)), style));
+        for (text, style) in part {
+            spans.push(Span::styled(cut(&text, width.saturating_sub(1)), style));
+        }
     }
     Line::from(spans)
 }
@@ -130,7 +150,8 @@ mod tests {
             state: ("connected".into(), Style::default()),
             tls: "TLSv1.3".into(),
             key: "key SHA256:0123abcd".into(),
-            place: Some(("in #development".into(), Style::default())),
+            place: Some(("3:#development".into(), Style::default())),
+            activity: vec![("act: 4:bob(1)".into(), Style::default())],
             unread: 3,
         }
     }
@@ -143,24 +164,24 @@ mod tests {
     #[test]
     fn parts_give_way_in_order_and_the_room_stays() {
         let full = " alice@chat.example.org:8443 │ connected │ TLSv1.3 │ key SHA256:0123abcd │ \
-                    in #development │ 3 unread";
+                    3:#development │ act: 4:bob(1) │ 3 unread";
         assert_eq!(text(200), full);
         assert_eq!(text(full.width()), full);
         let steps = [
-            " alice@chat.example.org:8443 │ connected │ key SHA256:0123abcd │ in #development │ 3 unread",
-            " alice@chat.example.org:8443 │ connected │ in #development │ 3 unread",
-            " alice │ connected │ in #development │ 3 unread",
-            " connected │ in #development │ 3 unread",
-            " connected │ in #development",
-            " in #development",
+            " alice@chat.example.org:8443 │ connected │ key SHA256:0123abcd │ 3:#development │ act: 4:bob(1) │ 3 unread",
+            " alice@chat.example.org:8443 │ connected │ 3:#development │ act: 4:bob(1) │ 3 unread",
+            " alice │ connected │ 3:#development │ act: 4:bob(1) │ 3 unread",
+            " connected │ 3:#development │ act: 4:bob(1) │ 3 unread",
+            " connected │ 3:#development",
+            " 3:#development",
         ];
         let mut width = full.width() - 1;
         for step in steps {
             assert_eq!(text(width), step, "at {width}");
             width = step.width() - 1;
         }
-        // Narrower than the room itself: the room, cut.
-        assert_eq!(text(8), " in #dev");
+        // Narrower than the buffer's name itself: the name, cut.
+        assert_eq!(text(8), " 3:#deve");
         assert_eq!(text(0), " ");
     }
 }

@@ -174,6 +174,26 @@ impl Styles {
         self.fg(self.palette().bar_bad).add_modifier(Modifier::BOLD)
     }
 
+    /// A line naming this user (or a highlight word), and the activity bar's `*`.
+    pub fn highlight(&self) -> Style {
+        match self.theme {
+            Theme::Mono => Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD),
+            Theme::Dark => Style::default()
+                .fg(Color::Black)
+                .bg(Color::Yellow)
+                .add_modifier(Modifier::BOLD),
+            Theme::Light => Style::default()
+                .fg(Color::White)
+                .bg(Color::Red)
+                .add_modifier(Modifier::BOLD),
+        }
+    }
+
+    /// An away user in the nick list.
+    pub fn away(&self) -> Style {
+        self.fg(Color::DarkGray).add_modifier(Modifier::DIM)
+    }
+
     /// The "new messages below" marker.
     pub fn unread(&self) -> Style {
         match self.theme {

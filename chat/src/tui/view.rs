@@ -51,25 +51,28 @@ pub fn draw(f: &mut Frame<'_>, app: &mut App, styles: &Styles) {
 fn draw_messages(f: &mut Frame<'_>, app: &mut App, styles: &Styles, area: Rect) {
     let height = usize::from(area.height);
     app.page = height.saturating_sub(1).max(1);
-    let marker = app.unread > 0 || app.scroll > 0;
+    let buffer = app.buffers.current();
+    let shown = buffer.shown();
+    let (scroll, unread) = (buffer.scroll, buffer.unread);
+    let marker = unread > 0 || scroll > 0;
     let room = if marker {
         height.saturating_sub(1)
     } else {
         height
     };
-    let end = app.entries.len().saturating_sub(app.scroll);
+    let end = shown.len().saturating_sub(scroll);
     let render = Render {
         width: usize::from(area.width),
         time_format: &app.ui.time_format,
         styles,
     };
-    let rows = render::last_rows(app.entries.range(..end), &render, room);
+    let rows = render::last_rows(shown[..end].iter().copied(), &render, room);
     // Short histories sit at the bottom, next to the input, like every chat client.
     let mut lines: Vec<Line<'static>> = vec![Line::default(); room.saturating_sub(rows.len())];
     lines.extend(rows);
     if marker {
-        let text = if app.unread > 0 {
-            format!(" {} new below (PageDown, Ctrl-End) ", app.unread)
+        let text = if unread > 0 {
+            format!(" {unread} new below (PageDown, Ctrl-End) ")
         } else {
             " scrolled up (PageDown, Ctrl-End) ".to_string()
         };
@@ -80,22 +83,29 @@ fn draw_messages(f: &mut Frame<'_>, app: &mut App, styles: &Styles, area: Rect) 
 
 fn draw_panel(f: &mut Frame<'_>, app: &App, styles: &Styles, area: Rect) {
     let inner = usize::from(area.height.saturating_sub(2));
+    // Away users are dimmed and marked in words, which the mono theme keeps.
     let mut lines: Vec<Line<'static>> = app
-        .online
+        .members
         .iter()
         .take(inner)
-        .map(|u| Line::from(Span::styled(u.clone(), styles.name(u))))
+        .map(|u| {
+            if app.away.contains(u) {
+                Line::from(Span::styled(format!("{u} (away)"), styles.away()))
+            } else {
+                Line::from(Span::styled(u.clone(), styles.name(u)))
+            }
+        })
         .collect();
-    if app.online.len() > inner && inner > 0 {
+    if app.members.len() > inner && inner > 0 {
         lines.truncate(inner - 1);
         lines.push(Line::from(format!(
             "+{} more",
-            app.online.len() - (inner - 1)
+            app.members.len() - (inner - 1)
         )));
     }
     let block = Block::default()
         .borders(Borders::ALL)
-        .title(format!(" online {} ", app.online.len()));
+        .title(format!(" {} ", app.members_title()));
     f.render_widget(Paragraph::new(lines).block(block), area);
 }
 
@@ -109,8 +119,14 @@ fn draw_status(f: &mut Frame<'_>, app: &App, styles: &Styles, area: Rect) {
         Some((name, Some(true))) => Some((format!("to {name}: verified"), styles.good())),
         Some((name, Some(false))) => Some((format!("to {name}: unverified"), styles.bad())),
         Some((name, None)) => Some((format!("to {name}: no key"), styles.bad())),
-        None if !app.room.is_empty() => Some((format!("in #{}", app.room), Style::default())),
-        None => None,
+        None => Some((
+            format!(
+                "{}:{}",
+                app.buffers.current_number(),
+                app.buffers.current().kind.name()
+            ),
+            Style::default(),
+        )),
     };
     let info = Status {
         user: app.user.clone(),
@@ -123,10 +139,34 @@ fn draw_status(f: &mut Frame<'_>, app: &App, styles: &Styles, area: Rect) {
             format!("key {}", app.key_short)
         },
         place,
-        unread: app.unread,
+        activity: activity(app, styles),
+        unread: app.buffers.current().unread,
     };
     let line = status::bar(&info, styles, usize::from(area.width));
     f.render_widget(Paragraph::new(line).style(styles.status()), area);
+}
+
+/// The activity bar, weechat-like: `act: 3:#ops(2) 4:bob(1)*`, a `*` (in the highlight
+/// style) where a line named this user; and the search being shown.
+fn activity(app: &App, styles: &Styles) -> Vec<(String, Style)> {
+    let mut pieces = Vec::new();
+    let active = app.buffers.activity();
+    if !active.is_empty() {
+        pieces.push(("act:".to_string(), Style::default()));
+        for (n, name, count, highlights) in active {
+            pieces.push((format!(" {n}:{name}({count})"), Style::default()));
+            if highlights > 0 {
+                pieces.push(("*".to_string(), styles.highlight()));
+            }
+        }
+    }
+    if let Some(note) = app.search_note() {
+        if !pieces.is_empty() {
+            pieces.push(("  ".to_string(), Style::default()));
+        }
+        pieces.push((note, Style::default()));
+    }
+    pieces
 }
 
 fn draw_input(f: &mut Frame<'_>, app: &mut App, area: Rect) {

@@ -4,6 +4,7 @@
 use super::*;
 use crate::config::{Theme, UiConfig};
 use crate::secure::{ChatMessage, Event};
+use crate::tui::buffers::BufKind;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
@@ -21,6 +22,8 @@ fn app() -> App {
     a.key_short = "SHA256:0123abcd".into();
     a.presence("alice", true);
     a.presence("bob", true);
+    // The event loop does this before each draw.
+    a.update_members(|_| None);
     a
 }
 
@@ -102,8 +105,8 @@ fn names_keep_their_color_and_warnings_stand_out() {
     a.warning("bad key");
     a.events(vec![msg("bob", "two")]);
     // All on one day (the messages' day), so no day line comes between them.
-    let day = a.entries[0].at;
-    for e in &mut a.entries {
+    let day = a.buffers.current().entries[0].at;
+    for e in &mut a.buffers.current_mut().entries {
         e.at = day;
     }
     let (rows, buf) = screen(&mut a, 50, 6);
@@ -162,8 +165,8 @@ fn both_themes_at_60_80_and_160_columns() {
     for theme in [Theme::Dark, Theme::Light] {
         for w in [60_u16, 80, 160] {
             let mut a = app();
-            a.room = "development".into();
-            a.unread = 0;
+            a.default_room = "development".into();
+            a.buffers.switch_to(BufKind::Room("development".into()));
             a.events(vec![
                 msg_at("bob", "yesterday's line", 1_764_300_000_000),
                 msg_at("bob", long, 1_764_300_000_000 + DAY_MS),
@@ -173,7 +176,7 @@ fn both_themes_at_60_80_and_160_columns() {
             let ctx = format!("{theme:?} at {w}: {rows:#?}");
             // The room is on the status bar at every width.
             let status = &rows[usize::from(h) - 2];
-            assert!(status.contains("in #development"), "{ctx}");
+            assert!(status.contains(":#development"), "{ctx}");
             if w >= 160 {
                 assert!(
                     status.contains("TLSv1.3") && status.contains("alice@h:8443"),
@@ -181,7 +184,7 @@ fn both_themes_at_60_80_and_160_columns() {
                 );
             }
             // The day line between the two days' messages.
-            let day = render::day_text(a.entries[1].at.date_naive());
+            let day = render::day_text(a.buffers.current().entries[1].at.date_naive());
             let d = rows.iter().position(|r| r.contains(&day)).expect(&ctx);
             assert!(rows[d - 1].contains("<bob> yesterday's line"), "{ctx}");
             assert!(rows[d + 1].contains("<bob> the quick"), "{ctx}");
@@ -223,10 +226,11 @@ fn both_themes_at_60_80_and_160_columns() {
 fn mono_reverses_the_status_bar_and_sets_no_colors() {
     use ratatui::style::{Color, Modifier};
     let mut a = app();
-    a.room = "dev".into();
+    a.default_room = "dev".into();
+    a.buffers.switch_to(BufKind::Room("dev".into()));
     a.events(vec![msg("bob", "hi")]);
     let (rows, buf) = themed(&mut a, 60, 6, Theme::Mono);
-    assert!(rows[4].contains("in #dev"), "{rows:#?}");
+    assert!(rows[4].contains(":#dev"), "{rows:#?}");
     for x in 0..60 {
         let cell = &buf[(x, 4)];
         assert!(cell.modifier.contains(Modifier::REVERSED));

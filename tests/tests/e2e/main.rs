@@ -41,6 +41,7 @@
 //! - `rekey`: a chain the server dropped is asked for again and its messages shown
 //! - `secrecy`: end-to-end encryption through a real chatd (markers, multi-device)
 //! - `tui`: the full-screen `chat` in a real terminal (tmux; see `tmux` for the driver)
+//! - `tui_buffers`: its buffers per room and whisper, activity bar, highlights, nick list
 //! - `tui_view`: its drawing in tmux: word wrap with an indent at 60 columns, mouse capture on
 //!   and off (`[ui] mouse`, Alt-m)
 
@@ -118,4 +119,5 @@ mod tofu;
 #[cfg(test)]
 mod tui;
 #[cfg(test)]
+mod tui_buffers;
 mod tui_view;
