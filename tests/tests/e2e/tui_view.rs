@@ -132,7 +132,7 @@ fn a_long_message_wraps_at_words_under_its_text_at_60_columns() {
     );
     // The room stays on the status bar at this width, and the server gave way first.
     let status = status_row(&screen);
-    assert!(status.contains("in #lobby"), "{}", frame(&screen));
+    assert!(status.contains("2:#lobby"), "{}", frame(&screen));
     assert!(!status.contains("TLSv1.3"), "{}", frame(&screen));
 }
 
