@@ -38,6 +38,8 @@ pub struct UiConfig {
     pub scrollback: usize,
     /// Input lines kept for Up/Down.
     pub history: usize,
+    /// Most users `/ignore` keeps.
+    pub ignore_max: usize,
 }
 
 impl Default for UiConfig {
@@ -48,6 +50,7 @@ impl Default for UiConfig {
             paste_max_lines: 5,
             scrollback: 5000,
             history: 500,
+            ignore_max: crate::ignore::DEFAULT_MAX,
         }
     }
 }
@@ -109,6 +112,9 @@ impl ClientConfig {
         if ui.history > 100_000 {
             bail!("ui.history must be at most 100000");
         }
+        if ui.ignore_max == 0 || ui.ignore_max > 10_000 {
+            bail!("ui.ignore_max must be between 1 and 10000");
+        }
         Ok(config)
     }
 }
@@ -134,6 +140,11 @@ mod tests {
         assert_eq!(c.ui.time_format, "%H:%M");
         assert_eq!(c.ui.paste_max_lines, 1);
         assert_eq!(c.ui.scrollback, 5000);
+        // The edges of ignore_max are accepted.
+        for edge in [1, 10_000] {
+            let c = ClientConfig::parse(&format!("[ui]\nignore_max = {edge}")).unwrap();
+            assert_eq!(c.ui.ignore_max, edge);
+        }
     }
 
     #[test]
@@ -146,6 +157,8 @@ mod tests {
             "[ui]\npaste_max_lines = 0",
             "[ui]\npaste_max_lines = 1001",
             "[ui]\nscrollback = 99",
+            "[ui]\nignore_max = 0",
+            "[ui]\nignore_max = 10001",
             "[ui]\ncolour = 1",
         ] {
             assert!(ClientConfig::parse(bad).is_err(), "{bad}");

@@ -10,7 +10,7 @@ use crate::config::UiConfig;
 use crate::format;
 use crate::secure::{ChatMessage, Event};
 use crate::text::sanitize;
-use crate::tui::complete::Completer;
+use crate::tui::complete::{Completer, Sources};
 use crate::tui::editor::Editor;
 
 /// What kind of line an entry is; decides its style.
@@ -84,6 +84,8 @@ pub struct App {
     /// Horizontal scroll of the input line, in columns.
     pub input_scroll: usize,
     completer: Completer,
+    /// Rooms, fingerprints and devices for completing command arguments.
+    pub complete_from: Sources,
     /// Command names for Tab completion (without the slash).
     pub commands: Vec<String>,
     /// `server` as typed (`host:port`).
@@ -120,6 +122,22 @@ pub const CLIENT_COMMANDS: [&str; 10] = [
     "msg",
 ];
 
+/// [`CLIENT_COMMANDS`] and the commands of the client's table (by name: `/w` Tab gives
+/// `/whisper`), each once.
+fn client_commands() -> Vec<String> {
+    let table = crate::commands::COMMANDS
+        .iter()
+        .filter(|c| c.client())
+        .map(|c| c.name);
+    let mut names: Vec<String> = Vec::new();
+    for name in CLIENT_COMMANDS.iter().copied().chain(table) {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
 impl App {
     /// A fresh interface for `user` on `server`.
     pub fn new(server: &str, user: &str, ui: UiConfig) -> App {
@@ -132,7 +150,8 @@ impl App {
             editor: Editor::new(ui.history),
             input_scroll: 0,
             completer: Completer::new(),
-            commands: CLIENT_COMMANDS.iter().map(|c| (*c).to_string()).collect(),
+            complete_from: Sources::default(),
+            commands: client_commands(),
             server: server.to_string(),
             user: user.to_string(),
             state: ConnState::Connected,
@@ -309,11 +328,12 @@ impl App {
     fn complete(&mut self) {
         let mut users = self.online.clone();
         users.retain(|u| u != &self.user);
-        if let Some((text, cursor)) = self.completer.complete(
+        if let Some((text, cursor)) = self.completer.complete_with(
             self.editor.text(),
             self.editor.cursor(),
             &self.commands,
             &users,
+            &self.complete_from,
         ) {
             self.editor.set(text, cursor);
         }

@@ -64,6 +64,8 @@ mod binary;
 #[cfg(test)]
 mod client;
 #[cfg(test)]
+mod client_commands;
+#[cfg(test)]
 mod commands;
 #[cfg(test)]
 mod crash;
@@ -115,3 +117,5 @@ mod tmux;
 mod tofu;
 #[cfg(test)]
 mod tui;
+#[cfg(test)]
+mod tui_complete;
