@@ -18,13 +18,30 @@ pub fn manual() -> Manual {
             None => commands = commands.para(line),
         }
     }
-    commands = commands.term("/clear", "Clear the message view (full-screen interface).");
+    commands = commands
+        .para(
+            "Wherever a fingerprint is typed (/verify USER FINGERPRINT, /devices approve or \
+             revoke), a prefix of at least 16 of its hex digits will do, with or without \
+             SHA256: and colons, if exactly one of the keys meant starts with it; the answer \
+             gives the whole fingerprint. Fewer digits, or a prefix two keys share, is refused \
+             with the reason.",
+        )
+        .para(
+            "/ignore is client-side: the server still delivers that user's messages (they are \
+             decrypted, so nothing is lost when you /unignore) but chat does not show them, \
+             nor that user's whispers and joins and leaves. The list is kept across restarts.",
+        );
     let keys = Section::new("KEYS")
         .para("In the full-screen interface:")
         .term("PageUp, PageDown, mouse wheel", "Scroll the message view.")
         .term("Ctrl-End", "Jump to the newest line.")
         .term("F2", "Show or hide the online list.")
-        .term("Tab", "Complete a command or user name.")
+        .term(
+            "Tab",
+            "Complete a command, or what its argument is: a user name, a room (joined or \
+             seen in /rooms), a user's pinned fingerprint after /verify USER, one of your \
+             devices after /devices approve or revoke. Tab again offers the next.",
+        )
         .term("Up, Down", "Recall earlier input.")
         .term(
             "Ctrl-A, Ctrl-E, Ctrl-W, Ctrl-U, Ctrl-K",
@@ -49,7 +66,11 @@ pub fn manual() -> Manual {
             "Pasting more lines than this at once is refused.",
         )
         .term("[ui] scrollback = 5000", "Lines kept in the message view.")
-        .term("[ui] history = 500", "Input lines kept for Up and Down.");
+        .term("[ui] history = 500", "Input lines kept for Up and Down.")
+        .term(
+            "[ui] ignore_max = 100",
+            "Most users /ignore keeps (1 to 10000).",
+        );
     let files = Section::new("FILES")
         .term(
             "$XDG_DATA_HOME/chat/keys/USER@HOST:PORT.pem",
@@ -66,7 +87,8 @@ pub fn manual() -> Manual {
         .term(
             "$XDG_DATA_HOME/chat/state/USER@HOST:PORT",
             "Encrypted receiver state (message chains, what was already shown), and \
-             USER@HOST:PORT.pending.json, what is held from keys not yet accepted.",
+             USER@HOST:PORT.pending.json, what is held from keys not yet accepted, and \
+             USER@HOST:PORT.ignored, the /ignore list (one name a line, 0600).",
         );
     let environment = Section::new("ENVIRONMENT").term(
         "XDG_CONFIG_HOME, XDG_DATA_HOME, HOME",

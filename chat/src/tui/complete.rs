@@ -129,7 +129,9 @@ impl Completer {
         more: &Sources,
     ) -> Option<(String, usize)> {
         if let Some(c) = self.cycle.as_mut() {
-            if c.produced.0 == text && c.produced.1 == cursor {
+            // With one candidate there is nothing to cycle: Tab goes on to the next argument
+            // (`/verify b` Tab Tab gives bob, then his fingerprint).
+            if c.produced.0 == text && c.produced.1 == cursor && c.candidates.len() > 1 {
                 c.index = (c.index + 1) % c.candidates.len();
                 let out = assemble(&c.before, &c.candidates[c.index], &c.after);
                 c.produced = out.clone();
@@ -469,6 +471,16 @@ mod tests {
         );
         assert_eq!(arg("/revoke e"), Some(format!("/revoke {ef} ")));
         assert_eq!(arg("/devices list "), None);
+        // One candidate: Tab again moves on to the next argument.
+        let cmds = v(&["verify"]);
+        let users = v(&["bob"]);
+        let mut c = Completer::new();
+        let (t, at) = c
+            .complete_with("/verify b", 9, &cmds, &users, &sources())
+            .unwrap();
+        assert_eq!(t, "/verify bob ");
+        let (t, _) = c.complete_with(&t, at, &cmds, &users, &sources()).unwrap();
+        assert_eq!(t, format!("/verify bob {ab} "));
         // Commands as /help's argument.
         assert_eq!(arg("/help wh").as_deref(), Some("/help whois "));
         // An empty word completes nothing in plain text.
