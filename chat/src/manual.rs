@@ -27,9 +27,10 @@ pub fn manual() -> Manual {
              with the reason.",
         )
         .para(
-            "/ignore is client-side: the server still delivers that user's messages (they are \
-             decrypted, so nothing is lost when you /unignore) but chat does not show them, \
-             nor that user's whispers and joins and leaves. The list is kept across restarts.",
+            "/ignore is client-side: the server still delivers that user's messages and chat \
+             still decrypts them (so its chains stay whole), but does not show them, nor that \
+             user's whispers, joins and leaves; what came while ignored is not shown after \
+             /unignore either. The list is kept across restarts.",
         );
     let keys = Section::new("KEYS")
         .para("In the full-screen interface:")
