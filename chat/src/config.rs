@@ -49,6 +49,8 @@ pub struct UiConfig {
     /// Seconds between asks for the online list (who is away) for the nick list; 0: only
     /// at login.
     pub away_refresh_secs: u64,
+    /// Most users `/ignore` keeps.
+    pub ignore_max: usize,
 }
 
 impl Default for UiConfig {
@@ -64,6 +66,7 @@ impl Default for UiConfig {
             bell: Bell::Highlight,
             mentions_max: 100,
             away_refresh_secs: 60,
+            ignore_max: crate::ignore::DEFAULT_MAX,
         }
     }
 }
@@ -160,6 +163,9 @@ impl ClientConfig {
         if ui.away_refresh_secs != 0 && !(10..=3600).contains(&ui.away_refresh_secs) {
             bail!("ui.away_refresh_secs must be 0 (only at login) or between 10 and 3600");
         }
+        if ui.ignore_max == 0 || ui.ignore_max > 10_000 {
+            bail!("ui.ignore_max must be between 1 and 10000");
+        }
         Ok(config)
     }
 }
@@ -187,6 +193,11 @@ mod tests {
         assert_eq!(c.ui.paste_max_lines, 1);
         assert!(!c.ui.mouse);
         assert_eq!(c.ui.scrollback, 5000);
+        // The edges of ignore_max are accepted.
+        for edge in [1, 10_000] {
+            let c = ClientConfig::parse(&format!("[ui]\nignore_max = {edge}")).unwrap();
+            assert_eq!(c.ui.ignore_max, edge);
+        }
     }
 
     #[test]
@@ -225,6 +236,8 @@ mod tests {
             "[ui]\npaste_max_lines = 0",
             "[ui]\npaste_max_lines = 1001",
             "[ui]\nscrollback = 99",
+            "[ui]\nignore_max = 0",
+            "[ui]\nignore_max = 10001",
             "[ui]\ncolour = 1",
             "[ui]\nmouse = \"off\"",
             "[ui]\nbell = \"sometimes\"",

@@ -33,8 +33,14 @@ pub enum Step {
     Nothing,
     /// Leave: send `quit` and wait for `bye`.
     Quit,
-    /// Show the client's own commands, then send this (the server's `help`).
-    Help(ClientFrame),
+    /// `/help [CMD]`: show `lines` (the client's own commands, or the one asked about), then
+    /// send `ask` (the server's `help`) if the server has more to say.
+    Help {
+        /// Lines to show (bodies, without a time stamp).
+        lines: Vec<String>,
+        /// The `help` command for the server.
+        ask: Option<ClientFrame>,
+    },
     /// Show `events` (if any), then send `frames` in order.
     Send {
         /// Local notices (new chains, warnings) to show first.
@@ -91,13 +97,17 @@ fn interpret(line: &str, secure: &mut Secure) -> Step {
         Input::Empty => return Step::Nothing,
         Input::Invalid(why) => return Step::Refused(why),
         Input::Quit => return Step::Quit,
-        Input::Help { args } => {
-            return Step::Help(ClientFrame::Command {
-                name: "help".into(),
-                args,
-                room: None,
-            });
+        Input::Help { args } => return help(&args),
+        Input::Ping => {
+            return Step::Send {
+                events: Vec::new(),
+                frames: vec![Outbound::Frame(ClientFrame::Ping {
+                    nonce: secure.ping_nonce(),
+                })],
+            };
         }
+        Input::Ignore(user) => return Step::Show(secure.ignore(user.as_deref())),
+        Input::Unignore(user) => return Step::Show(secure.unignore(&user)),
         Input::Command { name, args } => return room_command(name, args, secure),
         Input::Fingerprint => return Step::Show(secure.show_fingerprint()),
         Input::Verify { user, fingerprint } => {
@@ -140,6 +150,45 @@ fn interpret(line: &str, secure: &mut Secure) -> Step {
                 .collect(),
         },
         Err(why) => Step::Refused(format::not_sent(&why)),
+    }
+}
+
+/// `/help`: the client's commands, then the server's (which leaves out the client's);
+/// `/help CMD`: the client's line for one of its own, else the server's answer.
+fn help(args: &str) -> Step {
+    let ask = |args: &str| ClientFrame::Command {
+        name: "help".into(),
+        args: args.to_string(),
+        room: None,
+    };
+    let words: Vec<&str> = args.split_whitespace().collect();
+    match words.as_slice() {
+        [] => Step::Help {
+            lines: format::client_help_bodies(),
+            ask: Some(ask("")),
+        },
+        [name] => match crate::commands::find(name).filter(|c| c.client()) {
+            Some(spec) => Step::Help {
+                lines: vec![format!("-- {}", spec.help_line().trim_start())],
+                ask: None,
+            },
+            None => Step::Help {
+                lines: Vec::new(),
+                ask: Some(ask(name)),
+            },
+        },
+        _ => Step::Refused("usage: /help [COMMAND]".to_string()),
+    }
+}
+
+/// Whether `frame` is about an ignored user and is not shown: their presence and room
+/// lines (their messages are dropped from [`events`]).
+pub fn hidden(frame: &ServerFrame, secure: &Secure) -> bool {
+    match frame {
+        ServerFrame::Presence { user, .. } | ServerFrame::Room { user, .. } => {
+            secure.is_ignored(user)
+        }
+        _ => false,
     }
 }
 
@@ -256,10 +305,11 @@ fn json_line(frame: &ClientFrame) -> Result<(Bytes, usize)> {
 /// What an end-to-end frame from the server means (verified messages, key notices and
 /// warnings); other frames give nothing here.
 pub fn events(incoming: &Incoming, secure: &mut Secure) -> Vec<Event> {
-    match incoming {
+    let events = match incoming {
         Incoming::Envelope(delivered) => secure.receive_envelope(delivered),
         Incoming::Frame(frame) => frame_events(frame, secure),
-    }
+    };
+    secure.drop_ignored(events)
 }
 
 /// [`events`] for one JSON frame (never an `envelope`: [`Incoming`] turns those into
@@ -307,6 +357,7 @@ fn frame_events(frame: &ServerFrame, secure: &mut Secure) -> Vec<Event> {
             Vec::new()
         }
         ServerFrame::Members { room } => secure.room_state(room),
+        ServerFrame::Pong { nonce } => secure.pong(*nonce),
         _ => Vec::new(),
     }
 }

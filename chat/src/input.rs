@@ -47,6 +47,12 @@ pub enum Input {
     },
     /// `/devices ...`: this account's devices.
     Devices(Devices),
+    /// `/ping`: time a round trip to the server.
+    Ping,
+    /// `/ignore [USER]`: hide USER's lines, or (None) list who is ignored.
+    Ignore(Option<String>),
+    /// `/unignore USER`.
+    Unignore(String),
     /// `/name args`: a command run by the server.
     Command {
         /// Command name without the slash.
@@ -131,6 +137,16 @@ pub fn parse(line: &str) -> Input {
                     .to_string(),
             ),
         },
+        "ping" => Input::Ping,
+        "ignore" => match args.split_whitespace().collect::<Vec<_>>()[..] {
+            [] => Input::Ignore(None),
+            [user] => Input::Ignore(Some(user.to_string())),
+            _ => Input::Invalid("usage: /ignore [USER]".to_string()),
+        },
+        "unignore" => match args.split_whitespace().collect::<Vec<_>>()[..] {
+            [user] => Input::Unignore(user.to_string()),
+            _ => Input::Invalid("usage: /unignore USER".to_string()),
+        },
         "help" => Input::Help {
             args: args.to_string(),
         },
@@ -182,6 +198,12 @@ mod tests {
             }
         );
         assert_eq!(parse("/list"), cmd("list", ""));
+        assert_eq!(parse("/ping"), Input::Ping);
+        assert_eq!(parse("/ignore"), Input::Ignore(None));
+        assert_eq!(parse("/ignore  bob "), Input::Ignore(Some("bob".into())));
+        assert!(matches!(parse("/ignore bob carol"), Input::Invalid(_)));
+        assert_eq!(parse("/unignore bob"), Input::Unignore("bob".into()));
+        assert!(matches!(parse("/unignore"), Input::Invalid(_)));
         let whisper = Input::Whisper {
             to: "bob".into(),
             text: "hi  there ".into(),

@@ -11,16 +11,19 @@
 //! login is refused.
 
 mod approve;
+mod commands;
 mod config;
 mod conn;
 mod dispatch;
 mod files;
 mod format;
+mod ignore;
 mod input;
 mod joining;
 mod keystore;
 mod manual;
 mod peers;
+mod pinging;
 mod plain;
 mod screen;
 mod secure;
@@ -314,6 +317,10 @@ async fn run(cli: Cli) -> Result<u8> {
     secure.enable_rekey(info.rekey);
     secure.set_offline_ttl_secs(info.offline_ttl_secs);
     secure.use_state(state_file)?;
+    secure.set_ignored(ignore::Ignored::load(
+        &ignore_path(&state_path),
+        settings.ui.ignore_max,
+    )?);
     if tui {
         let session = tui::Session {
             conn,
@@ -361,6 +368,13 @@ fn pending_path(user: &str, server: &ServerAddr) -> Result<PathBuf> {
         .join("chat")
         .join("state")
         .join(format!("{user}@{server}.pending.json")))
+}
+
+/// The `/ignore` list: beside the state file (`USER@HOST:PORT.ignored`), so it follows it.
+fn ignore_path(state: &std::path::Path) -> PathBuf {
+    let mut name = state.as_os_str().to_os_string();
+    name.push(".ignored");
+    PathBuf::from(name)
 }
 
 /// `$XDG_DATA_HOME/chat/peers/HOST:PORT.json`: the device keys pinned for one server.

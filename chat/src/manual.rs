@@ -18,13 +18,20 @@ pub fn manual() -> Manual {
             None => commands = commands.para(line),
         }
     }
-    commands = commands.term("/clear", "Clear the message view (full-screen interface).");
-    // The buffer commands' `/help` lines (full-screen only), likewise.
-    for line in crate::tui::window::HELP {
-        if let Some((cmd, what)) = line.trim().split_once(" - ") {
-            commands = commands.term(cmd, what);
-        }
-    }
+    commands = commands
+        .para(
+            "Wherever a fingerprint is typed (/verify USER FINGERPRINT, /devices approve or \
+             revoke), a prefix of at least 16 of its hex digits will do, with or without \
+             SHA256: and colons, if exactly one of the keys meant starts with it; the answer \
+             gives the whole fingerprint. Fewer digits, or a prefix two keys share, is refused \
+             with the reason.",
+        )
+        .para(
+            "/ignore is client-side: the server still delivers that user's messages and chat \
+             still decrypts them (so its chains stay whole), but does not show them, nor that \
+             user's whispers, joins and leaves; what came while ignored is not shown after \
+             /unignore either. The list is kept across restarts.",
+        );
     let keys = Section::new("KEYS")
         .para("In the full-screen interface:")
         .term("PageUp, PageDown, mouse wheel", "Scroll the message view.")
@@ -46,7 +53,12 @@ pub fn manual() -> Manual {
             "Turn mouse capture off (the terminal selects and copies text as usual) or back \
              on (the wheel scrolls; with most terminals Shift+drag still selects).",
         )
-        .term("Tab", "Complete a command or user name.")
+        .term(
+            "Tab",
+            "Complete a command, or what its argument is: a user name, a room (joined or \
+             seen in /rooms), a user's pinned fingerprint after /verify USER, one of your \
+             devices after /devices approve or revoke. Tab again offers the next.",
+        )
         .term("Up, Down", "Recall earlier input.")
         .term(
             "Ctrl-A, Ctrl-E, Ctrl-W, Ctrl-U, Ctrl-K",
@@ -97,6 +109,10 @@ pub fn manual() -> Manual {
         .term(
             "[ui] away_refresh_secs = 60",
             "How often the nick list asks the server who is away (0: only at login; else 10 to 3600).",
+        )
+        .term(
+            "[ui] ignore_max = 100",
+            "Most users /ignore keeps (1 to 10000).",
         );
     let files = Section::new("FILES")
         .term(
@@ -114,7 +130,8 @@ pub fn manual() -> Manual {
         .term(
             "$XDG_DATA_HOME/chat/state/USER@HOST:PORT",
             "Encrypted receiver state (message chains, what was already shown), and \
-             USER@HOST:PORT.pending.json, what is held from keys not yet accepted.",
+             USER@HOST:PORT.pending.json, what is held from keys not yet accepted, and \
+             USER@HOST:PORT.ignored, the /ignore list (one name a line, 0600).",
         );
     let environment = Section::new("ENVIRONMENT").term(
         "XDG_CONFIG_HOME, XDG_DATA_HOME, HOME",

@@ -43,6 +43,8 @@ where
     let mut eof = false;
     let mut joins = Joins::new();
     let mut screen = Screen::new();
+    // What to say once the session is over after our own quit.
+    let mut farewell: Option<&'static str> = None;
     // Pings keep the server's idle timeout from closing a quiet but live session.
     let mut keepalive = limits.keepalive().map(|every| {
         let mut i = tokio::time::interval_at(Instant::now() + every, every);
@@ -69,7 +71,8 @@ where
             incoming = conn.recv() => {
                 let incoming = match incoming {
                     Ok(Some(incoming)) => incoming,
-                    Ok(None) | Err(_) => return Ok(lost(quitting.is_some())),
+                    Ok(None) | Err(_) if quitting.is_some() => return left(out, farewell),
+                    Ok(None) | Err(_) => return Ok(lost(false)),
                 };
                 let verdict = match &incoming {
                     Incoming::Frame(frame) => screen.check(frame),
@@ -84,21 +87,23 @@ where
                 // Chains asked for or given again by the end-to-end layer.
                 for frame in secure.take_frames() {
                     if conn.send(&frame).await.is_err() {
-                        return Ok(lost(quitting.is_some()));
+                        return gone(out, quitting.is_some(), farewell);
                     }
                 }
                 // An envelope is all events; only other frames render, answer or end.
                 let Incoming::Frame(frame) = incoming else {
                     continue;
                 };
-                if verdict == Verdict::Show {
+                // Our own quit's `bye` needs no line: leaving was said when it was sent.
+                let ours = quitting.is_some() && matches!(frame, ServerFrame::Bye { .. });
+                if verdict == Verdict::Show && !ours && !dispatch::hidden(&frame, secure) {
                     let stamp = format::local_stamp(format::frame_time(&frame));
                     print_lines(out, &format::render(&frame, &stamp))?;
                 }
                 if let Some(reply) = dispatch::reply(&frame) {
                     // Printed first: stored messages are deleted only once shown.
                     if conn.send(&reply).await.is_err() {
-                        return Ok(lost(quitting.is_some()));
+                        return gone(out, quitting.is_some(), farewell);
                     }
                 }
                 if let ServerFrame::Bye { reason } = &frame {
@@ -107,7 +112,10 @@ where
                         let why = format!("[{stamp}] -- {}", dispatch::ENDED_ON_PURPOSE);
                         print_lines(out, &[why])?;
                     }
-                    return Ok(if quitting.is_some() { 0 } else { 1 });
+                    if quitting.is_some() {
+                        return left(out, farewell);
+                    }
+                    return Ok(1);
                 }
                 if let Some(refused) = joins.answer(&frame, secure) {
                     print_events(out, &[refused], &me)?;
@@ -117,18 +125,18 @@ where
                     let Some(line) = joins.next_line() else { break };
                     match typed(&line, conn, secure, limits, &mut joins, out).await? {
                         After::Go => {}
-                        After::Quit => quitting = Some(quit(conn).await),
+                        After::Quit => quitting = Some(quit(conn, &mut farewell, LEAVING).await),
                         After::Lost => return Ok(lost(false)),
                     }
                 }
                 if eof && quitting.is_none() && !joins.busy() {
-                    quitting = Some(quit(conn).await);
+                    quitting = Some(quit(conn, &mut farewell, END_OF_INPUT).await);
                 }
             }
-            () = deadline => return Ok(0),
+            () = deadline => return left(out, farewell),
             () = ping => {
                 if conn.send(&ClientFrame::Ping { nonce: 0 }).await.is_err() {
-                    return Ok(lost(quitting.is_some()));
+                    return gone(out, quitting.is_some(), farewell);
                 }
             }
             line = input.next_line(), if quitting.is_none() && !eof && !joins.full() => {
@@ -139,12 +147,12 @@ where
                         continue;
                     }
                     Ok(None) => {
-                        quitting = Some(quit(conn).await);
+                        quitting = Some(quit(conn, &mut farewell, END_OF_INPUT).await);
                         continue;
                     }
                     Err(e) => {
                         eprintln!("chat: cannot read stdin: {e}");
-                        quitting = Some(quit(conn).await);
+                        quitting = Some(quit(conn, &mut farewell, LEAVING).await);
                         continue;
                     }
                 };
@@ -155,7 +163,7 @@ where
                 }
                 match typed(&line, conn, secure, limits, &mut joins, out).await? {
                     After::Go => {}
-                    After::Quit => quitting = Some(quit(conn).await),
+                    After::Quit => quitting = Some(quit(conn, &mut farewell, LEAVING).await),
                     After::Lost => return Ok(lost(false)),
                 }
             }
@@ -202,9 +210,9 @@ where
             print_events(out, &events, &me)?;
             return Ok(After::Go);
         }
-        Step::Help(frame) => {
-            print_lines(out, &format::client_help(&format::local_stamp(None)))?;
-            vec![Outbound::Frame(frame)]
+        Step::Help { lines, ask } => {
+            print_lines(out, &format::stamp_first(lines, &format::local_stamp(None)))?;
+            ask.map(Outbound::Frame).into_iter().collect()
         }
         Step::Send { events, frames } => {
             print_events(out, &events, &me)?;
@@ -251,11 +259,39 @@ fn print_events(out: &mut impl Write, events: &[Event], me: &str) -> Result<()> 
     print_lines(out, &lines)
 }
 
-/// Sends `quit` and returns the deadline for the answer.
-async fn quit<S: AsyncRead + AsyncWrite>(conn: &mut Connection<S>) -> Instant {
+/// What chat says when stdin ends.
+const END_OF_INPUT: &str = "-- end of input: leaving";
+/// What chat says after `/quit`.
+const LEAVING: &str = "-- leaving";
+
+/// Sends `quit`, notes what to say at the end (`why`), and returns the deadline for the
+/// answer.
+async fn quit<S: AsyncRead + AsyncWrite>(
+    conn: &mut Connection<S>,
+    farewell: &mut Option<&'static str>,
+    why: &'static str,
+) -> Instant {
+    *farewell = Some(why);
     // A failure shows up as a closed connection, which is fine while quitting.
     let _ = conn.send(&ClientFrame::Quit).await;
     Instant::now() + QUIT_WAIT
+}
+
+/// The session is over after our own quit (`bye`, closed, or no answer): says why, status 0.
+fn left(out: &mut impl Write, farewell: Option<&str>) -> Result<u8> {
+    if let Some(why) = farewell {
+        print_lines(out, &[format!("[{}] {why}", format::local_stamp(None))])?;
+    }
+    Ok(0)
+}
+
+/// The connection is gone: [`left`] after our quit, else [`lost`].
+fn gone(out: &mut impl Write, quitting: bool, farewell: Option<&str>) -> Result<u8> {
+    if quitting {
+        left(out, farewell)
+    } else {
+        Ok(lost(false))
+    }
 }
 
 /// The exit status for a connection that ended without `bye`.
@@ -492,7 +528,7 @@ mod tests {
             let (code, out, seen) = session(stdin, fake).await;
             assert_eq!(code, 0);
             // Replies race with the locally printed help, so check the two streams separately.
-            let client_help = format::client_help("x");
+            let client_help = format::stamp_first(format::client_help_bodies(), "x");
             let n = client_help.len();
             let start = out.iter().position(|l| l == "-- client commands:").unwrap();
             assert_eq!(out[start + 1..start + n], client_help[1..]);
@@ -505,7 +541,7 @@ mod tests {
                     "<alice> /slash",
                     "!! unknown command",
                     "-- server commands:",
-                    "-- server closed the connection: quit",
+                    "-- leaving",
                 ]
             );
             // Text leaves only sealed, for the current room: two envelopes, binary exactly
@@ -552,7 +588,8 @@ mod tests {
     async fn eof_quits_and_close_after_quit_is_fine() {
         let (code, out, seen) = session("hi\n", Fake::default()).await;
         assert_eq!(code, 0);
-        assert_eq!(out, vec!["<alice> hi"]);
+        // Said once the session is over, after what the server still sent.
+        assert_eq!(out, vec!["<alice> hi", "-- end of input: leaving"]);
         assert_eq!(seen.last(), Some(&Got::Json(ClientFrame::Quit)));
     }
 
@@ -624,10 +661,7 @@ mod tests {
             out[1].starts_with("!! dropped a message: it cannot be read ("),
             "{out:?}"
         );
-        assert_eq!(
-            out[2..],
-            ["<bob> live", "-- server closed the connection: quit"]
-        );
+        assert_eq!(out[2..], ["<bob> live", "-- end of input: leaving"]);
         assert!(seen.iter().all(|g| matches!(g, Got::Json(_))), "{seen:?}");
     }
 

@@ -137,6 +137,32 @@ pub fn notice(n: &Notice) -> String {
                 sanitize(user)
             )
         }
+        Notice::Pong { micros } => format!(
+            "pong from server in {}",
+            crate::pinging::show(std::time::Duration::from_micros(*micros))
+        ),
+        Notice::Ignoring { users } if users.is_empty() => {
+            "nobody is ignored (/ignore USER hides someone's lines)".to_string()
+        }
+        Notice::Ignoring { users } => {
+            let users: Vec<String> = users.iter().map(|u| sanitize(u)).collect();
+            format!("ignoring: {}", users.join(", "))
+        }
+        Notice::IgnoreChanged {
+            user,
+            ignored,
+            changed,
+        } => {
+            let user = sanitize(user);
+            match (ignored, changed) {
+                (true, true) => format!(
+                    "ignoring {user}: their messages, whispers and presence lines are not shown here (/unignore {user} to undo)"
+                ),
+                (true, false) => format!("{user} was already ignored"),
+                (false, true) => format!("no longer ignoring {user}"),
+                (false, false) => format!("{user} was not ignored"),
+            }
+        }
         Notice::NonePending { user } => {
             format!(
                 "{} has no device key waiting to be accepted",
@@ -307,8 +333,14 @@ pub fn warning(w: &Warning) -> String {
             sanitize(error)
         ),
         Warning::NotAFingerprint => {
-            "a fingerprint is written SHA256: followed by 64 hex digits".to_string()
+            "a fingerprint is written SHA256: followed by 64 hex digits (at least the first 16 will do)".to_string()
         }
+        Warning::Ignore { why } => why.clone(),
+        Warning::BadPrefix { given, whose, why } => format!(
+            "fingerprint {} for {}: {why}",
+            sanitize(given),
+            sanitize(whose)
+        ),
         Warning::NoSuchKey { user, fingerprint } => {
             let user_s = sanitize(user);
             format!(

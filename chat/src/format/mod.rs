@@ -190,9 +190,19 @@ pub fn render_bodies(frame: &ServerFrame) -> Vec<String> {
             devices,
             rooms,
         ))],
+        // One command: the answer to `/help CMD`.
+        ServerFrame::Help { commands } if commands.len() == 1 => {
+            vec![line(format!("-- {}", help_line(&commands[0]).trim_start()))]
+        }
+        // The client's own commands (and the server's it wraps) were listed by the client.
         ServerFrame::Help { commands } => {
             let mut out = vec![line("-- server commands:".to_string())];
-            out.extend(commands.iter().map(help_line));
+            out.extend(
+                commands
+                    .iter()
+                    .filter(|c| !crate::commands::is_client(&c.name))
+                    .map(help_line),
+            );
             out
         }
         ServerFrame::Notice { text } => vec![line(format!("-- {}", sanitize(text)))],
@@ -236,36 +246,25 @@ pub fn render_bodies(frame: &ServerFrame) -> Vec<String> {
     }
 }
 
-/// Lines describing the commands handled by the client itself, for `/help`.
-pub fn client_help(stamp: &str) -> Vec<String> {
-    let mut lines = client_help_bodies();
+/// `lines` with a time stamp on the first (a block that belongs together).
+pub fn stamp_first(mut lines: Vec<String>, stamp: &str) -> Vec<String> {
     if let Some(first) = lines.first_mut() {
         *first = format!("[{stamp}] {first}");
     }
     lines
 }
 
-/// [`client_help`] without the time stamp.
+/// The `/help` lines (without a time stamp): every command the client describes itself.
 pub fn client_help_bodies() -> Vec<String> {
-    vec![
-        "-- client commands:".to_string(),
-        "  /quit - leave the chat".to_string(),
-        "  /help - show this help and the server's commands".to_string(),
-        "  /whisper USER MESSAGE - private message, end-to-end encrypted (aliases: w, msg)"
-            .to_string(),
-        "  /me ACTION - an action in the current room (* you waves)".to_string(),
-        "  /join ROOM - switch to a room you are in (or join it); plain text goes to the current room"
-            .to_string(),
-        "  /part, /members, /topic [TEXT], /kick USER - the current room unless you name #ROOM"
-            .to_string(),
-        "  /fingerprint - show this device's key fingerprint".to_string(),
-        "  /verify USER [FINGERPRINT] - show USER's keys, or mark the one USER read out as verified"
-            .to_string(),
-        "  /trust USER - accept USER's new device keys".to_string(),
-        "  /devices - list your account's device keys; /devices approve CODE|FINGERPRINT approves a new one of yours, /devices revoke FINGERPRINT revokes one"
-            .to_string(),
-        "  //text - send a message that starts with a slash".to_string(),
-    ]
+    let mut lines = vec!["-- client commands:".to_string()];
+    lines.extend(
+        crate::commands::COMMANDS
+            .iter()
+            .filter(|c| c.client())
+            .map(crate::commands::Spec::help_line),
+    );
+    lines.push("  //text - send a message that starts with a slash".to_string());
+    lines
 }
 
 /// `-- online: alice, bob (2 sessions)`.
@@ -461,7 +460,7 @@ mod tests {
                 "alice",
                 "12:00:00"
             ),
-            "[12:00:00] !! a fingerprint is written SHA256: followed by 64 hex digits"
+            "[12:00:00] !! a fingerprint is written SHA256: followed by 64 hex digits (at least the first 16 will do)"
         );
         assert_eq!(
             event(
@@ -577,10 +576,16 @@ mod tests {
                     help: "who is online".into(),
                 },
                 CommandInfo {
-                    name: "whisper".into(),
-                    aliases: vec!["w".into(), "msg".into()],
-                    usage: "<user> <message>".into(),
-                    help: "private message".into(),
+                    name: "join".into(),
+                    aliases: vec![],
+                    usage: "ROOM".into(),
+                    help: "join a room".into(),
+                },
+                CommandInfo {
+                    name: "whois".into(),
+                    aliases: vec!["wi".into()],
+                    usage: "<user>".into(),
+                    help: "about a user".into(),
                 },
             ],
         };
@@ -589,10 +594,26 @@ mod tests {
             vec![
                 "[12:00:00] -- server commands:",
                 "  /list - who is online",
-                "  /whisper <user> <message> - private message (aliases: w, msg)",
+                // join is the client's: listed once, by the client.
+                "  /whois <user> - about a user (aliases: wi)",
             ]
         );
-        assert_eq!(client_help("12:00:00")[1], "  /quit - leave the chat");
+        let client = stamp_first(client_help_bodies(), "12:00:00");
+        assert_eq!(client[0], "[12:00:00] -- client commands:");
+        assert!(client.contains(&"  /quit - leave the chat".to_string()));
+        // One command asked about: one line.
+        let one = ServerFrame::Help {
+            commands: vec![CommandInfo {
+                name: "whois".into(),
+                aliases: vec![],
+                usage: "USER".into(),
+                help: "about a user".into(),
+            }],
+        };
+        assert_eq!(
+            render(&one, "12:00:00"),
+            ["[12:00:00] -- /whois USER - about a user"]
+        );
     }
 
     #[test]

@@ -457,8 +457,8 @@ fn devices_lists_approves_by_fingerprint_and_revokes() {
     let too_short = &hex_of_fp(BOB2)[..15];
     assert!(matches!(
         warnings(&b1.approve_device(too_short).0)[..],
-        [Warning::NoSuchDevice {
-            ambiguous: false,
+        [Warning::BadPrefix {
+            why: crate::secure::prefix::PrefixError::TooShort(15),
             ..
         }]
     ));

@@ -112,6 +112,25 @@ pub enum Notice {
         /// The key.
         fingerprint: Fingerprint,
     },
+    /// The answer to our `/ping`, after this long (µs).
+    Pong {
+        /// Round trip in microseconds.
+        micros: u64,
+    },
+    /// `/ignore` alone: who is ignored.
+    Ignoring {
+        /// The names, sorted.
+        users: Vec<String>,
+    },
+    /// `/ignore USER` or `/unignore USER` done (or there was nothing to do).
+    IgnoreChanged {
+        /// Who.
+        user: String,
+        /// Ignored now.
+        ignored: bool,
+        /// The list changed.
+        changed: bool,
+    },
     /// `/trust USER` with no key of theirs pending.
     NonePending {
         /// Who was asked about.
@@ -277,6 +296,20 @@ pub enum Warning {
     },
     /// `/verify USER FINGERPRINT` with something that is not a fingerprint.
     NotAFingerprint,
+    /// `/ignore` or `/unignore` did not take (or was not saved).
+    Ignore {
+        /// Why.
+        why: String,
+    },
+    /// A typed fingerprint (prefix) that names no single key of `whose`.
+    BadPrefix {
+        /// What was typed.
+        given: String,
+        /// Whose keys it was matched against (`bob`, or `your devices`).
+        whose: String,
+        /// Why it names none.
+        why: super::prefix::PrefixError,
+    },
     /// Messages of a sender's chain never arrived before a later one (reported once per gap;
     /// one that comes after all is marked late).
     Missing {

@@ -37,6 +37,8 @@ use crate::state::StateFile;
 mod devices;
 mod event;
 mod held;
+mod local;
+pub mod prefix;
 mod receive;
 mod rekey;
 mod replay;
@@ -182,6 +184,10 @@ pub struct Secure {
     vouch_supported: bool,
     /// Frames held from pending keys, and this device's link secret.
     pending: held::Pending,
+    /// Users whose lines are not shown (`/ignore`).
+    ignored: crate::ignore::Ignored,
+    /// `/ping`s waiting for their `pong`.
+    pings: crate::pinging::Pings,
 }
 
 /// What to send for one message, in order: the wrapped chains, then the envelope.
@@ -238,6 +244,8 @@ impl Secure {
             warned: HashSet::new(),
             vouch_supported: false,
             pending: held::Pending::default(),
+            ignored: crate::ignore::Ignored::default(),
+            pings: crate::pinging::Pings::default(),
         }
     }
 
@@ -259,6 +267,7 @@ impl Secure {
         self.rekeys.retire_all();
         self.pending_own.clear();
         self.pending_order.clear();
+        self.pings.clear();
     }
 
     /// Whether every pinned key of `user` has been verified with `/verify`; None when no key
@@ -306,8 +315,29 @@ impl Secure {
             }
             return out;
         };
-        let Ok(fp) = fp.parse::<Fingerprint>() else {
-            return vec![Event::Warning(Warning::NotAFingerprint)];
+        let pinned = self.peers.keys(user).iter().map(|k| k.fingerprint);
+        let fp = match prefix::resolve(fp, pinned) {
+            Ok(found) => found,
+            // A whole fingerprint that is not pinned is the warning that matters most.
+            Err(prefix::PrefixError::NoMatch) if fp.parse::<Fingerprint>().is_ok() => {
+                let Ok(full) = fp.parse::<Fingerprint>() else {
+                    return vec![Event::Warning(Warning::NotAFingerprint)];
+                };
+                return vec![Event::Warning(Warning::NoSuchKey {
+                    user: user.to_string(),
+                    fingerprint: full,
+                })];
+            }
+            Err(prefix::PrefixError::NotHex | prefix::PrefixError::TooLong) => {
+                return vec![Event::Warning(Warning::NotAFingerprint)];
+            }
+            Err(why) => {
+                return vec![Event::Warning(Warning::BadPrefix {
+                    given: fp.to_string(),
+                    whose: user.to_string(),
+                    why,
+                })];
+            }
         };
         let was_pending = self.peers.status(user, &fp) == Some(KeyStatus::Pending);
         match self.peers.verify(user, &fp) {

@@ -383,6 +383,22 @@ fn verify_and_limits() {
         warning(&c[0].verify("bob", Some("nope"))[0]),
         &Warning::NotAFingerprint
     );
+    // A prefix of 16 hex digits names the key and the answer gives it in full.
+    let short = &key(1).fingerprint().to_string()[..7 + 16];
+    assert_eq!(
+        c[0].verify("bob", Some(&short[7..]))[0],
+        Event::Notice(Notice::Verified {
+            user: "bob".into(),
+            fingerprint: key(1).fingerprint()
+        })
+    );
+    assert!(matches!(
+        warning(&c[0].verify("bob", Some(&short[..short.len() - 1]))[0]),
+        Warning::BadPrefix {
+            why: crate::secure::prefix::PrefixError::TooShort(15),
+            ..
+        }
+    ));
     // Messages from a verified key say so.
     let sealed = c[1].seal(&Conversation::All, say("hi")).unwrap();
     let seen = route(1, &sealed, &mut c);

@@ -8,6 +8,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chatd_proto::e2e::{DevicePublicKey, Vouch};
 use chatd_proto::{ClientFrame, Fingerprint};
 
+use super::prefix::{self, PrefixError, hex_of};
 use super::{Event, Notice, Secure, VouchRefusal, Warning, now_ms, pins_not_saved};
 use crate::peers::KeyStatus;
 
@@ -15,15 +16,10 @@ use crate::peers::KeyStatus;
 const MAX_VOUCHES_PER_USER: usize = 256;
 /// Characters of the link secret (base32: 50 bits).
 const SECRET_CHARS: usize = 10;
-/// Hex digits of the fingerprint in an approval code, and the fewest accepted as a prefix.
-const CODE_HEX: usize = 16;
+/// Hex digits of the fingerprint in an approval code: the fewest accepted as a prefix.
+const CODE_HEX: usize = prefix::MIN_HEX;
 /// RFC 4648 base32 alphabet.
 const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-
-/// The 64 hex digits of a fingerprint.
-fn hex_of(fp: &Fingerprint) -> String {
-    fp.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
 
 impl Secure {
     /// A `vouch` frame: `user`'s device vouched for another of `user`'s keys.
@@ -210,42 +206,39 @@ impl Secure {
         out
     }
 
-    /// The one key of our account (not this device, not revoked) that `given` names: a full
-    /// fingerprint, at least 16 of its first hex digits (with or without `SHA256:`), or an
-    /// approval code (whose secret is returned too).
+    /// The one key of our account (not this device, not revoked) that `given` names: a
+    /// unique prefix of at least 16 hex digits of its fingerprint (the rule of
+    /// [`super::prefix`]), or an approval code (whose secret is returned too).
     fn own_device(&self, given: &str) -> Result<(Fingerprint, Option<String>), Warning> {
         let given = given.trim();
-        let (prefix, secret) = match given.split_once('-') {
+        let (typed, secret) = match given.split_once('-') {
             Some((hex, secret)) => (hex, Some(secret.to_ascii_uppercase())),
             None => (given, None),
         };
-        let prefix = prefix.strip_prefix("SHA256:").unwrap_or(prefix);
-        let prefix = prefix.to_ascii_lowercase();
         let bad = || Warning::NoSuchDevice {
             given: given.to_string(),
             ambiguous: false,
         };
-        if prefix.len() < CODE_HEX
-            || !prefix.chars().all(|c| c.is_ascii_hexdigit())
-            || secret.as_ref().is_some_and(|s| s.len() != SECRET_CHARS)
-        {
+        if secret.as_ref().is_some_and(|s| s.len() != SECRET_CHARS) {
             return Err(bad());
         }
-        let matching: Vec<Fingerprint> = self
-            .peers
-            .keys(&self.me)
+        let mine = self.peers.keys(&self.me);
+        let candidates = mine
             .iter()
             .filter(|k| k.status != KeyStatus::Revoked)
-            .map(|k| k.fingerprint)
-            .filter(|fp| hex_of(fp).starts_with(&prefix))
-            .collect();
-        match matching.as_slice() {
-            [fp] if *fp == self.device => Err(Warning::ThisDevice),
-            [fp] => Ok((*fp, secret)),
-            [] => Err(bad()),
-            _ => Err(Warning::NoSuchDevice {
+            .map(|k| k.fingerprint);
+        match prefix::resolve(typed, candidates) {
+            Ok(fp) if fp == self.device => Err(Warning::ThisDevice),
+            Ok(fp) => Ok((fp, secret)),
+            Err(PrefixError::NoMatch) => Err(bad()),
+            Err(PrefixError::Ambiguous(_)) => Err(Warning::NoSuchDevice {
                 given: given.to_string(),
                 ambiguous: true,
+            }),
+            Err(why) => Err(Warning::BadPrefix {
+                given: given.to_string(),
+                whose: "your devices".to_string(),
+                why,
             }),
         }
     }

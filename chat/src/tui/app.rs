@@ -12,7 +12,7 @@ use crate::secure::Notice;
 use crate::secure::{ChatMessage, Event};
 use crate::text::{sanitize, sanitize_lines};
 use crate::tui::buffers::{BufKind, Buffers, Target, highlights};
-use crate::tui::complete::Completer;
+use crate::tui::complete::{Completer, Sources};
 use crate::tui::editor::Editor;
 
 pub use crate::tui::buffers::{Entry, Kind};
@@ -62,6 +62,8 @@ pub struct App {
     /// Horizontal scroll of the input line, in columns.
     pub input_scroll: usize,
     completer: Completer,
+    /// Rooms, fingerprints and devices for completing command arguments.
+    pub complete_from: Sources,
     /// Command names for Tab completion (without the slash).
     pub commands: Vec<String>,
     /// `server` as typed (`host:port`).
@@ -86,23 +88,15 @@ pub struct App {
     pub mouse: bool,
 }
 
-/// Commands the client handles itself, for Tab completion.
-pub const CLIENT_COMMANDS: [&str; 14] = [
-    "quit",
-    "help",
-    "clear",
-    "whisper",
-    "me",
-    "fingerprint",
-    "verify",
-    "trust",
-    "devices",
-    "msg",
-    "window",
-    "close",
-    "mentions",
-    "search",
-];
+/// The commands of the client's table (by name: `/w` Tab gives `/whisper`), for Tab
+/// completion.
+fn client_commands() -> Vec<String> {
+    crate::commands::COMMANDS
+        .iter()
+        .filter(|c| c.client())
+        .map(|c| c.name.to_string())
+        .collect()
+}
 
 impl App {
     /// A fresh interface for `user` on `server`.
@@ -119,7 +113,8 @@ impl App {
             editor: Editor::new(ui.history),
             input_scroll: 0,
             completer: Completer::new(),
-            commands: CLIENT_COMMANDS.iter().map(|c| (*c).to_string()).collect(),
+            complete_from: Sources::default(),
+            commands: client_commands(),
             server: server.to_string(),
             user: user.to_string(),
             state: ConnState::Connected,
@@ -370,11 +365,12 @@ impl App {
                 .cloned(),
         );
         users.retain(|u| u != &self.user);
-        if let Some((text, cursor)) = self.completer.complete(
+        if let Some((text, cursor)) = self.completer.complete_with(
             self.editor.text(),
             self.editor.cursor(),
             &self.commands,
             &users,
+            &self.complete_from,
         ) {
             self.editor.set(text, cursor);
         }

@@ -309,6 +309,9 @@ impl Loop<'_> {
         self.app.room = self.secure.current_room().to_string();
         let secure = &*self.secure;
         self.app.update_members(|room| secure.room_members(room));
+        self.app
+            .complete_from
+            .refresh(self.secure, self.app.editor.text());
         self.app.target = self
             .app
             .whisper_target()
@@ -476,18 +479,21 @@ impl Loop<'_> {
                 self.app.events(events);
                 return false;
             }
-            Step::Help(frame) => {
-                self.app.frame_lines(format::client_help_bodies());
-                self.app
-                    .frame_lines(window::HELP.iter().map(|l| (*l).to_string()).collect());
-                self.app.frame_lines(vec![
-                    "  /clear - clear the message view".into(),
-                    "  keys: PageUp/PageDown or the wheel scroll, Ctrl-End jumps to the newest, \
-                     F2 shows/hides the online list, Alt-m turns mouse capture off/on, \
-                     Tab completes, Up/Down recall, Ctrl-C quits"
-                        .into(),
-                ]);
-                vec![Outbound::Frame(frame)]
+            Step::Help { lines, ask } => {
+                let all = ask.as_ref().is_some_and(
+                    |a| matches!(a, ClientFrame::Command { args, .. } if args.is_empty()),
+                );
+                self.app.frame_lines(lines);
+                if all {
+                    self.app.frame_lines(vec![
+                        "  keys: PageUp/PageDown or the wheel scroll, Ctrl-End jumps to the newest, \
+                         Alt-1...Alt-9 show buffer N, Alt-Left/Alt-Right the previous/next one, \
+                         F2 shows/hides the nick list, Alt-m turns mouse capture off/on, \
+                         Tab completes, Up/Down recall, Ctrl-C quits"
+                            .into(),
+                    ]);
+                }
+                ask.map(Outbound::Frame).into_iter().collect()
             }
             Step::Send { events, frames } => {
                 self.app.events(events);
@@ -608,10 +614,19 @@ impl Loop<'_> {
         if verdict == Verdict::Quiet {
             return;
         }
+        if let ServerFrame::Rooms { rooms } = &frame {
+            self.app
+                .complete_from
+                .saw_rooms(rooms.iter().map(|r| r.name.as_str()));
+        }
         match &frame {
             ServerFrame::Presence { user, event, .. } => {
                 self.app.presence(user, *event == PresenceEvent::Join);
+                if dispatch::hidden(&frame, self.secure) {
+                    return;
+                }
             }
+            ServerFrame::Room { .. } if dispatch::hidden(&frame, self.secure) => return,
             ServerFrame::Users { users } => {
                 self.app.online = users.iter().map(|u| u.user.clone()).collect();
                 self.app.online.sort_by_key(|u| u.to_lowercase());

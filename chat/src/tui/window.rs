@@ -8,15 +8,6 @@ use crate::tui::buffers::{BufKind, Close};
 /// The commands this module handles (without the slash).
 pub const COMMANDS: [&str; 4] = ["window", "close", "mentions", "search"];
 
-/// `/help` lines for them, and the keys that go with them.
-pub const HELP: [&str; 5] = [
-    "  /window [N] - show buffer N (Alt-N); alone, list the buffers",
-    "  /close - close this buffer (a room's: part it first; the server buffer stays)",
-    "  /mentions - list recent lines that named you or a highlight word",
-    "  /search [TEXT] - show only this buffer's lines containing TEXT; alone, show all again",
-    "  keys: Alt-1...Alt-9 show buffer N, Alt-Left/Alt-Right the previous/next one",
-];
-
 /// What a typed line was, for the event loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Local {

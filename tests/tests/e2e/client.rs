@@ -68,8 +68,7 @@ fn two_clients_chat_whisper_list_help_and_quit() {
     );
 
     bob.send("/quit");
-    bob.out
-        .expect("bye", exactly("-- server closed the connection: quit"));
+    bob.out.expect("leaving", exactly("-- leaving"));
     let bob_exit = bob.wait();
     assert_eq!(
         bob_exit.status.code(),
@@ -94,7 +93,7 @@ fn two_clients_chat_whisper_list_help_and_quit() {
             .last()
             .map(String::as_str)
             .and_then(crate::harness::unstamped),
-        Some("-- server closed the connection: quit")
+        Some("-- end of input: leaving")
     );
     assert_eq!(alice_exit.stderr.len(), 1, "{:?}", alice_exit.stderr);
 }

@@ -67,6 +67,8 @@ mod binary;
 #[cfg(test)]
 mod client;
 #[cfg(test)]
+mod client_commands;
+#[cfg(test)]
 mod commands;
 #[cfg(test)]
 mod crash;
@@ -120,4 +122,7 @@ mod tofu;
 mod tui;
 #[cfg(test)]
 mod tui_buffers;
+#[cfg(test)]
+mod tui_complete;
+#[cfg(test)]
 mod tui_view;

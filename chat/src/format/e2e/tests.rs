@@ -206,7 +206,7 @@ fn warnings() {
         ),
         (
             Warning::NotAFingerprint,
-            "a fingerprint is written SHA256: followed by 64 hex digits".into(),
+            "a fingerprint is written SHA256: followed by 64 hex digits (at least the first 16 will do)".into(),
         ),
         (
             Warning::NoSuchKey {

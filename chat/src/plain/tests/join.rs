@@ -81,7 +81,7 @@ async fn lines_after_join_wait_for_the_answer_and_go_to_the_joined_room() {
             "[#ops] * alice waves",
             "!! #secret is invite-only; ask its owner to /invite you",
             "!! not in #secret: 3 lines typed after /join not sent (text is not sent until you /join a room you are in)",
-            "-- server closed the connection: quit",
+            "-- end of input: leaving",
         ]
     );
 }
