@@ -16,6 +16,7 @@ mod conn;
 mod dispatch;
 mod files;
 mod format;
+mod history;
 mod input;
 mod joining;
 mod keystore;
@@ -23,6 +24,7 @@ mod manual;
 mod peers;
 mod plain;
 mod screen;
+mod sealed;
 mod secure;
 mod state;
 mod stdin;
@@ -164,6 +166,7 @@ struct Settings {
     user: String,
     key: Option<PathBuf>,
     ui: config::UiConfig,
+    history: config::HistoryConfig,
 }
 
 fn settings(cli: &Cli) -> Result<Settings> {
@@ -193,6 +196,7 @@ fn settings(cli: &Cli) -> Result<Settings> {
         user,
         key: cli.key.clone().or(file.key),
         ui: file.ui,
+        history: file.history,
     })
 }
 
@@ -314,6 +318,11 @@ async fn run(cli: Cli) -> Result<u8> {
     secure.enable_rekey(info.rekey);
     secure.set_offline_ttl_secs(info.offline_ttl_secs);
     secure.use_state(state_file)?;
+    secure.use_history(history::History::open(
+        &history::path_for(&key_path),
+        &key,
+        settings.history.clone(),
+    )?);
     if tui {
         let session = tui::Session {
             conn,

@@ -253,6 +253,8 @@ pub fn client_help_bodies() -> Vec<String> {
         "  /trust USER - accept USER's new device keys".to_string(),
         "  /devices - list your account's device keys; /devices approve CODE|FINGERPRINT approves a new one of yours, /devices revoke FINGERPRINT revokes one"
             .to_string(),
+        "  /history [clear] - whether this device keeps the conversation ([history] in config.toml); clear deletes it"
+            .to_string(),
         "  //text - send a message that starts with a slash".to_string(),
     ]
 }

@@ -107,7 +107,7 @@ pub struct App {
 }
 
 /// Commands the client handles itself, for Tab completion.
-pub const CLIENT_COMMANDS: [&str; 10] = [
+pub const CLIENT_COMMANDS: [&str; 11] = [
     "quit",
     "help",
     "clear",
@@ -118,6 +118,7 @@ pub const CLIENT_COMMANDS: [&str; 10] = [
     "trust",
     "devices",
     "msg",
+    "history",
 ];
 
 impl App {
