@@ -183,7 +183,10 @@ mod tests {
         )
         .unwrap();
         assert!(c.history.enabled);
-        assert_eq!((c.history.lines, c.history.days, c.history.show), (10, 3650, 10000));
+        assert_eq!(
+            (c.history.lines, c.history.days, c.history.show),
+            (10, 3650, 10000)
+        );
         let c = ClientConfig::parse("[history]\nlines = 100000\nshow = 0\n").unwrap();
         assert_eq!((c.history.lines, c.history.show), (100_000, 0));
         for bad in [

@@ -116,7 +116,15 @@ impl Line {
     /// What makes a line the same one when the server delivers it again.
     fn identity(&self) -> u64 {
         let mut h = DefaultHasher::new();
-        (&self.from, &self.to, &self.room, &self.text, self.action, self.ts).hash(&mut h);
+        (
+            &self.from,
+            &self.to,
+            &self.room,
+            &self.text,
+            self.action,
+            self.ts,
+        )
+            .hash(&mut h);
         h.finish()
     }
 }

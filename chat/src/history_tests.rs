@@ -84,10 +84,16 @@ fn lines_round_trip_private_and_encrypted_and_are_shown_once() {
     let intro = again.intro();
     assert!(matches!(
         intro.first(),
-        Some(Event::Notice(Notice::HistoryStart { lines: 3, since: T0 }))
+        Some(Event::Notice(Notice::HistoryStart {
+            lines: 3,
+            since: T0
+        }))
     ));
     assert_eq!(intro.last(), Some(&Event::Notice(Notice::HistoryEnd)));
-    assert_eq!(texts(&intro), ["hello lobby", "ops line", "psst only for alice"]);
+    assert_eq!(
+        texts(&intro),
+        ["hello lobby", "ops line", "psst only for alice"]
+    );
     assert_eq!(intro[3], Event::Message(whisper.clone()));
     assert!(again.intro().is_empty(), "handed out once");
     // The server delivering one of them again: shown once, from the history.
@@ -97,7 +103,11 @@ fn lines_round_trip_private_and_encrypted_and_are_shown_once() {
     ]);
     assert_eq!(texts(&replayed), ["new one"]);
     let third = History::open(&path, &key(0), on(100)).unwrap().intro();
-    assert_eq!(texts(&third).len(), 4, "the new line was kept, the replay was not");
+    assert_eq!(
+        texts(&third).len(),
+        4,
+        "the new line was kept, the replay was not"
+    );
 }
 
 #[test]
@@ -123,7 +133,11 @@ fn another_device_key_is_said_and_the_file_is_never_touched() {
         [Event::Notice(Notice::HistoryStatus { enabled: false, .. })]
     ));
     // Not a history file at all, or too loose a mode: also left alone.
-    std::fs::write(&path, b"something else entirely, long enough to be a header").unwrap();
+    std::fs::write(
+        &path,
+        b"something else entirely, long enough to be a header",
+    )
+    .unwrap();
     let mut junk = History::open(&path, &key(0), on(100)).unwrap();
     assert!(matches!(
         junk.intro().as_slice(),
@@ -201,9 +215,19 @@ fn each_conversation_is_bounded_and_compacted() {
     let path = dir.path().join("a.history");
     let mut h = History::open(&path, &key(0), on(10)).unwrap();
     for i in 0..40u64 {
-        h.pass(vec![Event::Message(msg("bob", None, &format!("lobby {i}"), T0 + i))]);
+        h.pass(vec![Event::Message(msg(
+            "bob",
+            None,
+            &format!("lobby {i}"),
+            T0 + i,
+        ))]);
     }
-    h.pass(vec![Event::Message(msg("bob", Some("ops"), "ops 0", T0 + 50))]);
+    h.pass(vec![Event::Message(msg(
+        "bob",
+        Some("ops"),
+        "ops 0",
+        T0 + 50,
+    ))]);
     // Compaction keeps the file near the bound: at most lines + a quarter per conversation.
     let read = h.read().unwrap().unwrap();
     let lobby = read.lines.iter().filter(|l| l.room.is_none()).count();

@@ -49,7 +49,27 @@ pub fn manual() -> Manual {
             "Pasting more lines than this at once is refused.",
         )
         .term("[ui] scrollback = 5000", "Lines kept in the message view.")
-        .term("[ui] history = 500", "Input lines kept for Up and Down.");
+        .term("[ui] history = 500", "Input lines kept for Up and Down.")
+        .term(
+            "[history] enabled = false",
+            "Keep the conversation on this device (off unless set to true): the verified \
+             lines shown (messages, actions, whispers, your own) are kept encrypted under a key \
+             derived from the device key, and shown first at the next start, between \
+             \"-- history: ...\" and \"-- end of history\"; a line the server delivers again is \
+             shown once.",
+        )
+        .term(
+            "[history] lines = 1000",
+            "Lines kept per room or whisper partner (10 to 100000).",
+        )
+        .term(
+            "[history] days = 0",
+            "Lines older than this many days are dropped (0: no age limit; at most 3650).",
+        )
+        .term(
+            "[history] show = 100",
+            "Lines shown at start, the newest of all conversations (0 to 10000).",
+        );
     let files = Section::new("FILES")
         .term(
             "$XDG_DATA_HOME/chat/keys/USER@HOST:PORT.pem",
@@ -67,6 +87,12 @@ pub fn manual() -> Manual {
             "$XDG_DATA_HOME/chat/state/USER@HOST:PORT",
             "Encrypted receiver state (message chains, what was already shown), and \
              USER@HOST:PORT.pending.json, what is held from keys not yet accepted.",
+        )
+        .term(
+            "$XDG_DATA_HOME/chat/keys/USER@HOST:PORT.history",
+            "The local history when [history] is enabled (0600, beside the key file it is \
+             derived from: NAME.history beside NAME.pem). Delete it with \
+             /history clear, or remove the file while chat is not running.",
         );
     let environment = Section::new("ENVIRONMENT").term(
         "XDG_CONFIG_HOME, XDG_DATA_HOME, HOME",

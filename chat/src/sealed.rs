@@ -94,7 +94,10 @@ mod tests {
         let mut sealed = Vec::new();
         a.seal_into(b"aad", b"secret", &mut sealed).unwrap();
         assert_eq!(&*a.open(b"aad", &sealed).unwrap(), b"secret");
-        assert!(b.open(b"aad", &sealed).is_err(), "another info, another key");
+        assert!(
+            b.open(b"aad", &sealed).is_err(),
+            "another info, another key"
+        );
         assert!(a.open(b"other", &sealed).is_err(), "the aad is bound");
         let last = sealed.len() - 1;
         sealed[last] ^= 1;

@@ -39,7 +39,11 @@ impl Secure {
         rooms: &[RoomState],
     ) -> Vec<Event> {
         // The history first (once), before anything the server replays.
-        let mut events = self.history.as_mut().map(History::intro).unwrap_or_default();
+        let mut events = self
+            .history
+            .as_mut()
+            .map(History::intro)
+            .unwrap_or_default();
         // A default room whose name only looks right gets no text: sealing to "" is refused.
         self.default_room = match validate_room(default_room) {
             Ok(()) => default_room.to_string(),

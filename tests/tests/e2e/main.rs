@@ -15,6 +15,7 @@
 //! - `admin`: chatctl against a running chatd
 //! - `binary`: binary envelope frames beside JSON lines: negotiation, mixed rooms, edges
 //! - `client`: the `chat` binary in plain mode
+//! - `client_history`: `chat`'s optional encrypted local history across restarts
 //! - `commands`: server built-ins (away, whois, motd, ping, announce, disconnect) and plugins
 //! - `crash`: `kill -9` during a stream of writes loses nothing acknowledged
 //! - `devices`: devices vouched for by devices: chatd's checks, `/revoke`, the new-laptop story
@@ -63,6 +64,8 @@ mod admin;
 mod binary;
 #[cfg(test)]
 mod client;
+#[cfg(test)]
+mod client_history;
 #[cfg(test)]
 mod commands;
 #[cfg(test)]
