@@ -117,7 +117,7 @@ pub fn manual() -> Manual {
 mod tests {
     use chatd_proto::docgen::Item;
 
-    use crate::config::{ClientConfig, UiConfig};
+    use crate::config::{ClientConfig, HistoryConfig, UiConfig};
 
     /// Every config key the page names is one chat accepts, at the default the page gives.
     #[test]
@@ -129,16 +129,22 @@ mod tests {
             .find(|s| s.title == "CONFIGURATION")
             .expect("a CONFIGURATION section");
         let (mut top, mut ui) = (String::new(), String::from("[ui]\n"));
+        let mut history = String::from("[history]\n");
         for item in &section.items {
             if let Item::Term(term, _) = item {
-                match term.strip_prefix("[ui] ") {
-                    Some(key) => ui.push_str(&format!("{key}\n")),
-                    None => top.push_str(&format!("{term}\n")),
+                if let Some(key) = term.strip_prefix("[ui] ") {
+                    ui.push_str(&format!("{key}\n"));
+                } else if let Some(key) = term.strip_prefix("[history] ") {
+                    history.push_str(&format!("{key}\n"));
+                } else {
+                    top.push_str(&format!("{term}\n"));
                 }
             }
         }
-        let parsed: ClientConfig = toml::from_str(&format!("{top}{ui}")).expect("keys parse");
+        let parsed: ClientConfig =
+            toml::from_str(&format!("{top}{ui}{history}")).expect("keys parse");
         assert_eq!(parsed.ui, UiConfig::default());
+        assert_eq!(parsed.history, HistoryConfig::default());
         assert!(parsed.server.is_some() && parsed.user.is_some() && parsed.key.is_some());
     }
 }
