@@ -1,11 +1,13 @@
 //! `chat`'s optional local history (`[history] enabled = true`): a restarted client shows the
 //! recent conversation first, marked as history, each line once, before what the server
 //! stored meanwhile; the file holds no text in the clear; without the setting no file exists.
+//! The full-screen interface shows the kept lines too.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use crate::harness::{Chat, ClientHome, Server, exactly, loopback0};
+use crate::harness::{Chat, ClientHome, Server, bins, exactly, loopback0};
+use crate::tmux::{self, Tmux};
 
 /// How many lines of `out` contain `text`.
 fn count(out: &[String], text: &str) -> usize {
@@ -184,4 +186,74 @@ fn a_restart_shows_the_kept_conversation_once_then_what_was_stored() {
         fourth.stdout
     );
     drop(bob);
+}
+
+#[test]
+fn the_full_screen_interface_shows_the_kept_lines_first() {
+    if !tmux::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(dir.path(), loopback0());
+    server.add_user("alice", "pw-a");
+    let home = ClientHome::new();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = history_config(&config_dir);
+    // A line kept by the plain client (a whisper to oneself, so nobody else is needed).
+    let mut plain = Chat::spawn(
+        &server.server_arg(),
+        "alice",
+        "pw-a",
+        &home,
+        &[
+            "--accept-fingerprint",
+            &server.fingerprint,
+            "--config",
+            &config,
+        ],
+    );
+    plain.out.expect_contains("-- logged in as alice");
+    plain.send("/w alice TUI-HIST-LINE");
+    plain.out.expect_contains("TUI-HIST-LINE");
+    let kept = plain.wait();
+    assert!(kept.status.success(), "{:?}", kept.stderr);
+    let shown = count(&kept.stdout, "TUI-HIST-LINE");
+
+    let mut argv = vec![
+        bins().chat.display().to_string(),
+        "--server".to_string(),
+        server.server_arg(),
+        "--user".to_string(),
+        "alice".to_string(),
+        "--accept-fingerprint".to_string(),
+        server.fingerprint.clone(),
+        "--config".to_string(),
+        config,
+    ];
+    argv.extend(home.key_args("alice"));
+    let t = Tmux::start(100, 24, &home.env(), &argv);
+    t.wait_for_text("Password for alice@");
+    t.type_text("pw-a");
+    t.send_keys(&["Enter"]);
+    let screen = t.wait_for("the kept line between the history marks", |s| {
+        s.contains("-- end of history") && s.contains("logged in as alice")
+    });
+    let at = |needle: &str| {
+        screen
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not on {screen}"))
+    };
+    assert!(
+        at("-- history: the last ") < at("TUI-HIST-LINE"),
+        "{screen}"
+    );
+    assert!(at("TUI-HIST-LINE") < at("-- end of history"), "{screen}");
+    assert_eq!(
+        screen.matches("TUI-HIST-LINE").count(),
+        shown,
+        "as often as the plain client showed it: {screen}"
+    );
+    t.type_text("/quit");
+    t.send_keys(&["Enter"]);
+    t.wait_exit();
 }
