@@ -96,6 +96,7 @@ pub const COMMANDS: &[Spec] = &[
     spec("verify", &[], "USER [FINGERPRINT]", "show USER's keys, or mark the one USER read out as verified (16 hex digits will do)", &[User, Fingerprint]),
     spec("trust", &[], "USER", "accept USER's new device keys", &[User]),
     spec("devices", &[], "[approve CODE|FINGERPRINT | revoke FINGERPRINT]", "list your account's device keys, approve a new one of yours, or revoke one", &[Word(&["approve", "list", "revoke"]), OwnDevice]),
+    spec("history", &[], "[clear]", "whether this device keeps the conversation ([history] in config.toml); clear deletes it", &[Word(&["clear"])]),
     spec("clear", &[], "", "clear the message view (full-screen interface)", &[]),
     spec("window", &[], "[N]", "show buffer N (Alt-N); alone, list the buffers (full-screen interface)", &[]),
     spec("close", &[], "", "close this buffer (a room's: part it first; the server buffer stays)", &[]),

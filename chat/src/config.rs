@@ -22,6 +22,35 @@ pub struct ClientConfig {
     /// Full-screen interface settings.
     #[serde(default)]
     pub ui: UiConfig,
+    /// Local history (opt-in).
+    #[serde(default)]
+    pub history: HistoryConfig,
+}
+
+/// The `[history]` table: the recent conversation kept on this device, encrypted, so a
+/// restart shows it again.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Keep it at all (off unless asked for).
+    pub enabled: bool,
+    /// Lines kept per conversation (room or whisper partner); older ones are dropped.
+    pub lines: usize,
+    /// Lines older than this many days are dropped (0: no age limit).
+    pub days: u32,
+    /// Lines shown at start, the newest of all conversations.
+    pub show: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            enabled: false,
+            lines: 1000,
+            days: 0,
+            show: 100,
+        }
+    }
 }
 
 /// The `[ui]` table.
@@ -166,6 +195,16 @@ impl ClientConfig {
         if ui.ignore_max == 0 || ui.ignore_max > 10_000 {
             bail!("ui.ignore_max must be between 1 and 10000");
         }
+        let history = &config.history;
+        if history.lines < 10 || history.lines > 100_000 {
+            bail!("history.lines must be between 10 and 100000");
+        }
+        if history.days > 3650 {
+            bail!("history.days must be at most 3650 (0: no age limit)");
+        }
+        if history.show > 10_000 {
+            bail!("history.show must be at most 10000");
+        }
         Ok(config)
     }
 }
@@ -193,6 +232,7 @@ mod tests {
         assert_eq!(c.ui.paste_max_lines, 1);
         assert!(!c.ui.mouse);
         assert_eq!(c.ui.scrollback, 5000);
+        assert!(!c.history.enabled, "history is opt-in");
         // The edges of ignore_max are accepted.
         for edge in [1, 10_000] {
             let c = ClientConfig::parse(&format!("[ui]\nignore_max = {edge}")).unwrap();
@@ -224,6 +264,30 @@ mod tests {
         assert!(ClientConfig::parse(&words(32, 64)).is_ok());
         assert!(ClientConfig::parse(&words(33, 1)).is_err());
         assert!(ClientConfig::parse(&words(1, 65)).is_err());
+    }
+
+    #[test]
+    fn history_bounds_are_checked_at_the_edges() {
+        let c = ClientConfig::parse(
+            "[history]\nenabled = true\nlines = 10\ndays = 3650\nshow = 10000\n",
+        )
+        .unwrap();
+        assert!(c.history.enabled);
+        assert_eq!(
+            (c.history.lines, c.history.days, c.history.show),
+            (10, 3650, 10000)
+        );
+        let c = ClientConfig::parse("[history]\nlines = 100000\nshow = 0\n").unwrap();
+        assert_eq!((c.history.lines, c.history.show), (100_000, 0));
+        for bad in [
+            "[history]\nlines = 9",
+            "[history]\nlines = 100001",
+            "[history]\ndays = 3651",
+            "[history]\nshow = 10001",
+            "[history]\nenable = true",
+        ] {
+            assert!(ClientConfig::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -64,7 +64,15 @@ pub enum Step {
 
 /// Interprets `line`; text is sealed here, so nothing readable ever reaches a frame.
 pub fn line(line: &str, secure: &mut Secure) -> Step {
-    let step = interpret(line, secure);
+    let step = match interpret(line, secure) {
+        // Messages released by `/trust` and the like go to the history too.
+        Step::Show(events) => Step::Show(secure.shown(events)),
+        Step::Send { events, frames } => Step::Send {
+            events: secure.shown(events),
+            frames,
+        },
+        other => other,
+    };
     // Accepting a key (`/trust`, `/verify`, `/devices approve`) can answer requests for our
     // chains held until then: those frames go first. (Other steps leave them owed; they go
     // after the next frame from the server.)
@@ -115,6 +123,7 @@ fn interpret(line: &str, secure: &mut Secure) -> Step {
         }
         Input::Trust { user } => return Step::Show(secure.trust(&user)),
         Input::Devices(action) => return devices(action, secure),
+        Input::History { clear } => return Step::Show(secure.history_command(clear)),
         Input::Say { text } => (
             Conversation::Room(secure.current_room().to_string()),
             Body {
@@ -309,7 +318,8 @@ pub fn events(incoming: &Incoming, secure: &mut Secure) -> Vec<Event> {
         Incoming::Envelope(delivered) => secure.receive_envelope(delivered),
         Incoming::Frame(frame) => frame_events(frame, secure),
     };
-    secure.drop_ignored(events)
+    let events = secure.drop_ignored(events);
+    secure.shown(events)
 }
 
 /// [`events`] for one JSON frame (never an `envelope`: [`Incoming`] turns those into

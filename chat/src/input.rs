@@ -53,6 +53,11 @@ pub enum Input {
     Ignore(Option<String>),
     /// `/unignore USER`.
     Unignore(String),
+    /// `/history [clear]`: the local history's state, or delete its file.
+    History {
+        /// `clear` was given.
+        clear: bool,
+    },
     /// `/name args`: a command run by the server.
     Command {
         /// Command name without the slash.
@@ -112,6 +117,11 @@ pub fn parse(line: &str) -> Input {
             text: args.to_string(),
         },
         "fingerprint" => Input::Fingerprint,
+        "history" => match args.trim() {
+            "" => Input::History { clear: false },
+            "clear" => Input::History { clear: true },
+            _ => Input::Invalid("usage: /history [clear]".to_string()),
+        },
         "verify" => {
             let mut words = args.split_whitespace();
             match (words.next(), words.next(), words.next()) {

@@ -17,6 +17,7 @@ mod conn;
 mod dispatch;
 mod files;
 mod format;
+mod history;
 mod ignore;
 mod input;
 mod joining;
@@ -26,6 +27,7 @@ mod peers;
 mod pinging;
 mod plain;
 mod screen;
+mod sealed;
 mod secure;
 mod state;
 mod stdin;
@@ -167,6 +169,7 @@ struct Settings {
     user: String,
     key: Option<PathBuf>,
     ui: config::UiConfig,
+    history: config::HistoryConfig,
 }
 
 fn settings(cli: &Cli) -> Result<Settings> {
@@ -196,6 +199,7 @@ fn settings(cli: &Cli) -> Result<Settings> {
         user,
         key: cli.key.clone().or(file.key),
         ui: file.ui,
+        history: file.history,
     })
 }
 
@@ -320,6 +324,11 @@ async fn run(cli: Cli) -> Result<u8> {
     secure.set_ignored(ignore::Ignored::load(
         &ignore_path(&state_path),
         settings.ui.ignore_max,
+    )?);
+    secure.use_history(history::History::open(
+        &history::path_for(&key_path),
+        &key,
+        settings.history.clone(),
     )?);
     if tui {
         let session = tui::Session {

@@ -113,6 +113,26 @@ pub fn manual() -> Manual {
         .term(
             "[ui] ignore_max = 100",
             "Most users /ignore keeps (1 to 10000).",
+        )
+        .term(
+            "[history] enabled = false",
+            "Keep the conversation on this device (off unless set to true): the verified \
+             lines shown (messages, actions, whispers, your own) are kept encrypted under a key \
+             derived from the device key, and shown first at the next start, between \
+             \"-- history: ...\" and \"-- end of history\"; a line the server delivers again is \
+             shown once.",
+        )
+        .term(
+            "[history] lines = 1000",
+            "Lines kept per room or whisper partner (10 to 100000).",
+        )
+        .term(
+            "[history] days = 0",
+            "Lines older than this many days are dropped (0: no age limit; at most 3650).",
+        )
+        .term(
+            "[history] show = 100",
+            "Lines shown at start, the newest of all conversations (0 to 10000).",
         );
     let files = Section::new("FILES")
         .term(
@@ -132,6 +152,12 @@ pub fn manual() -> Manual {
             "Encrypted receiver state (message chains, what was already shown), and \
              USER@HOST:PORT.pending.json, what is held from keys not yet accepted, and \
              USER@HOST:PORT.ignored, the /ignore list (one name a line, 0600).",
+        )
+        .term(
+            "$XDG_DATA_HOME/chat/keys/USER@HOST:PORT.history",
+            "The local history when [history] is enabled (0600, beside the key file it is \
+             derived from: NAME.history beside NAME.pem). Delete it with \
+             /history clear, or remove the file while chat is not running.",
         );
     let environment = Section::new("ENVIRONMENT").term(
         "XDG_CONFIG_HOME, XDG_DATA_HOME, HOME",
@@ -156,7 +182,7 @@ pub fn manual() -> Manual {
 mod tests {
     use chatd_proto::docgen::Item;
 
-    use crate::config::{ClientConfig, UiConfig};
+    use crate::config::{ClientConfig, HistoryConfig, UiConfig};
 
     /// Every config key the page names is one chat accepts, at the default the page gives.
     #[test]
@@ -168,16 +194,22 @@ mod tests {
             .find(|s| s.title == "CONFIGURATION")
             .expect("a CONFIGURATION section");
         let (mut top, mut ui) = (String::new(), String::from("[ui]\n"));
+        let mut history = String::from("[history]\n");
         for item in &section.items {
             if let Item::Term(term, _) = item {
-                match term.strip_prefix("[ui] ") {
-                    Some(key) => ui.push_str(&format!("{key}\n")),
-                    None => top.push_str(&format!("{term}\n")),
+                if let Some(key) = term.strip_prefix("[ui] ") {
+                    ui.push_str(&format!("{key}\n"));
+                } else if let Some(key) = term.strip_prefix("[history] ") {
+                    history.push_str(&format!("{key}\n"));
+                } else {
+                    top.push_str(&format!("{term}\n"));
                 }
             }
         }
-        let parsed: ClientConfig = toml::from_str(&format!("{top}{ui}")).expect("keys parse");
+        let parsed: ClientConfig =
+            toml::from_str(&format!("{top}{ui}{history}")).expect("keys parse");
         assert_eq!(parsed.ui, UiConfig::default());
+        assert_eq!(parsed.history, HistoryConfig::default());
         assert!(parsed.server.is_some() && parsed.user.is_some() && parsed.key.is_some());
     }
 }

@@ -18,13 +18,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use chatd_proto::e2e::DeviceKey;
-use hkdf::Hkdf;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
+
+use crate::sealed::{FileKey, NONCE_BYTES, TAG_BYTES};
 
 /// Start of every state file.
 const MAGIC: &[u8; 9] = b"CHATSTATE";
@@ -32,7 +30,6 @@ const MAGIC: &[u8; 9] = b"CHATSTATE";
 const VERSION: u8 = 1;
 /// HKDF info for the file key.
 const KEY_INFO: &[u8] = b"chat state file v1";
-const NONCE_BYTES: usize = 12;
 const HEADER_BYTES: usize = MAGIC.len() + 1;
 
 /// What the file holds. Later fields must be `#[serde(default)]` so older files still read.
@@ -56,7 +53,7 @@ impl Drop for Saved {
 /// The state file of one device on one server.
 pub struct StateFile {
     path: PathBuf,
-    key: Zeroizing<[u8; 32]>,
+    key: FileKey,
 }
 
 impl std::fmt::Debug for StateFile {
@@ -77,23 +74,12 @@ pub fn default_path(user: &str, server: &str) -> Result<PathBuf> {
         .join(format!("{user}@{server}")))
 }
 
-fn file_key(device_key: &DeviceKey) -> Result<Zeroizing<[u8; 32]>> {
-    let der = device_key
-        .to_pkcs8_der()
-        .context("cannot encode the device key to derive the state file key")?;
-    let mut key = Zeroizing::new([0u8; 32]);
-    Hkdf::<Sha256>::new(None, &der)
-        .expand(KEY_INFO, &mut *key)
-        .map_err(|_| anyhow::anyhow!("cannot derive the state file key"))?;
-    Ok(key)
-}
-
 impl StateFile {
     /// The state file at `path`, sealed under a key derived from `device_key`.
     pub fn new(path: &Path, device_key: &DeviceKey) -> Result<Self> {
         Ok(StateFile {
             path: path.to_path_buf(),
-            key: file_key(device_key)?,
+            key: FileKey::derive(device_key, KEY_INFO)?,
         })
     }
 
@@ -118,10 +104,6 @@ impl StateFile {
         crate::files::write_private(&self.path, &sealed)
     }
 
-    fn cipher(&self) -> ChaCha20Poly1305 {
-        ChaCha20Poly1305::new(&(*self.key).into())
-    }
-
     fn seal(&self, saved: &Saved) -> Result<Vec<u8>> {
         // Room for all of it up front: a growing buffer would leave copies behind.
         let estimate = 64
@@ -129,24 +111,15 @@ impl StateFile {
             + saved.retired.iter().map(|r| r.len() + 3).sum::<usize>();
         let mut plain = Zeroizing::new(Vec::with_capacity(estimate));
         serde_json::to_writer(&mut *plain, saved).context("encoding the state file")?;
-        let mut nonce = [0u8; NONCE_BYTES];
-        getrandom::fill(&mut nonce)
-            .map_err(|e| anyhow::anyhow!("random number generator failed: {e}"))?;
-        let mut out = Vec::with_capacity(HEADER_BYTES + NONCE_BYTES + plain.len() + 16);
+        let mut out = Vec::with_capacity(HEADER_BYTES + NONCE_BYTES + plain.len() + TAG_BYTES);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
-        let ciphertext = self
-            .cipher()
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: &plain,
-                    aad: &out[..HEADER_BYTES],
-                },
-            )
-            .map_err(|_| anyhow::anyhow!("cannot encrypt the state file"))?;
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ciphertext);
+        let header: [u8; HEADER_BYTES] = out[..HEADER_BYTES]
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("state file header"))?;
+        self.key
+            .seal_into(&header, &plain, &mut out)
+            .context("cannot encrypt the state file")?;
         Ok(out)
     }
 
@@ -160,22 +133,8 @@ impl StateFile {
                 bytes[MAGIC.len()]
             );
         }
-        let (header, rest) = bytes.split_at(HEADER_BYTES);
-        let (nonce, ciphertext) = rest.split_at(NONCE_BYTES);
-        let nonce: [u8; NONCE_BYTES] = nonce
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("short nonce"))?;
-        let plain = Zeroizing::new(
-            self.cipher()
-                .decrypt(
-                    &Nonce::from(nonce),
-                    Payload {
-                        msg: ciphertext,
-                        aad: header,
-                    },
-                )
-                .map_err(|_| anyhow::anyhow!("it does not authenticate"))?,
-        );
+        let (header, sealed) = bytes.split_at(HEADER_BYTES);
+        let plain = self.key.open(header, sealed)?;
         serde_json::from_slice(&plain).context("its content does not decode")
     }
 }

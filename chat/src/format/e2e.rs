@@ -214,6 +214,33 @@ pub fn notice(n: &Notice) -> String {
             "skipped {} delivered again by the server: already shown here before",
             messages(*count)
         ),
+        Notice::HistoryStart { lines, since } => format!(
+            "history: the last {} kept on this device, since {}",
+            if *lines == 1 {
+                "line".to_string()
+            } else {
+                format!("{lines} lines")
+            },
+            super::local_date_stamp(Some(*since))
+        ),
+        Notice::HistoryEnd => "end of history".to_string(),
+        Notice::HistoryStatus {
+            enabled: true,
+            path,
+            lines,
+        } => format!(
+            "history is on: {lines} lines kept in {} (encrypted); /history clear deletes it",
+            sanitize(path)
+        ),
+        Notice::HistoryStatus {
+            enabled: false,
+            path,
+            ..
+        } => format!(
+            "history is off (set [history] enabled = true in config.toml to keep it); its file would be {}",
+            sanitize(path)
+        ),
+        Notice::HistoryCleared { path } => format!("history deleted ({})", sanitize(path)),
     }
 }
 
@@ -328,6 +355,21 @@ pub fn warning(w: &Warning) -> String {
             "ignored a chain from {} that reuses the id of one already received (the server may be replaying or forging it)",
             sanitize(from)
         ),
+        Warning::HistoryUnusable { path, error } => format!(
+            "the history file {} is not used: {}; it is neither read nor written now (/history clear deletes it)",
+            sanitize(path),
+            sanitize(error)
+        ),
+        Warning::HistoryDamaged { path, records } => format!(
+            "the history file {} was damaged: {records} unreadable record(s) dropped, the rest is kept",
+            sanitize(path)
+        ),
+        Warning::HistoryNotSaved { error } => {
+            format!("cannot keep history: {}", sanitize(error))
+        }
+        Warning::HistoryNotCleared { error } => {
+            format!("history not deleted: {}", sanitize(error))
+        }
         Warning::StateNotSaved { error } => format!(
             "cannot save the state file: {}; messages shown since may be shown again after a restart",
             sanitize(error)

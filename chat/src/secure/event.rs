@@ -195,6 +195,29 @@ pub enum Notice {
         /// How many.
         count: u32,
     },
+    /// The lines that follow come from the local history file, not from the server.
+    HistoryStart {
+        /// How many.
+        lines: usize,
+        /// The time of the first, ms since the Unix epoch.
+        since: u64,
+    },
+    /// The lines from the local history file end here.
+    HistoryEnd,
+    /// `/history`: whether lines are kept, where, and how many are.
+    HistoryStatus {
+        /// Lines are kept.
+        enabled: bool,
+        /// The file.
+        path: String,
+        /// Lines in it.
+        lines: usize,
+    },
+    /// `/history clear` deleted the file.
+    HistoryCleared {
+        /// The file.
+        path: String,
+    },
 }
 
 /// Something wrong, or a key that needs the user's decision. Names are as they came.
@@ -329,6 +352,31 @@ pub enum Warning {
     /// restart.
     StateNotSaved {
         /// The error with its causes (`{:#}`).
+        error: String,
+    },
+    /// The history file cannot be read (another device key, not a history file, loose
+    /// mode): it is neither read nor written this session.
+    HistoryUnusable {
+        /// The file.
+        path: String,
+        /// Why (`{:#}`).
+        error: String,
+    },
+    /// Records of the history file did not open (damage, a cut-off end): they were dropped.
+    HistoryDamaged {
+        /// The file.
+        path: String,
+        /// How many records (a cut-off end counts as one).
+        records: usize,
+    },
+    /// A line could not be added to the history file (said once until a write succeeds).
+    HistoryNotSaved {
+        /// The error with its causes (`{:#}`).
+        error: String,
+    },
+    /// `/history clear` could not delete the file.
+    HistoryNotCleared {
+        /// The error.
         error: String,
     },
     /// `/verify USER FINGERPRINT` matched none of their keys.

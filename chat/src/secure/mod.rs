@@ -31,6 +31,7 @@ use chatd_proto::e2e::{DeviceKey, DevicePublicKey, E2eError, ReceiverChain, Send
 use chatd_proto::{ClientFrame, Fingerprint};
 use serde::{Deserialize, Serialize};
 
+use crate::history::History;
 use crate::peers::{KeyStatus, Peers};
 use crate::state::StateFile;
 
@@ -188,6 +189,8 @@ pub struct Secure {
     ignored: crate::ignore::Ignored,
     /// `/ping`s waiting for their `pong`.
     pings: crate::pinging::Pings,
+    /// The local history file (`[history]`), if one was given.
+    history: Option<History>,
 }
 
 /// What to send for one message, in order: the wrapped chains, then the envelope.
@@ -246,6 +249,33 @@ impl Secure {
             pending: held::Pending::default(),
             ignored: crate::ignore::Ignored::default(),
             pings: crate::pinging::Pings::default(),
+            history: None,
+        }
+    }
+
+    /// Keeps the messages shown in `history` from now on; its recent lines are shown first,
+    /// at the next [`Secure::on_login`].
+    pub fn use_history(&mut self, history: History) {
+        self.history = Some(history);
+    }
+
+    /// Events on their way to the screen: messages are kept in the history, and one shown
+    /// from it already is not shown again.
+    pub fn shown(&mut self, events: Vec<Event>) -> Vec<Event> {
+        match self.history.as_mut() {
+            Some(h) => h.pass(events),
+            None => events,
+        }
+    }
+
+    /// `/history` (`clear`: delete the file).
+    pub fn history_command(&mut self, clear: bool) -> Vec<Event> {
+        match (self.history.as_mut(), clear) {
+            (Some(h), true) => h.clear(),
+            (Some(h), false) => h.status(),
+            (None, _) => vec![Event::Warning(Warning::HistoryNotCleared {
+                error: "no history file for this session".into(),
+            })],
         }
     }
 

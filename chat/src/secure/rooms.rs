@@ -15,6 +15,7 @@ use chatd_proto::frame::{DeviceInfo, RoomState};
 use chatd_proto::names::{validate_room, validate_username};
 
 use super::{Event, Notice, Secure, Warning};
+use crate::history::History;
 
 /// What we asked the server about rooms and what we already told the user.
 #[derive(Debug, Default)]
@@ -37,7 +38,12 @@ impl Secure {
         default_room: &str,
         rooms: &[RoomState],
     ) -> Vec<Event> {
-        let mut events = Vec::new();
+        // The history first (once), before anything the server replays.
+        let mut events = self
+            .history
+            .as_mut()
+            .map(History::intro)
+            .unwrap_or_default();
         // A default room whose name only looks right gets no text: sealing to "" is refused.
         self.default_room = match validate_room(default_room) {
             Ok(()) => default_room.to_string(),

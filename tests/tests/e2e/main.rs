@@ -15,6 +15,8 @@
 //! - `admin`: chatctl against a running chatd
 //! - `binary`: binary envelope frames beside JSON lines: negotiation, mixed rooms, edges
 //! - `client`: the `chat` binary in plain mode
+//! - `client_commands`: `chat`'s own commands in plain mode: /help CMD, /ping, /ignore, prefixes
+//! - `client_history`: `chat`'s optional encrypted local history across restarts
 //! - `commands`: server built-ins (away, whois, motd, ping, announce, disconnect) and plugins
 //! - `crash`: `kill -9` during a stream of writes loses nothing acknowledged
 //! - `devices`: devices vouched for by devices: chatd's checks, `/revoke`, the new-laptop story
@@ -42,6 +44,7 @@
 //! - `secrecy`: end-to-end encryption through a real chatd (markers, multi-device)
 //! - `tui`: the full-screen `chat` in a real terminal (tmux; see `tmux` for the driver)
 //! - `tui_buffers`: its buffers per room and whisper, activity bar, highlights, nick list
+//! - `tui_complete`: Tab completion of rooms and fingerprints in the full-screen `chat`
 //! - `tui_view`: its drawing in tmux: word wrap with an indent at 60 columns, mouse capture on
 //!   and off (`[ui] mouse`, Alt-m)
 
@@ -68,6 +71,8 @@ mod binary;
 mod client;
 #[cfg(test)]
 mod client_commands;
+#[cfg(test)]
+mod client_history;
 #[cfg(test)]
 mod commands;
 #[cfg(test)]
