@@ -94,14 +94,19 @@ pub fn tls_version(stream: &TlsStream<TcpStream>) -> String {
 
 /// Connects and logs in again (no questions: the certificate must match the pin).
 async fn reconnect(again: &Reconnect) -> Result<Session> {
-    let stream = conn::connect_tls_with::<NoAsk>(&again.addr, &again.trust, None, false).await?;
-    let tls = tls_version(&stream);
-    let server_fp = conn::server_fingerprint(&stream);
-    let mut conn = Connection::new(stream).with_proof(again.key.clone(), server_fp);
+    let mut connected =
+        conn::connect_tls_with::<NoAsk>(&again.addr, &again.trust, None, false).await?;
+    let tls = tls_version(&connected.stream);
+    let server_fp = conn::server_fingerprint(&connected.stream);
+    let pins = connected.learned.take();
+    let mut conn = Connection::new(connected.stream).with_proof(again.key.clone(), server_fp);
     let info = conn.hello().await?;
     let logged_in = conn
         .login(&again.user, &again.password, &again.device_key)
         .await?;
+    if let Some(pins) = pins {
+        pins.keep()?;
+    }
     Ok(Session {
         conn,
         info,
