@@ -7,6 +7,7 @@
 pub mod app;
 pub mod complete;
 pub mod editor;
+pub mod retry;
 pub mod theme;
 pub mod view;
 
@@ -189,6 +190,7 @@ pub async fn run(
         attempt: None,
         next_attempt: None,
         backoff: BACKOFF_MIN,
+        retries: retry::Retries::default(),
         last_ping: Instant::now(),
         ended: false,
     };
@@ -211,6 +213,8 @@ struct Loop<'a> {
     attempt: Option<JoinHandle<Result<Session>>>,
     next_attempt: Option<Instant>,
     backoff: Duration,
+    /// Failed tries since the connection was lost, and the reason last said.
+    retries: retry::Retries,
     last_ping: Instant,
     /// The server's `bye` said an administrator ended the session: no reconnecting.
     ended: bool,
@@ -281,7 +285,7 @@ impl Loop<'_> {
             .map(|t| (t.to_string(), self.secure.peer_verified(t)));
         if let Some(at) = self.next_attempt {
             let secs = at.saturating_duration_since(Instant::now()).as_secs();
-            self.app.state = ConnState::Reconnecting(secs);
+            self.app.state = ConnState::Reconnecting(self.retries.status(secs));
         }
     }
 
@@ -447,6 +451,7 @@ impl Loop<'_> {
         self.app.state = ConnState::Connected;
         self.next_attempt = None;
         self.backoff = BACKOFF_MIN;
+        self.retries.reset();
     }
 
     fn frame(&mut self, incoming: Incoming) {
@@ -564,10 +569,10 @@ impl Loop<'_> {
             }
             Err(e) => {
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-                self.app.warning(format!(
-                    "reconnecting failed: {e:#}; next try in {}s",
-                    self.backoff.as_secs()
-                ));
+                // Said once per reason; the status bar counts the tries.
+                for line in self.retries.failed(&e) {
+                    self.app.warning(line);
+                }
                 self.next_attempt = Some(Instant::now() + self.backoff);
             }
         }

@@ -169,9 +169,7 @@ fn draw_status(f: &mut Frame<'_>, app: &App, styles: &Styles, area: Rect) {
     let sep = Span::styled(" │ ", bar);
     let state = match &app.state {
         ConnState::Connected => Span::styled("connected", bar.patch(styles.good())),
-        ConnState::Reconnecting(secs) => {
-            Span::styled(format!("reconnecting in {secs}s"), bar.patch(styles.bad()))
-        }
+        ConnState::Reconnecting(retry) => Span::styled(retry.to_string(), bar.patch(styles.bad())),
         ConnState::Disconnected => Span::styled("disconnected", bar.patch(styles.bad())),
     };
     let mut spans = vec![

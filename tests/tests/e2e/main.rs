@@ -15,6 +15,8 @@
 //! - `admin`: chatctl against a running chatd
 //! - `binary`: binary envelope frames beside JSON lines: negotiation, mixed rooms, edges
 //! - `client`: the `chat` binary in plain mode
+//! - `client_identity`: chat's key and pins named by the server's identity, nothing written before
+//!   a login succeeds, password tries, `$USER`, the reconnect message (issue 29)
 //! - `commands`: server built-ins (away, whois, motd, ping, announce, disconnect) and plugins
 //! - `crash`: `kill -9` during a stream of writes loses nothing acknowledged
 //! - `devices`: devices vouched for by devices: chatd's checks, `/revoke`, the new-laptop story
@@ -63,6 +65,8 @@ mod admin;
 mod binary;
 #[cfg(test)]
 mod client;
+#[cfg(test)]
+mod client_identity;
 #[cfg(test)]
 mod commands;
 #[cfg(test)]
