@@ -124,7 +124,7 @@ fn a_mistyped_server_user_or_password_leaves_nothing_on_disk() {
     let exit = run_chat(&addr, "alice", "pw\n", &home, &args);
     ok(&exit);
     let key = format!("alice@{}.pem", server.fingerprint);
-    assert_eq!(key_files(&home), [key.clone()]);
+    assert_eq!(key_files(&home), std::slice::from_ref(&key));
     let known = std::fs::read_to_string(home.known_servers()).unwrap();
     assert_eq!(known, format!("{addr} {}\n", server.fingerprint));
     let created = exit
