@@ -1,5 +1,6 @@
 //! Getting logged in at start: connect, learn which server answered, find or make this
-//! device's key for it, and log in, with up to [`PASSWORD_TRIES`] passwords typed at a terminal.
+//! device's key for it, and log in, with up to `password_tries` passwords typed at a terminal
+//! (config; 3 by default, as ssh allows).
 //!
 //! Nothing is written before the login succeeded: a new key lives in memory until then (its
 //! passphrase is asked only once it will be kept), and pins learned on the way are written
@@ -28,9 +29,6 @@ use crate::keystore::{self, Need};
 use crate::stdin::LineReader;
 use crate::trust::KnownServers;
 
-/// Passwords typed at a terminal before giving up, as ssh allows; one from stdin is tried once.
-pub const PASSWORD_TRIES: u32 = 3;
-
 /// A key unlocked after connecting that took longer than this (a passphrase typed) is used on
 /// a fresh connection: the server allows only so long between handshake and login.
 const SLOW_KEY: Duration = Duration::from_secs(5);
@@ -51,6 +49,8 @@ pub struct Options {
     pub ask_tty: bool,
     /// The password from stdin (tried once), else it is asked.
     pub password: Option<Zeroizing<String>>,
+    /// Passwords asked at the terminal before giving up.
+    pub password_tries: u32,
     /// `--key-passphrase-stdin`.
     pub passphrase_stdin: bool,
 }
@@ -83,7 +83,7 @@ struct Held {
 /// Connects and logs in; see the module docs.
 pub async fn run(mut opts: Options, input: &mut LineReader) -> Result<Started> {
     let tries = if opts.ask_tty && opts.password.is_none() {
-        PASSWORD_TRIES
+        opts.password_tries.max(1)
     } else {
         1
     };

@@ -165,6 +165,7 @@ struct Settings {
     server: ServerAddr,
     user: String,
     key: Option<PathBuf>,
+    password_tries: u32,
     ui: config::UiConfig,
 }
 
@@ -199,6 +200,9 @@ fn settings(cli: &Cli) -> Result<Settings> {
         server,
         user,
         key: cli.key.clone().or(file.key),
+        password_tries: file
+            .password_tries
+            .unwrap_or(config::DEFAULT_PASSWORD_TRIES),
         ui: file.ui,
     })
 }
@@ -248,6 +252,7 @@ async fn run(cli: Cli) -> Result<u8> {
             // Ask about a certificate, a password or a passphrase only when a person types.
             ask_tty: stdin_tty && !cli.password_stdin,
             password: stdin_password,
+            password_tries: settings.password_tries,
             passphrase_stdin: cli.key_passphrase_stdin,
         },
         &mut input,

@@ -39,6 +39,11 @@ pub fn manual() -> Manual {
         .term("server = \"HOST:PORT\"", "The server to connect to.")
         .term("user = \"NAME\"", "The user to log in as (else $USER).")
         .term("key = \"FILE\"", "This device's key file.")
+        .term(
+            "password_tries = 3",
+            "Passwords typed at a terminal before giving up (1 to 10); one given with \
+             --password-stdin is tried once.",
+        )
         .term("[ui] theme = \"dark\"", "Colors: dark or light.")
         .term(
             "[ui] time_format = \"%H:%M:%S\"",
@@ -98,8 +103,8 @@ pub fn manual() -> Manual {
         .term("2", "Command-line usage error.")
         .term(
             "3",
-            "The login was refused (after three passwords typed at a terminal, or the one \
-             given with --password-stdin).",
+            "The login was refused (after password_tries passwords typed at a terminal, or \
+             the one given with --password-stdin).",
         );
     let see_also = Section::new("SEE ALSO").para("chatd(8), chatctl(8).");
     Manual {

@@ -399,6 +399,21 @@ fn three_password_tries_at_a_terminal() {
         [format!("alice@{}.pem", server.fingerprint)]
     );
     assert_eq!(server_keys(&server, "alice").len(), 1);
+    drop(t);
+
+    // password_tries = 1 (the low edge): one wrong password ends it.
+    let config = home.xdg_data().with_file_name("xdg-config").join("chat");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("config.toml"), "password_tries = 1\n").unwrap();
+    let t = Tmux::start(120, 30, &home.env(), &tui_argv(&server, "alice"));
+    answer_password(&t, &server, "alice", "nope", 1);
+    t.wait_exit();
+    let screen = t.capture();
+    assert!(
+        screen.contains("chat: login failed: invalid credentials") && !screen.contains("try 1"),
+        "{}",
+        frame(&screen)
+    );
 }
 
 #[test]
