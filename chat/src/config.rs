@@ -19,6 +19,8 @@ pub struct ClientConfig {
     pub user: Option<String>,
     /// Device key file (instead of the per-server default in the data dir).
     pub key: Option<PathBuf>,
+    /// Passwords typed at a terminal before giving up [default: [`DEFAULT_PASSWORD_TRIES`]].
+    pub password_tries: Option<u32>,
     /// Full-screen interface settings.
     #[serde(default)]
     pub ui: UiConfig,
@@ -52,6 +54,9 @@ impl Default for HistoryConfig {
         }
     }
 }
+
+/// Passwords typed at a terminal before chat gives up, as ssh allows.
+pub const DEFAULT_PASSWORD_TRIES: u32 = 3;
 
 /// The `[ui]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -151,6 +156,12 @@ impl ClientConfig {
     /// Parses and checks the file's text.
     pub fn parse(text: &str) -> Result<ClientConfig> {
         let config: ClientConfig = toml::from_str(text)?;
+        if config
+            .password_tries
+            .is_some_and(|n| !(1..=10).contains(&n))
+        {
+            bail!("password_tries must be between 1 and 10");
+        }
         let ui = &config.ui;
         if ui.time_format.is_empty() || ui.time_format.len() > 64 {
             bail!("ui.time_format must be 1 to 64 characters");
@@ -291,6 +302,15 @@ mod tests {
     }
 
     #[test]
+    fn password_tries_at_its_edges() {
+        for ok in [1, 10] {
+            let c = ClientConfig::parse(&format!("password_tries = {ok}")).unwrap();
+            assert_eq!(c.password_tries, Some(ok));
+        }
+        assert_eq!(ClientConfig::parse("").unwrap().password_tries, None);
+    }
+
+    #[test]
     fn mistakes_are_reported() {
         for bad in [
             "sever = \"x\"",
@@ -311,6 +331,8 @@ mod tests {
             "[ui]\nmentions_max = 10001",
             "[ui]\naway_refresh_secs = 9",
             "[ui]\naway_refresh_secs = 3601",
+            "password_tries = 0",
+            "password_tries = 11",
         ] {
             assert!(ClientConfig::parse(bad).is_err(), "{bad}");
         }

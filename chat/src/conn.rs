@@ -24,7 +24,7 @@ use base64::Engine;
 use chatd_proto::e2e::{CHALLENGE_BYTES, DeviceKey, LoginChallenge};
 use chatd_proto::frame::{DeviceInfo, FEATURE_KEYPROOF, FEATURE_REKEY, FEATURE_VOUCH, RoomState};
 use chatd_proto::{
-    ClientFrame, Fingerprint, LineError, PROTOCOL_VERSION, ServerFrame, Wire, WireCodec,
+    ClientFrame, ErrorCode, Fingerprint, LineError, PROTOCOL_VERSION, ServerFrame, Wire, WireCodec,
 };
 use futures_util::StreamExt;
 use rustls::RootCertStore;
@@ -35,9 +35,10 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::FramedRead;
 
+use crate::identity::ServerId;
 use crate::secure::Delivered;
 use crate::text::sanitize;
-use crate::trust::{self, Decision, KnownServers, PinningVerifier};
+use crate::trust::{self, Accepted, Decision, KnownServers, PinningVerifier};
 
 /// How long the TCP connect and the TLS handshake may each take. Long enough to get through a
 /// full server: it answers once a slot is free (or made free by closing a connection that never
@@ -123,6 +124,9 @@ pub enum Trust {
         known_servers: PathBuf,
         /// `--accept-fingerprint`.
         accept: Option<Fingerprint>,
+        /// Pins learned by an earlier try of this run and not written yet (a failed login
+        /// keeps none); used instead of the file.
+        learned: Option<Learned>,
     },
 }
 
@@ -145,6 +149,43 @@ impl AskTrust for NoAsk {
     }
 }
 
+/// A TLS connection, and which server it reached.
+pub struct Connected {
+    /// The connection.
+    pub stream: TlsStream<TcpStream>,
+    /// The server's identity, under which its key, pins and state are kept.
+    pub id: ServerId,
+    /// Pins learned on the way (a new pin, an accepted rotation, another name of a known
+    /// server), not written yet: [`Connected::keep_pins`] writes them once the login succeeded,
+    /// so a mistyped server or user leaves no pin behind.
+    pub learned: Option<Learned>,
+}
+
+/// Pins learned while connecting and not written yet.
+#[derive(Debug, Clone)]
+pub struct Learned {
+    /// The known-servers file with them.
+    pub known: KnownServers,
+    /// What to say once they are written.
+    pub notes: Vec<String>,
+}
+
+impl Learned {
+    /// Writes the pins; returns what to say about them.
+    pub fn keep(self) -> Result<Vec<String>> {
+        self.known.save()?;
+        Ok(self.notes)
+    }
+}
+
+#[cfg(test)]
+impl Connected {
+    /// Writes the pins learned while connecting; returns what to say about them.
+    pub fn keep_pins(&mut self) -> Result<Vec<String>> {
+        self.learned.take().map_or(Ok(Vec::new()), Learned::keep)
+    }
+}
+
 /// Opens a TLS connection to `addr`, applying `trust` (which may pin or ask and reconnect).
 ///
 /// `asker` is `None` when nobody can be asked (no terminal, or stdin carries the password).
@@ -153,7 +194,7 @@ pub async fn connect_tls<A: AskTrust>(
     addr: &ServerAddr,
     trust: &Trust,
     asker: Option<&mut A>,
-) -> Result<TlsStream<TcpStream>> {
+) -> Result<Connected> {
     connect_tls_with(addr, trust, asker, true).await
 }
 
@@ -163,7 +204,7 @@ pub async fn connect_tls_with<A: AskTrust>(
     trust: &Trust,
     mut asker: Option<&mut A>,
     announce: bool,
-) -> Result<TlsStream<TcpStream>> {
+) -> Result<Connected> {
     let server_name = ServerName::try_from(addr.host.clone())
         .with_context(|| format!("bad server name {:?}", addr.host))?;
     match trust {
@@ -171,24 +212,57 @@ pub async fn connect_tls_with<A: AskTrust>(
             let roots = trust::load_ca_file(path)?;
             let verifier = trust::webpki_verifier(roots)?
                 .ok_or_else(|| anyhow!("no certificates in {}", path.display()))?;
-            handshake(addr, server_name, trust::client_config(verifier)?, announce).await
+            let stream =
+                handshake(addr, server_name, trust::client_config(verifier)?, announce).await?;
+            Ok(Connected {
+                stream,
+                id: ServerId::Named(addr.clone()),
+                learned: None,
+            })
         }
         Trust::Pinning {
             roots,
             known_servers,
             accept,
+            learned,
         } => {
             let ca = trust::webpki_verifier(roots.clone())?;
             let key = addr.to_string();
+            let (mut known, mut notes) = match learned {
+                Some(l) => (l.known.clone(), l.notes.clone()),
+                None => (KnownServers::load(known_servers)?, Vec::new()),
+            };
+            let mut changed = learned.is_some();
             // Two pin changes at most: the first connect, then one reconnect after pinning.
             for _ in 0..3 {
-                let mut known = KnownServers::load(known_servers)?;
                 let pin = known.lookup(&key);
-                let verifier =
-                    Arc::new(PinningVerifier::new(ca.clone(), pin.map(|p| p.fingerprint)));
+                let verifier = Arc::new(
+                    PinningVerifier::new(ca.clone(), pin.map(|p| p.fingerprint))
+                        .with_aliases(known.fingerprints()),
+                );
                 let config = trust::client_config(verifier.clone())?;
                 let err = match handshake(addr, server_name.clone(), config, announce).await {
-                    Ok(stream) => return Ok(stream),
+                    Ok(stream) => {
+                        let id = match verifier.accepted() {
+                            Some(Accepted::Pin) => pin.map(|p| ServerId::Pinned(p.id)),
+                            Some(Accepted::Alias(fp)) => known.by_fingerprint(&fp).map(|other| {
+                                known.set_alias(&key, fp, other.id);
+                                changed = true;
+                                notes.push(format!(
+                                    "{key} presents the certificate pinned on line {} of {}: the same server under another name, remembered as such",
+                                    other.line,
+                                    known.path().display()
+                                ));
+                                ServerId::Pinned(other.id)
+                            }),
+                            Some(Accepted::Ca) | None => None,
+                        };
+                        return Ok(Connected {
+                            stream,
+                            id: id.unwrap_or_else(|| ServerId::Named(addr.clone())),
+                            learned: changed.then_some(Learned { known, notes }),
+                        });
+                    }
                     Err(e) => e,
                 };
                 let Some(rejection) = verifier.take_rejection() else {
@@ -234,11 +308,11 @@ pub async fn connect_tls_with<A: AskTrust>(
                     }
                 }
                 known.set(&key, presented);
-                known.save()?;
-                eprintln!(
-                    "chat: pinned {presented} for {key} in {}",
+                changed = true;
+                notes.push(format!(
+                    "pinned {presented} for {key} in {}",
                     known.path().display()
-                );
+                ));
             }
             bail!("{key} keeps presenting different certificates; giving up")
         }
@@ -302,7 +376,16 @@ pub fn server_fingerprint(stream: &TlsStream<TcpStream>) -> Option<Fingerprint> 
 /// The server refused the login; main exits with status 3.
 #[derive(Debug, thiserror::Error)]
 #[error("login failed: {0}")]
-pub struct LoginFailed(pub String);
+pub struct LoginFailed(pub String, pub Refusal);
+
+/// Why the server refused a login, as far as trying again goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Wrong user name or password: another password may do.
+    Credentials,
+    /// Anything else (a revoked key, a rate limit, ...): a new password would not help.
+    Other,
+}
 
 /// What the server said in its `hello`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -396,8 +479,11 @@ pub struct Connection<S> {
     /// Between `login_ok` and the last `backlog` marker: envelopes were stored while this
     /// device was offline (only the server says so; see [`Delivered::stored`]).
     replaying: bool,
-    /// The device key and the server's certificate fingerprint, to sign a login proof.
-    prover: Option<(DeviceKey, Fingerprint)>,
+    /// The server's certificate fingerprint, which a login proof names; `hello` asks for
+    /// `keyproof` when it is known.
+    proof_server: Option<Fingerprint>,
+    /// The device key that signs the proof (may come after `hello`: see [`Self::set_key`]).
+    proof_key: Option<DeviceKey>,
     /// The challenge of the server's `hello`, when it offered `keyproof`.
     challenge: Option<[u8; CHALLENGE_BYTES]>,
 }
@@ -411,7 +497,8 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             writer: w,
             binary: false,
             replaying: false,
-            prover: None,
+            proof_server: None,
+            proof_key: None,
             challenge: None,
         }
     }
@@ -419,8 +506,22 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
     /// Signs a login proof with `key` for the server whose certificate is `server` (see
     /// [`server_fingerprint`]) when the server offers it.
     pub fn with_proof(mut self, key: DeviceKey, server: Option<Fingerprint>) -> Self {
-        self.prover = server.map(|server| (key, server));
+        self.proof_server = server;
+        self.proof_key = Some(key);
         self
+    }
+
+    /// Asks for `keyproof` in `hello` for the server whose certificate is `server`; the key
+    /// that signs the proof is given later with [`Self::set_key`], before `login` (a new key is
+    /// made only once the server has answered).
+    pub fn will_prove(mut self, server: Option<Fingerprint>) -> Self {
+        self.proof_server = server;
+        self
+    }
+
+    /// The device key that signs the login proof.
+    pub fn set_key(&mut self, key: DeviceKey) {
+        self.proof_key = Some(key);
     }
 
     /// True once `hello` negotiated binary envelope frames: `send` frames then go binary.
@@ -507,7 +608,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
     /// Sends `hello` (asking for binary envelope frames) and waits for the server's `hello`.
     pub async fn hello(&mut self) -> Result<ServerInfo> {
         let mut asked = vec![FEATURE_VOUCH.to_string(), FEATURE_REKEY.to_string()];
-        if self.prover.is_some() {
+        if self.proof_server.is_some() {
             asked.push(FEATURE_KEYPROOF.to_string());
         }
         self.send(&ClientFrame::Hello {
@@ -610,8 +711,12 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                         rooms,
                     });
                 }
-                ServerFrame::Error { message, .. } => {
-                    return Err(LoginFailed(sanitize(&message)).into());
+                ServerFrame::Error { code, message } => {
+                    let why = match code {
+                        ErrorCode::InvalidCredentials => Refusal::Credentials,
+                        _ => Refusal::Other,
+                    };
+                    return Err(LoginFailed(sanitize(&message), why).into());
                 }
                 other => unexpected_or_bye(other)?,
             }
@@ -621,7 +726,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
     /// The `login` proof for `user`: the device key's signature over the server's challenge;
     /// None when there is no challenge or no key (the login is then an ordinary one).
     fn proof(&self, user: &str) -> Option<String> {
-        let (key, server) = self.prover.as_ref()?;
+        let (key, server) = (self.proof_key.as_ref()?, self.proof_server.as_ref()?);
         let challenge = self.challenge.as_ref()?;
         let signed = LoginChallenge {
             challenge,

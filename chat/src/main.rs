@@ -1,7 +1,8 @@
 //! `chat`: terminal client for chatd.
 //!
 //! Connects over TLS (trusting a `--ca` file, the system roots, or a pinned
-//! fingerprint), logs in with this device's RSA key (made on first login), then runs the
+//! fingerprint), logs in with this device's RSA key (made at the first login, kept once it
+//! succeeded; see [`login`]), then runs the
 //! full-screen interface on a terminal (`tui`), or the plain line mode (`--plain`, pipes):
 //! stdin lines are sealed end to end and sent, what arrives is verified, decrypted and
 //! printed one per line.
@@ -18,10 +19,12 @@ mod dispatch;
 mod files;
 mod format;
 mod history;
+mod identity;
 mod ignore;
 mod input;
 mod joining;
 mod keystore;
+mod login;
 mod manual;
 mod peers;
 mod pinging;
@@ -49,8 +52,7 @@ use chatd_proto::e2e::{ALLOWED_KEY_BITS, DEFAULT_KEY_BITS};
 use clap::Parser;
 use zeroize::Zeroizing;
 
-use crate::conn::{AskTrust, Connection, LoginFailed, NoAsk, ServerAddr, Trust};
-use crate::keystore::Need;
+use crate::conn::{LoginFailed, ServerAddr, Trust};
 use crate::stdin::LineReader;
 
 /// Terminal client for chatd.
@@ -58,15 +60,15 @@ use crate::stdin::LineReader;
 #[command(name = "chat", version, about)]
 struct Cli {
     /// Server address [default: `server` in the config file, else 127.0.0.1:8443].
-    #[arg(long, value_name = "HOST:PORT", value_parser = parse_server)]
+    #[arg(short, long, value_name = "HOST:PORT", value_parser = parse_server)]
     server: Option<ServerAddr>,
 
-    /// User name to log in as [default: `user` in the config file].
-    #[arg(long, value_name = "NAME", value_parser = parse_user)]
+    /// User name to log in as [default: `user` in the config file, else $USER].
+    #[arg(short, long, value_name = "NAME", value_parser = parse_user)]
     user: Option<String>,
 
     /// Client config file [default: $XDG_CONFIG_HOME/chat/config.toml, if it exists].
-    #[arg(long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
 
     /// Read the password from the first line of stdin (further lines are messages).
@@ -74,7 +76,7 @@ struct Cli {
     password_stdin: bool,
 
     /// Plain line mode: one line per message, for scripts and simple terminals.
-    #[arg(long)]
+    #[arg(short, long)]
     plain: bool,
 
     /// Trust only the CA certificates in this PEM file (no pinning).
@@ -85,8 +87,8 @@ struct Cli {
     #[arg(long, value_name = "SHA256:...")]
     accept_fingerprint: Option<Fingerprint>,
 
-    /// This device's private key file [default: $XDG_DATA_HOME/chat/keys/USER@SERVER.pem].
-    #[arg(long, value_name = "FILE")]
+    /// This device's private key file [default: $XDG_DATA_HOME/chat/keys/USER@SERVER-ID.pem].
+    #[arg(short, long, value_name = "FILE")]
     key: Option<PathBuf>,
 
     /// RSA size of a key created on first login.
@@ -168,6 +170,7 @@ struct Settings {
     server: ServerAddr,
     user: String,
     key: Option<PathBuf>,
+    password_tries: u32,
     ui: config::UiConfig,
     history: config::HistoryConfig,
 }
@@ -192,12 +195,20 @@ fn settings(cli: &Cli) -> Result<Settings> {
         (None, Some(u)) => {
             parse_user(u).map_err(|e| anyhow::anyhow!("bad user {u:?} in the config file: {e}"))?
         }
-        (None, None) => bail!("no user: give --user NAME, or set user in the config file"),
+        (None, None) => match std::env::var("USER") {
+            Ok(u) if !u.is_empty() => parse_user(&u).map_err(|e| {
+                anyhow::anyhow!("$USER ({u:?}) is no valid user name ({e}); give --user NAME")
+            })?,
+            _ => bail!("no user: give --user NAME, or set user in the config file"),
+        },
     };
     Ok(Settings {
         server,
         user,
         key: cli.key.clone().or(file.key),
+        password_tries: file
+            .password_tries
+            .unwrap_or(config::DEFAULT_PASSWORD_TRIES),
         ui: file.ui,
         history: file.history,
     })
@@ -229,102 +240,76 @@ async fn run(cli: Cli) -> Result<u8> {
     } else {
         None
     };
-    // The device key and the pins are ready before connecting, so a passphrase prompt or a
-    // slow key generation never runs into the server's login timeout.
-    let key_path = match &settings.key {
-        Some(p) => p.clone(),
-        None => keystore::default_path(&settings.user, &settings.server.to_string())?,
-    };
-    let ask_tty = stdin_tty && !cli.password_stdin;
-    let loaded = tokio::task::block_in_place(|| {
-        let mut passphrase =
-            |need: Need| read_passphrase(need, &cli, ask_tty, &key_path, &mut input);
-        keystore::load_or_create(&key_path, cli.key_bits, &mut passphrase)
-    })?;
-    if loaded.created {
-        eprintln!(
-            "chat: created device key {} (RSA {} bits) in {}",
-            loaded.key.fingerprint(),
-            loaded.key.bits(),
-            key_path.display()
-        );
-    }
-    let peers = peers::Peers::load(&peers_path(&settings.server)?)?;
-    // Beside a key given with --key (another device of the same account may share the data
-    // directory), else in the data directory's state/.
-    let state_path = match &settings.key {
-        Some(p) => {
-            let mut name = p.as_os_str().to_os_string();
-            name.push(".state");
-            PathBuf::from(name)
-        }
-        None => state::default_path(&settings.user, &settings.server.to_string())?,
-    };
-    let state_file = state::StateFile::new(&state_path, &loaded.key)?;
-    // Read now: a damaged file stops chat before it connects.
-    let saved = state_file.load()?;
-    drop(saved);
-
     let trust = match &cli.ca {
         Some(path) => Trust::CaFile(path.clone()),
         None => Trust::Pinning {
             roots: trust::system_roots(),
             known_servers: trust::default_known_servers()?,
             accept: cli.accept_fingerprint,
+            learned: None,
         },
     };
-    // Ask about an unknown certificate only when a person is typing on stdin.
-    let stream = if stdin_tty && !cli.password_stdin {
-        conn::connect_tls(&settings.server, &trust, Some(&mut StdinAsker(&mut input))).await?
-    } else {
-        conn::connect_tls::<NoAsk>(&settings.server, &trust, None).await?
-    };
-    let tls = tui::tls_version(&stream);
-
-    let server_fp = conn::server_fingerprint(&stream);
-    let mut conn = Connection::new(stream).with_proof(loaded.key.clone(), server_fp);
-    let info = conn.hello().await?;
-    let password = match stdin_password {
-        Some(p) => p,
-        None => {
-            let prompt = format!("Password for {}@{}: ", settings.user, settings.server);
-            Zeroizing::new(
-                tokio::task::spawn_blocking(move || rpassword::prompt_password(prompt))
-                    .await
-                    .context("password prompt")?
-                    .context("cannot read the password")?,
-            )
-        }
-    };
+    let started = login::run(
+        login::Options {
+            addr: settings.server.clone(),
+            user: settings.user.clone(),
+            key_file: settings.key.clone(),
+            bits: cli.key_bits,
+            trust: trust.clone(),
+            // Ask about a certificate, a password or a passphrase only when a person types.
+            ask_tty: stdin_tty && !cli.password_stdin,
+            password: stdin_password,
+            password_tries: settings.password_tries,
+            passphrase_stdin: cli.key_passphrase_stdin,
+        },
+        &mut input,
+    )
+    .await?;
+    let login::Started {
+        mut conn,
+        info,
+        logged_in,
+        tls,
+        key: device_key,
+        layout,
+        password,
+    } = started;
     let public =
-        base64::engine::general_purpose::STANDARD.encode(loaded.key.public().to_spki_der());
-    let logged_in = match conn.login(&settings.user, &password, &public).await {
-        Ok(l) => l,
-        Err(e) if e.downcast_ref::<LoginFailed>().is_some() => {
-            // Be polite so the server does not count a protocol error; errors are moot.
-            let _ = conn.send(&chatd_proto::ClientFrame::Quit).await;
-            return Err(e);
-        }
-        Err(e) => return Err(e),
+        base64::engine::general_purpose::STANDARD.encode(device_key.public().to_spki_der());
+    let peers = peers::Peers::load(&layout.peers())?;
+    // Beside a key given with --key (another device of the same account may share the data
+    // directory), else in the data directory's state/.
+    let state_path = match &settings.key {
+        Some(p) => identity::with_suffix(p, ".state"),
+        None => layout.state(),
     };
+    let state_file = state::StateFile::new(&state_path, &device_key)?;
+    // Read now: a damaged file stops chat before it goes on.
+    let saved = state_file.load()?;
+    drop(saved);
     // Kept for the full-screen client's reconnects, which sign a login proof again.
-    let key = loaded.key.clone();
+    let key = device_key.clone();
     let mut secure = secure::Secure::new(
         &logged_in.user,
-        loaded.key,
+        device_key,
         peers,
         cli.max_clock_skew.saturating_mul(1000),
         info.max_text_bytes,
     )
-    .with_pending_file(&pending_path(&settings.user, &settings.server)?)?;
+    .with_pending_file(&layout.pending())?;
     secure.set_vouch_supported(info.vouch);
     secure.enable_rekey(info.rekey);
     secure.set_offline_ttl_secs(info.offline_ttl_secs);
     secure.use_state(state_file)?;
     secure.set_ignored(ignore::Ignored::load(
-        &ignore_path(&state_path),
+        &identity::with_suffix(&state_path, ".ignored"),
         settings.ui.ignore_max,
     )?);
+    // Beside the key file, which its key is derived from.
+    let key_path = match &settings.key {
+        Some(p) => p.clone(),
+        None => layout.key(),
+    };
     secure.use_history(history::History::open(
         &history::path_for(&key_path),
         &key,
@@ -366,105 +351,4 @@ async fn run(cli: Cli) -> Result<u8> {
         return approve::run(&mut conn, &mut secure, code, &mut out).await;
     }
     plain::run(&mut conn, &mut secure, &info, &mut input, &mut out).await
-}
-
-/// `$XDG_DATA_HOME/chat/state/USER@HOST:PORT.pending.json`: what is held from keys not
-/// accepted yet, and this device's approval secret.
-fn pending_path(user: &str, server: &ServerAddr) -> Result<PathBuf> {
-    let dir = dirs::data_dir()
-        .context("cannot find a data directory for the client state (set HOME or XDG_DATA_HOME)")?;
-    Ok(dir
-        .join("chat")
-        .join("state")
-        .join(format!("{user}@{server}.pending.json")))
-}
-
-/// The `/ignore` list: beside the state file (`USER@HOST:PORT.ignored`), so it follows it.
-fn ignore_path(state: &std::path::Path) -> PathBuf {
-    let mut name = state.as_os_str().to_os_string();
-    name.push(".ignored");
-    PathBuf::from(name)
-}
-
-/// `$XDG_DATA_HOME/chat/peers/HOST:PORT.json`: the device keys pinned for one server.
-fn peers_path(server: &ServerAddr) -> Result<PathBuf> {
-    let dir = dirs::data_dir()
-        .context("cannot find a data directory for pinned keys (set HOME or XDG_DATA_HOME)")?;
-    Ok(dir
-        .join("chat")
-        .join("peers")
-        .join(format!("{server}.json")))
-}
-
-/// A passphrase for the device key: from stdin with --key-passphrase-stdin, else asked on
-/// the terminal, else none.
-fn read_passphrase(
-    need: Need,
-    cli: &Cli,
-    ask_tty: bool,
-    path: &std::path::Path,
-    input: &mut LineReader,
-) -> Result<Option<Zeroizing<String>>> {
-    if cli.key_passphrase_stdin {
-        let line = tokio::runtime::Handle::current()
-            .block_on(input.next_line())
-            .context("cannot read the key passphrase from stdin")?
-            .context("stdin ended before the key passphrase line")?;
-        return Ok(Some(Zeroizing::new(line)));
-    }
-    if !ask_tty {
-        return Ok(None);
-    }
-    match need {
-        Need::Unlock => {
-            let p = rpassword::prompt_password(format!("Passphrase for {}: ", path.display()))
-                .context("cannot read the passphrase")?;
-            Ok(Some(Zeroizing::new(p)))
-        }
-        Need::Protect => loop {
-            let p = Zeroizing::new(
-                rpassword::prompt_password(
-                    "New device key: passphrase to protect it (Enter for none): ",
-                )
-                .context("cannot read the passphrase")?,
-            );
-            if p.is_empty() {
-                return Ok(None);
-            }
-            let again = Zeroizing::new(
-                rpassword::prompt_password("Same passphrase again: ")
-                    .context("cannot read the passphrase")?,
-            );
-            if *again == *p {
-                return Ok(Some(p));
-            }
-            eprintln!("chat: the passphrases differ; try again");
-        },
-    }
-}
-
-/// Asks on the terminal (stderr for the question, stdin for the answer).
-struct StdinAsker<'a>(&'a mut LineReader);
-
-impl AskTrust for StdinAsker<'_> {
-    async fn ask(&mut self, server: &ServerAddr, fingerprint: &Fingerprint) -> Result<bool> {
-        eprintln!(
-            "chat: the certificate of {server} is not signed by a trusted CA and is not pinned."
-        );
-        eprintln!("chat: its fingerprint is {fingerprint}");
-        eprintln!("chat: compare it with the one chatd printed (chatctl status).");
-        loop {
-            eprint!("Trust this server and remember it? [yes/no] ");
-            let _ = std::io::stderr().flush();
-            let Some(answer) = self.0.next_line().await? else {
-                eprintln!();
-                return Ok(false);
-            };
-            match answer.trim().to_ascii_lowercase().as_str() {
-                "yes" => return Ok(true),
-                "no" => return Ok(false),
-                _ => eprintln!("Please type 'yes' or 'no'."),
-            }
-        }
-    }
 }

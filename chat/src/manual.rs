@@ -71,8 +71,13 @@ pub fn manual() -> Manual {
              command-line options win. Unknown keys are errors.",
         )
         .term("server = \"HOST:PORT\"", "The server to connect to.")
-        .term("user = \"NAME\"", "The user to log in as.")
+        .term("user = \"NAME\"", "The user to log in as (else $USER).")
         .term("key = \"FILE\"", "This device's key file.")
+        .term(
+            "password_tries = 3",
+            "Passwords typed at a terminal before giving up (1 to 10); one given with \
+             --password-stdin is tried once.",
+        )
         .term(
             "[ui] theme = \"dark\"",
             "Colors: dark, light (for a light terminal background) or mono (no colors). \
@@ -135,34 +140,51 @@ pub fn manual() -> Manual {
             "Lines shown at start, the newest of all conversations (0 to 10000).",
         );
     let files = Section::new("FILES")
+        .para(
+            "Files are named by the server's identity (SERVER-ID), not by the host name as \
+             typed: for a server reached through a pinned certificate, the fingerprint it was \
+             first pinned with (SHA256:...), which it keeps across a certificate change you \
+             accepted; for one whose certificate a CA verified, the verified HOST:PORT. So \
+             localhost:8443 and 127.0.0.1:8443 of one server share one key and one set of pins. \
+             Files of earlier versions, named USER@HOST:PORT, are moved to their new names the \
+             first time that server is reached. Nothing is written before the login succeeded.",
+        )
         .term(
-            "$XDG_DATA_HOME/chat/keys/USER@HOST:PORT.pem",
-            "This device's private key (0600), made at the first login.",
+            "$XDG_DATA_HOME/chat/keys/USER@SERVER-ID.pem",
+            "This device's private key (0600), made at the first login and kept once it \
+             succeeded.",
         )
         .term(
             "$XDG_DATA_HOME/chat/known_servers",
-            "Pinned server certificate fingerprints.",
+            "Pinned server certificate fingerprints: HOST:PORT SHA256:... [id=SHA256:...], one \
+             line per name; lines with the same id (written after a certificate change or for \
+             another name of a known server) are one server.",
         )
         .term(
-            "$XDG_DATA_HOME/chat/peers/HOST:PORT.json",
+            "$XDG_DATA_HOME/chat/peers/SERVER-ID.json",
             "Other users' device keys pinned for that server, and their verified state.",
         )
         .term(
-            "$XDG_DATA_HOME/chat/state/USER@HOST:PORT",
+            "$XDG_DATA_HOME/chat/state/USER@SERVER-ID",
             "Encrypted receiver state (message chains, what was already shown), and \
-             USER@HOST:PORT.pending.json, what is held from keys not yet accepted, and \
-             USER@HOST:PORT.ignored, the /ignore list (one name a line, 0600).",
+             USER@SERVER-ID.pending.json, what is held from keys not yet accepted, and \
+             USER@SERVER-ID.ignored, the /ignore list (one name a line, 0600).",
         )
         .term(
-            "$XDG_DATA_HOME/chat/keys/USER@HOST:PORT.history",
+            "$XDG_DATA_HOME/chat/keys/USER@SERVER-ID.history",
             "The local history when [history] is enabled (0600, beside the key file it is \
              derived from: NAME.history beside NAME.pem). Delete it with \
              /history clear, or remove the file while chat is not running.",
         );
-    let environment = Section::new("ENVIRONMENT").term(
-        "XDG_CONFIG_HOME, XDG_DATA_HOME, HOME",
-        "Where the config file and the data files above live.",
-    );
+    let environment = Section::new("ENVIRONMENT")
+        .term(
+            "XDG_CONFIG_HOME, XDG_DATA_HOME, HOME",
+            "Where the config file and the data files above live.",
+        )
+        .term(
+            "USER",
+            "The user name when neither --user nor the config file gives one.",
+        );
     let exit = Section::new("EXIT STATUS")
         .term("0", "After /quit or the end of input.")
         .term(
@@ -170,7 +192,11 @@ pub fn manual() -> Manual {
             "Connection, TLS, trust and other errors, or the server ended the session.",
         )
         .term("2", "Command-line usage error.")
-        .term("3", "The login was refused.");
+        .term(
+            "3",
+            "The login was refused (after password_tries passwords typed at a terminal, or \
+             the one given with --password-stdin).",
+        );
     let see_also = Section::new("SEE ALSO").para("chatd(8), chatctl(8).");
     Manual {
         sections: vec![commands, keys, config, files, environment, exit, see_also],

@@ -1,6 +1,6 @@
 //! This device's private state file: what must survive a restart but is as secret as the key.
 //!
-//! `$XDG_DATA_HOME/chat/state/USER@HOST:PORT`, mode 0600 in a 0700 directory, written
+//! `$XDG_DATA_HOME/chat/state/USER@SERVER-ID` (see [`crate::identity`]), mode 0600 in a 0700 directory, written
 //! atomically. It holds the receiver chains (chain state, skipped keys, seen message ids), so
 //! that a message already shown is never shown again and a chain is never replaced, also after
 //! a restart. Encrypted and authenticated with ChaCha20-Poly1305 under a key derived from the
@@ -62,16 +62,6 @@ impl std::fmt::Debug for StateFile {
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
-}
-
-/// The default state file for `user` on `server` (`host:port`).
-pub fn default_path(user: &str, server: &str) -> Result<PathBuf> {
-    let dir = dirs::data_dir()
-        .context("cannot find a data directory for the state file (set HOME or XDG_DATA_HOME)")?;
-    Ok(dir
-        .join("chat")
-        .join("state")
-        .join(format!("{user}@{server}")))
 }
 
 impl StateFile {

@@ -130,13 +130,13 @@ fn pinning(known: &Path, accept: Option<Fingerprint>) -> Trust {
         roots: RootCertStore::empty(),
         known_servers: known.to_path_buf(),
         accept,
+        learned: None,
     }
 }
 
 async fn connect(addr: &ServerAddr, trust: &Trust) -> anyhow::Result<()> {
-    conn::connect_tls::<NoAsk>(addr, trust, None)
-        .await
-        .map(drop)
+    let mut connected = conn::connect_tls::<NoAsk>(addr, trust, None).await?;
+    connected.keep_pins().map(drop)
 }
 
 struct Answer(bool, usize);
@@ -225,9 +225,10 @@ async fn pin_on_first_use_then_refuse_a_changed_certificate() {
     connect(&server.addr, &pinning(&known, Some(second.fingerprint())))
         .await
         .unwrap();
+    // The server keeps its identity (the first fingerprint) across the rotation.
     assert_eq!(
         fs::read_to_string(&known).unwrap(),
-        format!("{key} {}\n", second.fingerprint())
+        format!("{key} {} id={fp}\n", second.fingerprint())
     );
     connect(&server.addr, &pinning(&known, None)).await.unwrap();
 }
@@ -250,9 +251,13 @@ async fn asking_pins_on_yes_and_refuses_on_no() {
     assert!(!known.exists());
 
     let mut yes = Answer(true, 0);
-    conn::connect_tls(&server.addr, &trust, Some(&mut yes))
+    let mut connected = conn::connect_tls(&server.addr, &trust, Some(&mut yes))
         .await
         .unwrap();
+    // Nothing is written before the caller keeps the pins (after its login).
+    assert!(!known.exists());
+    let notes = connected.keep_pins().unwrap();
+    assert!(notes[0].starts_with("pinned SHA256:"), "{notes:?}");
     assert_eq!(yes.1, 1);
     assert!(
         fs::read_to_string(&known)
@@ -321,6 +326,7 @@ async fn trusted_roots_need_no_pin() {
         roots: id.roots(),
         known_servers: known.clone(),
         accept: None,
+        learned: None,
     };
     connect(&server.addr, &trust).await.unwrap();
     assert!(!known.exists());
@@ -374,10 +380,11 @@ async fn binary_envelope_frames_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("cert.pem");
     fs::write(&ca, &id.trust_pem).unwrap();
-    let stream = conn::connect_tls::<NoAsk>(&addr, &Trust::CaFile(ca), None)
+    let connected = conn::connect_tls::<NoAsk>(&addr, &Trust::CaFile(ca), None)
         .await
         .unwrap();
-    let mut c = Connection::new(stream);
+    assert_eq!(connected.id.to_string(), addr.to_string());
+    let mut c = Connection::new(connected.stream);
     let info = c.hello().await.unwrap();
     assert!(c.binary());
     assert_eq!(next_envelope(&mut c).await, (5, big));
@@ -396,4 +403,51 @@ async fn next_envelope<S: AsyncRead + AsyncWrite>(c: &mut Connection<S>) -> (u64
         Some(Incoming::Envelope(d)) => (d.ts, d.data.unwrap()),
         other => panic!("{other:?}"),
     }
+}
+
+/// `localhost` after `127.0.0.1` (same certificate): an alias with the same id, no question;
+/// a rotation accepted under one name keeps the id.
+#[tokio::test]
+async fn another_name_with_a_pinned_certificate_is_the_same_server() {
+    let first = Identity::self_signed();
+    let server = TestServer::start(&first).await;
+    let dir = tempfile::tempdir().unwrap();
+    let known = known_path(&dir);
+    let fp = first.fingerprint();
+    let mut c = conn::connect_tls::<NoAsk>(&server.addr, &pinning(&known, Some(fp)), None)
+        .await
+        .unwrap();
+    assert_eq!(c.id.to_string(), fp.to_string());
+    c.keep_pins().unwrap();
+
+    let local = ServerAddr::parse(&format!("localhost:{}", server.addr.port)).unwrap();
+    let mut nobody = Answer(true, 0);
+    let mut c = conn::connect_tls(&local, &pinning(&known, None), Some(&mut nobody))
+        .await
+        .unwrap();
+    assert_eq!(nobody.1, 0, "asked about a certificate already pinned");
+    assert_eq!(c.id.to_string(), fp.to_string());
+    let notes = c.keep_pins().unwrap();
+    assert!(
+        notes[0].contains("the same server under another name"),
+        "{notes:?}"
+    );
+    let text = fs::read_to_string(&known).unwrap();
+    assert!(
+        text.ends_with(&format!("localhost:{} {fp}\n", server.addr.port)),
+        "{text}"
+    );
+
+    // A rotation accepted under the alias: same id; the other name now sees a changed
+    // certificate, as it should (it was never told).
+    let second = Identity::self_signed();
+    server.swap(&second, false);
+    let c = conn::connect_tls::<NoAsk>(&local, &pinning(&known, Some(second.fingerprint())), None)
+        .await
+        .unwrap();
+    assert_eq!(c.id.to_string(), fp.to_string());
+    let err = connect(&server.addr, &pinning(&known, None))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("HAS CHANGED"), "{err}");
 }

@@ -7,7 +7,9 @@
 //!   self-signed certificate never does), the end-entity certificate must match the
 //!   fingerprint pinned for this `host:port` in the known-servers file, the way ssh's
 //!   known_hosts works. [`PinningVerifier`] records what it was shown so that, after a
-//!   refused handshake, [`decide`] can say whether to pin, ask, or refuse.
+//!   refused handshake, [`decide`] can say whether to pin, ask, or refuse. A host with no pin
+//!   whose certificate is pinned for another name is that server under another name: it is
+//!   accepted and recorded as an alias (same id, see [`crate::identity`]) without a question.
 
 use std::fs;
 use std::io;
@@ -93,6 +95,8 @@ pub struct Pin {
     pub fingerprint: Fingerprint,
     /// 1-based line number in the file, for the "certificate changed" advice.
     pub line: usize,
+    /// The server's identity: the fingerprint it was first pinned with (`id=`), else this pin.
+    pub id: Fingerprint,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,12 +104,18 @@ enum KnownLine {
     Entry {
         server: String,
         fingerprint: Fingerprint,
+        /// `id=SHA256:...`, written once the pin differs from the server's first one (a
+        /// rotation) or for an alias.
+        id: Option<Fingerprint>,
     },
     /// Comments, blank or unreadable lines: kept verbatim when the file is rewritten.
     Other(String),
 }
 
-/// The known-servers file: one `host:port SHA256:...` line per pinned server.
+/// The known-servers file: one `host:port SHA256:... [id=SHA256:...]` line per pinned host.
+///
+/// Lines with the same id are one server reached under several names (aliases, or the hosts
+/// of one deployment); without `id=` a line's id is its own fingerprint.
 #[derive(Debug, Clone)]
 pub struct KnownServers {
     path: PathBuf,
@@ -125,24 +135,34 @@ impl KnownServers {
         Ok(Self::parse(path, &text))
     }
 
-    /// Parses file contents; lines that are not `host:port fingerprint` are kept but ignored.
+    /// Parses file contents; lines that are not `host:port fingerprint [id=fingerprint]` are
+    /// kept but ignored.
     pub fn parse(path: &Path, text: &str) -> Self {
         let lines = text
             .lines()
             .map(|line| {
                 let mut fields = line.split_whitespace();
-                match (fields.next(), fields.next(), fields.next()) {
-                    (Some(server), Some(fp), None) if !server.starts_with('#') => {
-                        match fp.parse::<Fingerprint>() {
-                            Ok(fingerprint) => KnownLine::Entry {
+                let entry = match (fields.next(), fields.next(), fields.next(), fields.next()) {
+                    (Some(server), Some(fp), id, None) if !server.starts_with('#') => {
+                        let id = match id {
+                            None => Some(None),
+                            Some(id) => id
+                                .strip_prefix("id=")
+                                .and_then(|id| id.parse::<Fingerprint>().ok())
+                                .map(Some),
+                        };
+                        fp.parse::<Fingerprint>()
+                            .ok()
+                            .zip(id)
+                            .map(|(fingerprint, id)| KnownLine::Entry {
                                 server: server.to_string(),
                                 fingerprint,
-                            },
-                            Err(_) => KnownLine::Other(line.to_string()),
-                        }
+                                id,
+                            })
                     }
-                    _ => KnownLine::Other(line.to_string()),
-                }
+                    _ => None,
+                };
+                entry.unwrap_or_else(|| KnownLine::Other(line.to_string()))
             })
             .collect();
         KnownServers {
@@ -156,34 +176,70 @@ impl KnownServers {
         &self.path
     }
 
-    /// The pin for `server` (`host:port`), if any; the first line wins.
-    pub fn lookup(&self, server: &str) -> Option<Pin> {
+    fn pins(&self) -> impl Iterator<Item = (&str, Pin)> {
         self.lines
             .iter()
             .enumerate()
-            .find_map(|(i, line)| match line {
+            .filter_map(|(i, line)| match line {
                 KnownLine::Entry {
-                    server: s,
+                    server,
                     fingerprint,
-                } if s == server => Some(Pin {
-                    fingerprint: *fingerprint,
-                    line: i + 1,
-                }),
-                _ => None,
+                    id,
+                } => Some((
+                    server.as_str(),
+                    Pin {
+                        fingerprint: *fingerprint,
+                        line: i + 1,
+                        id: id.unwrap_or(*fingerprint),
+                    },
+                )),
+                KnownLine::Other(_) => None,
             })
     }
 
-    /// Pins `fingerprint` for `server`, replacing (in place) any earlier pin for it.
+    /// The pin for `server` (`host:port`), if any; the first line wins.
+    pub fn lookup(&self, server: &str) -> Option<Pin> {
+        self.pins().find(|(s, _)| *s == server).map(|(_, pin)| pin)
+    }
+
+    /// The first pin of any host whose certificate is `fingerprint`: the server another name
+    /// presenting it is an alias of.
+    pub fn by_fingerprint(&self, fingerprint: &Fingerprint) -> Option<Pin> {
+        self.pins()
+            .find(|(_, pin)| pin.fingerprint == *fingerprint)
+            .map(|(_, pin)| pin)
+    }
+
+    /// Every pinned fingerprint, for recognising an alias.
+    pub fn fingerprints(&self) -> Vec<Fingerprint> {
+        self.pins().map(|(_, pin)| pin.fingerprint).collect()
+    }
+
+    /// Pins `fingerprint` for `server`, replacing (in place) any earlier pin for it. A
+    /// replaced pin keeps the server's id (its first fingerprint), so a rotation the user
+    /// accepted does not make it another server.
     pub fn set(&mut self, server: &str, fingerprint: Fingerprint) {
+        self.set_with_id(server, fingerprint, None);
+    }
+
+    /// Pins `fingerprint` for `server` as another name of the server `id`.
+    pub fn set_alias(&mut self, server: &str, fingerprint: Fingerprint, id: Fingerprint) {
+        self.set_with_id(server, fingerprint, Some(id));
+    }
+
+    fn set_with_id(&mut self, server: &str, fingerprint: Fingerprint, new_id: Option<Fingerprint>) {
         let mut replaced = false;
         self.lines.retain_mut(|line| match line {
             KnownLine::Entry {
                 server: s,
                 fingerprint: fp,
+                id,
             } if s == server => {
                 if replaced {
                     return false;
                 }
+                let kept = new_id.unwrap_or_else(|| id.unwrap_or(*fp));
+                *id = (kept != fingerprint).then_some(kept);
                 *fp = fingerprint;
                 replaced = true;
                 true
@@ -194,6 +250,7 @@ impl KnownServers {
             self.lines.push(KnownLine::Entry {
                 server: server.to_string(),
                 fingerprint,
+                id: new_id.filter(|id| *id != fingerprint),
             });
         }
     }
@@ -206,7 +263,13 @@ impl KnownServers {
                 KnownLine::Entry {
                     server,
                     fingerprint,
-                } => out.push_str(&format!("{server} {fingerprint}")),
+                    id,
+                } => {
+                    out.push_str(&format!("{server} {fingerprint}"));
+                    if let Some(id) = id {
+                        out.push_str(&format!(" id={id}"));
+                    }
+                }
                 KnownLine::Other(text) => out.push_str(text),
             }
             out.push('\n');
@@ -227,13 +290,28 @@ pub struct Rejection {
     pub presented: Fingerprint,
 }
 
-/// Accepts a certificate that verifies against the roots, or else one matching the pin.
+/// How [`PinningVerifier`] accepted a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// The chain verified against the trusted roots, for this host name.
+    Ca,
+    /// It matched this host's pin.
+    Pin,
+    /// This host has no pin, and the certificate is one pinned for another name: the same
+    /// server under another name.
+    Alias(Fingerprint),
+}
+
+/// Accepts a certificate that verifies against the roots, or else one matching the pin, or
+/// (for a host with no pin) one pinned for another name.
 #[derive(Debug)]
 pub struct PinningVerifier {
     ca: Option<Arc<WebPkiServerVerifier>>,
     pinned: Option<Fingerprint>,
+    others: Vec<Fingerprint>,
     algorithms: WebPkiSupportedAlgorithms,
     rejection: Mutex<Option<Rejection>>,
+    accepted: Mutex<Option<Accepted>>,
 }
 
 impl PinningVerifier {
@@ -242,9 +320,23 @@ impl PinningVerifier {
         PinningVerifier {
             ca,
             pinned,
+            others: Vec::new(),
             algorithms: provider().signature_verification_algorithms,
             rejection: Mutex::new(None),
+            accepted: Mutex::new(None),
         }
+    }
+
+    /// Also accepts these fingerprints (pinned for other names) when this host has no pin.
+    /// The handshake still checks the server holds the certificate's key.
+    pub fn with_aliases(mut self, others: Vec<Fingerprint>) -> Self {
+        self.others = others;
+        self
+    }
+
+    /// How the last handshake's certificate was accepted.
+    pub fn accepted(&self) -> Option<Accepted> {
+        *lock(&self.accepted)
     }
 
     /// What was refused in the last handshake, if the refusal was about trust.
@@ -275,13 +367,21 @@ impl ServerCertVerifier for PinningVerifier {
                 ocsp_response,
                 now,
             ) {
-                Ok(ok) => return Ok(ok),
+                Ok(ok) => {
+                    *lock(&self.accepted) = Some(Accepted::Ca);
+                    return Ok(ok);
+                }
                 Err(e) => Some(e),
             },
             None => None,
         };
         let presented = Fingerprint::of(end_entity.as_ref());
         if self.pinned == Some(presented) {
+            *lock(&self.accepted) = Some(Accepted::Pin);
+            return Ok(ServerCertVerified::assertion());
+        }
+        if self.pinned.is_none() && self.others.contains(&presented) {
+            *lock(&self.accepted) = Some(Accepted::Alias(presented));
             return Ok(ServerCertVerified::assertion());
         }
         *lock(&self.rejection) = Some(Rejection { presented });
@@ -430,16 +530,18 @@ mod tests {
             k.lookup("host:1"),
             Some(Pin {
                 fingerprint: a,
-                line: 2
+                line: 2,
+                id: a,
             })
         );
         assert_eq!(k.lookup("other:2").map(|p| p.line), Some(5));
         assert_eq!(k.lookup("nope:3"), None);
-        // Replacing keeps the position and drops duplicates; comments survive.
+        // Replacing keeps the position (and the server's id) and drops duplicates; comments
+        // survive.
         k.set("host:1", c);
         assert_eq!(
             k.render(),
-            format!("# comment\nhost:1 {c}\ngarbage line here\n\nother:2 {b}\n")
+            format!("# comment\nhost:1 {c} id={a}\ngarbage line here\n\nother:2 {b}\n")
         );
         k.set("new:4", a);
         assert!(k.render().ends_with(&format!("other:2 {b}\nnew:4 {a}\n")));
@@ -447,6 +549,29 @@ mod tests {
         let upper = format!("h:1 SHA256:{}", a.to_string()[7..].to_uppercase());
         let k = KnownServers::parse(Path::new("/k"), &upper);
         assert_eq!(k.lookup("h:1").map(|p| p.fingerprint), Some(a));
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_id_and_aliases_share_it() {
+        let (a, b, c) = (fp(1), fp(2), fp(3));
+        let mut k = KnownServers::parse(Path::new("/k"), &format!("h:1 {a}\n"));
+        assert_eq!(k.lookup("h:1").map(|p| p.id), Some(a));
+        // An accepted rotation: the line names the first fingerprint as the id.
+        k.set("h:1", b);
+        assert_eq!(k.render(), format!("h:1 {b} id={a}\n"));
+        k.set("h:1", c);
+        assert_eq!(k.render(), format!("h:1 {c} id={a}\n"));
+        // Another name presenting the same certificate: an alias with the same id.
+        let pin = k.by_fingerprint(&c).unwrap();
+        k.set_alias("localhost:1", c, pin.id);
+        let k = KnownServers::parse(Path::new("/k"), &k.render());
+        assert_eq!(k.lookup("localhost:1").map(|p| p.id), Some(a));
+        assert_eq!(k.lookup("localhost:1").map(|p| p.fingerprint), Some(c));
+        assert_eq!(k.fingerprints(), vec![c, c]);
+        // A bad id makes the line unreadable (kept verbatim), not a pin.
+        let bad = KnownServers::parse(Path::new("/k"), &format!("h:1 {a} id=nope\n"));
+        assert_eq!(bad.lookup("h:1"), None);
+        assert_eq!(bad.render(), format!("h:1 {a} id=nope\n"));
     }
 
     #[test]
@@ -467,7 +592,7 @@ mod tests {
         k2.save().unwrap();
         assert_eq!(
             fs::read_to_string(&path).unwrap(),
-            format!("h:1 {}\n", fp(2))
+            format!("h:1 {} id={}\n", fp(2), fp(1))
         );
         assert_eq!(mode(&path), 0o600);
         // No temp files left behind.

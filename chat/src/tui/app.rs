@@ -22,8 +22,8 @@ pub use crate::tui::buffers::{Entry, Kind};
 pub enum ConnState {
     /// Logged in.
     Connected,
-    /// Lost; the next attempt is due in this many seconds.
-    Reconnecting(u64),
+    /// Lost; when the next try is due, and how the last ones went.
+    Reconnecting(super::retry::Retry),
     /// Given up (the login was refused); only /quit is left.
     Disconnected,
 }

@@ -9,6 +9,7 @@ pub mod buffers;
 pub mod complete;
 pub mod editor;
 pub mod render;
+pub mod retry;
 pub mod status;
 pub mod theme;
 pub mod view;
@@ -101,14 +102,19 @@ pub fn tls_version(stream: &TlsStream<TcpStream>) -> String {
 
 /// Connects and logs in again (no questions: the certificate must match the pin).
 async fn reconnect(again: &Reconnect) -> Result<Session> {
-    let stream = conn::connect_tls_with::<NoAsk>(&again.addr, &again.trust, None, false).await?;
-    let tls = tls_version(&stream);
-    let server_fp = conn::server_fingerprint(&stream);
-    let mut conn = Connection::new(stream).with_proof(again.key.clone(), server_fp);
+    let mut connected =
+        conn::connect_tls_with::<NoAsk>(&again.addr, &again.trust, None, false).await?;
+    let tls = tls_version(&connected.stream);
+    let server_fp = conn::server_fingerprint(&connected.stream);
+    let pins = connected.learned.take();
+    let mut conn = Connection::new(connected.stream).with_proof(again.key.clone(), server_fp);
     let info = conn.hello().await?;
     let logged_in = conn
         .login(&again.user, &again.password, &again.device_key)
         .await?;
+    if let Some(pins) = pins {
+        pins.keep()?;
+    }
     Ok(Session {
         conn,
         info,
@@ -207,6 +213,7 @@ pub async fn run(
         attempt: None,
         next_attempt: None,
         backoff: BACKOFF_MIN,
+        retries: retry::Retries::default(),
         last_ping: Instant::now(),
         ended: false,
     };
@@ -236,6 +243,8 @@ struct Loop<'a> {
     attempt: Option<JoinHandle<Result<Session>>>,
     next_attempt: Option<Instant>,
     backoff: Duration,
+    /// Failed tries since the connection was lost, and the reason last said.
+    retries: retry::Retries,
     last_ping: Instant,
     /// The server's `bye` said an administrator ended the session: no reconnecting.
     ended: bool,
@@ -318,7 +327,7 @@ impl Loop<'_> {
             .map(|t| (t.to_string(), self.secure.peer_verified(t)));
         if let Some(at) = self.next_attempt {
             let secs = at.saturating_duration_since(Instant::now()).as_secs();
-            self.app.state = ConnState::Reconnecting(secs);
+            self.app.state = ConnState::Reconnecting(self.retries.status(secs));
         }
     }
 
@@ -589,6 +598,7 @@ impl Loop<'_> {
         self.app.state = ConnState::Connected;
         self.next_attempt = None;
         self.backoff = BACKOFF_MIN;
+        self.retries.reset();
     }
 
     fn frame(&mut self, incoming: Incoming) {
@@ -727,10 +737,10 @@ impl Loop<'_> {
             }
             Err(e) => {
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-                self.app.warning(format!(
-                    "reconnecting failed: {e:#}; next try in {}s",
-                    self.backoff.as_secs()
-                ));
+                // Said once per reason; the status bar counts the tries.
+                for line in self.retries.failed(&e) {
+                    self.app.warning(line);
+                }
                 self.next_attempt = Some(Instant::now() + self.backoff);
             }
         }

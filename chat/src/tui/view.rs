@@ -112,7 +112,7 @@ fn draw_panel(f: &mut Frame<'_>, app: &App, styles: &Styles, area: Rect) {
 fn draw_status(f: &mut Frame<'_>, app: &App, styles: &Styles, area: Rect) {
     let state = match &app.state {
         ConnState::Connected => ("connected".to_string(), styles.good()),
-        ConnState::Reconnecting(secs) => (format!("reconnecting in {secs}s"), styles.bad()),
+        ConnState::Reconnecting(retry) => (retry.to_string(), styles.bad()),
         ConnState::Disconnected => ("disconnected".to_string(), styles.bad()),
     };
     let place = match &app.target {

@@ -161,7 +161,7 @@ fn chat_makes_its_key_on_first_login_and_guards_it() {
         .xdg_data()
         .join("chat")
         .join("keys")
-        .join(format!("alice@{addr}.pem"));
+        .join(format!("alice@{}.pem", server.fingerprint));
     let created = exit
         .stderr
         .iter()
@@ -225,7 +225,7 @@ fn a_passphrase_protects_the_key_file() {
         .xdg_data()
         .join("chat")
         .join("keys")
-        .join(format!("bob@{addr}.pem"));
+        .join(format!("bob@{}.pem", server.fingerprint));
     let pem = std::fs::read_to_string(&key_file).unwrap();
     assert!(
         pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"),

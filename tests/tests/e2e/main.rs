@@ -17,6 +17,8 @@
 //! - `client`: the `chat` binary in plain mode
 //! - `client_commands`: `chat`'s own commands in plain mode: /help CMD, /ping, /ignore, prefixes
 //! - `client_history`: `chat`'s optional encrypted local history across restarts
+//! - `client_identity`: chat's key and pins named by the server's identity, nothing written before
+//!   a login succeeds, password tries, `$USER`, the reconnect message (issue 29)
 //! - `commands`: server built-ins (away, whois, motd, ping, announce, disconnect) and plugins
 //! - `crash`: `kill -9` during a stream of writes loses nothing acknowledged
 //! - `devices`: devices vouched for by devices: chatd's checks, `/revoke`, the new-laptop story
@@ -73,6 +75,8 @@ mod client;
 mod client_commands;
 #[cfg(test)]
 mod client_history;
+#[cfg(test)]
+mod client_identity;
 #[cfg(test)]
 mod commands;
 #[cfg(test)]

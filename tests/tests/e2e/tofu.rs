@@ -165,7 +165,11 @@ fn changed_certificate_is_refused_with_a_warning() {
     let err = exit.stderr.join("\n");
     assert!(err.contains("HAS CHANGED!"), "{err}");
     assert!(err.contains("replacing the pinned fingerprint"), "{err}");
-    assert_eq!(known(&home), format!("{addr} {}\n", new.fingerprint));
+    // The server keeps its identity (its first fingerprint), so its key and pins stay.
+    assert_eq!(
+        known(&home),
+        format!("{addr} {} id={}\n", new.fingerprint, old.fingerprint)
+    );
 }
 
 #[test]
