@@ -94,8 +94,10 @@ where
                 let Incoming::Frame(frame) = incoming else {
                     continue;
                 };
-                // Our own quit's `bye` needs no line: leaving was said when it was sent.
-                let ours = quitting.is_some() && matches!(frame, ServerFrame::Bye { .. });
+                // Our own quit's `bye` needs no line: leaving was said when it was sent. A
+                // `bye` giving another reason (the server was stopping anyway) is still shown.
+                let ours = quitting.is_some()
+                    && matches!(&frame, ServerFrame::Bye { reason } if reason == "quit");
                 if verdict == Verdict::Show && !ours && !dispatch::hidden(&frame, secure) {
                     let stamp = format::local_stamp(format::frame_time(&frame));
                     print_lines(out, &format::render(&frame, &stamp))?;
