@@ -36,15 +36,6 @@ impl StoreError {
     /// instead of "internal error"). SQLite rolls back the failed statement: the database
     /// stays as it was before the change.
     pub fn unavailable(&self) -> Option<Unavailable> {
-        let StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) = self else {
-            return None;
-        };
-        match e.code {
-            rusqlite::ErrorCode::DiskFull => Some(Unavailable::DiskFull),
-            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
-                Some(Unavailable::Locked)
-            }
-            _ => None,
-        }
+        self.sqlite_unavailable()
     }
 }
