@@ -304,6 +304,9 @@ fn storage_unavailable(e: &StoreError) -> ControlResponse {
         Some(Unavailable::DiskFull) => {
             "disk full: the change was not saved; free space in chatd's state directory and retry"
         }
+        Some(Unavailable::Down) => {
+            "database server unreachable: the change was not saved; retry when it is back"
+        }
         _ => {
             "database locked by another process: the change was not saved; retry when it is released"
         }

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 mod error;
+pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ mod time;
 mod types;
 
 pub use error::{StoreError, Unavailable};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use time::now_secs;
 pub use types::*;
@@ -32,6 +34,8 @@ use crate::stored_lines::StoredLines;
 pub enum Store {
     /// One SQLite file in the state directory.
     Sqlite(SqliteStore),
+    /// A PostgreSQL database (`[cluster] database`), which several nodes can share.
+    Postgres(PgStore),
 }
 
 /// Runs `$e` with `$s` bound to the backend.
@@ -39,6 +43,7 @@ macro_rules! on {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
             Store::Sqlite($s) => $e,
+            Store::Postgres($s) => $e,
         }
     };
 }
@@ -47,7 +52,7 @@ macro_rules! on {
 fn observe<T>(result: Result<T, StoreError>) -> Result<T, StoreError> {
     if let Err(e) = &result {
         if let Some(why) = e.unavailable() {
-            crate::metrics::get().storage_unavailable(why == Unavailable::DiskFull);
+            crate::metrics::get().storage_unavailable(why);
         }
     }
     result
@@ -62,16 +67,29 @@ impl Store {
         SqliteStore::open(path, busy).map(Store::Sqlite)
     }
 
+    /// Connects to the PostgreSQL database at `url` with at most `pool_size` connections,
+    /// and migrates it.
+    pub async fn connect_postgres(
+        url: &str,
+        password: Option<&str>,
+        pool_size: usize,
+    ) -> Result<Store, StoreError> {
+        PgStore::connect(url, password, pool_size)
+            .await
+            .map(Store::Postgres)
+    }
+
     /// An in-memory SQLite database, for tests.
     pub fn open_in_memory() -> Result<Store, StoreError> {
         SqliteStore::open_in_memory().map(Store::Sqlite)
     }
 
     /// Makes what is written durable in the backend's own files; called on clean shutdown
-    /// (SQLite: checkpoints the WAL into the main file).
+    /// (SQLite: checkpoints the WAL into the main file; PostgreSQL does its own).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.checkpoint(),
+            Store::Postgres(_) => Ok(()),
         }
     }
 

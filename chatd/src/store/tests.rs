@@ -18,6 +18,12 @@ macro_rules! both {
                 async fn sqlite() {
                     super::$name(super::Store::open_in_memory().unwrap()).await
                 }
+                #[tokio::test]
+                async fn postgres() {
+                    if let Some(store) = super::postgres().await {
+                        super::$name(store).await
+                    }
+                }
             }
         )*
     };
@@ -32,6 +38,12 @@ both!(
     offline_queues_store_once_cap_order_ack_expire_and_cascade,
     a_page_of_stored_lines_is_bounded_in_lines_and_bytes_and_shares_known_lines,
 );
+
+/// A PostgreSQL store on a fresh database, or None (and a note) if PostgreSQL is not
+/// installed and `CI` is not set.
+async fn postgres() -> Option<Store> {
+    postgres::testing::store().await
+}
 
 fn k(n: u8) -> [u8; 32] {
     [n; 32]
