@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::password::{self, PasswordError};
 use crate::shared::Shared;
-use crate::store::{StoreError, Unavailable, keys, offline, users};
+use crate::store::{StoreError, Unavailable};
 
 /// An idle control connection is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -304,6 +304,9 @@ fn storage_unavailable(e: &StoreError) -> ControlResponse {
         Some(Unavailable::DiskFull) => {
             "disk full: the change was not saved; free space in chatd's state directory and retry"
         }
+        Some(Unavailable::Down) => {
+            "database server unreachable: the change was not saved; retry when it is back"
+        }
         _ => {
             "database locked by another process: the change was not saved; retry when it is released"
         }
@@ -342,11 +345,8 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
     match req {
         ControlRequest::Status => {
             let (sessions, users_online) = shared.hub.counts();
-            let counts = shared
-                .store
-                .run(|c| Ok((users::count(c)?, offline::counts(c)?)))
-                .await;
-            let (accounts, (offline_stored, offline_queued)) = match counts {
+            let counts = shared.store.counts().await;
+            let (accounts, offline_stored, offline_queued) = match counts {
                 Ok(n) => n,
                 Err(e) => return store_error(e),
             };
@@ -371,12 +371,7 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
                 Ok(h) => h,
                 Err(resp) => return resp,
             };
-            let name = user.clone();
-            match shared
-                .store
-                .run(move |c| users::add(c, &name, &hash, admin))
-                .await
-            {
+            match shared.store.add_user(&user, &hash, admin).await {
                 Ok(()) => done(format!(
                     "user {user} added{}",
                     if admin { " (admin)" } else { "" }
@@ -384,29 +379,21 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
                 Err(e) => store_error(e),
             }
         }
-        ControlRequest::UserDel { user } => {
-            let name = user.clone();
-            match shared.store.run(move |c| users::delete(c, &name)).await {
-                Ok(true) => {
-                    let n = shared.hub.close_user(&user, "account deleted");
-                    shared.hub.forget_user(&user);
-                    done(format!("user {user} deleted ({n} session(s) ended)"))
-                }
-                Ok(false) => no_such_user(&user),
-                Err(e) => store_error(e),
+        ControlRequest::UserDel { user } => match shared.store.delete_user(&user).await {
+            Ok(true) => {
+                let n = shared.hub.close_user(&user, "account deleted");
+                shared.hub.forget_user(&user);
+                done(format!("user {user} deleted ({n} session(s) ended)"))
             }
-        }
+            Ok(false) => no_such_user(&user),
+            Err(e) => store_error(e),
+        },
         ControlRequest::UserPasswd { user, password } => {
             let hash = match hash_password(password).await {
                 Ok(h) => h,
                 Err(resp) => return resp,
             };
-            let name = user.clone();
-            match shared
-                .store
-                .run(move |c| users::set_password(c, &name, &hash))
-                .await
-            {
+            match shared.store.set_password(&user, &hash).await {
                 Ok(true) => done(format!("password of {user} changed")),
                 Ok(false) => no_such_user(&user),
                 Err(e) => store_error(e),
@@ -416,7 +403,7 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
         ControlRequest::UserUnlock { user } => set_locked(shared, user, false).await,
         ControlRequest::UserList => {
             let now = crate::store::now_secs();
-            let rows = match shared.store.run(users::list).await {
+            let rows = match shared.store.list_users().await {
                 Ok(rows) => rows,
                 Err(e) => return store_error(e),
             };
@@ -429,7 +416,7 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
                         admin: r.admin,
                         locked: r.locked,
                         created: r.created_at,
-                        banned_until: users::ban_left(r.banned_until, now)
+                        banned_until: crate::store::ban_left(r.banned_until, now)
                             .and(r.banned_until)
                             .map(|t| t.max(0) as u64),
                     })
@@ -459,18 +446,12 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
             ban_secs: Some(secs),
         } => ban(shared, user, reason.as_deref().unwrap_or(""), secs).await,
         ControlRequest::Unban { user } => {
-            let name = user.clone();
             let now = crate::store::now_secs();
             let lifted = shared
                 .store
-                .run(move |c| {
-                    let Some(creds) = users::credentials(c, &name)? else {
-                        return Ok(None);
-                    };
-                    users::set_ban(c, &name, None)?;
-                    Ok(Some(creds.ban_left(now).is_some()))
-                })
-                .await;
+                .unban(&user)
+                .await
+                .map(|was| was.map(|until| crate::store::ban_left(until, now).is_some()));
             match lifted {
                 Ok(Some(true)) => done(format!("{user} unbanned: logins are allowed again")),
                 Ok(Some(false)) => done(format!("{user} was not banned")),
@@ -503,8 +484,7 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
         },
         ControlRequest::KeyList { user } => key_list(shared, user).await,
         ControlRequest::KeyRevoke { user, fingerprint } => {
-            let (name, fp) = (user.clone(), *fingerprint.as_bytes());
-            match shared.store.run(move |c| keys::revoke(c, &name, &fp)).await {
+            match shared.store.revoke_key(&user, fingerprint.as_bytes()).await {
                 Ok(true) => {
                     let n = shared
                         .hub
@@ -526,19 +506,7 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
 }
 
 async fn key_list(shared: &Shared, user: Option<String>) -> ControlResponse {
-    let filter = user.clone();
-    let rows = match shared
-        .store
-        .run(move |c| {
-            if let Some(name) = &filter {
-                if !users::exists(c, name)? {
-                    return Ok(None);
-                }
-            }
-            keys::list(c, filter.as_deref()).map(Some)
-        })
-        .await
-    {
+    let rows = match shared.store.list_keys(user.as_deref()).await {
         Ok(Some(rows)) => rows,
         Ok(None) => return no_such_user(user.as_deref().unwrap_or_default()),
         Err(e) => return store_error(e),
@@ -580,12 +548,7 @@ async fn ban(shared: &Shared, user: String, reason: &str, secs: u64) -> ControlR
     let until = crate::store::now_secs()
         .saturating_add(1)
         .saturating_add(secs as i64);
-    let name = user.clone();
-    match shared
-        .store
-        .run(move |c| users::set_ban(c, &name, Some(until)))
-        .await
-    {
+    match shared.store.set_ban(&user, Some(until)).await {
         Ok(true) => {}
         Ok(false) => return no_such_user(&user),
         Err(e) => return store_error(e),
@@ -615,12 +578,7 @@ fn ban_bye(reason: &str, ends: &str) -> String {
 }
 
 async fn set_locked(shared: &Shared, user: String, locked: bool) -> ControlResponse {
-    let name = user.clone();
-    match shared
-        .store
-        .run(move |c| users::set_locked(c, &name, locked))
-        .await
-    {
+    match shared.store.set_locked(&user, locked).await {
         Ok(true) if locked => {
             let n = shared.hub.close_user(&user, "account locked");
             ControlResponse::Done {

@@ -16,7 +16,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chatd_proto::ErrorCode;
 use chatd_proto::frame::ServerFrame;
 use tokio::sync::{mpsc, watch};
@@ -24,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::hub::{Hub, Notify, OfflineJob, Sender};
 use crate::live::Live;
-use crate::store::{Caps, DeviceTarget, OfflineLine, Store, Stored, offline};
+use crate::store::{Caps, OfflineLine, Store, Stored};
 
 /// Jobs stored per transaction at most.
 const BATCH: usize = 256;
@@ -100,35 +99,22 @@ async fn store_jobs(shared: &Writer, jobs: Vec<OfflineJob>) {
         per_sender: limits.offline_share(),
     };
     let mut told: Vec<Told> = Vec::with_capacity(jobs.len());
-    let mut owned: Vec<(Bytes, Vec<DeviceTarget>, Option<String>)> = Vec::with_capacity(jobs.len());
+    let mut lines: Vec<OfflineLine> = Vec::with_capacity(jobs.len());
     for job in jobs {
         let targets = job
             .targets
             .iter()
             .map(|(user, fp)| (user.clone(), *fp.as_bytes()))
             .collect();
-        owned.push((
-            job.line,
+        lines.push(OfflineLine {
+            line: job.line,
             targets,
-            job.sender.as_ref().map(|s| s.user.clone()),
-        ));
+            sender: job.sender.as_ref().map(|s| s.user.clone()),
+        });
         told.push((job.sender, job.notify));
     }
     let started = std::time::Instant::now();
-    let result = shared
-        .store
-        .run(move |c| {
-            let lines: Vec<OfflineLine<'_>> = owned
-                .iter()
-                .map(|(line, targets, sender)| OfflineLine {
-                    line,
-                    targets,
-                    sender: sender.as_deref(),
-                })
-                .collect();
-            offline::store(c, &lines, caps, now_ms())
-        })
-        .await;
+    let result = shared.store.store_offline(lines, caps, now_ms()).await;
     match result {
         Ok(stored) => {
             let lines = stored.iter().filter(|st| !st.held.is_empty()).count();
@@ -236,7 +222,7 @@ fn tell_sender(
 async fn purge(shared: &Writer) {
     let ttl_ms = shared.config.limits.offline_ttl_secs.get() as i64 * 1000;
     let before = now_ms().saturating_sub(ttl_ms);
-    match shared.store.run(move |c| offline::expire(c, before)).await {
+    match shared.store.expire(before).await {
         Ok(0) => {}
         Ok(n) => {
             crate::metrics::get().offline_expired(n);

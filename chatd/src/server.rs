@@ -31,7 +31,7 @@ use crate::peerlimit::PerIp;
 use crate::reload::{ConfigSource, LogLevelHook, Reloader};
 use crate::shared::Shared;
 use crate::slots::Slots;
-use crate::store::{Store, StoreError, keys, rooms, vouches};
+use crate::store::{Store, StoreError};
 use crate::systemd::Activated;
 use crate::throttle::LoginThrottle;
 use crate::tls::TlsError;
@@ -149,15 +149,12 @@ impl Server {
         let state_dir = config.server.state_dir.clone();
         let lock = lock_state_dir(&state_dir)?;
         let db_path = state_dir.join("chatd.db");
-        let store = Store::open(&db_path)
-            .and_then(|store| {
-                let busy = config.limits.db_busy_timeout();
-                store.run_sync(|c| Ok(c.busy_timeout(busy)?))?;
-                Ok(store)
-            })
-            .map_err(|source| ServerError::Store {
-                path: db_path.clone(),
-                source,
+        let store =
+            Store::open_sqlite(&db_path, config.limits.db_busy_timeout()).map_err(|source| {
+                ServerError::Store {
+                    path: db_path.clone(),
+                    source,
+                }
             })?;
         let identity = crate::tls::load_identity(
             config.tls.cert.as_deref(),
@@ -220,7 +217,8 @@ impl Server {
             config.limits.outbound_queue.get(),
         );
         let known = store
-            .run_sync(keys::active)
+            .active_keys()
+            .await
             .map_err(|source| ServerError::Store {
                 path: db_path.clone(),
                 source,
@@ -230,12 +228,10 @@ impl Server {
                 .into_iter()
                 .map(|(user, fp, spki)| (user, Fingerprint::from_bytes(fp), BASE64.encode(spki))),
         );
-        let vouches = store
-            .run_sync(vouches::all)
-            .map_err(|source| ServerError::Store {
-                path: db_path.clone(),
-                source,
-            })?;
+        let vouches = store.vouches().await.map_err(|source| ServerError::Store {
+            path: db_path.clone(),
+            source,
+        })?;
         hub.set_vouches(vouches.into_iter().map(|(user, vouched, voucher, data)| {
             (
                 user,
@@ -246,17 +242,14 @@ impl Server {
         }));
         // The default room exists and every account is in it; empty rooms are gone.
         let default_room = config.rooms.default.clone();
-        let rooms = store
-            .run_sync(|c| {
-                rooms::create(c, &default_room, None, false)?;
-                rooms::join_all_users(c, &default_room)?;
-                rooms::drop_empty(c, &default_room)?;
-                rooms::all(c)
-            })
-            .map_err(|source| ServerError::Store {
-                path: db_path.clone(),
-                source,
-            })?;
+        let rooms =
+            store
+                .prepare_rooms(&default_room)
+                .await
+                .map_err(|source| ServerError::Store {
+                    path: db_path.clone(),
+                    source,
+                })?;
         hub.set_rooms(
             rooms.into_iter().map(|r| {
                 let room = Room {

@@ -2,8 +2,9 @@
 //! login.
 //!
 //! ```text
-//! tls    TCP (no Nagle) and TLS that trusts one certificate, by its SHA-256 fingerprint
-//! login  the `hello` and `login` frames, and the exchange up to the server's `login_ok`
+//! tls       TCP (no Nagle) and TLS that trusts one certificate, by its SHA-256 fingerprint
+//! login     the `hello` and `login` frames, and the exchange up to the server's `login_ok`
+//! postgres  a throwaway PostgreSQL server (initdb in a temporary directory) for the store's tests
 //! ```
 //!
 //! Dev-only and never packaged: it trusts the fingerprint chatd printed, which is what a test or
@@ -12,6 +13,7 @@
 //! exchange hands back whatever it read beyond that line.
 
 pub mod login;
+pub mod postgres;
 pub mod tls;
 
 pub use login::{

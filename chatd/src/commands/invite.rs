@@ -3,7 +3,6 @@
 use chatd_proto::frame::ServerFrame;
 
 use super::{Command, CommandError, CommandFuture, Ctx, Role, store_failed, user_and_room};
-use crate::store::{rooms, users};
 
 /// Invites a user to a room.
 pub struct Invite;
@@ -35,18 +34,7 @@ impl Command for Invite {
                     "{user} is already in #{room}"
                 )));
             }
-            let (rm, u) = (room.clone(), user.to_string());
-            let exists = ctx
-                .store
-                .run(move |c| {
-                    if !users::exists(c, &u)? {
-                        return Ok(false);
-                    }
-                    rooms::invite(c, &rm, &u)?;
-                    Ok(true)
-                })
-                .await
-                .map_err(store_failed)?;
+            let exists = ctx.store.invite(&room, user).await.map_err(store_failed)?;
             if !exists {
                 return Err(CommandError::NoSuchUser(user.to_string()));
             }

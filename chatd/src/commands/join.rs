@@ -4,7 +4,6 @@
 use chatd_proto::frame::ServerFrame;
 
 use super::{Command, CommandError, CommandFuture, Ctx, Role, room_arg, store_failed};
-use crate::store::rooms;
 
 /// Joins (or creates) a room.
 pub struct Join;
@@ -59,10 +58,9 @@ impl Command for Join {
                     }));
                 }
                 Some(r) if r.invite_only && !admin => {
-                    let (rm, user) = (room.clone(), ctx.user.to_string());
                     let invited = ctx
                         .store
-                        .run(move |c| rooms::invited(c, &rm, &user))
+                        .invited(&room, ctx.user)
                         .await
                         .map_err(store_failed)?;
                     if !invited {
@@ -87,9 +85,8 @@ impl Command for Join {
                             "the server has its maximum of {max} rooms"
                         )));
                     }
-                    let (rm, owner) = (room.clone(), ctx.user.to_string());
                     ctx.store
-                        .run(move |c| rooms::create(c, &rm, Some(&owner), private))
+                        .create_room(&room, Some(ctx.user), private)
                         .await
                         .map_err(store_failed)?;
                     ctx.hub.room_created(&room, Some(ctx.user), private);
@@ -97,9 +94,8 @@ impl Command for Join {
                 }
             }
             limit(ctx)?;
-            let (rm, user) = (room.clone(), ctx.user.to_string());
             ctx.store
-                .run(move |c| rooms::join(c, &rm, &user))
+                .join_room(&room, ctx.user)
                 .await
                 .map_err(store_failed)?;
             // Members hear of it, and the caller gets the room's state, through the hub.

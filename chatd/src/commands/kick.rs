@@ -1,7 +1,6 @@
 //! `/kick USER ROOM` (the room's owner, or an admin): removes USER from ROOM.
 
 use super::{Command, CommandError, CommandFuture, Ctx, Role, store_failed, user_and_room};
-use crate::store::rooms;
 
 /// Removes a member from a room.
 pub struct Kick;
@@ -33,9 +32,8 @@ impl Command for Kick {
             if !ctx.hub.is_member(&room, user) {
                 return Err(CommandError::NotInRoom(format!("{user} is not in #{room}")));
             }
-            let (rm, u, keep) = (room.clone(), user.to_string(), ctx.rooms.default.clone());
             ctx.store
-                .run(move |c| rooms::part(c, &rm, &u, &keep))
+                .part_room(&room, user, &ctx.rooms.default)
                 .await
                 .map_err(store_failed)?;
             tracing::info!(by = ctx.user, user = ?user, room = ?room, "kicked from room");

@@ -382,6 +382,8 @@ pub(crate) mod testing {
     pub struct Fixture {
         pub hub: Hub,
         pub store: Store,
+        /// The same database as `store`, for synchronous set-up in tests.
+        pub sqlite: crate::store::SqliteStore,
         pub registry: Registry,
         pub limits: Limits,
         pub rooms: crate::config::RoomsConfig,
@@ -389,10 +391,11 @@ pub(crate) mod testing {
 
     impl Fixture {
         pub fn new() -> Self {
-            let store = Store::open_in_memory().unwrap();
+            let sqlite = crate::store::SqliteStore::open_in_memory().unwrap();
             Fixture {
                 hub: Hub::new(4, 64),
-                store,
+                store: Store::Sqlite(sqlite.clone()),
+                sqlite,
                 registry: Registry::new(&CommandsConfig::default(), &[]).unwrap(),
                 limits: Limits::default(),
                 rooms: crate::config::RoomsConfig::default(),
@@ -401,11 +404,13 @@ pub(crate) mod testing {
 
         /// Logs `user` in; returns its session id and queue.
         pub fn login(&self, user: &str) -> (SessionId, Arc<Outbox>) {
-            self.store
-                .run_sync(|c| match crate::store::users::add(c, user, "x", false) {
-                    Ok(()) | Err(crate::store::StoreError::UserExists(_)) => Ok(()),
-                    Err(e) => Err(e),
-                })
+            self.sqlite
+                .run_sync(
+                    |c| match crate::store::sqlite::users::add(c, user, "x", false) {
+                        Ok(()) | Err(crate::store::StoreError::UserExists(_)) => Ok(()),
+                        Err(e) => Err(e),
+                    },
+                )
                 .unwrap();
             let outbox = Arc::new(Outbox::new(64));
             let id = self

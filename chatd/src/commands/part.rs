@@ -1,7 +1,6 @@
 //! `/part ROOM`: leave a room (not the default one, which everyone is in).
 
 use super::{Command, CommandError, CommandFuture, Ctx, room_arg, store_failed};
-use crate::store::rooms;
 
 /// Leaves a room.
 pub struct Part;
@@ -27,13 +26,8 @@ impl Command for Part {
             if !ctx.hub.is_member(&room, ctx.user) {
                 return Err(CommandError::NotInRoom(format!("you are not in #{room}")));
             }
-            let (rm, user, keep) = (
-                room.clone(),
-                ctx.user.to_string(),
-                ctx.rooms.default.clone(),
-            );
             ctx.store
-                .run(move |c| rooms::part(c, &rm, &user, &keep))
+                .part_room(&room, ctx.user, &ctx.rooms.default)
                 .await
                 .map_err(store_failed)?;
             ctx.hub.room_parted(&room, ctx.user, None);

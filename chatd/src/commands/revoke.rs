@@ -5,7 +5,6 @@ use chatd_proto::Fingerprint;
 use chatd_proto::frame::ServerFrame;
 
 use super::{Command, CommandError, CommandFuture, Ctx};
-use crate::store::keys;
 
 /// Revokes one of the caller's own device keys, not the one of the session asking.
 pub struct Revoke;
@@ -36,10 +35,9 @@ impl Command for Revoke {
                     "you have no device key {fingerprint}"
                 )));
             }
-            let (user, fp) = (ctx.user.to_string(), *fingerprint.as_bytes());
             let revoked = ctx
                 .store
-                .run(move |c| keys::revoke(c, &user, &fp))
+                .revoke_key(ctx.user, fingerprint.as_bytes())
                 .await
                 .map_err(|e| {
                     tracing::error!(error = %e, "revoke: database error");
@@ -69,10 +67,18 @@ mod tests {
     use crate::store::KeyCheck;
 
     fn register(f: &Fixture, user: &str, fp: &Fingerprint) {
-        let (user, fp) = (user.to_string(), *fp.as_bytes());
         let check = f
-            .store
-            .run_sync(move |c| keys::check_and_register(c, &user, &fp, b"spki", 2048, 8))
+            .sqlite
+            .run_sync(|c| {
+                crate::store::sqlite::keys::check_and_register(
+                    c,
+                    user,
+                    fp.as_bytes(),
+                    b"spki",
+                    2048,
+                    8,
+                )
+            })
             .unwrap();
         assert_eq!(check, KeyCheck::Registered);
     }
@@ -110,7 +116,7 @@ mod tests {
             laptop_closer.reason().as_deref(),
             Some("device key revoked")
         );
-        let rows = f.store.run_sync(|c| keys::list(c, Some("alice"))).unwrap();
+        let rows = f.store.list_keys(Some("alice")).await.unwrap().unwrap();
         assert!(
             rows.iter()
                 .any(|r| r.fingerprint == *laptop.as_bytes() && r.revoked_at.is_some())

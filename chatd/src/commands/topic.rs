@@ -3,7 +3,6 @@
 use chatd_proto::frame::ServerFrame;
 
 use super::{Command, CommandError, CommandFuture, Ctx, room_arg, store_failed};
-use crate::store::rooms;
 
 /// Shows or sets a topic.
 pub struct Topic;
@@ -44,9 +43,8 @@ impl Command for Topic {
                     "a topic is at most {max} characters"
                 )));
             }
-            let (rm, t) = (room.clone(), topic.to_string());
             ctx.store
-                .run(move |c| rooms::set_topic(c, &rm, &t))
+                .set_topic(&room, topic)
                 .await
                 .map_err(store_failed)?;
             ctx.hub.topic_set(&room, topic, ctx.user);

@@ -4,7 +4,6 @@ use chatd_proto::frame::ServerFrame;
 use chatd_proto::names::validate_username;
 
 use super::{Command, CommandError, CommandFuture, Ctx};
-use crate::store::users;
 
 /// Describes a user.
 pub struct Whois;
@@ -25,15 +24,10 @@ impl Command for Whois {
             if user.contains(char::is_whitespace) || validate_username(user).is_err() {
                 return Err(CommandError::usage(self));
             }
-            let name = user.to_string();
-            let creds = ctx
-                .store
-                .run(move |c| users::credentials(c, &name))
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "whois: database error");
-                    CommandError::Internal
-                })?;
+            let creds = ctx.store.credentials(user).await.map_err(|e| {
+                tracing::error!(error = %e, "whois: database error");
+                CommandError::Internal
+            })?;
             let Some(creds) = creds else {
                 return Err(CommandError::NoSuchUser(user.to_string()));
             };

@@ -207,7 +207,7 @@ impl Metrics {
             Unit::Seconds,
             m.offline_commit_seconds.clone(),
         );
-        for reason in ["disk_full", "locked"] {
+        for reason in ["disk_full", "locked", "down"] {
             let _ = m.storage_unavailable.get_or_create(&[("reason", reason)]);
         }
         r.register(
@@ -300,9 +300,14 @@ impl Metrics {
         self.offline_expired.inc_by(lines as u64);
     }
 
-    /// A database operation failed for a full disk (`disk_full`) or a lock (`locked`).
-    pub fn storage_unavailable(&self, disk_full: bool) {
-        let reason = if disk_full { "disk_full" } else { "locked" };
+    /// A database operation failed for a full disk (`disk_full`), a lock (`locked`) or a
+    /// database server that cannot be reached (`down`).
+    pub fn storage_unavailable(&self, why: crate::store::Unavailable) {
+        let reason = match why {
+            crate::store::Unavailable::DiskFull => "disk_full",
+            crate::store::Unavailable::Locked => "locked",
+            crate::store::Unavailable::Down => "down",
+        };
         self.storage_unavailable
             .get_or_create(&[("reason", reason)])
             .inc();

@@ -13,7 +13,6 @@ use super::route::{EnvelopeData, RekeyRequest, Router};
 use crate::commands::Ctx;
 use crate::hub::SessionId;
 use crate::shared::Shared;
-use crate::store::offline;
 
 /// Handles frames until the session ends; returns why.
 pub(super) async fn run(
@@ -133,11 +132,10 @@ async fn handle(
 
 /// Deletes what this device acknowledged of its stored lines.
 async fn ack_backlog(shared: &Shared, login: &LoggedIn, upto: u64) {
-    let (user, device) = (login.user.clone(), *login.device.as_bytes());
     let upto = i64::try_from(upto).unwrap_or(i64::MAX);
     let done = shared
         .store
-        .run(move |c| offline::ack(c, &user, &device, upto))
+        .ack(&login.user, login.device.as_bytes(), upto)
         .await;
     match done {
         Ok(n) => tracing::debug!(deleted = n, "stored lines acknowledged"),

@@ -20,7 +20,7 @@ use crate::commands::Role;
 use crate::metrics::LoginResult;
 use crate::password::Lane;
 use crate::shared::Shared;
-use crate::store::{KeyCheck, keys, users};
+use crate::store::KeyCheck;
 use crate::throttle::Throttled;
 
 /// Who a session logged in as.
@@ -267,13 +267,7 @@ impl Login<'_> {
             return (None, LoginResult::Throttled);
         }
         let creds = if valid_name {
-            let name = user.clone();
-            match self
-                .shared
-                .store
-                .run(move |c| users::credentials(c, &name))
-                .await
-            {
+            match self.shared.store.credentials(&user).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "login: database error");
@@ -352,16 +346,11 @@ impl Login<'_> {
     ) -> (Option<LoggedIn>, LoginResult) {
         let device = key.fingerprint();
         let max = self.shared.config.limits.max_devices_per_user.get();
-        let (name, fp, der, bits) = (
-            user.clone(),
-            *device.as_bytes(),
-            key.to_spki_der().to_vec(),
-            key.bits() as u32,
-        );
+        let (der, bits) = (key.to_spki_der(), key.bits() as u32);
         let check = self
             .shared
             .store
-            .run(move |c| keys::check_and_register(c, &name, &fp, &der, bits, max))
+            .check_and_register(&user, device.as_bytes(), der, bits, max)
             .await;
         match check {
             Ok(KeyCheck::Known) => {}

@@ -115,12 +115,7 @@ async fn enter(
     claim.logged_in();
     // Everyone is in the default room at login (so login_ok lists it).
     let lobby = shared.hub.default_room();
-    let (who, room) = (login.user.clone(), lobby.clone());
-    match shared
-        .store
-        .run(move |c| crate::store::rooms::join(c, &room, &who))
-        .await
-    {
+    match shared.store.join_room(&lobby, &login.user).await {
         Ok(true) => shared.hub.room_joined(&lobby, &login.user),
         Ok(false) => {}
         Err(e) => tracing::warn!(error = %e, "cannot record the default room's membership"),

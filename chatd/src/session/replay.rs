@@ -6,7 +6,6 @@
 //! read holds at most its queue's byte limit plus one page. Lines are shared through
 //! [`StoredLines`]: sessions replaying the same messages (an account's devices) hold one copy.
 
-use bytes::Bytes;
 use chatd_proto::ErrorCode;
 use chatd_proto::Fingerprint;
 use chatd_proto::frame::{self, ServerFrame};
@@ -14,7 +13,7 @@ use chatd_proto::frame::{self, ServerFrame};
 use crate::hub::SessionId;
 use crate::outbox::Outbox;
 use crate::shared::Shared;
-use crate::store::offline::{self, PageLine, PageSize};
+use crate::store::PageSize;
 
 /// Stored lines per `backlog` batch, at most.
 const REPLAY_BATCH: usize = 256;
@@ -54,22 +53,10 @@ pub(super) async fn replay(
         if outbox.wait_room(REPLAY_PAGE_BYTES).await.is_err() {
             return false;
         }
-        let who = user.to_string();
         let lines = std::sync::Arc::clone(&shared.stored_lines);
         let page = shared
             .store
-            .run(move |c| {
-                let (rows, more) =
-                    offline::load_page(c, &who, &fp, after, size, not_before, |m| lines.get(m))?;
-                let rows: Vec<(i64, Bytes)> = rows
-                    .into_iter()
-                    .map(|(qid, message, line)| match line {
-                        PageLine::Reused(b) => (qid, b),
-                        PageLine::Read(v) => (qid, lines.share(message, v)),
-                    })
-                    .collect();
-                Ok((rows, more))
-            })
+            .replay_page(user, &fp, after, size, not_before, lines)
             .await;
         let (rows, more) = match page {
             Ok(page) => page,

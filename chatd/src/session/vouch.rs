@@ -12,7 +12,6 @@ use chatd_proto::e2e::{DevicePublicKey, Vouch};
 use super::connection::{Connection, Ending};
 use super::login::LoggedIn;
 use crate::shared::Shared;
-use crate::store::vouches;
 
 /// Why a vouch is refused (each a `bad_envelope` violation: a correct client never sends it).
 fn check(login: &LoggedIn, shared: &Shared, data: &str) -> Result<(Vouch, Vec<u8>), String> {
@@ -58,14 +57,14 @@ pub(super) async fn vouch(
         Err(why) => return conn.violation(ErrorCode::BadEnvelope, why),
     };
     let data = BASE64.encode(&bytes);
-    let (user, vouched, voucher) = (
-        login.user.clone(),
-        *vouch.body().vouched.as_bytes(),
-        *login.device.as_bytes(),
-    );
     let stored = shared
         .store
-        .run(move |c| vouches::put(c, &user, &vouched, &voucher, &bytes))
+        .put_vouch(
+            &login.user,
+            vouch.body().vouched.as_bytes(),
+            login.device.as_bytes(),
+            &bytes,
+        )
         .await;
     match stored {
         Ok(true) => {

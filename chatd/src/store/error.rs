@@ -6,6 +6,16 @@ pub enum StoreError {
     /// SQLite reported an error (disk full, locked, corrupt, ...).
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL reported an error, or the connection to it failed.
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No connection to PostgreSQL could be had from the pool (server down, or every
+    /// connection busy past the wait limit).
+    #[error("database unavailable: {0}")]
+    Pool(String),
+    /// The `[cluster] database` setting is not a usable PostgreSQL address.
+    #[error("database address: {0}")]
+    Address(String),
     /// The database was written by a newer chatd.
     #[error("database schema version {found} is newer than this chatd understands ({known})")]
     TooNew {
@@ -27,23 +37,23 @@ pub enum StoreError {
 pub enum Unavailable {
     /// The file system holding the state dir is full (SQLITE_FULL).
     DiskFull,
-    /// Another process held the database locked past the busy timeout (SQLITE_BUSY/LOCKED).
+    /// Another process held the database locked past the busy timeout (SQLITE_BUSY/LOCKED),
+    /// or PostgreSQL gave up on a lock (a deadlock or serialization failure).
     Locked,
+    /// The database server cannot be reached (PostgreSQL down, restarting or refusing
+    /// connections).
+    Down,
 }
 
 impl StoreError {
     /// The temporary condition behind this error, if it is one (so callers can say so
-    /// instead of "internal error"). SQLite rolls back the failed statement: the database
-    /// stays as it was before the change.
+    /// instead of "internal error"). Both backends roll back the failed transaction: the
+    /// database stays as it was before the change.
     pub fn unavailable(&self) -> Option<Unavailable> {
-        let StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) = self else {
-            return None;
-        };
-        match e.code {
-            rusqlite::ErrorCode::DiskFull => Some(Unavailable::DiskFull),
-            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
-                Some(Unavailable::Locked)
-            }
+        match self {
+            StoreError::Sqlite(_) => self.sqlite_unavailable(),
+            StoreError::Postgres(e) => super::postgres::unavailable(e),
+            StoreError::Pool(_) => Some(Unavailable::Down),
             _ => None,
         }
     }

@@ -1,191 +1,282 @@
-//! Persistent state in SQLite: accounts, their device public keys and the vouches between them,
-//! rooms, and the sealed lines stored for devices that are offline.
+//! Persistent state: accounts, their device public keys and the vouches between them, rooms,
+//! and the sealed lines stored for devices that are offline — one interface, two backends.
 //!
-//! WAL mode with `synchronous=FULL`, so a change is on disk before its caller is answered.
-//! The schema version is SQLite's `user_version`; [`MIGRATIONS`] brings any older file up to date.
-//! Calls run on tokio's blocking pool through [`Store::run`] so the reactor never waits on disk.
+//! [`Store`] is an enum over the backends (SQLite, the embedded default; PostgreSQL, the basis
+//! of clusters) with one async method per operation, dispatched by `match`. An enum rather than
+//! a `dyn` trait: async methods in a trait object need a boxed future per call, and the hot
+//! paths (the offline writer, replay pages, login credentials) are called per message or login;
+//! a `match` costs nothing and the set of backends is closed. Operations that must be atomic
+//! (the offline writer's batch, registering a key within the device limit, an invitation of an
+//! existing user, revocation and what goes with it) are single methods, so each backend makes
+//! them one transaction. A temporary failure (disk full, database locked or unreachable) is
+//! counted in the metrics here, once for both backends.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-
-use rusqlite::Connection;
+use std::sync::Arc;
 
 mod error;
-pub mod keys;
-pub mod offline;
-pub mod rooms;
+pub mod postgres;
+pub mod sqlite;
 #[cfg(test)]
 mod tests;
 mod time;
-pub use time::now_secs;
-pub mod users;
-pub mod vouches;
+mod types;
 
 pub use error::{StoreError, Unavailable};
-pub use keys::{ActiveKey, KeyCheck, KeyRow};
-pub use offline::{Caps, DeviceTarget, OfflineLine, Stored};
-pub use rooms::RoomRow;
-pub use users::{Credentials, UserRow};
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+pub use time::now_secs;
+pub use types::*;
 
-/// Schema migrations; entry `i` moves a database from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    // 1: accounts.
-    "CREATE TABLE users (
-        name          TEXT PRIMARY KEY NOT NULL,
-        password_hash TEXT NOT NULL,
-        admin         INTEGER NOT NULL DEFAULT 0,
-        locked        INTEGER NOT NULL DEFAULT 0,
-        created_at    INTEGER NOT NULL,
-        updated_at    INTEGER NOT NULL
-    ) STRICT;",
-    // 2: device public keys, registered on first login with each key.
-    "CREATE TABLE device_keys (
-        user        TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
-        fingerprint BLOB NOT NULL,
-        spki        BLOB NOT NULL,
-        bits        INTEGER NOT NULL,
-        created_at  INTEGER NOT NULL,
-        last_seen   INTEGER NOT NULL,
-        revoked_at  INTEGER,
-        PRIMARY KEY (user, fingerprint)
-    ) STRICT;",
-    // 3: lines (sealed envelopes, wrapped chains) stored for offline devices. A line for many
-    // devices is stored once; each device's queue is ordered by `offline_queue.id`.
-    "CREATE TABLE offline_messages (
-        id         INTEGER PRIMARY KEY,
-        line       BLOB NOT NULL,
-        created_ms INTEGER NOT NULL
-    ) STRICT;
-    CREATE TABLE offline_queue (
-        id      INTEGER PRIMARY KEY AUTOINCREMENT,
-        user    TEXT NOT NULL,
-        device  BLOB NOT NULL,
-        message INTEGER NOT NULL REFERENCES offline_messages(id) ON DELETE CASCADE,
-        FOREIGN KEY (user, device) REFERENCES device_keys(user, fingerprint) ON DELETE CASCADE
-    ) STRICT;
-    CREATE INDEX offline_queue_by_device ON offline_queue(user, device, id);
-    CREATE INDEX offline_queue_by_message ON offline_queue(message);
-    CREATE INDEX offline_messages_by_age ON offline_messages(created_ms);",
-    // 4: rooms and their members (the default room is created at start).
-    "CREATE TABLE rooms (
-        name        TEXT PRIMARY KEY NOT NULL,
-        topic       TEXT NOT NULL DEFAULT '',
-        invite_only INTEGER NOT NULL DEFAULT 0,
-        owner       TEXT REFERENCES users(name) ON DELETE SET NULL,
-        created_at  INTEGER NOT NULL
-    ) STRICT;
-    CREATE TABLE room_members (
-        room      TEXT NOT NULL REFERENCES rooms(name) ON DELETE CASCADE,
-        user      TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
-        joined_at INTEGER NOT NULL,
-        PRIMARY KEY (room, user)
-    ) STRICT;
-    CREATE INDEX room_members_by_user ON room_members(user);
-    CREATE TABLE room_invites (
-        room TEXT NOT NULL REFERENCES rooms(name) ON DELETE CASCADE,
-        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
-        PRIMARY KEY (room, user)
-    ) STRICT;",
-    // 5: device vouches (one key of a user signs for another), the latest per pair.
-    "CREATE TABLE device_vouches (
-        user       TEXT NOT NULL,
-        vouched    BLOB NOT NULL,
-        voucher    BLOB NOT NULL,
-        data       BLOB NOT NULL,
-        created_at INTEGER NOT NULL,
-        PRIMARY KEY (user, vouched, voucher),
-        FOREIGN KEY (user, vouched) REFERENCES device_keys(user, fingerprint) ON DELETE CASCADE,
-        FOREIGN KEY (user, voucher) REFERENCES device_keys(user, fingerprint) ON DELETE CASCADE
-    ) STRICT;",
-    // 6: a ban (`chatctl kick --ban`): logins refused until then, seconds since the epoch.
-    "ALTER TABLE users ADD COLUMN banned_until INTEGER;",
-    // 7: who sent each stored line (NULL: the server, or stored before this), so one sender's
-    // share of a device's queue can be counted (`offline_queue_per_sender`).
-    "ALTER TABLE offline_queue ADD COLUMN sender TEXT;
-    CREATE INDEX offline_queue_by_sender ON offline_queue(user, device, sender);",
-];
+use crate::stored_lines::StoredLines;
 
-/// A handle to the database; cheap to clone.
+/// A handle to the database, whichever backend holds it; cheap to clone.
 #[derive(Clone)]
-pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+pub enum Store {
+    /// One SQLite file in the state directory.
+    Sqlite(SqliteStore),
+    /// A PostgreSQL database (`[cluster] database`), which several nodes can share.
+    Postgres(PgStore),
+}
+
+/// Runs `$e` with `$s` bound to the backend.
+macro_rules! on {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($s) => $e,
+            Store::Postgres($s) => $e,
+        }
+    };
+}
+
+/// Counts a temporary failure in the metrics, passing the result on.
+fn observe<T>(result: Result<T, StoreError>) -> Result<T, StoreError> {
+    if let Err(e) = &result {
+        if let Some(why) = e.unavailable() {
+            crate::metrics::get().storage_unavailable(why);
+        }
+    }
+    result
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and migrates it.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open(path)?;
-        Self::setup(conn)
+    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
+    pub fn open_sqlite(
+        path: &std::path::Path,
+        busy: std::time::Duration,
+    ) -> Result<Store, StoreError> {
+        SqliteStore::open(path, busy).map(Store::Sqlite)
     }
 
-    /// An in-memory database, for tests.
+    /// Connects to the PostgreSQL database at `url` with at most `pool_size` connections,
+    /// and migrates it.
+    pub async fn connect_postgres(
+        url: &str,
+        password: Option<&str>,
+        pool_size: usize,
+    ) -> Result<Store, StoreError> {
+        PgStore::connect(url, password, pool_size)
+            .await
+            .map(Store::Postgres)
+    }
+
+    /// An in-memory SQLite database, for tests.
     pub fn open_in_memory() -> Result<Store, StoreError> {
-        Self::setup(Connection::open_in_memory()?)
+        SqliteStore::open_in_memory().map(Store::Sqlite)
     }
 
-    fn setup(mut conn: Connection) -> Result<Store, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrate(&mut conn)?;
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-        })
-    }
-
-    /// Runs `f` with the connection on the blocking pool.
-    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let conn = Arc::clone(&self.conn);
-        let result = tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave SQLite inconsistent (transactions
-            // roll back), so a poisoned lock is safe to reuse.
-            let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&guard)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?;
-        if let Err(e) = &result {
-            if let Some(why) = e.unavailable() {
-                crate::metrics::get().storage_unavailable(why == Unavailable::DiskFull);
-            }
-        }
-        result
-    }
-
-    /// Runs `f` synchronously (for startup and tests).
-    pub fn run_sync<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&guard)
-    }
-
-    /// Checkpoints the WAL into the main file; called on clean shutdown.
+    /// Makes what is written durable in the backend's own files; called on clean shutdown
+    /// (SQLite: checkpoints the WAL into the main file; PostgreSQL does its own).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.run_sync(|c| {
-            c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
-            Ok(())
-        })
+        match self {
+            Store::Sqlite(s) => s.checkpoint(),
+            Store::Postgres(_) => Ok(()),
+        }
     }
-}
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let known = MIGRATIONS.len() as i64;
-    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if found > known {
-        return Err(StoreError::TooNew { found, known });
+    /// Creates an account; [`StoreError::UserExists`] if the name is taken.
+    pub async fn add_user(&self, name: &str, hash: &str, admin: bool) -> Result<(), StoreError> {
+        observe(on!(self, s => s.add_user(name, hash, admin).await))
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
+
+    /// Deletes an account with its keys, vouches, memberships and stored lines; false if
+    /// there was none.
+    pub async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+        observe(on!(self, s => s.delete_user(name).await))
     }
-    Ok(())
+
+    /// Replaces the password hash; false if no such account.
+    pub async fn set_password(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
+        observe(on!(self, s => s.set_password(name, hash).await))
+    }
+
+    /// Locks or unlocks; false if no such account.
+    pub async fn set_locked(&self, name: &str, locked: bool) -> Result<bool, StoreError> {
+        observe(on!(self, s => s.set_locked(name, locked).await))
+    }
+
+    /// Bans until `until` (seconds since the epoch) or, with None, unbans; false if no such
+    /// account.
+    pub async fn set_ban(&self, name: &str, until: Option<i64>) -> Result<bool, StoreError> {
+        observe(on!(self, s => s.set_ban(name, until).await))
+    }
+
+    /// Lifts any ban; the ban's end as it was (`Some(None)`: never banned), or None if no
+    /// such account.
+    pub async fn unban(&self, name: &str) -> Result<Option<Option<i64>>, StoreError> {
+        observe(on!(self, s => s.unban(name).await))
+    }
+
+    /// What login needs, or None for an unknown user.
+    pub async fn credentials(&self, name: &str) -> Result<Option<Credentials>, StoreError> {
+        observe(on!(self, s => s.credentials(name).await))
+    }
+
+    /// True if the account exists.
+    pub async fn user_exists(&self, name: &str) -> Result<bool, StoreError> {
+        observe(on!(self, s => s.user_exists(name).await))
+    }
+
+    /// Every account, sorted by name.
+    pub async fn list_users(&self) -> Result<Vec<UserRow>, StoreError> {
+        observe(on!(self, s => s.list_users().await))
+    }
+
+    /// For status: (accounts, stored lines, queue entries).
+    pub async fn counts(&self) -> Result<(usize, u64, u64), StoreError> {
+        observe(on!(self, s => s.counts().await))
+    }
+
+    /// Records a login with `spki`: registers it if new, within `max_devices` unrevoked keys.
+    pub async fn check_and_register(
+        &self,
+        user: &str,
+        fingerprint: &[u8; 32],
+        spki: &[u8],
+        bits: u32,
+        max_devices: usize,
+    ) -> Result<KeyCheck, StoreError> {
+        observe(
+            on!(self, s => s.check_and_register(user, fingerprint, spki, bits, max_devices).await),
+        )
+    }
+
+    /// Registered keys of `user` (or everyone), by user then age; None if `user` does not
+    /// exist.
+    pub async fn list_keys(&self, user: Option<&str>) -> Result<Option<Vec<KeyRow>>, StoreError> {
+        observe(on!(self, s => s.list_keys(user).await))
+    }
+
+    /// Revokes a key and drops what was stored for it and the vouches by or for it; false if
+    /// `user` has no such key. Revoking twice keeps the first time.
+    pub async fn revoke_key(&self, user: &str, fingerprint: &[u8; 32]) -> Result<bool, StoreError> {
+        observe(on!(self, s => s.revoke_key(user, fingerprint).await))
+    }
+
+    /// Every unrevoked key, by user then age.
+    pub async fn active_keys(&self) -> Result<Vec<ActiveKey>, StoreError> {
+        observe(on!(self, s => s.active_keys().await))
+    }
+
+    /// Stores `data`, `user`'s vouch by `voucher` for `vouched`, replacing an earlier one by
+    /// the same voucher. False (nothing stored) unless both keys are registered and unrevoked.
+    pub async fn put_vouch(
+        &self,
+        user: &str,
+        vouched: &[u8; 32],
+        voucher: &[u8; 32],
+        data: &[u8],
+    ) -> Result<bool, StoreError> {
+        observe(on!(self, s => s.put_vouch(user, vouched, voucher, data).await))
+    }
+
+    /// Every stored vouch, oldest first.
+    pub async fn vouches(&self) -> Result<Vec<VouchRow>, StoreError> {
+        observe(on!(self, s => s.vouches().await))
+    }
+
+    /// At start: creates the default room, puts every account in it, deletes other empty
+    /// rooms, and returns every room with its members.
+    pub async fn prepare_rooms(&self, default: &str) -> Result<Vec<RoomRow>, StoreError> {
+        observe(on!(self, s => s.prepare_rooms(default).await))
+    }
+
+    /// Every room with its members, by name.
+    pub async fn rooms(&self) -> Result<Vec<RoomRow>, StoreError> {
+        observe(on!(self, s => s.rooms().await))
+    }
+
+    /// Creates the room unless it exists; true if created.
+    pub async fn create_room(
+        &self,
+        room: &str,
+        owner: Option<&str>,
+        invite_only: bool,
+    ) -> Result<bool, StoreError> {
+        observe(on!(self, s => s.create_room(room, owner, invite_only).await))
+    }
+
+    /// Adds a member (and uses up an invitation); false if already a member.
+    pub async fn join_room(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        observe(on!(self, s => s.join_room(room, user).await))
+    }
+
+    /// Removes a member; a room left empty is deleted unless it is `keep` (the default
+    /// room). Returns whether `user` was a member.
+    pub async fn part_room(&self, room: &str, user: &str, keep: &str) -> Result<bool, StoreError> {
+        observe(on!(self, s => s.part_room(room, user, keep).await))
+    }
+
+    /// Sets the topic.
+    pub async fn set_topic(&self, room: &str, topic: &str) -> Result<(), StoreError> {
+        observe(on!(self, s => s.set_topic(room, topic).await))
+    }
+
+    /// Records an invitation of `user` to `room`; false (nothing recorded) if no such user.
+    pub async fn invite(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        observe(on!(self, s => s.invite(room, user).await))
+    }
+
+    /// Whether `user` holds an invitation to `room`.
+    pub async fn invited(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        observe(on!(self, s => s.invited(room, user).await))
+    }
+
+    /// Stores `lines` in one transaction, each for its targets whose queue holds fewer than
+    /// `caps.total` lines, and fewer than `caps.per_sender` of the line's sender.
+    pub async fn store_offline(
+        &self,
+        lines: Vec<OfflineLine>,
+        caps: Caps,
+        now_ms: i64,
+    ) -> Result<Vec<Stored>, StoreError> {
+        observe(on!(self, s => s.store_offline(lines, caps, now_ms).await))
+    }
+
+    /// One page of the lines queued for `user`'s `device` after queue id `after`, oldest
+    /// first, skipping expired ones (stored before `not_before_ms`). A line `lines` holds
+    /// (another session is replaying it) is not read again: sessions share one copy.
+    pub async fn replay_page(
+        &self,
+        user: &str,
+        device: &[u8; 32],
+        after: i64,
+        size: PageSize,
+        not_before_ms: i64,
+        lines: Arc<StoredLines>,
+    ) -> Result<Page, StoreError> {
+        observe(
+            on!(self, s => s.replay_page(user, device, after, size, not_before_ms, lines).await),
+        )
+    }
+
+    /// Deletes what `user`'s `device` acknowledged (queue ids up to `upto`); returns how
+    /// many.
+    pub async fn ack(&self, user: &str, device: &[u8; 32], upto: i64) -> Result<usize, StoreError> {
+        observe(on!(self, s => s.ack(user, device, upto).await))
+    }
+
+    /// Deletes lines stored before `before_ms` from every queue; returns how many lines.
+    pub async fn expire(&self, before_ms: i64) -> Result<usize, StoreError> {
+        observe(on!(self, s => s.expire(before_ms).await))
+    }
 }

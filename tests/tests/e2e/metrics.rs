@@ -206,6 +206,7 @@ fn a_scrape_after_a_workload_counts_exactly_and_names_nobody() {
         ("chatd_offline_expired_total", 0),
         ("chatd_storage_unavailable_total{reason=\"disk_full\"}", 0),
         ("chatd_storage_unavailable_total{reason=\"locked\"}", 0),
+        ("chatd_storage_unavailable_total{reason=\"down\"}", 0),
     ];
     for (name, value) in expect {
         assert_eq!(sample(&text, name), value as f64, "{name} in:\n{text}");

@@ -1,51 +1,11 @@
-//! Account operations; free functions over a connection so they compose inside `Store::run`.
+//! SQLite: account statements, free functions over a connection so they compose in one
+//! transaction.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::error::StoreError;
-use super::time::now_secs;
-
-/// What login needs to know about an account.
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    /// PHC string (argon2id).
-    pub password_hash: String,
-    /// Logins refused.
-    pub locked: bool,
-    /// Has the admin role.
-    pub admin: bool,
-    /// Logins refused until then (seconds since the epoch), if ever banned.
-    pub banned_until: Option<i64>,
-}
-
-impl Credentials {
-    /// Seconds of the ban left at `now`, if one is in force.
-    pub fn ban_left(&self, now: i64) -> Option<u64> {
-        ban_left(self.banned_until, now)
-    }
-}
-
-/// Seconds of a ban ending at `until` left at `now`, if any.
-pub fn ban_left(until: Option<i64>, now: i64) -> Option<u64> {
-    until
-        .filter(|&t| t > now)
-        .map(|t| t.saturating_sub(now) as u64)
-}
-
-/// One account, as listed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRow {
-    /// Name.
-    pub name: String,
-    /// Has the admin role.
-    pub admin: bool,
-    /// Logins refused.
-    pub locked: bool,
-    /// Seconds since the epoch.
-    pub created_at: u64,
-    /// Logins refused until then (seconds since the epoch), if ever banned.
-    pub banned_until: Option<i64>,
-}
+use crate::store::error::StoreError;
+use crate::store::time::now_secs;
+use crate::store::types::{Credentials, UserRow};
 
 /// Creates an account.
 pub fn add(c: &Connection, name: &str, hash: &str, admin: bool) -> Result<(), StoreError> {

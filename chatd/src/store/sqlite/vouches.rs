@@ -1,13 +1,11 @@
-//! Device vouches: one row per (vouched key, voucher key) of a user, the latest kept; deleted
+//! SQLite: device vouches: one row per (vouched key, voucher key) of a user, the latest kept; deleted
 //! with either key (revocation here, account deletion by cascade).
 
 use rusqlite::{Connection, params};
 
-use super::error::StoreError;
-use super::time::now_secs;
-
-/// A stored vouch: (user, vouched fingerprint, voucher fingerprint, the vouch bytes).
-pub type VouchRow = (String, [u8; 32], [u8; 32], Vec<u8>);
+use crate::store::error::StoreError;
+use crate::store::time::now_secs;
+use crate::store::types::VouchRow;
 
 /// Stores `data`, `user`'s vouch by `voucher` for `vouched`, replacing an earlier one by the
 /// same voucher. False (nothing stored) unless both keys are registered and unrevoked: a key
@@ -68,51 +66,4 @@ pub fn all(c: &Connection) -> Result<Vec<VouchRow>, StoreError> {
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{Store, keys, users};
-
-    fn k(n: u8) -> [u8; 32] {
-        [n; 32]
-    }
-
-    #[test]
-    fn stored_latest_wins_and_goes_with_either_key() {
-        let store = Store::open_in_memory().unwrap();
-        store
-            .run_sync(|c| {
-                for u in ["alice", "bob"] {
-                    users::add(c, u, "hash", false)?;
-                }
-                for (u, n) in [("alice", 1), ("alice", 2), ("alice", 3), ("bob", 4)] {
-                    keys::check_and_register(c, u, &k(n), b"spki", 2048, 10)?;
-                }
-                assert!(put(c, "alice", &k(2), &k(1), b"first")?);
-                assert!(put(c, "alice", &k(2), &k(1), b"second")?);
-                assert!(put(c, "alice", &k(3), &k(1), b"third")?);
-                assert!(put(c, "alice", &k(1), &k(3), b"back")?);
-                // Another user's key, or one that does not exist: nothing stored.
-                assert!(!put(c, "alice", &k(4), &k(1), b"x")?);
-                assert!(!put(c, "alice", &k(9), &k(1), b"x")?);
-                let rows = all(c)?;
-                assert_eq!(rows.len(), 3);
-                assert_eq!(rows[0], ("alice".into(), k(2), k(1), b"second".to_vec()));
-
-                // Revoking key 3 drops the vouch for it and the one it made.
-                assert!(keys::revoke(c, "alice", &k(3))?);
-                assert_eq!(
-                    all(c)?,
-                    vec![("alice".into(), k(2), k(1), b"second".to_vec())]
-                );
-                assert!(!put(c, "alice", &k(3), &k(1), b"again")?);
-                // Deleting the account drops the rest.
-                users::delete(c, "alice")?;
-                assert!(all(c)?.is_empty());
-                Ok(())
-            })
-            .unwrap();
-    }
 }

@@ -1,24 +1,10 @@
-//! Rooms, memberships and invitations.
+//! SQLite: rooms, memberships and invitations.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::error::StoreError;
-use super::time::now_secs;
-
-/// A room as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomRow {
-    /// Name, without `#`.
-    pub name: String,
-    /// Topic (empty: none).
-    pub topic: String,
-    /// Joining needs an invitation.
-    pub invite_only: bool,
-    /// Creator, while that account exists.
-    pub owner: Option<String>,
-    /// Members, sorted.
-    pub members: Vec<String>,
-}
+use crate::store::error::StoreError;
+use crate::store::time::now_secs;
+use crate::store::types::RoomRow;
 
 /// Every room with its members.
 pub fn all(c: &Connection) -> Result<Vec<RoomRow>, StoreError> {

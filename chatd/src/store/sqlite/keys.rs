@@ -1,42 +1,10 @@
-//! Device-key operations.
+//! SQLite: device-key statements.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::error::StoreError;
-use super::time::now_secs;
-
-/// How a login's device key relates to what the account has registered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyCheck {
-    /// Known and not revoked; `last_seen` updated.
-    Known,
-    /// Newly registered.
-    Registered,
-    /// Revoked by an administrator.
-    Revoked,
-    /// The account is at its device limit.
-    TooMany,
-}
-
-/// One registered device key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRow {
-    /// Owner.
-    pub user: String,
-    /// SHA-256 of `spki`.
-    pub fingerprint: [u8; 32],
-    /// Modulus size.
-    pub bits: u32,
-    /// Seconds since the epoch.
-    pub created_at: u64,
-    /// Seconds since the epoch.
-    pub last_seen: u64,
-    /// Seconds since the epoch, if revoked.
-    pub revoked_at: Option<u64>,
-}
-
-/// An unrevoked key: (user, fingerprint, SPKI DER).
-pub type ActiveKey = (String, [u8; 32], Vec<u8>);
+use crate::store::error::StoreError;
+use crate::store::time::now_secs;
+use crate::store::types::{ActiveKey, KeyCheck, KeyRow};
 
 /// Records a login with `spki`: registers it if new (within `max_devices` unrevoked keys).
 pub fn check_and_register(

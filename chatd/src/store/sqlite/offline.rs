@@ -1,54 +1,15 @@
-//! The offline queues: one per device, ordered, capped, expiring.
+//! SQLite: the offline queues, one per device, ordered, capped, expiring.
 
 use rusqlite::{Connection, params};
 
-use super::error::StoreError;
-
-/// A device a stored line is for: (user, fingerprint).
-pub type DeviceTarget = (String, [u8; 32]);
-
-/// A line to store for devices that are offline.
-pub struct OfflineLine<'a> {
-    /// The serialized frame, newline included, exactly as it will be delivered.
-    pub line: &'a [u8],
-    /// (user, device fingerprint) of each offline recipient.
-    pub targets: &'a [DeviceTarget],
-    /// The sending account, whose share of each queue is capped (None: the server).
-    pub sender: Option<&'a str>,
-}
-
-/// What storing one [`OfflineLine`] did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Stored {
-    /// Users for whom it was stored (each once, in target order).
-    pub held: Vec<String>,
-    /// Users with a device whose queue was full: not stored for that device.
-    pub full: Vec<String>,
-    /// Users with a device whose queue holds the sender's whole share: not stored for that
-    /// device.
-    pub over_share: Vec<String>,
-}
-
-fn push_once(v: &mut Vec<String>, user: &str) {
-    if !v.iter().any(|u| u == user) {
-        v.push(user.to_string());
-    }
-}
-
-/// How many lines each offline queue may hold.
-#[derive(Debug, Clone, Copy)]
-pub struct Caps {
-    /// Lines one device's queue holds at most.
-    pub total: usize,
-    /// Lines of one sender one device's queue holds at most.
-    pub per_sender: usize,
-}
+use crate::store::error::StoreError;
+use crate::store::types::{Caps, OfflineLine, PageSize, Stored};
 
 /// Stores `lines` in one transaction, each for its targets whose queue holds fewer than
 /// `caps.total` lines, and fewer than `caps.per_sender` of the line's sender.
 pub fn store(
     c: &Connection,
-    lines: &[OfflineLine<'_>],
+    lines: &[OfflineLine],
     caps: Caps,
     now_ms: i64,
 ) -> Result<Vec<Stored>, StoreError> {
@@ -68,69 +29,38 @@ pub fn store(
         for l in lines {
             let mut result = Stored::default();
             let mut id = None;
-            for (user, device) in l.targets {
+            for (user, device) in &l.targets {
                 // The total first: a full queue is full for everyone, whoever filled it.
                 let n: i64 = count.query_row(params![user, &device[..]], |r| r.get(0))?;
                 if n.max(0) as usize >= caps.total {
-                    push_once(&mut result.full, user);
+                    Stored::push_once(&mut result.full, user);
                     continue;
                 }
-                if let Some(sender) = l.sender {
+                if let Some(sender) = &l.sender {
                     let n: i64 =
                         count_sender.query_row(params![user, &device[..], sender], |r| r.get(0))?;
                     if n.max(0) as usize >= caps.per_sender {
-                        push_once(&mut result.over_share, user);
+                        Stored::push_once(&mut result.over_share, user);
                         continue;
                     }
                 }
                 let msg = match id {
                     Some(m) => m,
                     None => {
-                        message.execute(params![l.line, now_ms])?;
+                        message.execute(params![&l.line[..], now_ms])?;
                         let m = tx.last_insert_rowid();
                         id = Some(m);
                         m
                     }
                 };
                 queue.execute(params![user, &device[..], msg, l.sender])?;
-                push_once(&mut result.held, user);
+                Stored::push_once(&mut result.held, user);
             }
             out.push(result);
         }
     }
     tx.commit()?;
     Ok(out)
-}
-
-/// Up to `limit` lines queued for `user`'s `device` after queue id `after`, oldest
-/// first, skipping lines stored before `not_before_ms` (expired).
-pub fn load(
-    c: &Connection,
-    user: &str,
-    device: &[u8; 32],
-    after: i64,
-    limit: usize,
-    not_before_ms: i64,
-) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-    let mut stmt = c.prepare_cached(
-        "SELECT q.id, m.line FROM offline_queue q JOIN offline_messages m ON m.id = q.message
-         WHERE q.user = ?1 AND q.device = ?2 AND q.id > ?3 AND m.created_ms >= ?4
-         ORDER BY q.id LIMIT ?5",
-    )?;
-    let rows = stmt.query_map(
-        params![user, &device[..], after, not_before_ms, limit as i64],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// How much [`load_page`] reads at most.
-#[derive(Debug, Clone, Copy)]
-pub struct PageSize {
-    /// Lines.
-    pub lines: usize,
-    /// Bytes of lines; a page holds at least one line however long.
-    pub bytes: usize,
 }
 
 /// A stored line of a page: the caller's copy of it, or its bytes read from the database.
