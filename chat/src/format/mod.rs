@@ -62,19 +62,20 @@ pub fn message(m: &ChatMessage, me: &str, stamp: &str) -> String {
 
 /// [`message`] without its time stamp (with its marks: late, times that disagree).
 pub fn message_body(m: &ChatMessage, me: &str) -> String {
-    body_marked(m, me, sanitize)
+    body_marked(m, me, sanitize, true)
 }
 
-/// [`message_body`] keeping the text's line breaks, for the full-screen view (which draws
-/// each later line indented under the first, so none can pass for a line of its own).
+/// [`message_body`] for the full-screen view: the text's line breaks kept (it draws each
+/// later line indented under the first, so none can pass for a line of its own), and no
+/// `[#room]` prefix (a room's messages go to that room's buffer, which names it).
 pub fn message_lines(m: &ChatMessage, me: &str) -> String {
-    body_marked(m, me, sanitize_lines)
+    body_marked(m, me, sanitize_lines, false)
 }
 
-fn body_marked(m: &ChatMessage, me: &str, clean: fn(&str) -> String) -> String {
+fn body_marked(m: &ChatMessage, me: &str, clean: fn(&str) -> String, room_prefix: bool) -> String {
     let body = match &m.room {
-        Some(room) => format!("[#{}] {}", sanitize(room), body_with(m, me, clean)),
-        None => body_with(m, me, clean),
+        Some(room) if room_prefix => format!("[#{}] {}", sanitize(room), body_with(m, me, clean)),
+        _ => body_with(m, me, clean),
     };
     format!("{body}{}", e2e::message_marks(m))
 }

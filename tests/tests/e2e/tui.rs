@@ -664,7 +664,7 @@ fn lines_pasted_behind_join_wait_for_its_answer() {
         .expect("the line, in #ops", exactly("[#ops] <alice> for ops only"));
     alice.wait_for("the join and alice's own copy", |s| {
         has_notice(s, &["now", "talking", "#ops"])
-            && entry_count(s, "[#ops] <alice> for ops only") == 1
+            && entry_count(s, "<alice> for ops only") == 1
     });
 
     alice.paste("/join secret\nnever sent\n");

@@ -145,8 +145,8 @@ fn rooms_and_whispers_get_buffers_with_activity_highlights_and_mentions() {
     // Alt-3: #ops is shown, its lines there and its activity read.
     alice.send_keys(&["M-3"]);
     let screen = alice.wait_for("the #ops buffer with bob's lines", |s| {
-        view(s).contains("[#ops] <bob> ALICE, time to deploy?")
-            && view(s).contains("[#ops] <bob> just talk")
+        view(s).contains("<bob> ALICE, time to deploy?")
+            && view(s).contains("<bob> just talk")
     });
     assert!(
         status(&screen).contains("act: 4:bob(1)") && !status(&screen).contains("3:#ops("),
