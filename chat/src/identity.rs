@@ -12,8 +12,10 @@
 //!
 //! ```text
 //! keys/USER@ID.pem                this device's private key
+//! keys/USER@ID.history            the local history, if enabled (beside the key it is sealed by)
 //! state/USER@ID                   encrypted receiver state
 //! state/USER@ID.pending.json      what is held from keys not accepted yet
+//! state/USER@ID.ignored           the /ignore list
 //! peers/ID.json                   other users' pinned device keys
 //! ```
 //!
