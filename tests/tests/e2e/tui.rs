@@ -6,7 +6,10 @@
 //! titled `online` on the right listing who is online; the status bar on the second-to-last
 //! row; the input line, starting with `> `, on the last row.
 
-use crate::harness::{Chat, ClientHome, Server, bins, exactly, loopback0, test_key};
+use crate::harness::{
+    Chat, ClientHome, Server, exactly, input_row, is_input_line, log_in, loopback0, start_tui,
+    status_row, test_key, tui_argv, type_line,
+};
 use crate::tmux::{self, Tmux, frame, rows, shell_command};
 
 /// Below this width the online panel is hidden.
@@ -16,82 +19,15 @@ const PANEL_MIN_COLS: usize = 60;
 // Starting chat in a terminal
 // ---------------------------------------------------------------------------------------------
 
-/// `chat --server ADDR --user USER --accept-fingerprint FP --key FILE`: no --plain and no
-/// --password-stdin, so on a terminal it asks for the password and goes full screen.
-fn chat_argv(server: &Server, user: &str, home: &ClientHome) -> Vec<String> {
-    let mut argv = vec![
-        bins().chat.display().to_string(),
-        "--server".to_string(),
-        server.server_arg(),
-        "--user".to_string(),
-        user.to_string(),
-        "--accept-fingerprint".to_string(),
-        server.fingerprint.clone(),
-    ];
-    argv.extend(home.key_args(user));
-    argv
-}
-
-/// Answers chat's password prompt and waits for the full-screen UI to report the login.
-fn log_in(t: &Tmux, server: &Server, user: &str, password: &str) {
-    t.wait_for_text(&format!("Password for {user}@{}:", server.server_arg()));
-    t.type_text(password);
-    t.send_keys(&["Enter"]);
-    // Only the login notice and the input line here: each test checks what it is about (the
-    // status bar in particular), so one mismatch does not hide the rest.
-    t.wait_for("the full-screen UI after the login", |s| {
-        s.contains(&format!("logged in as {user}")) && is_input_line(input_row(s))
-    });
-}
-
-/// chat for `user` full screen in a `cols` x `rows` terminal, logged in.
-fn start_tui(
-    server: &Server,
-    user: &str,
-    password: &str,
-    home: &ClientHome,
-    cols: u16,
-    rows: u16,
-) -> Tmux {
-    let t = Tmux::start(cols, rows, &home.env(), &chat_argv(server, user, home));
-    log_in(&t, server, user, password);
-    t
-}
-
 /// Waits until the plain client `who` has pinned `peer`'s device key (so it encrypts to it).
 fn wait_pinned(who: &mut Chat, peer: &str) {
     who.out
         .expect_contains(&format!("pinned {peer}'s device key SHA256:"));
 }
 
-/// Types `line` and presses Enter.
-fn type_line(t: &Tmux, line: &str) {
-    t.type_text(line);
-    t.send_keys(&["Enter"]);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Reading the screen
 // ---------------------------------------------------------------------------------------------
-
-/// The status bar: the second-to-last row.
-fn status_row(screen: &str) -> &str {
-    let rows = rows(screen);
-    rows.get(rows.len().wrapping_sub(2)).copied().unwrap_or("")
-}
-
-/// The input line: the last row.
-fn input_row(screen: &str) -> &str {
-    rows(screen).last().copied().unwrap_or("")
-}
-
-/// Whether `row` is the input line: `> ` and what is typed. Empty, it reads as `>`: tmux
-/// keeps apart cells never written and written spaces, and a terminal UI need not write the
-/// blank after the prompt onto a fresh (blank) screen.
-fn is_input_line(row: &str) -> bool {
-    let row = row.trim_end();
-    row == ">" || row.starts_with("> ")
-}
 
 /// Whether `word` is a whole word of `text` (so `connected` is not found in `disconnected`).
 fn has_word(text: &str, word: &str) -> bool {
@@ -394,7 +330,7 @@ fn quit_restores_the_terminal() {
         // After chat: its exit status and the terminal modes it left behind.
         let script = format!(
             "{}; echo \"EXIT=$?\"; stty -a; echo END-OF-STTY; sleep 600",
-            shell_command(&chat_argv(&server, "alice", &home))
+            shell_command(&tui_argv(&server, "alice", &home))
         );
         let argv: Vec<String> = ["sh", "-c", &script].map(String::from).to_vec();
         let t = Tmux::start(100, 30, &home.env(), &argv);
@@ -663,8 +599,7 @@ fn lines_pasted_behind_join_wait_for_its_answer() {
     bob.out
         .expect("the line, in #ops", exactly("[#ops] <alice> for ops only"));
     alice.wait_for("the join and alice's own copy", |s| {
-        has_notice(s, &["now", "talking", "#ops"])
-            && entry_count(s, "<alice> for ops only") == 1
+        has_notice(s, &["now", "talking", "#ops"]) && entry_count(s, "<alice> for ops only") == 1
     });
 
     alice.paste("/join secret\nnever sent\n");

@@ -7,50 +7,16 @@
 //! shown as `N:name` (`2:#lobby`, `4:bob`) and lists buffers with unseen messages as
 //! `act: N:name(COUNT)`, with a `*` right after the count when one of them named the user.
 
-use crate::harness::{Chat, ClientHome, Server, bins};
+use crate::harness::{
+    Chat, ClientHome, Server, start_tui, status_row, type_line, write_chat_config,
+};
 use crate::tmux::{self, Tmux, frame, rows};
 
 /// chat for `user`, full screen, with `config` as its config.toml, logged in.
 fn start(server: &Server, user: &str, home: &ClientHome, config: &str) -> Tmux {
-    let env = home.env();
-    let config_home = env
-        .iter()
-        .find(|(k, _)| k == "XDG_CONFIG_HOME")
-        .map(|(_, v)| std::path::PathBuf::from(v))
-        .expect("XDG_CONFIG_HOME in the home's environment");
-    std::fs::create_dir_all(config_home.join("chat")).unwrap();
-    std::fs::write(config_home.join("chat").join("config.toml"), config).unwrap();
-    let mut argv = vec![
-        bins().chat.display().to_string(),
-        "--server".to_string(),
-        server.server_arg(),
-        "--user".to_string(),
-        user.to_string(),
-        "--accept-fingerprint".to_string(),
-        server.fingerprint.clone(),
-    ];
-    argv.extend(home.key_args(user));
-    let t = Tmux::start(120, 30, &env, &argv);
-    t.wait_for_text(&format!("Password for {user}@{}:", server.server_arg()));
-    t.type_text(&format!("{user}-pw"));
-    t.send_keys(&["Enter"]);
-    t.wait_for("the login", |s| s.contains(&format!("logged in as {user}")));
-    t
+    write_chat_config(home, config);
+    start_tui(server, user, &format!("{user}-pw"), home, 120, 30)
 }
-
-fn type_line(t: &Tmux, line: &str) {
-    t.type_text(line);
-    t.send_keys(&["Enter"]);
-}
-
-/// The status bar: the second-to-last row.
-fn status(screen: &str) -> String {
-    let rows = rows(screen);
-    rows.get(rows.len().wrapping_sub(2))
-        .map(|r| (*r).to_string())
-        .unwrap_or_default()
-}
-
 /// The message view: every row above the status bar, left of the nick list.
 fn view(screen: &str) -> String {
     let rows = rows(screen);
@@ -104,7 +70,11 @@ fn rooms_and_whispers_get_buffers_with_activity_highlights_and_mentions() {
     let screen = alice.wait_for("bob's lobby line in the lobby buffer", |s| {
         view(s).contains("<bob> bob is here")
     });
-    assert!(status(&screen).contains("2:#lobby"), "{}", frame(&screen));
+    assert!(
+        status_row(&screen).contains("2:#lobby"),
+        "{}",
+        frame(&screen)
+    );
 
     // Joining opens the room's buffer, shown at once.
     bob.send("/join ops");
@@ -112,7 +82,7 @@ fn rooms_and_whispers_get_buffers_with_activity_highlights_and_mentions() {
     type_line(&alice, "/join ops");
     alice.wait_for("the #ops buffer, shown, listing its two members", |s| {
         let (title, names) = nick_list(s);
-        status(s).contains("3:#ops") && title == "#ops 2" && names == ["alice", "bob"]
+        status_row(s).contains("3:#ops") && title == "#ops 2" && names == ["alice", "bob"]
     });
     bob.out.expect_contains("alice joined #ops");
     type_line(&alice, "hello ops");
@@ -121,11 +91,11 @@ fn rooms_and_whispers_get_buffers_with_activity_highlights_and_mentions() {
     // Alt-2 back to the lobby; bob names alice in #ops and whispers: activity, not lines.
     alice.send_keys(&["M-2"]);
     alice.wait_for("the lobby buffer again", |s| {
-        status(s).contains("2:#lobby") && view(s).contains("<bob> bob is here")
+        status_row(s).contains("2:#lobby") && view(s).contains("<bob> bob is here")
     });
     bob.send("ALICE, time to deploy?");
     let screen = alice.wait_for("#ops in the activity bar, highlighted", |s| {
-        status(s).contains("act: 3:#ops(1)*")
+        status_row(s).contains("act: 3:#ops(1)*")
     });
     assert!(
         !view(&screen).contains("time to deploy"),
@@ -134,22 +104,21 @@ fn rooms_and_whispers_get_buffers_with_activity_highlights_and_mentions() {
     );
     bob.send("/w alice psst");
     let screen = alice.wait_for("bob's whisper buffer in the activity bar", |s| {
-        status(s).contains("act: 3:#ops(1)* 4:bob(1)")
+        status_row(s).contains("act: 3:#ops(1)* 4:bob(1)")
     });
     assert!(!view(&screen).contains("psst"), "{}", frame(&screen));
     bob.send("just talk");
     alice.wait_for("a second #ops line, no highlight", |s| {
-        status(s).contains("3:#ops(2)*")
+        status_row(s).contains("3:#ops(2)*")
     });
 
     // Alt-3: #ops is shown, its lines there and its activity read.
     alice.send_keys(&["M-3"]);
     let screen = alice.wait_for("the #ops buffer with bob's lines", |s| {
-        view(s).contains("<bob> ALICE, time to deploy?")
-            && view(s).contains("<bob> just talk")
+        view(s).contains("<bob> ALICE, time to deploy?") && view(s).contains("<bob> just talk")
     });
     assert!(
-        status(&screen).contains("act: 4:bob(1)") && !status(&screen).contains("3:#ops("),
+        status_row(&screen).contains("act: 4:bob(1)") && !status_row(&screen).contains("3:#ops("),
         "{}",
         frame(&screen)
     );
@@ -161,19 +130,19 @@ fn rooms_and_whispers_get_buffers_with_activity_highlights_and_mentions() {
     // /search shows only matching lines; alone, everything again.
     type_line(&alice, "/search DEPLOY");
     let screen = alice.wait_for("the search", |s| {
-        status(s).contains("search \"DEPLOY\": 1 lines")
+        status_row(s).contains("search \"DEPLOY\": 1 lines")
     });
     assert!(!view(&screen).contains("just talk"), "{}", frame(&screen));
     type_line(&alice, "/search");
     alice.wait_for("the search cleared", |s| {
-        view(s).contains("just talk") && !status(s).contains("search")
+        view(s).contains("just talk") && !status_row(s).contains("search")
     });
 
     // /window 4: the whisper buffer; text typed there is a whisper.
     type_line(&alice, "/window 4");
     alice.wait_for("bob's whisper buffer", |s| {
         let (title, names) = nick_list(s);
-        status(s).contains("4:bob")
+        status_row(s).contains("4:bob")
             && view(s).contains("*bob* psst")
             && title == "with bob"
             && names == ["alice", "bob"]
@@ -210,16 +179,16 @@ fn rooms_and_whispers_get_buffers_with_activity_highlights_and_mentions() {
     });
     alice.send_keys(&["M-Left"]);
     alice.wait_for("Alt-Left wraps round to the last buffer", |s| {
-        status(s).contains("4:bob")
+        status_row(s).contains("4:bob")
     });
     type_line(&alice, "/close");
     alice.wait_for("the whisper buffer closed, #ops shown", |s| {
-        status(s).contains("3:#ops")
+        status_row(s).contains("3:#ops")
     });
     type_line(&alice, "/close");
     bob.out.expect_contains("alice left #ops");
     alice.wait_for("#ops closed, the lobby shown", |s| {
-        status(s).contains("2:#lobby")
+        status_row(s).contains("2:#lobby")
     });
     type_line(&alice, "/window");
     let screen = alice.wait_for("the buffer list", |s| view(s).contains("2 buffers:"));

@@ -1,35 +1,8 @@
 //! Tab completion of command arguments in the full-screen `chat` (tmux, see [`crate::tmux`])
 //! against a real chatd: a room seen in `/rooms`, and a user's pinned fingerprint.
 
-use crate::harness::{Chat, ClientHome, Server, bins, exactly, unstamped};
-use crate::tmux::{self, Tmux, rows};
-
-/// Full-screen chat for `user`, logged in (as tui.rs starts it).
-fn start_tui(server: &Server, user: &str, password: &str, home: &ClientHome) -> Tmux {
-    let mut argv = vec![
-        bins().chat.display().to_string(),
-        "--server".to_string(),
-        server.server_arg(),
-        "--user".to_string(),
-        user.to_string(),
-        "--accept-fingerprint".to_string(),
-        server.fingerprint.clone(),
-    ];
-    argv.extend(home.key_args(user));
-    let t = Tmux::start(140, 30, &home.env(), &argv);
-    t.wait_for_text(&format!("Password for {user}@{}:", server.server_arg()));
-    t.type_text(password);
-    t.send_keys(&["Enter"]);
-    t.wait_for("the full-screen UI after the login", |s| {
-        s.contains(&format!("logged in as {user}")) && input_row(s).starts_with('>')
-    });
-    t
-}
-
-fn input_row(screen: &str) -> &str {
-    rows(screen).last().copied().unwrap_or("").trim_end()
-}
-
+use crate::harness::{Chat, ClientHome, Server, exactly, input_row, start_tui, unstamped};
+use crate::tmux;
 #[test]
 fn a_room_seen_in_rooms_completes() {
     if !tmux::available() {
@@ -42,7 +15,7 @@ fn a_room_seen_in_rooms_completes() {
     let mut bob = Chat::login(&server, "bob", "bob-pw", &bob_home);
     bob.send("/join design");
     bob.out.expect_contains("#design");
-    let alice = start_tui(&server, "alice", "alice-pw", &alice_home);
+    let alice = start_tui(&server, "alice", "alice-pw", &alice_home, 140, 30);
     // Not known yet: nothing to complete.
     alice.type_text("/join de");
     alice.send_keys(&["Tab"]);
@@ -76,7 +49,7 @@ fn verify_completes_a_pinned_fingerprint() {
     server.add_user("alice", "alice-pw");
     server.add_user("bob", "bob-pw");
     let (alice_home, bob_home) = (ClientHome::new(), ClientHome::new());
-    let alice = start_tui(&server, "alice", "alice-pw", &alice_home);
+    let alice = start_tui(&server, "alice", "alice-pw", &alice_home, 140, 30);
     let mut bob = Chat::login(&server, "bob", "bob-pw", &bob_home);
     bob.out.expect_contains("pinned alice's device key SHA256:");
     bob.send("/fingerprint");

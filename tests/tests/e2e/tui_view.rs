@@ -3,54 +3,11 @@
 //! the room at 60 columns, and mouse capture follows `[ui] mouse` and the Alt-m key (read from
 //! tmux's own view of the pane's mouse mode).
 
-use crate::harness::{Chat, ClientHome, Server, bins};
+use crate::harness::{Chat, ClientHome, Server, start_tui, status_row, write_chat_config};
 use crate::tmux::{self, Tmux, frame, rows};
 
 /// `HH:MM:SS <bob> `: where bob's text starts, and where its continuation rows start.
 const INDENT: usize = "12:34:56 <bob> ".len();
-
-fn chat_argv(server: &Server, user: &str, home: &ClientHome) -> Vec<String> {
-    let mut argv = vec![
-        bins().chat.display().to_string(),
-        "--server".to_string(),
-        server.server_arg(),
-        "--user".to_string(),
-        user.to_string(),
-        "--accept-fingerprint".to_string(),
-        server.fingerprint.clone(),
-    ];
-    argv.extend(home.key_args(user));
-    argv
-}
-
-/// Writes `text` as chat's config.toml in `home` (the XDG_CONFIG_HOME its terminal gets).
-fn write_config(home: &ClientHome, text: &str) {
-    let (_, config) = home
-        .env()
-        .into_iter()
-        .find(|(k, _)| k == "XDG_CONFIG_HOME")
-        .expect("the home sets XDG_CONFIG_HOME");
-    let dir = std::path::Path::new(&config).join("chat");
-    std::fs::create_dir_all(&dir).expect("config dir");
-    std::fs::write(dir.join("config.toml"), text).expect("config.toml");
-}
-
-/// chat for `user` full screen in a `cols` x `rows` terminal, logged in.
-fn start_tui(server: &Server, user: &str, home: &ClientHome, cols: u16, rows: u16) -> Tmux {
-    let t = Tmux::start(cols, rows, &home.env(), &chat_argv(server, user, home));
-    t.wait_for_text(&format!("Password for {user}@{}:", server.server_arg()));
-    t.type_text(&format!("{user}-pw"));
-    t.send_keys(&["Enter"]);
-    t.wait_for_text(&format!("logged in as {user}"));
-    t
-}
-
-/// The status bar: the second-to-last row.
-fn status_row(screen: &str) -> String {
-    let rows = rows(screen);
-    rows[rows.len() - 2].to_string()
-}
-
 /// The pane's mouse mode as tmux sees it: "1" once the program asked for any-motion
 /// reporting (crossterm's EnableMouseCapture), "0" with mouse reporting off.
 fn mouse_flag(t: &Tmux) -> String {
@@ -80,7 +37,7 @@ fn a_long_message_wraps_at_words_under_its_text_at_60_columns() {
     server.add_user("alice", "alice-pw");
     server.add_user("bob", "bob-pw");
     let (alice_home, bob_home) = (ClientHome::new(), ClientHome::new());
-    let alice = start_tui(&server, "alice", &alice_home, 60, 20);
+    let alice = start_tui(&server, "alice", "alice-pw", &alice_home, 60, 20);
     let mut bob = Chat::login(&server, "bob", "bob-pw", &bob_home);
     bob.out.expect_contains("pinned alice's device key SHA256:");
     let long = "wrapping should happen between words and never inside them, \
@@ -146,12 +103,12 @@ fn mouse_false_starts_without_capture_and_alt_m_toggles_it() {
     server.add_user("carol", "carol-pw");
     // Default: captured, as before the setting existed.
     let home = ClientHome::new();
-    let t = start_tui(&server, "alice", &home, 100, 20);
+    let t = start_tui(&server, "alice", "alice-pw", &home, 100, 20);
     wait_mouse(&t, "1");
 
     let home = ClientHome::new();
-    write_config(&home, "[ui]\nmouse = false\n");
-    let t = start_tui(&server, "carol", &home, 100, 20);
+    write_chat_config(&home, "[ui]\nmouse = false\n");
+    let t = start_tui(&server, "carol", "carol-pw", &home, 100, 20);
     assert_eq!(mouse_flag(&t), "0", "{}", frame(&t.capture()));
     assert_eq!(t.query("#{mouse_standard_flag}#{mouse_button_flag}"), "00");
     t.send_keys(&["M-m"]);

@@ -10,13 +10,15 @@
 //! and runs chatctl; `chat` runs clients; `raw` is the protocol client and the fixed keys;
 //! `proxy` is a malicious server made of the real one (chatd's own certificate and key, frames
 //! rewritten between chatd and real `chat` clients); `attack` is what its tests share; `abuse` is what the hostile-client tests share (attackers'
-//! source addresses, chatd's RSS, printed figures).
+//! source addresses, chatd's RSS, printed figures); `fullscreen` starts and reads the
+//! full-screen `chat` in tmux.
 
 mod abuse;
 mod attack;
 mod chat;
 mod chatd;
 mod fake;
+mod fullscreen;
 mod process;
 mod proxy;
 mod raw;
@@ -26,6 +28,7 @@ pub use attack::*;
 pub use chat::*;
 pub use chatd::*;
 pub use fake::*;
+pub use fullscreen::*;
 pub use process::*;
 pub use proxy::*;
 pub use raw::*;
