@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 
 use chatd_proto::ServerFrame;
+use chatd_proto::frame::RoomEvent;
 use chrono::{DateTime, Local};
 
 /// What kind of line an entry is; decides its style.
@@ -359,10 +360,17 @@ impl Buffers {
 }
 
 /// Where the lines a server frame renders to go: a room's events, topic and member list
-/// to its buffer; presence (who is on the server) to the server buffer; answers to
-/// commands and everything else to the buffer shown.
-pub fn frame_target(frame: &ServerFrame) -> Target {
+/// to its buffer (our own join opens it, as it comes before the room's first message);
+/// presence (who is on the server) to the server buffer; answers to commands and
+/// everything else to the buffer shown.
+pub fn frame_target(frame: &ServerFrame, me: &str) -> Target {
     match frame {
+        ServerFrame::Room {
+            room,
+            user,
+            event: RoomEvent::Join,
+            ..
+        } if user == me => Target::Room(room.clone()),
         ServerFrame::Room { room, .. } | ServerFrame::Topic { room, .. } => {
             Target::RoomIfOpen(room.clone())
         }
@@ -413,6 +421,30 @@ mod tests {
 
     fn texts(b: &Buffer) -> Vec<&str> {
         b.entries.iter().map(|e| e.text.as_str()).collect()
+    }
+
+    #[test]
+    fn our_own_join_opens_the_room_and_others_events_do_not() {
+        let event = |user: &str, event| ServerFrame::Room {
+            room: "ops".into(),
+            user: user.into(),
+            event,
+            by: None,
+        };
+        let ops = || Target::Room("ops".into());
+        let if_open = || Target::RoomIfOpen("ops".into());
+        assert_eq!(
+            frame_target(&event("alice", RoomEvent::Join), "alice"),
+            ops()
+        );
+        assert_eq!(
+            frame_target(&event("bob", RoomEvent::Join), "alice"),
+            if_open()
+        );
+        assert_eq!(
+            frame_target(&event("alice", RoomEvent::Part), "alice"),
+            if_open()
+        );
     }
 
     #[test]

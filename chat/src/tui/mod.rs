@@ -665,7 +665,7 @@ impl Loop<'_> {
             _ => {}
         }
         self.app.frame_lines_to(
-            &buffers::frame_target(&frame),
+            &buffers::frame_target(&frame, &self.app.user),
             format::render_bodies(&frame),
         );
     }
