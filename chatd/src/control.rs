@@ -553,27 +553,15 @@ async fn ban(shared: &Shared, user: String, reason: &str, secs: u64) -> ControlR
         Ok(false) => return no_such_user(&user),
         Err(e) => return store_error(e),
     }
-    let ends = format!(
-        "banned until {} UTC",
-        chatd_proto::time::format_utc(until.max(0) as u64)
-    );
-    let n = shared.hub.close_user(&user, &ban_bye(reason, &ends));
+    let n = shared
+        .hub
+        .close_user(&user, &crate::commands::ban_reason(reason, until));
     ControlResponse::Done {
         message: format!(
-            "kicked {user} ({n} session(s)); logins refused for {} ({ends})",
-            chatd_proto::time::format_uptime(secs)
+            "kicked {user} ({n} session(s)); logins refused for {} (banned until {} UTC)",
+            chatd_proto::time::format_uptime(secs),
+            chatd_proto::time::format_utc(until.max(0) as u64)
         ),
-    }
-}
-
-/// The `bye` of a ban: "kicked by administrator" first, so clients know not to reconnect
-/// (PROTOCOL.md), then the reason if any, then the ban's end.
-fn ban_bye(reason: &str, ends: &str) -> String {
-    let kicked = crate::commands::kick_reason(reason);
-    if kicked == crate::commands::kick_reason("") {
-        format!("{kicked}: {ends}")
-    } else {
-        format!("{kicked} ({ends})")
     }
 }
 
@@ -599,7 +587,8 @@ mod tests {
 
     #[test]
     fn a_bans_bye_starts_as_a_kick_whatever_the_reason() {
-        let ends = "banned until 2026-12-06 08:00:00 UTC";
+        // 2026-12-06 08:00:00 UTC.
+        let until = 1_796_544_000;
         for (reason, bye) in [
             (
                 "",
@@ -615,7 +604,11 @@ mod tests {
                 "kicked by administrator: spam (banned until 2026-12-06 08:00:00 UTC)",
             ),
         ] {
-            assert_eq!(ban_bye(reason, ends), bye, "{reason:?}");
+            assert_eq!(
+                crate::commands::ban_reason(reason, until),
+                bye,
+                "{reason:?}"
+            );
         }
     }
 

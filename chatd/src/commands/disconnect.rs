@@ -26,6 +26,22 @@ pub fn kick_reason(reason: &str) -> String {
     }
 }
 
+/// The `bye` reason of a ban (`chatctl kick --ban`) lasting until `until` (seconds since the
+/// epoch): "kicked by administrator" first, so clients know not to reconnect (PROTOCOL.md),
+/// then the reason if any, then the ban's end.
+pub fn ban_reason(reason: &str, until: i64) -> String {
+    let ends = format!(
+        "banned until {} UTC",
+        chatd_proto::time::format_utc(until.max(0) as u64)
+    );
+    let kicked = kick_reason(reason);
+    if kicked == kick_reason("") {
+        format!("{kicked}: {ends}")
+    } else {
+        format!("{kicked} ({ends})")
+    }
+}
+
 impl Command for Disconnect {
     fn name(&self) -> &str {
         "disconnect"

@@ -25,7 +25,7 @@ mod topic;
 mod whois;
 
 pub use announce::announcement;
-pub use disconnect::kick_reason;
+pub use disconnect::{ban_reason, kick_reason};
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -142,7 +142,27 @@ async fn enter(
     };
     tracing::Span::current().record("user", login.user.as_str());
     tracing::info!(target: crate::repeats::AUDIT, session = id, device = %login.device, "logged in");
+    // A lock, ban or deletion that landed after this login's password check found no session
+    // to end. Each is stored before its sessions are ended (control.rs), so reading the account
+    // again now that the session is registered sees it, or the ending saw the session.
+    if let Some(reason) = barred_now(shared, &login.user).await {
+        tracing::info!(target: crate::repeats::AUDIT, session = id, reason, "ended at once: the account changed during the login");
+        shared.hub.close_user(&login.user, &reason);
+    }
     Ok((id, seq, login))
+}
+
+/// Why `user` may no longer be logged in (locked, banned, deleted), if so. A store that
+/// cannot answer bars no one: the login already passed its checks.
+async fn barred_now(shared: &Shared, user: &str) -> Option<String> {
+    match shared.store.credentials(user).await {
+        Ok(None) => Some("account deleted".to_string()),
+        Ok(Some(c)) if c.locked => Some("account locked".to_string()),
+        Ok(Some(c)) => c
+            .ban_left(crate::store::now_secs())
+            .map(|_| crate::commands::ban_reason("", c.banned_until.unwrap_or_default())),
+        Err(_) => None,
+    }
 }
 
 /// A registered session: replays what was stored, shows the message of the day, then runs
