@@ -23,7 +23,8 @@ struct Args {
     /// Check the configuration as start-up would, then exit without starting.
     ///
     /// Errors (exit status 1): the file itself, the TLS certificate and key (readable,
-    /// parseable, belonging together), the log level. Warnings on stderr (exit status 0):
+    /// parseable, belonging together), the log level, and with `[cluster] database` the
+    /// database (reachable, password accepted, schema not newer than this chatd). Warnings on stderr (exit status 0):
     /// plugin programs that cannot run, an admin group that does not exist.
     #[arg(long)]
     check_config: bool,
@@ -182,6 +183,7 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
         // What start-up would refuse is an error (exit 1); what it would run without, a
         // warning (exit 0).
         chatd::check::identity(&config)?;
+        let store = chatd::check::store(&config).await?;
         for warning in chatd::check::warnings(&config) {
             eprintln!("chatd: warning: {warning}");
         }
@@ -190,6 +192,7 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
         } else {
             println!("{}: configuration is valid", args.config.display());
         }
+        println!("store: {store}");
         return Ok(());
     }
     let plugin_problems = chatd::check::plugin_problems(&config);
@@ -209,6 +212,7 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
         env!("CARGO_PKG_VERSION"),
         server.listen_addr()
     );
+    tracing::info!("store: {}", server.store_info());
     tracing::info!("certificate fingerprint {}", server.fingerprint());
     if let Some(addr) = server.metrics_addr() {
         tracing::info!("metrics at http://{addr}/metrics");

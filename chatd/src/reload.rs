@@ -213,6 +213,8 @@ fn keep_fixed(
     fixed!(rooms.default);
     // Its listener is bound once, at start-up, like server.listen.
     fixed!(metrics.listen);
+    // The store is opened once, at start-up.
+    fixed!(cluster);
 }
 
 /// Settings that take effect now and differ.
