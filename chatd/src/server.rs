@@ -228,10 +228,7 @@ impl Server {
             config.limits.max_sessions_per_user.get(),
             config.limits.outbound_queue.get(),
         );
-        let known = store
-            .active_keys()
-            .await
-            .map_err(db_error)?;
+        let known = store.active_keys().await.map_err(db_error)?;
         hub.set_known(
             known
                 .into_iter()
@@ -248,11 +245,7 @@ impl Server {
         }));
         // The default room exists and every account is in it; empty rooms are gone.
         let default_room = config.rooms.default.clone();
-        let rooms =
-            store
-                .prepare_rooms(&default_room)
-                .await
-                .map_err(db_error)?;
+        let rooms = store.prepare_rooms(&default_room).await.map_err(db_error)?;
         hub.set_rooms(
             rooms.into_iter().map(|r| {
                 let room = Room {

@@ -106,7 +106,10 @@ impl ClusterConfig {
             .map(|t| t.strip_suffix('\r').unwrap_or(t))
             .unwrap_or(&text);
         if password.is_empty() {
-            return Err(format!("database password file {} is empty", path.display()));
+            return Err(format!(
+                "database password file {} is empty",
+                path.display()
+            ));
         }
         Ok(Some(password.to_string()))
     }
@@ -125,10 +128,12 @@ fn check_database_url(url: &str) -> Result<(), String> {
         .parse()
         .map_err(|e| format!("not a usable PostgreSQL URL: {e}"))?;
     if parsed.get_password().is_some() {
-        return Err("the URL holds a password, which would show in ps, logs and copies of \
+        return Err(
+            "the URL holds a password, which would show in ps, logs and copies of \
              this file; put it in cluster.database_password_file or the systemd credential \
              database-password instead"
-            .into());
+                .into(),
+        );
     }
     if parsed.get_dbname().is_none() {
         return Err("the URL names no database (postgresql://USER@HOST/DB)".into());
@@ -172,7 +177,10 @@ mod tests {
             "postgresql://chatd@localhost/chatd?password=s3cret",
         ] {
             let e = parse(&format!("[cluster]\ndatabase = \"{url}\"\n")).unwrap_err();
-            assert!(e.contains("cluster.database: the URL holds a password"), "{e}");
+            assert!(
+                e.contains("cluster.database: the URL holds a password"),
+                "{e}"
+            );
             assert!(!e.contains("s3cret"), "{e}");
         }
     }
@@ -194,7 +202,13 @@ mod tests {
             e.contains("line 2") && e.contains("database_pool must be between 1 and 1000, got 0"),
             "{e}"
         );
-        assert_eq!(parse("[cluster]\ndatabase_pool = 1\n").unwrap().cluster.database_pool, 1);
+        assert_eq!(
+            parse("[cluster]\ndatabase_pool = 1\n")
+                .unwrap()
+                .cluster
+                .database_pool,
+            1
+        );
         let c = parse("[cluster]\ndatabase_pool = 1000\n").unwrap();
         assert_eq!(c.cluster.database_pool, 1000);
         assert!(parse("[cluster]\ndatabase_pool = 1001\n").is_err());

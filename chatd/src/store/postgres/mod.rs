@@ -204,8 +204,10 @@ impl PgStore {
         // the schema up to date.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await?;
+        // Quiet: PostgreSQL's notice that the table exists would be logged at every start.
         tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS chatd_schema (version BIGINT NOT NULL);
+            "SET LOCAL client_min_messages = warning;
+             CREATE TABLE IF NOT EXISTS chatd_schema (version BIGINT NOT NULL);
              INSERT INTO chatd_schema (version)
                  SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM chatd_schema);",
         )
