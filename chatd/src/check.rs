@@ -19,14 +19,13 @@ pub fn identity(config: &Config) -> Result<Option<Fingerprint>, TlsError> {
     )
 }
 
-/// The store start-up would use, as `store:` lines say it. With `[cluster] database`: reads
-/// the password, connects and reads the schema version, changing nothing; an unreachable
-/// server, a refused login or a schema newer than this chatd is an error. The SQLite file
-/// is not opened (start-up creates it).
-pub async fn store(config: &Config) -> Result<String, StoreCheckError> {
+/// With `[cluster] database`, the PostgreSQL store start-up would use, as its `store:` line
+/// says it: reads the password, connects and reads the schema version, changing nothing; an
+/// unreachable server, a refused login or a schema newer than this chatd is an error. None
+/// for SQLite, whose file is not opened (start-up creates it).
+pub async fn store(config: &Config) -> Result<Option<String>, StoreCheckError> {
     let Some(url) = &config.cluster.database else {
-        let path = config.server.state_dir.join("chatd.db");
-        return Ok(format!("sqlite path={}", path.display()));
+        return Ok(None);
     };
     let password = config
         .cluster
@@ -42,11 +41,11 @@ pub async fn store(config: &Config) -> Result<String, StoreCheckError> {
         0 => "empty, start-up creates the schema".to_string(),
         v => format!("schema version {v}"),
     };
-    Ok(format!(
+    Ok(Some(format!(
         "postgresql node={} database={url} pool={} ({schema})",
         config.cluster.node_name(),
         config.cluster.database_pool
-    ))
+    )))
 }
 
 /// The configured database cannot be used.

@@ -183,7 +183,10 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
         // What start-up would refuse is an error (exit 1); what it would run without, a
         // warning (exit 0).
         chatd::check::identity(&config)?;
-        let store = chatd::check::store(&config).await?;
+        // Said before the verdict, which stays the last line.
+        if let Some(store) = chatd::check::store(&config).await? {
+            println!("store: {store}");
+        }
         for warning in chatd::check::warnings(&config) {
             eprintln!("chatd: warning: {warning}");
         }
@@ -192,7 +195,6 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
         } else {
             println!("{}: configuration is valid", args.config.display());
         }
-        println!("store: {store}");
         return Ok(());
     }
     let plugin_problems = chatd::check::plugin_problems(&config);
