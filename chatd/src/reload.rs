@@ -302,4 +302,17 @@ mod tests {
         assert_eq!(new.limits.presence_delay_ms, 25);
         assert_eq!(live_changes(&old, &new), ["limits.max_text_bytes"]);
     }
+
+    #[test]
+    fn the_store_is_kept_until_a_restart() {
+        let old = parse("");
+        let mut new = parse(
+            "[cluster]\ndatabase = \"postgresql:///chatd?host=/run/postgresql\"\n\
+             database_pool = 4\n",
+        );
+        let mut restart = Vec::new();
+        keep_fixed(&old, &mut new, true, &mut restart);
+        assert_eq!(restart, ["cluster"]);
+        assert_eq!(new.cluster, old.cluster);
+    }
 }
