@@ -11,7 +11,7 @@ use std::process::Command;
 
 use chatd_testkit::postgres::TempPostgres;
 
-use crate::harness::{Chat, ClientHome, Mode, Server, bins, exactly, run_chatd, write_config};
+use crate::harness::{Chat, ClientHome, Mode, Raw, Server, bins, exactly, run_chatd, write_config};
 
 /// The password of the role chatd logs in as (scram-sha-256 on the socket).
 const ROLE_PASSWORD: &str = "role-pw-7Qx";
@@ -225,6 +225,17 @@ fn chatd_on_postgresql_keeps_everything_across_restarts_of_chatd_and_of_postgres
     alice
         .out
         .expect_contains("the server could not store your message for members who are offline");
+    // A login needs the account: refused, saying to try again.
+    let mut late = Raw::connect(&server);
+    late.hello();
+    let refused = late.try_login("carol", "pw-c");
+    assert_eq!(refused["code"], "internal", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("could not check your login; try again later")),
+        "{refused}"
+    );
 
     // PostgreSQL is back: chatd reconnects by itself.
     pg.restart().unwrap();
