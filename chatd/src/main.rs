@@ -24,8 +24,9 @@ struct Args {
     ///
     /// Errors (exit status 1): the file itself, the TLS certificate and key (readable,
     /// parseable, belonging together), the log level, and with `[cluster] database` the
-    /// database (reachable, password accepted, schema not newer than this chatd). Warnings on stderr (exit status 0):
-    /// plugin programs that cannot run, an admin group that does not exist.
+    /// database (reachable, password accepted, schema not newer than this chatd). Warnings
+    /// on stderr (exit status 0): plugin programs that cannot run, an admin group that does
+    /// not exist.
     #[arg(long)]
     check_config: bool,
     /// Override the state directory.
