@@ -19,6 +19,51 @@ pub fn identity(config: &Config) -> Result<Option<Fingerprint>, TlsError> {
     )
 }
 
+/// With `[cluster] database`, the PostgreSQL store start-up would use, as its `store:` line
+/// says it: reads the password, connects and reads the schema version, changing nothing; an
+/// unreachable server, a refused login or a schema newer than this chatd is an error. None
+/// for SQLite, whose file is not opened (start-up creates it).
+pub async fn store(config: &Config) -> Result<Option<String>, StoreCheckError> {
+    let Some(url) = &config.cluster.database else {
+        return Ok(None);
+    };
+    let password = config
+        .cluster
+        .password()
+        .map_err(StoreCheckError::Password)?;
+    let version = crate::store::PgStore::check(url, password.as_deref())
+        .await
+        .map_err(|source| StoreCheckError::Database {
+            url: url.clone(),
+            source,
+        })?;
+    let schema = match version {
+        0 => "empty, start-up creates the schema".to_string(),
+        v => format!("schema version {v}"),
+    };
+    Ok(Some(format!(
+        "postgresql node={} database={url} pool={} ({schema})",
+        config.cluster.node_name(),
+        config.cluster.database_pool
+    )))
+}
+
+/// The configured database cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreCheckError {
+    /// The password file or credential could not be read.
+    #[error("{0}")]
+    Password(String),
+    /// Connecting or reading the schema version failed, or the schema is too new.
+    #[error("database {url}: {source}")]
+    Database {
+        /// `cluster.database` (which holds no password).
+        url: String,
+        /// Cause.
+        source: crate::store::StoreError,
+    },
+}
+
 /// What start-up accepts but runs without, one sentence each: plugins whose program is
 /// missing or not executable (their calls would fail), a missing admin group, a metrics
 /// listener reachable from other hosts.

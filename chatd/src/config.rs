@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod cluster;
+pub use cluster::{ClusterConfig, MAX_DATABASE_POOL, PASSWORD_CREDENTIAL};
+
 /// Default configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/chatd/chatd.toml";
 
@@ -63,6 +66,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The OpenMetrics endpoint.
     pub metrics: MetricsConfig,
+    /// This node and, when set, the PostgreSQL database used instead of SQLite.
+    pub cluster: ClusterConfig,
 }
 
 /// `[metrics]`
@@ -580,6 +585,7 @@ impl Config {
         }
         check_log_level(&self.log.level)
             .map_err(|e| invalid(format!("log.level {:?}: {e}", self.log.level)))?;
+        self.cluster.check().map_err(invalid)?;
         Ok(())
     }
 }
@@ -634,6 +640,7 @@ mod tests {
         assert_eq!(format!("{:?}", c.limits), format!("{:?}", d.limits));
         assert_eq!(c.commands.aliases, d.commands.aliases);
         assert_eq!(c.log.level, d.log.level);
+        assert_eq!(c.cluster, d.cluster);
     }
 
     #[test]

@@ -23,8 +23,10 @@ struct Args {
     /// Check the configuration as start-up would, then exit without starting.
     ///
     /// Errors (exit status 1): the file itself, the TLS certificate and key (readable,
-    /// parseable, belonging together), the log level. Warnings on stderr (exit status 0):
-    /// plugin programs that cannot run, an admin group that does not exist.
+    /// parseable, belonging together), the log level, and with `[cluster] database` the
+    /// database (reachable, password accepted, schema not newer than this chatd). Warnings
+    /// on stderr (exit status 0): plugin programs that cannot run, an admin group that does
+    /// not exist.
     #[arg(long)]
     check_config: bool,
     /// Override the state directory.
@@ -182,6 +184,10 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
         // What start-up would refuse is an error (exit 1); what it would run without, a
         // warning (exit 0).
         chatd::check::identity(&config)?;
+        // Said before the verdict, which stays the last line.
+        if let Some(store) = chatd::check::store(&config).await? {
+            println!("store: {store}");
+        }
         for warning in chatd::check::warnings(&config) {
             eprintln!("chatd: warning: {warning}");
         }
@@ -209,6 +215,7 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
         env!("CARGO_PKG_VERSION"),
         server.listen_addr()
     );
+    tracing::info!("store: {}", server.store_info());
     tracing::info!("certificate fingerprint {}", server.fingerprint());
     if let Some(addr) = server.metrics_addr() {
         tracing::info!("metrics at http://{addr}/metrics");

@@ -16,7 +16,8 @@ pub fn manual() -> Manual {
         .term(
             "/var/lib/chatd/chatd.db",
             "The database (SQLite, with -wal and -shm files beside it): accounts, device keys, \
-             rooms and the lines stored for offline devices (sealed; chatd cannot read them).",
+             rooms and the lines stored for offline devices (sealed; chatd cannot read them). \
+             Not used when [cluster] database names a PostgreSQL database.",
         )
         .term(
             "/var/lib/chatd/cert.pem, /var/lib/chatd/key.pem",
@@ -65,7 +66,9 @@ pub fn manual() -> Manual {
         )
         .term(
             "CREDENTIALS_DIRECTORY",
-            "Set by systemd's LoadCredential=: a [tls] path starting with %d/ is read from it.",
+            "Set by systemd's LoadCredential=: a [tls] or [cluster] path starting with %d/ is \
+             read from it, and the database password from its database-password when \
+             [cluster] database_password_file is unset.",
         )
         .term(
             "JOURNAL_STREAM",

@@ -213,6 +213,8 @@ fn keep_fixed(
     fixed!(rooms.default);
     // Its listener is bound once, at start-up, like server.listen.
     fixed!(metrics.listen);
+    // The store is opened once, at start-up.
+    fixed!(cluster);
 }
 
 /// Settings that take effect now and differ.
@@ -299,5 +301,18 @@ mod tests {
         assert_eq!(new.limits.max_connections, old.limits.max_connections);
         assert_eq!(new.limits.presence_delay_ms, 25);
         assert_eq!(live_changes(&old, &new), ["limits.max_text_bytes"]);
+    }
+
+    #[test]
+    fn the_store_is_kept_until_a_restart() {
+        let old = parse("");
+        let mut new = parse(
+            "[cluster]\ndatabase = \"postgresql:///chatd?host=/run/postgresql\"\n\
+             database_pool = 4\n",
+        );
+        let mut restart = Vec::new();
+        keep_fixed(&old, &mut new, true, &mut restart);
+        assert_eq!(restart, ["cluster"]);
+        assert_eq!(new.cluster, old.cluster);
     }
 }

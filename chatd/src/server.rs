@@ -51,13 +51,16 @@ pub enum ServerError {
     #[error("another chatd is already running with state directory {0}")]
     AlreadyRunning(PathBuf),
     /// The database could not be opened.
-    #[error("database {path}: {source}")]
+    #[error("database {what}: {source}")]
     Store {
-        /// File.
-        path: PathBuf,
+        /// The SQLite file, or the PostgreSQL URL (which holds no password).
+        what: String,
         /// Cause.
         source: StoreError,
     },
+    /// The database password could not be read.
+    #[error("{0}")]
+    DatabasePassword(String),
     /// The certificate could not be loaded or made.
     #[error("TLS certificate: {0}")]
     Tls(#[from] TlsError),
@@ -93,6 +96,8 @@ pub struct Server {
     /// The OpenMetrics listener, when `metrics.listen` is set.
     metrics: Option<TcpListener>,
     offline: (mpsc::Receiver<OfflineJob>, watch::Sender<u64>),
+    /// Which store this is, for the log (no secrets).
+    store_info: String,
     _lock: Flock<File>,
 }
 
@@ -148,14 +153,21 @@ impl Server {
         } = options;
         let state_dir = config.server.state_dir.clone();
         let lock = lock_state_dir(&state_dir)?;
-        let db_path = state_dir.join("chatd.db");
-        let store =
-            Store::open_sqlite(&db_path, config.limits.db_busy_timeout()).map_err(|source| {
-                ServerError::Store {
-                    path: db_path.clone(),
-                    source,
-                }
-            })?;
+        let db_name = match &config.cluster.database {
+            Some(url) => url.clone(),
+            None => state_dir.join("chatd.db").display().to_string(),
+        };
+        let db_error = |source| ServerError::Store {
+            what: db_name.clone(),
+            source,
+        };
+        let password = config
+            .cluster
+            .password()
+            .map_err(ServerError::DatabasePassword)?;
+        let (store, store_info) = Store::open(&config, password.as_deref())
+            .await
+            .map_err(db_error)?;
         let identity = crate::tls::load_identity(
             config.tls.cert.as_deref(),
             config.tls.key.as_deref(),
@@ -216,22 +228,13 @@ impl Server {
             config.limits.max_sessions_per_user.get(),
             config.limits.outbound_queue.get(),
         );
-        let known = store
-            .active_keys()
-            .await
-            .map_err(|source| ServerError::Store {
-                path: db_path.clone(),
-                source,
-            })?;
+        let known = store.active_keys().await.map_err(db_error)?;
         hub.set_known(
             known
                 .into_iter()
                 .map(|(user, fp, spki)| (user, Fingerprint::from_bytes(fp), BASE64.encode(spki))),
         );
-        let vouches = store.vouches().await.map_err(|source| ServerError::Store {
-            path: db_path.clone(),
-            source,
-        })?;
+        let vouches = store.vouches().await.map_err(db_error)?;
         hub.set_vouches(vouches.into_iter().map(|(user, vouched, voucher, data)| {
             (
                 user,
@@ -242,14 +245,7 @@ impl Server {
         }));
         // The default room exists and every account is in it; empty rooms are gone.
         let default_room = config.rooms.default.clone();
-        let rooms =
-            store
-                .prepare_rooms(&default_room)
-                .await
-                .map_err(|source| ServerError::Store {
-                    path: db_path.clone(),
-                    source,
-                })?;
+        let rooms = store.prepare_rooms(&default_room).await.map_err(db_error)?;
         hub.set_rooms(
             rooms.into_iter().map(|r| {
                 let room = Room {
@@ -289,6 +285,7 @@ impl Server {
             control,
             metrics,
             offline: (job_rx, committed_tx),
+            store_info,
             _lock: lock,
         })
     }
@@ -301,6 +298,12 @@ impl Server {
     /// The bound metrics address, when `metrics.listen` is set (port 0 resolved).
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Which store is in use: `postgresql node=... database=URL pool=N` or
+    /// `sqlite path=FILE` (the URL holds no password: the config refuses one).
+    pub fn store_info(&self) -> &str {
+        &self.store_info
     }
 
     /// The control socket path.
@@ -331,6 +334,7 @@ impl Server {
             control,
             metrics,
             offline: (job_rx, committed_tx),
+            store_info: _,
             _lock,
         } = self;
         let metrics_task = metrics.map(|listener| {

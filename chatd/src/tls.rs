@@ -132,7 +132,7 @@ fn load_pair(
 
 /// `%d/NAME` is the credential NAME that systemd's `LoadCredential=` put in
 /// `$CREDENTIALS_DIRECTORY` (readable by chatd even when the original file is root-only).
-fn credential(path: &Path) -> Result<PathBuf, TlsError> {
+pub(crate) fn credential(path: &Path) -> Result<PathBuf, TlsError> {
     let Ok(name) = path.strip_prefix("%d") else {
         return Ok(path.to_path_buf());
     };

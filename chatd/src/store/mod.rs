@@ -79,6 +79,33 @@ impl Store {
             .map(Store::Postgres)
     }
 
+    /// Opens the store `config` names: PostgreSQL when `[cluster] database` is set (with
+    /// its password, which [`crate::config::ClusterConfig::password`] reads), else the
+    /// SQLite file `chatd.db` in the state dir. Returns it with what it is, for the log
+    /// (`postgresql node=... database=URL` or `sqlite path=...`; the URL holds no password).
+    pub async fn open(
+        config: &crate::config::Config,
+        password: Option<&str>,
+    ) -> Result<(Store, String), StoreError> {
+        match &config.cluster.database {
+            Some(url) => {
+                let store =
+                    Store::connect_postgres(url, password, config.cluster.database_pool).await?;
+                let what = format!(
+                    "postgresql node={} database={url} pool={}",
+                    config.cluster.node_name(),
+                    config.cluster.database_pool
+                );
+                Ok((store, what))
+            }
+            None => {
+                let path = config.server.state_dir.join("chatd.db");
+                let store = Store::open_sqlite(&path, config.limits.db_busy_timeout())?;
+                Ok((store, format!("sqlite path={}", path.display())))
+            }
+        }
+    }
+
     /// An in-memory SQLite database, for tests.
     pub fn open_in_memory() -> Result<Store, StoreError> {
         SqliteStore::open_in_memory().map(Store::Sqlite)

@@ -19,6 +19,8 @@
 //! - `client_history`: `chat`'s optional encrypted local history across restarts
 //! - `client_identity`: chat's key and pins named by the server's identity, nothing written before
 //!   a login succeeds, password tries, `$USER`, the reconnect message (issue 29)
+//! - `cluster_store`: chatd on PostgreSQL (`[cluster] database`): restarts of chatd and of
+//!   PostgreSQL, `storage_unavailable` and recovery, no text in the database, refused settings
 //! - `commands`: server built-ins (away, whois, motd, ping, announce, disconnect) and plugins
 //! - `crash`: `kill -9` during a stream of writes loses nothing acknowledged
 //! - `devices`: devices vouched for by devices: chatd's checks, `/revoke`, the new-laptop story
@@ -77,6 +79,8 @@ mod client_commands;
 mod client_history;
 #[cfg(test)]
 mod client_identity;
+#[cfg(test)]
+mod cluster_store;
 #[cfg(test)]
 mod commands;
 #[cfg(test)]

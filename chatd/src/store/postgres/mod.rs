@@ -119,14 +119,7 @@ impl PgStore {
         password: Option<&str>,
         pool_size: usize,
     ) -> Result<PgStore, StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Address(format!("{e}")))?;
-        if let Some(p) = password {
-            config.password(p);
-        }
-        config.connect_timeout(CONNECT_TIMEOUT);
-        config.application_name("chatd");
+        let config = client_config(url, password)?;
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -147,6 +140,44 @@ impl PgStore {
         let store = PgStore { pool };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// What [`PgStore::connect`] would find, changing nothing: connects once and returns
+    /// the schema version (0: an empty database, which start-up will fill);
+    /// [`StoreError::TooNew`] if a newer chatd wrote it.
+    pub async fn check(url: &str, password: Option<&str>) -> Result<i64, StoreError> {
+        let config = client_config(url, password)?;
+        let attempt = async {
+            let (client, connection) = config.connect(NoTls).await?;
+            // The connection ends when `client` is dropped at the end of this block.
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let row = client
+                .query_one("SELECT to_regclass('chatd_schema') IS NOT NULL", &[])
+                .await?;
+            if !row.try_get::<_, bool>(0)? {
+                return Ok::<i64, StoreError>(0);
+            }
+            let found: i64 = client
+                .query_one("SELECT version FROM chatd_schema", &[])
+                .await?
+                .try_get(0)?;
+            Ok(found)
+        };
+        let found = tokio::time::timeout(CONNECT_TIMEOUT * 2, attempt)
+            .await
+            .map_err(|_| {
+                StoreError::Pool(format!(
+                    "no answer from the server within {} s",
+                    (CONNECT_TIMEOUT * 2).as_secs()
+                ))
+            })??;
+        let known = MIGRATIONS.len() as i64;
+        if found > known {
+            return Err(StoreError::TooNew { found, known });
+        }
+        Ok(found)
     }
 
     /// A connection from the pool.
@@ -173,8 +204,10 @@ impl PgStore {
         // the schema up to date.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await?;
+        // Quiet: PostgreSQL's notice that the table exists would be logged at every start.
         tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS chatd_schema (version BIGINT NOT NULL);
+            "SET LOCAL client_min_messages = warning;
+             CREATE TABLE IF NOT EXISTS chatd_schema (version BIGINT NOT NULL);
              INSERT INTO chatd_schema (version)
                  SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM chatd_schema);",
         )
@@ -195,6 +228,19 @@ impl PgStore {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The client's settings for `url`, with `password` if given.
+fn client_config(url: &str, password: Option<&str>) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::Address(format!("{e}")))?;
+    if let Some(p) = password {
+        config.password(p);
+    }
+    config.connect_timeout(CONNECT_TIMEOUT);
+    config.application_name("chatd");
+    Ok(config)
 }
 
 /// The temporary condition behind a PostgreSQL error, if it is one.

@@ -1,0 +1,245 @@
+//! `[cluster]`: this node's name and the PostgreSQL database that holds the state instead of
+//! the SQLite file; the database password comes from a file or a systemd credential, never
+//! from the URL.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Most connections `database_pool` may keep: far past what one node's offline writer,
+/// logins and commands use at once, and below PostgreSQL's usual `max_connections` fences.
+pub const MAX_DATABASE_POOL: usize = 1000;
+
+/// The systemd credential read for the database password when `database_password_file` is
+/// unset (`LoadCredential=database-password:/etc/chatd/database-password`).
+pub const PASSWORD_CREDENTIAL: &str = "database-password";
+
+/// `[cluster]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's name in logs; None: the host name.
+    pub node: Option<String>,
+    /// `postgresql://USER@HOST:PORT/DB` or `postgresql:///DB?host=/run/postgresql`; None:
+    /// the SQLite file in the state dir.
+    pub database: Option<String>,
+    /// A file holding the database password (`%d/NAME`: a systemd credential); None: the
+    /// credential `database-password` if systemd passed one, else no password.
+    pub database_password_file: Option<PathBuf>,
+    /// Connections to the database at most.
+    #[serde(deserialize_with = "pool_size")]
+    pub database_pool: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node: None,
+            database: None,
+            database_password_file: None,
+            database_pool: 16,
+        }
+    }
+}
+
+fn pool_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = usize::deserialize(d)?;
+    if !(1..=MAX_DATABASE_POOL).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "database_pool must be between 1 and {MAX_DATABASE_POOL}, got {v}"
+        )));
+    }
+    Ok(v)
+}
+
+impl ClusterConfig {
+    /// This node's name: `node`, or the host name.
+    pub fn node_name(&self) -> String {
+        match &self.node {
+            Some(n) => n.clone(),
+            None => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into()),
+        }
+    }
+
+    /// What is wrong with the section, naming the key; called by `Config::validate`.
+    pub(super) fn check(&self) -> Result<(), String> {
+        if let Some(node) = &self.node {
+            let ok = (1..=64).contains(&node.len())
+                && node
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            if !ok {
+                return Err(format!(
+                    "cluster.node: {node:?} is not a node name (1-64 of A-Z, a-z, 0-9, '.', '-', '_')"
+                ));
+            }
+        }
+        if let Some(url) = &self.database {
+            check_database_url(url).map_err(|e| format!("cluster.database: {e}"))?;
+        }
+        if self.database.is_none() && self.database_password_file.is_some() {
+            return Err("cluster.database_password_file is set but cluster.database is not".into());
+        }
+        Ok(())
+    }
+
+    /// The database password: the file `database_password_file` names (`%d/NAME`: the
+    /// systemd credential NAME), else the credential `database-password` if systemd passed
+    /// one, else None. One trailing newline is not part of it.
+    pub fn password(&self) -> Result<Option<String>, String> {
+        let path = match &self.database_password_file {
+            Some(p) => crate::tls::credential(p).map_err(|e| e.to_string())?,
+            None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                Some(dir) if Path::new(&dir).join(PASSWORD_CREDENTIAL).exists() => {
+                    Path::new(&dir).join(PASSWORD_CREDENTIAL)
+                }
+                _ => return Ok(None),
+            },
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("database password file {}: {e}", path.display()))?;
+        let password = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        if password.is_empty() {
+            return Err(format!(
+                "database password file {} is empty",
+                path.display()
+            ));
+        }
+        Ok(Some(password.to_string()))
+    }
+}
+
+/// A `postgresql://` (or `postgres://`) URL that PostgreSQL's client accepts and that holds
+/// no password: one there would show in `ps`, logs and backups of the config file.
+fn check_database_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+        return Err("must be a URL starting with postgresql:// \
+             (postgresql://USER@HOST:PORT/DB or postgresql:///DB?host=/run/postgresql)"
+            .into());
+    }
+    // The parser's message never quotes the URL, which might hold a password.
+    let parsed: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| format!("not a usable PostgreSQL URL: {e}"))?;
+    if parsed.get_password().is_some() {
+        return Err(
+            "the URL holds a password, which would show in ps, logs and copies of \
+             this file; put it in cluster.database_password_file or the systemd credential \
+             database-password instead"
+                .into(),
+        );
+    }
+    if parsed.get_dbname().is_none() {
+        return Err("the URL names no database (postgresql://USER@HOST/DB)".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/etc/chatd/chatd.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn unset_means_sqlite() {
+        let c = parse("").unwrap();
+        assert_eq!(c.cluster, ClusterConfig::default());
+        assert!(c.cluster.database.is_none());
+        assert!(!c.cluster.node_name().is_empty());
+    }
+
+    #[test]
+    fn urls_tcp_and_socket_are_accepted() {
+        for url in [
+            "postgresql://chatd@db.example.org:5432/chatd",
+            "postgresql:///chatd?host=/run/postgresql",
+            "postgres://chatd@localhost/chatd",
+        ] {
+            let c = parse(&format!("[cluster]\ndatabase = \"{url}\"\n")).unwrap();
+            assert_eq!(c.cluster.database.as_deref(), Some(url));
+        }
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_refused_without_echoing_it() {
+        for url in [
+            "postgresql://chatd:s3cret@localhost/chatd",
+            "postgresql://chatd@localhost/chatd?password=s3cret",
+        ] {
+            let e = parse(&format!("[cluster]\ndatabase = \"{url}\"\n")).unwrap_err();
+            assert!(
+                e.contains("cluster.database: the URL holds a password"),
+                "{e}"
+            );
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_urls_are_refused() {
+        let e = parse("[cluster]\ndatabase = \"mysql://x@y/z\"\n").unwrap_err();
+        assert!(e.contains("starting with postgresql://"), "{e}");
+        let e = parse("[cluster]\ndatabase = \"postgresql://x@y:notaport/z\"\n").unwrap_err();
+        assert!(e.contains("not a usable PostgreSQL URL"), "{e}");
+        let e = parse("[cluster]\ndatabase = \"postgresql://chatd@localhost\"\n").unwrap_err();
+        assert!(e.contains("names no database"), "{e}");
+    }
+
+    #[test]
+    fn pool_size_edges() {
+        let e = parse("[cluster]\ndatabase_pool = 0\n").unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("database_pool must be between 1 and 1000, got 0"),
+            "{e}"
+        );
+        assert_eq!(
+            parse("[cluster]\ndatabase_pool = 1\n")
+                .unwrap()
+                .cluster
+                .database_pool,
+            1
+        );
+        let c = parse("[cluster]\ndatabase_pool = 1000\n").unwrap();
+        assert_eq!(c.cluster.database_pool, 1000);
+        assert!(parse("[cluster]\ndatabase_pool = 1001\n").is_err());
+    }
+
+    #[test]
+    fn node_names_and_unknown_keys() {
+        let c = parse("[cluster]\nnode = \"chat-1.example\"\n").unwrap();
+        assert_eq!(c.cluster.node_name(), "chat-1.example");
+        let e = parse("[cluster]\nnode = \"a b\"\n").unwrap_err();
+        assert!(e.contains("cluster.node"), "{e}");
+        let e = parse("[cluster]\nnats = \"nats://x\"\n").unwrap_err();
+        assert!(e.contains("nats"), "{e}");
+        let e = parse("[cluster]\ndatabase_password_file = \"/x\"\n").unwrap_err();
+        assert!(e.contains("cluster.database is not"), "{e}");
+    }
+
+    #[test]
+    fn password_from_file_trims_one_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "pass word\n").unwrap();
+        let c = ClusterConfig {
+            database: Some("postgresql://chatd@localhost/chatd".into()),
+            database_password_file: Some(file.clone()),
+            ..ClusterConfig::default()
+        };
+        assert_eq!(c.password().unwrap().as_deref(), Some("pass word"));
+        std::fs::write(&file, "\n").unwrap();
+        assert!(c.password().unwrap_err().contains("is empty"));
+        std::fs::remove_file(&file).unwrap();
+        assert!(c.password().unwrap_err().contains("database password file"));
+    }
+}
