@@ -458,3 +458,78 @@ fn chat_kicked_with_a_ban_says_so_and_does_not_reconnect() {
     let exit = alice.wait();
     assert_ne!(exit.status.code(), Some(0), "{:?}", exit.stderr);
 }
+
+/// A ban that lands while logins are past their password check (hashing takes a while) leaves
+/// none of them logged in: each session is ended at once with the ban's `bye`, as the
+/// account is read again once the session is registered. Before that, such a login stayed.
+#[test]
+fn a_ban_landing_during_logins_leaves_no_session_behind() {
+    const LOGINS: u8 = 12;
+    let server = Server::start();
+    server.add_user("bob", "bob-pw");
+    let (done, results) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let (addr, fingerprint) = (server.addr, server.fingerprint.as_str());
+        for n in 1..=LOGINS {
+            let done = done.clone();
+            s.spawn(move || {
+                // Each from its own address, so no per-address wait spaces them out.
+                let mut raw = Raw::connect_to_from(addr, attacker(n), fingerprint);
+                raw.hello();
+                let answer = raw.try_login("bob", "bob-pw");
+                let _ = done.send((answer, raw));
+            });
+        }
+        drop(done);
+        // The ban lands as soon as the first login is in: the rest are hashing or queued.
+        let mut answers = vec![results.recv().expect("a first answer")];
+        server
+            .ctl(&["kick", "--ban", "1h", "bob"], None)
+            .assert_ok();
+        answers.extend(results.iter());
+        assert_eq!(answers.len(), usize::from(LOGINS));
+        let (mut ended, mut refused) = (0, 0);
+        for (answer, mut raw) in answers {
+            match answer["type"].as_str() {
+                Some("login_ok") => {
+                    let (frames, _) = raw.recv_until_closed();
+                    let bye = frames.iter().find(|f| f["type"] == "bye");
+                    assert!(
+                        bye.is_some_and(|b| b["reason"]
+                            .as_str()
+                            .is_some_and(|r| r.contains("banned until"))),
+                        "a session that logged in was not ended by the ban: {frames:?}"
+                    );
+                    ended += 1;
+                }
+                _ => {
+                    assert!(
+                        answer["code"] == "refused"
+                            && answer["message"]
+                                .as_str()
+                                .is_some_and(|m| m.contains("banned")),
+                        "{answer}"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+        figure(
+            "ban-race",
+            "logins ended by the ban / refused",
+            format!("{ended} / {refused}"),
+        );
+    });
+    let list = server.ctl(&["user", "list"], None);
+    list.assert_ok();
+    let bob = list
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("bob "))
+        .map(str::to_string)
+        .expect("bob listed");
+    assert!(
+        bob.split_whitespace().nth(3) == Some("0"),
+        "bob still has sessions: {bob}"
+    );
+}
