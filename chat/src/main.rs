@@ -32,6 +32,7 @@ mod plain;
 mod screen;
 mod sealed;
 mod secure;
+mod servers;
 mod state;
 mod stdin;
 mod text;
@@ -52,16 +53,18 @@ use chatd_proto::e2e::{ALLOWED_KEY_BITS, DEFAULT_KEY_BITS};
 use clap::Parser;
 use zeroize::Zeroizing;
 
-use crate::conn::{LoginFailed, ServerAddr, Trust};
+use crate::conn::{LoginFailed, Trust};
+use crate::servers::ServerList;
 use crate::stdin::LineReader;
 
 /// Terminal client for chatd.
 #[derive(Debug, Parser)]
 #[command(name = "chat", version, about)]
 struct Cli {
-    /// Server address [default: `server` in the config file, else 127.0.0.1:8443].
-    #[arg(short, long, value_name = "HOST:PORT", value_parser = parse_server)]
-    server: Option<ServerAddr>,
+    /// Server address, or the nodes of one deployment as `HOST:PORT,HOST:PORT,...` (tried in
+    /// order; see SERVER LISTS) [default: `server` in the config file, else 127.0.0.1:8443].
+    #[arg(short, long, value_name = "HOST:PORT[,...]", value_parser = parse_server)]
+    server: Option<ServerList>,
 
     /// User name to log in as [default: `user` in the config file, else $USER].
     #[arg(short, long, value_name = "NAME", value_parser = parse_user)]
@@ -118,8 +121,8 @@ fn parse_bits(s: &str) -> Result<usize, String> {
     }
 }
 
-fn parse_server(s: &str) -> Result<ServerAddr, String> {
-    ServerAddr::parse(s).map_err(|e| e.to_string())
+fn parse_server(s: &str) -> Result<ServerList, String> {
+    ServerList::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_user(s: &str) -> Result<String, String> {
@@ -167,7 +170,7 @@ fn main() -> ExitCode {
 
 /// What the command line and the config file settle together.
 struct Settings {
-    server: ServerAddr,
+    server: ServerList,
     user: String,
     key: Option<PathBuf>,
     password_tries: u32,
@@ -186,9 +189,9 @@ fn settings(cli: &Cli) -> Result<Settings> {
     let server = match (&cli.server, &file.server) {
         (Some(s), _) => s.clone(),
         (None, Some(s)) => {
-            ServerAddr::parse(s).with_context(|| format!("bad server {s:?} in the config file"))?
+            ServerList::parse(s).with_context(|| format!("bad server {s:?} in the config file"))?
         }
-        (None, None) => ServerAddr::parse("127.0.0.1:8443")?,
+        (None, None) => ServerList::parse("127.0.0.1:8443")?,
     };
     let user = match (&cli.user, &file.user) {
         (Some(u), _) => u.clone(),
@@ -251,7 +254,7 @@ async fn run(cli: Cli) -> Result<u8> {
     };
     let started = login::run(
         login::Options {
-            addr: settings.server.clone(),
+            servers: settings.server.clone(),
             user: settings.user.clone(),
             key_file: settings.key.clone(),
             bits: cli.key_bits,
@@ -273,6 +276,8 @@ async fn run(cli: Cli) -> Result<u8> {
         key: device_key,
         layout,
         password,
+        node: started_node,
+        id: started_id,
     } = started;
     let public =
         base64::engine::general_purpose::STANDARD.encode(device_key.public().to_spki_der());
@@ -323,7 +328,9 @@ async fn run(cli: Cli) -> Result<u8> {
             tls,
         };
         let again = tui::Reconnect {
-            addr: settings.server.clone(),
+            servers: settings.server.clone(),
+            node: started_node,
+            id: started_id,
             trust,
             user: settings.user.clone(),
             password,

@@ -78,6 +78,8 @@ mod client_history;
 #[cfg(test)]
 mod client_identity;
 #[cfg(test)]
+mod client_servers;
+#[cfg(test)]
 mod commands;
 #[cfg(test)]
 mod crash;
