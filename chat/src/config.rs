@@ -13,7 +13,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
-    /// Default server, `HOST:PORT`.
+    /// Default server, `HOST:PORT`, or the nodes of one deployment as one string
+    /// `HOST:PORT,HOST:PORT` (as `--server` takes them; checked by [`crate::servers`]).
     pub server: Option<String>,
     /// Default user name.
     pub user: Option<String>,

@@ -22,8 +22,8 @@ use tokio_rustls::client::TlsStream;
 use zeroize::Zeroizing;
 
 use crate::conn::{
-    self, AskTrust, Connected, Connection, Learned, LoggedIn, LoginFailed, NoAsk, Refusal, ServerAddr,
-    ServerInfo, Trust,
+    self, AskTrust, Connected, Connection, Learned, LoggedIn, LoginFailed, NoAsk, Refusal,
+    ServerAddr, ServerInfo, Trust,
 };
 use crate::identity::{Layout, ServerId};
 use crate::keystore::{self, Need};
@@ -241,9 +241,9 @@ async fn connect_first(
             }
             (Err(e), _) => {
                 return match pinned {
-                    Some(id) if opts.servers.is_many() && !conn::unreachable(&e) => Err(e.context(
-                        format!("{node} is not accepted as this list's server {id}"),
-                    )),
+                    Some(id) if opts.servers.is_many() && !conn::unreachable(&e) => {
+                        Err(e.context(format!("{node} is not accepted as this list's server {id}")))
+                    }
                     _ => Err(e),
                 };
             }

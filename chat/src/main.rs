@@ -359,3 +359,45 @@ async fn run(cli: Cli) -> Result<u8> {
     }
     plain::run(&mut conn, &mut secure, &info, &mut input, &mut out).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings_with(config: &str, args: &[&str]) -> Result<Settings> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config)?;
+        let path = path.display().to_string();
+        let mut argv = vec!["chat", "--config", path.as_str(), "--user", "alice"];
+        argv.extend(args);
+        settings(&Cli::try_parse_from(argv)?)
+    }
+
+    #[test]
+    fn a_server_list_comes_from_the_config_or_the_command_line() {
+        let s = settings_with("server = \"a.example:1, b.example:2\"\n", &[]).unwrap();
+        assert_eq!(s.server.to_string(), "a.example:1,b.example:2");
+        let s =
+            settings_with("server = \"a.example:1,b.example:2\"\n", &["-s", "c:3,d:4"]).unwrap();
+        assert_eq!(s.server.to_string(), "c:3,d:4");
+        let e = settings_with("server = \"a.example:1,b.example:99999\"\n", &[])
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(
+            e.contains("in the config file") && e.contains("b.example:99999"),
+            "{e}"
+        );
+        // One string, not a TOML array: an array is refused with the file's name.
+        let e = settings_with("server = [\"a:1\", \"b:2\"]\n", &[])
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("config.toml") && e.contains("server"), "{e}");
+        let e = Cli::try_parse_from(["chat", "-s", "a:1,,b:2"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty entry"), "{e}");
+    }
+}

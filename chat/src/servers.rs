@@ -107,7 +107,12 @@ impl ServerList {
 
     /// Checks that `node`, which the connection found to be `found`, is the list's server
     /// `expected`.
-    pub fn check_same(&self, node: &ServerAddr, expected: &ServerId, found: &ServerId) -> Result<()> {
+    pub fn check_same(
+        &self,
+        node: &ServerAddr,
+        expected: &ServerId,
+        found: &ServerId,
+    ) -> Result<()> {
         let found = self.list_id(found.clone());
         if &found != expected {
             bail!(
@@ -286,7 +291,13 @@ mod tests {
         // Aliases (same id) are one server, whichever node is pinned.
         let same = KnownServers::parse(
             Path::new("/k"),
-            &format!("b:2 {}\nc:3 {} id={}\nother:9 {}\n", fp(1), fp(1), fp(1), fp(5)),
+            &format!(
+                "b:2 {}\nc:3 {} id={}\nother:9 {}\n",
+                fp(1),
+                fp(1),
+                fp(1),
+                fp(5)
+            ),
         );
         assert_eq!(l.pinned_id(&same).unwrap(), Some(fp(1)));
         // A node with its own certificate joined to the server by `id=`.
@@ -297,11 +308,15 @@ mod tests {
         assert_eq!(l.pinned_id(&joined).unwrap(), Some(fp(1)));
         let two = KnownServers::parse(Path::new("/k"), &format!("a:1 {}\nc:3 {}\n", fp(1), fp(2)));
         let e = l.pinned_id(&two).unwrap_err().to_string();
-        assert!(e.contains("a:1 and c:3 are pinned as two different servers"), "{e}");
+        assert!(
+            e.contains("a:1 and c:3 are pinned as two different servers"),
+            "{e}"
+        );
 
         let expected = ServerId::Pinned(fp(1));
         let node = &l.nodes()[1];
-        l.check_same(node, &expected, &ServerId::Pinned(fp(1))).unwrap();
+        l.check_same(node, &expected, &ServerId::Pinned(fp(1)))
+            .unwrap();
         let e = l
             .check_same(node, &expected, &ServerId::Pinned(fp(2)))
             .unwrap_err()
@@ -310,7 +325,11 @@ mod tests {
         // CA-verified nodes are the list, named by its first entry; never a pinned one.
         let named = l.list_id(ServerId::Named(node.clone()));
         assert_eq!(named, ServerId::Named(l.first().clone()));
-        l.check_same(node, &named, &ServerId::Named(node.clone())).unwrap();
-        assert!(l.check_same(node, &expected, &ServerId::Named(node.clone())).is_err());
+        l.check_same(node, &named, &ServerId::Named(node.clone()))
+            .unwrap();
+        assert!(
+            l.check_same(node, &expected, &ServerId::Named(node.clone()))
+                .is_err()
+        );
     }
 }

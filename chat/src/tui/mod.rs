@@ -40,15 +40,13 @@ use tokio_rustls::client::TlsStream;
 use zeroize::Zeroizing;
 
 use crate::config::UiConfig;
-use crate::conn::{
-    self, Connection, Incoming, LoggedIn, LoginFailed, NoAsk, ServerInfo, Trust,
-};
+use crate::conn::{self, Connection, Incoming, LoggedIn, LoginFailed, NoAsk, ServerInfo, Trust};
 use crate::dispatch::{self, Outbound, Sent, Step};
 use crate::format;
+use crate::identity::ServerId;
 use crate::input::{self, Input};
 use crate::joining::Joins;
 use crate::screen::{Screen, Verdict};
-use crate::identity::ServerId;
 use crate::secure::Secure;
 use crate::servers::{self, ServerList, Walk};
 use app::{Action, App, ConnState};
@@ -189,7 +187,11 @@ pub async fn run(
     ui: UiConfig,
 ) -> Result<u8> {
     let styles = Styles::new(ui.theme);
-    let node = again.servers.nodes().get(again.node).unwrap_or(again.servers.first());
+    let node = again
+        .servers
+        .nodes()
+        .get(again.node)
+        .unwrap_or(again.servers.first());
     let mut app = App::new(&node.to_string(), &session.logged_in.user, ui);
     // "SHA256:" and 8 hex digits: enough to recognise, short enough for the bar.
     app.key_short = secure

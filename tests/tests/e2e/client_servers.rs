@@ -7,8 +7,9 @@
 use std::net::TcpListener;
 use std::path::Path;
 
-use crate::harness::fullscreen::{input_row, is_input_line, status_row};
-use crate::harness::{ClientHome, Server, bins, loopback0, run_chat};
+use crate::harness::{
+    ClientHome, Server, bins, input_row, is_input_line, loopback0, run_chat, status_row,
+};
 use crate::tmux::{self, Tmux, frame};
 
 /// A chatd --dev in `dir` presenting the certificate and key of the chatd in `like` (as an
@@ -29,7 +30,10 @@ fn two_nodes() -> (tempfile::TempDir, Server, tempfile::TempDir, Server) {
     a.add_user("alice", "alice-pw");
     let db = tempfile::tempdir().unwrap();
     let b = node_like(da.path(), db.path());
-    assert_eq!(a.fingerprint, b.fingerprint, "one certificate on both nodes");
+    assert_eq!(
+        a.fingerprint, b.fingerprint,
+        "one certificate on both nodes"
+    );
     (da, a, db, b)
 }
 
@@ -206,6 +210,6 @@ fn full_screen_moves_to_the_next_node_when_its_node_dies() {
     t.type_text("/join #ops");
     t.send_keys(&["Enter"]);
     t.wait_for("joined #ops on the second node", |s| {
-        s.contains("alice joined #ops")
+        s.contains("#ops (owner alice): alice")
     });
 }
