@@ -174,6 +174,7 @@ struct Settings {
     user: String,
     key: Option<PathBuf>,
     password_tries: u32,
+    reconnect_max: std::time::Duration,
     ui: config::UiConfig,
     history: config::HistoryConfig,
 }
@@ -212,6 +213,10 @@ fn settings(cli: &Cli) -> Result<Settings> {
         password_tries: file
             .password_tries
             .unwrap_or(config::DEFAULT_PASSWORD_TRIES),
+        reconnect_max: std::time::Duration::from_secs(
+            file.reconnect_max_secs
+                .unwrap_or(config::DEFAULT_RECONNECT_MAX_SECS),
+        ),
         ui: file.ui,
         history: file.history,
     })
@@ -331,6 +336,7 @@ async fn run(cli: Cli) -> Result<u8> {
             servers: settings.server.clone(),
             node: started_node,
             id: started_id,
+            round_max: settings.reconnect_max,
             trust,
             user: settings.user.clone(),
             password,

@@ -76,6 +76,10 @@ pub fn manual() -> Manual {
              \"HOST:PORT,HOST:PORT\" (see SERVER LISTS).",
         )
         .term("user = \"NAME\"", "The user to log in as (else $USER).")
+        .term(
+            "reconnect_max_secs = 30",
+            "The longest wait between two rounds of reconnecting (2 to 3600; see SERVER LISTS).",
+        )
         .term("key = \"FILE\"", "This device's key file.")
         .term(
             "password_tries = 3",
@@ -152,7 +156,8 @@ pub fn manual() -> Manual {
              logged in on. The full-screen interface, when the connection drops, waits 0.5 to \
              1 s and tries the same node again, then after each failure the next node: right \
              away (0 to 0.5 s) until every node failed once in this round, then 1 to 2 s before \
-             the next round, doubling per round up to 15 to 30 s. Each wait is drawn at random \
+             the next round, doubling per round up to half to all of reconnect_max_secs (30). \
+             Each wait is drawn at random \
              from that range, so the clients of a node that died do not all come back at once. \
              The status bar shows the node (USER@HOST:PORT) and the node tried next.",
         )

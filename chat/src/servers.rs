@@ -11,7 +11,8 @@
 //!
 //! Reconnecting walks the list: after a failure the next node is tried, at once (with a little
 //! jitter) until every node was tried once in this round; then the next round waits
-//! [`ROUND_MIN`] doubling per round up to [`ROUND_MAX`], each wait drawn from its upper half
+//! [`ROUND_MIN`] doubling per round up to `reconnect_max_secs` (config, 30 s by default), each
+//! wait drawn from its upper half
 //! so that many clients of one dead node do not come back in lockstep.
 
 use std::fmt;
@@ -26,8 +27,6 @@ use crate::trust::KnownServers;
 
 /// The first wait between two rounds (the first retry after a loss waits this too).
 pub const ROUND_MIN: Duration = Duration::from_secs(1);
-/// The longest wait between two rounds.
-pub const ROUND_MAX: Duration = Duration::from_secs(30);
 /// The longest wait between two nodes of one round.
 pub const NEXT_NODE_MAX: Duration = Duration::from_millis(500);
 
@@ -167,8 +166,8 @@ impl Walk {
     }
 
     /// The try of the current node failed: moves to the next node and returns the wait before
-    /// trying it. `random` is any random number (the jitter).
-    pub fn failed(&mut self, list: &ServerList, random: u64) -> Duration {
+    /// trying it, a round's wait at most `max`. `random` is any random number (the jitter).
+    pub fn failed(&mut self, list: &ServerList, max: Duration, random: u64) -> Duration {
         self.node = list.next_index(self.node);
         self.failed_in_round += 1;
         if self.failed_in_round < list.nodes().len() {
@@ -180,8 +179,8 @@ impl Walk {
         self.rounds = self.rounds.saturating_add(1);
         let doubled = ROUND_MIN
             .checked_mul(1u32.checked_shl(self.rounds.min(16)).unwrap_or(u32::MAX))
-            .unwrap_or(ROUND_MAX);
-        upper_half(doubled.min(ROUND_MAX), random)
+            .unwrap_or(max);
+        upper_half(doubled.min(max), random)
     }
 }
 
@@ -206,6 +205,8 @@ pub fn random() -> u64 {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    const ROUND_MAX: Duration = Duration::from_secs(30);
 
     #[test]
     fn lists_parse_in_order_and_bad_entries_are_named() {
@@ -241,28 +242,28 @@ mod tests {
             assert!(d >= ROUND_MIN / 2 && d <= ROUND_MIN, "{d:?}");
         }
         // Within a round: the next node at once, with at most NEXT_NODE_MAX of jitter.
-        assert!(w.failed(&l, u64::MAX) <= NEXT_NODE_MAX);
+        assert!(w.failed(&l, ROUND_MAX, u64::MAX) <= NEXT_NODE_MAX);
         assert_eq!(w.node, 2);
-        assert!(w.failed(&l, 7) <= NEXT_NODE_MAX);
+        assert!(w.failed(&l, ROUND_MAX, 7) <= NEXT_NODE_MAX);
         assert_eq!(w.node, 0);
         // Every node failed once: the round's wait, doubling, in its upper half.
         let mut full = ROUND_MIN;
         for _ in 0..8 {
             full = (full * 2).min(ROUND_MAX);
-            let lo = w.failed(&l, 0);
+            let lo = w.failed(&l, ROUND_MAX, 0);
             assert_eq!(lo, full / 2, "the least jitter");
-            assert!(w.failed(&l, 3) <= NEXT_NODE_MAX);
-            assert!(w.failed(&l, 3) <= NEXT_NODE_MAX);
+            assert!(w.failed(&l, ROUND_MAX, 3) <= NEXT_NODE_MAX);
+            assert!(w.failed(&l, ROUND_MAX, 3) <= NEXT_NODE_MAX);
         }
         assert_eq!(full, ROUND_MAX);
-        let hi = w.failed(&l, u64::MAX);
+        let hi = w.failed(&l, ROUND_MAX, u64::MAX);
         assert!(hi >= ROUND_MAX / 2 && hi <= ROUND_MAX, "{hi:?}");
         // The waits are spread, not one value for everybody.
         let waits: std::collections::BTreeSet<Duration> = (0..50)
             .map(|_| {
                 let mut w = Walk::lost(0);
                 let one = ServerList::parse("a:1").unwrap();
-                w.failed(&one, random())
+                w.failed(&one, ROUND_MAX, random())
             })
             .collect();
         assert!(waits.len() > 10, "{waits:?}");
@@ -273,10 +274,18 @@ mod tests {
     fn a_single_server_backs_off_as_before() {
         let l = ServerList::parse("a:1").unwrap();
         let mut w = Walk::lost(0);
-        let fulls: Vec<Duration> = (0..7).map(|_| w.failed(&l, 0) * 2).collect();
+        let fulls: Vec<Duration> = (0..7).map(|_| w.failed(&l, ROUND_MAX, 0) * 2).collect();
         let secs: Vec<u64> = fulls.iter().map(Duration::as_secs).collect();
         assert_eq!(secs, [2, 4, 8, 16, 30, 30, 30]);
         assert_eq!(w.node, 0);
+        // reconnect_max_secs at its low edge: one doubling, then it stays there (1000 ms: the
+        // largest jitter of a 2 s wait).
+        let mut w = Walk::lost(0);
+        let low = Duration::from_secs(2);
+        let waits: Vec<Duration> = (0..4).map(|_| w.failed(&l, low, 1000)).collect();
+        assert_eq!(waits, [low; 4]);
+        let mut w = Walk::lost(0);
+        assert_eq!(w.failed(&l, low, 0), low / 2);
     }
 
     fn fp(n: u8) -> Fingerprint {

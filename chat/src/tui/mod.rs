@@ -80,6 +80,8 @@ pub struct Reconnect {
     pub node: usize,
     /// The list's server identity: a node that is another server is refused.
     pub id: ServerId,
+    /// The longest wait between two rounds (`reconnect_max_secs`).
+    pub round_max: Duration,
     /// How its certificate is checked (pins included; nobody is asked again).
     pub trust: Trust,
     /// Account.
@@ -764,7 +766,9 @@ impl Loop<'_> {
                     .warning(format!("{e:#}; not trying again (/quit to leave)"));
             }
             Err(e) => {
-                let wait = self.walk.failed(&self.again.servers, servers::random());
+                let wait =
+                    self.walk
+                        .failed(&self.again.servers, self.again.round_max, servers::random());
                 // Said once per reason; the status bar counts the tries.
                 for line in self.retries.failed(&e) {
                     self.app.warning(line);
