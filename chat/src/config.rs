@@ -13,7 +13,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
-    /// Default server, `HOST:PORT`.
+    /// Default server, `HOST:PORT`, or the nodes of one deployment as one string
+    /// `HOST:PORT,HOST:PORT` (as `--server` takes them; checked by [`crate::servers`]).
     pub server: Option<String>,
     /// Default user name.
     pub user: Option<String>,
@@ -21,6 +22,9 @@ pub struct ClientConfig {
     pub key: Option<PathBuf>,
     /// Passwords typed at a terminal before giving up [default: [`DEFAULT_PASSWORD_TRIES`]].
     pub password_tries: Option<u32>,
+    /// Longest wait between two rounds of reconnecting, in seconds
+    /// [default: [`DEFAULT_RECONNECT_MAX_SECS`]].
+    pub reconnect_max_secs: Option<u64>,
     /// Full-screen interface settings.
     #[serde(default)]
     pub ui: UiConfig,
@@ -57,6 +61,10 @@ impl Default for HistoryConfig {
 
 /// Passwords typed at a terminal before chat gives up, as ssh allows.
 pub const DEFAULT_PASSWORD_TRIES: u32 = 3;
+/// The longest wait between two rounds of reconnecting (see [`crate::servers`]).
+pub const DEFAULT_RECONNECT_MAX_SECS: u64 = 30;
+/// The bounds of `reconnect_max_secs`: at least one doubling of the first wait, at most an hour.
+pub const RECONNECT_MAX_SECS: std::ops::RangeInclusive<u64> = 2..=3600;
 
 /// The `[ui]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -161,6 +169,16 @@ impl ClientConfig {
             .is_some_and(|n| !(1..=10).contains(&n))
         {
             bail!("password_tries must be between 1 and 10");
+        }
+        if config
+            .reconnect_max_secs
+            .is_some_and(|n| !RECONNECT_MAX_SECS.contains(&n))
+        {
+            bail!(
+                "reconnect_max_secs must be between {} and {}",
+                RECONNECT_MAX_SECS.start(),
+                RECONNECT_MAX_SECS.end()
+            );
         }
         let ui = &config.ui;
         if ui.time_format.is_empty() || ui.time_format.len() > 64 {
@@ -308,6 +326,23 @@ mod tests {
             assert_eq!(c.password_tries, Some(ok));
         }
         assert_eq!(ClientConfig::parse("").unwrap().password_tries, None);
+    }
+
+    #[test]
+    fn reconnect_max_secs_at_its_edges() {
+        for ok in [2, 3600] {
+            let c = ClientConfig::parse(&format!("reconnect_max_secs = {ok}")).unwrap();
+            assert_eq!(c.reconnect_max_secs, Some(ok));
+        }
+        for bad in [1, 3601] {
+            let e = ClientConfig::parse(&format!("reconnect_max_secs = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("reconnect_max_secs must be between 2 and 3600"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -319,6 +319,22 @@ pub async fn connect_tls_with<A: AskTrust>(
     }
 }
 
+/// The node could not be reached (no TCP connection, or no TLS answer in time): with a list
+/// of servers, the next one is tried. A refused certificate is never this.
+#[derive(Debug)]
+pub struct Unreachable(pub ServerAddr);
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot connect to {}", self.0)
+    }
+}
+
+/// Whether `error` says the node was unreachable (see [`Unreachable`]).
+pub fn unreachable(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<Unreachable>().is_some()
+}
+
 /// TCP connect and TLS handshake, each with a timeout.
 async fn handshake(
     addr: &ServerAddr,
@@ -331,9 +347,10 @@ async fn handshake(
     let tcp = waiting(addr, "TCP connect", announce, connect)
         .await
         .map_err(|_| {
-            anyhow!("cannot connect to {addr}: no answer in {secs} s (the server may be down, full or unreachable)")
+            anyhow!("no answer in {secs} s (the server may be down, full or unreachable)")
+                .context(Unreachable(addr.clone()))
         })?
-        .with_context(|| format!("cannot connect to {addr}"))?;
+        .map_err(|e| anyhow::Error::new(e).context(Unreachable(addr.clone())))?;
     let _ = tcp.set_nodelay(true);
     let connector = TlsConnector::from(Arc::new(config));
     let tls = connector.connect(server_name, tcp);
@@ -341,6 +358,7 @@ async fn handshake(
         .await
         .map_err(|_| {
             anyhow!("TLS handshake with {addr} timed out after {secs} s (the server may be full or overloaded; try again later)")
+                .context(Unreachable(addr.clone()))
         })?
         .with_context(|| format!("TLS handshake with {addr} failed"))
 }

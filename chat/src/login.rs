@@ -1,4 +1,5 @@
-//! Getting logged in at start: connect, learn which server answered, find or make this
+//! Getting logged in at start: connect (to the first node of the server list that answers,
+//! see [`crate::servers`]), learn which server answered, find or make this
 //! device's key for it, and log in, with up to `password_tries` passwords typed at a terminal
 //! (config; 3 by default, as ssh allows).
 //!
@@ -21,11 +22,12 @@ use tokio_rustls::client::TlsStream;
 use zeroize::Zeroizing;
 
 use crate::conn::{
-    self, AskTrust, Connection, Learned, LoggedIn, LoginFailed, NoAsk, Refusal, ServerAddr,
-    ServerInfo, Trust,
+    self, AskTrust, Connected, Connection, Learned, LoggedIn, LoginFailed, NoAsk, Refusal,
+    ServerAddr, ServerInfo, Trust,
 };
 use crate::identity::{Layout, ServerId};
 use crate::keystore::{self, Need};
+use crate::servers::ServerList;
 use crate::stdin::LineReader;
 use crate::trust::KnownServers;
 
@@ -35,8 +37,8 @@ const SLOW_KEY: Duration = Duration::from_secs(5);
 
 /// What the login needs.
 pub struct Options {
-    /// The server as typed.
-    pub addr: ServerAddr,
+    /// The server's nodes as typed (usually one).
+    pub servers: ServerList,
     /// Account.
     pub user: String,
     /// `--key FILE`, else the key follows the server's id.
@@ -71,6 +73,10 @@ pub struct Started {
     pub layout: Layout,
     /// The password that worked (kept for reconnecting).
     pub password: Zeroizing<String>,
+    /// Index in the list of the node logged in on.
+    pub node: usize,
+    /// The list's server identity (every node must be it).
+    pub id: ServerId,
 }
 
 /// The key as far as it is known: from which file, and whether it was just made.
@@ -87,26 +93,38 @@ pub async fn run(mut opts: Options, input: &mut LineReader) -> Result<Started> {
     } else {
         1
     };
+    // The list's identity as its pins say (an error if they name two servers).
+    let pinned = match &opts.trust {
+        Trust::Pinning { known_servers, .. } => opts
+            .servers
+            .pinned_id(&KnownServers::load(known_servers)?)?,
+        Trust::CaFile(_) => None,
+    };
     // Predicted from the pins, so that unlocking the key usually happens before connecting.
-    let mut held = match predict(&opts) {
-        Some(id) => load_for(&opts, &id, input)?,
+    let first = opts.servers.first().clone();
+    let mut held = match predict(&opts, pinned) {
+        Some(id) => load_for(&opts, &first, &id, input)?,
         None => None,
     };
     let mut learned: Option<Learned> = None;
     let mut password = opts.password.take();
     let mut attempt = 1;
+    let mut from = 0;
     loop {
         let trust = with_learned(&opts.trust, learned.take());
-        let mut connected = if opts.ask_tty {
-            conn::connect_tls(&opts.addr, &trust, Some(&mut StdinAsker(input))).await?
-        } else {
-            conn::connect_tls::<NoAsk>(&opts.addr, &trust, None).await?
-        };
-        let layout = Layout::new(&opts.user, &connected.id)?;
+        let (index, mut connected) = connect_first(&opts, &trust, pinned, from, input).await?;
+        from = index;
+        let node = opts.servers.nodes().get(index).unwrap_or(&first).clone();
+        let id = opts.servers.list_id(connected.id.clone());
+        if let Some(pinned) = pinned {
+            opts.servers
+                .check_same(&node, &ServerId::Pinned(pinned), &connected.id)?;
+        }
+        let layout = Layout::new(&opts.user, &id)?;
         let key_path = opts.key_file.clone().unwrap_or_else(|| layout.key());
         if held.as_ref().is_none_or(|h| h.path != key_path) {
             let started = Instant::now();
-            held = load_for(&opts, &connected.id, input)?;
+            held = load_for(&opts, &node, &id, input)?;
             if held.is_some() && started.elapsed() > SLOW_KEY {
                 learned = connected.learned.take();
                 continue;
@@ -135,7 +153,7 @@ pub async fn run(mut opts: Options, input: &mut LineReader) -> Result<Started> {
         conn.set_key(now.key.clone());
         let typed = match password.take() {
             Some(p) => p,
-            None => prompt_password(&opts.user, &opts.addr).await?,
+            None => prompt_password(&opts.user, &node).await?,
         };
         let public =
             base64::engine::general_purpose::STANDARD.encode(now.key.public().to_spki_der());
@@ -155,6 +173,8 @@ pub async fn run(mut opts: Options, input: &mut LineReader) -> Result<Started> {
                     key: now.key,
                     layout,
                     password: typed,
+                    node: index,
+                    id,
                 });
             }
             Err(e) => {
@@ -175,29 +195,73 @@ pub async fn run(mut opts: Options, input: &mut LineReader) -> Result<Started> {
                 held = Some(now);
                 learned = pins;
                 // Asked before reconnecting, so the server's login timeout does not run meanwhile.
-                password = Some(prompt_password(&opts.user, &opts.addr).await?);
+                password = Some(prompt_password(&opts.user, &node).await?);
             }
         }
     }
 }
 
-/// The server's id as the pins say before connecting: `--ca` names it by host, a pinned host
-/// by its pin's id; None when only the connection can tell (no pin yet, or the system roots).
-fn predict(opts: &Options) -> Option<ServerId> {
+/// The server's id as the pins say before connecting: `--ca` names it by the list's first
+/// host, pinned hosts by their pins' id (`pinned`); None when only the connection can tell
+/// (no pin yet, or the system roots).
+fn predict(opts: &Options, pinned: Option<Fingerprint>) -> Option<ServerId> {
     match &opts.trust {
-        Trust::CaFile(_) => Some(ServerId::Named(opts.addr.clone())),
-        Trust::Pinning { known_servers, .. } => KnownServers::load(known_servers)
-            .ok()?
-            .lookup(&opts.addr.to_string())
-            .map(|pin| ServerId::Pinned(pin.id)),
+        Trust::CaFile(_) => Some(ServerId::Named(opts.servers.first().clone())),
+        Trust::Pinning { .. } => pinned.map(ServerId::Pinned),
     }
 }
 
+/// Connects to the first node, from index `from` on, that can be reached; an unreachable node
+/// is said once and the next one tried. Anything else (a refused certificate above all) stops
+/// here. Once the list's identity is pinned (`pinned`), nobody is asked about a certificate:
+/// a node must present that server's.
+async fn connect_first(
+    opts: &Options,
+    trust: &Trust,
+    pinned: Option<Fingerprint>,
+    from: usize,
+    input: &mut LineReader,
+) -> Result<(usize, Connected)> {
+    let nodes = opts.servers.nodes();
+    let mut index = from;
+    while let Some(node) = nodes.get(index) {
+        let result = if opts.ask_tty && (pinned.is_none() || !opts.servers.is_many()) {
+            conn::connect_tls(node, trust, Some(&mut StdinAsker(input))).await
+        } else {
+            conn::connect_tls::<NoAsk>(node, trust, None).await
+        };
+        match (result, nodes.get(index + 1)) {
+            (Ok(connected), _) => return Ok((index, connected)),
+            (Err(e), Some(next)) if conn::unreachable(&e) => {
+                eprintln!(
+                    "chat: {}; trying {next}",
+                    crate::text::sanitize_lines(&format!("{e:#}"))
+                );
+                index += 1;
+            }
+            (Err(e), _) => {
+                return match pinned {
+                    Some(id) if opts.servers.is_many() && !conn::unreachable(&e) => {
+                        Err(e.context(format!("{node} is not accepted as this list's server {id}")))
+                    }
+                    _ => Err(e),
+                };
+            }
+        }
+    }
+    anyhow::bail!("no node to connect to in {}", opts.servers)
+}
+
 /// The key for the server `id`: `--key`, else its id's file (moving an earlier version's
-/// files named by the host string there first). None when there is none yet.
-fn load_for(opts: &Options, id: &ServerId, input: &mut LineReader) -> Result<Option<Held>> {
+/// files named by `node`'s host string there first). None when there is none yet.
+fn load_for(
+    opts: &Options,
+    node: &ServerAddr,
+    id: &ServerId,
+    input: &mut LineReader,
+) -> Result<Option<Held>> {
     let layout = Layout::new(&opts.user, id)?;
-    let old = Layout::new(&opts.user, &ServerId::Named(opts.addr.clone()))?;
+    let old = Layout::new(&opts.user, &ServerId::Named(node.clone()))?;
     for (from, to) in layout.migrate_from(&old)? {
         eprintln!(
             "chat: moved {} to {} (files are now named by the server's identity)",

@@ -32,6 +32,7 @@ mod plain;
 mod screen;
 mod sealed;
 mod secure;
+mod servers;
 mod state;
 mod stdin;
 mod text;
@@ -52,16 +53,18 @@ use chatd_proto::e2e::{ALLOWED_KEY_BITS, DEFAULT_KEY_BITS};
 use clap::Parser;
 use zeroize::Zeroizing;
 
-use crate::conn::{LoginFailed, ServerAddr, Trust};
+use crate::conn::{LoginFailed, Trust};
+use crate::servers::ServerList;
 use crate::stdin::LineReader;
 
 /// Terminal client for chatd.
 #[derive(Debug, Parser)]
 #[command(name = "chat", version, about)]
 struct Cli {
-    /// Server address [default: `server` in the config file, else 127.0.0.1:8443].
-    #[arg(short, long, value_name = "HOST:PORT", value_parser = parse_server)]
-    server: Option<ServerAddr>,
+    /// Server address, or the nodes of one deployment as `HOST:PORT,HOST:PORT,...` (tried in
+    /// order; see SERVER LISTS) [default: `server` in the config file, else 127.0.0.1:8443].
+    #[arg(short, long, value_name = "HOST:PORT[,...]", value_parser = parse_server)]
+    server: Option<ServerList>,
 
     /// User name to log in as [default: `user` in the config file, else $USER].
     #[arg(short, long, value_name = "NAME", value_parser = parse_user)]
@@ -118,8 +121,8 @@ fn parse_bits(s: &str) -> Result<usize, String> {
     }
 }
 
-fn parse_server(s: &str) -> Result<ServerAddr, String> {
-    ServerAddr::parse(s).map_err(|e| e.to_string())
+fn parse_server(s: &str) -> Result<ServerList, String> {
+    ServerList::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_user(s: &str) -> Result<String, String> {
@@ -167,10 +170,11 @@ fn main() -> ExitCode {
 
 /// What the command line and the config file settle together.
 struct Settings {
-    server: ServerAddr,
+    server: ServerList,
     user: String,
     key: Option<PathBuf>,
     password_tries: u32,
+    reconnect_max: std::time::Duration,
     ui: config::UiConfig,
     history: config::HistoryConfig,
 }
@@ -186,9 +190,9 @@ fn settings(cli: &Cli) -> Result<Settings> {
     let server = match (&cli.server, &file.server) {
         (Some(s), _) => s.clone(),
         (None, Some(s)) => {
-            ServerAddr::parse(s).with_context(|| format!("bad server {s:?} in the config file"))?
+            ServerList::parse(s).with_context(|| format!("bad server {s:?} in the config file"))?
         }
-        (None, None) => ServerAddr::parse("127.0.0.1:8443")?,
+        (None, None) => ServerList::parse("127.0.0.1:8443")?,
     };
     let user = match (&cli.user, &file.user) {
         (Some(u), _) => u.clone(),
@@ -209,6 +213,10 @@ fn settings(cli: &Cli) -> Result<Settings> {
         password_tries: file
             .password_tries
             .unwrap_or(config::DEFAULT_PASSWORD_TRIES),
+        reconnect_max: std::time::Duration::from_secs(
+            file.reconnect_max_secs
+                .unwrap_or(config::DEFAULT_RECONNECT_MAX_SECS),
+        ),
         ui: file.ui,
         history: file.history,
     })
@@ -251,7 +259,7 @@ async fn run(cli: Cli) -> Result<u8> {
     };
     let started = login::run(
         login::Options {
-            addr: settings.server.clone(),
+            servers: settings.server.clone(),
             user: settings.user.clone(),
             key_file: settings.key.clone(),
             bits: cli.key_bits,
@@ -273,6 +281,8 @@ async fn run(cli: Cli) -> Result<u8> {
         key: device_key,
         layout,
         password,
+        node: started_node,
+        id: started_id,
     } = started;
     let public =
         base64::engine::general_purpose::STANDARD.encode(device_key.public().to_spki_der());
@@ -323,7 +333,10 @@ async fn run(cli: Cli) -> Result<u8> {
             tls,
         };
         let again = tui::Reconnect {
-            addr: settings.server.clone(),
+            servers: settings.server.clone(),
+            node: started_node,
+            id: started_id,
+            round_max: settings.reconnect_max,
             trust,
             user: settings.user.clone(),
             password,
@@ -351,4 +364,46 @@ async fn run(cli: Cli) -> Result<u8> {
         return approve::run(&mut conn, &mut secure, code, &mut out).await;
     }
     plain::run(&mut conn, &mut secure, &info, &mut input, &mut out).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings_with(config: &str, args: &[&str]) -> Result<Settings> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config)?;
+        let path = path.display().to_string();
+        let mut argv = vec!["chat", "--config", path.as_str(), "--user", "alice"];
+        argv.extend(args);
+        settings(&Cli::try_parse_from(argv)?)
+    }
+
+    #[test]
+    fn a_server_list_comes_from_the_config_or_the_command_line() {
+        let s = settings_with("server = \"a.example:1, b.example:2\"\n", &[]).unwrap();
+        assert_eq!(s.server.to_string(), "a.example:1,b.example:2");
+        let s =
+            settings_with("server = \"a.example:1,b.example:2\"\n", &["-s", "c:3,d:4"]).unwrap();
+        assert_eq!(s.server.to_string(), "c:3,d:4");
+        let e = settings_with("server = \"a.example:1,b.example:99999\"\n", &[])
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(
+            e.contains("in the config file") && e.contains("b.example:99999"),
+            "{e}"
+        );
+        // One string, not a TOML array: an array is refused with the file's name.
+        let e = settings_with("server = [\"a:1\", \"b:2\"]\n", &[])
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("config.toml") && e.contains("server"), "{e}");
+        let e = Cli::try_parse_from(["chat", "-s", "a:1,,b:2"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty entry"), "{e}");
+    }
 }

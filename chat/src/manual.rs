@@ -70,8 +70,16 @@ pub fn manual() -> Manual {
             "$XDG_CONFIG_HOME/chat/config.toml (usually ~/.config/chat/config.toml), optional; \
              command-line options win. Unknown keys are errors.",
         )
-        .term("server = \"HOST:PORT\"", "The server to connect to.")
+        .term(
+            "server = \"HOST:PORT\"",
+            "The server to connect to; the nodes of one deployment as one string, \
+             \"HOST:PORT,HOST:PORT\" (see SERVER LISTS).",
+        )
         .term("user = \"NAME\"", "The user to log in as (else $USER).")
+        .term(
+            "reconnect_max_secs = 30",
+            "The longest wait between two rounds of reconnecting (2 to 3600; see SERVER LISTS).",
+        )
         .term("key = \"FILE\"", "This device's key file.")
         .term(
             "password_tries = 3",
@@ -139,6 +147,30 @@ pub fn manual() -> Manual {
             "[history] show = 100",
             "Lines shown at start, the newest of all conversations (0 to 10000).",
         );
+    let lists = Section::new("SERVER LISTS")
+        .para(
+            "--server a.example:8443,b.example:8443 names the nodes of one deployment. The first \
+             login tries them in order: a node that cannot be reached (no TCP connection, or no \
+             TLS answer in time) is said once and the next one is tried; anything else, a \
+             refused certificate above all, stops there. The line mode stays on the node it \
+             logged in on. The full-screen interface, when the connection drops, waits 0.5 to \
+             1 s and tries the same node again, then after each failure the next node: right \
+             away (0 to 0.5 s) until every node failed once in this round, then 1 to 2 s before \
+             the next round, doubling per round up to half to all of reconnect_max_secs (30). \
+             Each wait is drawn at random \
+             from that range, so the clients of a node that died do not all come back at once. \
+             The status bar shows the node (USER@HOST:PORT) and the node tried next.",
+        )
+        .para(
+            "A list is one server: one device key, one set of pins. Give every node the same \
+             certificate and key: the first node is pinned on first use, the others are then \
+             recognised by that certificate without a question (aliases in known_servers). \
+             Nodes with different certificates are different servers: chat refuses a list \
+             whose nodes are pinned as two servers, and once the list's server is pinned it \
+             refuses a node that presents another certificate, without asking. To join a node \
+             with its own certificate to the server anyway, add HOST:PORT SHA256:ITS-PIN \
+             id=SHA256:THE-LIST'S-ID to known_servers after checking it out of band.",
+        );
     let files = Section::new("FILES")
         .para(
             "Files are named by the server's identity (SERVER-ID), not by the host name as \
@@ -199,7 +231,16 @@ pub fn manual() -> Manual {
         );
     let see_also = Section::new("SEE ALSO").para("chatd(8), chatctl(8).");
     Manual {
-        sections: vec![commands, keys, config, files, environment, exit, see_also],
+        sections: vec![
+            commands,
+            keys,
+            config,
+            lists,
+            files,
+            environment,
+            exit,
+            see_also,
+        ],
         pages: Vec::new(),
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! `app` holds the state and maps keys to actions, `view` draws it, `editor` and `complete`
 //! are the input line; this module owns the terminal and the event loop: keys, server
-//! frames, and reconnecting with backoff when the connection drops.
+//! frames, and reconnecting with backoff when the connection drops (walking the server list,
+//! see [`crate::servers`]).
 
 pub mod app;
 pub mod buffers;
@@ -39,15 +40,15 @@ use tokio_rustls::client::TlsStream;
 use zeroize::Zeroizing;
 
 use crate::config::UiConfig;
-use crate::conn::{
-    self, Connection, Incoming, LoggedIn, LoginFailed, NoAsk, ServerAddr, ServerInfo, Trust,
-};
+use crate::conn::{self, Connection, Incoming, LoggedIn, LoginFailed, NoAsk, ServerInfo, Trust};
 use crate::dispatch::{self, Outbound, Sent, Step};
 use crate::format;
+use crate::identity::ServerId;
 use crate::input::{self, Input};
 use crate::joining::Joins;
 use crate::screen::{Screen, Verdict};
 use crate::secure::Secure;
+use crate::servers::{self, ServerList, Walk};
 use app::{Action, App, ConnState};
 use buffers::BufKind;
 use theme::Styles;
@@ -55,10 +56,6 @@ use window::Local;
 
 type Conn = Connection<TlsStream<TcpStream>>;
 
-/// First wait before reconnecting; doubles per failure up to [`BACKOFF_MAX`].
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// Longest wait between reconnection attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long to wait for `bye` after `/quit`.
 const QUIT_WAIT: Duration = Duration::from_secs(2);
 
@@ -75,9 +72,16 @@ pub struct Session {
 }
 
 /// What it takes to log in again after the connection drops.
+#[derive(Clone)]
 pub struct Reconnect {
-    /// The server.
-    pub addr: ServerAddr,
+    /// The server's nodes.
+    pub servers: ServerList,
+    /// The node logged in on (index in `servers`).
+    pub node: usize,
+    /// The list's server identity: a node that is another server is refused.
+    pub id: ServerId,
+    /// The longest wait between two rounds (`reconnect_max_secs`).
+    pub round_max: Duration,
     /// How its certificate is checked (pins included; nobody is asked again).
     pub trust: Trust,
     /// Account.
@@ -100,10 +104,16 @@ pub fn tls_version(stream: &TlsStream<TcpStream>) -> String {
     }
 }
 
-/// Connects and logs in again (no questions: the certificate must match the pin).
+/// Connects to node `again.node` and logs in again (no questions: the certificate must match
+/// the pin, and the node must be the list's server).
 async fn reconnect(again: &Reconnect) -> Result<Session> {
-    let mut connected =
-        conn::connect_tls_with::<NoAsk>(&again.addr, &again.trust, None, false).await?;
+    let node = again
+        .servers
+        .nodes()
+        .get(again.node)
+        .unwrap_or(again.servers.first());
+    let mut connected = conn::connect_tls_with::<NoAsk>(node, &again.trust, None, false).await?;
+    again.servers.check_same(node, &again.id, &connected.id)?;
     let tls = tls_version(&connected.stream);
     let server_fp = conn::server_fingerprint(&connected.stream);
     let pins = connected.learned.take();
@@ -179,7 +189,12 @@ pub async fn run(
     ui: UiConfig,
 ) -> Result<u8> {
     let styles = Styles::new(ui.theme);
-    let mut app = App::new(&again.addr.to_string(), &session.logged_in.user, ui);
+    let node = again
+        .servers
+        .nodes()
+        .get(again.node)
+        .unwrap_or(again.servers.first());
+    let mut app = App::new(&node.to_string(), &session.logged_in.user, ui);
     // "SHA256:" and 8 hex digits: enough to recognise, short enough for the bar.
     app.key_short = secure
         .device()
@@ -198,6 +213,7 @@ pub async fn run(
     let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))
         .context("cannot draw on the terminal")?;
     terminal.clear().context("cannot draw on the terminal")?;
+    let first_node = again.node;
     let mut ui_loop = Loop {
         app,
         mouse,
@@ -212,7 +228,7 @@ pub async fn run(
         screen: Screen::new(),
         attempt: None,
         next_attempt: None,
-        backoff: BACKOFF_MIN,
+        walk: Walk::lost(first_node),
         retries: retry::Retries::default(),
         last_ping: Instant::now(),
         ended: false,
@@ -242,7 +258,8 @@ struct Loop<'a> {
     screen: Screen,
     attempt: Option<JoinHandle<Result<Session>>>,
     next_attempt: Option<Instant>,
-    backoff: Duration,
+    /// Which node to try next, and the backoff.
+    walk: Walk,
     /// Failed tries since the connection was lost, and the reason last said.
     retries: retry::Retries,
     last_ping: Instant,
@@ -327,7 +344,12 @@ impl Loop<'_> {
             .map(|t| (t.to_string(), self.secure.peer_verified(t)));
         if let Some(at) = self.next_attempt {
             let secs = at.saturating_duration_since(Instant::now()).as_secs();
-            self.app.state = ConnState::Reconnecting(self.retries.status(secs));
+            let node = self
+                .again
+                .servers
+                .is_many()
+                .then(|| self.node_name(self.walk.node));
+            self.app.state = ConnState::Reconnecting(self.retries.status(secs, node));
         }
     }
 
@@ -597,7 +619,6 @@ impl Loop<'_> {
         self.ask_list().await;
         self.app.state = ConnState::Connected;
         self.next_attempt = None;
-        self.backoff = BACKOFF_MIN;
         self.retries.reset();
     }
 
@@ -685,11 +706,19 @@ impl Loop<'_> {
                 .warning(format!("{}; /quit to leave", dispatch::ENDED_ON_PURPOSE));
             return;
         }
-        self.app.notice(format!(
-            "connection lost; reconnecting in {}s",
-            self.backoff.as_secs()
-        ));
-        self.next_attempt = Some(Instant::now() + self.backoff);
+        self.walk = Walk::lost(self.again.node);
+        let wait = self.walk.first_wait(servers::random());
+        let secs = wait.as_millis().div_ceil(1000);
+        if self.again.servers.is_many() {
+            self.app.notice(format!(
+                "connection lost; reconnecting to {} in {secs}s",
+                self.app.server
+            ));
+        } else {
+            self.app
+                .notice(format!("connection lost; reconnecting in {secs}s"));
+        }
+        self.next_attempt = Some(Instant::now() + wait);
     }
 
     /// Pings when a third of the server's idle timeout has passed since the last ping.
@@ -711,14 +740,8 @@ impl Loop<'_> {
     fn maybe_attempt(&mut self) {
         let due = self.next_attempt.is_some_and(|at| Instant::now() >= at);
         if due && self.attempt.is_none() && self.conn.is_none() {
-            let again = Reconnect {
-                addr: self.again.addr.clone(),
-                trust: self.again.trust.clone(),
-                user: self.again.user.clone(),
-                password: self.again.password.clone(),
-                device_key: self.again.device_key.clone(),
-                key: self.again.key.clone(),
-            };
+            let mut again = self.again.clone();
+            again.node = self.walk.node;
             self.attempt = Some(tokio::spawn(async move { reconnect(&again).await }));
         }
     }
@@ -726,7 +749,14 @@ impl Loop<'_> {
     async fn attempted(&mut self, done: Result<Session>) {
         match done {
             Ok(session) => {
-                self.app.notice("reconnected");
+                self.again.node = self.walk.node;
+                if self.again.servers.is_many() {
+                    self.app.server = self.node_name(self.walk.node);
+                    self.app
+                        .notice(format!("reconnected to {}", self.app.server));
+                } else {
+                    self.app.notice("reconnected");
+                }
                 self.logged_in(session).await;
             }
             Err(e) if e.downcast_ref::<LoginFailed>().is_some() => {
@@ -736,14 +766,26 @@ impl Loop<'_> {
                     .warning(format!("{e:#}; not trying again (/quit to leave)"));
             }
             Err(e) => {
-                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                let wait =
+                    self.walk
+                        .failed(&self.again.servers, self.again.round_max, servers::random());
                 // Said once per reason; the status bar counts the tries.
                 for line in self.retries.failed(&e) {
                     self.app.warning(line);
                 }
-                self.next_attempt = Some(Instant::now() + self.backoff);
+                self.next_attempt = Some(Instant::now() + wait);
             }
         }
+    }
+
+    /// `host:port` of node `index`.
+    fn node_name(&self, index: usize) -> String {
+        let servers = &self.again.servers;
+        servers
+            .nodes()
+            .get(index)
+            .unwrap_or(servers.first())
+            .to_string()
     }
 
     /// Says goodbye to the server (briefly waiting for its `bye`) and returns status 0.

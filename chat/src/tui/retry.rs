@@ -12,20 +12,22 @@ pub struct Retry {
     pub secs: u64,
     /// The last failure in a few words (empty before the first try).
     pub reason: String,
+    /// The node to try next, when there are several.
+    pub node: Option<String>,
 }
 
 impl fmt::Display for Retry {
-    /// `reconnecting in 1 s`, then `reconnecting (try 4, next in 8 s): connection refused`.
+    /// `reconnecting in 1 s`, then `reconnecting (try 4, next in 8 s): connection refused`;
+    /// with several nodes, `reconnecting to b:8443 (try 4, ...`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.tries == 0 {
-            return write!(f, "reconnecting in {} s", self.secs);
+        f.write_str("reconnecting")?;
+        if let Some(node) = &self.node {
+            write!(f, " to {node}")?;
         }
-        write!(
-            f,
-            "reconnecting (try {}, next in {} s)",
-            self.tries + 1,
-            self.secs
-        )?;
+        if self.tries == 0 {
+            return write!(f, " in {} s", self.secs);
+        }
+        write!(f, " (try {}, next in {} s)", self.tries + 1, self.secs)?;
         if !self.reason.is_empty() {
             write!(f, ": {}", self.reason)?;
         }
@@ -63,12 +65,13 @@ impl Retries {
         lines
     }
 
-    /// The status with `secs` to go.
-    pub fn status(&self, secs: u64) -> Retry {
+    /// The status with `secs` to go, to `node` when there are several.
+    pub fn status(&self, secs: u64, node: Option<String>) -> Retry {
         Retry {
             tries: self.tries,
             secs,
             reason: self.short.clone(),
+            node,
         }
     }
 }
@@ -106,7 +109,7 @@ mod tests {
     #[test]
     fn a_reason_is_said_once_then_counted() {
         let mut r = Retries::default();
-        assert_eq!(r.status(1).to_string(), "reconnecting in 1 s");
+        assert_eq!(r.status(1, None).to_string(), "reconnecting in 1 s");
         let lines = r.failed(&refused());
         assert_eq!(lines.len(), 1);
         assert!(
@@ -116,7 +119,7 @@ mod tests {
         assert!(r.failed(&refused()).is_empty());
         assert!(r.failed(&refused()).is_empty());
         assert_eq!(
-            r.status(8).to_string(),
+            r.status(8, None).to_string(),
             "reconnecting (try 4, next in 8 s): connection refused"
         );
         // A new reason, multi-line: said once, as lines.
@@ -131,12 +134,20 @@ mod tests {
         );
         assert!(r.failed(&changed).is_empty());
         assert_eq!(
-            r.status(30).to_string(),
+            r.status(30, None).to_string(),
             "reconnecting (try 6, next in 30 s): WARNING: THE CERTIFICATE OF h:1 HAS CHANGED!"
         );
         // The old reason again is new again.
         assert_eq!(r.failed(&refused()).len(), 1);
+        assert_eq!(
+            r.status(2, Some("b:8443".into())).to_string(),
+            "reconnecting to b:8443 (try 7, next in 2 s): connection refused"
+        );
         r.reset();
-        assert_eq!(r.status(1).to_string(), "reconnecting in 1 s");
+        assert_eq!(r.status(1, None).to_string(), "reconnecting in 1 s");
+        assert_eq!(
+            r.status(1, Some("b:8443".into())).to_string(),
+            "reconnecting to b:8443 in 1 s"
+        );
     }
 }

@@ -80,6 +80,8 @@ mod client_history;
 #[cfg(test)]
 mod client_identity;
 #[cfg(test)]
+mod client_servers;
+#[cfg(test)]
 mod cluster_store;
 #[cfg(test)]
 mod commands;
