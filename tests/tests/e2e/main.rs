@@ -19,6 +19,8 @@
 //! - `client_history`: `chat`'s optional encrypted local history across restarts
 //! - `client_identity`: chat's key and pins named by the server's identity, nothing written before
 //!   a login succeeds, password tries, `$USER`, the reconnect message (issue 29)
+//! - `client_servers`: `chat --server A,B`: a node down at start, a node that dies while the
+//!   full-screen chat runs, a node whose certificate is not the list's
 //! - `cluster_store`: chatd on PostgreSQL (`[cluster] database`): restarts of chatd and of
 //!   PostgreSQL, `storage_unavailable` and recovery, no text in the database, refused settings
 //! - `commands`: server built-ins (away, whois, motd, ping, announce, disconnect) and plugins
