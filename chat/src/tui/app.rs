@@ -82,8 +82,6 @@ pub struct App {
     pub page: usize,
     /// The whisper target being typed and whether its keys are verified (None: no key pinned).
     pub target: Option<(String, Option<bool>)>,
-    /// Where plain text goes (a room, without `#`; empty before login).
-    pub room: String,
     /// Mouse capture is wanted (the event loop turns the terminal's mouse mode to match).
     pub mouse: bool,
 }
@@ -123,7 +121,6 @@ impl App {
             ui,
             page: 10,
             target: None,
-            room: String::new(),
             mouse,
         }
     }

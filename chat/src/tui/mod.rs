@@ -332,7 +332,6 @@ impl Loop<'_> {
     }
 
     fn update_status(&mut self) {
-        self.app.room = self.secure.current_room().to_string();
         let secure = &*self.secure;
         self.app.update_members(|room| secure.room_members(room));
         self.app
