@@ -1,9 +1,9 @@
 //! Full-screen terminal interface (ratatui + crossterm), used when stdin and stdout are TTYs.
 //!
 //! `app` holds the state and maps keys to actions, `view` draws it, `editor` and `complete`
-//! are the input line; this module owns the terminal and the event loop: keys, server
-//! frames, and reconnecting with backoff when the connection drops (walking the server list,
-//! see [`crate::servers`]).
+//! are the input line, `terminal` owns the terminal (raw mode, restored on every way out);
+//! this module runs the event loop: keys, server frames, and reconnecting with backoff when
+//! the connection drops (walking the server list, see [`crate::servers`]).
 
 pub mod app;
 pub mod buffers;
@@ -12,6 +12,7 @@ pub mod editor;
 pub mod render;
 pub mod retry;
 pub mod status;
+mod terminal;
 pub mod theme;
 pub mod view;
 pub mod window;
@@ -22,14 +23,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use chatd_proto::e2e::DeviceKey;
 use chatd_proto::{ClientFrame, ServerFrame, frame::PresenceEvent};
-use crossterm::event::{
-    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
-    Event as TermEvent, EventStream,
-};
-use crossterm::execute;
-use crossterm::terminal::{
-    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
-};
+use crossterm::event::{Event as TermEvent, EventStream};
 use futures_util::StreamExt;
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
@@ -51,6 +45,7 @@ use crate::secure::Secure;
 use crate::servers::{self, ServerList, Walk};
 use app::{Action, App, ConnState};
 use buffers::BufKind;
+use terminal::{TerminalGuard, restore_terminal, ring, set_mouse};
 use theme::Styles;
 use window::Local;
 
@@ -131,54 +126,6 @@ async fn reconnect(again: &Reconnect) -> Result<Session> {
         logged_in,
         tls,
     })
-}
-
-/// Puts the terminal back however the interface ends (return, error or panic).
-struct TerminalGuard;
-
-impl TerminalGuard {
-    /// Raw mode, the alternate screen, bracketed paste, and mouse capture if `mouse`.
-    fn enter(mouse: bool) -> Result<TerminalGuard> {
-        enable_raw_mode().context("cannot switch the terminal to raw mode")?;
-        let guard = TerminalGuard;
-        execute!(
-            std::io::stdout(),
-            EnterAlternateScreen,
-            EnableBracketedPaste
-        )
-        .context("cannot set up the terminal")?;
-        set_mouse(mouse)?;
-        Ok(guard)
-    }
-}
-
-/// Turns the terminal's mouse reporting on (the wheel scrolls; Shift selects) or off (the
-/// terminal's own selection works).
-fn set_mouse(on: bool) -> Result<()> {
-    if on {
-        execute!(std::io::stdout(), EnableMouseCapture)
-    } else {
-        execute!(std::io::stdout(), DisableMouseCapture)
-    }
-    .context("cannot set the terminal's mouse mode")
-}
-
-/// Restores cooked mode and the main screen; safe to call twice.
-fn restore_terminal() {
-    let _ = execute!(
-        std::io::stdout(),
-        DisableMouseCapture,
-        DisableBracketedPaste,
-        LeaveAlternateScreen,
-        crossterm::cursor::Show
-    );
-    let _ = disable_raw_mode();
-}
-
-impl Drop for TerminalGuard {
-    fn drop(&mut self) {
-        restore_terminal();
-    }
 }
 
 /// Runs the interface until the user quits; returns the exit status.
@@ -803,16 +750,6 @@ impl Loop<'_> {
         }
         0
     }
-}
-
-/// Rings the terminal bell (BEL): terminals flash or beep, and tmux and most window
-/// managers turn it into an urgency hint on the window.
-fn ring(terminal: &mut Terminal<CrosstermBackend<Stdout>>) -> Result<()> {
-    use std::io::Write;
-    let out = terminal.backend_mut();
-    out.write_all(b"\x07")
-        .and_then(|()| out.flush())
-        .context("cannot ring the terminal bell")
 }
 
 /// The next frame, or None when the connection is gone. Only polled with a connection.
