@@ -80,7 +80,7 @@ enum Command {
         /// Account.
         user: String,
     },
-    /// Show server version, uptime, listener, certificate fingerprint and counts.
+    /// Show server version, uptime, listener, certificate fingerprint, counts and the store.
     Status,
     /// Send a notice to everyone online (server-generated, not end-to-end encrypted).
     Say {

@@ -33,7 +33,7 @@ pub fn render(response: &ControlResponse) -> String {
 
 /// `status` as aligned `key: value` lines.
 pub fn status(info: &StatusInfo) -> String {
-    key_values(&[
+    let mut rows = vec![
         ("version", info.version.clone()),
         ("uptime", format_uptime(info.uptime_secs)),
         ("listen", info.listen.clone()),
@@ -48,7 +48,11 @@ pub fn status(info: &StatusInfo) -> String {
                 info.offline_stored, info.offline_queued
             ),
         ),
-    ])
+    ];
+    if !info.store.is_empty() {
+        rows.push(("store", info.store.clone()));
+    }
+    key_values(&rows)
 }
 
 /// The account table, or its header and `(no users)`. A `BANNED UNTIL (UTC)` column is added when
@@ -218,6 +222,13 @@ mod tests {
             accounts: 5,
             offline_stored: 7,
             offline_queued: 9,
+            store: String::new(),
+        };
+        // A chatd older than the store field: no store line.
+        assert!(!status(&info).contains("store:"));
+        let info = StatusInfo {
+            store: "postgresql node=chat-1 database=postgresql:///chatd pool=16".into(),
+            ..info
         };
         assert_eq!(
             status(&info),
@@ -230,6 +241,7 @@ sessions:                3
 users online:            2
 accounts:                5
 stored offline:          7 message(s), 9 delivery(ies) waiting
+store:                   postgresql node=chat-1 database=postgresql:///chatd pool=16
 "
         );
     }

@@ -360,6 +360,7 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
                 accounts,
                 offline_stored,
                 offline_queued,
+                store: shared.store_info.clone(),
             })
         }
         ControlRequest::UserAdd {

@@ -275,6 +275,7 @@ impl Server {
             reloader: Reloader::new(source, log_level),
             started: Instant::now(),
             listen_addr,
+            store_info: store_info.clone(),
             admin_gid,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),

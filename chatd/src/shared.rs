@@ -43,6 +43,8 @@ pub struct Shared {
     pub started: Instant,
     /// Actual TLS listen address (port 0 resolved).
     pub listen_addr: SocketAddr,
+    /// Which store holds the state, as logged at start (`sqlite path=…`, `postgresql node=…`).
+    pub store_info: String,
     /// Group whose members may use the control socket.
     pub admin_gid: Option<Gid>,
     /// Fires once on shutdown.

@@ -261,6 +261,10 @@ pub struct StatusInfo {
     /// Deliveries waiting: one per stored message and device it is for.
     #[serde(default)]
     pub offline_queued: u64,
+    /// Which store holds the state (`sqlite path=…`, `postgresql node=… database=…`, never a
+    /// password); empty from a chatd older than this field.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub store: String,
 }
 
 /// One account.

@@ -372,6 +372,7 @@ fn status_shows_version_listener_and_fingerprint() {
     assert_eq!(get("users online"), "1");
     assert_eq!(get("accounts"), "2");
     assert!(get("uptime").ends_with('s'));
+    assert!(get("store").starts_with("sqlite path="), "{}", out.stdout);
 
     let status = server.ctl(&["status", "--json"], None).json();
     assert_eq!(status["type"], "status");

@@ -158,6 +158,16 @@ fn chatd_on_postgresql_keeps_everything_across_restarts_of_chatd_and_of_postgres
         "{log}"
     );
     assert!(!log.contains(ROLE_PASSWORD), "{log}");
+    // chatctl status names the store too.
+    let status = server.ctl(&["status"], None);
+    status.assert_ok();
+    assert!(
+        status.stdout.contains(&format!(
+            "store:                   postgresql node=node-a database={url} pool=16"
+        )),
+        "{}",
+        status.stdout
+    );
     for (user, pw) in [("alice", "pw-a"), ("bob", "pw-b"), ("carol", "pw-c")] {
         server.add_user(user, pw);
     }
