@@ -203,7 +203,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "offline_commit_duration",
-            "Time to store one batch of offline lines (one SQLite transaction)",
+            "Time to store one batch of offline lines (one database transaction)",
             Unit::Seconds,
             m.offline_commit_seconds.clone(),
         );
