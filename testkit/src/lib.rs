@@ -5,6 +5,7 @@
 //! tls       TCP (no Nagle) and TLS that trusts one certificate, by its SHA-256 fingerprint
 //! login     the `hello` and `login` frames, and the exchange up to the server's `login_ok`
 //! postgres  a throwaway PostgreSQL server (initdb in a temporary directory) for the store's tests
+//! nats      a throwaway nats-server on a loopback port, which can be stopped and restarted
 //! ```
 //!
 //! Dev-only and never packaged: it trusts the fingerprint chatd printed, which is what a test or
@@ -13,6 +14,7 @@
 //! exchange hands back whatever it read beyond that line.
 
 pub mod login;
+pub mod nats;
 pub mod postgres;
 pub mod tls;
 

@@ -29,6 +29,21 @@ pub struct ClusterConfig {
     /// Connections to the database at most.
     #[serde(deserialize_with = "pool_size")]
     pub database_pool: usize,
+    /// `nats://HOST:PORT[,nats://HOST:PORT...]`: the bus between nodes; None: one node.
+    pub nats: Option<String>,
+    /// Subjects on the bus start with this, so deployments can share one NATS.
+    pub nats_prefix: String,
+    /// How often this node tells the others it is alive, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// A node not heard from for this long (milliseconds) is declared gone: its users are
+    /// offline and lines for them are stored. A node that finds itself silent this long
+    /// (paused, cut off) closes its sessions before it delivers anything again.
+    pub node_timeout_ms: u64,
+    /// Logins and logouts within this many milliseconds cross the bus as one message.
+    pub presence_batch_ms: u64,
+    /// Messages waiting to cross the bus at most; past it, lines for other nodes' users are
+    /// stored for them instead.
+    pub bus_queue_max: usize,
 }
 
 impl Default for ClusterConfig {
@@ -38,6 +53,12 @@ impl Default for ClusterConfig {
             database: None,
             database_password_file: None,
             database_pool: 16,
+            nats: None,
+            nats_prefix: "chatd".into(),
+            heartbeat_ms: 500,
+            node_timeout_ms: 3000,
+            presence_batch_ms: 20,
+            bus_queue_max: 65536,
         }
     }
 }
@@ -80,6 +101,53 @@ impl ClusterConfig {
         if let Some(url) = &self.database {
             check_database_url(url).map_err(|e| format!("cluster.database: {e}"))?;
         }
+        if let Some(nats) = &self.nats {
+            check_nats_urls(nats).map_err(|e| format!("cluster.nats: {e}"))?;
+            if self.database.is_none() {
+                return Err(
+                    "cluster.nats is set but cluster.database is not: nodes share \
+                     their state in PostgreSQL"
+                        .into(),
+                );
+            }
+        }
+        let prefix_ok = (1..=64).contains(&self.nats_prefix.len())
+            && self.nats_prefix.split('.').all(|t| {
+                !t.is_empty()
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            });
+        if !prefix_ok {
+            return Err(format!(
+                "cluster.nats_prefix: {:?} is not a subject prefix (dot-separated words of A-Z, a-z, 0-9, '-', '_')",
+                self.nats_prefix
+            ));
+        }
+        if !(50..=10_000).contains(&self.heartbeat_ms) {
+            return Err(format!(
+                "cluster.heartbeat_ms must be between 50 and 10000, got {}",
+                self.heartbeat_ms
+            ));
+        }
+        if self.node_timeout_ms < 3 * self.heartbeat_ms || self.node_timeout_ms > 600_000 {
+            return Err(format!(
+                "cluster.node_timeout_ms must be at least 3 heartbeats ({}) and at most 600000, got {}",
+                3 * self.heartbeat_ms,
+                self.node_timeout_ms
+            ));
+        }
+        if self.presence_batch_ms > 1000 {
+            return Err(format!(
+                "cluster.presence_batch_ms must be at most 1000, got {}",
+                self.presence_batch_ms
+            ));
+        }
+        if !(16..=10_000_000).contains(&self.bus_queue_max) {
+            return Err(format!(
+                "cluster.bus_queue_max must be between 16 and 10000000, got {}",
+                self.bus_queue_max
+            ));
+        }
         if self.database.is_none() && self.database_password_file.is_some() {
             return Err("cluster.database_password_file is set but cluster.database is not".into());
         }
@@ -113,6 +181,32 @@ impl ClusterConfig {
         }
         Ok(Some(password.to_string()))
     }
+}
+
+/// Comma-separated `nats://HOST:PORT` URLs holding no credentials (they would show in `ps`,
+/// logs and copies of the file).
+fn check_nats_urls(urls: &str) -> Result<(), String> {
+    for url in urls.split(',').map(str::trim) {
+        let Some(rest) = url.strip_prefix("nats://") else {
+            return Err(format!("{url:?} is not a nats://HOST:PORT URL"));
+        };
+        if rest.contains('@') {
+            return Err(
+                "a URL holds credentials, which would show in ps, logs and copies of \
+                 this file"
+                    .into(),
+            );
+        }
+        let host_port = rest.trim_end_matches('/');
+        let ok = match host_port.rsplit_once(':') {
+            Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+            None => !host_port.is_empty(),
+        };
+        if !ok || host_port.contains('/') {
+            return Err(format!("{url:?} is not a nats://HOST:PORT URL"));
+        }
+    }
+    Ok(())
 }
 
 /// A `postgresql://` (or `postgres://`) URL that PostgreSQL's client accepts and that holds
@@ -220,10 +314,51 @@ mod tests {
         assert_eq!(c.cluster.node_name(), "chat-1.example");
         let e = parse("[cluster]\nnode = \"a b\"\n").unwrap_err();
         assert!(e.contains("cluster.node"), "{e}");
-        let e = parse("[cluster]\nnats = \"nats://x\"\n").unwrap_err();
-        assert!(e.contains("nats"), "{e}");
+        let e = parse("[cluster]\nnats = \"nats://x:4222\"\n").unwrap_err();
+        assert!(e.contains("cluster.database is not"), "{e}");
+        let e = parse("[cluster]\nnatz = \"nats://x\"\n").unwrap_err();
+        assert!(e.contains("natz"), "{e}");
         let e = parse("[cluster]\ndatabase_password_file = \"/x\"\n").unwrap_err();
         assert!(e.contains("cluster.database is not"), "{e}");
+    }
+
+    #[test]
+    fn bus_settings_and_their_edges() {
+        let db = "[cluster]\ndatabase = \"postgresql://chatd@localhost/chatd\"\n";
+        let c = parse(&format!(
+            "{db}nats = \"nats://127.0.0.1:4222, nats://b:4222\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.cluster.heartbeat_ms, 500);
+        assert_eq!(c.cluster.node_timeout_ms, 3000);
+        for bad in [
+            "nats = \"http://x:4222\"",
+            "nats = \"nats://u:p@x:4222\"",
+            "nats = \"nats://x:0\"",
+            "nats = \"nats://x:4222/y\"",
+            "nats_prefix = \"a..b\"",
+            "nats_prefix = \"a*\"",
+            "heartbeat_ms = 49",
+            "heartbeat_ms = 10001",
+            "node_timeout_ms = 1499",
+            "node_timeout_ms = 600001",
+            "presence_batch_ms = 1001",
+            "bus_queue_max = 15",
+        ] {
+            let e = parse(&format!("{db}{bad}\n")).unwrap_err();
+            assert!(e.contains("cluster."), "{bad}: {e}");
+            assert!(!e.contains(":p@"), "{e}");
+        }
+        for good in [
+            "nats = \"nats://localhost\"",
+            "nats_prefix = \"team-a.chat\"",
+            "heartbeat_ms = 50\nnode_timeout_ms = 150",
+            "heartbeat_ms = 10000\nnode_timeout_ms = 600000",
+            "presence_batch_ms = 0",
+            "bus_queue_max = 16",
+        ] {
+            parse(&format!("{db}{good}\n")).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
     }
 
     #[test]
