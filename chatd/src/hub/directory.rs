@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::outgoing::{SessionId, serialize};
+use super::remote::Remote;
 use super::rooms::Rooms;
 use super::sessions::Sessions;
 
@@ -195,6 +196,11 @@ impl LoginSnapshot {
 }
 
 impl Known {
+    /// Base64 SPKI DER.
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
+
     /// The key's fingerprint.
     pub(super) fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
@@ -324,16 +330,25 @@ impl Directory {
         vouch: bool,
         sessions: &Sessions,
         rooms: &Rooms,
+        remote: &Remote,
     ) -> LoginSnapshot {
+        let mut online: Vec<String> = sessions.by_user.keys().cloned().collect();
+        online.extend(
+            remote
+                .users()
+                .filter(|(u, _)| !sessions.by_user.contains_key(*u))
+                .map(|(u, _)| u.clone()),
+        );
         LoginSnapshot {
             vouch,
-            online: sessions.by_user.keys().cloned().collect(),
+            online,
             devices: self
                 .known
                 .values()
                 .flatten()
                 .map(|k| {
-                    let online = sessions.device_online(&k.fingerprint);
+                    let online = sessions.device_online(&k.fingerprint)
+                        || remote.device_online(&k.fingerprint);
                     Some((Arc::clone(k.listed.as_ref()?), online))
                 })
                 .collect(),
@@ -352,6 +367,7 @@ impl Directory {
         asker: &str,
         sessions: &Sessions,
         rooms: &Rooms,
+        remote: &Remote,
     ) -> Whois {
         let devices = self
             .known
@@ -360,7 +376,8 @@ impl Directory {
             .flatten()
             .map(|k| WhoisDevice {
                 fingerprint: k.fingerprint,
-                online: sessions.device_online(&k.fingerprint),
+                online: sessions.device_online(&k.fingerprint)
+                    || remote.device_online(&k.fingerprint),
             })
             .collect();
         let rooms = rooms
@@ -369,8 +386,12 @@ impl Directory {
             .map(|(name, _)| name.clone())
             .collect();
         Whois {
-            sessions: sessions.count(user) as u32,
-            away: sessions.away.get(user).cloned(),
+            sessions: sessions.count(user) as u32 + remote.user_sessions(user),
+            away: sessions
+                .away
+                .get(user)
+                .or_else(|| remote.away(user))
+                .cloned(),
             devices,
             rooms,
         }
