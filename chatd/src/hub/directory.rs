@@ -15,6 +15,7 @@ use super::outgoing::{SessionId, serialize};
 use super::remote::Remote;
 use super::rooms::Rooms;
 use super::sessions::Sessions;
+use super::tables::Tables;
 
 /// A registered, unrevoked device key.
 pub(super) struct Known {
@@ -319,47 +320,6 @@ impl Directory {
         users.into_iter().map(|u| (u.clone(), *device)).collect()
     }
 
-    /// What `login_ok` tells session `id` of `user`, copied under the hub's lock and
-    /// serialized after it: every registered device key (by user, then registration) with
-    /// whether it is online.
-    pub(super) fn snapshot(
-        &self,
-        user: String,
-        id: SessionId,
-        device: Fingerprint,
-        vouch: bool,
-        sessions: &Sessions,
-        rooms: &Rooms,
-        remote: &Remote,
-    ) -> LoginSnapshot {
-        let mut online: Vec<String> = sessions.by_user.keys().cloned().collect();
-        online.extend(
-            remote
-                .users()
-                .filter(|(u, _)| !sessions.by_user.contains_key(*u))
-                .map(|(u, _)| u.clone()),
-        );
-        LoginSnapshot {
-            vouch,
-            online,
-            devices: self
-                .known
-                .values()
-                .flatten()
-                .map(|k| {
-                    let online = sessions.device_online(&k.fingerprint)
-                        || remote.device_online(&k.fingerprint);
-                    Some((Arc::clone(k.listed.as_ref()?), online))
-                })
-                .collect(),
-            room: rooms.default.clone(),
-            rooms: rooms.states_of(&user),
-            user,
-            id,
-            device,
-        }
-    }
-
     /// What `/whois` shows of `user` to `asker` (see `Hub::whois`).
     pub(super) fn whois(
         &self,
@@ -394,6 +354,53 @@ impl Directory {
                 .cloned(),
             devices,
             rooms,
+        }
+    }
+}
+
+impl Tables {
+    /// What `login_ok` tells session `id` of `user`, copied under the hub's lock and
+    /// serialized after it: every registered device key (by user, then registration) with
+    /// whether it is online on any node.
+    pub(super) fn snapshot(
+        &self,
+        user: String,
+        id: SessionId,
+        device: Fingerprint,
+        vouch: bool,
+    ) -> LoginSnapshot {
+        let Tables {
+            sessions,
+            rooms,
+            remote,
+            directory,
+            ..
+        } = self;
+        let mut online: Vec<String> = sessions.by_user.keys().cloned().collect();
+        online.extend(
+            remote
+                .users()
+                .filter(|(u, _)| !sessions.by_user.contains_key(*u))
+                .map(|(u, _)| u.clone()),
+        );
+        LoginSnapshot {
+            vouch,
+            online,
+            devices: directory
+                .known
+                .values()
+                .flatten()
+                .map(|k| {
+                    let online = sessions.device_online(&k.fingerprint)
+                        || remote.device_online(&k.fingerprint);
+                    Some((Arc::clone(k.listed.as_ref()?), online))
+                })
+                .collect(),
+            room: rooms.default.clone(),
+            rooms: rooms.states_of(&user),
+            user,
+            id,
+            device,
         }
     }
 }

@@ -169,11 +169,49 @@ impl Hub {
         reached
     }
 
-    /// This node was cut off from the cluster: every other node is gone as far as it goes.
+    /// This node was cut off from the cluster: every other node is gone as far as it goes,
+    /// and lines routed to them before now are stored instead of sent late.
     pub fn cut_off(&self, reason: &str) {
+        self.lock().remote.epoch += 1;
         for node in self.remote_nodes() {
             self.node_gone(&node, reason);
         }
+    }
+
+    /// The bus epoch now (see [`super::BusOut::Route`]).
+    pub fn bus_epoch(&self) -> u64 {
+        self.lock().remote.epoch
+    }
+
+    /// Stores `payload` for `devices`: a routed line that could not cross the bus.
+    pub fn store_instead(&self, devices: &super::Targets, payload: &Payload) {
+        let lines: Vec<Bytes> = match payload {
+            Payload::Envelopes(each) => each.iter().map(|l| l.json.clone()).collect(),
+            Payload::Device(line) | Payload::Rekey(line) => vec![line.clone()],
+        };
+        let tables = &mut *self.lock();
+        tables.offline.changed();
+        for line in &lines {
+            tables
+                .offline
+                .store_for(line, super::Targets::clone(devices), None, None);
+        }
+    }
+
+    /// Every device key with a session here, and its user.
+    pub fn local_devices(&self) -> Vec<(String, Fingerprint)> {
+        let tables = self.lock();
+        tables
+            .sessions
+            .by_device
+            .keys()
+            .filter_map(|fp| Some((tables.sessions.user_of_device(fp)?, *fp)))
+            .collect()
+    }
+
+    /// Asks the sessions of `user`'s device key `device` on this node alone to close.
+    pub fn close_device_here(&self, user: &str, device: &Fingerprint, reason: &str) -> usize {
+        self.lock().sessions.close_device(user, device, reason)
     }
 
     /// Asks every session here to close; returns how many.

@@ -41,15 +41,7 @@ impl Tables {
             Some(id),
         );
         self.tell_bus(&user, device, &key);
-        let snapshot = self.directory.snapshot(
-            user,
-            id,
-            device,
-            vouch,
-            &self.sessions,
-            &self.rooms,
-            &self.remote,
-        );
+        let snapshot = self.snapshot(user, id, device, vouch);
         (snapshot, self.offline.seq)
     }
 

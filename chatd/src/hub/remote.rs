@@ -14,7 +14,7 @@ use chatd_proto::Fingerprint;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::outgoing::EnvelopeLines;
+use super::outgoing::{EnvelopeLines, Targets};
 
 /// What a node sends another about one of its device keys: its sessions there now (0: none
 /// left), and the handle routed lines name it by.
@@ -158,6 +158,11 @@ pub enum BusOut {
         node: String,
         /// Its handles of the devices.
         handles: Arc<[u32]>,
+        /// The same devices, to store the line for if it cannot go.
+        devices: Targets,
+        /// The hub's bus epoch when it was routed: one routed before this node was last cut
+        /// off must not go out afterwards (it is stored instead).
+        epoch: u64,
         /// The line.
         payload: Payload,
     },
@@ -183,6 +188,9 @@ pub struct BusTx {
     /// At most this many routed lines wait (`cluster.bus_queue_max`).
     pub max: usize,
 }
+
+/// A node, its handles of the devices a line is for, and those devices.
+type PerNode = (String, Arc<[u32]>, Targets);
 
 /// What one other node has.
 #[derive(Debug, Default)]
@@ -210,10 +218,12 @@ pub(super) struct Remote {
     /// Bumped whenever another node's devices change (caches compare it).
     pub(super) version: u64,
     /// Every other node's handles for a line to everyone, as of `version`.
-    everyone: Option<(u64, Vec<(String, Arc<[u32]>)>)>,
+    everyone: Option<(u64, Vec<PerNode>)>,
     pub(super) bus: Option<BusTx>,
     /// Lines not routed to another node because the bus was behind, since last logged.
     behind: u64,
+    /// Bumped each time this node is cut off from the cluster.
+    pub(super) epoch: u64,
 }
 
 impl Remote {
@@ -302,20 +312,21 @@ impl Remote {
         wanted: impl Fn(&str, &Fingerprint) -> bool,
         payload: impl Fn() -> Payload,
     ) -> Vec<(String, Fingerprint)> {
-        let mut per_node: Vec<(String, Arc<[u32]>)> = Vec::new();
+        let mut per_node: Vec<PerNode> = Vec::new();
         for (name, view) in &self.nodes {
-            let handles: Vec<u32> = view
-                .devices
-                .iter()
-                .filter(|(fp, (user, _, _))| wanted(user, fp))
-                .map(|(_, (_, handle, _))| *handle)
-                .collect();
+            let mut handles = Vec::new();
+            let mut devices = Vec::new();
+            for (fp, (user, handle, _)) in &view.devices {
+                if wanted(user, fp) {
+                    handles.push(*handle);
+                    devices.push((user.clone(), *fp));
+                }
+            }
             if !handles.is_empty() {
-                per_node.push((name.clone(), handles.into()));
+                per_node.push((name.clone(), handles.into(), devices.into()));
             }
         }
-        let refused = self.hand_out(per_node, payload);
-        self.devices_of(&refused, wanted)
+        self.hand_out(per_node, payload)
     }
 
     /// Routes `payload` to every device on every other node (see [`Remote::route`]); the
@@ -328,22 +339,27 @@ impl Remote {
         let lists = match &self.everyone {
             Some((v, lists)) if *v == version => lists.clone(),
             _ => {
-                let lists: Vec<(String, Arc<[u32]>)> = self
+                let lists: Vec<PerNode> = self
                     .nodes
                     .iter()
                     .filter(|(_, view)| !view.devices.is_empty())
                     .map(|(name, view)| {
-                        let mut hs: Vec<u32> = view.devices.values().map(|d| d.1).collect();
-                        hs.sort_unstable();
-                        (name.clone(), hs.into())
+                        let mut all: Vec<(u32, String, Fingerprint)> = view
+                            .devices
+                            .iter()
+                            .map(|(fp, (user, h, _))| (*h, user.clone(), *fp))
+                            .collect();
+                        all.sort_unstable_by_key(|d| d.0);
+                        let handles: Arc<[u32]> = all.iter().map(|d| d.0).collect();
+                        let devices: Targets = all.into_iter().map(|d| (d.1, d.2)).collect();
+                        (name.clone(), handles, devices)
                     })
                     .collect();
                 self.everyone = Some((version, lists.clone()));
                 lists
             }
         };
-        let refused = self.hand_out(lists, payload);
-        self.devices_of(&refused, |_, _| true)
+        self.hand_out(lists, payload)
     }
 
     /// Routes `payload` to `device`'s sessions on other nodes; true when the bus took it for
@@ -353,53 +369,39 @@ impl Remote {
         device: &Fingerprint,
         payload: impl Fn() -> Payload,
     ) -> bool {
-        let per_node: Vec<(String, Arc<[u32]>)> = self
+        let per_node: Vec<PerNode> = self
             .nodes
             .iter()
             .filter_map(|(name, view)| {
-                let (_, handle, _) = view.devices.get(device)?;
-                Some((name.clone(), Arc::from([*handle])))
+                let (user, handle, _) = view.devices.get(device)?;
+                let devices: Targets = Arc::from([(user.clone(), *device)]);
+                Some((name.clone(), Arc::from([*handle]), devices))
             })
             .collect();
         self.hand_out(per_node, payload).is_empty()
     }
 
-    /// The devices `wanted` picks on `nodes`.
-    fn devices_of(
-        &self,
-        nodes: &[String],
-        wanted: impl Fn(&str, &Fingerprint) -> bool,
-    ) -> Vec<(String, Fingerprint)> {
-        let mut out = Vec::new();
-        for view in nodes.iter().filter_map(|n| self.nodes.get(n)) {
-            for (fp, (user, _, _)) in &view.devices {
-                if wanted(user, fp) {
-                    out.push((user.clone(), *fp));
-                }
-            }
-        }
-        out
-    }
-
-    /// Hands one line per node to the bus; the nodes it could not hand one for.
+    /// Hands one line per node to the bus; the devices of the nodes it could not.
     fn hand_out(
         &mut self,
-        per_node: Vec<(String, Arc<[u32]>)>,
+        per_node: Vec<PerNode>,
         payload: impl Fn() -> Payload,
-    ) -> Vec<String> {
+    ) -> Vec<(String, Fingerprint)> {
         let mut refused = Vec::new();
-        for (node, handles) in per_node {
+        for (node, handles, devices) in per_node {
             if !self.take_slot() {
-                refused.push(node);
+                refused.extend(devices.iter().cloned());
                 continue;
             }
             let out = BusOut::Route {
-                node: node.clone(),
+                node,
                 handles,
+                devices: Targets::clone(&devices),
+                epoch: self.epoch,
                 payload: payload(),
             };
             if !self.send(out) {
-                refused.push(node);
+                refused.extend(devices.iter().cloned());
             }
         }
         refused
