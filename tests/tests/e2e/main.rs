@@ -86,6 +86,8 @@ mod client_servers;
 #[cfg(test)]
 mod cluster_store;
 #[cfg(test)]
+mod cluster_throttle;
+#[cfg(test)]
 mod commands;
 #[cfg(test)]
 mod crash;
