@@ -222,8 +222,12 @@ impl Server {
         let throttle = LoginThrottle::new(
             crate::throttle::Limits {
                 free: config.limits.login_free_failures.get(),
-                address_max: std::time::Duration::from_secs(config.limits.login_backoff_max_secs.get()),
-                account_max: std::time::Duration::from_secs(config.limits.account_backoff_max_secs.get()),
+                address_max: std::time::Duration::from_secs(
+                    config.limits.login_backoff_max_secs.get(),
+                ),
+                account_max: std::time::Duration::from_secs(
+                    config.limits.account_backoff_max_secs.get(),
+                ),
             },
             &store,
         );

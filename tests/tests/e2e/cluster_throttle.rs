@@ -85,15 +85,14 @@ fn wrong_passwords_through_one_node_slow_logins_on_the_other() {
         "from your address",
     );
     assert!((1..=4).contains(&wait), "{wait}");
-    let wait = throttled(
-        &elsewhere.try_login("alice", "right"),
-        "for this account",
-    );
+    let wait = throttled(&elsewhere.try_login("alice", "right"), "for this account");
     assert!((1..=3).contains(&wait), "{wait}");
     node2
         .log
         .expect_contains("login throttled from your address");
-    node2.log.expect_contains("login throttled for this account");
+    node2
+        .log
+        .expect_contains("login throttled for this account");
 
     // Once the wait is over the right password works on node 2 ...
     loop {

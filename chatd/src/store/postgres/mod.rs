@@ -1,6 +1,7 @@
 //! The PostgreSQL backend: the same tables as SQLite in PostgreSQL's types, reached through a
 //! pool of connections (deadpool-postgres over tokio-postgres), so several chatd nodes can
-//! share one database (the basis of clusters).
+//! share one database (the basis of clusters); and one SQLite lacks, the login throttle's
+//! counts (throttle.rs), which the nodes share too.
 //!
 //! Its schema version is the one row of `chatd_schema`; [`MIGRATIONS`] (its own list, not
 //! SQLite's) runs in one transaction under a transaction-level advisory lock, so nodes starting

@@ -68,7 +68,10 @@ async fn a_server_that_is_down_is_unavailable_and_its_return_is_noticed() {
         account_max: std::time::Duration::from_secs(1),
     };
     let forget = crate::throttle::FORGET_AFTER;
-    let err = pg_store.login_wait("192.0.2.1", None, forget).await.unwrap_err();
+    let err = pg_store
+        .login_wait("192.0.2.1", None, forget)
+        .await
+        .unwrap_err();
     assert_eq!(err.unavailable(), Some(Unavailable::Down), "{err}");
     let err = pg_store
         .login_failed("192.0.2.1", Some("alice"), &limits, forget)
@@ -178,7 +181,10 @@ mod login_throttle {
         let Some(Throttled::Address(left)) = wait(&s, "192.0.2.1", Some("alice")).await else {
             panic!("the address is not throttled");
         };
-        assert!(left <= Duration::from_secs(8) && left > Duration::ZERO, "{left:?}");
+        assert!(
+            left <= Duration::from_secs(8) && left > Duration::ZERO,
+            "{left:?}"
+        );
         // From another address the account's own wait applies; another account is free.
         let Some(Throttled::Account(left)) = wait(&s, "192.0.2.2", Some("alice")).await else {
             panic!("the account is not throttled");
