@@ -301,7 +301,7 @@ impl Login<'_> {
             Some(c) if matches && !c.locked => {
                 let account = (!proven).then_some(user.as_str());
                 if let Err(e) = self.shared.throttle.succeeded(ip, account).await {
-                    // The counts stay until they are forgotten: at most a short wait later.
+                    // The counts stay until forgotten; only more failures would make them count.
                     tracing::warn!(error = %e, "login: cannot clear the login throttle's counts");
                 }
                 if proven {
