@@ -226,9 +226,16 @@ impl Server {
             tracing::info!(path = %identity.cert_path.display(), "generated a self-signed certificate");
         }
         let throttle = LoginThrottle::new(
-            config.limits.login_free_failures.get(),
-            std::time::Duration::from_secs(config.limits.login_backoff_max_secs.get()),
-            std::time::Duration::from_secs(config.limits.account_backoff_max_secs.get()),
+            crate::throttle::Limits {
+                free: config.limits.login_free_failures.get(),
+                address_max: std::time::Duration::from_secs(
+                    config.limits.login_backoff_max_secs.get(),
+                ),
+                account_max: std::time::Duration::from_secs(
+                    config.limits.account_backoff_max_secs.get(),
+                ),
+            },
+            &store,
         );
         let hub = Hub::new(
             config.limits.max_sessions_per_user.get(),

@@ -91,6 +91,8 @@ mod cluster_routing;
 #[cfg(test)]
 mod cluster_store;
 #[cfg(test)]
+mod cluster_throttle;
+#[cfg(test)]
 mod commands;
 #[cfg(test)]
 mod crash;
