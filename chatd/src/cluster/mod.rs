@@ -16,7 +16,10 @@
 //!   stored what it routed before, so a line is neither lost nor delivered twice;
 //! - when a node appears, the others close their sessions that have lines stored meanwhile
 //!   (lines it stored for them while it did not know them), so those clients replay them.
+//!
+//! `P.admin.NAME` answers the cluster-wide questions of `chatctl` ([`admin`]).
 
+mod admin;
 mod loops;
 mod members;
 pub mod wire;
@@ -149,6 +152,11 @@ impl Cluster {
             .subscribe(cluster.node_subject(&cluster.me().name))
             .await
             .map_err(|e| error(e.to_string()))?;
+        let admin = cluster
+            .client
+            .subscribe(cluster.admin_subject(&cluster.me().name))
+            .await
+            .map_err(|e| error(e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel();
         cluster.parts.hub.attach_bus(BusTx {
             tx,
@@ -158,7 +166,8 @@ impl Cluster {
         crate::metrics::get().cluster_nodes(1);
         tracker.spawn(loops::publish(Arc::clone(&cluster), rx, stop.clone()));
         tracker.spawn(loops::receive(Arc::clone(&cluster), mine, stop.clone()));
-        tracker.spawn(loops::hello(Arc::clone(&cluster), hello, stop));
+        tracker.spawn(loops::hello(Arc::clone(&cluster), hello, stop.clone()));
+        tracker.spawn(admin::answer(Arc::clone(&cluster), admin, stop));
         Ok(cluster)
     }
 
@@ -173,6 +182,10 @@ impl Cluster {
 
     fn node_subject(&self, node: &str) -> String {
         format!("{}.node.{node}", self.prefix)
+    }
+
+    fn admin_subject(&self, node: &str) -> String {
+        format!("{}.admin.{node}", self.prefix)
     }
 
     fn members(&self) -> std::sync::MutexGuard<'_, Members> {
