@@ -113,15 +113,42 @@ impl Cluster {
             .collect::<Result<_, _>>()
             .map_err(|e| error(format!("{e}")))?;
         let name = config.node_name();
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("chatd {name}"))
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .ping_interval(Duration::from_millis(config.heartbeat_ms.max(1000)))
-            .subscription_capacity(1 << 16)
-            .connect(servers)
-            .await
-            .map_err(|e| error(e.to_string()))?;
+        let token = config.nats_token().map_err(error)?;
+        let options = || {
+            let o = async_nats::ConnectOptions::new()
+                .name(format!("chatd {name}"))
+                .max_reconnects(None)
+                .ping_interval(Duration::from_millis(config.heartbeat_ms.max(1000)))
+                .connection_timeout(Duration::from_secs(5))
+                .subscription_capacity(1 << 16);
+            match &token {
+                Some(t) => o.token(t.clone()),
+                None => o,
+            }
+        };
+        // One try first: a refused token or an unusable URL stops start-up with its reason;
+        // a bus that is down does not (local routing works, and chatd joins once it is up).
+        let client = match options().connect(servers.clone()).await {
+            Ok(client) => client,
+            Err(e) => {
+                use async_nats::ConnectErrorKind as Kind;
+                if matches!(
+                    e.kind(),
+                    Kind::AuthorizationViolation
+                        | Kind::Authentication
+                        | Kind::ServerParse
+                        | Kind::Tls
+                ) {
+                    return Err(error(e.to_string()));
+                }
+                tracing::warn!(error = %e, "cluster bus unreachable; serving this node's users alone until it is up");
+                options()
+                    .retry_on_initial_connect()
+                    .connect(servers)
+                    .await
+                    .map_err(|e| error(e.to_string()))?
+            }
+        };
         let timing = Timing {
             heartbeat: Duration::from_millis(config.heartbeat_ms),
             timeout: Duration::from_millis(config.node_timeout_ms),

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Raw, TestCluster};
+use crate::harness::{Mode, Raw, Server, TestCluster, write_config};
 
 /// No rate limit in the way of a quick stream of messages.
 const FAST: &str = "[limits]\nmessages_per_sec = 100000\nmessage_burst = 100000";
@@ -215,4 +215,61 @@ fn lines_cross_nodes_once_in_order_and_stored_lines_replay_on_another_node() {
             .any(|l| l.contains("account locked")),
         "node 3 did not end carol's session for the lock"
     );
+}
+
+#[test]
+fn the_bus_token_comes_from_a_file_and_a_wrong_one_stops_start_up() {
+    if !chatd_testkit::nats::available() {
+        return;
+    }
+    let Some(pg) = chatd_testkit::postgres::TempPostgres::shared() else {
+        return;
+    };
+    let db = pg.create_database().unwrap();
+    let url = format!(
+        "postgresql://postgres@/{db}?host={}&port=5432",
+        pg.socket_dir().display()
+    );
+    let nats = chatd_testkit::nats::TempNats::start_with_token("bus-token-5Hq").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("nats-token");
+    let config = |extra: &str| {
+        format!(
+            "[cluster]\nnode = \"n1\"\ndatabase = {url:?}\nnats = {:?}\n{extra}\n",
+            nats.url()
+        )
+    };
+    let start = |extra: &str| {
+        let (file, control) = write_config(dir.path(), &config(extra));
+        Server::try_start(Mode::Config {
+            file: &file,
+            control: &control,
+        })
+    };
+    // No token, and a wrong one: start-up stops, naming the bus and the reason, never the token.
+    for extra in ["", &format!("nats_token_file = {token:?}")] {
+        std::fs::write(&token, "not-the-token\n").unwrap();
+        let failed = start(extra)
+            .err()
+            .expect("chatd started with a wrong token");
+        assert!(
+            failed
+                .stderr
+                .contains(&format!("cluster bus {}", nats.url()))
+                && failed.stderr.contains("authorization violation"),
+            "{}",
+            failed.stderr
+        );
+        assert!(
+            !failed.stderr.contains("not-the-token"),
+            "{}",
+            failed.stderr
+        );
+    }
+    // The right one joins.
+    std::fs::write(&token, "bus-token-5Hq\n").unwrap();
+    let server = start(&format!("nats_token_file = {token:?}")).unwrap();
+    let log = server.log.all().join("\n");
+    assert!(log.contains("cluster: joining over NATS node=n1"), "{log}");
+    assert!(!log.contains("bus-token-5Hq"), "{log}");
 }
