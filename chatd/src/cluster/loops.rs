@@ -136,8 +136,12 @@ pub(super) async fn hello(
             _ = tick.tick() => c.beat().await,
             msg = sub.next() => match msg {
                 Some(msg) => match wire::decode(msg.payload) {
-                    Ok(Message::Control(Control::Heartbeat { from, sent_ms })) => {
-                        c.heard_heartbeat(&from, sent_ms);
+                    Ok(Message::Control(Control::Heartbeat { from, sent_ms, version })) => {
+                        if version == wire::BUS_VERSION {
+                            c.heard_heartbeat(&from, sent_ms);
+                        } else {
+                            c.other_version(&from, version);
+                        }
                     }
                     _ => tracing::warn!("dropped a malformed heartbeat"),
                 },
@@ -325,11 +329,24 @@ impl Cluster {
         }
     }
 
+    /// A node speaking another version of the bus: not a peer; said once per incarnation.
+    fn other_version(&self, from: &NodeId, version: u32) {
+        if self.members().note_other_version(from) {
+            tracing::error!(
+                node = %from.name,
+                its_version = version,
+                our_version = wire::BUS_VERSION,
+                "a cluster node speaks another version of the bus and is ignored: run the same chatd version on every node"
+            );
+        }
+    }
+
     /// Every heartbeat: say we live, declare the silent gone, check ourselves.
     async fn beat(self: &Arc<Self>) {
         let beat = Control::Heartbeat {
             from: self.me(),
             sent_ms: self.now_ms(),
+            version: wire::BUS_VERSION,
         };
         if let Some(bytes) = wire::encode_control(&beat) {
             if let Err(e) = self.client.publish(self.hello_subject(), bytes).await {

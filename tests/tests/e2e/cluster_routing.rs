@@ -273,3 +273,73 @@ fn the_bus_token_comes_from_a_file_and_a_wrong_one_stops_start_up() {
     assert!(log.contains("cluster: joining over NATS node=n1"), "{log}");
     assert!(!log.contains("bus-token-5Hq"), "{log}");
 }
+
+/// Publishes `payload` on `subject` from a plain NATS connection to `nats`.
+fn publish_raw(nats: &chatd_testkit::nats::TempNats, subject: &str, payload: &[u8]) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", nats.port())).unwrap();
+    let mut info = String::new();
+    BufReader::new(&s).read_line(&mut info).unwrap();
+    let mut msg = format!(
+        "CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n",
+        payload.len()
+    )
+    .into_bytes();
+    msg.extend_from_slice(payload);
+    msg.extend_from_slice(b"\r\nPING\r\n");
+    s.write_all(&msg).unwrap();
+    let mut pong = String::new();
+    BufReader::new(&s).read_line(&mut pong).unwrap();
+    assert!(pong.starts_with("PONG"), "{pong}");
+}
+
+#[test]
+fn junk_and_another_bus_version_on_the_bus_are_refused_and_routing_goes_on() {
+    let Some(mut cluster) = TestCluster::start(2, FAST) else {
+        return;
+    };
+    cluster.wait_all_joined();
+    // A node of another version: named once in the log, never counted as a peer.
+    let beat =
+        br#"J{"kind":"heartbeat","from":{"name":"n9","incarnation":7},"sent_ms":1,"version":99}"#;
+    for _ in 0..3 {
+        publish_raw(&cluster.nats, "chatd.hello", beat);
+    }
+    cluster
+        .node_mut(1)
+        .log
+        .expect_contains("a cluster node speaks another version of the bus and is ignored");
+    // Junk where routed lines go: dropped and said, nothing else happens.
+    for junk in [&b"R\x05"[..], b"Jnot json", b"", b"\xff\xfe"] {
+        publish_raw(&cluster.nats, "chatd.node.n2", junk);
+    }
+    cluster
+        .node_mut(2)
+        .log
+        .expect_contains("dropped a message from the cluster bus");
+    for user in ["alice", "bob"] {
+        cluster.node(1).add_user(user, "pw");
+    }
+    let mut alice = Raw::login(cluster.node(1), "alice", "pw");
+    let mut bob = Raw::login(cluster.node(2), "bob", "pw");
+    wait_listed(&mut alice, &["alice", "bob"]);
+    let data = alice.whisper("bob", "still routed");
+    assert_eq!(
+        next_envelope(&mut bob)["data"].as_str(),
+        Some(data.as_str())
+    );
+    let status = cluster.node(1).ctl(&["status"], None);
+    assert!(
+        status
+            .stdout
+            .contains("nodes:                   2: n1 (this node), n2"),
+        "{}",
+        status.stdout
+    );
+    let log = cluster.node_mut(1).log.all().join("\n");
+    assert_eq!(
+        log.matches("speaks another version of the bus").count(),
+        1,
+        "said once per incarnation:\n{log}"
+    );
+}
