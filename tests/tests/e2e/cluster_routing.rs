@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Mode, Raw, Server, TestCluster, write_config};
+use crate::harness::{Mode, Raw, Server, TestCluster, run_chatd, write_config};
 
 /// No rate limit in the way of a quick stream of messages.
 const FAST: &str = "[limits]\nmessages_per_sec = 100000\nmessage_burst = 100000";
@@ -230,14 +230,12 @@ fn the_bus_token_comes_from_a_file_and_a_wrong_one_stops_start_up() {
         "postgresql://postgres@/{db}?host={}&port=5432",
         pg.socket_dir().display()
     );
-    let nats = chatd_testkit::nats::TempNats::start_with_token("bus-token-5Hq").unwrap();
+    let mut nats = chatd_testkit::nats::TempNats::start_with_token("bus-token-5Hq").unwrap();
+    let nats_url = nats.url();
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("nats-token");
     let config = |extra: &str| {
-        format!(
-            "[cluster]\nnode = \"n1\"\ndatabase = {url:?}\nnats = {:?}\n{extra}\n",
-            nats.url()
-        )
+        format!("[cluster]\nnode = \"n1\"\ndatabase = {url:?}\nnats = {nats_url:?}\n{extra}\n")
     };
     let start = |extra: &str| {
         let (file, control) = write_config(dir.path(), &config(extra));
@@ -266,12 +264,39 @@ fn the_bus_token_comes_from_a_file_and_a_wrong_one_stops_start_up() {
             failed.stderr
         );
     }
-    // The right one joins.
+    // --check-config says the same, and with the right token names the server.
+    let check = |extra: &str| {
+        let (file, _) = write_config(dir.path(), &config(extra));
+        run_chatd(&[
+            std::ffi::OsStr::new("--check-config"),
+            std::ffi::OsStr::new("--config"),
+            file.as_os_str(),
+        ])
+    };
+    let with_file = format!("nats_token_file = {token:?}");
+    let (status, _, err) = check(&with_file);
+    assert!(
+        !status.success() && err.contains("authorization violation"),
+        "{err}"
+    );
     std::fs::write(&token, "bus-token-5Hq\n").unwrap();
+    let (status, out, err) = check(&with_file);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("cluster bus: nats-server "), "{out}");
+    // The right one joins.
     let server = start(&format!("nats_token_file = {token:?}")).unwrap();
     let log = server.log.all().join("\n");
     assert!(log.contains("cluster: joining over NATS node=n1"), "{log}");
     assert!(!log.contains("bus-token-5Hq"), "{log}");
+    // A bus that is down: the check warns and passes (start-up would go on without it).
+    nats.stop();
+    let (status, _, err) = check(&with_file);
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("chatd: warning: cluster bus nats://127.0.0.1:")
+            && err.contains("unreachable"),
+        "{err}"
+    );
 }
 
 /// Publishes `payload` on `subject` from a plain NATS connection to `nats`.
