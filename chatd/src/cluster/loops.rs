@@ -69,7 +69,10 @@ pub(super) async fn publish(
                     continue;
                 }
                 let bytes = wire::encode_routed(&c.me(), &handles, &payload);
-                c.send(&node, bytes).await;
+                if !c.send(&node, bytes).await {
+                    // The bus did not take it: stored, not lost.
+                    c.parts.hub.store_instead(&devices, &payload);
+                }
             }
             BusOut::Event(event) => {
                 // A device's presence (with its key) goes before an event that names it.
@@ -153,11 +156,23 @@ pub(super) async fn hello(
 }
 
 impl Cluster {
-    /// Publishes `bytes` to `node`'s subject.
-    async fn send(&self, node: &str, bytes: Bytes) {
-        match self.client.publish(self.node_subject(node), bytes).await {
-            Ok(()) => crate::metrics::get().bus_message(true),
-            Err(e) => tracing::debug!(error = %e, node, "cannot publish to the cluster bus"),
+    /// Publishes `bytes` to `node`'s subject; false when the bus did not take it within a
+    /// heartbeat (its connection is gone and its buffer full).
+    async fn send(&self, node: &str, bytes: Bytes) -> bool {
+        let publish = self.client.publish(self.node_subject(node), bytes);
+        match tokio::time::timeout(self.timing.heartbeat, publish).await {
+            Ok(Ok(())) => {
+                crate::metrics::get().bus_message(true);
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, node, "cannot publish to the cluster bus");
+                false
+            }
+            Err(_) => {
+                tracing::debug!(node, "the cluster bus took nothing for a heartbeat");
+                false
+            }
         }
     }
 
@@ -349,8 +364,12 @@ impl Cluster {
             version: wire::BUS_VERSION,
         };
         if let Some(bytes) = wire::encode_control(&beat) {
-            if let Err(e) = self.client.publish(self.hello_subject(), bytes).await {
-                tracing::debug!(error = %e, "cannot publish a heartbeat");
+            // Bounded: a bus that takes nothing must not stop the checks below.
+            let publish = self.client.publish(self.hello_subject(), bytes);
+            match tokio::time::timeout(self.timing.heartbeat, publish).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "cannot publish a heartbeat"),
+                Err(_) => tracing::debug!("the cluster bus took no heartbeat"),
             }
         }
         let silent = self.members().expire(Instant::now(), self.timing.timeout);
