@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatd_proto::control::SessionInfo;
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::Cluster;
@@ -23,14 +22,7 @@ pub(super) async fn answer(
     mut sub: async_nats::Subscriber,
     stop: CancellationToken,
 ) {
-    loop {
-        let msg = tokio::select! {
-            msg = sub.next() => match msg {
-                Some(msg) => msg,
-                None => break,
-            },
-            () = stop.cancelled() => break,
-        };
+    while let Some(msg) = super::loops::next(&mut sub, &stop).await {
         let Some(reply) = msg.reply else {
             continue;
         };

@@ -94,20 +94,24 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// The next message of `sub`; None when it ends or `stop` fires.
+pub(super) async fn next(
+    sub: &mut async_nats::Subscriber,
+    stop: &CancellationToken,
+) -> Option<async_nats::Message> {
+    tokio::select! {
+        msg = sub.next() => msg,
+        () = stop.cancelled() => None,
+    }
+}
+
 /// Receives what other nodes send this one.
 pub(super) async fn receive(
     c: Arc<Cluster>,
     mut sub: async_nats::Subscriber,
     stop: CancellationToken,
 ) {
-    loop {
-        let msg = tokio::select! {
-            msg = sub.next() => match msg {
-                Some(msg) => msg,
-                None => break,
-            },
-            () = stop.cancelled() => break,
-        };
+    while let Some(msg) = next(&mut sub, &stop).await {
         crate::metrics::get().bus_message(false);
         // A node that was paused finds out before it delivers what waited for it.
         c.check_self();
