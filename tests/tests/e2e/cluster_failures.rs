@@ -636,8 +636,9 @@ fn logins_racing_with_sends_lose_and_duplicate_nothing() {
 
     // A last login each: what is still stored; then every line exactly once. Not always in
     // the sender's order, even within one conversation: a line on its way to the node where
-    // the session just ended is stored by that node, a later one by the sender's node, and
-    // the queue keeps commit order. Counted and printed, not failed (a known limit).
+    // the session just ended is stored by that node, a later one by the sender's node (which
+    // heard of the logout meanwhile), and a replay follows commit order, so the two can swap
+    // within one replay. Counted and printed, not failed (a known limit).
     let mut total = 0;
     let mut swapped = 0;
     for (i, user) in RECIPIENTS.iter().enumerate() {
