@@ -376,7 +376,14 @@ impl Cluster {
                 Err(_) => tracing::debug!("the cluster bus took no heartbeat"),
             }
         }
-        let silent = self.members().expire(Instant::now(), self.timing.timeout);
+        // Itself first: after a pause, every other node looks silent because this one was;
+        // declared gone, their incarnations would never be heard again.
+        self.check_self();
+        let silent = if self.is_cut_off() {
+            Vec::new()
+        } else {
+            self.members().expire(Instant::now(), self.timing.timeout)
+        };
         for node in silent {
             tracing::warn!(node = %node, timeout_ms = self.timing.timeout.as_millis() as u64, "cluster node stopped answering: declared gone, its users offline");
             crate::metrics::get().node_gone();
@@ -385,7 +392,6 @@ impl Cluster {
                 .node_gone(&node, &format!("node {node} stopped answering"));
             self.bump();
         }
-        self.check_self();
         crate::metrics::get().cluster_nodes(self.members().peers.len() + 1);
     }
 
