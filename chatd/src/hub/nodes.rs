@@ -8,6 +8,7 @@ use chatd_proto::Fingerprint;
 use super::Hub;
 use super::outgoing::{EnvelopeLines, EnvelopeRun, Outgoing};
 use super::remote::{BusTx, DeviceOnNode, Event, Payload};
+use super::tables::Tables;
 
 impl Hub {
     /// Connects the bus: from now on the hub hands it presence changes, events and lines for
@@ -136,23 +137,22 @@ impl Hub {
         let tables = &mut *self.lock();
         let mut reached = 0;
         let mut offline = Vec::new();
+        let Tables {
+            sessions, remote, ..
+        } = &mut *tables;
         for h in handles {
-            let Some((user, device)) = tables.remote.by_handle(*h).cloned() else {
+            let Some((user, device)) = remote.by_handle(*h) else {
                 continue;
             };
-            if !deliver {
-                offline.push((user, device));
-                continue;
-            }
-            let took = if rekey {
+            let took = match (deliver, rekey) {
+                (false, _) => None,
                 // None: no session at all; Some(0): sessions that cannot read a rekey.
-                tables.sessions.deliver_device_rekey(&device, &line)
-            } else {
-                Some(tables.sessions.deliver_device(&device, &line)).filter(|n| *n > 0)
+                (true, true) => sessions.deliver_device_rekey(device, &line),
+                (true, false) => Some(sessions.deliver_device(device, &line)).filter(|n| *n > 0),
             };
             match took {
                 Some(n) => reached += n,
-                None => offline.push((user, device)),
+                None => offline.push((user.clone(), *device)),
             }
         }
         if !offline.is_empty() {

@@ -212,7 +212,8 @@ pub(super) struct Remote {
     /// This node's handle for each device key that had a session here.
     handles: HashMap<Fingerprint, u32>,
     /// The device key behind each handle.
-    by_handle: HashMap<u32, (String, Fingerprint)>,
+    /// The device key behind each handle: handle h at index h - 1 (handles are dense).
+    by_handle: Vec<(String, Fingerprint)>,
     /// Numbers presence changes ([`BusOut::Presence`]).
     pub(super) presence_seq: u64,
     /// Bumped whenever another node's devices change (caches compare it).
@@ -252,15 +253,15 @@ impl Remote {
         if let Some(h) = self.handles.get(&device) {
             return *h;
         }
-        let h = u32::try_from(self.handles.len() + 1).unwrap_or(u32::MAX);
+        let h = u32::try_from(self.by_handle.len() + 1).unwrap_or(u32::MAX);
         self.handles.insert(device, h);
-        self.by_handle.insert(h, (user.to_string(), device));
+        self.by_handle.push((user.to_string(), device));
         h
     }
 
     /// The device key behind this node's handle `h`.
     pub(super) fn by_handle(&self, h: u32) -> Option<&(String, Fingerprint)> {
-        self.by_handle.get(&h)
+        self.by_handle.get((h as usize).checked_sub(1)?)
     }
 
     /// Hands `out` to the bus; false when there is no bus.

@@ -254,9 +254,21 @@ impl Sessions {
     }
 
     /// Queues `line` for every session of device key `device`; returns how many took it.
+    /// (Lines from other nodes come this way, one device at a time: nothing is copied.)
     pub(super) fn deliver_device(&mut self, device: &Fingerprint, line: &impl Outgoing) -> usize {
-        let ids = self.by_device.get(device).cloned().unwrap_or_default();
-        ids.into_iter().filter(|id| self.deliver(*id, line)).count()
+        let Some(ids) = self.by_device.get(device) else {
+            return 0;
+        };
+        let policy = self.policy;
+        let mut reached = 0;
+        for id in ids {
+            if let Some(entry) = self.map.get_mut(id) {
+                if entry.deliver(*id, line, policy, &mut self.quiet_pending) {
+                    reached += 1;
+                }
+            }
+        }
+        reached
     }
 
     /// Queues `line` for the sessions of device key `device` that asked for the `rekey`
