@@ -74,6 +74,9 @@ pub(super) async fn publish(
                     c.parts.hub.store_instead(&devices, &payload);
                 }
             }
+            BusOut::Sync(name, incarnation) => {
+                c.send_sync(&NodeId { name, incarnation }).await;
+            }
             BusOut::Event(event) => {
                 // A device's presence (with its key) goes before an event that names it.
                 if !pending.is_empty() {
@@ -219,8 +222,9 @@ impl Cluster {
         }
     }
 
-    /// Every device with a session here, to a node that just appeared.
-    fn send_sync(self: &Arc<Self>, to: &NodeId) {
+    /// Every device with a session here, to a node that just appeared (from the publisher,
+    /// in order with the presence changes).
+    async fn send_sync(&self, to: &NodeId) {
         let (devices, away, seq) = self.parts.hub.local_presence();
         {
             let mut m = self.members();
@@ -236,9 +240,7 @@ impl Cluster {
             devices,
             away,
         };
-        let c = Arc::clone(self);
-        let to = to.name.clone();
-        tokio::spawn(async move { c.send_control(&to, &control).await });
+        self.send_control(&to.name, &control).await;
     }
 
     /// A node heard for the first time (or under a new incarnation): it gets this node's
@@ -250,7 +252,9 @@ impl Cluster {
                 .node_gone(&from.name, &format!("node {} restarted", from.name));
         }
         tracing::info!(node = %from.name, "cluster node joined");
-        self.send_sync(from);
+        let _ = self
+            .out
+            .send(BusOut::Sync(from.name.clone(), from.incarnation));
         crate::metrics::get().cluster_nodes(self.members().peers.len() + 1);
         self.bump();
     }

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ClusterConfig;
-use crate::hub::{BusTx, Hub};
+use crate::hub::{BusOut, BusTx, Hub};
 use crate::store::Store;
 use crate::stored_lines::StoredLines;
 use members::Members;
@@ -74,6 +74,8 @@ pub struct Cluster {
     /// The monotonic clock's zero, for heartbeat times.
     clock: Instant,
     queued: Arc<AtomicUsize>,
+    /// The publisher's channel (the hub's way out), for this module's own [`BusOut::Sync`].
+    out: mpsc::UnboundedSender<BusOut>,
 }
 
 /// The cluster could not start.
@@ -192,6 +194,7 @@ impl Cluster {
             batch: Duration::from_millis(config.presence_batch_ms),
         };
         let now = Instant::now();
+        let (tx, rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Cluster {
             client,
             prefix: config.nats_prefix.clone(),
@@ -205,6 +208,7 @@ impl Cluster {
             timing,
             clock: now,
             queued: Arc::new(AtomicUsize::new(0)),
+            out: tx.clone(),
         });
         let hello = cluster
             .client
@@ -221,7 +225,6 @@ impl Cluster {
             .subscribe(cluster.admin_subject(&cluster.me().name))
             .await
             .map_err(|e| bus_error(config, e.to_string()))?;
-        let (tx, rx) = mpsc::unbounded_channel();
         cluster.parts.hub.attach_bus(BusTx {
             tx,
             queued: Arc::clone(&cluster.queued),

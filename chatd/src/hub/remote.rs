@@ -175,6 +175,9 @@ pub enum BusOut {
     },
     /// A change every node applies.
     Event(Event),
+    /// Every device with a session here, to a node that appeared (name, incarnation): sent
+    /// by the publisher in order with the changes, so none arrives after it stale.
+    Sync(String, u64),
 }
 
 /// The way out to the bus, shared with the cluster task, which counts routed lines down as
