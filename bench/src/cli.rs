@@ -472,11 +472,25 @@ mod tests {
 
     #[test]
     fn a_cluster_is_two_to_eight_nodes_of_the_fan_out() {
-        for (nodes, valid) in [("2", true), ("3", true), ("8", true), ("1", false), ("9", false)] {
+        for (nodes, valid) in [
+            ("2", true),
+            ("3", true),
+            ("8", true),
+            ("1", false),
+            ("9", false),
+        ] {
             let a = Args::parse_from(["chat-bench", "--cluster", nodes]);
             assert_eq!(a.validate().is_ok(), valid, "--cluster {nodes}");
         }
-        let a = Args::parse_from(["chat-bench", "--cluster", "3", "--rate", "100", "--runs", "3"]);
+        let a = Args::parse_from([
+            "chat-bench",
+            "--cluster",
+            "3",
+            "--rate",
+            "100",
+            "--runs",
+            "3",
+        ]);
         assert!(a.validate().is_ok());
         for other in [
             &["--compare", "x"][..],

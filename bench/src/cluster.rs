@@ -55,8 +55,7 @@ pub fn start(chatd: &Path, nodes: usize, sizes: &Sizes) -> anyhow::Result<Target
     let mut first = None;
     for k in 1..=nodes {
         let node = dir.path().join(format!("node{k}"));
-        std::fs::create_dir(&node)
-            .with_context(|| format!("cannot create {}", node.display()))?;
+        std::fs::create_dir(&node).with_context(|| format!("cannot create {}", node.display()))?;
         let control = node.join("control.sock");
         let config = node.join("chatd.toml");
         let text = cluster.config(k, &node.join("state"), &control, sizes);

@@ -30,9 +30,15 @@ pub fn tree_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
         .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
     let fields = parse_stat(&stat).context("unexpected /proc/PID/stat format")?;
     let mut ticks = fields.ticks + fields.children_ticks;
-    for entry in std::fs::read_dir("/proc").context("cannot read /proc")?.flatten() {
+    for entry in std::fs::read_dir("/proc")
+        .context("cannot read /proc")?
+        .flatten()
+    {
         let name = entry.file_name();
-        if !name.to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) {
+        if !name
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        {
             continue;
         }
         // A process may end while we look: it is then counted in the parent's waited time.
@@ -194,12 +200,19 @@ mod tests {
         let _ = child.wait();
         let after = tree_cpu_seconds(me).unwrap();
         assert!(with_child - alone > 0.05, "{alone} {with_child}");
-        assert!(after >= with_child - 0.02, "a waited-for child stays counted");
+        assert!(
+            after >= with_child - 0.02,
+            "a waited-for child stays counted"
+        );
         let probe = Probe::all(vec![me, me]);
         let (one, two) = (cpu_seconds(me).unwrap(), probe.cpu().unwrap());
         assert!(two >= 2.0 * one, "{one} {two}");
         assert_eq!(Probe::new(None).cpu(), None);
-        assert_eq!(Probe::all(vec![me, u32::MAX]).rss(), None, "one unknown: unknown");
+        assert_eq!(
+            Probe::all(vec![me, u32::MAX]).rss(),
+            None,
+            "one unknown: unknown"
+        );
     }
 
     #[test]

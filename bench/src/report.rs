@@ -148,9 +148,7 @@ impl FanoutReport {
             t.row("nats-server CPU", format_args!("{nats:.2} s"));
             t.row(
                 "cluster CPU",
-                format_args!(
-                    "chatd + nats-server, {per_cpu:.0} deliveries per CPU-second"
-                ),
+                format_args!("chatd + nats-server, {per_cpu:.0} deliveries per CPU-second"),
             );
         }
         if let Some(pg) = r.postgres_cpu_secs {
@@ -644,10 +642,19 @@ mod tests {
         assert_eq!(report.deliveries_per_cpu_sec, Some(180.0));
         assert_eq!(report.deliveries_per_cluster_cpu_sec, Some(150.0));
         let text = report.text();
-        assert!(text.contains("\nchatd CPU          0.50 s on 3 nodes, 180 deliveries"), "{text}");
+        assert!(
+            text.contains("\nchatd CPU          0.50 s on 3 nodes, 180 deliveries"),
+            "{text}"
+        );
         assert!(text.contains("\nnats-server CPU    0.10 s\n"), "{text}");
-        assert!(text.contains("chatd + nats-server, 150 deliveries per CPU-second"), "{text}");
-        assert!(text.contains("\nPostgreSQL CPU     0.25 s (server"), "{text}");
+        assert!(
+            text.contains("chatd + nats-server, 150 deliveries per CPU-second"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nPostgreSQL CPU     0.25 s (server"),
+            "{text}"
+        );
         let v = json(&report);
         assert_eq!(v["deliveries_per_cluster_cpu_sec"], 150.0);
         assert_eq!(v["nats_cpu_secs"], 0.1);

@@ -114,7 +114,10 @@ impl Target {
 
     /// The TLS listener client `i` connects to: the nodes in turn.
     pub fn addr_for(&self, i: usize) -> SocketAddr {
-        self.addrs.get(i % self.addrs.len().max(1)).copied().unwrap_or(self.addr)
+        self.addrs
+            .get(i % self.addrs.len().max(1))
+            .copied()
+            .unwrap_or(self.addr)
     }
 
     /// Every chatd process we know of (a cluster's nodes, or the one `pid`).

@@ -241,15 +241,28 @@ impl<'a> ClusterComparison<'a> {
         );
         t.row(
             "PostgreSQL CPU",
-            format_args!("{} s (not counted above)", each(b, "postgres_cpu_secs", &ms)),
+            format_args!(
+                "{} s (not counted above)",
+                each(b, "postgres_cpu_secs", &ms)
+            ),
         );
-        t.row("p99 one node", format_args!("{} ms", each(a, "latency_p99_ms", &ms)));
-        t.row("p99 cluster", format_args!("{} ms", each(b, "latency_p99_ms", &ms)));
+        t.row(
+            "p99 one node",
+            format_args!("{} ms", each(a, "latency_p99_ms", &ms)),
+        );
+        t.row(
+            "p99 cluster",
+            format_args!("{} ms", each(b, "latency_p99_ms", &ms)),
+        );
         let diffs: Vec<String> = self
             .comparison
             .differences
             .iter()
-            .map(|d| d["latency_p99_ms"].as_f64().map_or_else(|| "?".into(), |x| format!("{x:+.3}")))
+            .map(|d| {
+                d["latency_p99_ms"]
+                    .as_f64()
+                    .map_or_else(|| "?".into(), |x| format!("{x:+.3}"))
+            })
             .collect();
         let diff = self.comparison.b_minus_a_median["latency_p99_ms"]
             .as_f64()
@@ -427,20 +440,32 @@ mod tests {
         assert_eq!(v["nodes"], 3);
         assert_eq!(v["pairs"], 2);
         assert_eq!(v["a"]["chatd"], "one chatd (SQLite)");
-        assert_eq!(v["b"]["median"]["deliveries_per_cluster_cpu_sec"], 2_600_000.0);
+        assert_eq!(
+            v["b"]["median"]["deliveries_per_cluster_cpu_sec"],
+            2_600_000.0
+        );
         assert_eq!(v["b_minus_a_median"]["latency_p99_ms"], 1.0);
         let text = c.text();
         assert!(
             text.contains("== B 3 chatd nodes (PostgreSQL, nats-server): median of 2 runs\n"),
             "{text}"
         );
-        assert!(text.contains("per cluster CPU-s  2600000 [3400000, 1800000]\n"), "{text}");
+        assert!(
+            text.contains("per cluster CPU-s  2600000 [3400000, 1800000]\n"),
+            "{text}"
+        );
         assert!(
             text.contains("\none node           3000000 [4000000, 2000000] deliveries per chatd"),
             "{text}"
         );
-        assert!(text.contains("\ncluster/one node   87.5 % [85.0, 90.0]\n"), "{text}");
-        assert!(text.contains("\nPostgreSQL CPU     0.375 [0.250, 0.500] s"), "{text}");
+        assert!(
+            text.contains("\ncluster/one node   87.5 % [85.0, 90.0]\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nPostgreSQL CPU     0.375 [0.250, 0.500] s"),
+            "{text}"
+        );
         assert!(
             text.contains("\np99 difference     +1.000 ms [+1.500, +0.500] (cluster"),
             "{text}"
@@ -450,7 +475,8 @@ mod tests {
         // A run without a figure: no median ratio.
         let c = ClusterComparison::new(3, &one, &cluster[..1]);
         assert_eq!(c.comparison.pairs, 1);
-        let c = ClusterComparison::new(3, &one[..1], &[json!({"lost": 0})]);
+        let unknown = [json!({"lost": 0})];
+        let c = ClusterComparison::new(3, &one[..1], &unknown);
         assert_eq!(c.cluster_over_one_node_percent, [None]);
         assert_eq!(c.cluster_over_one_node_percent_median, None);
         assert!(c.text().contains("cluster/one node   ? % [?]\n"));
