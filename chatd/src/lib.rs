@@ -23,6 +23,7 @@
 
 pub mod budget;
 pub mod check;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod control;

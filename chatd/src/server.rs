@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::budget::Accounts;
+use crate::cluster::{Cluster, ClusterError};
 use crate::commands::{Registry, RegistryError};
 use crate::config::Config;
 use crate::control::{ControlError, ControlListener};
@@ -83,6 +84,9 @@ pub enum ServerError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The cluster bus could not be joined.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// The `[commands]` section is inconsistent.
     #[error("commands: {0}")]
     Registry(#[from] RegistryError),
@@ -98,6 +102,8 @@ pub struct Server {
     offline: (mpsc::Receiver<OfflineJob>, watch::Sender<u64>),
     /// Which store this is, for the log (no secrets).
     store_info: String,
+    /// Stops the cluster's tasks once the sessions are gone, and waits for them.
+    cluster: (CancellationToken, TaskTracker),
     _lock: Flock<File>,
 }
 
@@ -220,9 +226,16 @@ impl Server {
             tracing::info!(path = %identity.cert_path.display(), "generated a self-signed certificate");
         }
         let throttle = LoginThrottle::new(
-            config.limits.login_free_failures.get(),
-            std::time::Duration::from_secs(config.limits.login_backoff_max_secs.get()),
-            std::time::Duration::from_secs(config.limits.account_backoff_max_secs.get()),
+            crate::throttle::Limits {
+                free: config.limits.login_free_failures.get(),
+                address_max: std::time::Duration::from_secs(
+                    config.limits.login_backoff_max_secs.get(),
+                ),
+                account_max: std::time::Duration::from_secs(
+                    config.limits.account_backoff_max_secs.get(),
+                ),
+            },
+            &store,
         );
         let hub = Hub::new(
             config.limits.max_sessions_per_user.get(),
@@ -262,12 +275,34 @@ impl Server {
         let (job_tx, job_rx, committed_tx, committed_rx) =
             crate::offline::channels(config.limits.offline_jobs_max.get());
         hub.attach_offline(job_tx);
+        let hub = Arc::new(hub);
+        let stored_lines: Arc<crate::stored_lines::StoredLines> = Default::default();
+        let cluster_stop = CancellationToken::new();
+        let cluster_tasks = TaskTracker::new();
+        let cluster = match config.cluster.nats {
+            Some(_) => {
+                let parts = crate::cluster::Parts {
+                    hub: Arc::clone(&hub),
+                    store: store.clone(),
+                    committed: committed_rx.clone(),
+                    stored_lines: Arc::clone(&stored_lines),
+                    offline_ttl_ms: config.limits.offline_ttl_secs.get() as i64 * 1000,
+                };
+                let cluster =
+                    Cluster::start(&config.cluster, parts, cluster_stop.clone(), &cluster_tasks)
+                        .await?;
+                tracing::info!(node = %cluster.me().name, nats = config.cluster.nats.as_deref().unwrap_or(""), "cluster: joining over NATS");
+                Some(cluster)
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             throttle,
             budgets: Accounts::default(),
-            hub: Arc::new(hub),
+            hub,
+            cluster,
             offline_committed: committed_rx,
-            stored_lines: Default::default(),
+            stored_lines,
             config: Arc::new(Live::new(config)),
             identity: Live::new(identity),
             store,
@@ -287,6 +322,7 @@ impl Server {
             metrics,
             offline: (job_rx, committed_tx),
             store_info,
+            cluster: (cluster_stop, cluster_tasks),
             _lock: lock,
         })
     }
@@ -336,6 +372,7 @@ impl Server {
             metrics,
             offline: (job_rx, committed_tx),
             store_info: _,
+            cluster: (cluster_stop, cluster_tasks),
             _lock,
         } = self;
         let metrics_task = metrics.map(|listener| {
@@ -380,6 +417,10 @@ impl Server {
                 "sessions still open after the grace period"
             );
         }
+        // Sessions are gone: nothing more to route to other nodes.
+        cluster_stop.cancel();
+        cluster_tasks.close();
+        cluster_tasks.wait().await;
         let _ = control_task.await; // drops the listener, which removes the socket file
         let _ = keepalive.await;
         let _ = trim.await;

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::budget::Accounts;
+use crate::cluster::Cluster;
 use crate::commands::Registry;
 use crate::config::Config;
 use crate::hub::Hub;
@@ -33,6 +34,8 @@ pub struct Shared {
     pub identity: Live<Identity>,
     /// Who is online.
     pub hub: Arc<Hub>,
+    /// This node's part of a cluster (`[cluster] nats`), if any.
+    pub cluster: Option<Arc<Cluster>>,
     /// Database.
     pub store: Store,
     /// Slash commands (replaced by a reload).

@@ -7,19 +7,29 @@
 //! device key the account registered skips the account's wait (session/login.rs), so the
 //! account wait only slows unknown devices. Addresses count by [`address_key`] (an IPv6 /64
 //! is one address).
+//!
+//! Where the counts live follows the store: on SQLite (one chatd) in this process's memory; on
+//! PostgreSQL (`[cluster] database`, several nodes may share it) in the database's
+//! `login_throttle` table, so a guesser slowed on one node is slowed on every node, with the
+//! database's clock for every time. There a check the database cannot answer is an error, and
+//! the login is refused (fail closed), as it would be anyway when the account cannot be read.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::peerlimit::address_key;
+use crate::store::{PgStore, Store, StoreError};
 
 /// Entries untouched this long are forgotten (their failure count starts again from zero).
-const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
+pub const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Map size at which stale entries are swept out on the next failure.
 const SWEEP_AT: usize = 4096;
+/// In the database: every this many failures recorded by this node, stale rows are deleted.
+const SWEEP_EVERY: u32 = 64;
 
 /// Who is being made to wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +40,29 @@ pub enum Throttled {
     Account(Duration),
 }
 
+/// The backoff settings (`[limits] login_free_failures`, `login_backoff_max_secs`,
+/// `account_backoff_max_secs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Failures that pass without a wait.
+    pub free: u32,
+    /// The longest wait of an address.
+    pub address_max: Duration,
+    /// The longest wait of an account.
+    pub account_max: Duration,
+}
+
+impl Limits {
+    /// The wait after the `failures`-th failure in a row, capped at `max`: none for the free
+    /// ones, then 1 s, 2 s, 4 s, ... Both backends compute it here.
+    pub fn wait(&self, failures: u32, max: Duration) -> Option<Duration> {
+        (failures > self.free).then(|| {
+            let exp = (failures - self.free - 1).min(30);
+            Duration::from_secs(1u64 << exp).min(max)
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
     failures: u32,
@@ -37,13 +70,28 @@ struct Backoff {
     last: Instant,
 }
 
-/// Backoff settings and state.
+/// Backoff settings, and the counts where the store says (see the module's comment).
 #[derive(Debug)]
 pub struct LoginThrottle {
-    free: u32,
-    address_max: Duration,
-    account_max: Duration,
-    state: Mutex<State>,
+    limits: Limits,
+    counts: Counts,
+}
+
+enum Counts {
+    /// In this process (SQLite: one chatd).
+    Memory(Mutex<State>),
+    /// In the PostgreSQL database every node shares; `failures` counts this node's recorded
+    /// failures, to sweep stale rows now and then.
+    Database { store: PgStore, failures: AtomicU32 },
+}
+
+impl std::fmt::Debug for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Counts::Memory(_) => "Memory",
+            Counts::Database { .. } => "Database",
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -69,7 +117,7 @@ fn remaining<K: Hash + Eq>(
 fn fail<K: Hash + Eq>(
     map: &mut HashMap<K, Backoff>,
     key: K,
-    free: u32,
+    limits: &Limits,
     max: Duration,
     now: Instant,
 ) {
@@ -83,66 +131,116 @@ fn fail<K: Hash + Eq>(
     });
     b.failures = b.failures.saturating_add(1);
     b.last = now;
-    if b.failures > free {
-        // 1 s, 2 s, 4 s, ... for each failure past the free ones, up to `max`.
-        let exp = (b.failures - free - 1).min(30);
-        let wait = Duration::from_secs(1u64 << exp).min(max);
+    if let Some(wait) = limits.wait(b.failures, max) {
         b.until = now + wait;
     }
 }
 
-impl LoginThrottle {
-    /// `free` failures pass without waiting; then waits double up to the caps.
-    pub fn new(free: u32, address_max: Duration, account_max: Duration) -> LoginThrottle {
-        LoginThrottle {
-            free,
-            address_max,
-            account_max,
-            state: Mutex::new(State::default()),
+impl State {
+    fn check(&mut self, ip: IpAddr, user: Option<&str>, now: Instant) -> Option<Throttled> {
+        if let Some(left) = remaining(&mut self.by_ip, &address_key(ip), now) {
+            return Some(Throttled::Address(left));
+        }
+        let user = user?.to_string();
+        remaining(&mut self.by_user, &user, now).map(Throttled::Account)
+    }
+
+    fn failed(&mut self, limits: &Limits, ip: IpAddr, user: Option<&str>, now: Instant) {
+        fail(
+            &mut self.by_ip,
+            address_key(ip),
+            limits,
+            limits.address_max,
+            now,
+        );
+        if let Some(user) = user {
+            let max = limits.account_max;
+            fail(&mut self.by_user, user.to_string(), limits, max, now);
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn succeeded(&mut self, ip: IpAddr, user: Option<&str>) {
+        self.by_ip.remove(&address_key(ip));
+        if let Some(user) = user {
+            self.by_user.remove(user);
+        }
+    }
+}
+
+impl LoginThrottle {
+    /// `free` failures pass without waiting; then waits double up to the caps. The counts
+    /// live in memory on SQLite, in the database on PostgreSQL.
+    pub fn new(limits: Limits, store: &Store) -> LoginThrottle {
+        let counts = match store {
+            Store::Sqlite(_) => Counts::Memory(Mutex::default()),
+            Store::Postgres(pg) => Counts::Database {
+                store: pg.clone(),
+                failures: AtomicU32::new(0),
+            },
+        };
+        LoginThrottle { limits, counts }
+    }
+
+    fn state(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
         // Every update leaves the maps consistent, so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        m.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether a login from `ip` as `user` must wait; checked before any password work.
     /// `user` is None for a name that cannot be an account (only the address counts then, so
-    /// junk names cannot fill the map).
-    pub fn check(&self, ip: IpAddr, user: Option<&str>, now: Instant) -> Option<Throttled> {
-        let mut s = self.state();
-        if let Some(left) = remaining(&mut s.by_ip, &address_key(ip), now) {
-            return Some(Throttled::Address(left));
+    /// junk names cannot fill the map). An error (database unreachable) must refuse the login.
+    pub async fn check(
+        &self,
+        ip: IpAddr,
+        user: Option<&str>,
+    ) -> Result<Option<Throttled>, StoreError> {
+        match &self.counts {
+            Counts::Memory(m) => Ok(Self::state(m).check(ip, user, Instant::now())),
+            Counts::Database { store, .. } => {
+                let address = address_key(ip).to_string();
+                crate::store::observe(store.login_wait(&address, user, FORGET_AFTER).await)
+            }
         }
-        let user = user?.to_string();
-        remaining(&mut s.by_user, &user, now).map(Throttled::Account)
     }
 
     /// A failed login from `ip` as `user` (known account or not: the same either way).
-    pub fn failed(&self, ip: IpAddr, user: Option<&str>, now: Instant) {
-        let mut s = self.state();
-        fail(
-            &mut s.by_ip,
-            address_key(ip),
-            self.free,
-            self.address_max,
-            now,
-        );
-        if let Some(user) = user {
-            let max = self.account_max;
-            fail(&mut s.by_user, user.to_string(), self.free, max, now);
+    pub async fn failed(&self, ip: IpAddr, user: Option<&str>) -> Result<(), StoreError> {
+        match &self.counts {
+            Counts::Memory(m) => {
+                Self::state(m).failed(&self.limits, ip, user, Instant::now());
+                Ok(())
+            }
+            Counts::Database { store, failures } => {
+                let address = address_key(ip).to_string();
+                let recorded = store
+                    .login_failed(&address, user, &self.limits, FORGET_AFTER)
+                    .await;
+                crate::store::observe(recorded)?;
+                if failures.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+                    // Housekeeping only: a sweep that fails is tried again later.
+                    match store.login_sweep(FORGET_AFTER).await {
+                        Ok(n) => tracing::debug!(rows = n, "swept stale login throttle rows"),
+                        Err(e) => tracing::warn!(error = %e, "cannot sweep the login throttle"),
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
     /// A successful login clears the address's record, and the account's if `user` is given.
     /// A login proven by a device key passes None: it skipped the account's wait, which
     /// goes on slowing the guesses at the account from elsewhere.
-    pub fn succeeded(&self, ip: IpAddr, user: Option<&str>) {
-        let mut s = self.state();
-        s.by_ip.remove(&address_key(ip));
-        if let Some(user) = user {
-            s.by_user.remove(user);
+    pub async fn succeeded(&self, ip: IpAddr, user: Option<&str>) -> Result<(), StoreError> {
+        match &self.counts {
+            Counts::Memory(m) => {
+                Self::state(m).succeeded(ip, user);
+                Ok(())
+            }
+            Counts::Database { store, .. } => {
+                let address = address_key(ip).to_string();
+                crate::store::observe(store.login_succeeded(&address, user).await)
+            }
         }
     }
 }
@@ -154,8 +252,34 @@ mod tests {
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
 
-    fn throttle() -> LoginThrottle {
-        LoginThrottle::new(3, Duration::from_secs(300), Duration::from_secs(30))
+    /// The in-memory counts with a clock the test moves (the database's are tested in
+    /// store/postgres/tests.rs and e2e `cluster_throttle`).
+    struct Mem {
+        limits: Limits,
+        state: Mutex<State>,
+    }
+
+    impl Mem {
+        fn check(&self, ip: IpAddr, user: Option<&str>, now: Instant) -> Option<Throttled> {
+            LoginThrottle::state(&self.state).check(ip, user, now)
+        }
+        fn failed(&self, ip: IpAddr, user: Option<&str>, now: Instant) {
+            LoginThrottle::state(&self.state).failed(&self.limits, ip, user, now)
+        }
+        fn succeeded(&self, ip: IpAddr, user: Option<&str>) {
+            LoginThrottle::state(&self.state).succeeded(ip, user)
+        }
+    }
+
+    fn throttle() -> Mem {
+        Mem {
+            limits: Limits {
+                free: 3,
+                address_max: Duration::from_secs(300),
+                account_max: Duration::from_secs(30),
+            },
+            state: Mutex::default(),
+        }
     }
 
     #[test]
@@ -245,5 +369,22 @@ mod tests {
         }
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
         assert!(t.check(mapped, None, now).is_some());
+    }
+
+    #[tokio::test]
+    async fn on_sqlite_the_counts_are_in_memory_through_the_async_interface() {
+        let store = Store::open_in_memory().unwrap();
+        let t = LoginThrottle::new(throttle().limits, &store);
+        assert!(matches!(t.counts, Counts::Memory(_)));
+        for _ in 0..4 {
+            assert_eq!(t.check(A, Some("alice")).await.unwrap(), None);
+            t.failed(A, Some("alice")).await.unwrap();
+        }
+        assert!(matches!(
+            t.check(A, Some("alice")).await.unwrap(),
+            Some(Throttled::Address(_))
+        ));
+        t.succeeded(A, Some("alice")).await.unwrap();
+        assert_eq!(t.check(A, Some("alice")).await.unwrap(), None);
     }
 }

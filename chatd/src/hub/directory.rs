@@ -12,8 +12,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::outgoing::{SessionId, serialize};
+use super::remote::Remote;
 use super::rooms::Rooms;
 use super::sessions::Sessions;
+use super::tables::Tables;
 
 /// A registered, unrevoked device key.
 pub(super) struct Known {
@@ -195,6 +197,11 @@ impl LoginSnapshot {
 }
 
 impl Known {
+    /// Base64 SPKI DER.
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
+
     /// The key's fingerprint.
     pub(super) fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
@@ -313,38 +320,6 @@ impl Directory {
         users.into_iter().map(|u| (u.clone(), *device)).collect()
     }
 
-    /// What `login_ok` tells session `id` of `user`, copied under the hub's lock and
-    /// serialized after it: every registered device key (by user, then registration) with
-    /// whether it is online.
-    pub(super) fn snapshot(
-        &self,
-        user: String,
-        id: SessionId,
-        device: Fingerprint,
-        vouch: bool,
-        sessions: &Sessions,
-        rooms: &Rooms,
-    ) -> LoginSnapshot {
-        LoginSnapshot {
-            vouch,
-            online: sessions.by_user.keys().cloned().collect(),
-            devices: self
-                .known
-                .values()
-                .flatten()
-                .map(|k| {
-                    let online = sessions.device_online(&k.fingerprint);
-                    Some((Arc::clone(k.listed.as_ref()?), online))
-                })
-                .collect(),
-            room: rooms.default.clone(),
-            rooms: rooms.states_of(&user),
-            user,
-            id,
-            device,
-        }
-    }
-
     /// What `/whois` shows of `user` to `asker` (see `Hub::whois`).
     pub(super) fn whois(
         &self,
@@ -352,6 +327,7 @@ impl Directory {
         asker: &str,
         sessions: &Sessions,
         rooms: &Rooms,
+        remote: &Remote,
     ) -> Whois {
         let devices = self
             .known
@@ -360,7 +336,8 @@ impl Directory {
             .flatten()
             .map(|k| WhoisDevice {
                 fingerprint: k.fingerprint,
-                online: sessions.device_online(&k.fingerprint),
+                online: sessions.device_online(&k.fingerprint)
+                    || remote.device_online(&k.fingerprint),
             })
             .collect();
         let rooms = rooms
@@ -369,10 +346,61 @@ impl Directory {
             .map(|(name, _)| name.clone())
             .collect();
         Whois {
-            sessions: sessions.count(user) as u32,
-            away: sessions.away.get(user).cloned(),
+            sessions: sessions.count(user) as u32 + remote.user_sessions(user),
+            away: sessions
+                .away
+                .get(user)
+                .or_else(|| remote.away(user))
+                .cloned(),
             devices,
             rooms,
+        }
+    }
+}
+
+impl Tables {
+    /// What `login_ok` tells session `id` of `user`, copied under the hub's lock and
+    /// serialized after it: every registered device key (by user, then registration) with
+    /// whether it is online on any node.
+    pub(super) fn snapshot(
+        &self,
+        user: String,
+        id: SessionId,
+        device: Fingerprint,
+        vouch: bool,
+    ) -> LoginSnapshot {
+        let Tables {
+            sessions,
+            rooms,
+            remote,
+            directory,
+            ..
+        } = self;
+        let mut online: Vec<String> = sessions.by_user.keys().cloned().collect();
+        online.extend(
+            remote
+                .users()
+                .filter(|(u, _)| !sessions.by_user.contains_key(*u))
+                .map(|(u, _)| u.clone()),
+        );
+        LoginSnapshot {
+            vouch,
+            online,
+            devices: directory
+                .known
+                .values()
+                .flatten()
+                .map(|k| {
+                    let online = sessions.device_online(&k.fingerprint)
+                        || remote.device_online(&k.fingerprint);
+                    Some((Arc::clone(k.listed.as_ref()?), online))
+                })
+                .collect(),
+            room: rooms.default.clone(),
+            rooms: rooms.states_of(&user),
+            user,
+            id,
+            device,
         }
     }
 }

@@ -18,11 +18,14 @@
 //! `.await`.
 
 mod directory;
+mod events;
+mod nodes;
 mod offline;
 #[cfg(test)]
 mod offline_tests;
 mod outgoing;
 mod presence;
+mod remote;
 mod rooms;
 mod route;
 mod sessions;
@@ -44,12 +47,21 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::mailbox::Closer;
 pub use directory::Whois;
-pub use outgoing::{EnvelopeLines, Notify, OfflineJob, Outgoing, Sender, SessionId, Targets};
+pub use outgoing::{
+    EnvelopeLines, EnvelopeRun, Notify, OfflineJob, Outgoing, Sender, SessionId, Targets,
+};
+pub use remote::{BusOut, BusTx, DeviceOnNode, Event, Payload};
 pub use rooms::Room;
 pub use route::{Routed, SendRefused, Sent};
 pub use sessions::{HubError, NewSession};
 
 use outgoing::serialize;
+
+/// A frame as one line of text, for an [`Event`] (None, logged, if it cannot be serialized).
+fn serialize_text(frame: &ServerFrame) -> Option<String> {
+    let line = serialize(frame)?;
+    String::from_utf8(line.to_vec()).ok()
+}
 use tables::Tables;
 
 /// The routing table; shared by every session and the control socket.
@@ -153,24 +165,51 @@ impl Hub {
         self.quiet_queued(&tables);
     }
 
-    /// Sets (Some) or clears (None) `user`'s away message; false if `user` is not online.
+    /// Sets (Some) or clears (None) `user`'s away message; false if `user` has no session
+    /// on this node.
     pub fn set_away(&self, user: &str, text: Option<String>) -> bool {
-        self.lock().sessions.set_away(user, text)
+        let mut tables = self.lock();
+        if !tables.sessions.set_away(user, text.clone()) {
+            return false;
+        }
+        if tables.remote.bus.is_some() {
+            let user = user.to_string();
+            tables
+                .remote
+                .send(BusOut::Event(Event::Away { user, text }));
+        }
+        true
     }
 
-    /// True if `user` has at least one session.
+    /// True if `user` has at least one session, on any node.
     pub fn is_online(&self, user: &str) -> bool {
-        self.lock().sessions.count(user) > 0
+        self.session_count(user) > 0
     }
 
-    /// Number of sessions `user` has.
+    /// Number of sessions `user` has, on every node.
     pub fn session_count(&self, user: &str) -> usize {
-        self.lock().sessions.count(user)
+        let tables = self.lock();
+        tables.sessions.count(user) + tables.remote.user_sessions(user) as usize
     }
 
-    /// Everyone online, sorted by name.
+    /// Everyone online on any node, sorted by name.
     pub fn online(&self) -> Vec<OnlineUser> {
-        self.lock().sessions.online()
+        let tables = self.lock();
+        let mut users = tables.sessions.online();
+        for user in &mut users {
+            user.sessions += tables.remote.user_sessions(&user.user);
+        }
+        for (name, n) in tables.remote.users() {
+            if tables.sessions.count(name) == 0 {
+                users.push(OnlineUser {
+                    user: name.clone(),
+                    sessions: *n,
+                    away: tables.remote.away(name).cloned(),
+                });
+            }
+        }
+        users.sort_by(|a, b| a.user.cmp(&b.user));
+        users
     }
 
     /// Every session, oldest first.
@@ -184,9 +223,14 @@ impl Hub {
         (tables.sessions.len(), tables.sessions.by_user.len())
     }
 
-    /// Asks every session of `user` using device key `device` to close; returns how many.
+    /// Asks every session of `user` using device key `device` to close, on every node;
+    /// returns how many there are here.
     pub fn close_device(&self, user: &str, device: &Fingerprint, reason: &str) -> usize {
-        self.lock().sessions.close_device(user, device, reason)
+        self.lock().local_event(Event::CloseDevice {
+            user: user.to_string(),
+            device: *device,
+            reason: reason.to_string(),
+        })
     }
 
     /// Sessions using each device key, for `chatctl key list`.
@@ -194,9 +238,15 @@ impl Hub {
         self.lock().sessions.per_device()
     }
 
-    /// Asks every session of `user` to close; returns how many.
+    /// Asks every session of `user` to close, on every node; returns how many there are.
     pub fn close_user(&self, user: &str, reason: &str) -> usize {
-        self.lock().sessions.close_user(user, reason)
+        let mut tables = self.lock();
+        let remote = tables.remote.user_sessions(user) as usize;
+        let here = tables.local_event(Event::CloseUser {
+            user: user.to_string(),
+            reason: reason.to_string(),
+        });
+        here + remote
     }
 
     // Device keys.
@@ -245,17 +295,28 @@ impl Hub {
         voucher: &Fingerprint,
         data: String,
     ) -> bool {
-        self.lock().add_vouch(user, vouched, voucher, data)
+        let event = Event::Vouch {
+            user: user.to_string(),
+            vouched: *vouched,
+            voucher: *voucher,
+            data,
+        };
+        self.lock().local_event(event) > 0
     }
 
     /// Forgets a revoked device key and tells everyone to encrypt nothing more to it.
     pub fn forget_device(&self, user: &str, device: &Fingerprint) {
-        self.lock().forget_device(user, device);
+        self.lock().local_event(Event::ForgetDevice {
+            user: user.to_string(),
+            device: *device,
+        });
     }
 
     /// Forgets every device key and room membership of a deleted account, telling everyone.
     pub fn forget_user(&self, user: &str) {
-        self.lock().forget_user(user);
+        self.lock().local_event(Event::ForgetUser {
+            user: user.to_string(),
+        });
     }
 
     /// What `/whois` shows of `user`: sessions, away message, device keys with their state.
@@ -264,7 +325,7 @@ impl Hub {
         let tables = self.lock();
         tables
             .directory
-            .whois(user, asker, &tables.sessions, &tables.rooms)
+            .whois(user, asker, &tables.sessions, &tables.rooms, &tables.remote)
     }
 
     // Rooms.
@@ -299,7 +360,11 @@ impl Hub {
 
     /// Records a new room (already stored).
     pub fn room_created(&self, name: &str, owner: Option<&str>, invite_only: bool) {
-        self.lock().rooms.created(name, owner, invite_only);
+        self.lock().local_event(Event::RoomCreated {
+            room: name.to_string(),
+            owner: owner.map(str::to_string),
+            invite_only,
+        });
     }
 
     /// `user` joined `room` (already stored): the members hear of it, the newcomer gets the
@@ -309,23 +374,29 @@ impl Hub {
     /// Joining the default room is silent: everyone is in it (a user joins it at their first
     /// login, before their device key is announced), so clients count every user as a member.
     pub fn room_joined(&self, room: &str, user: &str) {
-        let tables = &mut *self.lock();
-        tables.rooms.joined(room, user, &mut tables.sessions);
+        self.lock().local_event(Event::RoomJoined {
+            room: room.to_string(),
+            user: user.to_string(),
+        });
     }
 
     /// `user` left (or, with `by`, was kicked from) `room` (already stored): members and
     /// the user hear of it; an empty room other than the default one is forgotten.
     pub fn room_parted(&self, room: &str, user: &str, by: Option<&str>) {
-        let tables = &mut *self.lock();
-        tables.rooms.parted(room, user, by, &mut tables.sessions);
+        self.lock().local_event(Event::RoomParted {
+            room: room.to_string(),
+            user: user.to_string(),
+            by: by.map(str::to_string),
+        });
     }
 
     /// The topic of `room` changed (already stored); its members hear of it.
     pub fn topic_set(&self, room: &str, topic: &str, by: &str) {
-        let tables = &mut *self.lock();
-        tables
-            .rooms
-            .topic_set(room, topic, by, &mut tables.sessions);
+        self.lock().local_event(Event::Topic {
+            room: room.to_string(),
+            topic: topic.to_string(),
+            by: by.to_string(),
+        });
     }
 
     /// Rooms `user` may see: every room that is not invite-only, and those they are in.
@@ -396,21 +467,23 @@ impl Hub {
         self.lock().route_rekey(device, line, sender)
     }
 
-    /// Queues `frame` for every session of `user`; returns how many.
+    /// Queues `frame` for every session of `user`, on every node; returns how many here.
     pub fn send_to_user(&self, user: &str, frame: &ServerFrame) -> usize {
-        let Some(line) = serialize(frame) else {
+        let Some(line) = serialize_text(frame) else {
             return 0;
         };
-        self.lock().sessions.deliver_users(&[user], &line)
+        let user = user.to_string();
+        self.lock().local_event(Event::ToUser { user, line })
     }
 
-    /// Queues `frame` for every session of `room`'s members; returns how many.
+    /// Queues `frame` for every session of `room`'s members, on every node; returns how many
+    /// here.
     pub fn send_to_room(&self, room: &str, frame: &ServerFrame) -> usize {
-        let Some(line) = serialize(frame) else {
+        let Some(line) = serialize_text(frame) else {
             return 0;
         };
-        let tables = &mut *self.lock();
-        tables.rooms.deliver(room, &line, &mut tables.sessions)
+        let room = room.to_string();
+        self.lock().local_event(Event::ToRoom { room, line })
     }
 
     /// Queues `frame` for session `id` alone.
@@ -421,12 +494,19 @@ impl Hub {
         }
     }
 
-    /// Sends `frame` to every session except `except`; returns how many got it.
+    /// Sends `frame` to every session except `except`, on every node; returns how many got
+    /// it here.
     pub fn broadcast(&self, frame: &ServerFrame, except: Option<SessionId>) -> usize {
         let Some(line) = serialize(frame) else {
             return 0;
         };
-        self.lock().sessions.deliver_all(&line, except)
+        let mut tables = self.lock();
+        let reached = tables.sessions.deliver_all(&line, except);
+        if tables.remote.bus.is_some() {
+            let line = String::from_utf8_lossy(&line).into_owned();
+            tables.remote.send(BusOut::Event(Event::ToAll { line }));
+        }
+        reached
     }
 
     // The offline writer.

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::directory::Directory;
 use super::outgoing::{Notify, OfflineJob, Sender, Targets};
+use super::remote::Remote;
 use super::sessions::Sessions;
 
 /// The way to the offline writer, the number of the last job handed to it, and which
@@ -40,17 +41,19 @@ pub(super) enum Handed {
 }
 
 /// Registered devices of `users` with no session that takes lines now (none, or all
-/// closing: a line they missed is stored rather than lost).
+/// closing: a line they missed is stored rather than lost), here or on another node.
 pub(super) fn offline_devices<'a>(
     directory: &Directory,
     sessions: &Sessions,
+    remote: &Remote,
     users: impl Iterator<Item = &'a String>,
 ) -> Vec<(String, Fingerprint)> {
     let mut out = Vec::new();
     for user in users {
         for k in directory.known.get(user).into_iter().flatten() {
-            if !sessions.reachable(&k.fingerprint()) {
-                out.push((user.clone(), k.fingerprint()));
+            let fp = k.fingerprint();
+            if !sessions.reachable(&fp) && !remote.device_online(&fp) {
+                out.push((user.clone(), fp));
             }
         }
     }
@@ -71,14 +74,16 @@ impl OfflineQueue {
         reached: usize,
         directory: &Directory,
         sessions: &Sessions,
+        remote: &Remote,
     ) -> Targets {
+        let users = directory.known.keys();
         if reached != sessions.len() {
             // Some session is closing or full: its device may need the line stored.
-            return offline_devices(directory, sessions, directory.known.keys()).into();
+            return offline_devices(directory, sessions, remote, users).into();
         }
-        let everyone = self.everyone.get_or_insert_with(|| {
-            offline_devices(directory, sessions, directory.known.keys()).into()
-        });
+        let everyone = self
+            .everyone
+            .get_or_insert_with(|| offline_devices(directory, sessions, remote, users).into());
         Targets::clone(everyone)
     }
 

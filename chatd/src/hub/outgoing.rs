@@ -72,6 +72,14 @@ pub trait Outgoing {
     fn quiet(&self) -> bool {
         false
     }
+
+    /// Both wire forms, for another node (which has sessions of both kinds).
+    fn lines(&self) -> EnvelopeLines {
+        EnvelopeLines {
+            json: self.for_session(false).clone(),
+            binary: self.for_session(true).clone(),
+        }
+    }
 }
 
 /// Notices that may wait a moment for a wake-up they can share (see `Hub::flush_quiet`).
@@ -112,23 +120,20 @@ impl Outgoing for EnvelopeLines {
 /// Envelopes of one conversation routed together: each member session gets them as one queue
 /// entry (one lock, one wake-up and one slice of a TLS write for the run, instead of one per
 /// envelope). A sender that pipelines its messages produces such runs; see
-/// `Hub::route_envelopes`.
+/// `Hub::route_envelopes`. A run crossing the bus from another node is rebuilt as one.
 #[derive(Debug, Clone)]
-pub(super) struct EnvelopeRun {
+pub struct EnvelopeRun {
     /// Every envelope's lines, joined, per wire form.
     joined: EnvelopeLines,
     /// The envelopes one by one, for replaying sessions and offline storage.
-    pub(super) each: Vec<(EnvelopeLines, Notify)>,
+    pub(super) each: Vec<EnvelopeLines>,
 }
 
 impl EnvelopeRun {
     /// Joins `each` (at least two envelopes, in order) into one entry per wire form.
-    pub(super) fn new(each: Vec<(EnvelopeLines, Notify)>) -> Self {
+    pub fn new(each: Vec<EnvelopeLines>) -> Self {
         let join = |binary: bool| {
-            let parts: Vec<&[u8]> = each
-                .iter()
-                .map(|(l, _)| &l.for_session(binary)[..])
-                .collect();
+            let parts: Vec<&[u8]> = each.iter().map(|l| &l.for_session(binary)[..]).collect();
             Bytes::from(parts.concat())
         };
         let joined = EnvelopeLines {
@@ -136,6 +141,11 @@ impl EnvelopeRun {
             binary: join(true),
         };
         EnvelopeRun { joined, each }
+    }
+
+    /// The envelopes one by one.
+    pub fn each(&self) -> &[EnvelopeLines] {
+        &self.each
     }
 }
 
@@ -149,7 +159,7 @@ impl Outgoing for EnvelopeRun {
     }
 
     fn each_frame(&self, binary: bool, f: &mut dyn FnMut(&Bytes)) {
-        for (lines, _) in &self.each {
+        for lines in &self.each {
             f(lines.for_session(binary));
         }
     }

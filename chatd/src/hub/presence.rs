@@ -7,6 +7,7 @@ use chatd_proto::frame::{DeviceEvent, PresenceEvent, ServerFrame};
 
 use super::directory::{LoginSnapshot, device_line, device_line_vouched};
 use super::outgoing::{Quiet, SessionId, concat_lines, serialize};
+use super::remote::DeviceOnNode;
 use super::sessions::NewSession;
 use super::tables::Tables;
 
@@ -27,48 +28,117 @@ impl Tables {
             std::sync::Arc::clone(&new.key),
             new.vouch,
         );
+        let remote_sessions = self.remote.user_sessions(&user);
+        let remote_device = self.remote.device_online(&device);
         let first_of_device = self.sessions.insert(id, new);
         self.directory.add(&user, device, &key);
-        let join = (count == 0)
+        self.announce_online(
+            &user,
+            device,
+            &key,
+            count == 0 && remote_sessions == 0,
+            first_of_device && !remote_device,
+            Some(id),
+        );
+        self.tell_bus(&user, device, &key);
+        let snapshot = self.snapshot(user, id, device, vouch);
+        (snapshot, self.offline.seq)
+    }
+
+    /// Tells every session but `except` (quietly) that `user` came online (`join`) and that
+    /// their device key `device` did (`online`).
+    pub(super) fn announce_online(
+        &mut self,
+        user: &str,
+        device: Fingerprint,
+        key: &str,
+        join: bool,
+        online: bool,
+        except: Option<SessionId>,
+    ) {
+        let join = join
             .then(|| {
                 serialize(&ServerFrame::Presence {
-                    user: user.clone(),
+                    user: user.to_string(),
                     event: PresenceEvent::Join,
                     reason: None,
                 })
             })
             .flatten();
-        let online = first_of_device
-            .then(|| device_line(&user, device, Some(&key), DeviceEvent::Online))
+        let online_line = online
+            .then(|| device_line(user, device, Some(key), DeviceEvent::Online))
             .flatten();
         // Sessions that asked for vouches get the key's vouches with it, when it has any.
         let vouches = self
             .directory
-            .get(&user, &device)
+            .get(user, &device)
             .map(|k| k.vouches())
             .unwrap_or_default();
-        let vouched_online = (first_of_device && !vouches.is_empty())
-            .then(|| device_line_vouched(&user, device, Some(&key), DeviceEvent::Online, vouches))
+        let vouched_online = (online && !vouches.is_empty())
+            .then(|| device_line_vouched(user, device, Some(key), DeviceEvent::Online, vouches))
             .flatten();
         match vouched_online {
             Some(vouched_online) => {
-                let plain = concat_lines([join.clone(), online]);
+                let plain = concat_lines([join.clone(), online_line]);
                 let rich = concat_lines([join, Some(vouched_online)]);
                 if let (Some(plain), Some(rich)) = (plain, rich) {
                     self.sessions
-                        .deliver_all_split(&Quiet(plain), &Quiet(rich), Some(id));
+                        .deliver_all_split(&Quiet(plain), &Quiet(rich), except);
                 }
             }
             None => {
-                if let Some(lines) = concat_lines([join, online]) {
-                    self.sessions.deliver_all(&Quiet(lines), Some(id));
+                if let Some(lines) = concat_lines([join, online_line]) {
+                    self.sessions.deliver_all(&Quiet(lines), except);
                 }
             }
         }
-        let snapshot =
-            self.directory
-                .snapshot(user, id, device, vouch, &self.sessions, &self.rooms);
-        (snapshot, self.offline.seq)
+    }
+
+    /// Tells every session (quietly) that `user`'s device key `device` went offline
+    /// (`offline`) and that `user` did (`leave`, for `reason`).
+    pub(super) fn announce_offline(
+        &mut self,
+        user: &str,
+        device: Fingerprint,
+        offline: bool,
+        leave: bool,
+        reason: &str,
+    ) {
+        let offline = offline
+            .then(|| device_line(user, device, None, DeviceEvent::Offline))
+            .flatten();
+        let leave = leave
+            .then(|| {
+                serialize(&ServerFrame::Presence {
+                    user: user.to_string(),
+                    event: PresenceEvent::Leave,
+                    reason: Some(reason.to_string()),
+                })
+            })
+            .flatten();
+        if let Some(lines) = concat_lines([offline, leave]) {
+            self.sessions.deliver_all(&Quiet(lines), None);
+        }
+    }
+
+    /// Hands the bus (if any) the number of sessions `device` has here now.
+    fn tell_bus(&mut self, user: &str, device: Fingerprint, key: &str) {
+        if self.remote.bus.is_none() {
+            return;
+        }
+        let sessions = self
+            .sessions
+            .by_device
+            .get(&device)
+            .map_or(0, |ids| ids.len() as u32);
+        let handle = self.remote.handle(user, device);
+        self.remote.presence(DeviceOnNode {
+            user: user.to_string(),
+            device,
+            key: key.to_string(),
+            handle,
+            sessions,
+        });
     }
 
     /// Removes a session; tells everyone (quietly) when its device key or its user goes
@@ -78,20 +148,38 @@ impl Tables {
             return;
         };
         self.offline.changed();
-        let offline = last_of_device
-            .then(|| device_line(&user, device, None, DeviceEvent::Offline))
-            .flatten();
-        let leave = last_of_user
-            .then(|| {
-                serialize(&ServerFrame::Presence {
-                    user,
-                    event: PresenceEvent::Leave,
-                    reason: Some(reason.to_string()),
-                })
-            })
-            .flatten();
-        if let Some(lines) = concat_lines([offline, leave]) {
-            self.sessions.deliver_all(&Quiet(lines), None);
+        let offline = last_of_device && !self.remote.device_online(&device);
+        let leave = last_of_user && self.remote.user_sessions(&user) == 0;
+        self.announce_offline(&user, device, offline, leave, reason);
+        let key = self
+            .directory
+            .get(&user, &device)
+            .map(|k| k.key().to_string())
+            .unwrap_or_default();
+        self.tell_bus(&user, device, &key);
+    }
+
+    /// What another node says of one of its devices: applied, and this node's sessions told
+    /// when the device or its user came or went as far as the whole cluster goes.
+    pub(super) fn remote_device(&mut self, node: &str, d: &DeviceOnNode, reason: &str) {
+        self.offline.changed();
+        if d.sessions > 0 && self.directory.get(&d.user, &d.device).is_none() {
+            // Registered on that node since this one read the store.
+            self.directory.add(&d.user, d.device, &d.key);
+        }
+        let local_device = self.sessions.device_online(&d.device);
+        let local_user = self.sessions.count(&d.user) > 0;
+        let (was, is, before, after) = self.remote.apply(node, d);
+        if !local_device && !was && is {
+            let join = !local_user && before == 0;
+            self.announce_online(&d.user, d.device, &d.key, join, true, None);
+        } else if !local_user && before == 0 && after > 0 {
+            self.announce_online(&d.user, d.device, &d.key, true, false, None);
+        }
+        let offline = !local_device && was && !is;
+        let leave = !local_user && before > 0 && after == 0;
+        if offline || leave {
+            self.announce_offline(&d.user, d.device, offline, leave, reason);
         }
     }
 

@@ -9,6 +9,7 @@ use chatd_proto::{ErrorCode, Fingerprint};
 
 use super::offline::{Handed, offline_devices};
 use super::outgoing::{EnvelopeLines, EnvelopeRun, Notify, Outgoing, Sender, Targets, serialize};
+use super::remote::Payload;
 use super::tables::Tables;
 
 /// Where `Hub::route_to_device` put a line.
@@ -49,6 +50,7 @@ impl Tables {
         &mut self,
         conversation: &Conversation,
         line: &impl Outgoing,
+        payload: impl Fn() -> Payload,
         store: impl FnOnce(&mut Tables, Targets),
     ) -> usize {
         let (reached, offline) = match conversation {
@@ -59,7 +61,12 @@ impl Tables {
             Conversation::Pair(a, b) => {
                 let members = if a == b { vec![a] } else { vec![a, b] };
                 let reached = self.sessions.deliver_users(&[a.as_str(), b.as_str()], line);
-                let offline = offline_devices(&self.directory, &self.sessions, members.into_iter());
+                let offline = offline_devices(
+                    &self.directory,
+                    &self.sessions,
+                    &self.remote,
+                    members.into_iter(),
+                );
                 (reached, offline.into())
             }
             Conversation::Room(room) => {
@@ -67,16 +74,48 @@ impl Tables {
                 let offline = match self.rooms.map.get(room) {
                     // Everyone with a device key has joined the default room at login.
                     Some(_) if *room == self.rooms.default => self.everyone_offline(reached),
-                    Some(r) => {
-                        offline_devices(&self.directory, &self.sessions, r.members.iter()).into()
-                    }
+                    Some(r) => offline_devices(
+                        &self.directory,
+                        &self.sessions,
+                        &self.remote,
+                        r.members.iter(),
+                    )
+                    .into(),
                     None => Targets::from([]),
                 };
                 (reached, offline)
             }
         };
+        let offline = match self.remote.nodes.is_empty() {
+            true => offline,
+            false => self.route_remote(conversation, offline, payload),
+        };
         store(self, offline);
         reached
+    }
+
+    /// Hands the bus one line per other node that has sessions of `conversation`'s members;
+    /// `offline` and the devices the bus could not take, to be stored.
+    fn route_remote(
+        &mut self,
+        conversation: &Conversation,
+        offline: Targets,
+        payload: impl Fn() -> Payload,
+    ) -> Targets {
+        let Tables { remote, rooms, .. } = self;
+        let refused = match conversation {
+            Conversation::All => remote.route_everyone(payload),
+            Conversation::Room(room) if *room == rooms.default => remote.route_everyone(payload),
+            Conversation::Room(room) => match rooms.map.get(room) {
+                Some(r) => remote.route(|user, _| r.members.contains(user), payload),
+                None => Vec::new(),
+            },
+            Conversation::Pair(a, b) => remote.route(|user, _| user == a || user == b, payload),
+        };
+        if refused.is_empty() {
+            return offline;
+        }
+        offline.iter().cloned().chain(refused).collect()
     }
 
     /// Hands a line to the offline writer for `targets`; when its queue is full, tells
@@ -116,7 +155,8 @@ impl Tables {
         notify: Option<Notify>,
     ) -> usize {
         // Stored as JSON: any client can take that form, whatever it negotiates next time.
-        self.route(conversation, line, |inner, offline| {
+        let payload = || Payload::Envelopes(vec![line.lines()]);
+        self.route(conversation, line, payload, |inner, offline| {
             inner.store(line.for_session(false), offline, sender, notify);
         })
     }
@@ -131,16 +171,14 @@ impl Tables {
         match batch {
             Batch::Empty => 0,
             Batch::One(lines, note) => self.route_line(conversation, &lines, sender, Some(note)),
-            Batch::Run(run) => self.route(conversation, &run, |tables, offline| {
-                for (lines, note) in &run.each {
-                    tables.store(
-                        &lines.json,
-                        Targets::clone(&offline),
-                        sender,
-                        Some(note.clone()),
-                    );
-                }
-            }),
+            Batch::Run(run, notes) => {
+                let payload = || Payload::Envelopes(run.each.clone());
+                self.route(conversation, &run, payload, |tables, offline| {
+                    for (lines, note) in run.each.iter().zip(notes) {
+                        tables.store(&lines.json, Targets::clone(&offline), sender, Some(note));
+                    }
+                })
+            }
         }
     }
 
@@ -166,7 +204,7 @@ impl Tables {
     /// [`super::offline::OfflineQueue::everyone_offline`]).
     fn everyone_offline(&mut self, reached: usize) -> Targets {
         self.offline
-            .everyone_offline(reached, &self.directory, &self.sessions)
+            .everyone_offline(reached, &self.directory, &self.sessions, &self.remote)
     }
 
     /// A sender's envelopes to one conversation (see `Hub::route_envelopes`).
@@ -201,9 +239,11 @@ impl Tables {
         line: &Bytes,
         sender: Option<&Sender>,
     ) -> Routed {
+        let remote = self.route_device_remote(device, || Payload::Rekey(line.clone()));
         match self.sessions.deliver_device_rekey(device, line) {
             Some(_) => Routed::Online,
-            None => self.route_to_device(device, line, sender),
+            None if remote => Routed::Online,
+            None => self.store_for_device(device, line, sender),
         }
     }
 
@@ -214,9 +254,29 @@ impl Tables {
         line: &Bytes,
         sender: Option<&Sender>,
     ) -> Routed {
-        if self.sessions.deliver_device(device, line) > 0 {
+        let remote = self.route_device_remote(device, || Payload::Device(line.clone()));
+        if self.sessions.deliver_device(device, line) > 0 || remote {
             return Routed::Online;
         }
+        self.store_for_device(device, line, sender)
+    }
+
+    /// Hands the bus `payload` for `device`'s sessions on other nodes; true when it has any
+    /// and the bus took the line for each.
+    fn route_device_remote(&mut self, device: &Fingerprint, payload: impl Fn() -> Payload) -> bool {
+        if !self.remote.device_online(device) {
+            return false;
+        }
+        self.remote.route_device(device, payload)
+    }
+
+    /// Stores a line for `device`, which has no session anywhere.
+    fn store_for_device(
+        &mut self,
+        device: &Fingerprint,
+        line: &Bytes,
+        sender: Option<&Sender>,
+    ) -> Routed {
         // Offline, or its sessions are closing: store it for the next login. Every
         // registered key of that fingerprint (normally one user's).
         let owners = self.directory.owners_of(device);
@@ -238,8 +298,8 @@ pub(super) enum Batch {
     Empty,
     /// A single envelope, queued as it is.
     One(EnvelopeLines, Notify),
-    /// A run, queued as one entry.
-    Run(EnvelopeRun),
+    /// A run, queued as one entry, and who to tell of each envelope.
+    Run(EnvelopeRun, Vec<Notify>),
 }
 
 impl Batch {
@@ -248,7 +308,7 @@ impl Batch {
         match self {
             Batch::Empty => None,
             Batch::One(_, note) => Some(note.session),
-            Batch::Run(run) => run.each.first().map(|(_, note)| note.session),
+            Batch::Run(_, notes) => notes.first().map(|note| note.session),
         }
     }
 
@@ -257,14 +317,15 @@ impl Batch {
         match self {
             Batch::Empty => 0,
             Batch::One(..) => 1,
-            Batch::Run(run) => run.each.len(),
+            Batch::Run(run, _) => run.each.len(),
         }
     }
 
     /// `each` (in order) as a batch.
     pub(super) fn new(each: Vec<(EnvelopeLines, Notify)>) -> Batch {
         if each.len() >= 2 {
-            return Batch::Run(EnvelopeRun::new(each));
+            let (lines, notes) = each.into_iter().unzip();
+            return Batch::Run(EnvelopeRun::new(lines), notes);
         }
         match each.into_iter().next() {
             Some((lines, note)) => Batch::One(lines, note),

@@ -463,6 +463,20 @@ impl Sessions {
             .count()
     }
 
+    /// The user of a device key's sessions here.
+    pub(super) fn user_of_device(&self, device: &Fingerprint) -> Option<String> {
+        let id = self.by_device.get(device)?.first()?;
+        self.map.get(id).map(|e| e.user.clone())
+    }
+
+    /// Asks every session to close; returns how many.
+    pub(super) fn close_all(&self, reason: &str) -> usize {
+        for e in self.map.values() {
+            e.mailbox.closer().close(reason);
+        }
+        self.map.len()
+    }
+
     /// Sessions using each device key, for `chatctl key list`.
     pub(super) fn per_device(&self) -> HashMap<(String, Fingerprint), usize> {
         let mut out = HashMap::new();

@@ -1,8 +1,9 @@
-//! Everything the hub's lock guards: the four tables, each with its own methods; what needs
+//! Everything the hub's lock guards: the four tables and the view of other nodes, each with its own methods; what needs
 //! more than one of them lives in `route.rs` and `presence.rs`.
 
 use super::directory::Directory;
 use super::offline::OfflineQueue;
+use super::remote::Remote;
 use super::rooms::Rooms;
 use super::sessions::Sessions;
 
@@ -12,6 +13,8 @@ pub(super) struct Tables {
     pub(super) directory: Directory,
     pub(super) rooms: Rooms,
     pub(super) offline: OfflineQueue,
+    /// The other nodes of a cluster (empty on one node).
+    pub(super) remote: Remote,
 }
 
 impl Tables {
@@ -22,6 +25,7 @@ impl Tables {
             directory: Directory::default(),
             rooms: Rooms::default(),
             offline: OfflineQueue::default(),
+            remote: Remote::default(),
         }
     }
 }

@@ -88,6 +88,11 @@ pub struct Metrics {
     storage_unavailable: Family<Word, Counter>,
     plugin_calls: Family<PluginLabels, Counter>,
     plugin_seconds: Family<[(&'static str, String); 1], Histogram>,
+    cluster_nodes: Gauge,
+    bus_messages: Family<Word, Counter>,
+    bus_behind: Counter,
+    nodes_gone: Counter,
+    fences: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -126,6 +131,11 @@ impl Metrics {
             storage_unavailable: Family::default(),
             plugin_calls: Family::default(),
             plugin_seconds: Family::new_with_constructor(latency_buckets),
+            cluster_nodes: Gauge::default(),
+            bus_messages: Family::default(),
+            bus_behind: Counter::default(),
+            nodes_gone: Counter::default(),
+            fences: Counter::default(),
         };
         r.register(
             "build",
@@ -226,6 +236,34 @@ impl Metrics {
             Unit::Seconds,
             m.plugin_seconds.clone(),
         );
+        r.register(
+            "cluster_nodes",
+            "Nodes of the cluster this node hears, itself included (0: not in a cluster)",
+            m.cluster_nodes.clone(),
+        );
+        for direction in ["out", "in"] {
+            let _ = m.bus_messages.get_or_create(&[("direction", direction)]);
+        }
+        r.register(
+            "bus_messages",
+            "Messages published to (out) or received from (in) the cluster bus",
+            m.bus_messages.clone(),
+        );
+        r.register(
+            "bus_behind",
+            "Lines for users on other nodes stored instead, the bus being behind",
+            m.bus_behind.clone(),
+        );
+        r.register(
+            "nodes_gone",
+            "Other nodes declared gone after cluster.node_timeout_ms of silence",
+            m.nodes_gone.clone(),
+        );
+        r.register(
+            "fences",
+            "Times this node found itself cut off from the cluster and fenced itself",
+            m.fences.clone(),
+        );
         Metrics {
             registry: root,
             ..m
@@ -272,6 +310,34 @@ impl Metrics {
     pub fn routed(&self, envelopes: usize, sessions: usize) {
         self.envelopes_routed.inc_by(envelopes as u64);
         self.deliveries.inc_by((envelopes * sessions) as u64);
+    }
+
+    /// This node hears `n` nodes, itself included.
+    pub fn cluster_nodes(&self, n: usize) {
+        self.cluster_nodes.set(n as i64);
+    }
+
+    /// A message was published to the bus (`out`) or received from it (`in`).
+    pub fn bus_message(&self, out: bool) {
+        let direction = if out { "out" } else { "in" };
+        self.bus_messages
+            .get_or_create(&[("direction", direction)])
+            .inc();
+    }
+
+    /// A line for another node was stored instead: the bus is behind.
+    pub fn bus_behind(&self) {
+        self.bus_behind.inc();
+    }
+
+    /// Another node was declared gone.
+    pub fn node_gone(&self) {
+        self.nodes_gone.inc();
+    }
+
+    /// This node fenced itself.
+    pub fn fenced(&self) {
+        self.fences.inc();
     }
 
     /// A session was closed as too slow.

@@ -247,12 +247,21 @@ impl Login<'_> {
         let shown: String = user.chars().take(40).collect();
         let ip = self.conn.peer().ip();
         let account = (valid_name && !proven).then_some(user.as_str());
-        // Before any password work: a throttled guesser costs no argon2 time.
-        if let Some(wait) = self
-            .shared
-            .throttle
-            .check(ip, account, std::time::Instant::now())
-        {
+        // Before any password work: a throttled guesser costs no argon2 time. With the counts
+        // in PostgreSQL, a check the database cannot answer refuses the login (fail closed:
+        // guesses are never let through uncounted), as reading the account would anyway.
+        let throttled = match self.shared.throttle.check(ip, account).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "login: database error checking the login throttle");
+                self.conn.error(
+                    ErrorCode::Internal,
+                    "the server could not check your login; try again later",
+                );
+                return (None, LoginResult::Error);
+            }
+        };
+        if let Some(wait) = throttled {
             self.failures += 1;
             let (whom, left) = match wait {
                 Throttled::Address(d) => ("from your address", d),
@@ -291,7 +300,10 @@ impl Login<'_> {
         match creds {
             Some(c) if matches && !c.locked => {
                 let account = (!proven).then_some(user.as_str());
-                self.shared.throttle.succeeded(ip, account);
+                if let Err(e) = self.shared.throttle.succeeded(ip, account).await {
+                    // The counts stay until forgotten; only more failures would make them count.
+                    tracing::warn!(error = %e, "login: cannot clear the login throttle's counts");
+                }
                 if proven {
                     tracing::debug!(device = %key.fingerprint(), "login proven by its device key");
                 }
@@ -304,11 +316,16 @@ impl Login<'_> {
             }
             other => {
                 self.failures += 1;
-                self.shared.throttle.failed(
-                    ip,
-                    valid_name.then_some(user.as_str()),
-                    std::time::Instant::now(),
-                );
+                let counted = self
+                    .shared
+                    .throttle
+                    .failed(ip, valid_name.then_some(user.as_str()))
+                    .await;
+                if let Err(e) = counted {
+                    // This attempt is refused all the same, and the next one's check needs
+                    // the database too, so guessing stops while it is unreachable.
+                    tracing::error!(error = %e, "login: cannot count a failed login in the throttle");
+                }
                 let why = match other {
                     None => "unknown user",
                     Some(c) if c.locked => "account locked",

@@ -38,6 +38,10 @@ pub(super) async fn replay(
     if committed.wait_for(|done| *done >= seq).await.is_err() {
         tracing::debug!("offline writer gone; replaying what is stored");
     }
+    // And on every other node: each has stored what it routed before it knew this device.
+    if let Some(cluster) = &shared.cluster {
+        cluster.login_settled(shared.hub.presence_seq()).await;
+    }
     let ttl_ms = shared.config.limits.offline_ttl_secs.get() as i64 * 1000;
     let not_before = crate::offline::now_ms().saturating_sub(ttl_ms);
     let fp = *device.as_bytes();

@@ -48,8 +48,9 @@ macro_rules! on {
     };
 }
 
-/// Counts a temporary failure in the metrics, passing the result on.
-fn observe<T>(result: Result<T, StoreError>) -> Result<T, StoreError> {
+/// Counts a temporary failure in the metrics, passing the result on (also for the login
+/// throttle's own calls to [`PgStore`], which are not part of this interface).
+pub(crate) fn observe<T>(result: Result<T, StoreError>) -> Result<T, StoreError> {
     if let Err(e) = &result {
         if let Some(why) = e.unavailable() {
             crate::metrics::get().storage_unavailable(why);

@@ -21,6 +21,9 @@
 //!   a login succeeds, password tries, `$USER`, the reconnect message (issue 29)
 //! - `client_servers`: `chat --server A,B`: a node down at start, a node that dies while the
 //!   full-screen chat runs, a node whose certificate is not the list's
+//! - `cluster_routing`: three nodes on a real PostgreSQL and nats-server: room lines and
+//!   whispers across nodes, once each; lines stored through one node replayed at another;
+//!   who is online everywhere; a lock on one node ending a session on another
 //! - `cluster_store`: chatd on PostgreSQL (`[cluster] database`): restarts of chatd and of
 //!   PostgreSQL, `storage_unavailable` and recovery, no text in the database, refused settings
 //! - `commands`: server built-ins (away, whois, motd, ping, announce, disconnect) and plugins
@@ -84,7 +87,11 @@ mod client_identity;
 #[cfg(test)]
 mod client_servers;
 #[cfg(test)]
+mod cluster_routing;
+#[cfg(test)]
 mod cluster_store;
+#[cfg(test)]
+mod cluster_throttle;
 #[cfg(test)]
 mod commands;
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The PostgreSQL backend: the same tables as SQLite in PostgreSQL's types, reached through a
 //! pool of connections (deadpool-postgres over tokio-postgres), so several chatd nodes can
-//! share one database (the basis of clusters).
+//! share one database (the basis of clusters); and one SQLite lacks, the login throttle's
+//! counts (throttle.rs), which the nodes share too.
 //!
 //! Its schema version is the one row of `chatd_schema`; [`MIGRATIONS`] (its own list, not
 //! SQLite's) runs in one transaction under a transaction-level advisory lock, so nodes starting
@@ -22,6 +23,7 @@ mod ops;
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+mod throttle;
 
 /// Schema migrations; entry `i` moves a database from version `i` to `i + 1`. Column `user`
 /// of the SQLite schema is `user_name` here (`user` is reserved in PostgreSQL).
@@ -96,6 +98,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (user_name, voucher) REFERENCES device_keys(user_name, fingerprint)
             ON DELETE CASCADE
     );",
+    // 2: the login throttle's counts, shared by the nodes (crate::throttle; SQLite has no
+    // such table: one chatd keeps them in memory). `kind` is 'address' (the text of
+    // peerlimit::address_key) or 'account' (a user name, existing or not); the times are the
+    // database's clock, so nodes with skewed clocks agree.
+    "CREATE TABLE login_throttle (
+        kind     TEXT NOT NULL,
+        key      TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        until_at TIMESTAMPTZ NOT NULL,
+        last_at  TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (kind, key)
+    );
+    CREATE INDEX login_throttle_by_age ON login_throttle(last_at);",
 ];
 
 /// The advisory lock migrations run under (any constant shared by every chatd: "chatd").
