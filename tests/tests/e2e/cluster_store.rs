@@ -388,7 +388,10 @@ fn bad_cluster_settings_are_refused_with_clear_errors() {
     // Keys that do not exist are errors, as everywhere; a bus needs the database.
     assert!(refused("[cluster]\nnatz = \"nats://127.0.0.1\"\n").contains("unknown field"));
     let err = refused("[cluster]\nnats = \"nats://127.0.0.1\"\n");
-    assert!(err.contains("cluster.nats is set but cluster.database is not"), "{err}");
+    assert!(
+        err.contains("cluster.nats is set but cluster.database is not"),
+        "{err}"
+    );
     // A %d/ password file without systemd's credentials.
     let url = "postgresql:///chatd?host=/nonexistent";
     let err = refused(&cluster(
