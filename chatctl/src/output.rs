@@ -23,7 +23,10 @@ pub fn render(response: &ControlResponse) -> String {
         ControlResponse::Done { message } => format!("{message}\n"),
         ControlResponse::Status(info) => status(info),
         ControlResponse::Users { users: list } => users(list),
-        ControlResponse::Sessions { sessions: list } => sessions(list),
+        ControlResponse::Sessions {
+            sessions: list,
+            unanswered,
+        } => sessions(list, unanswered),
         ControlResponse::Keys { keys: list } => keys(list),
         // Already text, and what a textfile collector reads: printed as it is.
         ControlResponse::Metrics { text } => text.clone(),
@@ -51,6 +54,18 @@ pub fn status(info: &StatusInfo) -> String {
     ];
     if !info.store.is_empty() {
         rows.push(("store", info.store.clone()));
+    }
+    if !info.nodes.is_empty() {
+        let nodes: Vec<String> = info
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match i {
+                0 => format!("{} (this node)", n.name),
+                _ => format!("{} (heard {} ms ago)", n.name, n.heard_ms),
+            })
+            .collect();
+        rows.push(("nodes", format!("{}: {}", nodes.len(), nodes.join(", "))));
     }
     key_values(&rows)
 }
@@ -82,28 +97,40 @@ pub fn users(users: &[UserInfo]) -> String {
     table(&headers, &rows, "(no users)")
 }
 
-/// The session table, or its header and `(no sessions)`.
+/// The session table, or its header and `(no sessions)`; in a cluster with a NODE column
+/// last, and a line for each node that did not answer.
 ///
-/// DEVICE comes last so the earlier columns keep their positions for anyone who
-/// was splitting the old table on whitespace.
-pub fn sessions(sessions: &[SessionInfo]) -> String {
+/// DEVICE comes after the first columns so they keep their positions for anyone who was
+/// splitting the old table on whitespace.
+pub fn sessions(sessions: &[SessionInfo], unanswered: &[String]) -> String {
+    let cluster = sessions.iter().any(|s| s.node.is_some());
     let rows: Vec<Vec<String>> = sessions
         .iter()
         .map(|s| {
-            vec![
+            let mut row = vec![
                 s.id.to_string(),
                 s.user.clone(),
                 s.peer.clone(),
                 format_utc(s.since),
                 short_fingerprint(&s.device),
-            ]
+            ];
+            if cluster {
+                row.push(s.node.clone().unwrap_or_default());
+            }
+            row
         })
         .collect();
-    table(
-        &["ID", "USER", "PEER", "SINCE (UTC)", "DEVICE"],
-        &rows,
-        "(no sessions)",
-    )
+    let mut headers = vec!["ID", "USER", "PEER", "SINCE (UTC)", "DEVICE"];
+    if cluster {
+        headers.push("NODE");
+    }
+    let mut out = table(&headers, &rows, "(no sessions)");
+    for node in unanswered {
+        out.push_str(&format!(
+            "node {node} did not answer: its sessions are not listed\n"
+        ));
+    }
+    out
 }
 
 /// The device key table, or its header and `(no device keys)`.
@@ -223,6 +250,7 @@ mod tests {
             offline_stored: 7,
             offline_queued: 9,
             store: String::new(),
+            nodes: Vec::new(),
         };
         // A chatd older than the store field: no store line.
         assert!(!status(&info).contains("store:"));
@@ -285,6 +313,7 @@ bartholomew  no     yes     0         2025-11-28 03:20:00
                 peer: "127.0.0.1:5000".into(),
                 device: Fingerprint::of(b""),
                 since: 1_764_300_000,
+                node: None,
             },
             SessionInfo {
                 id: 12345,
@@ -292,14 +321,35 @@ bartholomew  no     yes     0         2025-11-28 03:20:00
                 peer: "[::1]:40000".into(),
                 device: Fingerprint::of(b"bo's laptop"),
                 since: 0,
+                node: None,
             },
         ];
         assert_eq!(
-            sessions(&list),
+            sessions(&list, &[]),
             "\
 ID     USER   PEER            SINCE (UTC)          DEVICE
 3      alice  127.0.0.1:5000  2025-11-28 03:20:00  SHA256:e3b0c44298fc1c14…
 12345  bo     [::1]:40000     1970-01-01 00:00:00  SHA256:862edee86ce2a24b…
+"
+        );
+    }
+
+    #[test]
+    fn a_cluster_adds_the_node_column_and_says_who_did_not_answer() {
+        let list = vec![SessionInfo {
+            id: 3,
+            user: "alice".into(),
+            peer: "127.0.0.1:5000".into(),
+            device: Fingerprint::of(b""),
+            since: 0,
+            node: Some("n2".into()),
+        }];
+        assert_eq!(
+            sessions(&list, &["n3".to_string()]),
+            "\
+ID  USER   PEER            SINCE (UTC)          DEVICE                    NODE
+3   alice  127.0.0.1:5000  1970-01-01 00:00:00  SHA256:e3b0c44298fc1c14…  n2
+node n3 did not answer: its sessions are not listed
 "
         );
     }
@@ -380,7 +430,7 @@ carol  no     no      0         1970-01-01 00:00:00  -
             "USER  ADMIN  LOCKED  SESSIONS  CREATED (UTC)\n(no users)\n"
         );
         assert_eq!(
-            sessions(&[]),
+            sessions(&[], &[]),
             "ID  USER  PEER  SINCE (UTC)  DEVICE\n(no sessions)\n"
         );
         assert_eq!(

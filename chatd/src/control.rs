@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chatd_proto::control::{
     ControlErrorCode, ControlRequest, ControlResponse, KeyInfo, MAX_BAN_SECS, MAX_CONTROL_LINE,
-    StatusInfo, UserInfo,
+    NodeInfo, StatusInfo, UserInfo,
 };
 use chatd_proto::{Fingerprint, LineCodec, LineError, frame};
 use futures_util::StreamExt;
@@ -332,6 +332,28 @@ async fn hash_password(password: String) -> Result<String, ControlResponse> {
     })
 }
 
+/// Every session: this node's, and in a cluster every other node's, naming those that did
+/// not answer.
+async fn who(shared: &Shared) -> ControlResponse {
+    let mut sessions = shared.hub.sessions();
+    let Some(cluster) = &shared.cluster else {
+        return ControlResponse::Sessions {
+            sessions,
+            unanswered: Vec::new(),
+        };
+    };
+    let me = cluster.me().name;
+    for s in &mut sessions {
+        s.node = Some(me.clone());
+    }
+    let (elsewhere, unanswered) = cluster.sessions_elsewhere().await;
+    sessions.extend(elsewhere);
+    ControlResponse::Sessions {
+        sessions,
+        unanswered,
+    }
+}
+
 /// Runs one request.
 pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
     // One name rule for every request, so no handler sees (or logs) a malformed name.
@@ -361,6 +383,19 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
                 offline_stored,
                 offline_queued,
                 store: shared.store_info.clone(),
+                nodes: shared
+                    .cluster
+                    .as_ref()
+                    .map(|c| {
+                        c.nodes()
+                            .into_iter()
+                            .map(|n| NodeInfo {
+                                name: n.name,
+                                heard_ms: n.heard_ms,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             })
         }
         ControlRequest::UserAdd {
@@ -424,9 +459,7 @@ pub async fn handle(req: ControlRequest, shared: &Shared) -> ControlResponse {
                     .collect(),
             }
         }
-        ControlRequest::Who => ControlResponse::Sessions {
-            sessions: shared.hub.sessions(),
-        },
+        ControlRequest::Who => who(shared).await,
         ControlRequest::Kick {
             user,
             reason,

@@ -188,6 +188,15 @@ async fn run(args: Args, activated: chatd::systemd::Activated) -> anyhow::Result
         if let Some(store) = chatd::check::store(&config).await? {
             println!("store: {store}");
         }
+        if config.cluster.nats.is_some() {
+            match chatd::cluster::probe(&config.cluster).await? {
+                Ok(server) => println!("cluster bus: {server}"),
+                Err(why) => eprintln!(
+                    "chatd: warning: cluster bus {} unreachable ({why}): start-up would serve this node's users alone until it is up",
+                    config.cluster.nats.as_deref().unwrap_or("")
+                ),
+            }
+        }
         for warning in chatd::check::warnings(&config) {
             eprintln!("chatd: warning: {warning}");
         }

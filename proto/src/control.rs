@@ -191,8 +191,11 @@ pub enum ControlResponse {
     },
     /// Answer to `who`.
     Sessions {
-        /// Every session, oldest first.
+        /// Every session, oldest first (in a cluster: this node's, then each other's).
         sessions: Vec<SessionInfo>,
+        /// Nodes of the cluster that did not answer in time (their sessions are missing).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unanswered: Vec<String>,
     },
     /// Answer to `key_list`.
     Keys {
@@ -265,6 +268,19 @@ pub struct StatusInfo {
     /// password); empty from a chatd older than this field.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub store: String,
+    /// The cluster's nodes this node hears, itself first (`[cluster] nats`); empty on one
+    /// node and from a chatd older than this field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// A node of a cluster in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// `[cluster] node`.
+    pub name: String,
+    /// Milliseconds since it was last heard (0: the node answering).
+    pub heard_ms: u64,
 }
 
 /// One account.
@@ -319,6 +335,9 @@ pub struct SessionInfo {
     pub device: Fingerprint,
     /// Login time, seconds since the Unix epoch.
     pub since: u64,
+    /// The node it is on, in a cluster (`[cluster] node`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[cfg(test)]

@@ -37,11 +37,22 @@ pub struct TempNats {
     dir: tempfile::TempDir,
     server: Option<Child>,
     port: u16,
+    /// The token clients must give (`--auth`), if any.
+    token: Option<String>,
 }
 
 impl TempNats {
     /// Starts a server on a free loopback port.
     pub fn start() -> Result<TempNats, String> {
+        TempNats::start_with(None)
+    }
+
+    /// Starts a server that wants `token` from every client.
+    pub fn start_with_token(token: &str) -> Result<TempNats, String> {
+        TempNats::start_with(Some(token.to_string()))
+    }
+
+    fn start_with(token: Option<String>) -> Result<TempNats, String> {
         let dir = tempfile::Builder::new()
             .prefix("chatd-testnats-")
             .tempdir()
@@ -50,6 +61,7 @@ impl TempNats {
             dir,
             server: None,
             port: 0,
+            token,
         };
         nats.spawn(None)?;
         Ok(nats)
@@ -100,7 +112,11 @@ impl TempNats {
 
     fn spawn(&mut self, port: Option<u16>) -> Result<(), String> {
         let port_arg = port.map_or_else(|| "-1".to_string(), |p| p.to_string());
-        let child = Command::new(PROGRAM)
+        let mut cmd = Command::new(PROGRAM);
+        if let Some(token) = &self.token {
+            cmd.args(["--auth", token]);
+        }
+        let child = cmd
             .args(["-a", "127.0.0.1", "-p", &port_arg])
             .arg("--ports_file_dir")
             .arg(self.dir.path())

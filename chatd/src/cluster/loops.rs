@@ -69,7 +69,10 @@ pub(super) async fn publish(
                     continue;
                 }
                 let bytes = wire::encode_routed(&c.me(), &handles, &payload);
-                c.send(&node, bytes).await;
+                if !c.send(&node, bytes).await {
+                    // The bus did not take it: stored, not lost.
+                    c.parts.hub.store_instead(&devices, &payload);
+                }
             }
             BusOut::Event(event) => {
                 // A device's presence (with its key) goes before an event that names it.
@@ -91,20 +94,24 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// The next message of `sub`; None when it ends or `stop` fires.
+pub(super) async fn next(
+    sub: &mut async_nats::Subscriber,
+    stop: &CancellationToken,
+) -> Option<async_nats::Message> {
+    tokio::select! {
+        msg = sub.next() => msg,
+        () = stop.cancelled() => None,
+    }
+}
+
 /// Receives what other nodes send this one.
 pub(super) async fn receive(
     c: Arc<Cluster>,
     mut sub: async_nats::Subscriber,
     stop: CancellationToken,
 ) {
-    loop {
-        let msg = tokio::select! {
-            msg = sub.next() => match msg {
-                Some(msg) => msg,
-                None => break,
-            },
-            () = stop.cancelled() => break,
-        };
+    while let Some(msg) = next(&mut sub, &stop).await {
         crate::metrics::get().bus_message(false);
         // A node that was paused finds out before it delivers what waited for it.
         c.check_self();
@@ -136,8 +143,12 @@ pub(super) async fn hello(
             _ = tick.tick() => c.beat().await,
             msg = sub.next() => match msg {
                 Some(msg) => match wire::decode(msg.payload) {
-                    Ok(Message::Control(Control::Heartbeat { from, sent_ms })) => {
-                        c.heard_heartbeat(&from, sent_ms);
+                    Ok(Message::Control(Control::Heartbeat { from, sent_ms, version })) => {
+                        if version == wire::BUS_VERSION {
+                            c.heard_heartbeat(&from, sent_ms);
+                        } else {
+                            c.other_version(&from, version);
+                        }
                     }
                     _ => tracing::warn!("dropped a malformed heartbeat"),
                 },
@@ -149,11 +160,23 @@ pub(super) async fn hello(
 }
 
 impl Cluster {
-    /// Publishes `bytes` to `node`'s subject.
-    async fn send(&self, node: &str, bytes: Bytes) {
-        match self.client.publish(self.node_subject(node), bytes).await {
-            Ok(()) => crate::metrics::get().bus_message(true),
-            Err(e) => tracing::debug!(error = %e, node, "cannot publish to the cluster bus"),
+    /// Publishes `bytes` to `node`'s subject; false when the bus did not take it within a
+    /// heartbeat (its connection is gone and its buffer full).
+    async fn send(&self, node: &str, bytes: Bytes) -> bool {
+        let publish = self.client.publish(self.node_subject(node), bytes);
+        match tokio::time::timeout(self.timing.heartbeat, publish).await {
+            Ok(Ok(())) => {
+                crate::metrics::get().bus_message(true);
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, node, "cannot publish to the cluster bus");
+                false
+            }
+            Err(_) => {
+                tracing::debug!(node, "the cluster bus took nothing for a heartbeat");
+                false
+            }
         }
     }
 
@@ -325,18 +348,42 @@ impl Cluster {
         }
     }
 
+    /// A node speaking another version of the bus: not a peer; said once per incarnation.
+    fn other_version(&self, from: &NodeId, version: u32) {
+        if self.members().note_other_version(from) {
+            tracing::error!(
+                node = %from.name,
+                its_version = version,
+                our_version = wire::BUS_VERSION,
+                "a cluster node speaks another version of the bus and is ignored: run the same chatd version on every node"
+            );
+        }
+    }
+
     /// Every heartbeat: say we live, declare the silent gone, check ourselves.
     async fn beat(self: &Arc<Self>) {
         let beat = Control::Heartbeat {
             from: self.me(),
             sent_ms: self.now_ms(),
+            version: wire::BUS_VERSION,
         };
         if let Some(bytes) = wire::encode_control(&beat) {
-            if let Err(e) = self.client.publish(self.hello_subject(), bytes).await {
-                tracing::debug!(error = %e, "cannot publish a heartbeat");
+            // Bounded: a bus that takes nothing must not stop the checks below.
+            let publish = self.client.publish(self.hello_subject(), bytes);
+            match tokio::time::timeout(self.timing.heartbeat, publish).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "cannot publish a heartbeat"),
+                Err(_) => tracing::debug!("the cluster bus took no heartbeat"),
             }
         }
-        let silent = self.members().expire(Instant::now(), self.timing.timeout);
+        // Itself first: after a pause, every other node looks silent because this one was;
+        // declared gone, their incarnations would never be heard again.
+        self.check_self();
+        let silent = if self.is_cut_off() {
+            Vec::new()
+        } else {
+            self.members().expire(Instant::now(), self.timing.timeout)
+        };
         for node in silent {
             tracing::warn!(node = %node, timeout_ms = self.timing.timeout.as_millis() as u64, "cluster node stopped answering: declared gone, its users offline");
             crate::metrics::get().node_gone();
@@ -345,7 +392,6 @@ impl Cluster {
                 .node_gone(&node, &format!("node {node} stopped answering"));
             self.bump();
         }
-        self.check_self();
         crate::metrics::get().cluster_nodes(self.members().peers.len() + 1);
     }
 

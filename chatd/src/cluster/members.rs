@@ -46,6 +46,8 @@ pub(super) struct Members {
     pub(super) cut_off: bool,
     /// When this node (re)joined: logins wait for the others to have heard it.
     pub(super) joined_at: Instant,
+    /// Incarnations already reported as speaking another version of the bus.
+    other_versions: VecDeque<NodeId>,
 }
 
 impl Members {
@@ -56,7 +58,20 @@ impl Members {
             last_echo: now,
             cut_off: false,
             joined_at: now,
+            other_versions: VecDeque::new(),
         }
+    }
+
+    /// True the first time `from` is found speaking another version of the bus.
+    pub(super) fn note_other_version(&mut self, from: &NodeId) -> bool {
+        if self.other_versions.contains(from) {
+            return false;
+        }
+        if self.other_versions.len() >= GONE_KEPT {
+            self.other_versions.pop_front();
+        }
+        self.other_versions.push_back(from.clone());
+        true
     }
 
     /// `from` sent something now.

@@ -16,7 +16,10 @@
 //!   stored what it routed before, so a line is neither lost nor delivered twice;
 //! - when a node appears, the others close their sessions that have lines stored meanwhile
 //!   (lines it stored for them while it did not know them), so those clients replay them.
+//!
+//! `P.admin.NAME` answers the cluster-wide questions of `chatctl` ([`admin`]).
 
+mod admin;
 mod loops;
 mod members;
 pub mod wire;
@@ -81,6 +84,77 @@ pub struct ClusterError {
     reason: String,
 }
 
+fn bus_error(config: &ClusterConfig, reason: String) -> ClusterError {
+    ClusterError {
+        urls: config.nats.clone().unwrap_or_default(),
+        reason,
+    }
+}
+
+/// The bus servers and how to connect to them (name, token, reconnecting forever).
+fn options(
+    config: &ClusterConfig,
+) -> Result<(Vec<async_nats::ServerAddr>, async_nats::ConnectOptions), ClusterError> {
+    let urls = config.nats.clone().unwrap_or_default();
+    let servers: Vec<async_nats::ServerAddr> = urls
+        .split(',')
+        .map(|u| u.trim().parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| bus_error(config, format!("{e}")))?;
+    let token = config.nats_token().map_err(|e| bus_error(config, e))?;
+    let options = async_nats::ConnectOptions::new()
+        .name(format!("chatd {}", config.node_name()))
+        .max_reconnects(None)
+        .ping_interval(Duration::from_millis(config.heartbeat_ms.max(1000)))
+        .connection_timeout(Duration::from_secs(5))
+        .subscription_capacity(1 << 16);
+    let options = match token {
+        Some(t) => options.token(t),
+        None => options,
+    };
+    Ok((servers, options))
+}
+
+/// One try at the bus: a refused token or an unusable URL is an error (start-up stops with
+/// its reason); a bus that is down is Ok(Err) (start-up goes on: local routing works, and
+/// chatd joins once it is up).
+async fn connect(
+    config: &ClusterConfig,
+) -> Result<Result<async_nats::Client, async_nats::ConnectError>, ClusterError> {
+    use async_nats::ConnectErrorKind as Kind;
+    let (servers, options) = options(config)?;
+    match options.connect(servers).await {
+        Ok(client) => Ok(Ok(client)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                Kind::AuthorizationViolation | Kind::Authentication | Kind::ServerParse | Kind::Tls
+            ) =>
+        {
+            Err(bus_error(config, e.to_string()))
+        }
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+/// What `chatd --check-config` says of the bus: `Ok(Ok(server))` when it answered with the
+/// token, `Ok(Err(why))` when it is down (start-up would go on without it), Err when start-up
+/// would stop.
+pub async fn probe(config: &ClusterConfig) -> Result<Result<String, String>, ClusterError> {
+    match connect(config).await? {
+        Ok(client) => {
+            let info = client.server_info();
+            let said = format!(
+                "nats-server {} at {}:{}",
+                info.version, info.host, info.port
+            );
+            drop(client);
+            Ok(Ok(said))
+        }
+        Err(e) => Ok(Err(e.to_string())),
+    }
+}
+
 /// One node in `chatctl status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeState {
@@ -99,26 +173,19 @@ impl Cluster {
         stop: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Arc<Cluster>, ClusterError> {
-        let urls = config.nats.clone().unwrap_or_default();
-        let error = |reason: String| ClusterError {
-            urls: urls.clone(),
-            reason,
+        let client = match connect(config).await? {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster bus unreachable; serving this node's users alone until it is up");
+                let (servers, options) = options(config)?;
+                options
+                    .retry_on_initial_connect()
+                    .connect(servers)
+                    .await
+                    .map_err(|e| bus_error(config, e.to_string()))?
+            }
         };
-        let servers: Vec<async_nats::ServerAddr> = urls
-            .split(',')
-            .map(|u| u.trim().parse())
-            .collect::<Result<_, _>>()
-            .map_err(|e| error(format!("{e}")))?;
         let name = config.node_name();
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("chatd {name}"))
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .ping_interval(Duration::from_millis(config.heartbeat_ms.max(1000)))
-            .subscription_capacity(1 << 16)
-            .connect(servers)
-            .await
-            .map_err(|e| error(e.to_string()))?;
         let timing = Timing {
             heartbeat: Duration::from_millis(config.heartbeat_ms),
             timeout: Duration::from_millis(config.node_timeout_ms),
@@ -143,12 +210,17 @@ impl Cluster {
             .client
             .subscribe(cluster.hello_subject())
             .await
-            .map_err(|e| error(e.to_string()))?;
+            .map_err(|e| bus_error(config, e.to_string()))?;
         let mine = cluster
             .client
             .subscribe(cluster.node_subject(&cluster.me().name))
             .await
-            .map_err(|e| error(e.to_string()))?;
+            .map_err(|e| bus_error(config, e.to_string()))?;
+        let admin = cluster
+            .client
+            .subscribe(cluster.admin_subject(&cluster.me().name))
+            .await
+            .map_err(|e| bus_error(config, e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel();
         cluster.parts.hub.attach_bus(BusTx {
             tx,
@@ -158,7 +230,8 @@ impl Cluster {
         crate::metrics::get().cluster_nodes(1);
         tracker.spawn(loops::publish(Arc::clone(&cluster), rx, stop.clone()));
         tracker.spawn(loops::receive(Arc::clone(&cluster), mine, stop.clone()));
-        tracker.spawn(loops::hello(Arc::clone(&cluster), hello, stop));
+        tracker.spawn(loops::hello(Arc::clone(&cluster), hello, stop.clone()));
+        tracker.spawn(admin::answer(Arc::clone(&cluster), admin, stop));
         Ok(cluster)
     }
 
@@ -173,6 +246,10 @@ impl Cluster {
 
     fn node_subject(&self, node: &str) -> String {
         format!("{}.node.{node}", self.prefix)
+    }
+
+    fn admin_subject(&self, node: &str) -> String {
+        format!("{}.admin.{node}", self.prefix)
     }
 
     fn members(&self) -> std::sync::MutexGuard<'_, Members> {

@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::hub::{DeviceOnNode, EnvelopeLines, Event, Payload};
 
+/// The version of what crosses the bus; nodes speaking another do not count each other as
+/// peers (each says so in its log), so a mixed cluster fails loudly, not with garbage.
+pub const BUS_VERSION: u32 = 1;
+
 /// A node as the bus knows it: its name and the incarnation it runs as (new at every start
 /// and after every fence).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -37,6 +41,9 @@ pub enum Control {
         from: NodeId,
         /// When, on the sender's monotonic clock.
         sent_ms: u64,
+        /// [`BUS_VERSION`] of the sender.
+        #[serde(default)]
+        version: u32,
     },
     /// Devices with sessions on `from` changed (`whole`: these are all it has).
     Presence {

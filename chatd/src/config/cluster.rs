@@ -14,6 +14,9 @@ pub const MAX_DATABASE_POOL: usize = 1000;
 /// unset (`LoadCredential=database-password:/etc/chatd/database-password`).
 pub const PASSWORD_CREDENTIAL: &str = "database-password";
 
+/// The systemd credential read for the NATS token when `nats_token_file` is unset.
+pub const NATS_TOKEN_CREDENTIAL: &str = "nats-token";
+
 /// `[cluster]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -31,6 +34,9 @@ pub struct ClusterConfig {
     pub database_pool: usize,
     /// `nats://HOST:PORT[,nats://HOST:PORT...]`: the bus between nodes; None: one node.
     pub nats: Option<String>,
+    /// A file holding the token NATS asks for (`authorization { token: ... }`); None: the
+    /// credential `nats-token` if systemd passed one, else no token.
+    pub nats_token_file: Option<PathBuf>,
     /// Subjects on the bus start with this, so deployments can share one NATS.
     pub nats_prefix: String,
     /// How often this node tells the others it is alive, in milliseconds.
@@ -54,6 +60,7 @@ impl Default for ClusterConfig {
             database_password_file: None,
             database_pool: 16,
             nats: None,
+            nats_token_file: None,
             nats_prefix: "chatd".into(),
             heartbeat_ms: 500,
             node_timeout_ms: 3000,
@@ -148,6 +155,9 @@ impl ClusterConfig {
                 self.bus_queue_max
             ));
         }
+        if self.nats.is_none() && self.nats_token_file.is_some() {
+            return Err("cluster.nats_token_file is set but cluster.nats is not".into());
+        }
         if self.database.is_none() && self.database_password_file.is_some() {
             return Err("cluster.database_password_file is set but cluster.database is not".into());
         }
@@ -158,29 +168,46 @@ impl ClusterConfig {
     /// systemd credential NAME), else the credential `database-password` if systemd passed
     /// one, else None. One trailing newline is not part of it.
     pub fn password(&self) -> Result<Option<String>, String> {
-        let path = match &self.database_password_file {
-            Some(p) => crate::tls::credential(p).map_err(|e| e.to_string())?,
-            None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
-                Some(dir) if Path::new(&dir).join(PASSWORD_CREDENTIAL).exists() => {
-                    Path::new(&dir).join(PASSWORD_CREDENTIAL)
-                }
-                _ => return Ok(None),
-            },
-        };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("database password file {}: {e}", path.display()))?;
-        let password = text
-            .strip_suffix('\n')
-            .map(|t| t.strip_suffix('\r').unwrap_or(t))
-            .unwrap_or(&text);
-        if password.is_empty() {
-            return Err(format!(
-                "database password file {} is empty",
-                path.display()
-            ));
-        }
-        Ok(Some(password.to_string()))
+        secret(
+            self.database_password_file.as_deref(),
+            PASSWORD_CREDENTIAL,
+            "database password",
+        )
     }
+
+    /// The NATS token, found as [`ClusterConfig::password`] finds the password
+    /// (`nats_token_file`, else the credential `nats-token`).
+    pub fn nats_token(&self) -> Result<Option<String>, String> {
+        secret(
+            self.nats_token_file.as_deref(),
+            NATS_TOKEN_CREDENTIAL,
+            "NATS token",
+        )
+    }
+}
+
+/// A secret from `file` (`%d/NAME`: a systemd credential), else the systemd credential
+/// `credential` if passed, else None; one trailing newline is not part of it.
+fn secret(file: Option<&Path>, credential: &str, what: &str) -> Result<Option<String>, String> {
+    let path = match file {
+        Some(p) => crate::tls::credential(p).map_err(|e| e.to_string())?,
+        None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) if Path::new(&dir).join(credential).exists() => {
+                Path::new(&dir).join(credential)
+            }
+            _ => return Ok(None),
+        },
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("{what} file {}: {e}", path.display()))?;
+    let value = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if value.is_empty() {
+        return Err(format!("{what} file {} is empty", path.display()));
+    }
+    Ok(Some(value.to_string()))
 }
 
 /// Comma-separated `nats://HOST:PORT` URLs holding no credentials (they would show in `ps`,
@@ -320,6 +347,8 @@ mod tests {
         assert!(e.contains("natz"), "{e}");
         let e = parse("[cluster]\ndatabase_password_file = \"/x\"\n").unwrap_err();
         assert!(e.contains("cluster.database is not"), "{e}");
+        let e = parse("[cluster]\nnats_token_file = \"/x\"\n").unwrap_err();
+        assert!(e.contains("cluster.nats is not"), "{e}");
     }
 
     #[test]
@@ -376,5 +405,13 @@ mod tests {
         assert!(c.password().unwrap_err().contains("is empty"));
         std::fs::remove_file(&file).unwrap();
         assert!(c.password().unwrap_err().contains("database password file"));
+        std::fs::write(&file, "tok\r\n").unwrap();
+        let c = ClusterConfig {
+            nats_token_file: Some(file.clone()),
+            ..ClusterConfig::default()
+        };
+        assert_eq!(c.nats_token().unwrap().as_deref(), Some("tok"));
+        std::fs::write(&file, "").unwrap();
+        assert!(c.nats_token().unwrap_err().contains("NATS token file"));
     }
 }

@@ -420,6 +420,10 @@ impl Remote {
                 .map(|(_, _, s)| s),
         }
         .unwrap_or(0);
+        if d.sessions == 0 && !view.devices.values().any(|(u, _, _)| *u == d.user) {
+            // Their last session there: an away message set there goes with it.
+            view.away.remove(&d.user);
+        }
         if old == 0 && d.sessions == 0 {
             return (before.0, before.0, before.1, before.1);
         }
@@ -484,5 +488,85 @@ fn decrement(map: &mut HashMap<Fingerprint, u32>, key: &Fingerprint, by: u32) {
         if *n == 0 {
             map.remove(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(user: &str, n: u8, handle: u32, sessions: u32) -> DeviceOnNode {
+        DeviceOnNode {
+            user: user.into(),
+            device: Fingerprint::from_bytes([n; 32]),
+            key: String::new(),
+            handle,
+            sessions,
+        }
+    }
+
+    #[test]
+    fn counts_follow_devices_across_nodes() {
+        let mut r = Remote::default();
+        assert_eq!(r.apply("b", &dev("alice", 1, 1, 1)), (false, true, 0, 1));
+        assert_eq!(r.apply("b", &dev("alice", 1, 1, 2)), (true, true, 1, 2));
+        assert_eq!(r.apply("c", &dev("alice", 1, 9, 1)), (true, true, 2, 3));
+        assert_eq!(r.apply("b", &dev("alice", 1, 1, 0)), (true, true, 3, 1));
+        assert!(r.device_online(&Fingerprint::from_bytes([1; 32])));
+        assert_eq!(r.apply("c", &dev("alice", 1, 9, 0)), (true, false, 1, 0));
+        assert_eq!(r.user_sessions("alice"), 0);
+        // A device that was never there going away changes nothing.
+        let v = r.version;
+        assert_eq!(r.apply("c", &dev("bob", 2, 3, 0)), (false, false, 0, 0));
+        assert_eq!(r.version, v);
+    }
+
+    #[test]
+    fn an_away_message_goes_with_the_users_last_session_on_that_node() {
+        let mut r = Remote::default();
+        r.apply("b", &dev("alice", 1, 1, 1));
+        r.apply("b", &dev("alice", 2, 2, 1));
+        r.set_away("b", "alice", Some("lunch".into()));
+        r.apply("b", &dev("alice", 1, 1, 0));
+        assert_eq!(r.away("alice").map(String::as_str), Some("lunch"));
+        r.apply("b", &dev("alice", 2, 2, 0));
+        assert_eq!(r.away("alice"), None);
+    }
+
+    #[test]
+    fn handles_are_stable_and_never_reused() {
+        let mut r = Remote::default();
+        let a = r.handle("alice", Fingerprint::from_bytes([1; 32]));
+        let b = r.handle("bob", Fingerprint::from_bytes([2; 32]));
+        assert_ne!(a, b);
+        assert_eq!(r.handle("alice", Fingerprint::from_bytes([1; 32])), a);
+        assert_eq!(r.by_handle(b).map(|d| d.0.as_str()), Some("bob"));
+        assert_eq!(r.by_handle(99), None);
+    }
+
+    #[test]
+    fn a_full_bus_refuses_lines_and_says_which_devices_to_store_for() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut r = Remote {
+            bus: Some(BusTx {
+                tx,
+                queued: Arc::clone(&queued),
+                max: 1,
+            }),
+            ..Remote::default()
+        };
+        r.apply("b", &dev("alice", 1, 1, 1));
+        r.apply("c", &dev("bob", 2, 4, 1));
+        let payload = || Payload::Device(Bytes::from_static(b"x\n"));
+        let refused = r.route_everyone(payload);
+        // One node's line went; the other's devices are to be stored.
+        assert_eq!(refused.len(), 1);
+        assert_eq!(queued.load(Ordering::Relaxed), 1);
+        let Ok(BusOut::Route { node, handles, .. }) = rx.try_recv() else {
+            panic!("nothing handed to the bus");
+        };
+        assert_eq!((node.as_str(), &handles[..]), ("b", &[1][..]));
+        assert_eq!(refused[0].0, "bob");
     }
 }

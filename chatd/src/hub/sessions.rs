@@ -447,6 +447,7 @@ impl Sessions {
                 peer: e.peer.to_string(),
                 device: e.device,
                 since: e.since,
+                node: None,
             })
             .collect()
     }

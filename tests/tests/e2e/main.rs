@@ -21,6 +21,9 @@
 //!   a login succeeds, password tries, `$USER`, the reconnect message (issue 29)
 //! - `client_servers`: `chat --server A,B`: a node down at start, a node that dies while the
 //!   full-screen chat runs, a node whose certificate is not the list's
+//! - `cluster_failures`: three nodes and the failures: a node killed, a node paused past the
+//!   timeout (fenced, rejoined), the bus and PostgreSQL restarted, logins racing with sends;
+//!   no message text on the bus or in the database
 //! - `cluster_routing`: three nodes on a real PostgreSQL and nats-server: room lines and
 //!   whispers across nodes, once each; lines stored through one node replayed at another;
 //!   who is online everywhere; a lock on one node ending a session on another
@@ -86,6 +89,8 @@ mod client_history;
 mod client_identity;
 #[cfg(test)]
 mod client_servers;
+#[cfg(test)]
+mod cluster_failures;
 #[cfg(test)]
 mod cluster_routing;
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! PostgreSQL: the interface's operations (see `Store` for what each does), with the same
 //! results as SQLite's. Names sort by `COLLATE "C"` (bytes), as SQLite sorts them.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio_postgres::IsolationLevel;
@@ -581,19 +580,22 @@ impl PgStore {
                  VALUES ($1, $2, $3, $4)",
             )
             .await?;
-        // Each device's key row is locked once per batch, before its queue is counted: two
-        // writers (two nodes) to one queue take turns, so the caps hold and the queue's ids
-        // grow in commit order.
-        let mut locked: HashSet<&DeviceTarget> = HashSet::new();
+        // Every device's key row the batch writes to is locked first, before its queue is
+        // counted: two writers (two nodes) to one queue take turns, so the caps hold and the
+        // queue's ids grow in commit order. In one order (sorted), or two nodes' batches
+        // naming the same devices in other orders deadlock, and PostgreSQL aborts one.
+        let mut locked: Vec<&DeviceTarget> = lines.iter().flat_map(|l| l.targets.iter()).collect();
+        locked.sort_unstable();
+        locked.dedup();
+        for target in locked {
+            tx.query_opt(&lock, &[&target.0, &&target.1[..]]).await?;
+        }
         let mut out = Vec::with_capacity(lines.len());
         for l in &lines {
             let mut result = Stored::default();
             let mut id: Option<i64> = None;
             for target in &l.targets {
                 let (user, device) = (&target.0, &target.1[..]);
-                if locked.insert(target) {
-                    tx.query_opt(&lock, &[user, &device]).await?;
-                }
                 // The total first: a full queue is full for everyone, whoever filled it.
                 let n: i64 = tx.query_one(&count, &[user, &device]).await?.try_get(0)?;
                 if secs(n) as usize >= caps.total {

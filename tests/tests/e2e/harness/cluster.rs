@@ -17,6 +17,11 @@ pub const NODE_TIMEOUT_MS: u64 = 1500;
 pub struct TestCluster {
     pub nats: TempNats,
     pub url: String,
+    /// The database's name (for pg_dump).
+    pub db: String,
+    /// A PostgreSQL server of this cluster's own, when made by [`TestCluster::start_own_pg`]
+    /// (a test may stop and restart it); None on testkit's shared server.
+    pub pg: Option<TempPostgres>,
     pub nodes: Vec<Option<Server>>,
     dirs: Vec<TempDir>,
     extra: String,
@@ -32,14 +37,26 @@ impl TestCluster {
         }
         let pg = TempPostgres::shared()?;
         let db = pg.create_database().expect("create database");
-        let url = format!(
-            "postgresql://postgres@/{db}?host={}&port=5432",
-            pg.socket_dir().display()
-        );
+        Some(TestCluster::on(pg.url(&db), db, None, n, extra))
+    }
+
+    /// [`TestCluster::start`] on a PostgreSQL server of its own, in `self.pg`.
+    pub fn start_own_pg(n: usize, extra: &str) -> Option<TestCluster> {
+        if !chatd_testkit::nats::available() || !chatd_testkit::postgres::available() {
+            return None;
+        }
+        let pg = TempPostgres::start().expect("start PostgreSQL");
+        let db = pg.create_database().expect("create database");
+        Some(TestCluster::on(pg.url(&db), db, Some(pg), n, extra))
+    }
+
+    fn on(url: String, db: String, pg: Option<TempPostgres>, n: usize, extra: &str) -> Self {
         let nats = TempNats::start().expect("start nats-server");
         let mut cluster = TestCluster {
             nats,
             url,
+            db,
+            pg,
             nodes: Vec::new(),
             dirs: Vec::new(),
             extra: extra.to_string(),
@@ -50,7 +67,7 @@ impl TestCluster {
             cluster.nodes.push(None);
             cluster.restart(i);
         }
-        Some(cluster)
+        cluster
     }
 
     /// The configuration of node `i` (1-based).

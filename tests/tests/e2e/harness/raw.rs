@@ -302,6 +302,22 @@ impl Raw {
         }
     }
 
+    /// The next frame (skipping `device` frames while [`Raw::skip_devices`] is set), or None
+    /// when the connection ends; fails if nothing comes.
+    pub fn try_recv(&mut self) -> Option<Value> {
+        loop {
+            let frame = match self.next_item() {
+                Some(Ok(Ok(wire))) => as_json(wire),
+                Some(Ok(Err(e))) => panic!("server sent an unreadable line: {e}"),
+                Some(Err(_)) | None => return None,
+            };
+            self.seen.push(frame.to_string());
+            if !(self.skip_devices && frame["type"] == "device") {
+                return Some(frame);
+            }
+        }
+    }
+
     /// The next frame, which must have `"type": ty`.
     pub fn recv_type(&mut self, ty: &str) -> Value {
         let frame = self.recv();
