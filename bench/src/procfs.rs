@@ -143,6 +143,11 @@ impl Probe {
 
     /// CPU seconds, if known for every process.
     pub fn cpu(&self) -> Option<f64> {
+        self.cpu_each().map(|c| c.iter().sum())
+    }
+
+    /// Each process's CPU seconds, if known for every one.
+    pub fn cpu_each(&self) -> Option<Vec<f64>> {
         let each = |p: &u32| {
             if self.children {
                 tree_cpu_seconds(*p).ok()
@@ -151,7 +156,7 @@ impl Probe {
             }
         };
         let cpu: Option<Vec<f64>> = self.pids.iter().map(each).collect();
-        cpu.filter(|c| !c.is_empty()).map(|c| c.iter().sum())
+        cpu.filter(|c| !c.is_empty())
     }
 
     /// RSS bytes, if known for every process.
@@ -207,6 +212,7 @@ mod tests {
         let probe = Probe::all(vec![me, me]);
         let (one, two) = (cpu_seconds(me).unwrap(), probe.cpu().unwrap());
         assert!(two >= 2.0 * one, "{one} {two}");
+        assert_eq!(probe.cpu_each().map(|c| c.len()), Some(2));
         assert_eq!(Probe::new(None).cpu(), None);
         assert_eq!(
             Probe::all(vec![me, u32::MAX]).rss(),

@@ -136,10 +136,16 @@ impl FanoutReport {
             0 | 1 => String::new(),
             n => format!(" on {n} nodes"),
         };
+        let each: Vec<String> = r.node_cpu_secs.iter().map(|c| format!("{c:.2}")).collect();
+        let each = if each.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", each.join(", "))
+        };
         match (r.server_cpu_secs, self.deliveries_per_cpu_sec) {
             (Some(cpu), Some(per_cpu)) => t.row(
                 "chatd CPU",
-                format_args!("{cpu:.2} s{nodes}, {per_cpu:.0} deliveries per CPU-second"),
+                format_args!("{cpu:.2} s{nodes}{each}, {per_cpu:.0} deliveries per CPU-second"),
             ),
             _ => t.row("chatd CPU", "unknown (pass --pid with --target)"),
         }
@@ -634,6 +640,7 @@ mod tests {
         assert!(!report.text().contains("cluster CPU"));
         let cluster = Fanout {
             nodes: 3,
+            node_cpu_secs: vec![0.25, 0.125, 0.125],
             nats_cpu_secs: Some(0.1),
             postgres_cpu_secs: Some(0.25),
             ..r.clone()
@@ -643,7 +650,9 @@ mod tests {
         assert_eq!(report.deliveries_per_cluster_cpu_sec, Some(150.0));
         let text = report.text();
         assert!(
-            text.contains("\nchatd CPU          0.50 s on 3 nodes, 180 deliveries"),
+            text.contains(
+                "\nchatd CPU          0.50 s on 3 nodes (0.25, 0.12, 0.12), 180 deliveries"
+            ),
             "{text}"
         );
         assert!(text.contains("\nnats-server CPU    0.10 s\n"), "{text}");
@@ -660,6 +669,10 @@ mod tests {
         assert_eq!(v["nats_cpu_secs"], 0.1);
         assert_eq!(v["postgres_cpu_secs"], 0.25);
         assert_eq!(v["nodes"], 3);
+        assert_eq!(
+            v["chatd_cpu_secs_each"],
+            serde_json::json!([0.25, 0.125, 0.125])
+        );
         let report = FanoutReport::new(Setup::default(), r);
         let v = json(&report);
         assert_eq!(v["lost"], 10);

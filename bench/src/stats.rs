@@ -95,6 +95,9 @@ pub struct Fanout {
     pub server_cpu_secs: Option<f64>,
     /// chatd processes measured: 1, or a cluster's nodes.
     pub nodes: usize,
+    /// A cluster's CPU seconds during the run, node by node (empty for one chatd).
+    #[serde(rename = "chatd_cpu_secs_each")]
+    pub node_cpu_secs: Vec<f64>,
     /// A cluster's nats-server CPU seconds during the run.
     pub nats_cpu_secs: Option<f64>,
     /// A cluster's PostgreSQL CPU seconds during the run (server and backends).

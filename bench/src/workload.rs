@@ -294,7 +294,8 @@ struct Meters {
     /// How many chatd processes `chatd` samples.
     nodes: usize,
     host_before: Option<CpuTimes>,
-    chatd_before: Option<f64>,
+    /// Each chatd's CPU seconds (a cluster's nodes').
+    chatd_before: Option<Vec<f64>>,
     nats_before: Option<f64>,
     postgres_before: Option<f64>,
     own_before: Option<f64>,
@@ -313,7 +314,7 @@ impl Meters {
         let postgres = Probe::tree(cluster.and_then(|c| c.postgres));
         let me = Probe::new(Some(std::process::id()));
         let host_before = CpuTimes::now().ok();
-        let chatd_before = chatd.cpu();
+        let chatd_before = chatd.cpu_each();
         let nats_before = nats.cpu();
         let postgres_before = postgres.cpu();
         let own_before = me.cpu();
@@ -334,7 +335,8 @@ impl Meters {
 
     /// (chatd, own) CPU seconds at the start.
     fn cpu_before(&self) -> Option<(f64, f64)> {
-        self.chatd_before.zip(self.own_before)
+        let chatd = self.chatd_before.as_ref().map(|c| c.iter().sum());
+        chatd.zip(self.own_before)
     }
 
     /// Reads everything again at the end of the timed phase: when all `receivers` completed,
@@ -347,14 +349,19 @@ impl Meters {
         } else {
             run.now_ns()
         };
-        let chatd_after = self.chatd.cpu();
+        let chatd_each: Option<Vec<f64>> = self
+            .chatd_before
+            .as_ref()
+            .zip(self.chatd.cpu_each())
+            .map(|(a, b)| a.iter().zip(&b).map(|(a, b)| b - a).collect());
         let nats_after = self.nats.cpu();
         let postgres_after = self.postgres.cpu();
         let own_after = self.me.cpu();
         let host_after = CpuTimes::now().ok();
         Fanout {
             duration_secs: t1.saturating_sub(self.t0) as f64 / 1e9,
-            server_cpu_secs: self.chatd_before.zip(chatd_after).map(|(a, b)| b - a),
+            server_cpu_secs: chatd_each.as_ref().map(|c| c.iter().sum()),
+            node_cpu_secs: chatd_each.filter(|c| c.len() > 1).unwrap_or_default(),
             nodes: self.nodes,
             nats_cpu_secs: self.nats_before.zip(nats_after).map(|(a, b)| b - a),
             postgres_cpu_secs: self.postgres_before.zip(postgres_after).map(|(a, b)| b - a),

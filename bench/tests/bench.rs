@@ -459,7 +459,13 @@ fn a_cluster_of_two_loses_nothing_and_counts_every_process() {
     assert_eq!(one["nodes"], 1, "{v}");
     assert!(one["nats_cpu_secs"].is_null(), "{v}");
     assert!(one["deliveries_per_cluster_cpu_sec"].is_null(), "{v}");
+    assert_eq!(one["chatd_cpu_secs_each"], serde_json::json!([]), "{v}");
     assert_eq!(cluster["nodes"], 2, "{v}");
+    assert_eq!(
+        cluster["chatd_cpu_secs_each"].as_array().map(Vec::len),
+        Some(2),
+        "{v}"
+    );
     for key in ["chatd_cpu_secs", "nats_cpu_secs", "postgres_cpu_secs"] {
         assert!(
             cluster[key].as_f64().is_some_and(|s| s >= 0.0),
