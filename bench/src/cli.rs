@@ -18,6 +18,9 @@ pub const STORM_DEFAULT_RATE: f64 = 100.0;
 /// Most `--runs`: enough for any median, few enough to end the same day.
 const MAX_RUNS: usize = 100;
 
+/// The most nodes `--cluster` starts: on one host more only share the same CPUs thinner.
+pub const MAX_CLUSTER_NODES: usize = 8;
+
 /// The longest `--host-check`: a minute says all there is to say about the host's stalls.
 const MAX_HOST_CHECK_SECS: f64 = 60.0;
 
@@ -51,6 +54,19 @@ pub struct Args {
     /// binaries comparable on a shared host whose speed drifts.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["target", "startup"])]
     pub compare: Option<PathBuf>,
+    /// Cluster mode: the fan-out against N chatd nodes (2 to 8) started for it, sharing one
+    /// TLS certificate, a throwaway PostgreSQL and a throwaway nats-server; the clients are
+    /// spread over the nodes in turn, the senders too. Each of the `--runs` is a pair: the same
+    /// workload on one ordinary chatd (SQLite), then on the cluster; the summary compares
+    /// deliveries per CPU-second (the cluster's: every node's CPU plus nats-server's;
+    /// PostgreSQL's is shown apart), latency, losses and order. Needs PostgreSQL's programs
+    /// and nats-server installed.
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with_all = ["target", "compare", "idle", "startup", "connect_rate", "login_storm"]
+    )]
+    pub cluster: Option<usize>,
     /// `[limits] outbound_queue` of the started chatd (frames queued per client).
     #[arg(
         long,
@@ -309,6 +325,12 @@ impl Args {
                 "--phase-secs must be positive"
             );
         }
+        if let Some(nodes) = self.cluster {
+            anyhow::ensure!(
+                (2..=MAX_CLUSTER_NODES).contains(&nodes),
+                "--cluster must be 2 to {MAX_CLUSTER_NODES} nodes, got {nodes}"
+            );
+        }
         anyhow::ensure!(
             ALLOWED_KEY_BITS.contains(&self.key_bits),
             "--key-bits must be one of {ALLOWED_KEY_BITS:?}"
@@ -445,6 +467,41 @@ mod tests {
         for bad in ["-1", "60.5", "inf", "NaN"] {
             let a = Args::parse_from(["chat-bench".to_string(), format!("--host-check={bad}")]);
             assert!(a.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_is_two_to_eight_nodes_of_the_fan_out() {
+        for (nodes, valid) in [
+            ("2", true),
+            ("3", true),
+            ("8", true),
+            ("1", false),
+            ("9", false),
+        ] {
+            let a = Args::parse_from(["chat-bench", "--cluster", nodes]);
+            assert_eq!(a.validate().is_ok(), valid, "--cluster {nodes}");
+        }
+        let a = Args::parse_from([
+            "chat-bench",
+            "--cluster",
+            "3",
+            "--rate",
+            "100",
+            "--runs",
+            "3",
+        ]);
+        assert!(a.validate().is_ok());
+        for other in [
+            &["--compare", "x"][..],
+            &["--idle", "3"],
+            &["--startup", "2"],
+            &["--connect-rate", "3"],
+            &["--login-storm", "3"],
+        ] {
+            let mut argv = vec!["chat-bench", "--cluster", "3"];
+            argv.extend_from_slice(other);
+            assert!(Args::try_parse_from(&argv).is_err(), "{argv:?}");
         }
     }
 

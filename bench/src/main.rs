@@ -7,6 +7,7 @@
 //! control    create users
 //! procfs     chatd CPU and RSS from /proc, our open-file limit
 //! server     start chatd or use --target; also the startup mode (time to ready)
+//! cluster    start N chatd nodes on a throwaway PostgreSQL and nats-server (--cluster)
 //! latency    latency histograms and their summary
 //! table      the text form's rows
 //! host       how steady the machine is around a run (late wake-ups, steal)
@@ -25,6 +26,7 @@
 
 mod cli;
 mod client;
+mod cluster;
 mod control;
 mod e2e;
 mod host;
@@ -51,7 +53,7 @@ use clap::Parser;
 use crate::cli::Args;
 use crate::report::{Report, StartupReport};
 use crate::server::Target;
-use crate::summary::{Comparison, Runs};
+use crate::summary::{ClusterComparison, Comparison, Runs};
 
 async fn run(args: Args) -> anyhow::Result<bool> {
     if let Some(again) = args.startup {
@@ -68,10 +70,38 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     args.validate()?;
     procfs::raise_nofile_limit()?;
     let keys = tokio::task::block_in_place(|| e2e::Keys::load(args.key_bits))?;
-    match &args.compare {
-        Some(other) => compare(&args, &keys, other).await,
-        None => runs(&args, &keys).await,
+    match (&args.compare, args.cluster) {
+        (Some(other), _) => compare(&args, &keys, other).await,
+        (None, Some(nodes)) => cluster_pairs(&args, &keys, nodes).await,
+        (None, None) => runs(&args, &keys).await,
     }
+}
+
+/// `--cluster`: `--runs` pairs of runs, one chatd then a cluster of `nodes`, then each one's
+/// medians, the pairs' differences, and the cluster's CPU against one node's.
+async fn cluster_pairs(args: &Args, keys: &e2e::Keys, nodes: usize) -> anyhow::Result<bool> {
+    let mut all_ok = true;
+    let (mut one, mut cluster) = (Vec::with_capacity(args.runs), Vec::with_capacity(args.runs));
+    for i in 1..=args.runs {
+        for (side, server, figures) in [
+            ("one node", Server::Default, &mut one),
+            ("cluster", Server::Cluster(nodes), &mut cluster),
+        ] {
+            let run = once(args, keys, server).await?;
+            if !args.json {
+                print!("== pair {i} of {}, {side}\n{}\n", args.runs, run.text);
+            }
+            all_ok &= run.ok;
+            figures.push(run.json);
+        }
+    }
+    let comparison = ClusterComparison::new(nodes, &one, &cluster);
+    if args.json {
+        println!("{}", serde_json::to_value(&comparison)?);
+    } else {
+        print!("{}", comparison.text());
+    }
+    Ok(all_ok)
 }
 
 /// `--compare`: `--runs` pairs of runs, `--chatd` then `other`, then each one's medians and
@@ -82,7 +112,7 @@ async fn compare(args: &Args, keys: &e2e::Keys, other: &Path) -> anyhow::Result<
     let (mut a, mut b) = (Vec::with_capacity(args.runs), Vec::with_capacity(args.runs));
     for i in 1..=args.runs {
         for (side, path, figures) in [("A", chatd.as_path(), &mut a), ("B", other, &mut b)] {
-            let run = once(args, keys, Some(path)).await?;
+            let run = once(args, keys, Server::Binary(path)).await?;
             if !args.json {
                 print!(
                     "== pair {i} of {}, {side}: {}\n{}\n",
@@ -115,7 +145,7 @@ fn chatd_path(args: &Args) -> anyhow::Result<PathBuf> {
 /// `--runs` of the chosen mode against one chatd: each run's figures, then their medians.
 async fn runs(args: &Args, keys: &e2e::Keys) -> anyhow::Result<bool> {
     if args.runs == 1 {
-        let run = once(args, keys, None).await?;
+        let run = once(args, keys, Server::Default).await?;
         if args.json {
             println!("{}", run.json);
         } else {
@@ -126,7 +156,7 @@ async fn runs(args: &Args, keys: &e2e::Keys) -> anyhow::Result<bool> {
     let mut all_ok = true;
     let mut figures = Vec::with_capacity(args.runs);
     for i in 1..=args.runs {
-        let run = once(args, keys, None).await?;
+        let run = once(args, keys, Server::Default).await?;
         // Each run's text as it ends, so a long series shows its progress.
         if !args.json {
             print!("== run {i} of {}\n{}\n", args.runs, run.text);
@@ -162,27 +192,39 @@ impl Once {
     }
 }
 
-/// One run of the chosen mode against a chatd started for it (`chatd`, else `--chatd`, else
-/// the default) or the `--target`.
-async fn once(args: &Args, keys: &e2e::Keys, chatd: Option<&Path>) -> anyhow::Result<Once> {
+/// What a run starts when there is no `--target`.
+#[derive(Clone, Copy)]
+enum Server<'a> {
+    /// `--chatd`, else the chatd beside this executable.
+    Default,
+    /// This chatd binary.
+    Binary(&'a Path),
+    /// A cluster of this many nodes of the default chatd.
+    Cluster(usize),
+}
+
+/// One run of the chosen mode against the `server` started for it, or the `--target`.
+async fn once(args: &Args, keys: &e2e::Keys, server: Server<'_>) -> anyhow::Result<Once> {
+    let sizes = server::Sizes {
+        clients: args.connection_count(),
+        sessions_per_user: args.sessions_per_user(),
+        outbound_queue: args.outbound_queue,
+    };
     let mut target = match (&args.target, &args.control, &args.fingerprint) {
         (Some(addr), Some(control), Some(fp)) => {
             Target::external(*addr, control.clone(), *fp, args.pid)
         }
-        _ => {
-            let chatd = match chatd {
-                Some(path) => path.to_path_buf(),
-                None => chatd_path(args)?,
-            };
-            tokio::task::block_in_place(|| {
-                Target::start(
-                    &chatd,
-                    args.connection_count(),
-                    args.sessions_per_user(),
-                    args.outbound_queue,
-                )
-            })?
-        }
+        _ => match server {
+            Server::Default => {
+                let chatd = chatd_path(args)?;
+                tokio::task::block_in_place(|| Target::start(&chatd, &sizes))?
+            }
+            Server::Binary(chatd) => tokio::task::block_in_place(|| Target::start(chatd, &sizes))?,
+            Server::Cluster(nodes) => {
+                let chatd = chatd_path(args)?;
+                tokio::task::block_in_place(|| cluster::start(&chatd, nodes, &sizes))?
+            }
+        },
     };
     let run = if let Some(n) = args.connect_rate {
         Once::of(&workload::connect_rate(&target, n, args.connect_concurrency, args.wire).await?)?

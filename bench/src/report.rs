@@ -51,8 +51,12 @@ pub struct FanoutReport {
     pub lost: u64,
     /// Deliveries per second of wall time.
     pub deliveries_per_sec: f64,
-    /// Deliveries per chatd CPU second.
+    /// Deliveries per chatd CPU second (a cluster's nodes together).
     pub deliveries_per_cpu_sec: Option<f64>,
+    /// A cluster's deliveries per CPU second of its nodes and nats-server together, the figure
+    /// that compares with one node's `deliveries_per_cpu_sec` (PostgreSQL's CPU is apart: it
+    /// is off the path of a delivery to a logged-in member).
+    pub deliveries_per_cluster_cpu_sec: Option<f64>,
     /// Mean `envelope` frame on the wire (inside TLS): a binary frame, or a line with its
     /// newline.
     pub bytes_per_delivery: f64,
@@ -73,6 +77,10 @@ impl FanoutReport {
             lost: run.expected.saturating_sub(run.deliveries),
             deliveries_per_sec: per(deliveries, run.duration_secs),
             deliveries_per_cpu_sec: run.server_cpu_secs.map(|cpu| per(deliveries, cpu)),
+            deliveries_per_cluster_cpu_sec: run
+                .server_cpu_secs
+                .zip(run.nats_cpu_secs)
+                .map(|(chatd, nats)| per(deliveries, chatd + nats)),
             bytes_per_delivery: per(run.line_bytes as f64, deliveries),
             setup,
             run,
@@ -124,12 +132,36 @@ impl FanoutReport {
             format_args!("{:.0} ({frame})", self.bytes_per_delivery),
         );
         t.row("latency", ms3(&r.latency));
+        let nodes = match r.nodes {
+            0 | 1 => String::new(),
+            n => format!(" on {n} nodes"),
+        };
+        let each: Vec<String> = r.node_cpu_secs.iter().map(|c| format!("{c:.2}")).collect();
+        let each = if each.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", each.join(", "))
+        };
         match (r.server_cpu_secs, self.deliveries_per_cpu_sec) {
             (Some(cpu), Some(per_cpu)) => t.row(
                 "chatd CPU",
-                format_args!("{cpu:.2} s, {per_cpu:.0} deliveries per CPU-second"),
+                format_args!("{cpu:.2} s{nodes}{each}, {per_cpu:.0} deliveries per CPU-second"),
             ),
             _ => t.row("chatd CPU", "unknown (pass --pid with --target)"),
+        }
+        if let (Some(nats), Some(per_cpu)) = (r.nats_cpu_secs, self.deliveries_per_cluster_cpu_sec)
+        {
+            t.row("nats-server CPU", format_args!("{nats:.2} s"));
+            t.row(
+                "cluster CPU",
+                format_args!("chatd + nats-server, {per_cpu:.0} deliveries per CPU-second"),
+            );
+        }
+        if let Some(pg) = r.postgres_cpu_secs {
+            t.row(
+                "PostgreSQL CPU",
+                format_args!("{pg:.2} s (server and backends; not in the cluster's CPU)"),
+            );
         }
         if let Some(cpu) = r.bench_cpu_secs {
             t.row(
@@ -139,7 +171,7 @@ impl FanoutReport {
         }
         t.row(
             "chatd RSS",
-            format_args!("after run {}", mib(r.rss_after_run)),
+            format_args!("after run {}{nodes}", mib(r.rss_after_run)),
         );
         host_rows(t, r);
         if r.out_of_order > 0 || r.corrupt > 0 || r.incomplete_receivers > 0 {
@@ -600,10 +632,48 @@ mod tests {
             server_cpu_secs: Some(0.5),
             ..Fanout::default()
         };
-        let report = FanoutReport::new(Setup::default(), r);
+        let report = FanoutReport::new(Setup::default(), r.clone());
         assert_eq!(report.lost, 10);
         assert_eq!(report.deliveries_per_sec, 45.0);
         assert_eq!(report.deliveries_per_cpu_sec, Some(180.0));
+        assert_eq!(report.deliveries_per_cluster_cpu_sec, None, "one node");
+        assert!(!report.text().contains("cluster CPU"));
+        let cluster = Fanout {
+            nodes: 3,
+            node_cpu_secs: vec![0.25, 0.125, 0.125],
+            nats_cpu_secs: Some(0.1),
+            postgres_cpu_secs: Some(0.25),
+            ..r.clone()
+        };
+        let report = FanoutReport::new(Setup::default(), cluster);
+        assert_eq!(report.deliveries_per_cpu_sec, Some(180.0));
+        assert_eq!(report.deliveries_per_cluster_cpu_sec, Some(150.0));
+        let text = report.text();
+        assert!(
+            text.contains(
+                "\nchatd CPU          0.50 s on 3 nodes (0.25, 0.12, 0.12), 180 deliveries"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\nnats-server CPU    0.10 s\n"), "{text}");
+        assert!(
+            text.contains("chatd + nats-server, 150 deliveries per CPU-second"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nPostgreSQL CPU     0.25 s (server"),
+            "{text}"
+        );
+        let v = json(&report);
+        assert_eq!(v["deliveries_per_cluster_cpu_sec"], 150.0);
+        assert_eq!(v["nats_cpu_secs"], 0.1);
+        assert_eq!(v["postgres_cpu_secs"], 0.25);
+        assert_eq!(v["nodes"], 3);
+        assert_eq!(
+            v["chatd_cpu_secs_each"],
+            serde_json::json!([0.25, 0.125, 0.125])
+        );
+        let report = FanoutReport::new(Setup::default(), r);
         let v = json(&report);
         assert_eq!(v["lost"], 10);
         assert_eq!(v["mode"], "fanout");

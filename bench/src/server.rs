@@ -18,21 +18,40 @@ use chatd_proto::Fingerprint;
 /// How many warning/error lines of chatd's log the report keeps.
 const KEPT_LOG_LINES: usize = 20;
 
-/// Where and what the server is.
+/// Where and what the server is: one chatd, or the nodes of a cluster (cluster.rs).
 pub struct Target {
-    /// TLS listener.
+    /// TLS listener (a cluster's first node).
     pub addr: SocketAddr,
-    /// Admin control socket.
+    /// Every node's TLS listener, the first being `addr`; clients go to them in turn.
+    pub addrs: Vec<SocketAddr>,
+    /// Admin control socket (a cluster's first node: its users are every node's).
     pub control: PathBuf,
-    /// Certificate fingerprint to pin.
+    /// Certificate fingerprint to pin (a cluster's nodes share the certificate).
     pub fingerprint: Fingerprint,
-    /// Process id, for /proc sampling.
+    /// Process id, for /proc sampling (a cluster's first node).
     pub pid: Option<u32>,
-    /// Set when we started the server ourselves.
-    owned: Option<Owned>,
+    /// Every node's process id and the services a cluster runs on.
+    pub cluster: Option<ClusterPids>,
+    /// The servers we started ourselves, stopped in this order.
+    owned: Vec<Owned>,
+    /// What else a cluster keeps running until the nodes have stopped (its database and bus,
+    /// stopped when dropped).
+    _services: Option<Box<dyn std::any::Any>>,
 }
 
-struct Owned {
+/// The processes of a cluster, for /proc sampling.
+#[derive(Debug, Clone)]
+pub struct ClusterPids {
+    /// Every chatd node.
+    pub nodes: Vec<u32>,
+    /// nats-server.
+    pub nats: Option<u32>,
+    /// PostgreSQL's server (its backends are its children).
+    pub postgres: Option<u32>,
+}
+
+/// A chatd we started, and what it logged.
+pub(crate) struct Owned {
     child: Child,
     problems: Arc<Mutex<ServerLog>>,
     /// The temporary directory of a server we configured (None: the caller owns it).
@@ -58,27 +77,61 @@ impl Target {
     ) -> Target {
         Target {
             addr,
+            addrs: vec![addr],
             control,
             fingerprint,
             pid,
-            owned: None,
+            cluster: None,
+            owned: Vec::new(),
+            _services: None,
         }
     }
 
-    /// Starts `chatd` with a generated configuration sized for `connections` at once (the
-    /// clients, and the login storm's), up to `sessions_per_user` of them per user.
-    pub fn start(
-        chatd: &Path,
-        connections: usize,
-        sessions_per_user: usize,
-        outbound_queue: usize,
+    /// The nodes of a cluster (started, each ready, listening at `addrs`, the first one's
+    /// control socket at `control`) and the `services` they run on, dropped after them.
+    pub(crate) fn cluster(
+        nodes: Vec<(Owned, SocketAddr)>,
+        control: PathBuf,
+        fingerprint: Fingerprint,
+        pids: ClusterPids,
+        services: Box<dyn std::any::Any>,
     ) -> anyhow::Result<Target> {
-        let sizes = Sizes {
-            clients: connections,
-            sessions_per_user,
-            outbound_queue,
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|(_, a)| *a).collect();
+        let Some(addr) = addrs.first().copied() else {
+            bail!("a cluster without nodes");
         };
-        let (dir, config_path, control) = config_dir(&sizes)?;
+        Ok(Target {
+            addr,
+            addrs,
+            control,
+            fingerprint,
+            pid: pids.nodes.first().copied(),
+            cluster: Some(pids),
+            owned: nodes.into_iter().map(|(o, _)| o).collect(),
+            _services: Some(services),
+        })
+    }
+
+    /// The TLS listener client `i` connects to: the nodes in turn.
+    pub fn addr_for(&self, i: usize) -> SocketAddr {
+        self.addrs
+            .get(i % self.addrs.len().max(1))
+            .copied()
+            .unwrap_or(self.addr)
+    }
+
+    /// Every chatd process we know of (a cluster's nodes, or the one `pid`).
+    pub fn chatd_pids(&self) -> Vec<u32> {
+        match &self.cluster {
+            Some(c) => c.nodes.clone(),
+            None => self.pid.into_iter().collect(),
+        }
+    }
+
+    /// Starts `chatd` with a generated configuration sized for `sizes` (connections at once:
+    /// the clients, and the login storm's).
+    pub fn start(chatd: &Path, sizes: &Sizes) -> anyhow::Result<Target> {
+        let (dir, config_path, control) = config_dir(sizes)?;
         let (mut owned, rx) = spawn(chatd, &config_path)?;
         owned._dir = Some(dir);
         let pid = owned.child.id();
@@ -86,10 +139,13 @@ impl Target {
         match ready {
             Ok((addr, fingerprint)) => Ok(Target {
                 addr,
+                addrs: vec![addr],
                 control,
                 fingerprint,
                 pid: Some(pid),
-                owned: Some(owned),
+                cluster: None,
+                owned: vec![owned],
+                _services: None,
             }),
             Err(e) => {
                 owned.stop();
@@ -98,17 +154,22 @@ impl Target {
         }
     }
 
-    /// Warnings and errors the started server logged so far (none known for `--target`).
+    /// Warnings and errors the started servers logged so far (none known for `--target`),
+    /// a cluster's nodes' together.
     pub fn log(&self) -> ServerLog {
-        self.owned
-            .as_ref()
-            .and_then(|o| o.problems.lock().ok().map(|l| l.clone()))
-            .unwrap_or_default()
+        let mut all = ServerLog::default();
+        for log in self.owned.iter().filter_map(|o| o.problems.lock().ok()) {
+            all.count += log.count;
+            let room = KEPT_LOG_LINES.saturating_sub(all.lines.len());
+            all.lines.extend(log.lines.iter().take(room).cloned());
+        }
+        all
     }
 
-    /// Stops a started server (SIGTERM, then SIGKILL after a grace period).
+    /// Stops the started servers (SIGTERM, then SIGKILL after a grace period); a cluster's
+    /// database and bus stop when the target is dropped, after its nodes.
     pub fn stop(&mut self) {
-        if let Some(mut owned) = self.owned.take() {
+        for mut owned in self.owned.drain(..) {
             owned.stop();
         }
     }
@@ -121,7 +182,7 @@ impl Drop for Target {
 }
 
 /// Starts chatd with `config`; its log is drained by a thread that reports startup on `rx`.
-fn spawn(
+pub(crate) fn spawn(
     chatd: &Path,
     config: &Path,
 ) -> anyhow::Result<(Owned, std::sync::mpsc::Receiver<Startup>)> {
@@ -185,7 +246,13 @@ pub fn startup_times(chatd: &Path, again: usize) -> anyhow::Result<StartupTimes>
 }
 
 impl Owned {
-    fn stop(&mut self) {
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops it: SIGTERM, then SIGKILL after 5 s.
+    pub(crate) fn stop(&mut self) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -221,19 +288,19 @@ fn config_dir(sizes: &Sizes) -> anyhow::Result<(tempfile::TempDir, PathBuf, Path
 }
 
 /// What a bench chatd must be sized for.
-struct Sizes {
+pub struct Sizes {
     /// Connections at once.
-    clients: usize,
+    pub clients: usize,
     /// Sessions of one user at once (chatd's default, 16, when that is more).
-    sessions_per_user: usize,
+    pub sessions_per_user: usize,
     /// `[limits] outbound_queue`.
-    outbound_queue: usize,
+    pub outbound_queue: usize,
 }
 
 /// chatd.toml for a bench server taking `clients` connections at once. Every connection comes
 /// from 127.0.0.1, so the per-address cap is the total; both get 64 spare, also for login-storm
 /// sessions chatd is still closing (holding their slot) when the client already has its `bye`.
-fn config_text(state: &Path, control: &Path, sizes: &Sizes) -> String {
+pub(crate) fn config_text(state: &Path, control: &Path, sizes: &Sizes) -> String {
     let outbound_queue = sizes.outbound_queue;
     let sessions = sizes.sessions_per_user.max(16);
     format!(
@@ -254,7 +321,7 @@ fn config_text(state: &Path, control: &Path, sizes: &Sizes) -> String {
 }
 
 /// What the reader thread reports while chatd starts.
-enum Startup {
+pub(crate) enum Startup {
     Listening(SocketAddr),
     Fingerprint(Fingerprint),
     Exited(Vec<String>),
@@ -300,7 +367,8 @@ fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     line[start..].split_whitespace().next()
 }
 
-fn wait_ready(
+/// Waits for a started chatd's address and fingerprint (or its early exit).
+pub(crate) fn wait_ready(
     rx: &std::sync::mpsc::Receiver<Startup>,
 ) -> anyhow::Result<(SocketAddr, Fingerprint)> {
     let mut addr = None;

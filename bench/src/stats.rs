@@ -90,9 +90,18 @@ pub struct Fanout {
     /// Latency over all deliveries.
     #[serde(flatten, serialize_with = "latency")]
     pub latency: Latency,
-    /// chatd CPU seconds during the run.
+    /// chatd CPU seconds during the run (a cluster's nodes together).
     #[serde(rename = "chatd_cpu_secs")]
     pub server_cpu_secs: Option<f64>,
+    /// chatd processes measured: 1, or a cluster's nodes.
+    pub nodes: usize,
+    /// A cluster's CPU seconds during the run, node by node (empty for one chatd).
+    #[serde(rename = "chatd_cpu_secs_each")]
+    pub node_cpu_secs: Vec<f64>,
+    /// A cluster's nats-server CPU seconds during the run.
+    pub nats_cpu_secs: Option<f64>,
+    /// A cluster's PostgreSQL CPU seconds during the run (server and backends).
+    pub postgres_cpu_secs: Option<f64>,
     /// chat-bench's own CPU seconds during the run (it shares the machine with chatd).
     pub bench_cpu_secs: Option<f64>,
     /// chatd RSS after the run.

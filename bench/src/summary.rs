@@ -15,6 +15,7 @@ use crate::table::Table;
 const SUMMARY: &[(&str, &str)] = &[
     ("deliveries_per_sec", "deliveries/s"),
     ("deliveries_per_cpu_sec", "per chatd CPU-s"),
+    ("deliveries_per_cluster_cpu_sec", "per cluster CPU-s"),
     ("latency_p50_ms", "latency p50 ms"),
     ("latency_p99_ms", "latency p99 ms"),
     ("latency_max_ms", "latency max ms"),
@@ -26,8 +27,11 @@ const SUMMARY: &[(&str, &str)] = &[
     ("setups_per_chatd_cpu_sec", "setups/chatd CPU-s"),
     ("rss_per_connection_bytes", "RSS/connection B"),
     ("chatd_cpu_secs", "chatd CPU s"),
+    ("nats_cpu_secs", "nats-server CPU s"),
+    ("postgres_cpu_secs", "PostgreSQL CPU s"),
     ("bench_cpu_secs", "chat-bench CPU s"),
     ("lost", "lost"),
+    ("out_of_order", "out of order"),
     ("dropped", "dropped"),
     ("host_wake_late_p99_ms", "host wake p99 ms"),
     ("host_steal_percent", "host steal %"),
@@ -72,7 +76,7 @@ impl<'a> Runs<'a> {
 /// One chatd's runs in a comparison.
 #[derive(Debug, Serialize)]
 struct Side<'a> {
-    /// The binary's path.
+    /// The binary's path (or, for `--cluster`, what ran).
     chatd: String,
     /// The median of every figure that is a number in every run.
     median: Value,
@@ -81,9 +85,9 @@ struct Side<'a> {
 }
 
 impl<'a> Side<'a> {
-    fn new(chatd: &Path, each: &'a [Value]) -> Side<'a> {
+    fn new(chatd: String, each: &'a [Value]) -> Side<'a> {
         Side {
-            chatd: chatd.display().to_string(),
+            chatd,
             median: medians(each),
             each,
         }
@@ -110,11 +114,17 @@ pub struct Comparison<'a> {
 impl<'a> Comparison<'a> {
     /// The comparison of `a`'s runs (of the chatd at `a_path`) with `b`'s, pair by pair.
     pub fn new(a_path: &Path, a: &'a [Value], b_path: &Path, b: &'a [Value]) -> Comparison<'a> {
+        let name = |p: &Path| p.display().to_string();
+        Comparison::named(name(a_path), a, name(b_path), b)
+    }
+
+    /// The comparison of runs `a` (of what `a_name` names) with `b`, pair by pair.
+    fn named(a_name: String, a: &'a [Value], b_name: String, b: &'a [Value]) -> Comparison<'a> {
         let differences = differences(a, b);
         Comparison {
             pairs: a.len().min(b.len()),
-            a: Side::new(a_path, a),
-            b: Side::new(b_path, b),
+            a: Side::new(a_name, a),
+            b: Side::new(b_name, b),
             b_minus_a_median: medians(&differences),
             differences,
         }
@@ -133,6 +143,150 @@ impl<'a> Comparison<'a> {
         );
         summary_rows(&mut t, &title, &self.b_minus_a_median, &self.differences);
         t.finish()
+    }
+}
+
+/// `--cluster`: pairs of runs, one node (A) then the cluster (B), compared as `--compare`
+/// does, then the figures that say what the cluster costs: the cluster's deliveries per
+/// CPU-second of its nodes and nats-server against one node's per chatd CPU-second, and the
+/// latency, losses and order of both.
+#[derive(Debug, Serialize)]
+pub struct ClusterComparison<'a> {
+    /// The nodes of the cluster.
+    nodes: usize,
+    /// Each side, and the pairs' differences.
+    #[serde(flatten)]
+    comparison: Comparison<'a>,
+    /// Per pair: the cluster's `deliveries_per_cluster_cpu_sec` over one node's
+    /// `deliveries_per_cpu_sec`, in percent (null where either is unknown).
+    cluster_over_one_node_percent: Vec<Option<f64>>,
+    /// Their median.
+    cluster_over_one_node_percent_median: Option<f64>,
+}
+
+impl<'a> ClusterComparison<'a> {
+    /// The comparison of `one`'s runs (one node) with `cluster`'s (of `nodes` nodes).
+    pub fn new(nodes: usize, one: &'a [Value], cluster: &'a [Value]) -> ClusterComparison<'a> {
+        let ratios: Vec<Option<f64>> = one
+            .iter()
+            .zip(cluster)
+            .map(|(a, b)| {
+                let (a, b) = (
+                    a["deliveries_per_cpu_sec"].as_f64()?,
+                    b["deliveries_per_cluster_cpu_sec"].as_f64()?,
+                );
+                (a > 0.0).then(|| b * 100.0 / a)
+            })
+            .collect();
+        let mut known: Vec<f64> = ratios.iter().flatten().copied().collect();
+        known.sort_by(f64::total_cmp);
+        ClusterComparison {
+            nodes,
+            comparison: Comparison::named(
+                "one chatd (SQLite)".into(),
+                one,
+                format!("{nodes} chatd nodes (PostgreSQL, nats-server)"),
+                cluster,
+            ),
+            cluster_over_one_node_percent_median: (known.len() == ratios.len())
+                .then(|| median_of_sorted(&known))
+                .flatten(),
+            cluster_over_one_node_percent: ratios,
+        }
+    }
+
+    /// For people: the comparison, then the cluster's figures against one node's.
+    pub fn text(&self) -> String {
+        let (a, b) = (&self.comparison.a, &self.comparison.b);
+        let mut t = Table::default();
+        t.line(format_args!(
+            "== cluster of {} nodes against one node: medians of {} pairs (each pair's in \
+             brackets)",
+            self.nodes, self.comparison.pairs
+        ));
+        let each = |side: &Side, key: &str, show: &dyn Fn(f64) -> String| {
+            let xs: Vec<String> = side
+                .each
+                .iter()
+                .map(|r| r[key].as_f64().map_or_else(|| "?".into(), show))
+                .collect();
+            let m = side.median[key].as_f64().map_or_else(|| "?".into(), show);
+            format!("{m} [{}]", xs.join(", "))
+        };
+        let whole = |x: f64| format!("{x:.0}");
+        let ms = |x: f64| format!("{x:.3}");
+        t.row(
+            "one node",
+            format_args!(
+                "{} deliveries per chatd CPU-s",
+                each(a, "deliveries_per_cpu_sec", &whole)
+            ),
+        );
+        t.row(
+            "cluster",
+            format_args!(
+                "{} deliveries per CPU-s of its nodes and nats-server",
+                each(b, "deliveries_per_cluster_cpu_sec", &whole)
+            ),
+        );
+        let pct = |x: &Option<f64>| x.map_or_else(|| "?".into(), |p| format!("{p:.1}"));
+        let ratios: Vec<String> = self.cluster_over_one_node_percent.iter().map(pct).collect();
+        t.row(
+            "cluster/one node",
+            format_args!(
+                "{} % [{}]",
+                pct(&self.cluster_over_one_node_percent_median),
+                ratios.join(", ")
+            ),
+        );
+        t.row(
+            "PostgreSQL CPU",
+            format_args!(
+                "{} s (not counted above)",
+                each(b, "postgres_cpu_secs", &ms)
+            ),
+        );
+        t.row(
+            "p99 one node",
+            format_args!("{} ms", each(a, "latency_p99_ms", &ms)),
+        );
+        t.row(
+            "p99 cluster",
+            format_args!("{} ms", each(b, "latency_p99_ms", &ms)),
+        );
+        let diffs: Vec<String> = self
+            .comparison
+            .differences
+            .iter()
+            .map(|d| {
+                d["latency_p99_ms"]
+                    .as_f64()
+                    .map_or_else(|| "?".into(), |x| format!("{x:+.3}"))
+            })
+            .collect();
+        let diff = self.comparison.b_minus_a_median["latency_p99_ms"]
+            .as_f64()
+            .map_or_else(|| "?".into(), |x| format!("{x:+.3}"));
+        t.row(
+            "p99 difference",
+            format_args!("{diff} ms [{}] (cluster - one node)", diffs.join(", ")),
+        );
+        let total = |side: &Side, key: &str| -> u64 {
+            side.each.iter().filter_map(|r| r[key].as_u64()).sum()
+        };
+        for (label, key) in [("lost", "lost"), ("out of order", "out_of_order")] {
+            t.row(
+                label,
+                format_args!(
+                    "one node {}, cluster {} (all runs)",
+                    total(a, key),
+                    total(b, key)
+                ),
+            );
+        }
+        let mut text = self.comparison.text();
+        text.push_str(&t.finish());
+        text
     }
 }
 
@@ -261,6 +415,71 @@ mod tests {
         assert_eq!(v["runs"], 3);
         assert_eq!(v["median"]["latency_p99_ms"], 4.75);
         assert_eq!(v["each"][1]["deliveries_per_sec"], 2_500_000.0);
+    }
+
+    #[test]
+    fn a_cluster_comparison_puts_its_cpu_against_one_nodes() {
+        let one = [
+            json!({"deliveries_per_cpu_sec": 4_000_000.0, "latency_p99_ms": 5.0, "lost": 0,
+                   "out_of_order": 0}),
+            json!({"deliveries_per_cpu_sec": 2_000_000.0, "latency_p99_ms": 4.0, "lost": 0,
+                   "out_of_order": 0}),
+        ];
+        let cluster = [
+            json!({"deliveries_per_cpu_sec": 3_600_000.0, "deliveries_per_cluster_cpu_sec":
+                   3_400_000.0, "latency_p99_ms": 6.5, "lost": 3, "out_of_order": 1,
+                   "postgres_cpu_secs": 0.25}),
+            json!({"deliveries_per_cpu_sec": 1_900_000.0, "deliveries_per_cluster_cpu_sec":
+                   1_800_000.0, "latency_p99_ms": 4.5, "lost": 0, "out_of_order": 0,
+                   "postgres_cpu_secs": 0.5}),
+        ];
+        let c = ClusterComparison::new(3, &one, &cluster);
+        assert_eq!(c.cluster_over_one_node_percent, [Some(85.0), Some(90.0)]);
+        assert_eq!(c.cluster_over_one_node_percent_median, Some(87.5));
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["nodes"], 3);
+        assert_eq!(v["pairs"], 2);
+        assert_eq!(v["a"]["chatd"], "one chatd (SQLite)");
+        assert_eq!(
+            v["b"]["median"]["deliveries_per_cluster_cpu_sec"],
+            2_600_000.0
+        );
+        assert_eq!(v["b_minus_a_median"]["latency_p99_ms"], 1.0);
+        let text = c.text();
+        assert!(
+            text.contains("== B 3 chatd nodes (PostgreSQL, nats-server): median of 2 runs\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("per cluster CPU-s  2600000 [3400000, 1800000]\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\none node           3000000 [4000000, 2000000] deliveries per chatd"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ncluster/one node   87.5 % [85.0, 90.0]\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nPostgreSQL CPU     0.375 [0.250, 0.500] s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\np99 difference     +1.000 ms [+1.500, +0.500] (cluster"),
+            "{text}"
+        );
+        assert!(text.contains("\nlost               one node 0, cluster 3 (all runs)\n"));
+        assert!(text.contains("\nout of order       one node 0, cluster 1 (all runs)\n"));
+        // A run without a figure: no median ratio.
+        let c = ClusterComparison::new(3, &one, &cluster[..1]);
+        assert_eq!(c.comparison.pairs, 1);
+        let unknown = [json!({"lost": 0})];
+        let c = ClusterComparison::new(3, &one[..1], &unknown);
+        assert_eq!(c.cluster_over_one_node_percent, [None]);
+        assert_eq!(c.cluster_over_one_node_percent_median, None);
+        assert!(c.text().contains("cluster/one node   ? % [?]\n"));
     }
 
     #[test]

@@ -63,7 +63,7 @@ async fn setup(
     extra_users: usize,
 ) -> anyhow::Result<(Setup, Vec<Client>, Option<Arc<Receivers>>)> {
     let n = args.client_count();
-    let probe = Probe::new(target.pid);
+    let probe = Probe::all(target.chatd_pids());
     let started = Instant::now();
     // With `--users` (idle mode only, so no storm users follow) clients share users in turn.
     let users = args.user_count();
@@ -86,11 +86,12 @@ async fn setup(
     let mut logins = Vec::with_capacity(n);
     let wire = args.wire;
     for i in 0..n {
+        // A cluster's nodes in turn, so senders too are on every node.
         let (connector, limit, run, addr, key) = (
             connector.clone(),
             Arc::clone(&limit),
             Arc::clone(run),
-            target.addr,
+            target.addr_for(i),
             keys.login_key(i, senders),
         );
         let receivers = receivers.clone();
@@ -220,7 +221,7 @@ async fn paced(
     }
     let host_wake = host_check(args).await?;
 
-    let meters = Meters::start(Probe::new(target.pid), &run);
+    let meters = Meters::start(target, &run);
     let storm_stop = CancellationToken::new();
     let storm_task = storm.map(|plan| {
         let key = keys.login_key(plan.first_user, s);
@@ -230,7 +231,7 @@ async fn paced(
             target.addr,
             storm_connector,
             key,
-            meters.chatd,
+            meters.chatd.clone(),
             stop,
             run,
         )
@@ -280,32 +281,53 @@ async fn host_check(args: &Args) -> anyhow::Result<Option<WakeDelay>> {
     }
 }
 
-/// What is read at either end of the timed phase: CPU time (chatd's, our own, the host's
-/// steal) and the run's clock.
+/// What is read at either end of the timed phase: CPU time (chatd's, a cluster's bus and
+/// database, our own, the host's steal) and the run's clock.
 struct Meters {
-    /// chatd.
+    /// chatd (a cluster's nodes).
     chatd: Probe,
+    /// A cluster's nats-server and PostgreSQL (empty probes otherwise).
+    nats: Probe,
+    postgres: Probe,
     /// chat-bench itself.
     me: Probe,
+    /// How many chatd processes `chatd` samples.
+    nodes: usize,
     host_before: Option<CpuTimes>,
-    chatd_before: Option<f64>,
+    /// Each chatd's CPU seconds (a cluster's nodes').
+    chatd_before: Option<Vec<f64>>,
+    nats_before: Option<f64>,
+    postgres_before: Option<f64>,
     own_before: Option<f64>,
     /// The first send may follow: the timed phase's start, in [`Run::now_ns`].
     t0: u64,
 }
 
 impl Meters {
-    /// Reads everything at the start of the timed phase; the run's clock last.
-    fn start(chatd: Probe, run: &Run) -> Meters {
+    /// Reads everything of `target` at the start of the timed phase; the run's clock last.
+    fn start(target: &Target, run: &Run) -> Meters {
+        let pids = target.chatd_pids();
+        let nodes = pids.len();
+        let chatd = Probe::all(pids);
+        let cluster = target.cluster.as_ref();
+        let nats = Probe::new(cluster.and_then(|c| c.nats));
+        let postgres = Probe::tree(cluster.and_then(|c| c.postgres));
         let me = Probe::new(Some(std::process::id()));
         let host_before = CpuTimes::now().ok();
-        let chatd_before = chatd.cpu();
+        let chatd_before = chatd.cpu_each();
+        let nats_before = nats.cpu();
+        let postgres_before = postgres.cpu();
         let own_before = me.cpu();
         Meters {
             chatd,
+            nats,
+            postgres,
             me,
+            nodes,
             host_before,
             chatd_before,
+            nats_before,
+            postgres_before,
             own_before,
             t0: run.now_ns(),
         }
@@ -313,7 +335,8 @@ impl Meters {
 
     /// (chatd, own) CPU seconds at the start.
     fn cpu_before(&self) -> Option<(f64, f64)> {
-        self.chatd_before.zip(self.own_before)
+        let chatd = self.chatd_before.as_ref().map(|c| c.iter().sum());
+        chatd.zip(self.own_before)
     }
 
     /// Reads everything again at the end of the timed phase: when all `receivers` completed,
@@ -326,12 +349,22 @@ impl Meters {
         } else {
             run.now_ns()
         };
-        let chatd_after = self.chatd.cpu();
+        let chatd_each: Option<Vec<f64>> = self
+            .chatd_before
+            .as_ref()
+            .zip(self.chatd.cpu_each())
+            .map(|(a, b)| a.iter().zip(&b).map(|(a, b)| b - a).collect());
+        let nats_after = self.nats.cpu();
+        let postgres_after = self.postgres.cpu();
         let own_after = self.me.cpu();
         let host_after = CpuTimes::now().ok();
         Fanout {
             duration_secs: t1.saturating_sub(self.t0) as f64 / 1e9,
-            server_cpu_secs: self.chatd_before.zip(chatd_after).map(|(a, b)| b - a),
+            server_cpu_secs: chatd_each.as_ref().map(|c| c.iter().sum()),
+            node_cpu_secs: chatd_each.filter(|c| c.len() > 1).unwrap_or_default(),
+            nodes: self.nodes,
+            nats_cpu_secs: self.nats_before.zip(nats_after).map(|(a, b)| b - a),
+            postgres_cpu_secs: self.postgres_before.zip(postgres_after).map(|(a, b)| b - a),
             bench_cpu_secs: self.own_before.zip(own_after).map(|(a, b)| b - a),
             rss_after_run: self.chatd.rss(),
             host_steal_percent: self

@@ -419,3 +419,63 @@ fn login_storm_splits_latency_into_a_quiet_and_a_storm_phase() {
         assert!(v[key].as_f64().is_some_and(|ms| ms > 0.0), "{key}: {v}");
     }
 }
+
+/// `--cluster 2`: one pair, one chatd then two nodes on a throwaway PostgreSQL and
+/// nats-server, with a sender on each node, so every message reaches the other node's members
+/// over the bus; nothing is lost or out of order on either side, and the cluster's CPU counts
+/// both nodes and nats-server.
+#[test]
+fn a_cluster_of_two_loses_nothing_and_counts_every_process() {
+    if !chatd_testkit::postgres::available() || !chatd_testkit::nats::available() {
+        return;
+    }
+    let v = bench_json(&[
+        "--cluster",
+        "2",
+        "-n",
+        "6",
+        "-s",
+        "2",
+        "-m",
+        "20",
+        "--timeout",
+        "30",
+        "--host-check",
+        "0.1",
+    ]);
+    assert_eq!(v["nodes"], 2, "{v}");
+    assert_eq!(v["pairs"], 1, "{v}");
+    assert_eq!(v["a"]["chatd"], "one chatd (SQLite)", "{v}");
+    for side in ["a", "b"] {
+        let run = &v[side]["each"][0];
+        assert_eq!(run["lost"], 0, "{side}: {v}");
+        assert_eq!(run["deliveries"], 6 * 2 * 20, "{side}: {v}");
+        assert_eq!(run["out_of_order"], 0, "{side}: {v}");
+        assert_eq!(run["corrupt"], 0, "{side}: {v}");
+        assert_eq!(run["byes"], serde_json::json!({}), "{side}: {v}");
+        assert_eq!(run["errors"], serde_json::json!({}), "{side}: {v}");
+    }
+    let (one, cluster) = (&v["a"]["each"][0], &v["b"]["each"][0]);
+    assert_eq!(one["nodes"], 1, "{v}");
+    assert!(one["nats_cpu_secs"].is_null(), "{v}");
+    assert!(one["deliveries_per_cluster_cpu_sec"].is_null(), "{v}");
+    assert_eq!(one["chatd_cpu_secs_each"], serde_json::json!([]), "{v}");
+    assert_eq!(cluster["nodes"], 2, "{v}");
+    assert_eq!(
+        cluster["chatd_cpu_secs_each"].as_array().map(Vec::len),
+        Some(2),
+        "{v}"
+    );
+    for key in ["chatd_cpu_secs", "nats_cpu_secs", "postgres_cpu_secs"] {
+        assert!(
+            cluster[key].as_f64().is_some_and(|s| s >= 0.0),
+            "{key}: {v}"
+        );
+    }
+    assert!(cluster["deliveries_per_cluster_cpu_sec"].is_number(), "{v}");
+    assert_eq!(
+        v["cluster_over_one_node_percent"].as_array().map(Vec::len),
+        Some(1),
+        "{v}"
+    );
+}

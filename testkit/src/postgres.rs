@@ -182,6 +182,12 @@ impl TempPostgres {
         }
     }
 
+    /// The server's process id (for a benchmark to measure its CPU time; its backends are its
+    /// children), None while stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
     /// The directory holding the server's socket.
     pub fn socket_dir(&self) -> &Path {
         &self.dir
