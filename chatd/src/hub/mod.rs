@@ -12,10 +12,12 @@
 //!
 //! One lock guards four tables ([`tables`]), each in a file of its own with its methods:
 //! `sessions` (the session table and delivery), `directory` (device keys, `login_ok`,
-//! `/whois`), `rooms`, and `offline` (lines for offline devices). `route` and `presence`
-//! work across them; `outgoing` is what the hub hands out. This file is the public face:
-//! each method takes the lock and calls into them. The lock is never held across an
-//! `.await`.
+//! `/whois`), `rooms`, and `offline` (lines for offline devices); in a cluster a fifth,
+//! `remote`, holds the other nodes' devices and the way out to the bus. `route` and `presence`
+//! work across them; `events` applies state changes made here or on another node; `nodes`
+//! is what the cluster task calls; `outgoing` is what the hub hands out. This file is the
+//! public face: each method takes the lock and calls into them. The lock is never held
+//! across an `.await`.
 
 mod directory;
 mod events;
@@ -56,13 +58,13 @@ pub use route::{Routed, SendRefused, Sent};
 pub use sessions::{HubError, NewSession};
 
 use outgoing::serialize;
+use tables::Tables;
 
 /// A frame as one line of text, for an [`Event`] (None, logged, if it cannot be serialized).
 fn serialize_text(frame: &ServerFrame) -> Option<String> {
     let line = serialize(frame)?;
     String::from_utf8(line.to_vec()).ok()
 }
-use tables::Tables;
 
 /// The routing table; shared by every session and the control socket.
 pub struct Hub {

@@ -163,7 +163,7 @@ impl Tables {
     /// when the device or its user came or went as far as the whole cluster goes.
     pub(super) fn remote_device(&mut self, node: &str, d: &DeviceOnNode, reason: &str) {
         self.offline.changed();
-        if d.sessions > 0 && self.directory.get(&d.user, &d.device).is_none() {
+        if d.sessions > 0 && !d.key.is_empty() && self.directory.get(&d.user, &d.device).is_none() {
             // Registered on that node since this one read the store.
             self.directory.add(&d.user, d.device, &d.key);
         }
